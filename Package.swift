@@ -1,0 +1,134 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Our own targets treat every warning as an error; dependencies are left alone.
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+
+let package = Package(
+    name: "Baton",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "baton", targets: ["baton"]),
+        .library(name: "BatonClient", targets: ["BatonClient"]),
+        .library(name: "BatonCore", targets: ["BatonCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // C libraries, through system-library targets with small header-only shims.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // The pure core: value model, decision state machine, ports. Imports nothing.
+        .target(name: "BatonCore", swiftSettings: strict),
+
+        .target(
+            name: "BatonEtcd",
+            dependencies: [
+                "BatonCore", "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "BatonPostgres",
+            dependencies: [
+                "BatonCore", "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "BatonHA",
+            dependencies: [
+                "BatonCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "BatonAPI",
+            dependencies: [
+                "BatonCore", "BatonHA",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "BatonClient",
+            dependencies: [
+                "BatonCore", "BatonEtcd", "BatonPostgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "BatonAgent",
+            dependencies: [
+                "BatonCore", "BatonEtcd", "BatonPostgres", "BatonHA", "BatonAPI", "BatonClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "baton",
+            dependencies: [
+                "BatonAgent", "BatonClient", "BatonCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Test doubles and shared fixtures; not a product.
+        .target(
+            name: "BatonTesting",
+            dependencies: [
+                "BatonCore", "BatonHA",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Unit tests: milliseconds, no sockets or processes.
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
+        .testTarget(name: "BatonTestingTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
+        .testTarget(name: "BatonEtcdTests", dependencies: ["BatonEtcd", "BatonCore"], swiftSettings: strict),
+        .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonCore"], swiftSettings: strict),
+
+        // Integration tests: real etcd and real PostgreSQL processes, kept in their own targets.
+        .testTarget(
+            name: "BatonEtcdIntegrationTests",
+            dependencies: ["BatonEtcd", "BatonCore", "BatonTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "BatonPostgresIntegrationTests",
+            dependencies: ["BatonPostgres", "BatonCore", "BatonTesting"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,124 @@
+/// A value read from the store together with the revision that last modified it, which is what a
+/// compare-and-swap against it must name.
+public struct Versioned<Value: Sendable>: Sendable {
+    public var value: Value
+    public var modRevision: Int64
+
+    public init(_ value: Value, modRevision: Int64) {
+        self.value = value
+        self.modRevision = modRevision
+    }
+}
+
+extension Versioned: Equatable where Value: Equatable {}
+extension Versioned: Hashable where Value: Hashable {}
+
+/// An opaque store session (an etcd lease): the leader key and the member key live and die with it.
+public struct SessionID: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: Int64
+    public init(rawValue: Int64) { self.rawValue = rawValue }
+    public var description: String { String(rawValue, radix: 16) }
+}
+
+/// The `leader` key: who holds it, on which session, at which revision.
+public struct LeaderLock: Hashable, Sendable {
+    public var member: String
+    public var session: SessionID?
+    public var modRevision: Int64
+
+    public init(member: String, session: SessionID?, modRevision: Int64) {
+        self.member = member
+        self.session = session
+        self.modRevision = modRevision
+    }
+}
+
+/// The `failover` key: a requested switchover (with `leader`) or failover (without), possibly scheduled.
+public struct FailoverRequest: Hashable, Sendable, Codable {
+    public var leader: String?
+    public var member: String?
+    /// ISO 8601 wall-clock time, as Patroni writes it; only ever compared by the leader that executes it.
+    public var scheduled_at: String?
+
+    public init(leader: String? = nil, member: String? = nil, scheduledAt: String? = nil) {
+        self.leader = leader
+        self.member = member
+        self.scheduled_at = scheduledAt
+    }
+}
+
+/// The `sync` key: which members are synchronous standbys of which leader.
+public struct SyncState: Hashable, Sendable, Codable {
+    public var leader: String?
+    /// Comma-separated member names, as Patroni writes it.
+    public var sync_standby: String?
+
+    public init(leader: String?, syncStandbys: [String]) {
+        self.leader = leader
+        self.sync_standby = syncStandbys.isEmpty ? nil : syncStandbys.sorted().joined(separator: ",")
+    }
+
+    public var syncStandbys: [String] {
+        (sync_standby ?? "").split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+    }
+
+    public func isSynchronous(_ member: String) -> Bool { syncStandbys.contains(member) }
+}
+
+/// One row of the `history` key: `[timeline, lsn, reason, timestamp, new_leader]`.
+public struct HistoryEntry: Hashable, Sendable, Codable {
+    public var timeline: Int
+    public var lsn: LSN
+    public var reason: String
+    public var timestamp: String?
+    public var newLeader: String?
+
+    public init(timeline: Int, lsn: LSN, reason: String, timestamp: String? = nil, newLeader: String? = nil) {
+        self.timeline = timeline
+        self.lsn = lsn
+        self.reason = reason
+        self.timestamp = timestamp
+        self.newLeader = newLeader
+    }
+
+    public init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        self.timeline = try container.decode(Int.self)
+        self.lsn = try container.decode(LSN.self)
+        self.reason = try container.decode(String.self)
+        self.timestamp = container.isAtEnd ? nil : try container.decodeIfPresent(String.self)
+        self.newLeader = container.isAtEnd ? nil : try container.decodeIfPresent(String.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.unkeyedContainer()
+        try container.encode(timeline)
+        try container.encode(lsn)
+        try container.encode(reason)
+        if let timestamp { try container.encode(timestamp) }
+        if let newLeader {
+            if timestamp == nil { try container.encodeNil() }
+            try container.encode(newLeader)
+        }
+    }
+}
+
+/// The `status` key the leader writes each cycle: its optime is what replicas measure lag against.
+public struct LeaderStatus: Hashable, Sendable, Codable {
+    public var optime: LSN
+    public var slots: [String: LSN]?
+
+    public init(optime: LSN, slots: [String: LSN]? = nil) {
+        self.optime = optime
+        self.slots = slots
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var scalars = Substring(self)
+        while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
+        while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
+        return String(scalars)
+    }
+}

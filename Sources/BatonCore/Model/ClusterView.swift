@@ -1,0 +1,42 @@
+/// One consistent snapshot of everything under `/<namespace>/<scope>/`.
+public struct ClusterView: Hashable, Sendable {
+    /// The store revision the snapshot was read at; watches resume after it.
+    public var revision: Int64
+    /// The `initialize` key: the system identifier, `""` while bootstrapping, nil when absent.
+    public var initialize: String?
+    public var config: Versioned<DynamicConfig>?
+    public var leader: LeaderLock?
+    public var members: [Member]
+    public var failover: Versioned<FailoverRequest>?
+    public var sync: Versioned<SyncState>?
+    public var history: [HistoryEntry]
+    public var status: LeaderStatus?
+    public var failsafe: [String: String]?
+    /// Keys that could not be decoded, each with what was wrong; never fatal.
+    public var problems: [String]
+
+    public init(
+        revision: Int64 = 0, initialize: String? = nil, config: Versioned<DynamicConfig>? = nil,
+        leader: LeaderLock? = nil, members: [Member] = [], failover: Versioned<FailoverRequest>? = nil,
+        sync: Versioned<SyncState>? = nil, history: [HistoryEntry] = [], status: LeaderStatus? = nil,
+        failsafe: [String: String]? = nil, problems: [String] = []
+    ) {
+        self.revision = revision
+        self.initialize = initialize
+        self.config = config
+        self.leader = leader
+        self.members = members
+        self.failover = failover
+        self.sync = sync
+        self.history = history
+        self.status = status
+        self.failsafe = failsafe
+        self.problems = problems
+    }
+
+    public func member(named name: String) -> Member? { members.first { $0.name == name } }
+
+    public var leaderMember: Member? { leader.flatMap { member(named: $0.member) } }
+
+    public var dynamicConfig: DynamicConfig { config?.value ?? DynamicConfig() }
+}

@@ -1,0 +1,109 @@
+/// The cluster-wide dynamic configuration held in the `config` key, in Patroni's layout.
+///
+/// The JSON document is kept whole, so that keys Baton does not interpret survive edits; typed
+/// accessors read it with Patroni's defaults.
+public struct DynamicConfig: Hashable, Sendable, Codable {
+    public var document: [String: JSONValue]
+
+    public init(_ document: [String: JSONValue] = [:]) { self.document = document }
+
+    public init(from decoder: any Decoder) throws {
+        self.document = try [String: JSONValue](from: decoder)
+    }
+
+    public func encode(to encoder: any Encoder) throws { try document.encode(to: encoder) }
+
+    public static let defaultTTL = 30
+    public static let defaultLoopWait = 10
+    public static let defaultRetryTimeout = 10
+    public static let defaultMaximumLagOnFailover: UInt64 = 1_048_576
+
+    private func seconds(_ key: String, _ fallback: Int) -> Duration {
+        if let value = document[key]?.doubleValue { return .milliseconds(Int64((value * 1000).rounded())) }
+        return .seconds(fallback)
+    }
+
+    public var ttl: Duration { seconds("ttl", Self.defaultTTL) }
+    public var loopWait: Duration { seconds("loop_wait", Self.defaultLoopWait) }
+    public var retryTimeout: Duration { seconds("retry_timeout", Self.defaultRetryTimeout) }
+    public var primaryStartTimeout: Duration { seconds("primary_start_timeout", 300) }
+    public var maximumLagOnFailover: UInt64 {
+        document["maximum_lag_on_failover"]?.intValue.map { UInt64(max(0, $0)) } ?? Self.defaultMaximumLagOnFailover
+    }
+    public var checkTimeline: Bool { document["check_timeline"]?.boolValue ?? false }
+    public var synchronousMode: Bool { document["synchronous_mode"]?.boolValue ?? false }
+    public var synchronousModeStrict: Bool { document["synchronous_mode_strict"]?.boolValue ?? false }
+    public var synchronousNodeCount: Int { max(1, document["synchronous_node_count"]?.intValue ?? 1) }
+    public var failsafeMode: Bool { document["failsafe_mode"]?.boolValue ?? false }
+    public var pause: Bool { document["pause"]?.boolValue ?? false }
+    public var postgresql: [String: JSONValue] { document["postgresql"]?.objectValue ?? [:] }
+    public var parameters: [String: JSONValue] { postgresql["parameters"]?.objectValue ?? [:] }
+    public var usePgRewind: Bool { postgresql["use_pg_rewind"]?.boolValue ?? true }
+
+    /// Applies an RFC 7386 merge patch.
+    public func merging(patch: JSONValue) -> DynamicConfig {
+        DynamicConfig(JSONValue.object(document).merging(patch: patch).objectValue ?? [:])
+    }
+
+    /// Problems that make this configuration unsafe or meaningless; empty when it may be used.
+    public func validationErrors() -> [String] {
+        var errors: [String] = []
+        let numeric = ["ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout"]
+        for key in numeric {
+            if let value = document[key], value.doubleValue == nil {
+                errors.append("\(key): expected a number, got \(value)")
+            } else if let value = document[key]?.doubleValue, value < 0 {
+                errors.append("\(key): must not be negative, got \(value)")
+            }
+        }
+        let booleans = ["check_timeline", "synchronous_mode", "synchronous_mode_strict", "failsafe_mode", "pause"]
+        for key in booleans {
+            if let value = document[key], value.boolValue == nil {
+                errors.append("\(key): expected true or false, got \(value)")
+            }
+        }
+        do {
+            _ = try TimingPolicy(ttl: ttl, loopWait: loopWait, retryTimeout: retryTimeout)
+        } catch {
+            errors.append(error.description)
+        }
+        return errors
+    }
+}
+
+/// The timing of the HA loop, validated so that a leader can always renew, or fence itself, before
+/// its lease could expire.
+public struct TimingPolicy: Hashable, Sendable {
+    public let ttl: Duration
+    public let loopWait: Duration
+    public let retryTimeout: Duration
+
+    /// The lowest ttl Baton accepts (etcd grants leases of at least 2 s; fencing needs headroom).
+    public static let minimumTTL: Duration = .seconds(4)
+
+    public struct Invalid: Error, Hashable, Sendable, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(ttl: Duration, loopWait: Duration, retryTimeout: Duration) throws(Invalid) {
+        guard ttl >= Self.minimumTTL else {
+            throw Invalid(description: "ttl must be at least \(Self.minimumTTL), got \(ttl)")
+        }
+        guard loopWait > .zero, retryTimeout > .zero else {
+            throw Invalid(description: "loop_wait and retry_timeout must be positive, got \(loopWait) and \(retryTimeout)")
+        }
+        guard loopWait + retryTimeout * 2 <= ttl else {
+            throw Invalid(
+                description:
+                    "loop_wait + 2 × retry_timeout must not exceed ttl (\(loopWait) + 2 × \(retryTimeout) > \(ttl)); "
+                    + "lower loop_wait or retry_timeout, or raise ttl")
+        }
+        self.ttl = ttl
+        self.loopWait = loopWait
+        self.retryTimeout = retryTimeout
+    }
+
+    /// How long before the lease could expire a primary must have demoted itself: room for one
+    /// stop of postgres and clock granularity.
+    public var fencingMargin: Duration { min(retryTimeout, ttl / 4) }
+}

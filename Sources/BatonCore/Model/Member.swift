@@ -1,0 +1,138 @@
+/// What one agent publishes about itself under `members/<name>`, in Patroni's JSON layout.
+public struct Member: Hashable, Sendable {
+    /// Open set of roles; unknown roles written by other tools are kept, not rejected.
+    public struct Role: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public static let primary = Role(rawValue: "primary")
+        public static let replica = Role(rawValue: "replica")
+        public static let standbyLeader = Role(rawValue: "standby_leader")
+        public static let demoted = Role(rawValue: "demoted")
+        public static let uninitialized = Role(rawValue: "uninitialized")
+        public var description: String { rawValue }
+    }
+
+    /// Open set of states (`running`, `starting`, `stopped`, `crashed`, `creating replica`, …).
+    public struct State: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public static let running = State(rawValue: "running")
+        public static let starting = State(rawValue: "starting")
+        public static let stopping = State(rawValue: "stopping")
+        public static let stopped = State(rawValue: "stopped")
+        public static let crashed = State(rawValue: "crashed")
+        public static let creatingReplica = State(rawValue: "creating replica")
+        public static let initializingNewCluster = State(rawValue: "initializing new cluster")
+        public static let restarting = State(rawValue: "restarting")
+        public static let rewinding = State(rawValue: "running pg_rewind")
+        public var description: String { rawValue }
+    }
+
+    /// The member's name: the last path element of its key, not part of the JSON.
+    public var name: String
+    public var connURL: String
+    public var apiURL: String
+    public var state: State
+    public var role: Role
+    public var version: String
+    /// Current LSN on a primary; max(receive, replay) on a replica.
+    public var xlogLocation: LSN?
+    public var receiveLSN: LSN?
+    public var replayLSN: LSN?
+    /// `streaming` or `in archive recovery` on a replica.
+    public var replicationState: String?
+    public var timeline: Int?
+    public var tags: Tags
+    public var pendingRestart: Bool
+
+    public init(
+        name: String, connURL: String = "", apiURL: String = "", state: State = .stopped,
+        role: Role = .uninitialized, version: String = BatonCore.version, xlogLocation: LSN? = nil,
+        receiveLSN: LSN? = nil, replayLSN: LSN? = nil, replicationState: String? = nil,
+        timeline: Int? = nil, tags: Tags = Tags(), pendingRestart: Bool = false
+    ) {
+        self.name = name
+        self.connURL = connURL
+        self.apiURL = apiURL
+        self.state = state
+        self.role = role
+        self.version = version
+        self.xlogLocation = xlogLocation
+        self.receiveLSN = receiveLSN
+        self.replayLSN = replayLSN
+        self.replicationState = replicationState
+        self.timeline = timeline
+        self.tags = tags
+        self.pendingRestart = pendingRestart
+    }
+}
+
+extension Member {
+    /// The JSON body of a member key (everything but the name, which is the key).
+    public struct Body: Hashable, Sendable, Codable {
+        public var conn_url: String?
+        public var api_url: String?
+        public var state: State?
+        public var role: Role?
+        public var version: String?
+        public var xlog_location: LSN?
+        public var receive_lsn: LSN?
+        public var replay_lsn: LSN?
+        public var replication_state: String?
+        public var timeline: Int?
+        public var tags: Tags?
+        public var pending_restart: Bool?
+    }
+
+    public var body: Body {
+        Body(
+            conn_url: connURL, api_url: apiURL, state: state, role: role, version: version,
+            xlog_location: xlogLocation, receive_lsn: receiveLSN, replay_lsn: replayLSN,
+            replication_state: replicationState, timeline: timeline,
+            tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil)
+    }
+
+    public init(name: String, body: Body) {
+        self.init(
+            name: name, connURL: body.conn_url ?? "", apiURL: body.api_url ?? "",
+            state: body.state ?? .stopped, role: body.role ?? .uninitialized,
+            version: body.version ?? "", xlogLocation: body.xlog_location,
+            receiveLSN: body.receive_lsn, replayLSN: body.replay_lsn,
+            replicationState: body.replication_state, timeline: body.timeline,
+            tags: body.tags ?? Tags(), pendingRestart: body.pending_restart ?? false)
+    }
+}
+
+/// A member's tags (`nofailover`, `failover_priority`, `noloadbalance`, `clonefrom`, `nosync`, and
+/// any user-defined key). Kept as JSON so that unknown tags survive a round trip.
+public struct Tags: Hashable, Sendable, Codable {
+    public var values: [String: JSONValue]
+
+    public init(_ values: [String: JSONValue] = [:]) { self.values = values }
+
+    public init(from decoder: any Decoder) throws {
+        self.values = try [String: JSONValue](from: decoder)
+    }
+
+    public func encode(to encoder: any Encoder) throws { try values.encode(to: encoder) }
+
+    public var isEmpty: Bool { values.isEmpty }
+
+    public subscript(key: String) -> JSONValue? {
+        get { values[key] }
+        set { values[key] = newValue }
+    }
+
+    /// `nofailover: true`, or a `failover_priority` of 0 or less, keeps a member out of every race.
+    public var noFailover: Bool {
+        if values["nofailover"]?.boolValue == true { return true }
+        if let priority = values["failover_priority"]?.intValue, priority <= 0 { return true }
+        return false
+    }
+
+    /// Higher wins among equally advanced candidates; default 1.
+    public var failoverPriority: Int { values["failover_priority"]?.intValue ?? 1 }
+    public var noLoadBalance: Bool { values["noloadbalance"]?.boolValue == true }
+    public var noSync: Bool { values["nosync"]?.boolValue == true }
+    public var cloneFrom: Bool { values["clonefrom"]?.boolValue == true }
+}

@@ -1,0 +1,143 @@
+/// The port to the local PostgreSQL instance that the HA loop drives. `BatonPostgres` implements
+/// it with libpq and a supervised postmaster; `BatonTesting` has a fake for the simulated cluster.
+public protocol PostgresNode: Sendable {
+    /// The current state, from one cheap round trip; never throws: failures become state.
+    func status() async -> PostgresStatus
+
+    /// Creates a new cluster (initdb, managed parameters, roles, pg_hba) and starts it as primary.
+    /// Returns the database system identifier.
+    func bootstrap() async throws -> String
+    /// Clones a replica from `source` with pg_basebackup (replaces any existing data directory).
+    func cloneReplica(from source: ReplicationSource) async throws
+    /// Starts postgres; as a standby of `source` when given, else as it was.
+    func start(following source: ReplicationSource?) async throws
+    func stop(mode: StopMode, timeout: Duration) async throws
+    func restart() async throws
+    func reload() async throws
+    /// Promotes a standby and returns once it accepts writes.
+    func promote(timeout: Duration) async throws
+    /// Turns a (possibly stopped) primary into a standby of `source`: stop, configure, start.
+    func demote(toFollow source: ReplicationSource?, mode: StopMode) async throws
+    /// Re-points a running standby at a new primary (reload where PostgreSQL allows it).
+    func follow(_ source: ReplicationSource) async throws
+    /// Rejoins an old primary after a promotion elsewhere: pg_rewind if needed and possible.
+    func rewind(from source: ReplicationSource) async throws
+    /// Applies `synchronous_standby_names` on a primary.
+    func setSynchronousStandbys(_ names: [String]) async throws
+    /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).
+    func terminations() -> AsyncStream<PostmasterExit>
+}
+
+/// How to reach the primary (or cascade source) a standby streams from.
+public struct ReplicationSource: Hashable, Sendable {
+    public var member: String
+    public var host: String
+    public var port: Int
+
+    public init(member: String, host: String, port: Int) {
+        self.member = member
+        self.host = host
+        self.port = port
+    }
+}
+
+/// PostgreSQL's shutdown modes.
+public enum StopMode: String, Hashable, Sendable {
+    case smart, fast, immediate
+}
+
+/// How the supervised postmaster ended.
+public struct PostmasterExit: Hashable, Sendable {
+    public var pid: Int32
+    public var status: Int32
+    public var bySignal: Bool
+
+    public init(pid: Int32, status: Int32, bySignal: Bool) {
+        self.pid = pid
+        self.status = status
+        self.bySignal = bySignal
+    }
+}
+
+/// What the agent knows about its local PostgreSQL at one moment.
+public struct PostgresStatus: Hashable, Sendable {
+    public enum Process: String, Hashable, Sendable {
+        /// No data directory, or not initialised.
+        case uninitialized
+        case stopped
+        case starting
+        case running
+        /// Exited without being asked to.
+        case crashed
+    }
+
+    public var process: Process
+    /// `pg_is_in_recovery()`; nil when not connected.
+    public var inRecovery: Bool?
+    public var timeline: Int?
+    public var currentLSN: LSN?
+    public var receiveLSN: LSN?
+    public var replayLSN: LSN?
+    /// WAL receiver streaming from its upstream.
+    public var streaming: Bool
+    public var systemIdentifier: String?
+    public var serverVersion: Int?
+    public var pendingRestart: Bool
+    public var replication: [ReplicationRow]
+    /// Why the status is incomplete (connection refused, query failed, …).
+    public var problem: String?
+
+    public init(
+        process: Process, inRecovery: Bool? = nil, timeline: Int? = nil, currentLSN: LSN? = nil,
+        receiveLSN: LSN? = nil, replayLSN: LSN? = nil, streaming: Bool = false,
+        systemIdentifier: String? = nil, serverVersion: Int? = nil, pendingRestart: Bool = false,
+        replication: [ReplicationRow] = [], problem: String? = nil
+    ) {
+        self.process = process
+        self.inRecovery = inRecovery
+        self.timeline = timeline
+        self.currentLSN = currentLSN
+        self.receiveLSN = receiveLSN
+        self.replayLSN = replayLSN
+        self.streaming = streaming
+        self.systemIdentifier = systemIdentifier
+        self.serverVersion = serverVersion
+        self.pendingRestart = pendingRestart
+        self.replication = replication
+        self.problem = problem
+    }
+
+    /// The position a replica would have if promoted now, or the primary's write position.
+    public var walPosition: LSN? {
+        if inRecovery == true {
+            return [receiveLSN, replayLSN].compactMap { $0 }.max()
+        }
+        return currentLSN
+    }
+}
+
+/// One row of `pg_stat_replication` on a primary.
+public struct ReplicationRow: Hashable, Sendable, Codable {
+    public var applicationName: String
+    public var clientAddress: String?
+    public var state: String
+    public var syncState: String
+    public var sentLSN: LSN?
+    public var writeLSN: LSN?
+    public var flushLSN: LSN?
+    public var replayLSN: LSN?
+
+    public init(
+        applicationName: String, clientAddress: String? = nil, state: String, syncState: String,
+        sentLSN: LSN? = nil, writeLSN: LSN? = nil, flushLSN: LSN? = nil, replayLSN: LSN? = nil
+    ) {
+        self.applicationName = applicationName
+        self.clientAddress = clientAddress
+        self.state = state
+        self.syncState = syncState
+        self.sentLSN = sentLSN
+        self.writeLSN = writeLSN
+        self.flushLSN = flushLSN
+        self.replayLSN = replayLSN
+    }
+}
