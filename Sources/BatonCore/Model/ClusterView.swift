@@ -4,6 +4,8 @@ public struct ClusterView: Hashable, Sendable {
     public var revision: Int64
     /// The `initialize` key: the system identifier, `""` while bootstrapping, nil when absent.
     public var initialize: String?
+    /// The modification revision of the `initialize` key, for `updateInitialize(expected:)`.
+    public var initializeRevision: Int64?
     public var config: Versioned<DynamicConfig>?
     public var leader: LeaderLock?
     public var members: [Member]
@@ -16,13 +18,15 @@ public struct ClusterView: Hashable, Sendable {
     public var problems: [String]
 
     public init(
-        revision: Int64 = 0, initialize: String? = nil, config: Versioned<DynamicConfig>? = nil,
+        revision: Int64 = 0, initialize: String? = nil, initializeRevision: Int64? = nil,
+        config: Versioned<DynamicConfig>? = nil,
         leader: LeaderLock? = nil, members: [Member] = [], failover: Versioned<FailoverRequest>? = nil,
         sync: Versioned<SyncState>? = nil, history: [HistoryEntry] = [], status: LeaderStatus? = nil,
         failsafe: [String: String]? = nil, problems: [String] = []
     ) {
         self.revision = revision
         self.initialize = initialize
+        self.initializeRevision = initializeRevision
         self.config = config
         self.leader = leader
         self.members = members

@@ -90,7 +90,8 @@ public struct TimingPolicy: Hashable, Sendable {
             throw Invalid(description: "ttl must be at least \(Self.minimumTTL), got \(ttl)")
         }
         guard loopWait > .zero, retryTimeout > .zero else {
-            throw Invalid(description: "loop_wait and retry_timeout must be positive, got \(loopWait) and \(retryTimeout)")
+            throw Invalid(
+                description: "loop_wait and retry_timeout must be positive, got \(loopWait) and \(retryTimeout)")
         }
         guard loopWait + retryTimeout * 2 <= ttl else {
             throw Invalid(

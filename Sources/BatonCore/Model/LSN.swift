@@ -37,7 +37,9 @@ public struct LSN: RawRepresentable, Hashable, Comparable, Sendable, Codable, Cu
         let container = try decoder.singleValueContainer()
         if let value = try? container.decode(UInt64.self) {
             self.rawValue = value
-        } else if let text = try? container.decode(String.self), let lsn = LSN(text: text) ?? UInt64(text).map({ LSN(rawValue: $0) }) {
+        } else if let text = try? container.decode(String.self),
+            let lsn = LSN(text: text) ?? UInt64(text).map({ LSN(rawValue: $0) })
+        {
             self = lsn
         } else {
             throw DecodingError.dataCorruptedError(
