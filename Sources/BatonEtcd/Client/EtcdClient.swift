@@ -1,0 +1,212 @@
+import BatonCore
+import Logging
+import Synchronization
+
+/// A client for etcd v3 (3.4+) through its JSON gateway at `/v3/`, over libcurl.
+///
+/// * Every call has a total deadline (`requestTimeout`) and each connect its own; no call can hang.
+/// * Calls move to the next endpoint on a connection failure or etcd's "unavailable" (gRPC 14).
+///   Reads are also retried after timeouts and lost connections; writes are not (their outcome is
+///   unknown then, and the error says so), except when the request provably never left.
+/// * With credentials, the client authenticates on first use and re-authenticates once when etcd
+///   rejects the token.
+/// * libcurl's blocking calls run on the client's own threads (`CurlWorkerPool`), never on Swift's
+///   cooperative pool; each watch stream has a thread and connection of its own.
+/// * Errors are `StoreError` (see `StoreError+Etcd.swift`); cancellation is `CancellationError`.
+///   A failed compare in a transaction is a result (`succeeded == false`), not an error.
+public final class EtcdClient: Sendable {
+    public let configuration: EtcdConfiguration
+    let logger: Logger
+    let pool: CurlWorkerPool
+    private let state: Mutex<State>
+
+    struct State {
+        var endpoints: [String]
+        var current = 0
+        var token: String?
+    }
+
+    public init(configuration: EtcdConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.pool = CurlWorkerPool(
+            name: "baton-etcd", tls: configuration.tls, maxThreads: configuration.maxConcurrentRequests)
+        self.state = Mutex(State(endpoints: configuration.endpoints))
+    }
+
+    deinit { pool.shutdown() }
+
+    /// Stops the worker threads; later calls fail. Open watch streams end with their tasks.
+    public func shutdown() { pool.shutdown() }
+
+    /// The endpoints in use (the configured ones, or those found by `discoverEndpoints()`).
+    public var endpoints: [String] { state.withLock { $0.endpoints } }
+
+    /// The endpoint the next call goes to first.
+    public var currentEndpoint: String? {
+        state.withLock { $0.endpoints.isEmpty ? nil : $0.endpoints[$0.current % $0.endpoints.count] }
+    }
+
+    // MARK: Endpoint rotation
+
+    func endpoint(at offset: Int = 0) -> (url: String, index: Int, count: Int)? {
+        state.withLock { state in
+            guard !state.endpoints.isEmpty else { return nil }
+            let index = (state.current + offset) % state.endpoints.count
+            return (state.endpoints[index], index, state.endpoints.count)
+        }
+    }
+
+    /// Moves past the endpoint at `index`, unless another call already did.
+    func markFailed(index: Int) {
+        state.withLock { state in
+            guard !state.endpoints.isEmpty, state.current % state.endpoints.count == index else { return }
+            state.current = (index + 1) % state.endpoints.count
+        }
+    }
+
+    func replaceEndpoints(_ endpoints: [String]) {
+        state.withLock { state in
+            let current = state.endpoints.isEmpty ? nil : state.endpoints[state.current % state.endpoints.count]
+            state.endpoints = endpoints
+            state.current = current.flatMap { endpoints.firstIndex(of: $0) } ?? 0
+        }
+    }
+
+    // MARK: Auth token
+
+    var token: String? { state.withLock { $0.token } }
+
+    func setToken(_ token: String?) { state.withLock { $0.token = token } }
+
+    /// Drops `rejected` unless a fresher token has replaced it meanwhile.
+    func invalidateToken(_ rejected: String?) {
+        state.withLock { state in
+            if state.token == rejected { state.token = nil }
+        }
+    }
+
+    // MARK: Calls
+
+    /// Sends one gateway call and decodes the reply, with retries across endpoints until the deadline.
+    func call<Reply: Sendable>(
+        _ path: String, body: [UInt8], idempotent: Bool, authenticated: Bool = true,
+        deadline: ContinuousClock.Instant? = nil,
+        decode: (WireObject) throws(WireError) -> Reply
+    ) async throws -> Reply {
+        let clock = ContinuousClock()
+        let deadline = deadline ?? clock.now + configuration.requestTimeout
+        var lastError: StoreError?
+        var failuresInRound = 0
+        var round = 0
+        var reauthenticated = false
+
+        while true {
+            try Task.checkCancellation()
+            let remaining = deadline - clock.now
+            guard remaining > .zero, let (endpoint, index, count) = endpoint() else {
+                throw lastError ?? StoreError(
+                    .timeout, "no reply within \(configuration.requestTimeout) from \(endpoints.joined(separator: ","))")
+            }
+            var headers = ["Content-Type: application/json"]
+            var sentToken: String?
+            if authenticated, configuration.credentials != nil {
+                let token = try await validToken(deadline: deadline)
+                headers.append("Authorization: \(token)")
+                sentToken = token
+            }
+            // Give every endpoint a turn within the deadline.
+            let share = max(configuration.requestTimeout / max(count, 1), .seconds(1))
+            let request = HTTPRequest(
+                url: endpoint + path, method: .post, body: body, headers: headers,
+                connectTimeout: min(configuration.connectTimeout, remaining), timeout: min(share, remaining))
+
+            let retryable: StoreError
+            switch await pool.run(request) {
+            case .success(let response):
+                do {
+                    return try interpret(response, endpoint: endpoint, decode: decode)
+                } catch {
+                    let failure = error
+                    if failure.isTokenRejected, sentToken != nil, !reauthenticated {
+                        logger.info("etcd rejected the auth token; re-authenticating", metadata: ["etcd.endpoint": "\(endpoint)"])
+                        invalidateToken(sentToken)
+                        reauthenticated = true
+                        continue
+                    }
+                    guard failure.code == .unavailable || (idempotent && failure.code == .malformedReply) else {
+                        throw failure
+                    }
+                    retryable = failure
+                }
+            case .failure(let failure):
+                if failure.kind == .aborted { throw CancellationError() }
+                let mapped = StoreError.transport(failure, endpoint: endpoint, idempotent: idempotent)
+                guard failure.kind == .connect || !failure.requestSent || idempotent, failure.kind != .tls else {
+                    throw mapped
+                }
+                retryable = mapped
+            }
+
+            lastError = retryable
+            logger.debug(
+                "etcd call failed; trying the next endpoint",
+                metadata: ["etcd.endpoint": "\(endpoint)", "etcd.path": "\(path)", "etcd.error": "\(retryable)"])
+            markFailed(index: index)
+            failuresInRound += 1
+            if failuresInRound >= count {
+                // Every endpoint failed once: pause before the next round (etcd may be electing).
+                failuresInRound = 0
+                round += 1
+                let pause = min(Duration.milliseconds(50 << min(round, 4)), deadline - clock.now)
+                if pause > .zero { try await Task.sleep(for: pause) }
+            }
+        }
+    }
+
+    /// Turns an HTTP reply into the decoded value or a `StoreError`.
+    func interpret<Reply>(
+        _ response: HTTPResponse, endpoint: String, decode: (WireObject) throws(WireError) -> Reply
+    ) throws(StoreError) -> Reply {
+        let wire: WireObject
+        do {
+            wire = try WireObject(json: Self.firstObject(response.body))
+        } catch {
+            if response.status >= 500 {
+                throw StoreError(
+                    .unavailable, "HTTP \(response.status) with a non-JSON body: \(WireObject.preview(response.body))",
+                    endpoint: endpoint)
+            }
+            throw StoreError(.malformedReply, "HTTP \(response.status): \(error.message)", endpoint: endpoint)
+        }
+        if let (code, message) = wire.gatewayError() {
+            throw StoreError.etcd(code: code, message: message, endpoint: endpoint)
+        }
+        guard (200..<300).contains(response.status) else {
+            throw StoreError(
+                response.status >= 500 ? .unavailable : .invalidRequest,
+                "HTTP \(response.status): \(WireObject.preview(response.body))", endpoint: endpoint)
+        }
+        do {
+            return try decode(wire)
+        } catch {
+            throw StoreError.malformed(error, endpoint: endpoint)
+        }
+    }
+
+    /// Streaming RPCs called as one POST (lease keepalive) answer with newline-delimited objects;
+    /// the first is the reply.
+    static func firstObject(_ body: [UInt8]) -> [UInt8] {
+        var splitter = JSONObjectSplitter()
+        if let objects = try? splitter.append(body), let first = objects.first, objects.count > 1 {
+            return first
+        }
+        return body
+    }
+
+    /// A token for the `Authorization` header, authenticating first if there is none.
+    func validToken(deadline: ContinuousClock.Instant) async throws -> String {
+        if let token { return token }
+        return try await authenticate(deadline: deadline)
+    }
+}
