@@ -7,9 +7,12 @@ public protocol PostgresNode: Sendable {
     /// Creates a new cluster (initdb, managed parameters, roles, pg_hba) and starts it as primary.
     /// Returns the database system identifier.
     func bootstrap() async throws -> String
-    /// Clones a replica from `source` with pg_basebackup (replaces any existing data directory).
-    func cloneReplica(from source: ReplicationSource) async throws
-    /// Starts postgres; as a standby of `source` when given, else as it was.
+    /// Clones a replica from `source` with pg_basebackup (replaces any existing data directory,
+    /// stopping postgres first) and configures it as a standby of `source`; does not start it.
+    /// `progress` is called from a background thread as pg_basebackup reports progress.
+    func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?) async throws
+    /// Starts postgres; as a standby of `source` when given, else as it was. Adopts a postmaster that is
+    /// already running on the data directory instead of starting a second one.
     func start(following source: ReplicationSource?) async throws
     func stop(mode: StopMode, timeout: Duration) async throws
     func restart() async throws
@@ -24,8 +27,30 @@ public protocol PostgresNode: Sendable {
     func rewind(from source: ReplicationSource) async throws
     /// Applies `synchronous_standby_names` on a primary.
     func setSynchronousStandbys(_ names: [String]) async throws
+    /// On a primary: one physical replication slot per member in `members` (the local member is
+    /// skipped); creates missing ones and drops inactive Baton-named slots of members not listed.
+    func syncReplicationSlots(forMembers members: [String]) async throws
     /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).
     func terminations() -> AsyncStream<PostmasterExit>
+}
+
+extension PostgresNode {
+    public func cloneReplica(from source: ReplicationSource) async throws {
+        try await cloneReplica(from: source, progress: nil)
+    }
+}
+
+/// pg_basebackup's progress report.
+public struct CloneProgress: Hashable, Sendable {
+    public var doneKB: Int64
+    public var totalKB: Int64
+    public var percent: Int
+
+    public init(doneKB: Int64, totalKB: Int64, percent: Int) {
+        self.doneKB = doneKB
+        self.totalKB = totalKB
+        self.percent = percent
+    }
 }
 
 /// How to reach the primary (or cascade source) a standby streams from.
@@ -49,13 +74,18 @@ public enum StopMode: String, Hashable, Sendable {
 /// How the supervised postmaster ended.
 public struct PostmasterExit: Hashable, Sendable {
     public var pid: Int32
-    public var status: Int32
+    /// Exit code, or the signal number when `bySignal`; nil when unknown (an adopted postmaster is
+    /// not our child, so its status cannot be collected).
+    public var status: Int32?
     public var bySignal: Bool
+    /// True when the agent asked for it (stop, restart, demote); false for a crash or a kill.
+    public var requested: Bool
 
-    public init(pid: Int32, status: Int32, bySignal: Bool) {
+    public init(pid: Int32, status: Int32?, bySignal: Bool, requested: Bool = false) {
         self.pid = pid
         self.status = status
         self.bySignal = bySignal
+        self.requested = requested
     }
 }
 
@@ -86,13 +116,30 @@ public struct PostgresStatus: Hashable, Sendable {
     public var replication: [ReplicationRow]
     /// Why the status is incomplete (connection refused, query failed, …).
     public var problem: String?
+    /// The postmaster's PID when one is known to be running.
+    public var postmasterPID: Int32?
+    /// `pg_postmaster_start_time()` as PostgreSQL prints it.
+    public var postmasterStartTime: String?
+    /// `pg_stat_wal_receiver.status` on a standby (`streaming`, `catchup`, …); nil when no receiver.
+    public var walReceiverStatus: String?
+    /// `host:port` the WAL receiver streams from.
+    public var upstream: String?
+    /// `pg_replication_slots`.
+    public var slots: [ReplicationSlotRow]
 
     public init(
         process: Process, inRecovery: Bool? = nil, timeline: Int? = nil, currentLSN: LSN? = nil,
         receiveLSN: LSN? = nil, replayLSN: LSN? = nil, streaming: Bool = false,
         systemIdentifier: String? = nil, serverVersion: Int? = nil, pendingRestart: Bool = false,
-        replication: [ReplicationRow] = [], problem: String? = nil
+        replication: [ReplicationRow] = [], problem: String? = nil, postmasterPID: Int32? = nil,
+        postmasterStartTime: String? = nil, walReceiverStatus: String? = nil, upstream: String? = nil,
+        slots: [ReplicationSlotRow] = []
     ) {
+        self.postmasterPID = postmasterPID
+        self.postmasterStartTime = postmasterStartTime
+        self.walReceiverStatus = walReceiverStatus
+        self.upstream = upstream
+        self.slots = slots
         self.process = process
         self.inRecovery = inRecovery
         self.timeline = timeline
@@ -139,5 +186,21 @@ public struct ReplicationRow: Hashable, Sendable, Codable {
         self.writeLSN = writeLSN
         self.flushLSN = flushLSN
         self.replayLSN = replayLSN
+    }
+}
+
+/// One row of `pg_replication_slots`.
+public struct ReplicationSlotRow: Hashable, Sendable, Codable {
+    public var name: String
+    /// `physical` or `logical`.
+    public var type: String
+    public var active: Bool
+    public var restartLSN: LSN?
+
+    public init(name: String, type: String, active: Bool, restartLSN: LSN? = nil) {
+        self.name = name
+        self.type = type
+        self.active = active
+        self.restartLSN = restartLSN
     }
 }

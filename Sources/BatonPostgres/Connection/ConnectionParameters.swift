@@ -1,0 +1,57 @@
+/// Where and as whom to connect. The password is kept in memory only and never printed.
+public struct ConnectionParameters: Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    /// A libpq passfile (`.pgpass` format) used when `password` is nil.
+    public var passfile: String?
+    public var database: String
+    public var applicationName: String
+    /// The whole connection attempt (all addresses, TLS, authentication) must finish in this time.
+    public var connectTimeout: Duration
+    /// Server-side `statement_timeout` for the session; queries also get a client-side PQcancel
+    /// shortly after it, in case the server does not answer.
+    public var statementTimeout: Duration
+
+    public init(
+        host: String, port: Int, user: String, password: String? = nil, passfile: String? = nil,
+        database: String = "postgres", applicationName: String = "baton",
+        connectTimeout: Duration = .seconds(3), statementTimeout: Duration = .seconds(10)
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.passfile = passfile
+        self.database = database
+        self.applicationName = applicationName
+        self.connectTimeout = connectTimeout
+        self.statementTimeout = statementTimeout
+    }
+
+    /// `user@host:port/database`, without secrets.
+    public var description: String { "\(user)@\(host):\(port)/\(database)" }
+
+    /// libpq keyword/value pairs (password included: they go to libpq, never to a log).
+    var keywordValues: [(String, String)] {
+        var pairs: [(String, String)] = [
+            ("host", host),
+            ("port", String(port)),
+            ("user", user),
+            ("dbname", database),
+            ("application_name", applicationName),
+            // libpq's own timeout is a backstop only: the poll loop enforces `connectTimeout`.
+            ("connect_timeout", String(max(2, Int(connectTimeout.components.seconds) + 1))),
+            ("options", "-c statement_timeout=\(max(1, statementTimeout.milliseconds))"),
+            ("keepalives", "1"),
+            ("keepalives_idle", "5"),
+            ("keepalives_interval", "2"),
+            ("keepalives_count", "3"),
+            ("sslmode", "prefer"),
+        ]
+        if let password { pairs.append(("password", password)) }
+        if let passfile { pairs.append(("passfile", passfile)) }
+        return pairs
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+/// A role name and its password. `description` never shows the password.
+public struct Credentials: Sendable, CustomStringConvertible {
+    public var username: String
+    public var password: String
+
+    public init(username: String, password: String) {
+        self.username = username
+        self.password = password
+    }
+
+    /// Reads the password from `passwordVariable` in the environment (nil when unset).
+    public static func fromEnvironment(username: String, passwordVariable: String) -> Credentials? {
+        guard let password = ProcessInfo.processInfo.environment[passwordVariable] else { return nil }
+        return Credentials(username: username, password: password)
+    }
+
+    public var description: String { "\(username) (password hidden)" }
+}
+
+/// Everything `LocalPostgresNode` needs to know about its PostgreSQL instance.
+public struct LocalPostgresConfiguration: Sendable {
+    /// This member's name: `cluster_name`, `application_name` on its upstream, its slot name.
+    public var memberName: String
+    public var dataDirectory: String
+    public var binDirectory: String
+    /// `listen_addresses`.
+    public var listenAddress: String
+    /// The address other members and clients use to reach this server (primary_conninfo host).
+    public var connectAddress: String
+    /// The address the agent itself connects to.
+    public var localAddress: String
+    public var port: Int
+    /// The OS account that owns the data directory and runs postgres (binaries are run through
+    /// `setpriv` when the agent is root).
+    public var osUser: String
+    public var superuser: Credentials
+    public var replication: Credentials
+    /// The role pg_rewind connects as; the superuser when nil.
+    public var rewind: Credentials?
+    /// Extra postgresql.conf parameters; they override the managed defaults.
+    public var parameters: [String: String]
+    /// Networks (CIDR) allowed to connect for replication and for normal sessions (scram-sha-256).
+    public var replicationNetworks: [String]
+    public var clientNetworks: [String]
+    public var usePgRewind: Bool
+    /// When pg_rewind is impossible or fails: wipe the data directory and clone again.
+    public var removeDataDirectoryOnRewindFailure: Bool
+    /// Use one physical replication slot per member (`primary_slot_name`).
+    public var useReplicationSlots: Bool
+    /// initdb's `--data-checksums`.
+    public var dataChecksums: Bool
+    public var initdbLocale: String
+    /// The 0600 libpq passfile holding the replication and rewind passwords; default: next to the
+    /// data directory (`<data_dir>.pgpass`), outside it so that backups do not copy it.
+    public var passfile: String
+    /// The server log (postgres' stderr); default `<data_dir>.log`.
+    public var logFile: String
+    /// `unix_socket_directories`; empty means TCP only.
+    public var socketDirectory: String
+    public var connectTimeout: Duration
+    public var statementTimeout: Duration
+    public var startTimeout: Duration
+    public var promoteTimeout: Duration
+    /// Limit for pg_basebackup and pg_rewind.
+    public var cloneTimeout: Duration
+
+    public init(
+        memberName: String, dataDirectory: String, binDirectory: String = "/usr/lib/postgresql/15/bin",
+        listenAddress: String = "127.0.0.1", connectAddress: String = "127.0.0.1", localAddress: String = "127.0.0.1",
+        port: Int = 5432, osUser: String = "postgres", superuser: Credentials, replication: Credentials,
+        rewind: Credentials? = nil, parameters: [String: String] = [:],
+        replicationNetworks: [String] = ["0.0.0.0/0", "::/0"], clientNetworks: [String] = ["0.0.0.0/0", "::/0"],
+        usePgRewind: Bool = true, removeDataDirectoryOnRewindFailure: Bool = false, useReplicationSlots: Bool = true,
+        dataChecksums: Bool = true, initdbLocale: String = "C.UTF-8", passfile: String? = nil, logFile: String? = nil,
+        socketDirectory: String = "", connectTimeout: Duration = .seconds(3), statementTimeout: Duration = .seconds(10),
+        startTimeout: Duration = .seconds(60), promoteTimeout: Duration = .seconds(30), cloneTimeout: Duration = .seconds(3600)
+    ) {
+        let trimmed = dataDirectory.hasSuffix("/") && dataDirectory.count > 1 ? String(dataDirectory.dropLast()) : dataDirectory
+        self.memberName = memberName
+        self.dataDirectory = trimmed
+        self.binDirectory = binDirectory
+        self.listenAddress = listenAddress
+        self.connectAddress = connectAddress
+        self.localAddress = localAddress
+        self.port = port
+        self.osUser = osUser
+        self.superuser = superuser
+        self.replication = replication
+        self.rewind = rewind
+        self.parameters = parameters
+        self.replicationNetworks = replicationNetworks
+        self.clientNetworks = clientNetworks
+        self.usePgRewind = usePgRewind
+        self.removeDataDirectoryOnRewindFailure = removeDataDirectoryOnRewindFailure
+        self.useReplicationSlots = useReplicationSlots
+        self.dataChecksums = dataChecksums
+        self.initdbLocale = initdbLocale
+        self.passfile = passfile ?? trimmed + ".pgpass"
+        self.logFile = logFile ?? trimmed + ".log"
+        self.socketDirectory = socketDirectory
+        self.connectTimeout = connectTimeout
+        self.statementTimeout = statementTimeout
+        self.startTimeout = startTimeout
+        self.promoteTimeout = promoteTimeout
+        self.cloneTimeout = cloneTimeout
+    }
+
+    func binary(_ name: String) -> String { (binDirectory as NSString).appendingPathComponent(name) }
+
+    /// The superuser session the agent uses for status and control.
+    var localConnection: ConnectionParameters {
+        ConnectionParameters(
+            host: localAddress, port: port, user: superuser.username, password: superuser.password,
+            database: "postgres", applicationName: "baton-\(memberName)",
+            connectTimeout: connectTimeout, statementTimeout: statementTimeout)
+    }
+
+    var rewindCredentials: Credentials { rewind ?? superuser }
+}

@@ -1,0 +1,104 @@
+import BatonCore
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension LocalPostgresNode {
+    /// initdb (checksums, scram-sha-256 over TCP, peer locally, superuser password from a 0600
+    /// pwfile), pg_hba.conf, managed parameters, start as primary, then the replication and rewind
+    /// roles. Returns the database system identifier.
+    public func bootstrap() async throws -> String {
+        if Posix.fileExists(dataDirectory + "/PG_VERSION") {
+            throw PostgresError(
+                .dataDirectoryNotEmpty,
+                "\(dataDirectory) already holds a PostgreSQL cluster; refusing to bootstrap over it — start it, or remove it first")
+        }
+        let started = ContinuousClock.now
+        try prepareEmptyDataDirectory(wipe: false)
+        let pwfile = dataDirectory + ".pwfile"
+        try Posix.writeFile(pwfile, contents: configuration.superuser.password + "\n", user: osUser, mode: 0o600)
+        defer { unlink(pwfile) }
+        var arguments = [
+            "-D", dataDirectory, "-U", configuration.superuser.username, "--pwfile=\(pwfile)",
+            "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=\(configuration.initdbLocale)",
+        ]
+        if configuration.dataChecksums { arguments.append("--data-checksums") }
+        let output = try await runner.run(configuration.binary("initdb"), arguments, timeout: .seconds(300))
+        guard output.succeeded else {
+            throw PostgresError(
+                .commandFailed, "initdb of \(dataDirectory) failed (exit \(output.status)): \(output.text.suffix(800))")
+        }
+        try Posix.writeFile(dataDirectory + "/pg_hba.conf", contents: ManagedFiles.hbaText(configuration), user: osUser, mode: 0o600)
+        logger.info("initdb done", metadata: ["pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+        try await start(following: nil)
+        try await createRoles()
+        let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single().string("id")
+        guard let identifier else { throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier") }
+        logger.info(
+            "bootstrapped new cluster",
+            metadata: ["pg.system_id": "\(identifier)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+        return identifier
+    }
+
+    /// The replication role and the pg_rewind role with the least privileges pg_rewind needs.
+    /// Passwords are escaped by libpq and sent with statement logging switched off for the session.
+    func createRoles() async throws {
+        let connection = try await sessionConnection()
+        _ = try await connection.query("SET log_statement = 'none'")
+        _ = try await connection.query("SET log_min_error_statement = 'panic'")
+        defer { dropConnection() }  // do not keep a session with those settings around
+        func ensureRole(_ credentials: Credentials, attributes: String) async throws {
+            let exists = try await connection.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [credentials.username])
+            let name = try await connection.escapeIdentifier(credentials.username)
+            let password = try await connection.escapeLiteral(credentials.password)
+            let verb = exists.rows.isEmpty ? "CREATE" : "ALTER"
+            _ = try await connection.query("\(verb) ROLE \(name) WITH \(attributes) PASSWORD \(password)")
+        }
+        if configuration.replication.username != configuration.superuser.username {
+            try await ensureRole(configuration.replication, attributes: "LOGIN REPLICATION")
+        }
+        if let rewind = configuration.rewind, rewind.username != configuration.superuser.username {
+            try await ensureRole(rewind, attributes: "LOGIN")
+            let name = try await connection.escapeIdentifier(rewind.username)
+            for function in [
+                "pg_catalog.pg_ls_dir(text, boolean, boolean)", "pg_catalog.pg_stat_file(text, boolean)",
+                "pg_catalog.pg_read_binary_file(text)", "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+            ] {
+                _ = try await connection.query("GRANT EXECUTE ON FUNCTION \(function) TO \(name)")
+            }
+        }
+        logger.info("roles created", metadata: ["pg.replication_user": "\(configuration.replication.username)"])
+    }
+
+    /// Makes the data directory exist, empty, owned by the OS user, mode 0700.
+    func prepareEmptyDataDirectory(wipe: Bool) throws {
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: dataDirectory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw PostgresError(.dataDirectoryMissing, "\(dataDirectory) exists but is not a directory; remove it or fix the data directory")
+            }
+            let contents = (try? manager.contentsOfDirectory(atPath: dataDirectory)) ?? []
+            if !contents.isEmpty {
+                guard wipe else {
+                    throw PostgresError(.dataDirectoryNotEmpty, "\(dataDirectory) is not empty; empty it or choose another data directory")
+                }
+                for entry in contents {
+                    do { try manager.removeItem(atPath: dataDirectory + "/" + entry) } catch {
+                        throw PostgresError(.io, "could not remove \(dataDirectory)/\(entry) before cloning", cause: error)
+                    }
+                }
+            }
+        } else {
+            do {
+                try manager.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+            } catch {
+                throw PostgresError(
+                    .io, "could not create data directory \(dataDirectory); check that its parent exists and is writable", cause: error)
+            }
+        }
+        try Posix.setOwner(dataDirectory, user: osUser, mode: 0o700)
+    }
+}

@@ -1,0 +1,215 @@
+import BatonCore
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension LocalPostgresNode {
+    // MARK: Clone
+
+    public func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?) async throws {
+        try await stop(mode: .fast, timeout: .seconds(60))
+        let started = ContinuousClock.now
+        try prepareEmptyDataDirectory(wipe: true)
+        try writePassfile()
+        let logger = self.logger
+        let arguments = [
+            "-D", dataDirectory, "-X", "stream", "--progress", "--checkpoint=fast", "--no-password",
+            "-h", source.host, "-p", String(source.port), "-U", configuration.replication.username,
+            "-d", ConnInfo.make([("application_name", "\(configuration.memberName)-clone"), ("passfile", configuration.passfile)]),
+        ]
+        logger.info("cloning replica", metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
+        let output = try await runner.run(
+            configuration.binary("pg_basebackup"), arguments, environment: ["PGPASSFILE": configuration.passfile],
+            timeout: configuration.cloneTimeout
+        ) { line in
+            if let report = ToolOutput.basebackupProgress(line) {
+                progress?(report)
+            } else {
+                logger.debug("pg_basebackup", metadata: ["pg.output": "\(line)"])
+            }
+        }
+        guard output.succeeded else {
+            try? prepareEmptyDataDirectory(wipe: true)
+            throw PostgresError(
+                .cloneFailed,
+                "pg_basebackup from \(source.host):\(source.port) into \(dataDirectory) failed (exit \(output.status)); "
+                    + "check that the primary runs, admits \(configuration.replication.username) for replication in pg_hba.conf "
+                    + "and that the password matches — output: \(output.text.suffix(800))")
+        }
+        try writeConfiguration(following: source, standby: true)
+        logger.info(
+            "replica cloned",
+            metadata: ["pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+    }
+
+    // MARK: Promote, demote, follow
+
+    public func promote(timeout: Duration) async throws {
+        guard runningPostmaster != nil || adoptIfRunning() != nil else {
+            throw PostgresError(.notRunning, "cannot promote: postgres is not running on \(dataDirectory); start it as a standby first")
+        }
+        let started = ContinuousClock.now
+        let inRecovery = try await execute("SELECT pg_is_in_recovery() AS r").single().bool("r")
+        if inRecovery == true {
+            let waitSeconds = max(1, Int(timeout.components.seconds))
+            let promoted = try await execute(
+                "SELECT pg_promote(true, $1::int) AS promoted", [String(waitSeconds)], timeout: timeout + .seconds(1)
+            ).single().bool("promoted")
+            guard promoted == true else {
+                throw PostgresError(
+                    .promoteFailed, "pg_promote() did not finish within \(timeout) on \(dataDirectory); see \(configuration.logFile)")
+            }
+        }
+        // Accepting writes: a transaction ID can be assigned (fails during recovery). Bounded by `timeout`.
+        let deadline = started + timeout
+        while true {
+            do {
+                _ = try await execute("SELECT pg_current_xact_id()")
+                break
+            } catch let error as PostgresError where error.sqlState == "25006" || error.code == .connectionClosed {
+                guard ContinuousClock.now < deadline else {
+                    throw PostgresError(.promoteFailed, "promoted server on \(dataDirectory) still refuses writes after \(timeout)", cause: error)
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        try writeConfiguration(following: nil, standby: false)
+        try Posix.writeFile(
+            dataDirectory + "/" + ManagedFiles.recoveryFile, contents: ManagedFiles.recoveryText(configuration, source: nil),
+            user: osUser, mode: 0o600)
+        let lsn = try? await execute("SELECT pg_current_wal_lsn() AS lsn").single().lsn("lsn")
+        logger.info(
+            "promoted; accepting writes",
+            metadata: ["pg.lsn": "\(lsn.map { "\($0)" } ?? "?")", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+    }
+
+    public func demote(toFollow source: ReplicationSource?, mode: StopMode) async throws {
+        try await stop(mode: mode, timeout: .seconds(60))
+        try writeConfiguration(following: source, standby: true)
+        logger.info("demoting to standby", metadata: ["pg.upstream": "\(source.map { "\($0.host):\($0.port)" } ?? "none")"])
+        try await start(following: source)
+    }
+
+    /// Points the standby at `source`. Running standby: rewrite the recovery file and reload
+    /// (primary_conninfo and primary_slot_name are reloadable since PostgreSQL 13). Running primary:
+    /// demote. Stopped: only configure.
+    public func follow(_ source: ReplicationSource) async throws {
+        guard runningPostmaster != nil || adoptIfRunning() != nil else {
+            try writeConfiguration(following: source, standby: true)
+            return
+        }
+        let inRecovery = try await execute("SELECT pg_is_in_recovery() AS r").single().bool("r")
+        guard inRecovery == true else {
+            try await demote(toFollow: source, mode: .fast)
+            return
+        }
+        try writeConfiguration(following: source, standby: true)
+        _ = try await execute("SELECT pg_reload_conf()")
+        logger.info("following new upstream (reload)", metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
+    }
+
+    public func setSynchronousStandbys(_ names: [String]) async throws {
+        state.withLock { $0.synchronousStandbys = names }
+        try writeConfiguration(following: nil, standby: nil)
+        if let postmaster = runningPostmaster { postmaster.send(SIGHUP) }
+        logger.info("synchronous standbys set", metadata: ["pg.sync": "\(names.joined(separator: ","))"])
+    }
+
+    public func syncReplicationSlots(forMembers members: [String]) async throws {
+        let wanted = Set(
+            members.filter { $0 != configuration.memberName }.map { PostgresConf.slotName(forMember: $0) })
+        let existing = try await execute(
+            "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
+        var present: Set<String> = []
+        for row in existing.rows {
+            guard let name = try row.string("slot_name") else { continue }
+            present.insert(name)
+            if !wanted.contains(name), try row.bool("active") == false {
+                _ = try await execute("SELECT pg_drop_replication_slot($1)", [name])
+                logger.info("replication slot dropped", metadata: ["pg.slot": "\(name)"])
+            }
+        }
+        for name in wanted.subtracting(present).sorted() {
+            _ = try await execute("SELECT pg_create_physical_replication_slot($1, true)", [name])
+            logger.info("replication slot created", metadata: ["pg.slot": "\(name)"])
+        }
+    }
+
+    // MARK: Rewind
+
+    /// Rejoins this (old primary's) data directory to `source`: stops postgres, checks that pg_rewind
+    /// is possible (wal_log_hints or data checksums) and needed (`pg_rewind --dry-run` finds a
+    /// divergence), rewinds, and starts as a standby of `source`. Falls back to a fresh clone when
+    /// rewinding is impossible or fails and `removeDataDirectoryOnRewindFailure` is set.
+    public func rewind(from source: ReplicationSource) async throws {
+        let started = ContinuousClock.now
+        try await stop(mode: .fast, timeout: .seconds(60))
+        try checkDataDirectory()
+        do {
+            try await rewindDataDirectory(from: source)
+        } catch let error as PostgresError where error.code == .rewindNotPossible || error.code == .rewindFailed {
+            guard configuration.removeDataDirectoryOnRewindFailure else { throw error }
+            logger.warning("rewind impossible; re-cloning", metadata: ["pg.error": "\(error.message)"])
+            try await cloneReplica(from: source, progress: nil)
+        }
+        try writeConfiguration(following: source, standby: true)
+        try await start(following: source)
+        logger.info(
+            "rejoined as standby", metadata: ["pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+    }
+
+    func rewindDataDirectory(from source: ReplicationSource) async throws {
+        guard configuration.usePgRewind else {
+            throw PostgresError(.rewindNotPossible, "pg_rewind is disabled in the configuration (use_pg_rewind); re-clone this member")
+        }
+        let control = try await controlData()
+        let hints = control["wal_log_hints setting"] == "on"
+        let checksums = (control["Data page checksum version"] ?? "0") != "0"
+        guard hints || checksums else {
+            throw PostgresError(
+                .rewindNotPossible,
+                "pg_rewind needs wal_log_hints=on or data checksums, and \(dataDirectory) has neither; re-clone this member")
+        }
+        try writePassfile()
+        let credentials = configuration.rewindCredentials
+        let sourceServer = ConnInfo.make([
+            ("host", source.host), ("port", String(source.port)), ("user", credentials.username),
+            ("dbname", "postgres"), ("passfile", configuration.passfile), ("connect_timeout", "5"),
+        ])
+        let arguments = ["--target-pgdata=\(dataDirectory)", "--source-server=\(sourceServer)"]
+        let environment = ["PGPASSFILE": configuration.passfile]
+        let check = try await runner.run(
+            configuration.binary("pg_rewind"), arguments + ["--dry-run"], environment: environment, timeout: configuration.cloneTimeout)
+        guard check.succeeded else {
+            throw PostgresError(
+                .rewindFailed, "pg_rewind --dry-run against \(source.host):\(source.port) failed: \(check.text.suffix(800))")
+        }
+        switch ToolOutput.rewindCheck(check.text) {
+        case .notRequired:
+            logger.info("no rewind required: timelines have not diverged", metadata: ["pg.upstream": "\(source.member)"])
+            return
+        case .required(let lsn, let timeline):
+            logger.info(
+                "rewind required",
+                metadata: ["pg.lsn": "\(lsn.map { "\($0)" } ?? "?")", "pg.timeline": "\(timeline.map(String.init) ?? "?")"])
+        case .unknown:
+            logger.info("rewind check inconclusive; rewinding", metadata: ["pg.output": "\(check.text.suffix(300))"])
+        }
+        let output = try await runner.run(
+            configuration.binary("pg_rewind"), arguments, environment: environment, timeout: configuration.cloneTimeout)
+        guard output.succeeded else {
+            throw PostgresError(
+                .rewindFailed, "pg_rewind of \(dataDirectory) from \(source.host):\(source.port) failed: \(output.text.suffix(800))")
+        }
+    }
+
+    func controlData() async throws -> [String: String] {
+        let output = try await runner.run(configuration.binary("pg_controldata"), ["-D", dataDirectory], timeout: .seconds(30))
+        guard output.succeeded else {
+            throw PostgresError(.commandFailed, "pg_controldata -D \(dataDirectory) failed: \(output.text.suffix(500))")
+        }
+        return ToolOutput.controlData(output.text)
+    }
+}

@@ -1,0 +1,87 @@
+import BatonCore
+import Foundation
+
+extension LocalPostgresNode {
+    /// Three statements, one round trip (simple query protocol): the instance, pg_stat_replication,
+    /// pg_replication_slots.
+    static let statusQuery = """
+        SELECT pg_is_in_recovery() AS in_recovery,
+               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END AS current_lsn,
+               pg_last_wal_receive_lsn() AS receive_lsn,
+               pg_last_wal_replay_lsn() AS replay_lsn,
+               CASE WHEN pg_is_in_recovery()
+                    THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
+                    ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+               (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
+               pg_postmaster_start_time()::text AS postmaster_start_time,
+               current_setting('server_version_num')::int AS server_version,
+               EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending_restart,
+               (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
+               (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver) AS upstream;
+        SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+               sent_lsn, write_lsn, flush_lsn, replay_lsn
+          FROM pg_stat_replication ORDER BY application_name;
+        SELECT slot_name, slot_type, active, restart_lsn FROM pg_replication_slots ORDER BY slot_name
+        """
+
+    public func status() async -> PostgresStatus {
+        guard Posix.fileExists(dataDirectory + "/PG_VERSION") else {
+            return PostgresStatus(process: .uninitialized)
+        }
+        guard let postmaster = adoptIfRunning() else {
+            let lastExit = state.withLock { $0.lastExit }
+            if let lastExit, !lastExit.requested {
+                return PostgresStatus(process: .crashed, problem: "postmaster \(lastExit.pid) exited without being asked to")
+            }
+            return PostgresStatus(process: .stopped)
+        }
+        var status = PostgresStatus(process: .running, postmasterPID: postmaster.pid)
+        do {
+            let connection = try await sessionConnection()
+            let results = try await connection.queryBatch(Self.statusQuery)
+            guard results.count == 3 else {
+                throw PostgresError(.unexpectedResult, "the status query returned \(results.count) results instead of 3")
+            }
+            try Self.fill(&status, instance: results[0].single(), replication: results[1], slots: results[2])
+        } catch let error as PostgresError {
+            if error.code == .connectionClosed || error.code == .connectionFailed || error.code == .serverStarting
+                || error.code == .connectTimeout
+            {
+                dropConnection()
+            }
+            if error.code == .serverStarting || error.code == .connectionFailed { status.process = .starting }
+            status.problem = error.description
+        } catch {
+            dropConnection()
+            status.problem = "\(error)"
+        }
+        return status
+    }
+
+    static func fill(_ status: inout PostgresStatus, instance: QueryResult.Row, replication: QueryResult, slots: QueryResult) throws {
+        status.inRecovery = try instance.bool("in_recovery")
+        status.currentLSN = try instance.lsn("current_lsn")
+        status.receiveLSN = try instance.lsn("receive_lsn")
+        status.replayLSN = try instance.lsn("replay_lsn")
+        status.timeline = try instance.int("timeline")
+        status.systemIdentifier = try instance.string("system_identifier")
+        status.postmasterStartTime = try instance.string("postmaster_start_time")
+        status.serverVersion = try instance.int("server_version")
+        status.pendingRestart = try instance.bool("pending_restart") ?? false
+        status.walReceiverStatus = try instance.string("receiver_status")
+        status.upstream = try instance.string("upstream")
+        status.streaming = status.walReceiverStatus == "streaming"
+        status.replication = try replication.rows.map { row in
+            ReplicationRow(
+                applicationName: try row.string("application_name") ?? "", clientAddress: try row.string("client_addr"),
+                state: try row.string("state") ?? "", syncState: try row.string("sync_state") ?? "",
+                sentLSN: try row.lsn("sent_lsn"), writeLSN: try row.lsn("write_lsn"), flushLSN: try row.lsn("flush_lsn"),
+                replayLSN: try row.lsn("replay_lsn"))
+        }
+        status.slots = try slots.rows.map { row in
+            ReplicationSlotRow(
+                name: try row.string("slot_name") ?? "", type: try row.string("slot_type") ?? "",
+                active: try row.bool("active") ?? false, restartLSN: try row.lsn("restart_lsn"))
+        }
+    }
+}

@@ -1,0 +1,366 @@
+import BatonCore
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The agent's local PostgreSQL: a supervised postmaster plus one libpq session for status and
+/// control. Implements the `PostgresNode` port the HA loop drives.
+///
+/// Extensions: `+Status` (the one-round-trip status query), `+Bootstrap` (initdb, roles, hba),
+/// `+Replication` (clone, promote, demote, follow, rewind, slots).
+public final class LocalPostgresNode: PostgresNode {
+    public let configuration: LocalPostgresConfiguration
+    let logger: Logger
+    let osUser: OSUser
+    let runner: CommandRunner
+    let state = Mutex(State())
+
+    struct State {
+        var postmaster: Postmaster?
+        var lastExit: PostmasterExit?
+        var connection: PostgresConnection?
+        var subscribers: [Int: AsyncStream<PostmasterExit>.Continuation] = [:]
+        var nextSubscriber = 0
+        var synchronousStandbys: [String] = []
+    }
+
+    /// Throws when the OS user does not exist.
+    public init(configuration: LocalPostgresConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "pg.datadir"] = "\(configuration.dataDirectory)"
+        self.logger = logger
+        self.osUser = try OSUser.lookup(configuration.osUser)
+        self.runner = CommandRunner(runAs: osUser, logger: logger)
+    }
+
+    deinit {
+        let subscribers = state.withLock { $0.subscribers }
+        for continuation in subscribers.values { continuation.finish() }
+    }
+
+    var dataDirectory: String { configuration.dataDirectory }
+
+    // MARK: Supervision
+
+    public func terminations() -> AsyncStream<PostmasterExit> {
+        let (stream, continuation) = AsyncStream<PostmasterExit>.makeStream(bufferingPolicy: .bufferingNewest(16))
+        let id = state.withLock { state in
+            let id = state.nextSubscriber
+            state.nextSubscriber += 1
+            state.subscribers[id] = continuation
+            return id
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// The postmaster we watch, when it is still running.
+    var runningPostmaster: Postmaster? {
+        state.withLock { state in
+            guard let postmaster = state.postmaster, postmaster.exited == nil else { return nil }
+            return postmaster
+        }
+    }
+
+    /// Called on the watcher thread the moment the postmaster exits.
+    private func postmasterExited(_ exit: PostmasterExit) {
+        let (subscribers, connection, current) = state.withLock { state -> ([AsyncStream<PostmasterExit>.Continuation], PostgresConnection?, Bool) in
+            guard state.postmaster?.pid == exit.pid else { return ([], nil, false) }
+            state.postmaster = nil
+            state.lastExit = exit
+            let connection = state.connection
+            state.connection = nil
+            return (Array(state.subscribers.values), connection, true)
+        }
+        guard current else { return }
+        _ = connection  // released here; its thread finishes the PGconn
+        let status = exit.status.map { exit.bySignal ? "signal \($0)" : "exit code \($0)" } ?? "status unknown (not our child)"
+        if exit.requested {
+            logger.info("postmaster stopped", metadata: ["pg.pid": "\(exit.pid)", "pg.exit": "\(status)"])
+        } else {
+            logger.error("postmaster died unexpectedly", metadata: ["pg.pid": "\(exit.pid)", "pg.exit": "\(status)"])
+        }
+        for subscriber in subscribers { subscriber.yield(exit) }
+    }
+
+    private func watch(_ make: (@escaping @Sendable (PostmasterExit) -> Void) throws -> Postmaster) rethrows -> Postmaster {
+        try make { [weak self] exit in self?.postmasterExited(exit) }
+    }
+
+    /// Adopts a postmaster already running on our data directory (after an agent restart): checks
+    /// postmaster.pid, that the PID is alive, is a postgres binary and runs in our data directory.
+    @discardableResult
+    func adoptIfRunning() -> Postmaster? {
+        if let running = runningPostmaster { return running }
+        guard let text = Posix.readFile(dataDirectory + "/postmaster.pid"),
+            let pidFile = ToolOutput.postmasterPID(text),
+            Postmaster.isPostmaster(pid: pidFile.pid, dataDirectory: dataDirectory)
+        else { return nil }
+        let adopted = watch { Postmaster.adopt(pid: pidFile.pid, onExit: $0) }
+        let chosen = state.withLock { state -> Postmaster in
+            if let existing = state.postmaster, existing.exited == nil { return existing }
+            state.postmaster = adopted
+            return adopted
+        }
+        if chosen === adopted {
+            logger.info("adopted running postmaster", metadata: ["pg.pid": "\(pidFile.pid)"])
+        }
+        return chosen
+    }
+
+    // MARK: Start, stop, reload, restart
+
+    public func start(following source: ReplicationSource?) async throws {
+        if let running = adoptIfRunning() {
+            logger.info("postgres already running", metadata: ["pg.pid": "\(running.pid)"])
+            if let source { try await follow(source) }
+            return
+        }
+        try checkDataDirectory()
+        try writeConfiguration(following: source, standby: source != nil ? true : nil)
+        let logOffset = fileSize(configuration.logFile)
+        let postmaster = try watch {
+            try Postmaster.spawn(
+                executable: configuration.binary("postgres"), arguments: ["-D", dataDirectory], runAs: osUser,
+                logFile: configuration.logFile, environment: CommandRunner.baseEnvironment, onExit: $0)
+        }
+        state.withLock {
+            $0.postmaster = postmaster
+            $0.lastExit = nil
+        }
+        logger.info(
+            "starting postgres",
+            metadata: ["pg.pid": "\(postmaster.pid)", "pg.port": "\(configuration.port)", "pg.upstream": "\(source.map { "\($0.host):\($0.port)" } ?? "-")"])
+        try await waitUntilAccepting(postmaster, logOffset: logOffset)
+    }
+
+    /// Waits until the server accepts a query, the postmaster dies (then says why, from the log) or
+    /// `startTimeout` passes. Polls every 50 ms.
+    func waitUntilAccepting(_ postmaster: Postmaster, logOffset: UInt64) async throws {
+        let started = ContinuousClock.now
+        let deadline = started + configuration.startTimeout
+        while ContinuousClock.now < deadline {
+            if postmaster.exited != nil {
+                throw startFailure(logOffset: logOffset)
+            }
+            do {
+                let connection = try await sessionConnection()
+                _ = try await connection.query("SELECT 1")
+                logger.info(
+                    "postgres accepts connections",
+                    metadata: ["pg.pid": "\(postmaster.pid)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+                return
+            } catch let error as PostgresError where error.code == .authenticationFailed {
+                throw error
+            } catch {
+                dropConnection()
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw PostgresError(
+            .startTimeout,
+            "postgres (PID \(postmaster.pid)) on \(dataDirectory) did not accept connections within "
+                + "\(configuration.startTimeout); it keeps running — see \(configuration.logFile)")
+    }
+
+    /// Explains why the postmaster exited during start, from what it wrote to the log.
+    func startFailure(logOffset: UInt64) -> PostgresError {
+        let log = readLog(from: logOffset)
+        let excerpt = log.split(separator: "\n").suffix(6).joined(separator: " | ")
+        if log.contains("Address already in use") {
+            return PostgresError(
+                .portInUse,
+                "port \(configuration.port) on \(configuration.listenAddress) is already in use by another process, so "
+                    + "postgres for \(dataDirectory) could not listen; stop that process or configure another port "
+                    + "— server log: \(excerpt)")
+        }
+        if log.contains("invalid permissions") || log.contains("group or world access") || log.contains("wrong ownership") {
+            return PostgresError(
+                .dataDirectoryPermissions,
+                "postgres refused data directory \(dataDirectory) because of its owner or mode; run "
+                    + "chown -R \(osUser.name): \(dataDirectory) && chmod 700 \(dataDirectory) — server log: \(excerpt)")
+        }
+        if log.contains("lock file") && log.contains("already exists") {
+            return PostgresError(
+                .startFailed,
+                "another postmaster already runs on \(dataDirectory) (postmaster.pid exists); stop it or let the agent "
+                    + "adopt it — server log: \(excerpt)")
+        }
+        return PostgresError(
+            .startFailed, "postgres for \(dataDirectory) exited during start-up; see \(configuration.logFile) — server log: \(excerpt)")
+    }
+
+    public func stop(mode: StopMode, timeout: Duration) async throws {
+        guard let postmaster = adoptIfRunning() else {
+            logger.debug("postgres already stopped")
+            return
+        }
+        postmaster.markRequested()
+        let escalation: [(StopMode?, Int32)] =
+            switch mode {
+            case .smart: [(.smart, SIGTERM), (.fast, SIGINT), (.immediate, SIGQUIT), (nil, SIGKILL)]
+            case .fast: [(.fast, SIGINT), (.immediate, SIGQUIT), (nil, SIGKILL)]
+            case .immediate: [(.immediate, SIGQUIT), (nil, SIGKILL)]
+            }
+        let started = ContinuousClock.now
+        dropConnection()
+        for (step, (stepMode, signal)) in escalation.enumerated() {
+            postmaster.send(signal)
+            let wait = step == 0 ? timeout : .seconds(5)
+            if await postmaster.waitForExit(timeout: wait) != nil {
+                logger.info(
+                    "postgres stopped",
+                    metadata: [
+                        "pg.pid": "\(postmaster.pid)", "pg.mode": "\(stepMode?.rawValue ?? "kill")",
+                        "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+                    ])
+                return
+            }
+            logger.warning(
+                "postgres did not stop in time; escalating",
+                metadata: ["pg.pid": "\(postmaster.pid)", "pg.mode": "\(stepMode?.rawValue ?? "kill")"])
+        }
+        throw PostgresError(
+            .stopTimeout,
+            "postgres (PID \(postmaster.pid)) on \(dataDirectory) survived SIGKILL; check for a stuck process (D state) on the host")
+    }
+
+    public func reload() async throws {
+        guard let postmaster = adoptIfRunning() else {
+            throw PostgresError(.notRunning, "cannot reload: postgres is not running on \(dataDirectory); start it first")
+        }
+        try writeConfiguration(following: nil, standby: nil)
+        postmaster.send(SIGHUP)
+        logger.info("postgres reloaded", metadata: ["pg.pid": "\(postmaster.pid)"])
+    }
+
+    public func restart() async throws {
+        try await stop(mode: .fast, timeout: .seconds(60))
+        try await start(following: nil)
+    }
+
+    // MARK: Session
+
+    /// The agent's superuser session, connected on demand and reused.
+    func sessionConnection() async throws -> PostgresConnection {
+        if let existing = state.withLock({ $0.connection }) { return existing }
+        let connection = try await PostgresConnection.connect(configuration.localConnection)
+        return state.withLock { state in
+            if let existing = state.connection { return existing }
+            state.connection = connection
+            return connection
+        }
+    }
+
+    func dropConnection() {
+        let connection = state.withLock { state -> PostgresConnection? in
+            let connection = state.connection
+            state.connection = nil
+            return connection
+        }
+        _ = connection
+    }
+
+    /// Runs a statement on the session, dropping the session when the connection broke.
+    func execute(_ sql: String, _ parameters: [String?] = [], timeout: Duration? = nil) async throws -> QueryResult {
+        let connection = try await sessionConnection()
+        do {
+            return try await connection.query(sql, parameters, timeout: timeout)
+        } catch let error as PostgresError where error.code == .connectionClosed {
+            dropConnection()
+            throw error
+        }
+    }
+
+    // MARK: Files
+
+    /// Checks that the data directory exists, is initialised, belongs to the OS user and is 0700/0750.
+    func checkDataDirectory() throws {
+        var info = stat()
+        guard stat(dataDirectory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw PostgresError(
+                .dataDirectoryMissing,
+                "data directory \(dataDirectory) does not exist; bootstrap a new cluster or clone a replica into it, "
+                    + "or fix the configured data directory")
+        }
+        guard Posix.fileExists(dataDirectory + "/PG_VERSION") else {
+            throw PostgresError(
+                .dataDirectoryNotInitialized,
+                "\(dataDirectory) is not a PostgreSQL data directory (no PG_VERSION file); bootstrap or clone into it, "
+                    + "or fix the configured data directory")
+        }
+        if info.st_uid != osUser.uid {
+            throw PostgresError(
+                .dataDirectoryPermissions,
+                "data directory \(dataDirectory) is owned by \(OSUser.name(of: info.st_uid)), not by \(osUser.name) "
+                    + "who runs postgres; run chown -R \(osUser.name): \(dataDirectory)")
+        }
+        let mode = info.st_mode & 0o777
+        if mode & 0o027 != 0 {
+            throw PostgresError(
+                .dataDirectoryPermissions,
+                "data directory \(dataDirectory) has mode \(String(mode, radix: 8)); PostgreSQL requires 0700 "
+                    + "(or 0750); run chmod 700 \(dataDirectory)")
+        }
+    }
+
+    /// Writes the managed files. `following` rewrites the recovery file (nil leaves it);
+    /// `standby` creates (true) or removes (false) standby.signal (nil leaves it).
+    func writeConfiguration(following source: ReplicationSource?, standby: Bool?) throws {
+        let conf = dataDirectory + "/postgresql.conf"
+        let existing = Posix.readFile(conf) ?? ""
+        let missing = ManagedFiles.includeLines.filter { line in
+            !existing.contains(line.components(separatedBy: "\t").first ?? line)
+        }
+        if !missing.isEmpty {
+            let separator = existing.isEmpty || existing.hasSuffix("\n") ? "" : "\n"
+            try Posix.writeFile(conf, contents: existing + separator + missing.joined(separator: "\n") + "\n", user: osUser, mode: 0o600)
+        }
+        var parametersConfiguration = configuration
+        let synchronous = state.withLock { $0.synchronousStandbys }
+        if !synchronous.isEmpty {
+            let names = synchronous.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }.joined(separator: ",")
+            parametersConfiguration.parameters["synchronous_standby_names"] = "FIRST 1 (\(names))"
+        }
+        try Posix.writeFile(
+            dataDirectory + "/" + ManagedFiles.parametersFile, contents: ManagedFiles.parametersText(parametersConfiguration),
+            user: osUser, mode: 0o600)
+        let recoveryPath = dataDirectory + "/" + ManagedFiles.recoveryFile
+        if let source {
+            try Posix.writeFile(recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: source), user: osUser, mode: 0o600)
+        } else if !Posix.fileExists(recoveryPath) {
+            try Posix.writeFile(recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: nil), user: osUser, mode: 0o600)
+        }
+        let signal = dataDirectory + "/standby.signal"
+        switch standby {
+        case true?: if !Posix.fileExists(signal) { try Posix.writeFile(signal, contents: "", user: osUser, mode: 0o600) }
+        case false?: unlink(signal)
+        case nil: break
+        }
+        try writePassfile()
+    }
+
+    func writePassfile() throws {
+        try Posix.writeFile(configuration.passfile, contents: ManagedFiles.passfileText(configuration), user: osUser, mode: 0o600)
+    }
+
+    func fileSize(_ path: String) -> UInt64 {
+        var info = stat()
+        return stat(path, &info) == 0 ? UInt64(info.st_size) : 0
+    }
+
+    func readLog(from offset: UInt64) -> String {
+        guard let handle = FileHandle(forReadingAtPath: configuration.logFile) else { return "" }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: offset)
+        let data = (try? handle.readToEnd()) ?? Data()
+        return String(decoding: data.suffix(8192), as: UTF8.self)
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import BatonCore
+
+/// The files Baton writes into (and next to) the data directory. Pure text rendering, unit-tested.
+///
+/// Layout (chosen over ALTER SYSTEM so that the agent owns its settings without a running server,
+/// and so that `postgresql.auto.conf` stays the operator's):
+/// * `postgresql.conf` (initdb's) gets two lines appended once:
+///   `include_if_exists = 'baton.conf'` and `include_if_exists = 'baton.recovery.conf'`.
+/// * `baton.conf`: the managed parameters (rewritten before every start).
+/// * `baton.recovery.conf`: primary_conninfo, primary_slot_name, recovery_target_timeline
+///   (rewritten when the upstream changes; reloaded, since PostgreSQL 13 allows that).
+/// * `standby.signal`: present exactly when the node should run as a standby.
+/// * `<data_dir>.pgpass` (outside the data directory, 0600, owned by the postgres OS user).
+/// pg_basebackup and pg_rewind copy the source's files; Baton rewrites its own before starting.
+public enum ManagedFiles {
+    public static let parametersFile = "baton.conf"
+    public static let recoveryFile = "baton.recovery.conf"
+    public static let includeLines = [
+        "include_if_exists = '\(parametersFile)'\t# added by Baton",
+        "include_if_exists = '\(recoveryFile)'\t# added by Baton",
+    ]
+
+    /// The managed parameters: safe HA defaults, then the configured ones (which win).
+    public static func parameters(_ configuration: LocalPostgresConfiguration) -> [String: String] {
+        var parameters: [String: String] = [
+            "listen_addresses": configuration.listenAddress,
+            "port": String(configuration.port),
+            "unix_socket_directories": configuration.socketDirectory,
+            "cluster_name": configuration.memberName,
+            "wal_level": "replica",
+            "hot_standby": "on",
+            "max_wal_senders": "10",
+            "max_replication_slots": "10",
+            "wal_log_hints": "on",
+            "wal_keep_size": "128MB",
+            "hba_file": configuration.dataDirectory + "/pg_hba.conf",
+            "logging_collector": "off",
+            "log_line_prefix": "%m [%p] ",
+            "password_encryption": "scram-sha-256",
+        ]
+        parameters.merge(configuration.parameters) { $1 }
+        return parameters
+    }
+
+    public static func parametersText(_ configuration: LocalPostgresConfiguration) -> String {
+        "# Managed by Baton: rewritten before every start. Put your settings in the agent's configuration.\n"
+            + PostgresConf.render(parameters(configuration)) + "\n"
+    }
+
+    /// The standby's recovery settings for following `source`.
+    public static func recoveryText(_ configuration: LocalPostgresConfiguration, source: ReplicationSource?) -> String {
+        var text = "# Managed by Baton: the upstream this standby follows.\n"
+        guard let source else { return text }
+        let conninfo = ConnInfo.make([
+            ("host", source.host),
+            ("port", String(source.port)),
+            ("user", configuration.replication.username),
+            ("passfile", configuration.passfile),
+            ("application_name", configuration.memberName),
+            ("sslmode", "prefer"),
+            ("connect_timeout", "5"),
+        ])
+        var parameters: [String: String] = [
+            "primary_conninfo": conninfo,
+            "recovery_target_timeline": "latest",
+        ]
+        if configuration.useReplicationSlots {
+            parameters["primary_slot_name"] = PostgresConf.slotName(forMember: configuration.memberName)
+        }
+        text += PostgresConf.render(parameters) + "\n"
+        return text
+    }
+
+    /// pg_hba.conf: local peer for the OS user, scram-sha-256 over TCP for the configured networks.
+    public static func hbaText(_ configuration: LocalPostgresConfiguration) -> String {
+        var lines = [
+            "# Managed by Baton.",
+            "# TYPE  DATABASE     USER  ADDRESS  METHOD",
+            "local   all          all            peer",
+            "local   replication  all            peer",
+            "host    all          all   127.0.0.1/32  scram-sha-256",
+            "host    all          all   ::1/128       scram-sha-256",
+            "host    replication  \(configuration.replication.username)  127.0.0.1/32  scram-sha-256",
+            "host    replication  \(configuration.replication.username)  ::1/128       scram-sha-256",
+        ]
+        for network in configuration.replicationNetworks {
+            lines.append("host    replication  \(configuration.replication.username)  \(network)  scram-sha-256")
+        }
+        for network in configuration.clientNetworks {
+            lines.append("host    all          all   \(network)  scram-sha-256")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A libpq passfile: `host:port:database:user:password`, `:` and `\` escaped.
+    public static func passfileText(_ configuration: LocalPostgresConfiguration) -> String {
+        func escape(_ value: String) -> String {
+            value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:")
+        }
+        var credentials = [configuration.replication, configuration.superuser]
+        if let rewind = configuration.rewind { credentials.append(rewind) }
+        return credentials.map { "*:*:*:\(escape($0.username)):\(escape($0.password))" }.joined(separator: "\n") + "\n"
+    }
+}
