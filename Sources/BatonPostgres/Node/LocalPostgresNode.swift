@@ -61,6 +61,9 @@ public final class LocalPostgresNode: PostgresNode {
         return stream
     }
 
+    /// The PID of the postmaster this node supervises (child or adopted), while it runs.
+    public var postmasterPID: Int32? { runningPostmaster?.pid }
+
     /// The postmaster we watch, when it is still running.
     var runningPostmaster: Postmaster? {
         state.withLock { state in

@@ -1,0 +1,282 @@
+import BatonCore
+import BatonPostgres
+import BatonTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Real PostgreSQL 15 processes. Serialized: two cores, and timings are measured.
+@Suite("LocalPostgresNode on PostgreSQL 15", .serialized)
+struct LocalPostgresNodeTests {
+    @Test func bootstrapStartStatusStop() async throws {
+        let fixture = try PostgresFixture("bootstrap")
+        defer { fixture.cleanUp() }
+        let node = try fixture.node(try fixture.configuration("alpha"))
+        #expect(await node.status().process == .uninitialized)
+
+        let systemIdentifier = try await node.bootstrap()
+        let status = await node.status()
+        #expect(status.process == .running, "\(status)")
+        #expect(status.inRecovery == false)
+        #expect(status.timeline == 1)
+        #expect(status.systemIdentifier == systemIdentifier)
+        #expect((status.serverVersion ?? 0) >= 150_000)
+        #expect(status.currentLSN != nil)
+        #expect(status.postmasterStartTime != nil)
+        #expect(status.postmasterPID == node.postmasterPID)
+        #expect(status.pendingRestart == false)
+
+        // Data directory owned by postgres, 0700; passfile 0600.
+        var info = stat()
+        #expect(stat(node.configuration.dataDirectory, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o700)
+        #expect(stat(node.configuration.passfile, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o600)
+
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+        #expect(await node.status().process == .stopped)
+        try await node.start(following: nil)
+        #expect(await node.status().process == .running)
+        try await node.stop(mode: .smart, timeout: .seconds(30))
+        #expect(await node.status().process == .stopped)
+    }
+
+    @Test func cloneStreamPromoteAndRewind() async throws {
+        let fixture = try PostgresFixture("failover")
+        defer { fixture.cleanUp() }
+        let a = try await fixture.nodeFromTemplate("node-a")
+        let b = try fixture.node(try fixture.configuration("node-b"))
+        try await a.start(following: nil)
+        try await a.syncReplicationSlots(forMembers: ["node-a", "node-b"])
+        #expect(await a.status().slots.map(\.name) == ["node_b"])
+        let sessionA = try await fixture.connect(a)
+        _ = try await sessionA.query("CREATE TABLE t (id int PRIMARY KEY, origin text)")
+        _ = try await sessionA.query("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 1000) g")
+
+        // Clone.
+        let reports = ProgressLog()
+        let cloneStart = ContinuousClock.now
+        try await b.cloneReplica(from: fixture.source(a)) { reports.append($0) }
+        let cloneTime = ContinuousClock.now - cloneStart
+        #expect(reports.last?.percent == 100)
+        try await b.start(following: fixture.source(a))
+
+        // Streaming with zero lag.
+        try await PostgresFixture.eventually("node-b streams from node-a with zero lag") {
+            let primary = await a.status()
+            let replica = await b.status()
+            guard let row = primary.replication.first(where: { $0.applicationName == "node-b" }) else { return false }
+            return row.state == "streaming" && replica.streaming && replica.inRecovery == true
+                && replica.replayLSN == primary.currentLSN && row.replayLSN == primary.currentLSN
+        }
+        #expect(await a.status().slots.first?.active == true)
+        #expect(await b.status().upstream == "127.0.0.1:\(a.configuration.port)")
+
+        // Promote B while A keeps running (a partition), and see writes on timeline 2.
+        let promoteStart = ContinuousClock.now
+        try await b.promote(timeout: .seconds(30))
+        let promoteTime = ContinuousClock.now - promoteStart
+        let sessionB = try await fixture.connect(b)
+        _ = try await sessionB.query("INSERT INTO t VALUES ($1, $2)", ["2001", "b"])
+        let promoted = await b.status()
+        #expect(promoted.inRecovery == false)
+        #expect(promoted.timeline == 2)
+        try await b.syncReplicationSlots(forMembers: ["node-a", "node-b"])
+
+        // A diverges on timeline 1, then is demoted and rewound into a replica of B.
+        _ = try await sessionA.query("INSERT INTO t VALUES ($1, $2)", ["3001", "a-diverged"])
+        await sessionA.close()
+        let rewindStart = ContinuousClock.now
+        try await a.rewind(from: fixture.source(b))
+        try await PostgresFixture.eventually("node-a streams from node-b with zero lag") {
+            let primary = await b.status()
+            let replica = await a.status()
+            return replica.streaming && replica.inRecovery == true && replica.timeline == 2
+                && replica.replayLSN == primary.currentLSN
+        }
+        let rewindTime = ContinuousClock.now - rewindStart
+        let check = try await fixture.connect(a)
+        let rows = try await check.query("SELECT origin, count(*)::int AS n FROM t GROUP BY origin ORDER BY origin")
+        #expect(try rows.rows.map { try $0.string("origin") } == ["a", "b"])
+        await check.close()
+        await sessionB.close()
+
+        print(
+            "MEASURED clone=\(ms(cloneTime)) ms (\(reports.last?.totalKB ?? 0) kB) "
+                + "promote-to-writable=\(ms(promoteTime)) ms rewind-rejoin=\(ms(rewindTime)) ms")
+        try await a.stop(mode: .fast, timeout: .seconds(30))
+        try await b.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    @Test func sigkillIsNoticedAtOnce() async throws {
+        let fixture = try PostgresFixture("kill")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("kill")
+        try await node.start(following: nil)
+        let pid = try #require(node.postmasterPID)
+        let exits = node.terminations()
+        let killed = ContinuousClock.now
+        kill(pid, SIGKILL)
+        var iterator = exits.makeAsyncIterator()
+        let exit = try #require(await iterator.next())
+        let noticed = ContinuousClock.now - killed
+        print("MEASURED child SIGKILL noticed after \(ms(noticed)) ms")
+        #expect(exit.pid == pid)
+        #expect(exit.bySignal && exit.status == SIGKILL)
+        #expect(exit.requested == false)
+        #expect(noticed < .milliseconds(200))
+        #expect(await node.status().process == .crashed)
+    }
+
+    @Test func adoptsARunningPostmaster() async throws {
+        let fixture = try PostgresFixture("adopt")
+        defer { fixture.cleanUp() }
+        let first = try await fixture.nodeFromTemplate("adopt")
+        try await first.start(following: nil)
+        let pid = try #require(first.postmasterPID)
+
+        // A second agent on the same data directory (an agent restart) adopts instead of starting.
+        let second = try fixture.node(first.configuration)
+        let status = await second.status()
+        #expect(status.process == .running)
+        #expect(status.postmasterPID == pid)
+        try await second.start(following: nil)
+        #expect(second.postmasterPID == pid)
+
+        let exits = second.terminations()
+        let killed = ContinuousClock.now
+        kill(pid, SIGKILL)
+        var iterator = exits.makeAsyncIterator()
+        let exit = try #require(await iterator.next())
+        let noticed = ContinuousClock.now - killed
+        print("MEASURED adopted SIGKILL noticed after \(ms(noticed)) ms")
+        #expect(exit.pid == pid)
+        #expect(noticed < .milliseconds(200))
+        #expect(await second.status().process == .crashed)
+    }
+
+    @Test func wrongDataDirectory() async throws {
+        let fixture = try PostgresFixture("nodir")
+        defer { fixture.cleanUp() }
+        let node = try fixture.node(try fixture.configuration("missing"))
+        let error = try await #require(throws: PostgresError.self) { try await node.start(following: nil) }
+        #expect(error.code == .dataDirectoryMissing)
+        #expect(error.message.contains(node.configuration.dataDirectory))
+
+        try FileManager.default.createDirectory(atPath: node.configuration.dataDirectory, withIntermediateDirectories: true)
+        let notInitialized = try await #require(throws: PostgresError.self) { try await node.start(following: nil) }
+        #expect(notInitialized.code == .dataDirectoryNotInitialized)
+        #expect(notInitialized.message.contains("PG_VERSION"))
+    }
+
+    @Test func wrongPermissions() async throws {
+        let fixture = try PostgresFixture("perms")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("perms")
+        chmod(node.configuration.dataDirectory, 0o755)
+        let error = try await #require(throws: PostgresError.self) { try await node.start(following: nil) }
+        #expect(error.code == .dataDirectoryPermissions)
+        #expect(error.message.contains("chmod 700 \(node.configuration.dataDirectory)"))
+        #expect(node.postmasterPID == nil)
+    }
+
+    @Test func portInUse() async throws {
+        let fixture = try PostgresFixture("port")
+        defer { fixture.cleanUp() }
+        let port = try TestEnvironment.freePort()
+        let listener = try Listener(port: port)
+        defer { listener.close() }
+        let node = try await fixture.nodeFromTemplate("port", port: port)
+        let error = try await #require(throws: PostgresError.self) { try await node.start(following: nil) }
+        #expect(error.code == .portInUse)
+        #expect(error.message.contains("port \(port)"))
+        #expect(node.postmasterPID == nil)
+    }
+
+    @Test func wrongPassword() async throws {
+        let fixture = try PostgresFixture("password")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("password")
+        try await node.start(following: nil)
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PostgresConnection.connect(
+                ConnectionParameters(host: "127.0.0.1", port: node.configuration.port, user: "postgres", password: "wrong"))
+        }
+        #expect(error.code == .authenticationFailed)
+        #expect(error.sqlState == "28P01")
+        #expect(error.message.contains("postgres") && error.message.contains("127.0.0.1:\(node.configuration.port)"))
+        #expect(!error.description.contains("wrong"))
+
+        // The agent configured with a wrong password reports it in its status instead of hanging.
+        let misconfigured = try fixture.node(
+            try fixture.configuration(
+                "password", port: node.configuration.port, superuser: Credentials(username: "postgres", password: "nope")))
+        let status = await misconfigured.status()
+        #expect(status.problem?.contains("password authentication failed") == true)
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    @Test func statementDeadlineAndSQLState() async throws {
+        let fixture = try PostgresFixture("deadline")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("deadline")
+        try await node.start(following: nil)
+        let session = try await PostgresConnection.connect(
+            ConnectionParameters(
+                host: "127.0.0.1", port: node.configuration.port, user: PostgresFixture.superuser.username,
+                password: PostgresFixture.superuser.password, statementTimeout: .milliseconds(300)))
+        let started = ContinuousClock.now
+        let timeout = try await #require(throws: PostgresError.self) { _ = try await session.query("SELECT pg_sleep(5)") }
+        #expect(timeout.code == .statementTimeout)
+        #expect(timeout.sqlState == "57014")
+        #expect(ContinuousClock.now - started < .seconds(2))
+        let missing = try await #require(throws: PostgresError.self) { _ = try await session.query("SELECT * FROM nope") }
+        #expect(missing.sqlState == "42P01")
+        let typed = try await session.query("SELECT $1::int + 1 AS n, NULL::text AS nothing, true AS yes", ["41"]).single()
+        #expect(try typed.int("n") == 42)
+        #expect(try typed.string("nothing") == nil)
+        #expect(try typed.bool("yes") == true)
+        await session.close()
+        try await node.stop(mode: .immediate, timeout: .seconds(30))
+    }
+}
+
+final class ProgressLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var reports: [CloneProgress] = []
+    func append(_ report: CloneProgress) { lock.withLock { reports.append(report) } }
+    var last: CloneProgress? { lock.withLock { reports.last } }
+}
+
+/// A TCP listener on 127.0.0.1:port, to occupy a port.
+struct Listener {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 1) == 0 else {
+            Glibc.close(fd)
+            throw PostgresError(.io, "could not listen on 127.0.0.1:\(port)")
+        }
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// Whole milliseconds of `duration`.
+func ms(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+}

@@ -1,0 +1,145 @@
+import BatonCore
+import Testing
+
+@testable import BatonPostgres
+
+@Suite("conninfo and postgresql.conf quoting")
+struct QuotingTests {
+    @Test func plainValuesStayBare() {
+        #expect(ConnInfo.make([("host", "10.0.0.1"), ("port", "5432")]) == "host=10.0.0.1 port=5432")
+    }
+
+    @Test func spacesQuotesAndBackslashesAreQuoted() {
+        #expect(ConnInfo.quote("") == "''")
+        #expect(ConnInfo.quote("a b") == "'a b'")
+        #expect(ConnInfo.quote("it's") == #"'it\'s'"#)
+        #expect(ConnInfo.quote(#"c:\dir"#) == #"'c:\\dir'"#)
+    }
+
+    @Test func confValuesDoubleQuotesAndEscapeBackslashes() {
+        #expect(PostgresConf.quote("on") == "'on'")
+        #expect(PostgresConf.quote("host='x' port=1") == "'host=''x'' port=1'")
+        #expect(PostgresConf.quote(#"a\b"#) == #"'a\\b'"#)
+        #expect(PostgresConf.quote("line\nbreak") == "'line break'")
+    }
+
+    @Test func renderSortsParameters() {
+        #expect(PostgresConf.render(["port": "5432", "hot_standby": "on"]) == "hot_standby = 'on'\nport = '5432'")
+    }
+
+    @Test func slotNamesAreSanitised() {
+        #expect(PostgresConf.slotName(forMember: "Node-1.example") == "node_1_example")
+        #expect(PostgresConf.slotName(forMember: "") == "member")
+        #expect(PostgresConf.slotName(forMember: String(repeating: "x", count: 80)).count == 63)
+    }
+}
+
+@Suite("tool output parsing")
+struct ToolOutputTests {
+    @Test func basebackupProgress() {
+        let report = ToolOutput.basebackupProgress("  22683/22683 kB (100%), 1/1 tablespace")
+        #expect(report == CloneProgress(doneKB: 22683, totalKB: 22683, percent: 100))
+        #expect(ToolOutput.basebackupProgress("    0/31234 kB (0%), 0/1 tablespace (/var/lib/x/base/1/112)")?.totalKB == 31234)
+        #expect(ToolOutput.basebackupProgress("pg_basebackup: initiating base backup") == nil)
+    }
+
+    @Test func controlData() {
+        let text = """
+            pg_control version number:            1300
+            Database system identifier:           7312345678901234567
+            Latest checkpoint's TimeLineID:       2
+            wal_log_hints setting:                on
+            Data page checksum version:           1
+            """
+        let fields = ToolOutput.controlData(text)
+        #expect(fields["Database system identifier"] == "7312345678901234567")
+        #expect(fields["Latest checkpoint's TimeLineID"] == "2")
+        #expect(fields["wal_log_hints setting"] == "on")
+        #expect(fields["Data page checksum version"] == "1")
+    }
+
+    @Test func rewindCheck() {
+        #expect(ToolOutput.rewindCheck("pg_rewind: source and target cluster are on the same timeline\npg_rewind: no rewind required\n") == .notRequired)
+        let diverged = "pg_rewind: servers diverged at WAL location 0/3000148 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n"
+        #expect(ToolOutput.rewindCheck(diverged) == .required(divergedAt: LSN(text: "0/3000148"), timeline: 1))
+        #expect(ToolOutput.rewindCheck("something else") == .unknown)
+    }
+
+    @Test func postmasterPID() {
+        let text = "12345\n/var/lib/postgresql/15/main\n1700000000\n5432\n/var/run/postgresql\n*\n  1234567     32768\nready   \n"
+        #expect(
+            ToolOutput.postmasterPID(text)
+                == .init(pid: 12345, dataDirectory: "/var/lib/postgresql/15/main", startEpoch: 1_700_000_000, port: 5432))
+        #expect(ToolOutput.postmasterPID("garbage") == nil)
+        #expect(ToolOutput.postmasterPID("") == nil)
+    }
+}
+
+@Suite("managed files")
+struct ManagedFilesTests {
+    let configuration = LocalPostgresConfiguration(
+        memberName: "node-b", dataDirectory: "/data/pg/", port: 5433,
+        superuser: Credentials(username: "postgres", password: "s:e\\cret"),
+        replication: Credentials(username: "replicator", password: "r"),
+        parameters: ["max_connections": "50", "wal_keep_size": "1GB"])
+
+    @Test func defaultsAreDerivedFromTheDataDirectory() {
+        #expect(configuration.dataDirectory == "/data/pg")
+        #expect(configuration.passfile == "/data/pg.pgpass")
+        #expect(configuration.logFile == "/data/pg.log")
+    }
+
+    @Test func recoveryConfigurationPointsAtTheSource() {
+        let text = ManagedFiles.recoveryText(configuration, source: ReplicationSource(member: "node-a", host: "10.0.0.1", port: 5432))
+        #expect(text.contains("primary_conninfo = 'host=10.0.0.1 port=5432 user=replicator passfile=/data/pg.pgpass application_name=node-b"))
+        #expect(text.contains("primary_slot_name = 'node_b'"))
+        #expect(text.contains("recovery_target_timeline = 'latest'"))
+        #expect(!text.contains("password"))
+    }
+
+    @Test func configuredParametersWin() {
+        let parameters = ManagedFiles.parameters(configuration)
+        #expect(parameters["wal_keep_size"] == "1GB")
+        #expect(parameters["max_connections"] == "50")
+        #expect(parameters["wal_level"] == "replica")
+        #expect(parameters["port"] == "5433")
+    }
+
+    @Test func passfileEscapesSeparators() {
+        let text = ManagedFiles.passfileText(configuration)
+        #expect(text.contains(#"*:*:*:postgres:s\:e\\cret"#))
+        #expect(text.contains("*:*:*:replicator:r"))
+    }
+
+    @Test func credentialsNeverPrintTheirPassword() {
+        #expect(!"\(configuration.superuser)".contains("cret"))
+        let parameters = ConnectionParameters(host: "h", port: 1, user: "u", password: "topsecret")
+        #expect(!"\(parameters)".contains("topsecret"))
+    }
+}
+
+@Suite("connection error classification")
+struct ConnectErrorTests {
+    let parameters = ConnectionParameters(host: "127.0.0.1", port: 5432, user: "postgres")
+
+    @Test func wrongPassword() {
+        let error = classifyConnectError(
+            "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"postgres\"",
+            parameters)
+        #expect(error.code == .authenticationFailed)
+        #expect(error.sqlState == "28P01")
+        #expect(error.message.contains("127.0.0.1:5432"))
+    }
+
+    @Test func refused() {
+        let error = classifyConnectError("connection to server at \"127.0.0.1\", port 5432 failed: Connection refused", parameters)
+        #expect(error.code == .connectionFailed)
+        #expect(error.message.contains("is PostgreSQL running"))
+    }
+
+    @Test func starting() {
+        let error = classifyConnectError("FATAL:  the database system is starting up", parameters)
+        #expect(error.code == .serverStarting)
+        #expect(error.sqlState == "57P03")
+    }
+}
