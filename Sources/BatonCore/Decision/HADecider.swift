@@ -1,0 +1,422 @@
+/// What one HA cycle does: actions to run in order, why, and what to remember.
+public struct Decision: Hashable, Sendable {
+    public var actions: [Action]
+    public var reason: Reason
+    public var memory: HAMemory
+    /// Decide again as soon as the actions ran (the next step depends on their outcome).
+    public var recheckImmediately: Bool
+
+    public init(_ actions: [Action], _ reason: Reason, memory: HAMemory, recheckImmediately: Bool = false) {
+        self.actions = actions
+        self.reason = reason
+        self.memory = memory
+        self.recheckImmediately = recheckImmediately
+    }
+}
+
+/// The HA state machine: an observation in, a decision out. Pure; no clock, socket or process.
+///
+/// Safety rules it keeps, each covered by table tests and by the simulated cluster:
+/// * only the holder of the leader key runs as primary; without a valid lease a primary demotes;
+/// * a replica races only within `maximum_lag_on_failover` of the leader's last published optime,
+///   not behind on timeline (with `check_timeline`), not tagged `nofailover`, a synchronous standby
+///   in synchronous mode, and when no reachable peer is primary or further ahead;
+/// * pause mode takes no automatic action beyond keeping (or taking a free) leader key.
+public enum HADecider {
+    public static func decide(_ o: Observation) -> Decision {
+        var memory = o.memory
+        let pg = o.postgres
+        let runningPrimary = pg.process == .running && pg.inRecovery == false
+
+        guard let cluster = o.cluster else {
+            return storeUnreachable(o, runningPrimary: runningPrimary)
+        }
+        if o.lease.session == nil {
+            return Decision([.createSession], .noSession, memory: memory, recheckImmediately: true)
+        }
+        let paused = o.config.pause
+        let iAmLeader = cluster.leader?.member == o.me
+
+        // The cluster's identity.
+        if let clusterID = cluster.initialize, !clusterID.isEmpty, let localID = pg.systemIdentifier,
+            localID != clusterID
+        {
+            return Decision([], .systemIdentifierMismatch(cluster: clusterID, local: localID), memory: memory)
+        }
+        if cluster.leader == nil, pg.process == .uninitialized {
+            if cluster.initialize == nil {
+                if paused { return Decision([], .paused("no cluster yet; not bootstrapping"), memory: memory) }
+                return Decision(
+                    [.claimInitialize, .bootstrap], .bootstrapping, memory: memory, recheckImmediately: true)
+            }
+            return Decision(
+                [], cluster.initialize == "" ? .waitingForBootstrap : .waitingForLeaderToClone, memory: memory)
+        }
+
+        // No local data: clone from a running member.
+        if pg.process == .uninitialized {
+            if paused { return Decision([], .paused("no local data; not cloning"), memory: memory) }
+            guard let source = cloneSource(cluster, me: o.me) else {
+                return Decision([], .waitingForLeaderToClone, memory: memory)
+            }
+            return Decision(
+                [.cloneReplica(from: source), .startPostgres(following: leaderSource(cluster), asPrimary: false)],
+                .cloning(from: source.member), memory: memory, recheckImmediately: true)
+        }
+
+        // Postgres is not running.
+        if pg.process == .stopped || pg.process == .crashed {
+            if paused { return Decision([], .paused("postgres is not running; not starting it"), memory: memory) }
+            if iAmLeader {
+                let started = memory.crashRecoveryStartedAt ?? o.now
+                memory.crashRecoveryStartedAt = started
+                let elapsed = o.now - started
+                if elapsed > o.config.primaryStartTimeout {
+                    memory.crashRecoveryStartedAt = nil
+                    return Decision([.releaseLeader], .primaryStartTimeout(elapsed: elapsed), memory: memory)
+                }
+                return Decision(
+                    [.renewLease, .startPostgres(following: nil, asPrimary: true)],
+                    .restartingCrashedPrimary(elapsed: elapsed), memory: memory, recheckImmediately: true)
+            }
+            memory.crashRecoveryStartedAt = nil
+            if let source = leaderSource(cluster), cluster.leader != nil {
+                return Decision(
+                    [.rewindIfNeeded(from: source), .startPostgres(following: source, asPrimary: false)],
+                    .startingReplica(following: source.member), memory: memory, recheckImmediately: true)
+            }
+            return Decision(
+                [.startPostgres(following: nil, asPrimary: false)], .startingReadOnly, memory: memory,
+                recheckImmediately: true)
+        }
+        if pg.process == .starting {
+            return Decision(iAmLeader ? [.renewLease] : [], .postgresStarting, memory: memory)
+        }
+        memory.crashRecoveryStartedAt = nil
+
+        // Postgres runs.
+        if iAmLeader {
+            return leaderCycle(o, cluster, memory: memory)
+        }
+        if let leader = cluster.leader {
+            if runningPrimary {
+                if paused {
+                    return Decision(
+                        [], .paused("running as primary while \(leader.member) holds the key"), memory: memory)
+                }
+                return Decision(
+                    [.demote(.immediateNoLock)], .demotingForOtherLeader(leader: leader.member), memory: memory,
+                    recheckImmediately: true)
+            }
+            if o.following != leader.member, let source = leaderSource(cluster) {
+                if paused { return Decision([], .paused("not re-pointing replication"), memory: memory) }
+                return Decision([.follow(source)], .followingNewLeader(leader: leader.member), memory: memory)
+            }
+            return Decision([], .following(leader: leader.member), memory: memory)
+        }
+        return race(o, cluster, runningPrimary: runningPrimary, memory: memory)
+    }
+
+    // MARK: Store unreachable
+
+    static func storeUnreachable(_ o: Observation, runningPrimary: Bool) -> Decision {
+        let memory = o.memory
+        guard runningPrimary else {
+            return Decision([], .storeUnreachableWaiting, memory: memory)
+        }
+        if o.config.failsafeMode {
+            switch o.failsafeConfirmed {
+            case true?: return Decision([], .failsafeConfirmed, memory: memory)
+            case nil:
+                return Decision([.askFailsafeConfirmation], .askingFailsafe, memory: memory, recheckImmediately: true)
+            case false?: break
+            }
+        }
+        if o.config.pause {
+            return Decision([], .paused("store unreachable; no automatic action"), memory: memory)
+        }
+        if o.lease.isValid(at: o.now), let deadline = o.lease.deadline {
+            return Decision([], .storeUnreachableKeepingPrimary(remaining: deadline - o.now), memory: memory)
+        }
+        return Decision([.demote(.offline)], .storeUnreachableFencing, memory: memory)
+    }
+
+    // MARK: Leader
+
+    static func leaderCycle(_ o: Observation, _ cluster: ClusterView, memory: HAMemory) -> Decision {
+        let pg = o.postgres
+        var actions: [Action] = [.renewLease]
+        if let lock = cluster.leader, lock.session != o.lease.session {
+            actions.append(.reattachLeader)
+            return Decision(actions, .reattachingLock, memory: memory, recheckImmediately: true)
+        }
+        if o.config.pause {
+            return Decision(actions, .paused("holding the leader key"), memory: memory)
+        }
+        if pg.inRecovery != false {
+            if o.config.synchronousMode {
+                let sync = cluster.sync
+                let listed = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
+                if !listed {
+                    return Decision([.releaseLeader], .notSynchronousReleasing, memory: memory)
+                }
+                if let sync, sync.value.leader != o.me {
+                    actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync.modRevision))
+                }
+            }
+            actions.append(.promote)
+            if let failover = cluster.failover { actions.append(.clearFailover(expected: failover.modRevision)) }
+            return Decision(actions, .promotingWithLock, memory: memory, recheckImmediately: true)
+        }
+        if let failover = cluster.failover {
+            if let decision = switchover(o, cluster, failover, actions: actions, memory: memory) { return decision }
+        }
+        if o.config.synchronousMode {
+            if let decision = synchronousStandbys(o, cluster, actions: actions, memory: memory) { return decision }
+        } else {
+            if let sync = cluster.sync { actions.append(.clearSync(expected: sync.modRevision)) }
+            if let applied = o.appliedSynchronousStandbys, !applied.isEmpty {
+                actions.append(.setSynchronousStandbys([]))
+            }
+            if actions.count > 1 {
+                return Decision(actions, .synchronousStandbys("turned off: clearing"), memory: memory)
+            }
+        }
+        return Decision(actions, .holdingLock, memory: memory)
+    }
+
+    /// A switchover or failover request while this node leads; nil when it does not apply yet.
+    static func switchover(
+        _ o: Observation, _ cluster: ClusterView, _ failover: Versioned<FailoverRequest>, actions: [Action],
+        memory: HAMemory
+    ) -> Decision? {
+        let request = failover.value
+        let clear = actions + [.clearFailover(expected: failover.modRevision)]
+        if let leader = request.leader, leader != o.me {
+            return Decision(
+                clear, .switchoverRejected("it names \(leader) as leader, but \(o.me) leads"), memory: memory)
+        }
+        if let candidateName = request.member, candidateName == o.me {
+            return Decision(clear, .switchoverRejected("the candidate \(o.me) already leads"), memory: memory)
+        }
+        if let scheduled = request.scheduled_at {
+            guard let at = ISO8601.secondsSince1970(scheduled) else {
+                return Decision(clear, .switchoverRejected("cannot read scheduled_at '\(scheduled)'"), memory: memory)
+            }
+            if o.wallClockSeconds < at {
+                return Decision(actions, .switchoverScheduled(at: scheduled), memory: memory)
+            }
+        }
+        let limit = o.config.maximumLagOnFailover
+        let myPosition = o.postgres.currentLSN ?? .zero
+        let candidates = cluster.members.filter { member in
+            member.name != o.me && member.state == .running && member.role == .replica && !member.tags.noFailover
+                && (request.member == nil || request.member == member.name)
+        }
+        if let name = request.member, !cluster.members.contains(where: { $0.name == name }) {
+            return Decision(clear, .switchoverRejected("candidate \(name) is not a member"), memory: memory)
+        }
+        guard let candidate = candidates.max(by: { ($0.xlogLocation ?? .zero) < ($1.xlogLocation ?? .zero) }) else {
+            let why =
+                request.member.map { "candidate \($0) is not a running replica without nofailover" }
+                ?? "no running replica can take over"
+            return Decision(clear, .switchoverRejected(why), memory: memory)
+        }
+        let lag = myPosition.bytesAhead(of: candidate.xlogLocation ?? .zero)
+        if lag > limit {
+            return Decision(
+                clear, .switchoverRejected("candidate \(candidate.name) lags \(lag) bytes (limit \(limit))"),
+                memory: memory)
+        }
+        if o.config.synchronousMode, let sync = cluster.sync, !sync.value.isSynchronous(candidate.name) {
+            return Decision(
+                clear, .switchoverRejected("candidate \(candidate.name) is not a synchronous standby"), memory: memory)
+        }
+        return Decision(
+            [.demote(.graceful)], .switchoverSteppingDown(candidate: request.member), memory: memory,
+            recheckImmediately: true)
+    }
+
+    /// Keeps `synchronous_standby_names` and the `sync` key in step: a standby is added to the key
+    /// only after postgres reports it synchronous, and removed from the key before postgres stops
+    /// waiting for it, so the key never names a standby that might lack an acknowledged commit.
+    static func synchronousStandbys(
+        _ o: Observation, _ cluster: ClusterView, actions: [Action], memory: HAMemory
+    ) -> Decision? {
+        let count = o.config.synchronousNodeCount
+        let strict = o.config.synchronousModeStrict
+        let eligible = Set(
+            cluster.members.filter { $0.name != o.me && !$0.tags.noSync && $0.state == .running }.map(\.name))
+        let rows = o.postgres.replication.filter { eligible.contains($0.applicationName) }
+        let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
+        let reportedSync = Set(
+            rows.filter { $0.syncState == "sync" || $0.syncState == "quorum" }.map(\.applicationName))
+        let sync = cluster.sync
+        let keyNames = Set(sync?.value.leader == o.me ? sync?.value.syncStandbys ?? [] : [])
+
+        // Prefer the standbys already synchronous, then the rest by name, up to the count.
+        let preferred = streaming.intersection(keyNames).sorted() + streaming.subtracting(keyNames).sorted()
+        let desired = Set(preferred.prefix(count))
+        let wantedSetting = desired.isEmpty ? (strict ? ["*"] : []) : desired.sorted()
+
+        var steps = actions
+        let keep = keyNames.intersection(desired)
+        if keep != keyNames || sync?.value.leader != o.me {
+            // Shrink (or claim) the key first; postgres may keep waiting for more than the key says.
+            let confirmed = keep.union(desired.intersection(reportedSync))
+            steps.append(
+                .writeSync(SyncState(leader: o.me, syncStandbys: confirmed.sorted()), expected: sync?.modRevision))
+            if o.appliedSynchronousStandbys != wantedSetting { steps.append(.setSynchronousStandbys(wantedSetting)) }
+            return Decision(
+                steps, .synchronousStandbys("synchronous standbys now [\(confirmed.sorted().joined(separator: ","))]"),
+                memory: memory, recheckImmediately: true)
+        }
+        if o.appliedSynchronousStandbys != wantedSetting {
+            steps.append(.setSynchronousStandbys(wantedSetting))
+            return Decision(
+                steps, .synchronousStandbys("asking postgres for [\(wantedSetting.joined(separator: ","))]"),
+                memory: memory)
+        }
+        let promotable = desired.subtracting(keyNames).intersection(reportedSync)
+        if !promotable.isEmpty {
+            let names = keyNames.union(promotable).sorted()
+            steps.append(.writeSync(SyncState(leader: o.me, syncStandbys: names), expected: sync?.modRevision))
+            return Decision(
+                steps, .synchronousStandbys("\(promotable.sorted().joined(separator: ",")) confirmed synchronous"),
+                memory: memory)
+        }
+        return nil
+    }
+
+    // MARK: Leader race
+
+    static func race(_ o: Observation, _ cluster: ClusterView, runningPrimary: Bool, memory: HAMemory) -> Decision {
+        if o.config.pause {
+            if runningPrimary, o.lease.isValid(at: o.now) {
+                return Decision([.acquireLeader], .takingFreeLockAsPrimary, memory: memory)
+            }
+            return Decision([], .paused("leader key is free; no automatic failover"), memory: memory)
+        }
+        if runningPrimary, !o.lease.isValid(at: o.now) {
+            return Decision([.demote(.immediateNoLock)], .fencingLostLease, memory: memory, recheckImmediately: true)
+        }
+        let failover = cluster.failover
+        if let request = failover?.value {
+            if request.leader == o.me {
+                return Decision([], .steppingDownNotRacing, memory: memory)
+            }
+            if let candidate = request.member, candidate != o.me,
+                cluster.members.contains(where: { $0.name == candidate })
+            {
+                return Decision([], .waitingForCandidate(candidate), memory: memory)
+            }
+        }
+        let requestedForMe = failover?.value.member == o.me
+        if runningPrimary {
+            return Decision([.acquireLeader], .takingFreeLockAsPrimary, memory: memory)
+        }
+        if o.tags.noFailover {
+            return Decision([], .noFailoverTag, memory: memory)
+        }
+        var actions: [Action] = [.acquireLeader]
+        if o.config.synchronousMode {
+            guard let sync = cluster.sync, sync.value.isSynchronous(o.me) else {
+                return Decision([], .notSynchronousStandby, memory: memory)
+            }
+            actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync.modRevision))
+        }
+        let myPosition = o.postgres.walPosition ?? .zero
+        let reference = cluster.status?.optime ?? cluster.members.compactMap(\.xlogLocation).max() ?? .zero
+        let lag = reference.bytesAhead(of: myPosition)
+        if lag > o.config.maximumLagOnFailover {
+            return Decision([], .lagTooHigh(lag: lag, limit: o.config.maximumLagOnFailover), memory: memory)
+        }
+        if o.config.checkTimeline {
+            let clusterTimeline = max(
+                cluster.history.map { $0.timeline + 1 }.max() ?? 0,
+                cluster.members.filter { $0.name != o.me }.compactMap(\.timeline).max() ?? 0)
+            if let local = o.postgres.timeline, local < clusterTimeline {
+                return Decision([], .timelineBehind(local: local, cluster: clusterTimeline), memory: memory)
+            }
+        }
+        guard let peers = o.peers else {
+            return Decision([.fetchPeers], .askingPeers, memory: memory, recheckImmediately: true)
+        }
+        for peer in peers where peer.name != o.me && peer.reachable {
+            if peer.runningAsPrimary {
+                return Decision([], .peerIsPrimary(peer.name), memory: memory)
+            }
+            if requestedForMe || peer.tags.noFailover { continue }
+            let position = peer.walPosition ?? .zero
+            if position > myPosition {
+                return Decision([], .peerAhead(peer.name, peer: position, local: myPosition), memory: memory)
+            }
+            if position == myPosition, peer.tags.failoverPriority > o.tags.failoverPriority {
+                return Decision([], .peerHasPriority(peer.name), memory: memory)
+            }
+        }
+        actions.append(.promote)
+        if let failover { actions.append(.clearFailover(expected: failover.modRevision)) }
+        return Decision(actions, .racing(lag: lag), memory: memory, recheckImmediately: true)
+    }
+
+    // MARK: Sources
+
+    /// Where a new replica clones from: a running replica tagged `clonefrom`, else the leader.
+    static func cloneSource(_ cluster: ClusterView, me: String) -> ReplicationSource? {
+        let tagged = cluster.members.first {
+            $0.name != me && $0.tags.cloneFrom && $0.state == .running && $0.name != cluster.leader?.member
+        }
+        if let tagged, let source = ReplicationSource(member: tagged) { return source }
+        guard let leader = cluster.leaderMember, leader.state == .running else { return nil }
+        return ReplicationSource(member: leader)
+    }
+
+    static func leaderSource(_ cluster: ClusterView) -> ReplicationSource? {
+        cluster.leaderMember.flatMap(ReplicationSource.init(member:))
+    }
+}
+
+extension ReplicationSource {
+    /// The host and port of a member's `conn_url` (`postgres://host:port/db`); nil when unreadable.
+    public init?(member: Member) {
+        guard let (host, port) = ConnURL.hostAndPort(member.connURL) else { return nil }
+        self.init(member: member.name, host: host, port: port)
+    }
+}
+
+/// Reads `postgres://[user@]host[:port][/db][?…]` without Foundation.
+public enum ConnURL {
+    public static func hostAndPort(_ url: String) -> (String, Int)? {
+        let scalars = Array(url)
+        var start: Int?
+        for index in 0..<max(0, scalars.count - 2)
+        where scalars[index] == ":" && scalars[index + 1] == "/"
+            && scalars[index + 2] == "/"
+        {
+            start = index + 3
+            break
+        }
+        guard let start else { return nil }
+        var rest = String(scalars[start...])[...]
+        if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) { rest = rest[..<slash] }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        var host = Substring(rest)
+        var port = 5432
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            let after = host[host.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let value = Int(after.dropFirst()) else { return nil }
+                port = value
+            }
+            host = host[host.index(after: host.startIndex)..<close]
+        } else if let colon = host.lastIndex(of: ":") {
+            guard let value = Int(host[host.index(after: colon)...]) else { return nil }
+            port = value
+            host = host[..<colon]
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+        return (String(host), port)
+    }
+}

@@ -1,0 +1,107 @@
+/// Everything the decision core sees in one HA cycle. Built by the I/O shell; pure data.
+public struct Observation: Hashable, Sendable {
+    /// This agent's member name.
+    public var me: String
+    /// Monotonic time of the observation.
+    public var now: MonotonicInstant
+    /// Wall-clock seconds since 1970, used only to compare a scheduled switchover's `scheduled_at`
+    /// (a calendar time by definition); never for a lease or deadline.
+    public var wallClockSeconds: Double
+    /// The cluster as read from the store, or nil when the store could not be reached.
+    public var cluster: ClusterView?
+    /// Why the store could not be read, when `cluster` is nil.
+    public var storeProblem: String?
+    /// The local PostgreSQL.
+    public var postgres: PostgresStatus
+    /// The member the local standby is configured to stream from, when known.
+    public var following: String?
+    /// The `synchronous_standby_names` this agent last applied, when known.
+    public var appliedSynchronousStandbys: [String]?
+    /// This agent's session and self-fencing deadline.
+    public var lease: LeaseState
+    /// Configuration in force: the cluster's dynamic config merged with local overrides.
+    public var config: DynamicConfig
+    /// This member's own tags.
+    public var tags: Tags
+    /// Peers' own reports, fetched from their REST APIs when racing for the lock; nil when not fetched.
+    public var peers: [PeerStatus]?
+    /// Failsafe mode: whether every member reachable over REST confirmed this node as primary
+    /// during the current store outage; nil when not asked.
+    public var failsafeConfirmed: Bool?
+    /// What the agent remembers between cycles.
+    public var memory: HAMemory
+
+    public init(
+        me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
+        storeProblem: String? = nil, postgres: PostgresStatus, following: String? = nil,
+        appliedSynchronousStandbys: [String]? = nil, lease: LeaseState, config: DynamicConfig,
+        tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
+        memory: HAMemory = HAMemory()
+    ) {
+        self.me = me
+        self.now = now
+        self.wallClockSeconds = wallClockSeconds
+        self.cluster = cluster
+        self.storeProblem = storeProblem
+        self.postgres = postgres
+        self.following = following
+        self.appliedSynchronousStandbys = appliedSynchronousStandbys
+        self.lease = lease
+        self.config = config
+        self.tags = tags
+        self.peers = peers
+        self.failsafeConfirmed = failsafeConfirmed
+        self.memory = memory
+    }
+}
+
+/// The agent's store session and the deadline by which, unrenewed, it must have stopped acting as
+/// primary: the send time of the last successful keepalive + ttl − fencing margin.
+public struct LeaseState: Hashable, Sendable {
+    public var session: SessionID?
+    public var deadline: MonotonicInstant?
+
+    public init(session: SessionID? = nil, deadline: MonotonicInstant? = nil) {
+        self.session = session
+        self.deadline = deadline
+    }
+
+    /// True when the lease may still be relied on at `now`.
+    public func isValid(at now: MonotonicInstant) -> Bool {
+        guard session != nil, let deadline else { return false }
+        return now < deadline
+    }
+}
+
+/// A peer's answer to `GET /patroni` (or its failure), as used to veto a race.
+public struct PeerStatus: Hashable, Sendable {
+    public var name: String
+    /// False when the peer's API could not be reached.
+    public var reachable: Bool
+    public var runningAsPrimary: Bool
+    public var walPosition: LSN?
+    public var timeline: Int?
+    public var tags: Tags
+
+    public init(
+        name: String, reachable: Bool, runningAsPrimary: Bool = false, walPosition: LSN? = nil,
+        timeline: Int? = nil, tags: Tags = Tags()
+    ) {
+        self.name = name
+        self.reachable = reachable
+        self.runningAsPrimary = runningAsPrimary
+        self.walPosition = walPosition
+        self.timeline = timeline
+        self.tags = tags
+    }
+}
+
+/// State the decision core carries from one cycle to the next (returned in each decision).
+public struct HAMemory: Hashable, Sendable {
+    /// When the leader's postgres was found down and an in-place restart began.
+    public var crashRecoveryStartedAt: MonotonicInstant?
+
+    public init(crashRecoveryStartedAt: MonotonicInstant? = nil) {
+        self.crashRecoveryStartedAt = crashRecoveryStartedAt
+    }
+}

@@ -1,0 +1,177 @@
+/// Why the decision core decided what it did: typed for metrics and tests, printed as one line in
+/// the log (like Patroni's "no action. I am (node1), the leader with the lock").
+public enum Reason: Hashable, Sendable, CustomStringConvertible {
+    // Store
+    case storeUnreachableKeepingPrimary(remaining: Duration)
+    case storeUnreachableFencing
+    case storeUnreachableWaiting
+    case failsafeConfirmed
+    case askingFailsafe
+    case noSession
+    // Bootstrap
+    case bootstrapping
+    case bootstrapFinished(systemID: String)
+    case waitingForBootstrap
+    case takingOverExistingData(systemID: String)
+    case systemIdentifierMismatch(cluster: String, local: String)
+    case cloning(from: String)
+    case waitingForLeaderToClone
+    // Postgres not running
+    case restartingCrashedPrimary(elapsed: Duration)
+    case primaryStartTimeout(elapsed: Duration)
+    case startingReplica(following: String)
+    case startingReadOnly
+    case postgresStarting
+    // Leader
+    case holdingLock
+    case reattachingLock
+    case promotingWithLock
+    case notSynchronousReleasing
+    case switchoverScheduled(at: String)
+    case switchoverSteppingDown(candidate: String?)
+    case switchoverRejected(String)
+    case synchronousStandbys(String)
+    // Replica with a leader
+    case demotingForOtherLeader(leader: String)
+    case followingNewLeader(leader: String)
+    case following(leader: String)
+    // Race
+    case paused(String)
+    case waitingForCandidate(String)
+    case steppingDownNotRacing
+    case noFailoverTag
+    case notSynchronousStandby
+    case lagTooHigh(lag: UInt64, limit: UInt64)
+    case timelineBehind(local: Int, cluster: Int)
+    case askingPeers
+    case peerIsPrimary(String)
+    case peerAhead(String, peer: LSN, local: LSN)
+    case peerHasPriority(String)
+    case racing(lag: UInt64)
+    case fencingLostLease
+    case takingFreeLockAsPrimary
+
+    /// A short stable identifier, for metrics labels.
+    public var code: String {
+        switch self {
+        case .storeUnreachableKeepingPrimary: return "store_unreachable_keeping_primary"
+        case .storeUnreachableFencing: return "store_unreachable_fencing"
+        case .storeUnreachableWaiting: return "store_unreachable_waiting"
+        case .failsafeConfirmed: return "failsafe_confirmed"
+        case .askingFailsafe: return "asking_failsafe"
+        case .noSession: return "no_session"
+        case .bootstrapping: return "bootstrapping"
+        case .bootstrapFinished: return "bootstrap_finished"
+        case .waitingForBootstrap: return "waiting_for_bootstrap"
+        case .takingOverExistingData: return "taking_over_existing_data"
+        case .systemIdentifierMismatch: return "system_identifier_mismatch"
+        case .cloning: return "cloning"
+        case .waitingForLeaderToClone: return "waiting_for_leader_to_clone"
+        case .restartingCrashedPrimary: return "restarting_crashed_primary"
+        case .primaryStartTimeout: return "primary_start_timeout"
+        case .startingReplica: return "starting_replica"
+        case .startingReadOnly: return "starting_read_only"
+        case .postgresStarting: return "postgres_starting"
+        case .holdingLock: return "holding_lock"
+        case .reattachingLock: return "reattaching_lock"
+        case .promotingWithLock: return "promoting_with_lock"
+        case .notSynchronousReleasing: return "not_synchronous_releasing"
+        case .switchoverScheduled: return "switchover_scheduled"
+        case .switchoverSteppingDown: return "switchover_stepping_down"
+        case .switchoverRejected: return "switchover_rejected"
+        case .synchronousStandbys: return "synchronous_standbys"
+        case .demotingForOtherLeader: return "demoting_for_other_leader"
+        case .followingNewLeader: return "following_new_leader"
+        case .following: return "following"
+        case .paused: return "paused"
+        case .waitingForCandidate: return "waiting_for_candidate"
+        case .steppingDownNotRacing: return "stepping_down_not_racing"
+        case .noFailoverTag: return "nofailover_tag"
+        case .notSynchronousStandby: return "not_synchronous_standby"
+        case .lagTooHigh: return "lag_too_high"
+        case .timelineBehind: return "timeline_behind"
+        case .askingPeers: return "asking_peers"
+        case .peerIsPrimary: return "peer_is_primary"
+        case .peerAhead: return "peer_ahead"
+        case .peerHasPriority: return "peer_has_priority"
+        case .racing: return "racing"
+        case .fencingLostLease: return "fencing_lost_lease"
+        case .takingFreeLockAsPrimary: return "taking_free_lock_as_primary"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .storeUnreachableKeepingPrimary(let remaining):
+            return "store unreachable: staying primary until the lease deadline in \(remaining.secondsText)"
+        case .storeUnreachableFencing:
+            return "store unreachable and the lease deadline has passed: demoting to avoid a split brain"
+        case .storeUnreachableWaiting: return "store unreachable: no action until it answers"
+        case .failsafeConfirmed: return "store unreachable, failsafe mode: every member confirms this primary"
+        case .askingFailsafe: return "store unreachable, failsafe mode: asking every member to confirm this primary"
+        case .noSession: return "no store session yet: creating one"
+        case .bootstrapping: return "no cluster yet: bootstrapping a new one"
+        case .bootstrapFinished(let id): return "bootstrap finished (system identifier \(id)): taking the leader key"
+        case .waitingForBootstrap: return "another member is bootstrapping the cluster: waiting"
+        case .takingOverExistingData(let id):
+            return "no initialize key but local data (system identifier \(id)): taking the leader key"
+        case .systemIdentifierMismatch(let cluster, let local):
+            return "local data belongs to another cluster (system identifier \(local), cluster \(cluster)): "
+                + "no action; reinitialise this member"
+        case .cloning(let source): return "no local data: cloning a replica from \(source)"
+        case .waitingForLeaderToClone: return "no local data and no running member to clone from: waiting"
+        case .restartingCrashedPrimary(let elapsed):
+            return "postgres is down on the leader: restarting it in place (down for \(elapsed.secondsText))"
+        case .primaryStartTimeout(let elapsed):
+            return "postgres did not come back within primary_start_timeout (\(elapsed.secondsText)): "
+                + "releasing the leader key for a failover"
+        case .startingReplica(let leader): return "postgres is not running: starting it as a replica of \(leader)"
+        case .startingReadOnly: return "postgres is not running and there is no leader: starting it read-only"
+        case .postgresStarting: return "postgres is starting: waiting"
+        case .holdingLock: return "no action: I am the leader with the lock"
+        case .reattachingLock: return "the leader key is on an old session: re-attaching it to mine"
+        case .promotingWithLock: return "holding the leader key as a standby: promoting"
+        case .notSynchronousReleasing:
+            return "holding the leader key but not a synchronous standby: releasing it without promoting"
+        case .switchoverScheduled(let at): return "switchover scheduled at \(at): waiting"
+        case .switchoverSteppingDown(let candidate):
+            return "switchover: stepping down" + (candidate.map { " for \($0)" } ?? "")
+        case .switchoverRejected(let why): return "switchover request rejected: \(why)"
+        case .synchronousStandbys(let what): return "synchronous mode: \(what)"
+        case .demotingForOtherLeader(let leader):
+            return "running as primary but \(leader) holds the leader key: demoting"
+        case .followingNewLeader(let leader): return "re-pointing replication to the new leader \(leader)"
+        case .following(let leader): return "no action: streaming from the leader \(leader)"
+        case .paused(let what): return "paused: \(what)"
+        case .waitingForCandidate(let name): return "leader key free, failover requested to \(name): not racing"
+        case .steppingDownNotRacing: return "leader key free but this member is stepping down: not racing"
+        case .noFailoverTag: return "leader key free but this member is tagged nofailover: not racing"
+        case .notSynchronousStandby:
+            return "leader key free but this member is not a synchronous standby: not racing"
+        case .lagTooHigh(let lag, let limit):
+            return "leader key free but not eligible: lag \(lag) bytes exceeds maximum_lag_on_failover \(limit)"
+        case .timelineBehind(let local, let cluster):
+            return "leader key free but not eligible: timeline \(local) is behind the cluster's \(cluster)"
+        case .askingPeers: return "leader key free: asking peers before racing"
+        case .peerIsPrimary(let name): return "leader key free but \(name) still runs as primary: not racing"
+        case .peerAhead(let name, let peer, let local):
+            return "leader key free but \(name) is further ahead (\(peer) > \(local)): not racing"
+        case .peerHasPriority(let name):
+            return "leader key free but \(name) is as far ahead with a higher failover priority: not racing"
+        case .racing(let lag): return "leader key free and this member is the healthiest (lag \(lag) bytes): promoting"
+        case .fencingLostLease: return "running as primary without a valid lease: demoting"
+        case .takingFreeLockAsPrimary: return "leader key free and this member runs as primary: taking it"
+        }
+    }
+}
+
+extension Duration {
+    /// "1.25 s": seconds with two decimals, for one-line log messages.
+    public var secondsText: String {
+        let milliseconds = components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+        let sign = milliseconds < 0 ? "-" : ""
+        let magnitude = abs(milliseconds)
+        let fraction = (magnitude % 1000) / 10
+        return "\(sign)\(magnitude / 1000).\(fraction < 10 ? "0" : "")\(fraction) s"
+    }
+}

@@ -1,0 +1,76 @@
+/// Reads the ISO 8601 timestamps Patroni writes (`2026-11-22T15:00:00+00:00`,
+/// `2026-11-22T15:00:00.123Z`, `2026-11-22 15:00:00`) without Foundation. A timestamp without a
+/// zone is taken as UTC.
+public enum ISO8601 {
+    /// Seconds since 1970-01-01T00:00:00Z, or nil when the text is not such a timestamp.
+    public static func secondsSince1970(_ text: String) -> Double? {
+        let chars = Array(text.utf8)
+        var index = 0
+        func number(_ digits: Int) -> Int? {
+            guard index + digits <= chars.count else { return nil }
+            var value = 0
+            for offset in 0..<digits {
+                let c = chars[index + offset]
+                guard c >= 48, c <= 57 else { return nil }
+                value = value * 10 + Int(c - 48)
+            }
+            index += digits
+            return value
+        }
+        func expect(_ c: UInt8) -> Bool {
+            guard index < chars.count, chars[index] == c else { return false }
+            index += 1
+            return true
+        }
+        guard let year = number(4), expect(45), let month = number(2), expect(45), let day = number(2),
+            index < chars.count, chars[index] == 84 || chars[index] == 116 || chars[index] == 32
+        else { return nil }
+        index += 1
+        guard let hour = number(2), expect(58), let minute = number(2), expect(58), let second = number(2),
+            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+        else { return nil }
+        var fraction = 0.0
+        if index < chars.count, chars[index] == 46 {
+            index += 1
+            var scale = 0.1
+            var digits = 0
+            while index < chars.count, chars[index] >= 48, chars[index] <= 57 {
+                fraction += Double(chars[index] - 48) * scale
+                scale /= 10
+                index += 1
+                digits += 1
+            }
+            guard digits > 0 else { return nil }
+        }
+        var offset = 0
+        if index < chars.count {
+            switch chars[index] {
+            case 90, 122:
+                index += 1
+            case 43, 45:
+                let sign = chars[index] == 45 ? -1 : 1
+                index += 1
+                guard let hours = number(2) else { return nil }
+                _ = expect(58)
+                guard let minutes = number(2) else { return nil }
+                offset = sign * (hours * 3600 + minutes * 60)
+            default:
+                return nil
+            }
+        }
+        guard index == chars.count else { return nil }
+        let days = daysFromCivil(year: year, month: month, day: day)
+        let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset
+        return Double(seconds) + fraction
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
+}

@@ -1,0 +1,507 @@
+import BatonCore
+import Testing
+
+@Suite struct HADeciderTests {
+    typealias F = Fixture
+
+    static let sourceA = ReplicationSource(member: "a", host: "127.0.0.1", port: 5432)
+
+    /// One row of the decision table: an observation and the actions and reason it must produce.
+    struct Row: CustomTestStringConvertible, Sendable {
+        let name: String
+        let observation: Observation
+        let actions: [Action]
+        let reason: String
+        var testDescription: String { name }
+    }
+
+    static let rows: [Row] = [
+        // Bootstrap
+        Row(
+            name: "empty store, no data: bootstrap",
+            observation: F.observe("a", cluster: ClusterView(revision: 1), postgres: F.empty),
+            actions: [.claimInitialize, .bootstrap], reason: "bootstrapping"),
+        Row(
+            name: "another node bootstraps: wait",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, members: [], initialize: ""), postgres: F.empty),
+            actions: [], reason: "waiting_for_bootstrap"),
+        Row(
+            name: "initialized but no leader to clone from: wait",
+            observation: F.observe("b", cluster: F.cluster(leader: nil, members: []), postgres: F.empty),
+            actions: [], reason: "waiting_for_leader_to_clone"),
+        Row(
+            name: "no data, leader runs: clone then follow",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.empty),
+            actions: [.cloneReplica(from: sourceA), .startPostgres(following: sourceA, asPrimary: false)],
+            reason: "cloning"),
+        Row(
+            name: "clonefrom tag preferred over the leader",
+            observation: F.observe(
+                "c",
+                cluster: F.cluster(members: [
+                    F.member("a", role: .primary),
+                    F.member("b", tags: Tags(["clonefrom": .bool(true)])),
+                ]), postgres: F.empty),
+            actions: [
+                .cloneReplica(from: ReplicationSource(member: "b", host: "127.0.0.1", port: 5433)),
+                .startPostgres(following: sourceA, asPrimary: false),
+            ],
+            reason: "cloning"),
+        Row(
+            name: "system identifier mismatch: no action",
+            observation: F.observe("b", cluster: F.cluster(initialize: "9999"), postgres: F.replica()),
+            actions: [], reason: "system_identifier_mismatch"),
+        Row(
+            name: "bootstrapped primary takes the free key (race path)",
+            observation: F.observe("a", cluster: F.cluster(leader: nil, initialize: ""), postgres: F.primary),
+            actions: [.acquireLeader], reason: "taking_free_lock_as_primary"),
+
+        // Leader
+        Row(
+            name: "leader with the lock: renew",
+            observation: F.observe("a", cluster: F.cluster(), postgres: F.primary),
+            actions: [.renewLease], reason: "holding_lock"),
+        Row(
+            name: "leader key on an old session: reattach",
+            observation: F.observe(
+                "a", cluster: F.cluster(leaderSession: SessionID(rawValue: 0x99)), postgres: F.primary),
+            actions: [.renewLease, .reattachLeader], reason: "reattaching_lock"),
+        Row(
+            name: "holding the key as a standby: promote",
+            observation: F.observe("b", cluster: F.cluster(leader: "b"), postgres: F.replica()),
+            actions: [.renewLease, .promote], reason: "promoting_with_lock"),
+        Row(
+            name: "leader's postgres crashed: restart in place",
+            observation: F.observe("a", cluster: F.cluster(), postgres: F.crashed),
+            actions: [.renewLease, .startPostgres(following: nil, asPrimary: true)],
+            reason: "restarting_crashed_primary"),
+        Row(
+            name: "leader's postgres down past primary_start_timeout: release",
+            observation: F.observe(
+                "a", cluster: F.cluster(), postgres: F.crashed,
+                config: F.config(["primary_start_timeout": .number(5)]),
+                memory: HAMemory(crashRecoveryStartedAt: F.t0 - .seconds(6))),
+            actions: [.releaseLeader], reason: "primary_start_timeout"),
+        Row(
+            name: "paused leader keeps the key only",
+            observation: F.observe(
+                "a", cluster: F.cluster(), postgres: F.primary, config: F.config(["pause": .bool(true)])),
+            actions: [.renewLease], reason: "paused"),
+
+        // Switchover
+        Row(
+            name: "switchover now to b: graceful demote",
+            observation: F.observe(
+                "a", cluster: F.cluster(failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.primary),
+            actions: [.demote(.graceful)], reason: "switchover_stepping_down"),
+        Row(
+            name: "switchover scheduled in the future: wait",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    failover: FailoverRequest(
+                        leader: "a", member: "b",
+                        scheduledAt: "2030-01-01T00:00:00+00:00")), postgres: F.primary),
+            actions: [.renewLease], reason: "switchover_scheduled"),
+        Row(
+            name: "switchover scheduled in the past: go",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    failover: FailoverRequest(
+                        leader: "a", member: "b",
+                        scheduledAt: "2020-01-01T00:00:00Z")), postgres: F.primary),
+            actions: [.demote(.graceful)], reason: "switchover_stepping_down"),
+        Row(
+            name: "switchover to an unknown member: rejected and cleared",
+            observation: F.observe(
+                "a", cluster: F.cluster(failover: FailoverRequest(leader: "a", member: "zz")),
+                postgres: F.primary),
+            actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+        Row(
+            name: "switchover naming another leader: rejected",
+            observation: F.observe(
+                "a", cluster: F.cluster(failover: FailoverRequest(leader: "b", member: "c")),
+                postgres: F.primary),
+            actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+        Row(
+            name: "switchover to a lagging candidate: rejected",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    members: [
+                        F.member("a", role: .primary),
+                        F.member("b", lsn: 0x100_0000),
+                    ], failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.primary),
+            actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+        Row(
+            name: "switchover to a nofailover candidate: rejected",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    members: [
+                        F.member("a", role: .primary),
+                        F.member("b", tags: Tags(["nofailover": .bool(true)])),
+                    ], failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.primary),
+            actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+
+        // Replica with a leader
+        Row(
+            name: "replica streaming from the leader: nothing",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.replica(), following: "a"),
+            actions: [], reason: "following"),
+        Row(
+            name: "replica pointed elsewhere: follow the leader",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.replica(), following: "c"),
+            actions: [.follow(sourceA)], reason: "following_new_leader"),
+        Row(
+            name: "old primary sees another leader: demote",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.primary),
+            actions: [.demote(.immediateNoLock)], reason: "demoting_for_other_leader"),
+        Row(
+            name: "stopped replica: rewind if needed and start following",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.stopped),
+            actions: [.rewindIfNeeded(from: sourceA), .startPostgres(following: sourceA, asPrimary: false)],
+            reason: "starting_replica"),
+        Row(
+            name: "stopped, no leader: start read-only",
+            observation: F.observe("b", cluster: F.cluster(leader: nil), postgres: F.stopped),
+            actions: [.startPostgres(following: nil, asPrimary: false)], reason: "starting_read_only"),
+        Row(
+            name: "paused and stopped: nothing",
+            observation: F.observe(
+                "b", cluster: F.cluster(), postgres: F.stopped, config: F.config(["pause": .bool(true)])),
+            actions: [], reason: "paused"),
+
+        // Race
+        Row(
+            name: "free key: ask peers first",
+            observation: F.observe("b", cluster: F.cluster(leader: nil), postgres: F.replica()),
+            actions: [.fetchPeers], reason: "asking_peers"),
+        Row(
+            name: "free key, healthiest: acquire and promote",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                peers: F.peers([("a", 0), ("c", 0x400_0000)]).map {
+                    var p = $0
+                    p.reachable = $0.name != "a"
+                    return p
+                }),
+            actions: [.acquireLeader, .promote], reason: "racing"),
+        Row(
+            name: "free key but lag beyond the limit: never",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, optime: 0x900_0000), postgres: F.replica(),
+                peers: []),
+            actions: [], reason: "lag_too_high"),
+        Row(
+            name: "free key but a peer is further ahead",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                peers: F.peers([("c", 0x500_0100)])),
+            actions: [], reason: "peer_ahead"),
+        Row(
+            name: "free key but a peer still runs as primary",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                peers: F.peers([("a", 0x500_0000)], primary: "a")),
+            actions: [], reason: "peer_is_primary"),
+        Row(
+            name: "equal position, peer has higher priority",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                peers: [
+                    PeerStatus(
+                        name: "c", reachable: true, walPosition: LSN(0x500_0000),
+                        tags: Tags(["failover_priority": .number(5)]))
+                ]),
+            actions: [], reason: "peer_has_priority"),
+        Row(
+            name: "nofailover tag: never races",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                tags: Tags(["nofailover": .bool(true)]), peers: []),
+            actions: [], reason: "nofailover_tag"),
+        Row(
+            name: "failover_priority 0 means nofailover",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                tags: Tags(["failover_priority": .number(0)]), peers: []),
+            actions: [], reason: "nofailover_tag"),
+        Row(
+            name: "check_timeline: behind the cluster",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, members: [F.member("c", timeline: 3)]),
+                postgres: F.replica(timeline: 2), config: F.config(["check_timeline": .bool(true)]), peers: []),
+            actions: [], reason: "timeline_behind"),
+        Row(
+            name: "failover names another candidate: wait",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "c")),
+                postgres: F.replica(), peers: []),
+            actions: [], reason: "waiting_for_candidate"),
+        Row(
+            name: "the old leader during switchover does not race",
+            observation: F.observe(
+                "a", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.replica(), peers: []),
+            actions: [], reason: "stepping_down_not_racing"),
+        Row(
+            name: "candidate of a switchover races and clears the key",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.replica(), peers: F.peers([("c", 0x500_0100)])),
+            actions: [.acquireLeader, .promote, .clearFailover(expected: 77)], reason: "racing"),
+        Row(
+            name: "paused: no failover",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                config: F.config(["pause": .bool(true)]), peers: []),
+            actions: [], reason: "paused"),
+        Row(
+            name: "primary without a valid lease and no key: fence",
+            observation: F.observe("a", cluster: F.cluster(leader: nil), postgres: F.primary, leaseValid: false),
+            actions: [.demote(.immediateNoLock)], reason: "fencing_lost_lease"),
+
+        // Synchronous mode
+        Row(
+            name: "sync mode: not a sync standby, never races",
+            observation: F.observe(
+                "c", cluster: F.cluster(leader: nil, sync: SyncState(leader: "a", syncStandbys: ["b"])),
+                postgres: F.replica(), config: F.config(["synchronous_mode": .bool(true)]), peers: []),
+            actions: [], reason: "not_synchronous_standby"),
+        Row(
+            name: "sync mode: the sync standby CAS-writes the sync key before promoting",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, sync: SyncState(leader: "a", syncStandbys: ["b"])),
+                postgres: F.replica(), config: F.config(["synchronous_mode": .bool(true)]), peers: []),
+            actions: [.acquireLeader, .writeSync(SyncState(leader: "b", syncStandbys: []), expected: 88), .promote],
+            reason: "racing"),
+        Row(
+            name: "sync mode: no sync key at all, nobody races",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
+                config: F.config(["synchronous_mode": .bool(true)]), peers: []),
+            actions: [], reason: "not_synchronous_standby"),
+
+        // Store unreachable
+        Row(
+            name: "store down, lease valid: stay primary",
+            observation: F.observe("a", cluster: nil, postgres: F.primary),
+            actions: [], reason: "store_unreachable_keeping_primary"),
+        Row(
+            name: "store down, lease deadline passed: demote offline",
+            observation: F.observe("a", cluster: nil, postgres: F.primary, leaseValid: false),
+            actions: [.demote(.offline)], reason: "store_unreachable_fencing"),
+        Row(
+            name: "store down, replica: wait",
+            observation: F.observe("b", cluster: nil, postgres: F.replica()),
+            actions: [], reason: "store_unreachable_waiting"),
+        Row(
+            name: "store down, failsafe: ask members",
+            observation: F.observe(
+                "a", cluster: nil, postgres: F.primary, leaseValid: false,
+                config: F.config(["failsafe_mode": .bool(true)])),
+            actions: [.askFailsafeConfirmation], reason: "asking_failsafe"),
+        Row(
+            name: "store down, failsafe confirmed: stay primary past the deadline",
+            observation: F.observe(
+                "a", cluster: nil, postgres: F.primary, leaseValid: false,
+                config: F.config(["failsafe_mode": .bool(true)]), failsafeConfirmed: true),
+            actions: [], reason: "failsafe_confirmed"),
+        Row(
+            name: "store down, failsafe refused: fence at the deadline",
+            observation: F.observe(
+                "a", cluster: nil, postgres: F.primary, leaseValid: false,
+                config: F.config(["failsafe_mode": .bool(true)]), failsafeConfirmed: false),
+            actions: [.demote(.offline)], reason: "store_unreachable_fencing"),
+    ]
+
+    @Test(arguments: rows)
+    func decisionTable(_ row: Row) {
+        let decision = HADecider.decide(row.observation)
+        #expect(decision.actions == row.actions, "\(row.name): \(decision.reason)")
+        #expect(decision.reason.code == row.reason, "\(row.name): \(decision.reason)")
+    }
+
+    @Test func everyReasonPrintsOneLine() {
+        for row in Self.rows {
+            let text = HADecider.decide(row.observation).reason.description
+            #expect(!text.isEmpty && !text.contains("\n"), "\(row.name): \(text)")
+        }
+    }
+
+    @Test func crashRecoveryRemembersWhenItStarted() {
+        let first = HADecider.decide(F.observe("a", cluster: F.cluster(), postgres: F.crashed))
+        #expect(first.memory.crashRecoveryStartedAt == F.t0)
+        let later = HADecider.decide(
+            F.observe("a", cluster: F.cluster(), postgres: F.crashed, memory: first.memory, now: F.t0 + .seconds(3)))
+        guard case .restartingCrashedPrimary(let elapsed) = later.reason else {
+            Issue.record("expected a restart, got \(later.reason)")
+            return
+        }
+        #expect(elapsed == .seconds(3))
+        let recovered = HADecider.decide(
+            F.observe("a", cluster: F.cluster(), postgres: F.primary, memory: later.memory, now: F.t0 + .seconds(4)))
+        #expect(recovered.memory.crashRecoveryStartedAt == nil)
+    }
+
+    @Test func noSessionCreatesOne() {
+        var observation = F.observe("a", cluster: F.cluster(), postgres: F.primary)
+        observation.lease = LeaseState()
+        #expect(HADecider.decide(observation).actions == [.createSession])
+    }
+
+    @Test func lagExactlyAtTheLimitIsEligible() {
+        let limit: UInt64 = 1_048_576
+        let observation = F.observe(
+            "b", cluster: F.cluster(leader: nil, optime: 0x500_0000 + limit), postgres: F.replica(), peers: [])
+        #expect(HADecider.decide(observation).reason.code == "racing")
+        let beyond = F.observe(
+            "b", cluster: F.cluster(leader: nil, optime: 0x500_0000 + limit + 1), postgres: F.replica(), peers: [])
+        #expect(HADecider.decide(beyond).reason == .lagTooHigh(lag: limit + 1, limit: limit))
+    }
+}
+
+@Suite struct SynchronousModeTests {
+    typealias F = Fixture
+    static let syncOn = F.config(["synchronous_mode": .bool(true)])
+
+    static func rows(_ entries: [(String, String, String)]) -> [ReplicationRow] {
+        entries.map { ReplicationRow(applicationName: $0.0, state: $0.1, syncState: $0.2) }
+    }
+
+    @Test func leaderClaimsTheSyncKeyAndAsksPostgresForAStandby() {
+        var pg = F.primary
+        pg.replication = Self.rows([("b", "streaming", "async"), ("c", "streaming", "async")])
+        let decision = HADecider.decide(F.observe("a", cluster: F.cluster(), postgres: pg, config: Self.syncOn))
+        #expect(
+            decision.actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: nil),
+                .setSynchronousStandbys(["b"]),
+            ])
+    }
+
+    @Test func standbyJoinsTheKeyOnlyAfterPostgresReportsItSynchronous() {
+        var pg = F.primary
+        pg.replication = Self.rows([("b", "streaming", "async")])
+        let waiting = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg, config: Self.syncOn,
+            applied: ["b"])
+        #expect(HADecider.decide(waiting).actions == [.renewLease])
+        pg.replication = Self.rows([("b", "streaming", "sync")])
+        let confirmed = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg, config: Self.syncOn,
+            applied: ["b"])
+        #expect(
+            HADecider.decide(confirmed).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: ["b"]), expected: 88),
+            ])
+    }
+
+    @Test func aLostStandbyLeavesTheKeyBeforePostgresStopsWaitingForIt() {
+        var pg = F.primary
+        pg.replication = Self.rows([("c", "streaming", "async")])
+        let observation = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: pg,
+            config: Self.syncOn, applied: ["b"])
+        #expect(
+            HADecider.decide(observation).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: 88),
+                .setSynchronousStandbys(["c"]),
+            ])
+    }
+
+    @Test func strictModeWithoutStandbysBlocksWrites() {
+        let strict = F.config(["synchronous_mode": .bool(true), "synchronous_mode_strict": .bool(true)])
+        let observation = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: [])), postgres: F.primary,
+            config: strict, applied: [])
+        #expect(HADecider.decide(observation).actions == [.renewLease, .setSynchronousStandbys(["*"])])
+    }
+
+    @Test func standbyHoldingTheKeyButNotSynchronousReleasesIt() {
+        let observation = F.observe(
+            "c", cluster: F.cluster(leader: "c", sync: SyncState(leader: "a", syncStandbys: ["b"])),
+            postgres: F.replica(), config: Self.syncOn)
+        #expect(HADecider.decide(observation).actions == [.releaseLeader])
+    }
+
+    @Test func turningSyncModeOffClearsKeyAndSetting() {
+        let observation = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,
+            applied: ["b"])
+        #expect(
+            HADecider.decide(observation).actions == [
+                .renewLease, .clearSync(expected: 88), .setSynchronousStandbys([]),
+            ])
+    }
+}
+
+@Suite struct ValueModelTests {
+    @Test(arguments: [
+        ("0/3000060", UInt64(0x3000060)), ("16/B374D848", UInt64(0x16_B374_D848)), ("0/0", UInt64(0)),
+    ])
+    func lsnText(_ text: String, _ value: UInt64) {
+        #expect(LSN(text: text) == LSN(value))
+        #expect(LSN(value).description == text)
+    }
+
+    @Test(arguments: ["", "0", "x/1", "1/", "/1", "123456789/0"])
+    func badLSNText(_ text: String) { #expect(LSN(text: text) == nil) }
+
+    @Test func iso8601() {
+        #expect(ISO8601.secondsSince1970("1970-01-01T00:00:00Z") == 0)
+        #expect(ISO8601.secondsSince1970("2026-11-22T15:00:00+00:00") == 1_795_359_600)
+        #expect(ISO8601.secondsSince1970("2026-11-22T16:00:00+01:00") == 1_795_359_600)
+        #expect(ISO8601.secondsSince1970("2026-11-22 15:00:00.5") == 1_795_359_600.5)
+        #expect(ISO8601.secondsSince1970("2026-13-22T15:00:00Z") == nil)
+        #expect(ISO8601.secondsSince1970("tomorrow") == nil)
+    }
+
+    @Test func connURL() {
+        #expect(ConnURL.hostAndPort("postgres://10.0.0.1:5433/postgres")! == ("10.0.0.1", 5433))
+        #expect(ConnURL.hostAndPort("postgres://u@db.example:6000")! == ("db.example", 6000))
+        #expect(ConnURL.hostAndPort("postgresql://[::1]:5434/x")! == ("::1", 5434))
+        #expect(ConnURL.hostAndPort("postgres://host/db")! == ("host", 5432))
+        #expect(ConnURL.hostAndPort("nonsense") == nil)
+        #expect(ConnURL.hostAndPort("postgres://host:99999/db") == nil)
+    }
+
+    @Test func timingRule() {
+        #expect(throws: TimingPolicy.Invalid.self) {
+            try TimingPolicy(ttl: .seconds(30), loopWait: .seconds(20), retryTimeout: .seconds(10))
+        }
+        #expect(throws: TimingPolicy.Invalid.self) {
+            try TimingPolicy(ttl: .seconds(3), loopWait: .seconds(1), retryTimeout: .seconds(1))
+        }
+        #expect(throws: Never.self) {
+            try TimingPolicy(ttl: .seconds(4), loopWait: .seconds(1), retryTimeout: .milliseconds(1500))
+        }
+        let bad = DynamicConfig(["ttl": .number(10), "loop_wait": .number(10), "pause": .string("maybe")])
+        #expect(bad.validationErrors().count == 2)
+    }
+
+    @Test func mergePatchDeletesWithNull() {
+        let config = DynamicConfig([
+            "ttl": .number(30), "postgresql": .object(["parameters": .object(["a": .number(1), "b": .number(2)])]),
+        ])
+        let patched = config.merging(
+            patch: .object([
+                "ttl": .null, "postgresql": .object(["parameters": .object(["a": .null, "c": .number(3)])]),
+            ]))
+        #expect(patched.document["ttl"] == nil)
+        #expect(patched.parameters == ["b": .number(2), "c": .number(3)])
+    }
+
+    @Test func tags() {
+        #expect(Tags(["nofailover": .string("true")]).noFailover)
+        #expect(!Tags(["failover_priority": .number(2)]).noFailover)
+        #expect(Tags(["failover_priority": .number(2)]).failoverPriority == 2)
+        #expect(Tags().failoverPriority == 1)
+    }
+}
