@@ -111,6 +111,40 @@ struct LocalPostgresNodeTests {
         try await b.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// A planned switchover: the old primary is demoted (clean stop, restarted as a standby), the
+    /// replica that received all of its WAL is promoted, and the old primary follows it by reload,
+    /// without a rewind.
+    @Test func switchoverDemoteAndFollow() async throws {
+        let fixture = try PostgresFixture("switchover")
+        defer { fixture.cleanUp() }
+        let a = try await fixture.nodeFromTemplate("sw-a")
+        let b = try fixture.node(try fixture.configuration("sw-b"))
+        try await a.start(following: nil)
+        try await a.syncReplicationSlots(forMembers: ["sw-a", "sw-b"])
+        try await b.cloneReplica(from: fixture.source(a))
+        try await b.start(following: fixture.source(a))
+
+        try await a.demote(toFollow: nil, mode: .fast)
+        let demoted = await a.status()
+        #expect(demoted.inRecovery == true)
+        let endOfOldPrimary = try #require(demoted.replayLSN)
+        try await PostgresFixture.eventually("node-b received all of node-a's WAL") {
+            (await b.status().replayLSN ?? .zero) >= endOfOldPrimary
+        }
+        try await b.promote(timeout: .seconds(30))
+        try await b.syncReplicationSlots(forMembers: ["sw-a", "sw-b"])
+        let pidBefore = a.postmasterPID
+        try await a.follow(fixture.source(b))
+        try await PostgresFixture.eventually("old primary streams from the new one on timeline 2") {
+            let primary = await b.status()
+            let replica = await a.status()
+            return replica.streaming && replica.timeline == 2 && replica.replayLSN == primary.currentLSN
+        }
+        #expect(a.postmasterPID == pidBefore, "follow must reload, not restart")
+        try await a.stop(mode: .fast, timeout: .seconds(30))
+        try await b.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     @Test func sigkillIsNoticedAtOnce() async throws {
         let fixture = try PostgresFixture("kill")
         defer { fixture.cleanUp() }

@@ -145,32 +145,47 @@ public final class LocalPostgresNode: PostgresNode {
     }
 
     /// Waits until the server accepts a query, the postmaster dies (then says why, from the log) or
-    /// `startTimeout` passes. Polls every 50 ms.
+    /// `startTimeout` passes. Polls postmaster.pid every 20 ms and connects only once the postmaster
+    /// reports `ready` (primary) or `standby` (hot standby open), so a port held by another process
+    /// never makes us wait on someone else's socket.
     func waitUntilAccepting(_ postmaster: Postmaster, logOffset: UInt64) async throws {
         let started = ContinuousClock.now
         let deadline = started + configuration.startTimeout
+        var lastError: (any Error)?
         while ContinuousClock.now < deadline {
             if postmaster.exited != nil {
                 throw startFailure(logOffset: logOffset)
             }
-            do {
-                let connection = try await sessionConnection()
-                _ = try await connection.query("SELECT 1")
-                logger.info(
-                    "postgres accepts connections",
-                    metadata: ["pg.pid": "\(postmaster.pid)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
-                return
-            } catch let error as PostgresError where error.code == .authenticationFailed {
-                throw error
-            } catch {
-                dropConnection()
+            if postmasterReportsReady(postmaster.pid) {
+                do {
+                    let connection = try await sessionConnection()
+                    _ = try await connection.query("SELECT 1")
+                    logger.info(
+                        "postgres accepts connections",
+                        metadata: ["pg.pid": "\(postmaster.pid)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+                    return
+                } catch let error as PostgresError where error.code == .authenticationFailed {
+                    throw error
+                } catch {
+                    lastError = error
+                    dropConnection()
+                }
             }
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(20))
         }
         throw PostgresError(
             .startTimeout,
             "postgres (PID \(postmaster.pid)) on \(dataDirectory) did not accept connections within "
-                + "\(configuration.startTimeout); it keeps running — see \(configuration.logFile)")
+                + "\(configuration.startTimeout); it keeps running — see \(configuration.logFile)", cause: lastError)
+    }
+
+    /// The status line of postmaster.pid (PostgreSQL 10+): `starting`, `stopping`, `ready`, `standby`.
+    func postmasterReportsReady(_ pid: pid_t) -> Bool {
+        guard let text = Posix.readFile(dataDirectory + "/postmaster.pid") else { return false }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count > 7, Int32(lines[0].trimmingCharacters(in: .whitespaces)) == pid else { return false }
+        let status = lines[7].trimmingCharacters(in: .whitespaces)
+        return status == "ready" || status == "standby"
     }
 
     /// Explains why the postmaster exited during start, from what it wrote to the log.
