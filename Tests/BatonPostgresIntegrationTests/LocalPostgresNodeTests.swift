@@ -36,6 +36,12 @@ struct LocalPostgresNodeTests {
         #expect(stat(node.configuration.passfile, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o600)
 
+        try await node.reload()
+        let pid = node.postmasterPID
+        try await node.restart()
+        #expect(node.postmasterPID != pid)
+        #expect(await node.status().process == .running)
+
         try await node.stop(mode: .fast, timeout: .seconds(30))
         #expect(await node.status().process == .stopped)
         try await node.start(following: nil)
@@ -123,6 +129,10 @@ struct LocalPostgresNodeTests {
         try await a.syncReplicationSlots(forMembers: ["sw-a", "sw-b"])
         try await b.cloneReplica(from: fixture.source(a))
         try await b.start(following: fixture.source(a))
+        try await a.setSynchronousStandbys(["sw-b"])
+        try await PostgresFixture.eventually("sw-b is a synchronous standby") {
+            await a.status().replication.first { $0.applicationName == "sw-b" }?.syncState == "sync"
+        }
 
         try await a.demote(toFollow: nil, mode: .fast)
         let demoted = await a.status()
@@ -141,7 +151,19 @@ struct LocalPostgresNodeTests {
             return replica.streaming && replica.timeline == 2 && replica.replayLSN == primary.currentLSN
         }
         #expect(a.postmasterPID == pidBefore, "follow must reload, not restart")
-        try await a.stop(mode: .fast, timeout: .seconds(30))
+
+        // With pg_rewind disabled and re-clone allowed, a rejoin falls back to a fresh clone.
+        var recloning = a.configuration
+        recloning.usePgRewind = false
+        recloning.removeDataDirectoryOnRewindFailure = true
+        let a2 = try fixture.node(recloning)
+        try await a2.rewind(from: fixture.source(b))
+        try await PostgresFixture.eventually("re-cloned member streams from the new primary") {
+            let primary = await b.status()
+            let replica = await a2.status()
+            return replica.streaming && replica.timeline == 2 && replica.replayLSN == primary.currentLSN
+        }
+        try await a2.stop(mode: .fast, timeout: .seconds(30))
         try await b.stop(mode: .fast, timeout: .seconds(30))
     }
 
@@ -251,6 +273,19 @@ struct LocalPostgresNodeTests {
         let status = await misconfigured.status()
         #expect(status.problem?.contains("password authentication failed") == true)
         try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    @Test func connectDeadline() async throws {
+        let port = try TestEnvironment.freePort()
+        let silent = try Listener(port: port)  // accepts TCP, never speaks
+        defer { silent.close() }
+        let started = ContinuousClock.now
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PostgresConnection.connect(
+                ConnectionParameters(host: "127.0.0.1", port: port, user: "postgres", connectTimeout: .milliseconds(300)))
+        }
+        #expect(error.code == .connectTimeout)
+        #expect(ContinuousClock.now - started < .seconds(1))
     }
 
     @Test func statementDeadlineAndSQLState() async throws {
