@@ -95,6 +95,8 @@ struct LocalPostgresNodeTests {
         // A diverges on timeline 1, then is demoted and rewound into a replica of B.
         _ = try await sessionA.query("INSERT INTO t VALUES ($1, $2)", ["3001", "a-diverged"])
         await sessionA.close()
+        // The old primary goes down uncleanly (as in a failover), so pg_rewind must recover it first.
+        try await a.stop(mode: .immediate, timeout: .seconds(30))
         let rewindStart = ContinuousClock.now
         try await a.rewind(from: fixture.source(b))
         try await PostgresFixture.eventually("node-a streams from node-b with zero lag") {

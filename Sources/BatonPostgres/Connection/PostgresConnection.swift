@@ -55,18 +55,16 @@ public final class PostgresConnection: Sendable {
     /// Runs one parameterised statement (`$1`, `$2`, … bound to `parameters`; nil is NULL).
     public func query(_ sql: String, _ parameters: [String?] = [], timeout: Duration? = nil) async throws -> QueryResult {
         let handle = self.handle
-        return try await withCancelDeadline(timeout) {
-            try await thread.run { try handle.execParams(sql, parameters) }
-        }
+        let deadline = cancelDeadline(timeout)
+        return try await thread.run { try deadline.guarding { try handle.execParams(sql, parameters) } }
     }
 
     /// Runs several `;`-separated statements in one round trip (simple query protocol, no
     /// parameters) and returns one result per statement.
     public func queryBatch(_ sql: String, timeout: Duration? = nil) async throws -> [QueryResult] {
         let handle = self.handle
-        return try await withCancelDeadline(timeout) {
-            try await thread.run { try handle.execBatch(sql) }
-        }
+        let deadline = cancelDeadline(timeout)
+        return try await thread.run { try deadline.guarding { try handle.execBatch(sql) } }
     }
 
     /// Quotes `text` as an SQL literal, for the few statements that take no parameters
@@ -96,14 +94,24 @@ public final class PostgresConnection: Sendable {
         }
     }
 
-    private func withCancelDeadline<T: Sendable>(_ timeout: Duration?, _ body: () async throws -> T) async throws -> T {
+    private func cancelDeadline(_ timeout: Duration?) -> CancelDeadline {
         // The server's statement_timeout normally ends a slow statement; PQcancel is the backstop.
-        let limit = (timeout ?? parameters.statementTimeout) + .milliseconds(500)
+        CancelDeadline(limit: (timeout ?? parameters.statementTimeout) + .milliseconds(500), canceller: canceller)
+    }
+}
+
+/// Arms a PQcancel timer while one statement runs on the connection's thread (armed when the
+/// statement starts, not when it is queued, so it can never cancel a later statement).
+struct CancelDeadline: Sendable {
+    let limit: Duration
+    let canceller: PostgresConnection.Canceller
+
+    func guarding<T>(_ body: () throws -> T) rethrows -> T {
         let canceller = self.canceller
         let item = DispatchWorkItem { canceller.cancel() }
-        Canceller.timerQueue.asyncAfter(deadline: .now() + limit.secondsDouble, execute: item)
+        PostgresConnection.Canceller.timerQueue.asyncAfter(deadline: .now() + limit.secondsDouble, execute: item)
         defer { item.cancel() }
-        return try await body()
+        return try body()
     }
 }
 

@@ -173,6 +173,11 @@ extension LocalPostgresNode {
                 "pg_rewind needs wal_log_hints=on or data checksums, and \(dataDirectory) has neither; re-clone this member")
         }
         try writePassfile()
+        // A crashed (or immediately stopped) target has WAL past its last checkpoint: pg_rewind must
+        // run crash recovery before comparing, which a dry run does not do; the real run performs it
+        // and then decides by itself (printing "no rewind required" when the timelines agree).
+        let state = control["Database cluster state"] ?? ""
+        let cleanlyShutDown = state == "shut down" || state == "shut down in recovery"
         let credentials = configuration.rewindCredentials
         let sourceServer = ConnInfo.make([
             ("host", source.host), ("port", String(source.port)), ("user", credentials.username),
@@ -180,6 +185,11 @@ extension LocalPostgresNode {
         ])
         let arguments = ["--target-pgdata=\(dataDirectory)", "--source-server=\(sourceServer)"]
         let environment = ["PGPASSFILE": configuration.passfile]
+        guard cleanlyShutDown else {
+            logger.info("target was not shut down cleanly; pg_rewind recovers it, then rewinds if needed", metadata: ["pg.state": "\(state)"])
+            try await runRewind(arguments, environment: environment, source: source)
+            return
+        }
         let check = try await runner.run(
             configuration.binary("pg_rewind"), arguments + ["--dry-run"], environment: environment, timeout: configuration.cloneTimeout)
         guard check.succeeded else {
@@ -197,12 +207,18 @@ extension LocalPostgresNode {
         case .unknown:
             logger.info("rewind check inconclusive; rewinding", metadata: ["pg.output": "\(check.text.suffix(300))"])
         }
+        try await runRewind(arguments, environment: environment, source: source)
+    }
+
+    private func runRewind(_ arguments: [String], environment: [String: String], source: ReplicationSource) async throws {
         let output = try await runner.run(
             configuration.binary("pg_rewind"), arguments, environment: environment, timeout: configuration.cloneTimeout)
         guard output.succeeded else {
             throw PostgresError(
                 .rewindFailed, "pg_rewind of \(dataDirectory) from \(source.host):\(source.port) failed: \(output.text.suffix(800))")
         }
+        let outcome = output.text.contains("no rewind required") ? "no rewind required" : "rewound"
+        logger.info("pg_rewind done", metadata: ["pg.outcome": "\(outcome)"])
     }
 
     func controlData() async throws -> [String: String] {
