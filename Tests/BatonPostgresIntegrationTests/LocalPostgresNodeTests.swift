@@ -224,7 +224,8 @@ struct LocalPostgresNodeTests {
         #expect(error.code == .dataDirectoryMissing)
         #expect(error.message.contains(node.configuration.dataDirectory))
 
-        try FileManager.default.createDirectory(atPath: node.configuration.dataDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: node.configuration.dataDirectory, withIntermediateDirectories: true)
         let notInitialized = try await #require(throws: PostgresError.self) { try await node.start(following: nil) }
         #expect(notInitialized.code == .dataDirectoryNotInitialized)
         #expect(notInitialized.message.contains("PG_VERSION"))
@@ -261,7 +262,8 @@ struct LocalPostgresNodeTests {
         try await node.start(following: nil)
         let error = try await #require(throws: PostgresError.self) {
             _ = try await PostgresConnection.connect(
-                ConnectionParameters(host: "127.0.0.1", port: node.configuration.port, user: "postgres", password: "wrong"))
+                ConnectionParameters(
+                    host: "127.0.0.1", port: node.configuration.port, user: "postgres", password: "wrong"))
         }
         #expect(error.code == .authenticationFailed)
         #expect(error.sqlState == "28P01")
@@ -271,7 +273,8 @@ struct LocalPostgresNodeTests {
         // The agent configured with a wrong password reports it in its status instead of hanging.
         let misconfigured = try fixture.node(
             try fixture.configuration(
-                "password", port: node.configuration.port, superuser: Credentials(username: "postgres", password: "nope")))
+                "password", port: node.configuration.port,
+                superuser: Credentials(username: "postgres", password: "nope")))
         let status = await misconfigured.status()
         #expect(status.problem?.contains("password authentication failed") == true)
         try await node.stop(mode: .fast, timeout: .seconds(30))
@@ -284,7 +287,8 @@ struct LocalPostgresNodeTests {
         let started = ContinuousClock.now
         let error = try await #require(throws: PostgresError.self) {
             _ = try await PostgresConnection.connect(
-                ConnectionParameters(host: "127.0.0.1", port: port, user: "postgres", connectTimeout: .milliseconds(300)))
+                ConnectionParameters(
+                    host: "127.0.0.1", port: port, user: "postgres", connectTimeout: .milliseconds(300)))
         }
         #expect(error.code == .connectTimeout)
         #expect(ContinuousClock.now - started < .seconds(1))
@@ -300,13 +304,18 @@ struct LocalPostgresNodeTests {
                 host: "127.0.0.1", port: node.configuration.port, user: PostgresFixture.superuser.username,
                 password: PostgresFixture.superuser.password, statementTimeout: .milliseconds(300)))
         let started = ContinuousClock.now
-        let timeout = try await #require(throws: PostgresError.self) { _ = try await session.query("SELECT pg_sleep(5)") }
+        let timeout = try await #require(throws: PostgresError.self) {
+            _ = try await session.query("SELECT pg_sleep(5)")
+        }
         #expect(timeout.code == .statementTimeout)
         #expect(timeout.sqlState == "57014")
         #expect(ContinuousClock.now - started < .seconds(2))
-        let missing = try await #require(throws: PostgresError.self) { _ = try await session.query("SELECT * FROM nope") }
+        let missing = try await #require(throws: PostgresError.self) {
+            _ = try await session.query("SELECT * FROM nope")
+        }
         #expect(missing.sqlState == "42P01")
-        let typed = try await session.query("SELECT $1::int + 1 AS n, NULL::text AS nothing, true AS yes", ["41"]).single()
+        let typed = try await session.query("SELECT $1::int + 1 AS n, NULL::text AS nothing, true AS yes", ["41"])
+            .single()
         #expect(try typed.int("n") == 42)
         #expect(try typed.string("nothing") == nil)
         #expect(try typed.bool("yes") == true)
@@ -335,7 +344,9 @@ struct Listener {
         address.sin_port = UInt16(port).bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0, listen(fd, 1) == 0 else {
             Glibc.close(fd)

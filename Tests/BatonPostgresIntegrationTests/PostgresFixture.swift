@@ -35,7 +35,8 @@ final class PostgresFixture: @unchecked Sendable {
         -> LocalPostgresConfiguration
     {
         LocalPostgresConfiguration(
-            memberName: member, dataDirectory: root.appendingPathComponent(member).path, binDirectory: Self.binDirectory,
+            memberName: member, dataDirectory: root.appendingPathComponent(member).path,
+            binDirectory: Self.binDirectory,
             port: try port ?? TestEnvironment.freePort(), superuser: superuser, replication: Self.replication,
             rewind: Self.rewind,
             parameters: ["shared_buffers": "16MB", "max_connections": "20", "fsync": "off", "wal_keep_size": "64MB"],
@@ -93,13 +94,16 @@ final class PostgresFixture: @unchecked Sendable {
     }
 
     static func isZombie(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
         else { return true }
         return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
 
     static func isPostgres(_ pid: Int32, dataDirectory: String) -> Bool {
-        guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd") else { return false }
+        guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd") else {
+            return false
+        }
         return cwd == dataDirectory
     }
 
@@ -110,7 +114,8 @@ final class PostgresFixture: @unchecked Sendable {
         try process.run()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw PostgresError(.commandFailed, "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
+            throw PostgresError(
+                .commandFailed, "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
         }
     }
 

@@ -39,7 +39,9 @@ struct ToolOutputTests {
     @Test func basebackupProgress() {
         let report = ToolOutput.basebackupProgress("  22683/22683 kB (100%), 1/1 tablespace")
         #expect(report == CloneProgress(doneKB: 22683, totalKB: 22683, percent: 100))
-        #expect(ToolOutput.basebackupProgress("    0/31234 kB (0%), 0/1 tablespace (/var/lib/x/base/1/112)")?.totalKB == 31234)
+        #expect(
+            ToolOutput.basebackupProgress("    0/31234 kB (0%), 0/1 tablespace (/var/lib/x/base/1/112)")?.totalKB
+                == 31234)
         #expect(ToolOutput.basebackupProgress("pg_basebackup: initiating base backup") == nil)
     }
 
@@ -59,17 +61,23 @@ struct ToolOutputTests {
     }
 
     @Test func rewindCheck() {
-        #expect(ToolOutput.rewindCheck("pg_rewind: source and target cluster are on the same timeline\npg_rewind: no rewind required\n") == .notRequired)
-        let diverged = "pg_rewind: servers diverged at WAL location 0/3000148 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n"
+        #expect(
+            ToolOutput.rewindCheck(
+                "pg_rewind: source and target cluster are on the same timeline\npg_rewind: no rewind required\n")
+                == .notRequired)
+        let diverged =
+            "pg_rewind: servers diverged at WAL location 0/3000148 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n"
         #expect(ToolOutput.rewindCheck(diverged) == .required(divergedAt: LSN(text: "0/3000148"), timeline: 1))
         #expect(ToolOutput.rewindCheck("something else") == .unknown)
     }
 
     @Test func postmasterPID() {
-        let text = "12345\n/var/lib/postgresql/15/main\n1700000000\n5432\n/var/run/postgresql\n*\n  1234567     32768\nready   \n"
+        let text =
+            "12345\n/var/lib/postgresql/15/main\n1700000000\n5432\n/var/run/postgresql\n*\n  1234567     32768\nready   \n"
         #expect(
             ToolOutput.postmasterPID(text)
-                == .init(pid: 12345, dataDirectory: "/var/lib/postgresql/15/main", startEpoch: 1_700_000_000, port: 5432))
+                == .init(
+                    pid: 12345, dataDirectory: "/var/lib/postgresql/15/main", startEpoch: 1_700_000_000, port: 5432))
         #expect(ToolOutput.postmasterPID("garbage") == nil)
         #expect(ToolOutput.postmasterPID("") == nil)
     }
@@ -90,8 +98,12 @@ struct ManagedFilesTests {
     }
 
     @Test func recoveryConfigurationPointsAtTheSource() {
-        let text = ManagedFiles.recoveryText(configuration, source: ReplicationSource(member: "node-a", host: "10.0.0.1", port: 5432))
-        #expect(text.contains("primary_conninfo = 'host=10.0.0.1 port=5432 user=replicator passfile=/data/pg.pgpass application_name=node-b"))
+        let text = ManagedFiles.recoveryText(
+            configuration, source: ReplicationSource(member: "node-a", host: "10.0.0.1", port: 5432))
+        #expect(
+            text.contains(
+                "primary_conninfo = 'host=10.0.0.1 port=5432 user=replicator passfile=/data/pg.pgpass application_name=node-b"
+            ))
         #expect(text.contains("primary_slot_name = 'node_b'"))
         #expect(text.contains("recovery_target_timeline = 'latest'"))
         #expect(!text.contains("password"))
@@ -132,7 +144,8 @@ struct ConnectErrorTests {
     }
 
     @Test func refused() {
-        let error = classifyConnectError("connection to server at \"127.0.0.1\", port 5432 failed: Connection refused", parameters)
+        let error = classifyConnectError(
+            "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused", parameters)
         #expect(error.code == .connectionFailed)
         #expect(error.message.contains("is PostgreSQL running"))
     }

@@ -53,7 +53,8 @@ public final class PostgresConnection: Sendable {
     }
 
     /// Runs one parameterised statement (`$1`, `$2`, … bound to `parameters`; nil is NULL).
-    public func query(_ sql: String, _ parameters: [String?] = [], timeout: Duration? = nil) async throws -> QueryResult {
+    public func query(_ sql: String, _ parameters: [String?] = [], timeout: Duration? = nil) async throws -> QueryResult
+    {
         let handle = self.handle
         let deadline = cancelDeadline(timeout)
         return try await thread.run { try deadline.guarding { try handle.execParams(sql, parameters) } }
@@ -136,8 +137,8 @@ extension PostgresConnection {
             let keys = pairs.map { strdup($0.0) }
             let values = pairs.map { strdup($0.1) }
             defer {
-                keys.forEach { free($0) }
-                values.forEach { free($0) }
+                for key in keys { free(key) }
+                for value in values { free(value) }
             }
             let keyPointers: [UnsafePointer<CChar>?] = keys.map { UnsafePointer($0) } + [nil]
             let valuePointers: [UnsafePointer<CChar>?] = values.map { UnsafePointer($0) } + [nil]
@@ -194,7 +195,7 @@ extension PostgresConnection {
         func execParams(_ sql: String, _ parameters: [String?]) throws -> QueryResult {
             guard let conn else { throw PostgresError(.connectionClosed, "the connection is closed; reconnect") }
             let values = parameters.map { $0.map { strdup($0) } ?? nil }
-            defer { values.forEach { free($0) } }
+            defer { for value in values { free(value) } }
             let pointers: [UnsafePointer<CChar>?] = values.map { $0.map { UnsafePointer($0) } }
             let result = pointers.withUnsafeBufferPointer { buffer in
                 PQexecParams(conn, sql, Int32(parameters.count), nil, buffer.baseAddress, nil, nil, 0)
@@ -254,13 +255,16 @@ extension PostgresConnection {
                 for row in 0..<rowCount {
                     rows.append(
                         (0..<columnCount).map { column in
-                            PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                            PQgetisnull(result, row, column) == 1
+                                ? nil : String(cString: PQgetvalue(result, row, column))
                         })
                 }
                 return QueryResult(columns: columns, rows: rows, commandTag: String(cString: PQcmdStatus(result)))
             default:
                 func field(_ code: Character) -> String? {
-                    guard let ascii = code.asciiValue, let value = PQresultErrorField(result, Int32(ascii)) else { return nil }
+                    guard let ascii = code.asciiValue, let value = PQresultErrorField(result, Int32(ascii)) else {
+                        return nil
+                    }
                     return String(cString: value)
                 }
                 let sqlState = field("C")
@@ -274,7 +278,9 @@ extension PostgresConnection {
                         sqlState: sqlState)
                 }
                 if PQstatus(conn) != CONNECTION_OK {
-                    throw PostgresError(.connectionClosed, "the connection to PostgreSQL was lost: \(message); reconnect", sqlState: sqlState)
+                    throw PostgresError(
+                        .connectionClosed, "the connection to PostgreSQL was lost: \(message); reconnect",
+                        sqlState: sqlState)
                 }
                 throw PostgresError(.queryFailed, message, sqlState: sqlState)
             }
@@ -336,7 +342,8 @@ func classifyConnectError(_ text: String, _ parameters: ConnectionParameters) ->
             sqlState: "28000")
     }
     if lower.contains("starting up") || lower.contains("shutting down") || lower.contains("not yet accepting") {
-        return PostgresError(.serverStarting, "PostgreSQL at \(target) is not accepting connections yet: \(text)", sqlState: "57P03")
+        return PostgresError(
+            .serverStarting, "PostgreSQL at \(target) is not accepting connections yet: \(text)", sqlState: "57P03")
     }
     if lower.contains("connection refused") || lower.contains("no such file") {
         return PostgresError(

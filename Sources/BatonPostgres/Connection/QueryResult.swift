@@ -58,7 +58,8 @@ public struct QueryResult: Sendable {
         private func parse<T>(_ column: String, as type: String, _ convert: (String) -> T?) throws -> T? {
             guard let text = try value(column) else { return nil }
             guard let parsed = convert(text) else {
-                throw PostgresError(.unexpectedResult, "column '\(column)' holds '\(text)', which is not a valid \(type)")
+                throw PostgresError(
+                    .unexpectedResult, "column '\(column)' holds '\(text)', which is not a valid \(type)")
             }
             return parsed
         }

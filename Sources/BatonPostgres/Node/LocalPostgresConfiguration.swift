@@ -75,9 +75,11 @@ public struct LocalPostgresConfiguration: Sendable {
         usePgRewind: Bool = true, removeDataDirectoryOnRewindFailure: Bool = false, useReplicationSlots: Bool = true,
         dataChecksums: Bool = true, initdbLocale: String = "C.UTF-8", passfile: String? = nil, logFile: String? = nil,
         socketDirectory: String = "", connectTimeout: Duration = .seconds(3), statementTimeout: Duration = .seconds(10),
-        startTimeout: Duration = .seconds(60), promoteTimeout: Duration = .seconds(30), cloneTimeout: Duration = .seconds(3600)
+        startTimeout: Duration = .seconds(60), promoteTimeout: Duration = .seconds(30),
+        cloneTimeout: Duration = .seconds(3600)
     ) {
-        let trimmed = dataDirectory.hasSuffix("/") && dataDirectory.count > 1 ? String(dataDirectory.dropLast()) : dataDirectory
+        let trimmed =
+            dataDirectory.hasSuffix("/") && dataDirectory.count > 1 ? String(dataDirectory.dropLast()) : dataDirectory
         self.memberName = memberName
         self.dataDirectory = trimmed
         self.binDirectory = binDirectory

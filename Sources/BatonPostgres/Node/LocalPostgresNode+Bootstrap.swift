@@ -13,7 +13,8 @@ extension LocalPostgresNode {
         if Posix.fileExists(dataDirectory + "/PG_VERSION") {
             throw PostgresError(
                 .dataDirectoryNotEmpty,
-                "\(dataDirectory) already holds a PostgreSQL cluster; refusing to bootstrap over it — start it, or remove it first")
+                "\(dataDirectory) already holds a PostgreSQL cluster; refusing to bootstrap over it — start it, or remove it first"
+            )
         }
         let started = ContinuousClock.now
         try prepareEmptyDataDirectory(wipe: false)
@@ -30,15 +31,21 @@ extension LocalPostgresNode {
             throw PostgresError(
                 .commandFailed, "initdb of \(dataDirectory) failed (exit \(output.status)): \(output.text.suffix(800))")
         }
-        try Posix.writeFile(dataDirectory + "/pg_hba.conf", contents: ManagedFiles.hbaText(configuration), user: osUser, mode: 0o600)
+        try Posix.writeFile(
+            dataDirectory + "/pg_hba.conf", contents: ManagedFiles.hbaText(configuration), user: osUser, mode: 0o600)
         logger.info("initdb done", metadata: ["pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
         try await start(following: nil)
         try await createRoles()
-        let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single().string("id")
-        guard let identifier else { throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier") }
+        let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
+            .string("id")
+        guard let identifier else {
+            throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier")
+        }
         logger.info(
             "bootstrapped new cluster",
-            metadata: ["pg.system_id": "\(identifier)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            metadata: [
+                "pg.system_id": "\(identifier)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
         return identifier
     }
 
@@ -78,16 +85,21 @@ extension LocalPostgresNode {
         var isDirectory: ObjCBool = false
         if manager.fileExists(atPath: dataDirectory, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else {
-                throw PostgresError(.dataDirectoryMissing, "\(dataDirectory) exists but is not a directory; remove it or fix the data directory")
+                throw PostgresError(
+                    .dataDirectoryMissing,
+                    "\(dataDirectory) exists but is not a directory; remove it or fix the data directory")
             }
             let contents = (try? manager.contentsOfDirectory(atPath: dataDirectory)) ?? []
             if !contents.isEmpty {
                 guard wipe else {
-                    throw PostgresError(.dataDirectoryNotEmpty, "\(dataDirectory) is not empty; empty it or choose another data directory")
+                    throw PostgresError(
+                        .dataDirectoryNotEmpty,
+                        "\(dataDirectory) is not empty; empty it or choose another data directory")
                 }
                 for entry in contents {
                     do { try manager.removeItem(atPath: dataDirectory + "/" + entry) } catch {
-                        throw PostgresError(.io, "could not remove \(dataDirectory)/\(entry) before cloning", cause: error)
+                        throw PostgresError(
+                            .io, "could not remove \(dataDirectory)/\(entry) before cloning", cause: error)
                     }
                 }
             }
@@ -96,7 +108,9 @@ extension LocalPostgresNode {
                 try manager.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
             } catch {
                 throw PostgresError(
-                    .io, "could not create data directory \(dataDirectory); check that its parent exists and is writable", cause: error)
+                    .io,
+                    "could not create data directory \(dataDirectory); check that its parent exists and is writable",
+                    cause: error)
             }
         }
         try Posix.setOwner(dataDirectory, user: osUser, mode: 0o700)

@@ -8,7 +8,9 @@ import Foundation
 extension LocalPostgresNode {
     // MARK: Clone
 
-    public func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?) async throws {
+    public func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?)
+        async throws
+    {
         try await stop(mode: .fast, timeout: .seconds(60))
         let started = ContinuousClock.now
         try prepareEmptyDataDirectory(wipe: true)
@@ -17,7 +19,10 @@ extension LocalPostgresNode {
         let arguments = [
             "-D", dataDirectory, "-X", "stream", "--progress", "--checkpoint=fast", "--no-password",
             "-h", source.host, "-p", String(source.port), "-U", configuration.replication.username,
-            "-d", ConnInfo.make([("application_name", "\(configuration.memberName)-clone"), ("passfile", configuration.passfile)]),
+            "-d",
+            ConnInfo.make([
+                ("application_name", "\(configuration.memberName)-clone"), ("passfile", configuration.passfile),
+            ]),
         ]
         logger.info("cloning replica", metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
         let output = try await runner.run(
@@ -41,14 +46,17 @@ extension LocalPostgresNode {
         try writeConfiguration(following: source, standby: true)
         logger.info(
             "replica cloned",
-            metadata: ["pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            metadata: [
+                "pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
     }
 
     // MARK: Promote, demote, follow
 
     public func promote(timeout: Duration) async throws {
         guard runningPostmaster != nil || adoptIfRunning() != nil else {
-            throw PostgresError(.notRunning, "cannot promote: postgres is not running on \(dataDirectory); start it as a standby first")
+            throw PostgresError(
+                .notRunning, "cannot promote: postgres is not running on \(dataDirectory); start it as a standby first")
         }
         let started = ContinuousClock.now
         let inRecovery = try await execute("SELECT pg_is_in_recovery() AS r").single().bool("r")
@@ -59,7 +67,8 @@ extension LocalPostgresNode {
             ).single().bool("promoted")
             guard promoted == true else {
                 throw PostgresError(
-                    .promoteFailed, "pg_promote() did not finish within \(timeout) on \(dataDirectory); see \(configuration.logFile)")
+                    .promoteFailed,
+                    "pg_promote() did not finish within \(timeout) on \(dataDirectory); see \(configuration.logFile)")
             }
         }
         // Accepting writes: a transaction ID can be assigned (fails during recovery). Bounded by `timeout`.
@@ -70,25 +79,32 @@ extension LocalPostgresNode {
                 break
             } catch let error as PostgresError where error.sqlState == "25006" || error.code == .connectionClosed {
                 guard ContinuousClock.now < deadline else {
-                    throw PostgresError(.promoteFailed, "promoted server on \(dataDirectory) still refuses writes after \(timeout)", cause: error)
+                    throw PostgresError(
+                        .promoteFailed, "promoted server on \(dataDirectory) still refuses writes after \(timeout)",
+                        cause: error)
                 }
                 try await Task.sleep(for: .milliseconds(10))
             }
         }
         try writeConfiguration(following: nil, standby: false)
         try Posix.writeFile(
-            dataDirectory + "/" + ManagedFiles.recoveryFile, contents: ManagedFiles.recoveryText(configuration, source: nil),
+            dataDirectory + "/" + ManagedFiles.recoveryFile,
+            contents: ManagedFiles.recoveryText(configuration, source: nil),
             user: osUser, mode: 0o600)
         let lsn = try? await execute("SELECT pg_current_wal_lsn() AS lsn").single().lsn("lsn")
         logger.info(
             "promoted; accepting writes",
-            metadata: ["pg.lsn": "\(lsn.map { "\($0)" } ?? "?")", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            metadata: [
+                "pg.lsn": "\(lsn.map { "\($0)" } ?? "?")",
+                "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
     }
 
     public func demote(toFollow source: ReplicationSource?, mode: StopMode) async throws {
         try await stop(mode: mode, timeout: .seconds(60))
         try writeConfiguration(following: source, standby: true)
-        logger.info("demoting to standby", metadata: ["pg.upstream": "\(source.map { "\($0.host):\($0.port)" } ?? "none")"])
+        logger.info(
+            "demoting to standby", metadata: ["pg.upstream": "\(source.map { "\($0.host):\($0.port)" } ?? "none")"])
         try await start(following: source)
     }
 
@@ -107,7 +123,9 @@ extension LocalPostgresNode {
         }
         try writeConfiguration(following: source, standby: true)
         _ = try await execute("SELECT pg_reload_conf()")
-        logger.info("following new upstream (reload)", metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
+        logger.info(
+            "following new upstream (reload)",
+            metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
     }
 
     public func setSynchronousStandbys(_ names: [String]) async throws {
@@ -157,12 +175,16 @@ extension LocalPostgresNode {
         try writeConfiguration(following: source, standby: true)
         try await start(following: source)
         logger.info(
-            "rejoined as standby", metadata: ["pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            "rejoined as standby",
+            metadata: [
+                "pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
     }
 
     func rewindDataDirectory(from source: ReplicationSource) async throws {
         guard configuration.usePgRewind else {
-            throw PostgresError(.rewindNotPossible, "pg_rewind is disabled in the configuration (use_pg_rewind); re-clone this member")
+            throw PostgresError(
+                .rewindNotPossible, "pg_rewind is disabled in the configuration (use_pg_rewind); re-clone this member")
         }
         let control = try await controlData()
         let hints = control["wal_log_hints setting"] == "on"
@@ -170,7 +192,8 @@ extension LocalPostgresNode {
         guard hints || checksums else {
             throw PostgresError(
                 .rewindNotPossible,
-                "pg_rewind needs wal_log_hints=on or data checksums, and \(dataDirectory) has neither; re-clone this member")
+                "pg_rewind needs wal_log_hints=on or data checksums, and \(dataDirectory) has neither; re-clone this member"
+            )
         }
         try writePassfile()
         // A crashed (or immediately stopped) target has WAL past its last checkpoint: pg_rewind must
@@ -186,43 +209,53 @@ extension LocalPostgresNode {
         let arguments = ["--target-pgdata=\(dataDirectory)", "--source-server=\(sourceServer)"]
         let environment = ["PGPASSFILE": configuration.passfile]
         guard cleanlyShutDown else {
-            logger.info("target was not shut down cleanly; pg_rewind recovers it, then rewinds if needed", metadata: ["pg.state": "\(state)"])
+            logger.info(
+                "target was not shut down cleanly; pg_rewind recovers it, then rewinds if needed",
+                metadata: ["pg.state": "\(state)"])
             try await runRewind(arguments, environment: environment, source: source)
             return
         }
         let check = try await runner.run(
-            configuration.binary("pg_rewind"), arguments + ["--dry-run"], environment: environment, timeout: configuration.cloneTimeout)
+            configuration.binary("pg_rewind"), arguments + ["--dry-run"], environment: environment,
+            timeout: configuration.cloneTimeout)
         guard check.succeeded else {
             throw PostgresError(
-                .rewindFailed, "pg_rewind --dry-run against \(source.host):\(source.port) failed: \(check.text.suffix(800))")
+                .rewindFailed,
+                "pg_rewind --dry-run against \(source.host):\(source.port) failed: \(check.text.suffix(800))")
         }
         switch ToolOutput.rewindCheck(check.text) {
         case .notRequired:
-            logger.info("no rewind required: timelines have not diverged", metadata: ["pg.upstream": "\(source.member)"])
+            logger.info(
+                "no rewind required: timelines have not diverged", metadata: ["pg.upstream": "\(source.member)"])
             return
         case .required(let lsn, let timeline):
             logger.info(
                 "rewind required",
-                metadata: ["pg.lsn": "\(lsn.map { "\($0)" } ?? "?")", "pg.timeline": "\(timeline.map(String.init) ?? "?")"])
+                metadata: [
+                    "pg.lsn": "\(lsn.map { "\($0)" } ?? "?")", "pg.timeline": "\(timeline.map(String.init) ?? "?")",
+                ])
         case .unknown:
             logger.info("rewind check inconclusive; rewinding", metadata: ["pg.output": "\(check.text.suffix(300))"])
         }
         try await runRewind(arguments, environment: environment, source: source)
     }
 
-    private func runRewind(_ arguments: [String], environment: [String: String], source: ReplicationSource) async throws {
+    private func runRewind(_ arguments: [String], environment: [String: String], source: ReplicationSource) async throws
+    {
         let output = try await runner.run(
             configuration.binary("pg_rewind"), arguments, environment: environment, timeout: configuration.cloneTimeout)
         guard output.succeeded else {
             throw PostgresError(
-                .rewindFailed, "pg_rewind of \(dataDirectory) from \(source.host):\(source.port) failed: \(output.text.suffix(800))")
+                .rewindFailed,
+                "pg_rewind of \(dataDirectory) from \(source.host):\(source.port) failed: \(output.text.suffix(800))")
         }
         let outcome = output.text.contains("no rewind required") ? "no rewind required" : "rewound"
         logger.info("pg_rewind done", metadata: ["pg.outcome": "\(outcome)"])
     }
 
     func controlData() async throws -> [String: String] {
-        let output = try await runner.run(configuration.binary("pg_controldata"), ["-D", dataDirectory], timeout: .seconds(30))
+        let output = try await runner.run(
+            configuration.binary("pg_controldata"), ["-D", dataDirectory], timeout: .seconds(30))
         guard output.succeeded else {
             throw PostgresError(.commandFailed, "pg_controldata -D \(dataDirectory) failed: \(output.text.suffix(500))")
         }

@@ -31,7 +31,8 @@ extension LocalPostgresNode {
         guard let postmaster = adoptIfRunning() else {
             let lastExit = state.withLock { $0.lastExit }
             if let lastExit, !lastExit.requested {
-                return PostgresStatus(process: .crashed, problem: "postmaster \(lastExit.pid) exited without being asked to")
+                return PostgresStatus(
+                    process: .crashed, problem: "postmaster \(lastExit.pid) exited without being asked to")
             }
             return PostgresStatus(process: .stopped)
         }
@@ -40,7 +41,8 @@ extension LocalPostgresNode {
             let connection = try await sessionConnection()
             let results = try await connection.queryBatch(Self.statusQuery)
             guard results.count == 3 else {
-                throw PostgresError(.unexpectedResult, "the status query returned \(results.count) results instead of 3")
+                throw PostgresError(
+                    .unexpectedResult, "the status query returned \(results.count) results instead of 3")
             }
             try Self.fill(&status, instance: results[0].single(), replication: results[1], slots: results[2])
         } catch let error as PostgresError {
@@ -58,7 +60,9 @@ extension LocalPostgresNode {
         return status
     }
 
-    static func fill(_ status: inout PostgresStatus, instance: QueryResult.Row, replication: QueryResult, slots: QueryResult) throws {
+    static func fill(
+        _ status: inout PostgresStatus, instance: QueryResult.Row, replication: QueryResult, slots: QueryResult
+    ) throws {
         status.inRecovery = try instance.bool("in_recovery")
         status.currentLSN = try instance.lsn("current_lsn")
         status.receiveLSN = try instance.lsn("receive_lsn")
@@ -75,7 +79,8 @@ extension LocalPostgresNode {
             ReplicationRow(
                 applicationName: try row.string("application_name") ?? "", clientAddress: try row.string("client_addr"),
                 state: try row.string("state") ?? "", syncState: try row.string("sync_state") ?? "",
-                sentLSN: try row.lsn("sent_lsn"), writeLSN: try row.lsn("write_lsn"), flushLSN: try row.lsn("flush_lsn"),
+                sentLSN: try row.lsn("sent_lsn"), writeLSN: try row.lsn("write_lsn"),
+                flushLSN: try row.lsn("flush_lsn"),
                 replayLSN: try row.lsn("replay_lsn"))
         }
         status.slots = try slots.rows.map { row in

@@ -74,7 +74,8 @@ public final class LocalPostgresNode: PostgresNode {
 
     /// Called on the watcher thread the moment the postmaster exits.
     private func postmasterExited(_ exit: PostmasterExit) {
-        let (subscribers, connection, current) = state.withLock { state -> ([AsyncStream<PostmasterExit>.Continuation], PostgresConnection?, Bool) in
+        let (subscribers, connection, current) = state.withLock {
+            state -> ([AsyncStream<PostmasterExit>.Continuation], PostgresConnection?, Bool) in
             guard state.postmaster?.pid == exit.pid else { return ([], nil, false) }
             state.postmaster = nil
             state.lastExit = exit
@@ -84,7 +85,8 @@ public final class LocalPostgresNode: PostgresNode {
         }
         guard current else { return }
         _ = connection  // released here; its thread finishes the PGconn
-        let status = exit.status.map { exit.bySignal ? "signal \($0)" : "exit code \($0)" } ?? "status unknown (not our child)"
+        let status =
+            exit.status.map { exit.bySignal ? "signal \($0)" : "exit code \($0)" } ?? "status unknown (not our child)"
         if exit.requested {
             logger.info("postmaster stopped", metadata: ["pg.pid": "\(exit.pid)", "pg.exit": "\(status)"])
         } else {
@@ -93,7 +95,9 @@ public final class LocalPostgresNode: PostgresNode {
         for subscriber in subscribers { subscriber.yield(exit) }
     }
 
-    private func watch(_ make: (@escaping @Sendable (PostmasterExit) -> Void) throws -> Postmaster) rethrows -> Postmaster {
+    private func watch(_ make: (@escaping @Sendable (PostmasterExit) -> Void) throws -> Postmaster) rethrows
+        -> Postmaster
+    {
         try make { [weak self] exit in self?.postmasterExited(exit) }
     }
 
@@ -140,7 +144,10 @@ public final class LocalPostgresNode: PostgresNode {
         }
         logger.info(
             "starting postgres",
-            metadata: ["pg.pid": "\(postmaster.pid)", "pg.port": "\(configuration.port)", "pg.upstream": "\(source.map { "\($0.host):\($0.port)" } ?? "-")"])
+            metadata: [
+                "pg.pid": "\(postmaster.pid)", "pg.port": "\(configuration.port)",
+                "pg.upstream": "\(source.map { "\($0.host):\($0.port)" } ?? "-")",
+            ])
         try await waitUntilAccepting(postmaster, logOffset: logOffset)
     }
 
@@ -162,7 +169,10 @@ public final class LocalPostgresNode: PostgresNode {
                     _ = try await connection.query("SELECT 1")
                     logger.info(
                         "postgres accepts connections",
-                        metadata: ["pg.pid": "\(postmaster.pid)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
+                        metadata: [
+                            "pg.pid": "\(postmaster.pid)",
+                            "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+                        ])
                     return
                 } catch let error as PostgresError where error.code == .authenticationFailed {
                     throw error
@@ -199,11 +209,14 @@ public final class LocalPostgresNode: PostgresNode {
                     + "postgres for \(dataDirectory) could not listen; stop that process or configure another port "
                     + "— server log: \(excerpt)")
         }
-        if log.contains("invalid permissions") || log.contains("group or world access") || log.contains("wrong ownership") {
+        if log.contains("invalid permissions") || log.contains("group or world access")
+            || log.contains("wrong ownership")
+        {
             return PostgresError(
                 .dataDirectoryPermissions,
                 "postgres refused data directory \(dataDirectory) because of its owner or mode; run "
-                    + "chown -R \(osUser.name): \(dataDirectory) && chmod 700 \(dataDirectory) — server log: \(excerpt)")
+                    + "chown -R \(osUser.name): \(dataDirectory) && chmod 700 \(dataDirectory) — server log: \(excerpt)"
+            )
         }
         if log.contains("lock file") && log.contains("already exists") {
             return PostgresError(
@@ -212,7 +225,9 @@ public final class LocalPostgresNode: PostgresNode {
                     + "adopt it — server log: \(excerpt)")
         }
         return PostgresError(
-            .startFailed, "postgres for \(dataDirectory) exited during start-up; see \(configuration.logFile) — server log: \(excerpt)")
+            .startFailed,
+            "postgres for \(dataDirectory) exited during start-up; see \(configuration.logFile) — server log: \(excerpt)"
+        )
     }
 
     public func stop(mode: StopMode, timeout: Duration) async throws {
@@ -247,12 +262,14 @@ public final class LocalPostgresNode: PostgresNode {
         }
         throw PostgresError(
             .stopTimeout,
-            "postgres (PID \(postmaster.pid)) on \(dataDirectory) survived SIGKILL; check for a stuck process (D state) on the host")
+            "postgres (PID \(postmaster.pid)) on \(dataDirectory) survived SIGKILL; check for a stuck process (D state) on the host"
+        )
     }
 
     public func reload() async throws {
         guard let postmaster = adoptIfRunning() else {
-            throw PostgresError(.notRunning, "cannot reload: postgres is not running on \(dataDirectory); start it first")
+            throw PostgresError(
+                .notRunning, "cannot reload: postgres is not running on \(dataDirectory); start it first")
         }
         try writeConfiguration(following: nil, standby: nil)
         postmaster.send(SIGHUP)
@@ -339,26 +356,35 @@ public final class LocalPostgresNode: PostgresNode {
         }
         if !missing.isEmpty {
             let separator = existing.isEmpty || existing.hasSuffix("\n") ? "" : "\n"
-            try Posix.writeFile(conf, contents: existing + separator + missing.joined(separator: "\n") + "\n", user: osUser, mode: 0o600)
+            try Posix.writeFile(
+                conf, contents: existing + separator + missing.joined(separator: "\n") + "\n", user: osUser, mode: 0o600
+            )
         }
         var parametersConfiguration = configuration
         let synchronous = state.withLock { $0.synchronousStandbys }
         if !synchronous.isEmpty {
-            let names = synchronous.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }.joined(separator: ",")
+            let names = synchronous.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }.joined(
+                separator: ",")
             parametersConfiguration.parameters["synchronous_standby_names"] = "FIRST 1 (\(names))"
         }
         try Posix.writeFile(
-            dataDirectory + "/" + ManagedFiles.parametersFile, contents: ManagedFiles.parametersText(parametersConfiguration),
+            dataDirectory + "/" + ManagedFiles.parametersFile,
+            contents: ManagedFiles.parametersText(parametersConfiguration),
             user: osUser, mode: 0o600)
         let recoveryPath = dataDirectory + "/" + ManagedFiles.recoveryFile
         if let source {
-            try Posix.writeFile(recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: source), user: osUser, mode: 0o600)
+            try Posix.writeFile(
+                recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: source), user: osUser,
+                mode: 0o600)
         } else if !Posix.fileExists(recoveryPath) {
-            try Posix.writeFile(recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: nil), user: osUser, mode: 0o600)
+            try Posix.writeFile(
+                recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: nil), user: osUser, mode: 0o600
+            )
         }
         let signal = dataDirectory + "/standby.signal"
         switch standby {
-        case true?: if !Posix.fileExists(signal) { try Posix.writeFile(signal, contents: "", user: osUser, mode: 0o600) }
+        case true?:
+            if !Posix.fileExists(signal) { try Posix.writeFile(signal, contents: "", user: osUser, mode: 0o600) }
         case false?: unlink(signal)
         case nil: break
         }
@@ -366,7 +392,8 @@ public final class LocalPostgresNode: PostgresNode {
     }
 
     func writePassfile() throws {
-        try Posix.writeFile(configuration.passfile, contents: ManagedFiles.passfileText(configuration), user: osUser, mode: 0o600)
+        try Posix.writeFile(
+            configuration.passfile, contents: ManagedFiles.passfileText(configuration), user: osUser, mode: 0o600)
     }
 
     func fileSize(_ path: String) -> UInt64 {

@@ -1,5 +1,5 @@
-import Foundation
 import BatonCore
+import Foundation
 
 /// The files Baton writes into (and next to) the data directory. Pure text rendering, unit-tested.
 ///

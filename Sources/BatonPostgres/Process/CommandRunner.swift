@@ -33,7 +33,8 @@ struct CommandRunner: Sendable {
         let process = Process()
         if geteuid() == 0, let user = runAs, user.uid != 0 {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--", executable] + arguments
+            process.arguments =
+                ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--", executable] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
@@ -50,7 +51,8 @@ struct CommandRunner: Sendable {
             try process.run()
         } catch {
             throw PostgresError(
-                .commandFailed, "could not start \(executable); check bin_dir and that the file is executable", cause: error)
+                .commandFailed, "could not start \(executable); check bin_dir and that the file is executable",
+                cause: error)
         }
         try? pipe.fileHandleForWriting.close()
         let pid = process.processIdentifier

@@ -96,7 +96,8 @@ final class Postmaster: @unchecked Sendable {
         // The log file belongs to the postgres user, so that it can reopen it.
         let logFD = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard logFD >= 0 else {
-            throw PostgresError(.io, "could not open the server log \(logFile)", cause: SystemCallError(call: "open", errno: errno))
+            throw PostgresError(
+                .io, "could not open the server log \(logFile)", cause: SystemCallError(call: "open", errno: errno))
         }
         if geteuid() == 0, let user = runAs { _ = fchown(logFD, user.uid, user.gid) }
         close(logFD)
@@ -127,14 +128,15 @@ final class Postmaster: @unchecked Sendable {
         let cArguments = argv.map { strdup($0) } + [nil]
         let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
-            cArguments.forEach { free($0) }
-            cEnvironment.forEach { free($0) }
+            for argument in cArguments { free(argument) }
+            for entry in cEnvironment { free(entry) }
         }
         var pid: pid_t = 0
         let result = posix_spawn(&pid, path, &actions, &attributes, cArguments, cEnvironment)
         guard result == 0 else {
             throw PostgresError(
-                .startFailed, "could not start \(executable); check bin_dir", cause: SystemCallError(call: "posix_spawn", errno: result))
+                .startFailed, "could not start \(executable); check bin_dir",
+                cause: SystemCallError(call: "posix_spawn", errno: result))
         }
         let postmaster = Postmaster(pid: pid, isChild: true, onExit: onExit)
         let thread = Thread { postmaster.reapChild() }
@@ -209,7 +211,9 @@ final class Postmaster: @unchecked Sendable {
         guard let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
             (executable as NSString).lastPathComponent.hasPrefix("postgres")
         else { return false }
-        guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd") else { return false }
+        guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd") else {
+            return false
+        }
         let expected = URL(fileURLWithPath: dataDirectory).resolvingSymlinksInPath().path
         return URL(fileURLWithPath: cwd).standardizedFileURL.path == expected
     }

@@ -7,7 +7,8 @@ public enum ConnInfo {
     }
 
     public static func quote(_ value: String) -> String {
-        let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "'" || $0 == "\\" || $0 == "\t" || $0 == "\n" }
+        let needsQuotes =
+            value.isEmpty || value.contains { $0 == " " || $0 == "'" || $0 == "\\" || $0 == "\t" || $0 == "\n" }
         guard needsQuotes else { return value }
         var escaped = ""
         for character in value {

@@ -41,7 +41,8 @@ enum Posix {
     static func setOwner(_ path: String, user: OSUser?, mode: mode_t) throws {
         if let user, geteuid() == 0 {
             guard chown(path, user.uid, user.gid) == 0 else {
-                throw PostgresError(.io, "could not chown \(path) to \(user.name)", cause: SystemCallError(call: "chown", errno: errno))
+                throw PostgresError(
+                    .io, "could not chown \(path) to \(user.name)", cause: SystemCallError(call: "chown", errno: errno))
             }
         }
         guard chmod(path, mode) == 0 else {
@@ -54,7 +55,8 @@ enum Posix {
         let temporary = path + ".tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else {
-            throw PostgresError(.io, "could not create \(temporary)", cause: SystemCallError(call: "open", errno: errno))
+            throw PostgresError(
+                .io, "could not create \(temporary)", cause: SystemCallError(call: "open", errno: errno))
         }
         var failure: Int32 = 0
         let bytes = Array(contents.utf8)
@@ -72,13 +74,15 @@ enum Posix {
         close(fd)
         guard failure == 0 else {
             unlink(temporary)
-            throw PostgresError(.io, "could not write \(temporary)", cause: SystemCallError(call: "write", errno: failure))
+            throw PostgresError(
+                .io, "could not write \(temporary)", cause: SystemCallError(call: "write", errno: failure))
         }
         try setOwner(temporary, user: user, mode: mode)
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
-            throw PostgresError(.io, "could not rename \(temporary) to \(path)", cause: SystemCallError(call: "rename", errno: code))
+            throw PostgresError(
+                .io, "could not rename \(temporary) to \(path)", cause: SystemCallError(call: "rename", errno: code))
         }
     }
 

@@ -1,6 +1,5 @@
-import Foundation
-
 import BatonCore
+import Foundation
 
 /// Parsers for the text the PostgreSQL tools print. Pure, unit-tested.
 enum ToolOutput {
@@ -33,7 +32,9 @@ enum ToolOutput {
 
     static func rewindCheck(_ text: String) -> RewindCheck {
         if text.contains("no rewind required") { return .notRequired }
-        if let match = text.firstMatch(of: /servers diverged at WAL location ([0-9A-Fa-f]+\/[0-9A-Fa-f]+) on timeline (\d+)/) {
+        if let match = text.firstMatch(
+            of: /servers diverged at WAL location ([0-9A-Fa-f]+\/[0-9A-Fa-f]+) on timeline (\d+)/)
+        {
             return .required(divergedAt: LSN(text: String(match.1)), timeline: Int(match.2))
         }
         return .unknown
