@@ -116,6 +116,8 @@ let package = Package(
         // Unit tests: milliseconds, no sockets or processes.
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonTestingTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
+        .testTarget(
+            name: "BatonHATests", dependencies: ["BatonCore", "BatonHA", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonEtcdTests", dependencies: ["BatonEtcd", "BatonCore"], swiftSettings: strict),
         .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonCore"], swiftSettings: strict),
 

@@ -57,6 +57,15 @@ import Testing
             observation: F.observe("a", cluster: F.cluster(leader: nil, initialize: ""), postgres: F.primary),
             actions: [.acquireLeader], reason: "taking_free_lock_as_primary"),
 
+        Row(
+            name: "new leader records the system identifier of a fresh bootstrap",
+            observation: F.observe("a", cluster: F.cluster(initialize: ""), postgres: F.primary),
+            actions: [.renewLease, .recordSystemIdentifier("7000")], reason: "bootstrap_finished"),
+        Row(
+            name: "leader with data but no initialize key (store wiped) records it",
+            observation: F.observe("a", cluster: F.cluster(initialize: nil), postgres: F.primary),
+            actions: [.renewLease, .recordSystemIdentifier("7000")], reason: "taking_over_existing_data"),
+
         // Leader
         Row(
             name: "leader with the lock: renew",
@@ -242,13 +251,19 @@ import Testing
             name: "failover names another candidate: wait",
             observation: F.observe(
                 "b", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "c")),
-                postgres: F.replica(), peers: []),
+                postgres: F.replica(), peers: F.peers([("c", 0x500_0000)])),
             actions: [], reason: "waiting_for_candidate"),
+        Row(
+            name: "failover names a lagging candidate: ignored, others race",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "c")),
+                postgres: F.replica(), peers: F.peers([("c", 0x100_0000)])),
+            actions: [.acquireLeader, .promote, .clearFailover(expected: 77)], reason: "racing"),
         Row(
             name: "the old leader during switchover does not race",
             observation: F.observe(
                 "a", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "b")),
-                postgres: F.replica(), peers: []),
+                postgres: F.replica(), peers: F.peers([("b", 0x500_0000)])),
             actions: [], reason: "stepping_down_not_racing"),
         Row(
             name: "candidate of a switchover races and clears the key",

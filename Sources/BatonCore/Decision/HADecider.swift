@@ -168,6 +168,14 @@ public enum HADecider {
             if let failover = cluster.failover { actions.append(.clearFailover(expected: failover.modRevision)) }
             return Decision(actions, .promotingWithLock, memory: memory, recheckImmediately: true)
         }
+        if cluster.initialize?.isEmpty ?? true, let systemID = pg.systemIdentifier {
+            actions.append(.recordSystemIdentifier(systemID))
+            return Decision(
+                actions,
+                cluster.initialize == nil
+                    ? .takingOverExistingData(systemID: systemID)
+                    : .bootstrapFinished(systemID: systemID), memory: memory)
+        }
         if let failover = cluster.failover {
             if let decision = switchover(o, cluster, failover, actions: actions, memory: memory) { return decision }
         }
@@ -301,18 +309,8 @@ public enum HADecider {
             return Decision([.demote(.immediateNoLock)], .fencingLostLease, memory: memory, recheckImmediately: true)
         }
         let failover = cluster.failover
-        if let request = failover?.value {
-            if request.leader == o.me {
-                return Decision([], .steppingDownNotRacing, memory: memory)
-            }
-            if let candidate = request.member, candidate != o.me,
-                cluster.members.contains(where: { $0.name == candidate })
-            {
-                return Decision([], .waitingForCandidate(candidate), memory: memory)
-            }
-        }
         let requestedForMe = failover?.value.member == o.me
-        if runningPrimary {
+        if runningPrimary, failover?.value.leader != o.me {
             return Decision([.acquireLeader], .takingFreeLockAsPrimary, memory: memory)
         }
         if o.tags.noFailover {
@@ -342,6 +340,14 @@ public enum HADecider {
         guard let peers = o.peers else {
             return Decision([.fetchPeers], .askingPeers, memory: memory, recheckImmediately: true)
         }
+        // A requested candidate is deferred to only while it can actually win; a stale request
+        // (candidate gone, down or lagging) must not leave the cluster without a primary.
+        if let request = failover?.value, let candidate = request.member, candidate != o.me,
+            candidateViable(candidate, cluster: cluster, peers: peers, reference: reference, config: o.config)
+        {
+            return Decision(
+                [], request.leader == o.me ? .steppingDownNotRacing : .waitingForCandidate(candidate), memory: memory)
+        }
         for peer in peers where peer.name != o.me && peer.reachable {
             if peer.runningAsPrimary {
                 return Decision([], .peerIsPrimary(peer.name), memory: memory)
@@ -358,6 +364,19 @@ public enum HADecider {
         actions.append(.promote)
         if let failover { actions.append(.clearFailover(expected: failover.modRevision)) }
         return Decision(actions, .racing(lag: lag), memory: memory, recheckImmediately: true)
+    }
+
+    /// Whether a failover candidate looks able to win the race: a member, not tagged nofailover,
+    /// reachable, and within the lag limit.
+    static func candidateViable(
+        _ name: String, cluster: ClusterView, peers: [PeerStatus], reference: LSN, config: DynamicConfig
+    ) -> Bool {
+        guard let member = cluster.member(named: name), !member.tags.noFailover,
+            let peer = peers.first(where: { $0.name == name }), peer.reachable
+        else { return false }
+        if peer.runningAsPrimary { return true }
+        guard let position = peer.walPosition else { return false }
+        return reference.bytesAhead(of: position) <= config.maximumLagOnFailover
     }
 
     // MARK: Sources

@@ -1,0 +1,85 @@
+import BatonCore
+
+/// What the HA loop needs to know about its own member; built by `BatonAgent` from agent.yml.
+public struct HAConfiguration: Sendable {
+    /// This member's name (the key under `members/`).
+    public var name: String
+    /// `postgres://host:port/postgres`: how peers and clients reach this member's postgres.
+    public var connURL: String
+    /// `http://host:port/patroni`: this member's REST API.
+    public var apiURL: String
+    public var tags: Tags
+    /// The dynamic configuration written to the `config` key when this member creates the cluster,
+    /// and used while the key is absent.
+    public var initialDynamicConfig: DynamicConfig
+    /// Local overrides that win over the `config` key (Patroni's local configuration).
+    public var localOverrides: [String: JSONValue]
+    /// How long a stop may take before it escalates to an immediate shutdown.
+    public var stopTimeout: Duration
+    /// How long a promotion may take before it counts as failed.
+    public var promoteTimeout: Duration
+    /// Whether a graceful shutdown of the agent stops postgres (Patroni's behaviour) or leaves it running.
+    public var stopPostgresOnShutdown: Bool
+
+    public init(
+        name: String, connURL: String, apiURL: String, tags: Tags = Tags(),
+        initialDynamicConfig: DynamicConfig = DynamicConfig(), localOverrides: [String: JSONValue] = [:],
+        stopTimeout: Duration = .seconds(30), promoteTimeout: Duration = .seconds(30),
+        stopPostgresOnShutdown: Bool = true
+    ) {
+        self.name = name
+        self.connURL = connURL
+        self.apiURL = apiURL
+        self.tags = tags
+        self.initialDynamicConfig = initialDynamicConfig
+        self.localOverrides = localOverrides
+        self.stopTimeout = stopTimeout
+        self.promoteTimeout = promoteTimeout
+        self.stopPostgresOnShutdown = stopPostgresOnShutdown
+    }
+}
+
+/// Hooks an operator can attach (Patroni's callbacks and pre_promote).
+public struct HAHooks: Sendable {
+    /// Runs before a promotion; returning false vetoes it (the leader key is then released).
+    public var prePromote: (@Sendable () async -> Bool)?
+    /// Runs after postgres started, stopped, or changed role: (event, role).
+    public var callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)?
+
+    public init(
+        prePromote: (@Sendable () async -> Bool)? = nil,
+        callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)? = nil
+    ) {
+        self.prePromote = prePromote
+        self.callback = callback
+    }
+}
+
+/// The port through which the loop asks peers for their status (their REST `GET /patroni`) and
+/// for failsafe confirmations. `BatonAgent` implements it over HTTP; tests fake it.
+public protocol PeerProbe: Sendable {
+    /// The status of each member, within a short deadline; unreachable peers are reported as such.
+    func status(of members: [Member]) async -> [PeerStatus]
+    /// Asks every member in `members` (name → API URL) to confirm `leader` as primary while the
+    /// store is unreachable; true only if every one confirms.
+    func confirmFailsafe(leader: String, members: [String: String]) async -> Bool
+}
+
+/// A watchdog device kept alive only while this node holds the lease (`/dev/watchdog` in
+/// production; a stand-in file in tests).
+public protocol Watchdog: Sendable {
+    /// Arms (if needed) and pets the watchdog, with `timeout` until it fires.
+    func keepAlive(timeout: Duration) async throws
+    /// Disarms it cleanly (magic close), when this node stops being primary.
+    func disarm() async throws
+}
+
+/// A fencing backstop that outlives the agent: armed with the lease deadline while this node is
+/// primary, it stops postgres when the deadline passes without a re-arm, even if the agent is
+/// frozen (SIGSTOP) or dead (SIGKILL). `BatonAgent` runs it as a separate guard process; the
+/// simulated cluster runs it beside the simulated node.
+public protocol FenceGuard: Sendable {
+    /// Stops postgres once `remaining` has passed unless re-armed or disarmed before.
+    func arm(remaining: Duration) async
+    func disarm() async
+}

@@ -1,0 +1,320 @@
+import BatonCore
+import Foundation
+import Logging
+import Synchronization
+
+extension HALoop {
+    /// What executing a decision produced for the next observation in the same cycle.
+    struct Outcome {
+        var completed = true
+        var peers: [PeerStatus]?
+        var failsafe: Bool?
+    }
+
+    /// Runs `actions` in order; stops at the first that fails or loses its race.
+    func execute(_ actions: [Action], observation: Observation) async -> Outcome {
+        var outcome = Outcome()
+        for action in actions {
+            do {
+                let succeeded = try await perform(action, observation: observation, outcome: &outcome)
+                if !succeeded {
+                    logger.info("\(action) did not succeed; skipping the rest", metadata: ["ha.action": "\(action)"])
+                    outcome.completed = false
+                    break
+                }
+            } catch {
+                logger.error("\(action) failed: \(error)", metadata: ["ha.action": "\(action)"])
+                forgetSessionIfLost(error)
+                outcome.completed = false
+                if action == .bootstrap {
+                    try? await store.cancelInitialize()
+                    logger.warning("bootstrap failed: released the initialize key so that a member can try again")
+                }
+                break
+            }
+        }
+        return outcome
+    }
+
+    var timing: (ttl: Duration, margin: Duration) {
+        let config = effectiveConfig(status.cluster)
+        let margin =
+            (try? TimingPolicy(ttl: config.ttl, loopWait: config.loopWait, retryTimeout: config.retryTimeout))?
+            .fencingMargin ?? config.ttl / 4
+        return (config.ttl, margin)
+    }
+
+    func perform(_ action: Action, observation: Observation, outcome: inout Outcome) async throws -> Bool {
+        let me = configuration.name
+        switch action {
+        case .createSession:
+            let sent = clock.now
+            let (ttl, margin) = timing
+            let created = try await store.createSession(ttl: ttl)
+            session = created
+            leaseDeadline = sent + ttl - margin
+            logger.info("store session created", metadata: ["ha.session": "\(created)", "ha.ttl": "\(ttl)"])
+            return true
+
+        case .renewLease:
+            // Already renewed at the start of this cycle: the deadline is fresh.
+            if let sent = lastRenewalSent, clock.now - sent < .milliseconds(250) { return session != nil }
+            return try await renewLease(observation)
+
+        case .acquireLeader:
+            guard let session else { return false }
+            guard try await store.acquireLeader(member: me, session: session) else { return false }
+            status.holdsLeaderKey = true
+            await syncBackstop(primary: observation.postgres.inRecovery == false)
+            logger.info("acquired the leader key", metadata: ["ha.session": "\(session)"])
+            return true
+
+        case .reattachLeader:
+            guard let session else { return false }
+            let attached = try await store.reattachLeader(member: me, session: session)
+            status.holdsLeaderKey = attached
+            return attached
+
+        case .releaseLeader:
+            status.holdsLeaderKey = false
+            _ = try await store.releaseLeader(member: me)
+            try? await watchdog?.disarm()
+            return true
+
+        case .claimInitialize:
+            return try await store.claimInitialize(systemID: "")
+
+        case .recordSystemIdentifier(let systemID):
+            if let revision = observation.cluster?.initializeRevision {
+                return try await store.updateInitialize(systemID: systemID, expected: revision)
+            }
+            return try await store.claimInitialize(systemID: systemID)
+
+        case .cancelInitialize:
+            try await store.cancelInitialize()
+            return true
+
+        case .bootstrap:
+            activity = .initializingNewCluster
+            await publish(after: observation)
+            defer { activity = nil }
+            let systemID = try await node.bootstrap()
+            logger.info("bootstrapped a new cluster", metadata: ["pg.system_id": "\(systemID)"])
+            await hooks.callback?("on_start", .primary)
+            return true
+
+        case .cloneReplica(let source):
+            activity = .creatingReplica
+            await publish(after: observation)
+            defer { activity = nil }
+            let logger = self.logger
+            let lastPercent = Mutex(-10)
+            try await node.cloneReplica(from: source) { progress in
+                let report = lastPercent.withLock { last -> Bool in
+                    guard progress.percent >= last + 10 || progress.percent == 100 else { return false }
+                    last = progress.percent
+                    return true
+                }
+                if report {
+                    logger.info(
+                        "cloning from \(source.member): \(progress.percent)% (\(progress.doneKB)/\(progress.totalKB) kB)"
+                    )
+                }
+            }
+            return true
+
+        case .startPostgres(let source, let asPrimary):
+            if let source {
+                try await node.start(following: source)
+                following = source.member
+            } else if asPrimary {
+                try await node.start(following: nil)
+                following = nil
+            } else {
+                // Read-only: a standby without an upstream, never "as it was" (it may have been a primary).
+                try await node.demote(toFollow: nil, mode: .fast)
+                following = nil
+            }
+            await hooks.callback?("on_start", asPrimary ? .primary : .replica)
+            return true
+
+        case .stopPostgres(let mode):
+            try await node.stop(mode: mode, timeout: configuration.stopTimeout)
+            await hooks.callback?("on_stop", status.role)
+            return true
+
+        case .promote:
+            return try await promote(observation)
+
+        case .demote(let mode):
+            try await demote(mode)
+            return true
+
+        case .follow(let source):
+            try await node.follow(source)
+            following = source.member
+            return true
+
+        case .rewindIfNeeded(let source):
+            // A member last seen running as a standby cannot have diverged: skip pg_rewind.
+            if lastRunningRole == .replica { return true }
+            activity = .rewinding
+            defer { activity = nil }
+            try await node.rewind(from: source)
+            following = source.member
+            return true
+
+        case .clearFailover(let expected):
+            _ = try await store.deleteFailover(expected: expected)
+            return true
+
+        case .clearSync(let expected):
+            _ = try await store.deleteSync(expected: expected)
+            return true
+
+        case .writeSync(let state, let expected):
+            return try await store.writeSync(state, expected: expected)
+
+        case .setSynchronousStandbys(let names):
+            try await node.setSynchronousStandbys(names)
+            appliedSynchronousStandbys = names
+            return true
+
+        case .fetchPeers:
+            let others = observation.cluster?.members.filter { $0.name != me } ?? []
+            outcome.peers = await peers.status(of: others)
+            return true
+
+        case .askFailsafeConfirmation:
+            let members =
+                status.cluster?.failsafe
+                ?? Dictionary(
+                    (status.cluster?.members ?? []).filter { $0.name != me }.map { ($0.name, $0.apiURL) },
+                    uniquingKeysWith: { first, _ in first })
+            outcome.failsafe = await peers.confirmFailsafe(leader: me, members: members)
+            return true
+        }
+    }
+
+    /// Renews the session at the start of a cycle, for every member (a replica's member key hangs
+    /// on it too). Failures are left to the decision: an expired session is forgotten, and the
+    /// core then asks for a new one.
+    func keepSessionAlive() async {
+        guard session != nil else { return }
+        do {
+            _ = try await renewLease(nil)
+        } catch {
+            forgetSessionIfLost(error)
+            logger.debug("keepalive failed: \(error)")
+        }
+    }
+
+    /// Arms the fence backstop with the current deadline while this node leads or runs as primary;
+    /// disarms it otherwise.
+    func syncBackstop(primary: Bool) async {
+        guard let fenceBackstop else { return }
+        if let deadline = leaseDeadline, status.holdsLeaderKey || primary || status.postgres.inRecovery == false,
+            status.postgres.process == .running || status.holdsLeaderKey
+        {
+            await fenceBackstop.arm(remaining: deadline - clock.now)
+        } else {
+            await fenceBackstop.disarm()
+        }
+    }
+
+    func forgetSessionIfLost(_ error: any Error) {
+        guard let error = error as? StoreError, error.code == .leaseNotFound else { return }
+        logger.warning("store session lost: \(error.message)")
+        session = nil
+        leaseDeadline = nil
+        status.holdsLeaderKey = false
+    }
+
+    /// Keeps the session alive; the new deadline counts from the moment the request was sent.
+    func renewLease(_ observation: Observation?) async throws -> Bool {
+        guard let current = session else { return false }
+        let sent = clock.now
+        let (ttl, margin) = timing
+        switch try await store.keepAlive(current) {
+        case .alive(let granted):
+            let deadline = sent + min(ttl, granted) - margin
+            leaseDeadline = deadline
+            lastRenewalSent = sent
+            await syncBackstop(primary: observation.map { $0.postgres.inRecovery == false } ?? false)
+            if status.holdsLeaderKey, let watchdog {
+                do {
+                    try await watchdog.keepAlive(timeout: ttl)
+                } catch {
+                    logger.error("watchdog keepalive failed: \(error)")
+                }
+            }
+            return true
+        case .expired:
+            logger.warning("store session expired", metadata: ["ha.session": "\(current)"])
+            session = nil
+            leaseDeadline = nil
+            status.holdsLeaderKey = false
+            return false
+        }
+    }
+
+    func promote(_ observation: Observation) async throws -> Bool {
+        if let prePromote = hooks.prePromote, !(await prePromote()) {
+            logger.warning("pre-promote hook vetoed the promotion: releasing the leader key")
+            _ = try? await store.releaseLeader(member: configuration.name)
+            status.holdsLeaderKey = false
+            return false
+        }
+        let before = observation.postgres
+        // Arm the backstop before postgres becomes writable: from here on a frozen agent must not
+        // leave a primary running past its lease.
+        guard let deadline = leaseDeadline, deadline > clock.now else {
+            logger.warning("not promoting: the lease deadline has passed")
+            return false
+        }
+        await fenceBackstop?.arm(remaining: deadline - clock.now)
+        try await node.promote(timeout: configuration.promoteTimeout)
+        status.promotions += 1
+        following = nil
+        let previousLeader = observation.cluster?.history.last?.newLeader
+        let reason: String
+        if let request = observation.cluster?.failover?.value {
+            reason = request.leader != nil ? "switchover from \(request.leader ?? "?")" : "manual failover"
+        } else {
+            reason = "failover" + (previousLeader.map { " from \($0)" } ?? "")
+        }
+        let entry = HistoryEntry(
+            timeline: before.timeline ?? 1, lsn: before.walPosition ?? .zero, reason: reason,
+            timestamp: Self.isoTimestamp(wallClock()), newLeader: configuration.name)
+        do {
+            try await store.writeHistory((observation.cluster?.history ?? []) + [entry])
+        } catch {
+            logger.warning("could not record the promotion in the history key: \(error)")
+        }
+        logger.info(
+            "promoted: now the primary", metadata: ["pg.timeline": "\(before.timeline.map { $0 + 1 } ?? 0)"])
+        await hooks.callback?("on_role_change", .primary)
+        return true
+    }
+
+    func demote(_ mode: DemoteMode) async throws {
+        let stopMode: StopMode = mode == .graceful ? .fast : .immediate
+        try await node.stop(mode: stopMode, timeout: configuration.stopTimeout)
+        if mode == .graceful || mode == .immediate {
+            _ = try? await store.releaseLeader(member: configuration.name)
+        }
+        status.holdsLeaderKey = false
+        following = nil
+        lastRunningRole = .primary
+        try? await watchdog?.disarm()
+        await fenceBackstop?.disarm()
+        logger.info("demoted (\(mode.rawValue)): postgres stopped")
+        await hooks.callback?("on_role_change", .demoted)
+    }
+
+    static func isoTimestamp(_ seconds: Double) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+    }
+}

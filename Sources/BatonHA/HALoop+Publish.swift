@@ -1,0 +1,83 @@
+import BatonCore
+import Logging
+
+extension HALoop {
+    /// The member record for the current state.
+    func memberRecord(_ pg: PostgresStatus) -> Member {
+        var state: Member.State
+        switch pg.process {
+        case .running: state = .running
+        case .starting: state = .starting
+        case .stopped: state = .stopped
+        case .crashed: state = .crashed
+        case .uninitialized: state = .stopped
+        }
+        if let activity { state = activity }
+        let primary = pg.process == .running && pg.inRecovery == false
+        var role: Member.Role = primary ? .primary : .replica
+        if pg.process == .uninitialized && activity == nil { role = .uninitialized }
+        return Member(
+            name: configuration.name, connURL: configuration.connURL, apiURL: configuration.apiURL, state: state,
+            role: role, version: BatonCore.version, xlogLocation: pg.walPosition,
+            receiveLSN: primary ? nil : pg.receiveLSN, replayLSN: primary ? nil : pg.replayLSN,
+            replicationState: primary || pg.process != .running
+                ? nil : (pg.streaming ? "streaming" : "in archive recovery"),
+            timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart)
+    }
+
+    /// Writes the member key (when it changed: LSN-only changes at most every `loop_wait`, and at
+    /// least every 10 s), and as leader the status key and a missing config key.
+    func publish(after observation: Observation) async {
+        guard let session else { return }
+        let pg = await node.status()
+        status.postgres = pg
+        if pg.process == .running { lastRunningRole = pg.inRecovery == false ? .primary : .replica }
+        let record = memberRecord(pg)
+        let now = clock.now
+        let config = effectiveConfig(status.cluster)
+        var changed = lastPublished != record
+        if changed, var previous = lastPublished, let lastAt = lastPublishedAt {
+            previous.xlogLocation = record.xlogLocation
+            previous.receiveLSN = record.receiveLSN
+            previous.replayLSN = record.replayLSN
+            let onlyPositions = previous == record
+            if onlyPositions, now - lastAt < max(config.loopWait, .seconds(10)) { changed = false }
+        }
+        let registered = status.cluster?.member(named: configuration.name) != nil
+        if changed || !registered || lastPublishedSession != session {
+            do {
+                try await store.publishMember(record, session: session)
+                lastPublished = record
+                lastPublishedAt = now
+                lastPublishedSession = session
+                status.published = record
+            } catch {
+                forgetSessionIfLost(error)
+                logger.warning("could not publish the member key: \(error)")
+            }
+        }
+        guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else { return }
+        if let optime = pg.currentLSN,
+            lastStatusWrite.map({ $0.optime != optime && now - $0.at >= min(config.loopWait, .seconds(5)) }) ?? true
+        {
+            do {
+                try await store.writeStatus(LeaderStatus(optime: optime))
+                lastStatusWrite = (optime, now)
+            } catch {
+                logger.warning("could not write the status key: \(error)")
+            }
+        }
+        if let cluster = observation.cluster, cluster.config == nil {
+            if (try? await store.writeConfig(configuration.initialDynamicConfig, expected: nil)) == true {
+                logger.info("wrote the initial dynamic configuration to the config key")
+            }
+        }
+        if let cluster = observation.cluster {
+            do {
+                try await node.syncReplicationSlots(forMembers: cluster.members.map(\.name))
+            } catch {
+                logger.debug("replication slots not synchronised: \(error)")
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+import BatonCore
+import Logging
+import Synchronization
+
+/// The HA loop: observe → decide (`HADecider`, pure) → execute the actions → publish. It wakes
+/// on `loop_wait`, on a store watch event that matters (a deleted leader key starts the race at
+/// once), on a postmaster exit, and on `wake(_:)` (REST requests).
+///
+/// It owns the store session. The self-fencing deadline is computed on the monotonic clock from
+/// the *send* time of the last successful keepalive: `sent + ttl − margin`. A separate fence task
+/// stops a primary postgres at that deadline even if the loop is stuck in a slow call.
+public actor HALoop {
+    let configuration: HAConfiguration
+    let store: any ClusterStore
+    let node: any PostgresNode
+    let clock: any MonotonicClock
+    let peers: any PeerProbe
+    let hooks: HAHooks
+    let watchdog: (any Watchdog)?
+    let fenceBackstop: (any FenceGuard)?
+    let wallClock: @Sendable () -> Double
+    var logger: Logger
+    let wakeSignal = WakeSignal()
+
+    // State carried across cycles.
+    var memory = HAMemory()
+    var session: SessionID?
+    var leaseDeadline: MonotonicInstant?
+    var following: String?
+    var appliedSynchronousStandbys: [String]?
+    var lastPublished: Member?
+    var lastPublishedAt: MonotonicInstant?
+    var lastPublishedSession: SessionID?
+    /// When the last successful keepalive was sent.
+    var lastRenewalSent: MonotonicInstant?
+    /// The role postgres last ran in, to skip pg_rewind for a member that was a standby.
+    var lastRunningRole: Member.Role?
+    var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
+    var lastReasonCode: String?
+    var activity: Member.State?
+    var status: HAStatus
+    var stopped = false
+
+    public init(
+        configuration: HAConfiguration, store: any ClusterStore, node: any PostgresNode,
+        clock: any MonotonicClock = SystemMonotonicClock(), peers: any PeerProbe, hooks: HAHooks = HAHooks(),
+        watchdog: (any Watchdog)? = nil, fenceGuard: (any FenceGuard)? = nil,
+        wallClock: @escaping @Sendable () -> Double, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.node = node
+        self.clock = clock
+        self.peers = peers
+        self.hooks = hooks
+        self.watchdog = watchdog
+        self.fenceBackstop = fenceGuard
+        self.wallClock = wallClock
+        var logger = logger
+        logger[metadataKey: "ha.member"] = "\(configuration.name)"
+        self.logger = logger
+        self.status = HAStatus(member: configuration.name)
+        self.status.config = configuration.initialDynamicConfig
+    }
+
+    /// The latest snapshot, for the REST API.
+    public func snapshot() -> HAStatus { status }
+
+    /// Wakes the loop for an immediate cycle.
+    public nonisolated func wake(_ reason: String) { wakeSignal.signal(reason) }
+
+    // MARK: Running
+
+    /// Runs until the task is cancelled: the cycle loop, the watch, postmaster exits and the fence.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watchStore() }
+            group.addTask { await self.watchPostmaster() }
+            group.addTask { await self.fenceGuard() }
+            group.addTask { await self.cycleLoop() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func cycleLoop() async {
+        while !Task.isCancelled {
+            await runCycle()
+            let wait = effectiveConfig(status.cluster).loopWait
+            if let reason = await wakeSignal.wait(until: clock.now + wait, clock: clock) {
+                logger.debug("woken early", metadata: ["ha.wake": "\(reason)"])
+            }
+        }
+    }
+
+    /// Runs one cycle (and its immediate rechecks, at most 8).
+    public func runCycle() async {
+        let started = clock.now
+        var peerStatus: [PeerStatus]?
+        var failsafe: Bool?
+        await keepSessionAlive()
+        for _ in 0..<8 {
+            let observation = await observe(peers: peerStatus, failsafe: failsafe)
+            let decision = HADecider.decide(observation)
+            memory = decision.memory
+            logDecision(decision)
+            let outcome = await execute(decision.actions, observation: observation)
+            peerStatus = outcome.peers
+            failsafe = outcome.failsafe
+            await publish(after: observation)
+            if !decision.recheckImmediately || Task.isCancelled { break }
+        }
+        await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
+        status.lastCycleAt = clock.now
+        status.lastCycleDuration = clock.now - started
+    }
+
+    func watchStore() async {
+        var revision = status.cluster?.revision ?? 0
+        while !Task.isCancelled {
+            if revision == 0 {
+                guard let view = try? await store.loadCluster() else {
+                    try? await clock.sleep(for: .seconds(1))
+                    continue
+                }
+                revision = view.revision
+            }
+            for await event in store.watch(after: revision) {
+                switch event {
+                case .put(let key, let rev), .delete(let key, let rev):
+                    revision = rev
+                    if case .member = key { continue }
+                    if key == .status || key == .history { continue }
+                    wakeSignal.signal("\(key) changed")
+                case .resync:
+                    revision = 0
+                    wakeSignal.signal("store watch resync")
+                }
+                if revision == 0 { break }
+            }
+            if !Task.isCancelled { try? await clock.sleep(for: .milliseconds(200)) }
+        }
+    }
+
+    func watchPostmaster() async {
+        for await exit in node.terminations() {
+            if !exit.requested {
+                logger.warning(
+                    "postmaster exited unexpectedly",
+                    metadata: ["pg.pid": "\(exit.pid)", "pg.status": "\(exit.status.map(String.init) ?? "?")"])
+                wakeSignal.signal("postmaster exited")
+            }
+        }
+    }
+
+    /// Stops a primary at its lease deadline if the lease was not renewed by then, whatever the
+    /// loop is doing.
+    func fenceGuard() async {
+        while !Task.isCancelled {
+            let deadline = leaseDeadline
+            let now = clock.now
+            if let deadline, now >= deadline, status.holdsLeaderKey || status.postgres.inRecovery == false {
+                await fence(deadline: deadline)
+            }
+            let next = min(
+                deadline.map { max($0, now + .milliseconds(10)) } ?? now + .milliseconds(100), now + .milliseconds(100))
+            try? await clock.sleep(until: next)
+        }
+    }
+
+    /// Fences now if the lease deadline has passed (what the fence task does every 100 ms).
+    public func checkFence() async {
+        if let deadline = leaseDeadline, clock.now >= deadline {
+            await fence(deadline: deadline)
+        }
+    }
+
+    func fence(deadline: MonotonicInstant) async {
+        guard leaseDeadline == deadline, !stopped else { return }
+        let pg = await node.status()
+        guard pg.process == .running || pg.process == .starting, pg.inRecovery == false else {
+            leaseDeadline = nil
+            return
+        }
+        logger.error(
+            "lease deadline passed without renewal: stopping postgres (immediate) to fence this primary",
+            metadata: ["ha.deadline": "\(deadline)"])
+        do {
+            try await node.stop(mode: .immediate, timeout: configuration.stopTimeout)
+        } catch {
+            logger.critical("fencing stop failed: \(error)")
+        }
+        status.holdsLeaderKey = false
+        leaseDeadline = nil
+        try? await watchdog?.disarm()
+        await fenceBackstop?.disarm()
+        wakeSignal.signal("fenced")
+    }
+
+    // MARK: Observe
+
+    func effectiveConfig(_ cluster: ClusterView?) -> DynamicConfig {
+        var config = cluster?.config?.value ?? status.config
+        for (key, value) in configuration.localOverrides { config.document[key] = value }
+        return config
+    }
+
+    func observe(peers: [PeerStatus]?, failsafe: Bool?) async -> Observation {
+        async let pgStatus = node.status()
+        var cluster: ClusterView?
+        var problem: String?
+        do {
+            cluster = try await store.loadCluster()
+        } catch {
+            problem = "\(error)"
+        }
+        let pg = await pgStatus
+        let config = effectiveConfig(cluster)
+        if let cluster {
+            status.cluster = cluster
+            status.clusterReadAt = clock.now
+        }
+        status.config = cluster?.config?.value ?? status.config
+        status.postgres = pg
+        status.holdsLeaderKey =
+            cluster.map { $0.leader?.member == configuration.name && $0.leader?.session == session }
+            ?? status.holdsLeaderKey
+        status.leaseDeadline = leaseDeadline
+        return Observation(
+            me: configuration.name, now: clock.now, wallClockSeconds: wallClock(), cluster: cluster,
+            storeProblem: problem, postgres: pg, following: following,
+            appliedSynchronousStandbys: appliedSynchronousStandbys,
+            lease: LeaseState(session: session, deadline: leaseDeadline), config: config, tags: configuration.tags,
+            peers: peers, failsafeConfirmed: failsafe, memory: memory)
+    }
+
+    func logDecision(_ decision: Decision) {
+        let code = decision.reason.code
+        let metadata: Logger.Metadata = [
+            "ha.reason": "\(code)",
+            "ha.actions": "\(decision.actions.map(\.description).joined(separator: ", "))",
+        ]
+        if decision.actions.contains(where: { $0 != .renewLease }) || code != lastReasonCode {
+            logger.info("\(decision.reason)", metadata: metadata)
+        } else {
+            logger.debug("\(decision.reason)", metadata: metadata)
+        }
+        lastReasonCode = code
+        status.lastReason = decision.reason
+        status.lastActions = decision.actions
+    }
+}

@@ -1,0 +1,46 @@
+import BatonCore
+
+/// A snapshot of what the HA loop knows, for the REST API and metrics. Cheap to copy.
+public struct HAStatus: Sendable {
+    public var member: String
+    public var postgres: PostgresStatus
+    /// The last cluster view read from the store, and when (monotonic).
+    public var cluster: ClusterView?
+    public var clusterReadAt: MonotonicInstant?
+    /// The reason of the last decision, and the actions it took.
+    public var lastReason: Reason?
+    public var lastActions: [Action]
+    /// When the last cycle finished (monotonic), and how long it took.
+    public var lastCycleAt: MonotonicInstant?
+    public var lastCycleDuration: Duration?
+    /// Whether this agent holds the leader key on its current session.
+    public var holdsLeaderKey: Bool
+    /// The self-fencing deadline of the current lease.
+    public var leaseDeadline: MonotonicInstant?
+    public var config: DynamicConfig
+    /// The member record as last published.
+    public var published: Member?
+    /// Number of promotions this agent performed.
+    public var promotions: Int
+
+    public init(member: String) {
+        self.member = member
+        self.postgres = PostgresStatus(process: .stopped)
+        self.lastActions = []
+        self.holdsLeaderKey = false
+        self.config = DynamicConfig()
+        self.promotions = 0
+    }
+
+    /// The role to report: primary only while holding the key and running as primary.
+    public var role: Member.Role {
+        switch postgres.process {
+        case .uninitialized: return .uninitialized
+        case .running, .starting:
+            if postgres.inRecovery == false { return holdsLeaderKey ? .primary : .demoted }
+            return holdsLeaderKey ? .standbyLeader : .replica
+        case .stopped, .crashed:
+            return published?.role ?? .replica
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import BatonCore
+import BatonHA
+import BatonTesting
+import Testing
+
+/// The real HA loop, three agents, simulated postgres and an in-memory store on a manual clock.
+@Suite struct SimulatedClusterTests {
+    static func bootstrapped(_ options: SimulatedCluster.Options = .init()) async throws -> SimulatedCluster {
+        let cluster = SimulatedCluster(options: options)
+        for _ in 0..<300 {
+            await cluster.step()
+            if cluster.writablePrimaries.count == 1, cluster.streamingReplicas().count == options.nodes - 1 { break }
+        }
+        try #require(cluster.writablePrimaries.count == 1, "no primary after bootstrap: \(cluster.events)")
+        #expect(cluster.streamingReplicas().count == options.nodes - 1, "\(cluster.events)")
+        return cluster
+    }
+
+    @Test func bootstrapsOnePrimaryAndStreamingReplicas() async throws {
+        let cluster = try await Self.bootstrapped()
+        #expect(await cluster.leaderKeyHolder() == cluster.writablePrimaries.first)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
+    @Test func wholeNodeCrashFailsOverAndTheOldNodeRejoins() async throws {
+        let cluster = try await Self.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        var rng = SeededGenerator(seed: 1)
+        cluster.crashWholeNode(old)
+        var waited = 0.0
+        while cluster.writablePrimaries.isEmpty || cluster.writablePrimaries == [old], waited < 20 {
+            await cluster.run(seconds: 0.1)
+            waited += 0.1
+        }
+        let new = try #require(cluster.writablePrimaries.first, "no failover: \(cluster.events)")
+        #expect(new != old)
+        #expect(waited <= cluster.options.ttl + 1.5, "failover took \(waited) s with ttl \(cluster.options.ttl)")
+        _ = rng.next()
+        cluster.healAll()
+        await cluster.run(seconds: 10)
+        #expect(cluster.streamingReplicas().contains(old), "old primary did not rejoin: \(cluster.events)")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
+    @Test func frozenPrimaryAgentIsFencedBeforeAnotherPromotes() async throws {
+        let cluster = try await Self.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        cluster.freeze(old, seconds: cluster.options.ttl * 2)
+        await cluster.run(seconds: cluster.options.ttl * 2 + 5)
+        #expect(cluster.backstopFirings >= 1, "the backstop never fired: \(cluster.events)")
+        #expect(cluster.writablePrimaries.count == 1)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)\n\(cluster.events)")
+    }
+
+    @Test func laggingReplicaIsNeverPromoted() async throws {
+        var options = SimulatedCluster.Options()
+        options.nodes = 2
+        let cluster = try await Self.bootstrapped(options)
+        let old = try #require(cluster.writablePrimaries.first)
+        let replica = try #require(cluster.streamingReplicas().first)
+        cluster.pauseReplication(replica)
+        await cluster.run(seconds: 6)
+        cluster.crashWholeNode(old)
+        await cluster.run(seconds: 20)
+        #expect(cluster.writablePrimaries.isEmpty, "a lagging replica was promoted: \(cluster.events)")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
+    /// Thousands of faults across many random sequences, checking the invariants after every tick.
+    @Test(arguments: 0..<8)
+    func randomFaultSequencesKeepTheInvariants(batch: Int) async throws {
+        var totalFaults = 0
+        var promotions = 0
+        for run in 0..<25 {
+            let seed = UInt64(batch * 1000 + run)
+            var rng = SeededGenerator(seed: seed)
+            let cluster = try await Self.bootstrapped()
+            for _ in 0..<12 {
+                let fault = SimulatedCluster.Fault.allCases.randomElement(using: &rng) ?? .crashPostgres
+                await cluster.inject(fault, using: &rng)
+                totalFaults += 1
+                await cluster.run(seconds: Double.random(in: 0.5...8, using: &rng))
+            }
+            cluster.healAll()
+            await cluster.run(seconds: 30)
+            promotions += cluster.promotionCount
+            #expect(cluster.violations.isEmpty, "seed \(seed): \(cluster.violations)\n\(cluster.events.suffix(40))")
+            #expect(
+                cluster.writablePrimaries.count == 1,
+                "seed \(seed): no primary after healing\n\(cluster.events.suffix(40))")
+            if !cluster.violations.isEmpty { break }
+        }
+        #expect(totalFaults >= 300)
+        #expect(promotions > 0)
+    }
+}
