@@ -19,7 +19,7 @@ BATON_PACKAGES=(
     libpq-dev libcurl4-openssl-dev pkg-config
     postgresql-15 postgresql-client-15
     etcd-server etcd-client
-    iproute2 iptables curl wrk procps util-linux
+    iproute2 iptables curl wrk procps util-linux python3 python3-psycopg2
 )
 
 # Installs whatever is missing from BATON_PACKAGES (needs root or sudo; apt-get only).

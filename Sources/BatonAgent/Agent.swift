@@ -1,0 +1,131 @@
+import BatonCore
+import BatonEtcd
+import BatonHA
+import BatonPostgres
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// One Baton agent, wired: the etcd store, the local PostgreSQL node, the fence guard process and
+/// the HA loop, built from a validated `AgentConfiguration`. The executable adds the REST API and
+/// runs everything in one `ServiceGroup`.
+public final class Agent: Sendable {
+    public let configuration: AgentConfiguration
+    public let etcd: EtcdClient
+    public let store: EtcdClusterStore
+    public let node: LocalPostgresNode
+    public let loop: HALoop
+    let fenceGuard: ProcessFenceGuard?
+    let logger: Logger
+
+    /// Builds the agent. `executable` is the `baton` binary (for the fence guard process).
+    public init(configuration: AgentConfiguration, peers: any PeerProbe, executable: String?, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let dynamic = configuration.dynamicConfig
+        let etcd = configuration.etcd
+        var tls: EtcdTLSConfiguration?
+        if etcd.cacert != nil || etcd.cert != nil || etcd.protocolScheme == "https" {
+            tls = EtcdTLSConfiguration(caFile: etcd.cacert, certFile: etcd.cert, keyFile: etcd.key)
+        }
+        let etcdCredentials = etcd.username.flatMap { user in
+            etcd.password.map { EtcdConfiguration.Credentials(user: user, password: $0) }
+        }
+        self.etcd = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: etcd.endpoints, retryTimeout: dynamic.retryTimeout, credentials: etcdCredentials, tls: tls),
+            logger: logger)
+        self.store = EtcdClusterStore(
+            client: self.etcd, namespace: configuration.namespace, scope: configuration.scope, logger: logger)
+
+        let pg = configuration.postgresql
+        func pgCredentials(_ c: AgentConfiguration.Credentials) -> BatonPostgres.Credentials {
+            BatonPostgres.Credentials(username: c.username, password: c.password)
+        }
+        let connectHost = AgentConfiguration.hostPort(pg.connectAddress)?.0 ?? "127.0.0.1"
+        let pgConfiguration = LocalPostgresConfiguration(
+            memberName: configuration.name, dataDirectory: pg.dataDirectory, binDirectory: pg.binDirectory,
+            listenAddress: pg.listenHost, connectAddress: connectHost, localAddress: "127.0.0.1", port: pg.port,
+            osUser: pg.osUser, superuser: pgCredentials(pg.superuser), replication: pgCredentials(pg.replication),
+            rewind: pg.rewind.map(pgCredentials), parameters: pg.parameters,
+            replicationNetworks: pg.replicationNetworks, clientNetworks: pg.clientNetworks,
+            usePgRewind: pg.usePgRewind, removeDataDirectoryOnRewindFailure: pg.removeDataDirectoryOnRewindFailure,
+            useReplicationSlots: pg.useReplicationSlots, dataChecksums: pg.dataChecksums)
+        let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
+        self.node = node
+
+        if configuration.fenceGuard, let executable {
+            let guardProcess = ProcessFenceGuard(
+                executable: executable, postmasterPID: { node.postmasterPID }, logger: logger)
+            try guardProcess.start()
+            self.fenceGuard = guardProcess
+        } else {
+            self.fenceGuard = nil
+        }
+
+        let haConfiguration = HAConfiguration(
+            name: configuration.name, connURL: "postgres://\(pg.connectAddress)/postgres",
+            apiURL: "http://\(configuration.restapi.connectAddress)/patroni", tags: configuration.tags,
+            initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)))
+        self.loop = HALoop(
+            configuration: haConfiguration, store: store, node: node, peers: peers,
+            hooks: Self.hooks(configuration, logger: logger), fenceGuard: fenceGuard,
+            wallClock: { Date().timeIntervalSince1970 }, logger: logger)
+    }
+
+    /// The HA loop as a service; on shutdown it also stops the fence guard and the etcd client.
+    public var haService: some Service { AgentHAService(agent: self) }
+
+    func finish() {
+        fenceGuard?.stop()
+        etcd.shutdown()
+    }
+
+    /// Callbacks and the pre-promote hook run as shell commands with (event, role, scope) arguments,
+    /// like Patroni's.
+    static func hooks(_ configuration: AgentConfiguration, logger: Logger) -> HAHooks {
+        let callbacks = configuration.callbacks
+        let scope = configuration.scope
+        var hooks = HAHooks()
+        if !callbacks.isEmpty {
+            hooks.callback = { event, role in
+                guard let command = callbacks[event] else { return }
+                let status = await runCommand(command, arguments: [event, role.rawValue, scope], logger: logger)
+                if status != 0 { logger.warning("callback \(event) exited with \(status)") }
+            }
+        }
+        if let prePromote = configuration.prePromote {
+            hooks.prePromote = {
+                await runCommand(prePromote, arguments: ["pre_promote", "primary", scope], logger: logger) == 0
+            }
+        }
+        return hooks
+    }
+
+    static func runCommand(_ command: String, arguments: [String], logger: Logger) async -> Int32 {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = ["-c", command + " \"$@\"", "baton-hook"] + arguments
+                do {
+                    try process.run()
+                    process.waitUntilExit()
+                    continuation.resume(returning: process.terminationStatus)
+                } catch {
+                    logger.error("could not run hook '\(command)': \(error)")
+                    continuation.resume(returning: 127)
+                }
+            }
+        }
+    }
+}
+
+struct AgentHAService: Service {
+    let agent: Agent
+
+    func run() async throws {
+        try await HAService(loop: agent.loop).run()
+        agent.finish()
+    }
+}

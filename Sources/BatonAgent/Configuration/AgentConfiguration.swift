@@ -1,0 +1,310 @@
+import BatonCore
+import Foundation
+
+/// Everything in agent.yml, typed and validated. `AgentConfiguration.load(path:)` rejects unknown
+/// keys and wrong types with the key path and line, reads secrets from the environment
+/// (`BATON_*`), and refuses timing that cannot be safe.
+public struct AgentConfiguration: Sendable {
+    public struct Credentials: Sendable, CustomStringConvertible {
+        public var username: String
+        public var password: String
+        public var description: String { "\(username) (password hidden)" }
+    }
+
+    public struct Etcd: Sendable {
+        public var hosts: [String]
+        public var protocolScheme: String
+        public var username: String?
+        public var password: String?
+        public var cacert: String?
+        public var cert: String?
+        public var key: String?
+
+        /// Endpoints as URLs (`http://127.0.0.1:2379`).
+        public var endpoints: [String] {
+            hosts.map { $0.contains("://") ? $0 : "\(protocolScheme)://\($0)" }
+        }
+    }
+
+    public struct RestAPI: Sendable {
+        public var listenHost: String
+        public var listenPort: Int
+        public var connectAddress: String
+        public var username: String?
+        public var password: String?
+        public var allowlist: [String]
+    }
+
+    public struct Postgres: Sendable {
+        public var listenHost: String
+        public var port: Int
+        public var connectAddress: String
+        public var dataDirectory: String
+        public var binDirectory: String
+        public var osUser: String
+        public var superuser: Credentials
+        public var replication: Credentials
+        public var rewind: Credentials?
+        public var parameters: [String: String]
+        public var usePgRewind: Bool
+        public var removeDataDirectoryOnRewindFailure: Bool
+        public var useReplicationSlots: Bool
+        public var dataChecksums: Bool
+        public var replicationNetworks: [String]
+        public var clientNetworks: [String]
+    }
+
+    public struct Watchdog: Sendable {
+        public enum Mode: String, Sendable { case off, automatic, required }
+        public var mode: Mode
+        public var device: String
+        public var safetyMargin: Double
+    }
+
+    public var scope: String
+    public var namespace: String
+    public var name: String
+    public var etcd: Etcd
+    public var restapi: RestAPI
+    public var postgresql: Postgres
+    /// `bootstrap.dcs`: the dynamic configuration written to the config key by the first member.
+    public var dynamicConfig: DynamicConfig
+    public var tags: Tags
+    public var watchdog: Watchdog
+    public var logLevel: String
+    public var stopTimeout: Double
+    /// Whether the agent runs the fence guard process (the backstop against a frozen agent).
+    public var fenceGuard: Bool
+    public var callbacks: [String: String]
+    public var prePromote: String?
+
+    /// Loads and validates `path`; environment variables override secrets.
+    /// `requireSecrets: false` is for operator commands (list, switchover, …) that never connect
+    /// to PostgreSQL: missing database passwords are then not an error.
+    public static func load(
+        path: String, environment: [String: String] = ProcessInfo.processInfo.environment, requireSecrets: Bool = true
+    ) throws -> AgentConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(
+                path: "", message: "cannot read the file (does it exist and is it readable?)", file: path)
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(path: "", message: "the file is not UTF-8 text", file: path)
+        }
+        return try parse(text, file: path, environment: environment, requireSecrets: requireSecrets)
+    }
+
+    public static func parse(
+        _ text: String, file: String? = nil, environment: [String: String] = [:], requireSecrets: Bool = true
+    ) throws -> AgentConfiguration {
+        let root = try ConfigReader.parse(text, file: file)
+        try root.rejectUnknownKeys([
+            "scope", "namespace", "name", "etcd3", "etcd", "restapi", "postgresql", "bootstrap", "tags", "watchdog",
+            "log", "stop_timeout", "fence_guard",
+        ])
+        func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+
+        let scope = try env("BATON_SCOPE") ?? root.requiredString("scope")
+        let name = try env("BATON_NAME") ?? root.requiredString("name")
+        for (key, value) in [("scope", scope), ("name", name)] where !isSafeName(value) {
+            throw root.error(key, "'\(value)' may contain only letters, digits, '-', '_' and '.'")
+        }
+        var namespace = try root.string("namespace", default: "/service")
+        if !namespace.hasPrefix("/") { namespace = "/" + namespace }
+
+        // etcd
+        let etcdKey = root.value("etcd3") != nil ? "etcd3" : "etcd"
+        let etcdSection = try root.section(etcdKey)
+        try etcdSection.rejectUnknownKeys([
+            "hosts", "host", "protocol", "username", "password", "cacert", "cert", "key",
+        ])
+        var hosts = try etcdSection.stringList("hosts") ?? (etcdSection.string("host").map { [$0] } ?? [])
+        if let override = env("BATON_ETCD_HOSTS") { hosts = override.split(separator: ",").map { String($0).trimmed } }
+        guard !hosts.isEmpty else {
+            throw root.error(etcdKey, "is required: give etcd3.hosts, e.g. [\"127.0.0.1:2379\"]")
+        }
+        let scheme = try etcdSection.string("protocol", default: "http")
+        guard scheme == "http" || scheme == "https" else {
+            throw etcdSection.error("protocol", "must be http or https, got '\(scheme)'")
+        }
+        let etcd = Etcd(
+            hosts: hosts, protocolScheme: scheme,
+            username: try env("BATON_ETCD_USERNAME") ?? etcdSection.string("username"),
+            password: try env("BATON_ETCD_PASSWORD") ?? etcdSection.string("password"),
+            cacert: try etcdSection.string("cacert"), cert: try etcdSection.string("cert"),
+            key: try etcdSection.string("key"))
+
+        // REST API
+        let api = try root.section("restapi")
+        try api.rejectUnknownKeys(["listen", "connect_address", "authentication", "allowlist"])
+        let listen = try api.string("listen", default: "127.0.0.1:8008")
+        guard let (listenHost, listenPort) = hostPort(listen) else {
+            throw api.error("listen", "expected host:port, got '\(listen)'")
+        }
+        let connect = try api.string(
+            "connect_address", default: "\(listenHost == "0.0.0.0" ? "127.0.0.1" : listenHost):\(listenPort)")
+        guard hostPort(connect) != nil else {
+            throw api.error("connect_address", "expected host:port, got '\(connect)'")
+        }
+        let apiAuth = try api.section("authentication")
+        try apiAuth.rejectUnknownKeys(["username", "password"])
+        let restapi = RestAPI(
+            listenHost: listenHost, listenPort: listenPort, connectAddress: connect,
+            username: try env("BATON_RESTAPI_USERNAME") ?? apiAuth.string("username"),
+            password: try env("BATON_RESTAPI_PASSWORD") ?? apiAuth.string("password"),
+            allowlist: try api.stringList("allowlist") ?? [])
+        if (restapi.username == nil) != (restapi.password == nil) {
+            throw apiAuth.error("password", "give both restapi.authentication.username and password, or neither")
+        }
+
+        // PostgreSQL
+        let pg = try root.section("postgresql")
+        try pg.rejectUnknownKeys([
+            "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
+            "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
+            "replication_networks", "client_networks", "callbacks", "pre_promote",
+        ])
+        let pgListen = try pg.string("listen", default: "127.0.0.1:5432")
+        guard let (pgHost, pgPort) = hostPort(pgListen) else {
+            throw pg.error("listen", "expected host:port, got '\(pgListen)'")
+        }
+        let pgConnect = try pg.string(
+            "connect_address", default: "\(pgHost == "0.0.0.0" ? "127.0.0.1" : pgHost):\(pgPort)")
+        guard hostPort(pgConnect) != nil else {
+            throw pg.error("connect_address", "expected host:port, got '\(pgConnect)'")
+        }
+        let dataDir = try pg.requiredString("data_dir")
+        guard dataDir.hasPrefix("/") else { throw pg.error("data_dir", "must be an absolute path, got '\(dataDir)'") }
+        let auth = try pg.section("authentication")
+        try auth.rejectUnknownKeys(["superuser", "replication", "rewind"])
+        func credentials(_ role: String, defaultUser: String?, required: Bool) throws -> Credentials? {
+            let section = try auth.section(role)
+            try section.rejectUnknownKeys(["username", "password"])
+            let upper = role.uppercased()
+            let username = try env("BATON_\(upper)_USERNAME") ?? section.string("username") ?? defaultUser
+            let password = try env("BATON_\(upper)_PASSWORD") ?? section.string("password")
+            guard let username else {
+                if required { throw section.error("username", "is required") }
+                return nil
+            }
+            guard let password, !password.isEmpty else {
+                if !requireSecrets { return Credentials(username: username, password: "") }
+                if required || section.node != nil {
+                    throw section.error(
+                        "password",
+                        "is required: set postgresql.authentication.\(role).password, or BATON_\(upper)_PASSWORD in the environment"
+                    )
+                }
+                return nil
+            }
+            return Credentials(username: username, password: password)
+        }
+        guard let superuser = try credentials("superuser", defaultUser: "postgres", required: true),
+            let replication = try credentials("replication", defaultUser: "replicator", required: true)
+        else { throw auth.error("superuser", "is required") }
+        let rewind = try credentials("rewind", defaultUser: nil, required: false)
+        var parameters: [String: String] = [:]
+        for (key, box) in try pg.json("parameters") ?? [:] {
+            switch box.value {
+            case .string(let text): parameters[key] = text
+            case .number(let number):
+                parameters[key] = number.rounded() == number ? String(Int64(number)) : String(number)
+            case .bool(let flag): parameters[key] = flag ? "on" : "off"
+            default: throw pg.error("parameters", "\(key): expected a string, number or boolean")
+            }
+        }
+        let callbackSection = try pg.section("callbacks")
+        try callbackSection.rejectUnknownKeys(["on_start", "on_stop", "on_role_change"])
+        var callbacks: [String: String] = [:]
+        for key in ["on_start", "on_stop", "on_role_change"] {
+            if let command = try callbackSection.string(key) { callbacks[key] = command }
+        }
+        let postgres = Postgres(
+            listenHost: pgHost, port: pgPort, connectAddress: pgConnect, dataDirectory: dataDir,
+            binDirectory: try pg.string("bin_dir", default: "/usr/lib/postgresql/15/bin"),
+            osUser: try pg.string("os_user", default: "postgres"), superuser: superuser, replication: replication,
+            rewind: rewind, parameters: parameters, usePgRewind: try pg.bool("use_pg_rewind") ?? true,
+            removeDataDirectoryOnRewindFailure: try pg.bool("remove_data_directory_on_rewind_failure") ?? false,
+            useReplicationSlots: try pg.bool("use_slots") ?? true, dataChecksums: try pg.bool("data_checksums") ?? true,
+            replicationNetworks: try pg.stringList("replication_networks") ?? ["127.0.0.1/32"],
+            clientNetworks: try pg.stringList("client_networks") ?? ["127.0.0.1/32"])
+
+        // bootstrap.dcs
+        let bootstrap = try root.section("bootstrap")
+        try bootstrap.rejectUnknownKeys(["dcs"])
+        var document: [String: JSONValue] = [
+            "ttl": .number(Double(DynamicConfig.defaultTTL)),
+            "loop_wait": .number(Double(DynamicConfig.defaultLoopWait)),
+            "retry_timeout": .number(Double(DynamicConfig.defaultRetryTimeout)),
+            "maximum_lag_on_failover": .number(Double(DynamicConfig.defaultMaximumLagOnFailover)),
+        ]
+        if let dcs = try bootstrap.json("dcs") {
+            let known: Set<String> = [
+                "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
+                "check_timeline",
+                "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
+                "postgresql",
+            ]
+            let dcsSection = try bootstrap.section("dcs")
+            try dcsSection.rejectUnknownKeys(known)
+            for (key, box) in dcs { document[key] = box.value.json }
+        }
+        let dynamic = DynamicConfig(document)
+        let problems = dynamic.validationErrors()
+        if let first = problems.first {
+            throw ConfigurationError(
+                path: "bootstrap.dcs", line: try bootstrap.section("dcs").line, message: first, file: file)
+        }
+
+        // tags, watchdog, log
+        var tags: [String: JSONValue] = [:]
+        for (key, box) in try root.json("tags") ?? [:] { tags[key] = box.value.json }
+        let watchdogSection = try root.section("watchdog")
+        try watchdogSection.rejectUnknownKeys(["mode", "device", "safety_margin"])
+        let modeText = try watchdogSection.string("mode", default: "off")
+        guard let mode = Watchdog.Mode(rawValue: modeText) else {
+            throw watchdogSection.error("mode", "must be off, automatic or required, got '\(modeText)'")
+        }
+        let log = try root.section("log")
+        try log.rejectUnknownKeys(["level"])
+        let level = try log.string("level", default: "info")
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
+            throw log.error("level", "must be one of trace, debug, info, notice, warning, error, critical")
+        }
+
+        return AgentConfiguration(
+            scope: scope, namespace: namespace, name: name, etcd: etcd, restapi: restapi, postgresql: postgres,
+            dynamicConfig: dynamic, tags: Tags(tags),
+            watchdog: Watchdog(
+                mode: mode, device: try watchdogSection.string("device", default: "/dev/watchdog"),
+                safetyMargin: try watchdogSection.double("safety_margin") ?? 5),
+            logLevel: level, stopTimeout: try root.double("stop_timeout") ?? 30,
+            fenceGuard: try root.bool("fence_guard") ?? true, callbacks: callbacks,
+            prePromote: try pg.string("pre_promote"))
+    }
+
+    static func isSafeName(_ text: String) -> Bool {
+        !text.isEmpty
+            && text.unicodeScalars.allSatisfy {
+                CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)
+            }
+    }
+
+    /// `host:port` (IPv6 in brackets), or nil.
+    static func hostPort(_ text: String) -> (String, Int)? {
+        ConnURL.hostAndPort("x://" + text).flatMap { text.contains(":") ? $0 : nil }
+    }
+}
+
+extension JSONValueBox.Value {
+    var json: JSONValue {
+        switch self {
+        case .null: return .null
+        case .bool(let value): return .bool(value)
+        case .number(let value): return .number(value)
+        case .string(let value): return .string(value)
+        case .array(let values): return .array(values.map(\.json))
+        case .object(let values): return .object(values.mapValues(\.json))
+        }
+    }
+}

@@ -1,0 +1,245 @@
+import Yams
+
+/// A configuration problem with where it is and how to fix it.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    /// The key path, like `postgresql.authentication.superuser.password`.
+    public var path: String
+    /// 1-based line in the file, when known.
+    public var line: Int?
+    public var message: String
+    public var file: String?
+
+    public init(path: String, line: Int? = nil, message: String, file: String? = nil) {
+        self.path = path
+        self.line = line
+        self.message = message
+        self.file = file
+    }
+
+    public var description: String {
+        var location = file ?? "configuration"
+        if let line { location += ":\(line)" }
+        return "\(location): \(path.isEmpty ? "(top level)" : path): \(message)"
+    }
+}
+
+/// Reads a YAML mapping strictly: every key must be read by the schema, types must match, and
+/// errors name the key path and line. Unknown keys are reported with the keys that are allowed.
+struct ConfigReader {
+    let node: Node?
+    let path: String
+    let file: String?
+    private let mapping: Node.Mapping?
+
+    init(node: Node?, path: String, file: String?) throws {
+        self.node = node
+        self.path = path
+        self.file = file
+        if let node, !(node.isNull) {
+            guard let mapping = node.mapping else {
+                throw ConfigurationError(
+                    path: path, line: node.line, message: "expected a mapping of keys to values", file: file)
+            }
+            self.mapping = mapping
+        } else {
+            self.mapping = nil
+        }
+    }
+
+    static func parse(_ text: String, file: String?) throws -> ConfigReader {
+        do {
+            let node = try Yams.compose(yaml: text)
+            return try ConfigReader(node: node, path: "", file: file)
+        } catch let error as ConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw ConfigurationError(
+                path: "", line: error.line, message: "not valid YAML: \(error.summary)", file: file)
+        } catch {
+            throw ConfigurationError(path: "", message: "not valid YAML: \(error)", file: file)
+        }
+    }
+
+    var line: Int? { node?.line }
+
+    func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func value(_ key: String) -> Node? {
+        guard let mapping else { return nil }
+        for (k, v) in mapping where k.string == key { return v.isNull ? nil : v }
+        return nil
+    }
+
+    func error(_ key: String, _ message: String) -> ConfigurationError {
+        ConfigurationError(path: childPath(key), line: value(key)?.line ?? line, message: message, file: file)
+    }
+
+    /// Fails on any key not in `allowed`.
+    func rejectUnknownKeys(_ allowed: Set<String>) throws {
+        guard let mapping else { return }
+        for (key, value) in mapping {
+            guard let name = key.string else {
+                throw ConfigurationError(path: path, line: key.line, message: "keys must be strings", file: file)
+            }
+            if !allowed.contains(name) {
+                let suggestion = allowed.min { editDistance($0, name) < editDistance($1, name) }
+                var message = "unknown key '\(name)'"
+                if let suggestion, editDistance(suggestion, name) <= 3 { message += " (did you mean '\(suggestion)'?)" }
+                message += "; allowed here: \(allowed.sorted().joined(separator: ", "))"
+                throw ConfigurationError(
+                    path: childPath(name), line: value.line ?? key.line, message: message, file: file)
+            }
+        }
+    }
+
+    func section(_ key: String) throws -> ConfigReader {
+        try ConfigReader(node: value(key), path: childPath(key), file: file)
+    }
+
+    func string(_ key: String) throws -> String? {
+        guard let node = value(key) else { return nil }
+        guard let scalar = node.scalar, node.mapping == nil, node.sequence == nil else {
+            throw error(key, "expected a string")
+        }
+        return scalar.string
+    }
+
+    func string(_ key: String, default fallback: String) throws -> String { try string(key) ?? fallback }
+
+    func requiredString(_ key: String) throws -> String {
+        guard let value = try string(key), !value.isEmpty else {
+            throw error(key, "is required")
+        }
+        return value
+    }
+
+    func int(_ key: String) throws -> Int? {
+        guard let node = value(key) else { return nil }
+        guard let value = node.int else { throw error(key, "expected a whole number, got '\(node.string ?? "?")'") }
+        return value
+    }
+
+    func double(_ key: String) throws -> Double? {
+        guard let node = value(key) else { return nil }
+        guard let value = node.float ?? node.int.map(Double.init) else {
+            throw error(key, "expected a number, got '\(node.string ?? "?")'")
+        }
+        return value
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let node = value(key) else { return nil }
+        guard let value = node.bool else { throw error(key, "expected true or false, got '\(node.string ?? "?")'") }
+        return value
+    }
+
+    func stringList(_ key: String) throws -> [String]? {
+        guard let node = value(key) else { return nil }
+        if let scalar = node.scalar { return scalar.string.split(separator: ",").map { String($0).trimmed } }
+        guard let sequence = node.sequence else { throw error(key, "expected a list of strings") }
+        return try sequence.map { item in
+            guard let text = item.string, item.scalar != nil else {
+                throw ConfigurationError(
+                    path: childPath(key), line: item.line, message: "expected a list of strings", file: file)
+            }
+            return text
+        }
+    }
+
+    /// A free-form mapping (PostgreSQL parameters, tags) as JSON values.
+    func json(_ key: String) throws -> [String: JSONValueBox]? {
+        guard let node = value(key) else { return nil }
+        guard case .object(let object) = try Self.jsonValue(node, path: childPath(key), file: file) else {
+            throw error(key, "expected a mapping")
+        }
+        return object.mapValues(JSONValueBox.init)
+    }
+
+    static func jsonValue(_ node: Node, path: String, file: String?) throws -> JSONValueBox.Value {
+        if let mapping = node.mapping {
+            var object: [String: JSONValueBox.Value] = [:]
+            for (key, value) in mapping {
+                guard let name = key.string else {
+                    throw ConfigurationError(path: path, line: key.line, message: "keys must be strings", file: file)
+                }
+                object[name] = try jsonValue(value, path: "\(path).\(name)", file: file)
+            }
+            return .object(object)
+        }
+        if let sequence = node.sequence {
+            return .array(try sequence.map { try jsonValue($0, path: path, file: file) })
+        }
+        if node.isNull { return .null }
+        if let value = node.bool { return .bool(value) }
+        if let value = node.int { return .number(Double(value)) }
+        if let value = node.float { return .number(value) }
+        return .string(node.string ?? "")
+    }
+}
+
+/// A JSON value read from YAML, before it becomes a `BatonCore.JSONValue`.
+struct JSONValueBox {
+    indirect enum Value {
+        case null, bool(Bool), number(Double), string(String), array([Value]), object([String: Value])
+    }
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+extension Node {
+    var line: Int? {
+        guard let mark else { return nil }
+        return mark.line
+    }
+
+    var isNull: Bool {
+        guard let scalar else { return false }
+        return scalar.tag.rawValue == Tag.Name.null.rawValue
+            || (scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string))
+    }
+}
+
+extension YamlError {
+    var line: Int? {
+        switch self {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return mark.line
+        default:
+            return nil
+        }
+    }
+
+    var summary: String {
+        switch self {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _):
+            return problem
+        default:
+            return "\(self)"
+        }
+    }
+}
+
+extension String {
+    var trimmed: String {
+        var text = Substring(self)
+        while text.first?.isWhitespace == true { text.removeFirst() }
+        while text.last?.isWhitespace == true { text.removeLast() }
+        return String(text)
+    }
+}
+
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a)
+    let b = Array(b)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var previous = Array(0...b.count)
+    for i in 1...a.count {
+        var current = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return previous[b.count]
+}

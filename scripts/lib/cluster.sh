@@ -1,0 +1,121 @@
+# A local Baton cluster on 127.0.0.1 — 3 etcd members, 3 PostgreSQL 15 servers, 3 agents — under
+# one directory. Used by scripts/demo and by the benchmarks. Everything started is recorded by PID
+# and stopped by PID.
+# shellcheck shell=bash
+
+CLUSTER_DIR=${CLUSTER_DIR:-/tmp/baton-demo}
+BATON_BIN=${BATON_BIN:-}
+SCOPE=${SCOPE:-demo}
+NODES=${NODES:-3}
+ETCD_BASE_PORT=${ETCD_BASE_PORT:-24790}
+PG_BASE_PORT=${PG_BASE_PORT:-25432}
+API_BASE_PORT=${API_BASE_PORT:-28008}
+TTL=${TTL:-10}
+LOOP_WAIT=${LOOP_WAIT:-2}
+RETRY_TIMEOUT=${RETRY_TIMEOUT:-3}
+
+cluster_write_configs() {
+    local endpoints=$1 i name
+    for ((i = 1; i <= NODES; i++)); do
+        name="node$i"
+        install -d -o postgres -m 700 "$CLUSTER_DIR/$name"
+        cat >"$CLUSTER_DIR/$name.yml" <<YAML
+scope: $SCOPE
+name: $name
+etcd3:
+  hosts: [${endpoints}]
+restapi:
+  listen: 127.0.0.1:$((API_BASE_PORT + i))
+postgresql:
+  listen: 127.0.0.1:$((PG_BASE_PORT + i))
+  data_dir: $CLUSTER_DIR/$name/data
+  bin_dir: $(pg_bin_dir)
+  authentication:
+    superuser: {username: postgres}
+    replication: {username: replicator}
+bootstrap:
+  dcs:
+    ttl: $TTL
+    loop_wait: $LOOP_WAIT
+    retry_timeout: $RETRY_TIMEOUT
+    maximum_lag_on_failover: 1048576
+log:
+  level: info
+YAML
+        chmod 600 "$CLUSTER_DIR/$name.yml"
+    done
+}
+
+# Secrets come from the environment, never from files on the command line.
+cluster_secrets() {
+    export BATON_SUPERUSER_PASSWORD=${BATON_SUPERUSER_PASSWORD:-demo-superuser-secret}
+    export BATON_REPLICATION_PASSWORD=${BATON_REPLICATION_PASSWORD:-demo-replication-secret}
+}
+
+cluster_start_agent() {
+    local i=$1
+    cluster_secrets
+    nohup "$BATON_BIN" agent -c "$CLUSTER_DIR/node$i.yml" >>"$CLUSTER_DIR/node$i.agent.log" 2>&1 </dev/null &
+    echo $! >"$CLUSTER_DIR/node$i.agent.pid"
+}
+
+cluster_start() {
+    mkdir -p "$CLUSTER_DIR"
+    chmod 755 "$CLUSTER_DIR"
+    local endpoints
+    endpoints=$(etcd/local-etcd start "$CLUSTER_DIR/etcd" --members 3 --base-port "$ETCD_BASE_PORT")
+    cluster_write_configs "$endpoints"
+    local i
+    for ((i = 1; i <= NODES; i++)); do cluster_start_agent "$i"; done
+}
+
+cluster_list() { "$BATON_BIN" list -c "$CLUSTER_DIR/node1.yml" "$@"; }
+
+# Waits until one leader and NODES-1 streaming replicas are listed (≤ $1 seconds).
+cluster_wait_healthy() {
+    local limit=${1:-120} started=$SECONDS json
+    while ((SECONDS - started < limit)); do
+        json=$(cluster_list --format json 2>/dev/null || true)
+        if [[ $(grep -o '"role":"Leader"' <<<"$json" | wc -l) -eq 1 &&
+            $(grep -o '"state":"streaming"' <<<"$json" | wc -l) -eq $((NODES - 1)) ]]; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}
+
+cluster_leader() {
+    cluster_list --format json 2>/dev/null | python3 2>/dev/null -c 'import json,sys; print(next((r["member"] for r in json.load(sys.stdin) if r["role"]=="Leader"), ""))'
+}
+
+# PID of node i's postmaster, from its postmaster.pid.
+cluster_postmaster_pid() { head -1 "$CLUSTER_DIR/node$1/data/postmaster.pid" 2>/dev/null || true; }
+
+cluster_kill_node() {
+    local i=$1 pid
+    pid=$(cat "$CLUSTER_DIR/node$i.agent.pid" 2>/dev/null || true)
+    [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+    pid=$(cluster_postmaster_pid "$i")
+    [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+}
+
+cluster_stop() {
+    local i pid
+    for ((i = 1; i <= NODES; i++)); do
+        pid=$(cat "$CLUSTER_DIR/node$i.agent.pid" 2>/dev/null || true)
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi
+    done
+    for ((i = 1; i <= NODES; i++)); do
+        pid=$(cat "$CLUSTER_DIR/node$i.agent.pid" 2>/dev/null || true)
+        for _ in $(seq 1 100); do
+            [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+        # A postmaster whose agent was killed keeps running: stop it by its own PID.
+        pid=$(cluster_postmaster_pid "$i")
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -QUIT "$pid" 2>/dev/null || true; fi
+    done
+    [[ -d "$CLUSTER_DIR/etcd" ]] && etcd/local-etcd stop "$CLUSTER_DIR/etcd" >/dev/null 2>&1 || true
+}
