@@ -35,6 +35,12 @@ public struct EtcdWatchStream: AsyncSequence, Sendable {
         public mutating func next() async throws -> EtcdWatchResponse? {
             try await driver.next()
         }
+
+        /// The endpoint the stream is connected to right now, if any (for diagnostics and tests).
+        public var connectedEndpoint: String? { driver.connectedEndpoint }
+
+        /// The revision the stream resumes from after a reconnect.
+        public var nextRevision: Int64 { driver.nextRevision }
     }
 }
 

@@ -143,9 +143,13 @@ final class CurlConnection {
         let kind: TransportFailure.Kind
         var message = text
         switch code {
+        case CURLE_UNSUPPORTED_PROTOCOL where requestSent:
+            kind = .malformed  // e.g. "Received HTTP/0.9 when not allowed": a garbage status line
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_PROXY,
             CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT:
             kind = .connect
+        case CURLE_RECV_ERROR where text.contains("chunked"):
+            kind = .malformed  // a broken chunked encoding, not a lost connection
         case CURLE_OPERATION_TIMEDOUT:
             kind = requestSent ? .timeout : .connect
             if !requestSent { message = "connect timed out: " + text }

@@ -1,0 +1,93 @@
+import BatonCore
+import BatonEtcd
+import Testing
+
+/// Broken HTTP replies from a fake server on loopback: always an error, never a crash or a hang.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct MalformedReplyTests {
+    static func http(_ status: String, _ body: String, contentLength: Int? = nil, extra: String = "") -> [UInt8] {
+        let length = contentLength ?? body.utf8.count
+        return Array(
+            "HTTP/1.1 \(status)\r\nContent-Type: application/json\r\nContent-Length: \(length)\r\n\(extra)\r\n\(body)"
+                .utf8)
+    }
+
+    static let cases: [(String, [UInt8], StoreError.Code)] = [
+        ("not JSON", http("200 OK", "this is not json"), .malformedReply),
+        ("truncated body", http("200 OK", "{\"header\":{\"revi", contentLength: 200), .malformedReply),
+        ("truncated JSON", http("200 OK", "{\"header\":{\"revision\":\"5\"},\"kvs\":[{\"key\":"), .malformedReply),
+        ("garbage status line", Array("SPAM SPAM SPAM\r\n\r\n{}".utf8), .malformedReply),
+        ("wrong types", http("200 OK", "{\"header\":{\"revision\":{}},\"kvs\":[{\"key\":42}]}"), .malformedReply),
+        ("bad base64", http("200 OK", "{\"kvs\":[{\"key\":\"%%%\"}]}"), .malformedReply),
+        ("array instead of object", http("200 OK", "[1,2,3]"), .malformedReply),
+        ("empty body", http("200 OK", ""), .malformedReply),
+        ("closed without reply", [], .unavailable),
+        ("HTML error page", http("502 Bad Gateway", "<html>bad gateway</html>"), .unavailable),
+        ("gRPC error with HTTP 200", http("200 OK", "{\"error\":\"x\",\"code\":3,\"message\":\"etcdserver: bad\"}"), .invalidRequest),
+        (
+            "chunked garbage",
+            Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnope\r\n".utf8), .malformedReply
+        ),
+    ]
+
+    @Test(arguments: cases.indices)
+    func brokenReplyIsAnError(_ index: Int) async throws {
+        let (name, reply, code) = Self.cases[index]
+        let server = try FakeHTTPServer(.reply(reply))
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(endpoints: [server.endpoint], requestTimeout: .seconds(2)),
+            logger: testLogger("fake"))
+        let error = await #expect(throws: StoreError.self, "\(name)") {
+            _ = try await client.range(EtcdRangeRequest(key: "/x"))
+        }
+        #expect(error?.code == code, "\(name): \(String(describing: error))")
+        #expect(error?.endpoint == server.endpoint)
+    }
+
+    @Test func serverThatNeverAnswersTimesOutWithinTheDeadline() async throws {
+        let server = try FakeHTTPServer(.silent)
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(endpoints: [server.endpoint], requestTimeout: .seconds(2)),
+            logger: testLogger("silent"))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: StoreError.self) { try await client.put("/x", "1") }
+        #expect(error?.code == .timeout, "\(String(describing: error))")
+        #expect(error?.message.contains("may or may not have been applied") == true)
+        #expect(ContinuousClock.now - started < .seconds(3))
+    }
+
+    @Test func garbageWatchStreamIsRetriedNotFatal() async throws {
+        let server = try FakeHTTPServer(.reply(Array(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"result\":{\"events\":[{\"kv\":7}]}}\nxx".utf8)))
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(endpoints: [server.endpoint], requestTimeout: .seconds(1)),
+            logger: testLogger("watch-garbage"))
+        let task = Task {
+            for try await _ in client.watch(EtcdWatchRequest(prefix: "/x/")) {}
+        }
+        try await Task.sleep(for: .seconds(1))
+        task.cancel()
+        _ = try await withTimeout(.seconds(3), "watch on a garbage stream") { try await task.value }
+    }
+
+    @Test func cancellingARequestAbortsIt() async throws {
+        let server = try FakeHTTPServer(.silent)
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(endpoints: [server.endpoint], requestTimeout: .seconds(30)),
+            logger: testLogger("cancel"))
+        let task = Task { try await client.get("/x") }
+        try await Task.sleep(for: .milliseconds(300))
+        let started = ContinuousClock.now
+        task.cancel()
+        let result = await task.result
+        #expect(ContinuousClock.now - started < .seconds(2))
+        guard case .failure(let error) = result, error is CancellationError else {
+            Issue.record("expected CancellationError, got \(result)")
+            return
+        }
+    }
+}
