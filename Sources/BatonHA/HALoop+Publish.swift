@@ -25,8 +25,9 @@ extension HALoop {
             timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart)
     }
 
-    /// Writes the member key (when it changed: LSN-only changes at most every `loop_wait`, and at
-    /// least every 10 s), and as leader the status key and a missing config key.
+    /// Writes the member key when it changed (WAL-position-only changes at most every
+    /// max(loop_wait, 5 s)), and as leader the status key (at most every max(loop_wait, 2 s)) and
+    /// a missing config key: under one store write per second per agent at steady state.
     func publish(after observation: Observation) async {
         guard let session else { return }
         let pg = await node.status()
@@ -41,7 +42,7 @@ extension HALoop {
             previous.receiveLSN = record.receiveLSN
             previous.replayLSN = record.replayLSN
             let onlyPositions = previous == record
-            if onlyPositions, now - lastAt < max(config.loopWait, .seconds(10)) { changed = false }
+            if onlyPositions, now - lastAt < max(config.loopWait, .seconds(5)) { changed = false }
         }
         let registered = status.cluster?.member(named: configuration.name) != nil
         if changed || !registered || lastPublishedSession != session {
@@ -58,7 +59,7 @@ extension HALoop {
         }
         guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else { return }
         if let optime = pg.currentLSN,
-            lastStatusWrite.map({ $0.optime != optime && now - $0.at >= min(config.loopWait, .seconds(5)) }) ?? true
+            lastStatusWrite.map({ $0.optime != optime && now - $0.at >= max(config.loopWait, .seconds(2)) }) ?? true
         {
             do {
                 try await store.writeStatus(LeaderStatus(optime: optime))

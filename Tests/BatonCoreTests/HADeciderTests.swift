@@ -254,6 +254,21 @@ import Testing
                 postgres: F.replica(), peers: F.peers([("c", 0x500_0000)])),
             actions: [], reason: "waiting_for_candidate"),
         Row(
+            name: "failover candidate unreachable over REST but its member key runs: wait",
+            observation: F.observe(
+                "b", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "c")),
+                postgres: F.replica(), peers: [PeerStatus(name: "c", reachable: false)]),
+            actions: [], reason: "waiting_for_candidate"),
+        Row(
+            name: "failover candidate unreachable and its member key stopped: race",
+            observation: F.observe(
+                "b",
+                cluster: F.cluster(
+                    leader: nil, members: [F.member("b"), F.member("c", state: .stopped)],
+                    failover: FailoverRequest(leader: "a", member: "c")),
+                postgres: F.replica(), peers: [PeerStatus(name: "c", reachable: false)]),
+            actions: [.acquireLeader, .promote, .clearFailover(expected: 77)], reason: "racing"),
+        Row(
             name: "failover names a lagging candidate: ignored, others race",
             observation: F.observe(
                 "b", cluster: F.cluster(leader: nil, failover: FailoverRequest(leader: "a", member: "c")),

@@ -367,15 +367,20 @@ public enum HADecider {
     }
 
     /// Whether a failover candidate looks able to win the race: a member, not tagged nofailover,
-    /// reachable, and within the lag limit.
+    /// running and within the lag limit — by its own REST answer, or by its member key when its
+    /// API cannot be reached.
     static func candidateViable(
         _ name: String, cluster: ClusterView, peers: [PeerStatus], reference: LSN, config: DynamicConfig
     ) -> Bool {
-        guard let member = cluster.member(named: name), !member.tags.noFailover,
-            let peer = peers.first(where: { $0.name == name }), peer.reachable
-        else { return false }
-        if peer.runningAsPrimary { return true }
-        guard let position = peer.walPosition else { return false }
+        guard let member = cluster.member(named: name), !member.tags.noFailover else { return false }
+        if let peer = peers.first(where: { $0.name == name }), peer.reachable {
+            if peer.runningAsPrimary { return true }
+            guard let position = peer.walPosition else { return false }
+            return reference.bytesAhead(of: position) <= config.maximumLagOnFailover
+        }
+        // Unreachable over REST: its member key speaks for it until it expires with its session,
+        // which bounds how long the others wait for a dead candidate to ttl.
+        guard member.state == .running, let position = member.xlogLocation else { return false }
         return reference.bytesAhead(of: position) <= config.maximumLagOnFailover
     }
 

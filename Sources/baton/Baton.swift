@@ -12,7 +12,10 @@ struct Baton: AsyncParsableCommand {
         commandName: "baton",
         abstract: "PostgreSQL high availability through etcd.",
         version: BatonCore.version,
-        subcommands: [AgentCommand.self, ListCommand.self, VersionCommand.self, FenceGuardCommand.self]
+        subcommands: [
+            AgentCommand.self, ListCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self,
+            VersionCommand.self, FenceGuardCommand.self,
+        ]
     )
 }
 
