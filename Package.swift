@@ -102,6 +102,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // `scripts/bench etcd`: latency and throughput of one EtcdClient.
+        .executableTarget(
+            name: "baton-bench-etcd",
+            dependencies: ["BatonEtcd", "BatonCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
 
         // Test doubles and shared fixtures; not a product.
         .target(

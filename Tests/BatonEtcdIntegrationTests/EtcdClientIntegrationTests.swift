@@ -116,7 +116,8 @@ struct EtcdClientIntegrationTests {
             try await read(until: total)
             #expect(seen.count == total, "events seen \(seen.count), written \(total)")
             for (index, (got, want)) in zip(seen, expected).enumerated() {
-                #expect(got.0 == want.0 && got.1 == want.1 && got.2 == want.2, "event \(index): got \(got), want \(want)")
+                #expect(
+                    got.0 == want.0 && got.1 == want.1 && got.2 == want.2, "event \(index): got \(got), want \(want)")
             }
             #expect(iterator.connectedEndpoint != connected, "watch still on the killed member")
         }
@@ -203,7 +204,9 @@ struct EtcdClientIntegrationTests {
             let client = etcd.client()
             let task = Task {
                 var count = 0
-                for try await response in client.watch(EtcdWatchRequest(prefix: "/c/")) { count += response.events.count }
+                for try await response in client.watch(EtcdWatchRequest(prefix: "/c/")) {
+                    count += response.events.count
+                }
                 return count
             }
             try await Task.sleep(for: .milliseconds(500))
@@ -233,13 +236,18 @@ struct EtcdClientIntegrationTests {
                 let response = try await client.txn(EtcdTxnRequest(compare: [compare], success: [], failure: []))
                 #expect(response.succeeded == expected, "\(compare)")
             }
-            let nested = try await client.txn(EtcdTxnRequest(
-                compare: [.absent("/x/b")],
-                success: [
-                    .txn(EtcdTxnRequest(
-                        compare: [.value("/x/a", equals: "1")],
-                        success: [.put(EtcdPutRequest(key: "/x/b", value: "2")), .range(EtcdRangeRequest(key: "/x/a"))])),
-                ]))
+            let nested = try await client.txn(
+                EtcdTxnRequest(
+                    compare: [.absent("/x/b")],
+                    success: [
+                        .txn(
+                            EtcdTxnRequest(
+                                compare: [.value("/x/a", equals: "1")],
+                                success: [
+                                    .put(EtcdPutRequest(key: "/x/b", value: "2")),
+                                    .range(EtcdRangeRequest(key: "/x/a")),
+                                ]))
+                    ]))
             #expect(nested.succeeded)
             guard case .txn(let inner)? = nested.responses.first else {
                 Issue.record("nested txn response: \(nested.responses)")

@@ -14,12 +14,36 @@ struct EtcdClusterStoreContractTests {
             let environment = ClusterStoreContract.Environment(
                 makeStores: { count in
                     (0..<count).map { index in
-                        EtcdClusterStore(client: etcd.client(label: "store-\(index)"), scope: scope, logger: testLogger("contract"))
+                        EtcdClusterStore(
+                            client: etcd.client(label: "store-\(index)"), scope: scope, logger: testLogger("contract"))
                     }
                 },
                 advance: { duration in try await Task.sleep(for: duration) },
                 minimumTTL: .seconds(2), expiryGrace: .milliseconds(1500))
             try await ClusterStoreContract.run(name, in: environment)
+        }
+    }
+
+    @Test func watchFromACompactedRevisionResyncsThenContinues() async throws {
+        try await LocalEtcd.with(members: 1) { etcd in
+            let client = etcd.client()
+            let store = EtcdClusterStore(client: client, scope: "compact", logger: testLogger("compact"))
+            let start = try await store.loadCluster().revision
+            #expect(try await store.claimInitialize(systemID: "1"))
+            let head = try await client.put("/service/compact/status", #"{"optime":1}"#).header.revision
+            try await client.compact(revision: head, physical: true)
+            var iterator = store.watch(after: start).makeAsyncIterator()
+            let first = await iterator.next()
+            guard case .resync = first else {
+                Issue.record("expected a resync first, got \(String(describing: first))")
+                return
+            }
+            try await client.put("/service/compact/failsafe", "{}")
+            var keys: [ClusterKey] = []
+            while keys.last != .failsafe, let event = await iterator.next() {
+                if let key = event.key { keys.append(key) }
+            }
+            #expect(keys.last == .failsafe, "events after the resync: \(keys)")
         }
     }
 
@@ -50,9 +74,16 @@ struct EtcdClusterStoreContractTests {
                 "/service/batman/members/postgresql0",
                 #"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"primary","version":"4.0.4","xlog_location":50331968,"timeline":1}"#,
                 lease: lease.id)
-            try await client.put("/service/batman/config", #"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true}}"#)
-            try await client.put("/service/batman/status", #"{"optime":50331968,"slots":{"postgresql1":50331968},"retain_slots":["postgresql1"]}"#)
-            try await client.put("/service/batman/history", #"[[1,50331744,"no recovery target specified","2024-11-22T10:00:00.000+00:00","postgresql1"]]"#)
+            try await client.put(
+                "/service/batman/config",
+                #"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true}}"#
+            )
+            try await client.put(
+                "/service/batman/status",
+                #"{"optime":50331968,"slots":{"postgresql1":50331968},"retain_slots":["postgresql1"]}"#)
+            try await client.put(
+                "/service/batman/history",
+                #"[[1,50331744,"no recovery target specified","2024-11-22T10:00:00.000+00:00","postgresql1"]]"#)
             try await client.put("/service/batman/sync", #"{"leader":"postgresql0","sync_standby":null}"#)
             let view = try await store.loadCluster()
             #expect(view.problems.isEmpty, "\(view.problems)")

@@ -23,7 +23,10 @@ struct MalformedReplyTests {
         ("empty body", http("200 OK", ""), .malformedReply),
         ("closed without reply", [], .unavailable),
         ("HTML error page", http("502 Bad Gateway", "<html>bad gateway</html>"), .unavailable),
-        ("gRPC error with HTTP 200", http("200 OK", "{\"error\":\"x\",\"code\":3,\"message\":\"etcdserver: bad\"}"), .invalidRequest),
+        (
+            "gRPC error with HTTP 200", http("200 OK", "{\"error\":\"x\",\"code\":3,\"message\":\"etcdserver: bad\"}"),
+            .invalidRequest
+        ),
         (
             "chunked garbage",
             Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnope\r\n".utf8), .malformedReply
@@ -59,8 +62,11 @@ struct MalformedReplyTests {
     }
 
     @Test func garbageWatchStreamIsRetriedNotFatal() async throws {
-        let server = try FakeHTTPServer(.reply(Array(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"result\":{\"events\":[{\"kv\":7}]}}\nxx".utf8)))
+        let server = try FakeHTTPServer(
+            .reply(
+                Array(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"result\":{\"events\":[{\"kv\":7}]}}\nxx"
+                        .utf8)))
         defer { server.stop() }
         let client = EtcdClient(
             configuration: EtcdConfiguration(endpoints: [server.endpoint], requestTimeout: .seconds(1)),

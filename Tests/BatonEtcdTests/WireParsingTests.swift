@@ -31,7 +31,8 @@ import Testing
         let empty = try EtcdRangeResponse(wire: Self.wire(#"{"header":{"revision":"1"}}"#))
         #expect(empty.kvs.isEmpty && empty.count == 0)
         // A key with an empty value and no lease: both fields are omitted.
-        let kv = try EtcdKeyValue(wire: Self.wire(#"{"key":"YQ==","create_revision":"2","mod_revision":"2","version":"1"}"#))
+        let kv = try EtcdKeyValue(
+            wire: Self.wire(#"{"key":"YQ==","create_revision":"2","mod_revision":"2","version":"1"}"#))
         #expect(kv.value.isEmpty && kv.lease == 0)
         // Numbers instead of strings are accepted too.
         #expect(try EtcdResponseHeader(wire: Self.wire(#"{"revision":7}"#)).revision == 7)
@@ -97,17 +98,22 @@ import Testing
         let unavailable = try error(#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#)
         #expect(unavailable?.code == .unavailable && unavailable?.remoteCode == 14)
         #expect(unavailable?.endpoint == "http://e")
-        let token = try error(#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#)
+        let token = try error(
+            #"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#)
         #expect(token?.code == .auth && token?.isTokenRejected == true)
         let password = try error(
             #"{"error":"etcdserver: authentication failed, invalid user ID or password","message":"etcdserver: authentication failed, invalid user ID or password","code":3}"#
         )
         #expect(password?.code == .auth && password?.isTokenRejected == false)
-        let lease = try error(#"{"error":"etcdserver: requested lease not found","code":5,"message":"etcdserver: requested lease not found"}"#)
+        let lease = try error(
+            #"{"error":"etcdserver: requested lease not found","code":5,"message":"etcdserver: requested lease not found"}"#
+        )
         #expect(lease?.code == .leaseNotFound)
         let compacted = try error(#"{"message":"etcdserver: mvcc: required revision has been compacted","code":11}"#)
         #expect(compacted?.code == .compacted)
-        let stream = try error(#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#)
+        let stream = try error(
+            #"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#
+        )
         #expect(stream?.code == .unavailable)
         #expect(try error(#"{"header":{"revision":"3"}}"#) == nil)
     }

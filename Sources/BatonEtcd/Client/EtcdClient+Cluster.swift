@@ -88,7 +88,8 @@ extension EtcdClient {
                             + "Baton needs etcd 3.4 or newer for the /v3/ JSON gateway; upgrade etcd",
                         endpoint: endpoint)
                 }
-                logger.debug("etcd version", metadata: ["etcd.endpoint": "\(endpoint)", "etcd.version": "\(version.server)"])
+                logger.debug(
+                    "etcd version", metadata: ["etcd.endpoint": "\(endpoint)", "etcd.version": "\(version.server)"])
                 return version
             } catch let error as StoreError where error.code == .invalidRequest {
                 throw error

@@ -56,3 +56,15 @@ extension EtcdClient {
         }
     }
 }
+
+extension EtcdClient {
+    /// `/v3/kv/compaction`: forgets every revision before `revision` (watches from older revisions
+    /// then report `compactRevision`). `physical` waits until the space is reclaimed.
+    public func compact(revision: Int64, physical: Bool = false) async throws {
+        var body: [String: Any] = ["revision": WireEncoding.int64(revision)]
+        if physical { body["physical"] = true }
+        _ = try await call("/v3/kv/compaction", body: WireEncoding.encode(body), idempotent: true) {
+            (wire: WireObject) throws(WireError) in try EtcdResponseHeader(wire: try wire.object("header"))
+        }
+    }
+}

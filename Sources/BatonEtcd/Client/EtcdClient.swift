@@ -105,8 +105,10 @@ public final class EtcdClient: Sendable {
             try Task.checkCancellation()
             let remaining = deadline - clock.now
             guard remaining > .zero, let (endpoint, index, count) = endpoint() else {
-                throw lastError ?? StoreError(
-                    .timeout, "no reply within \(configuration.requestTimeout) from \(endpoints.joined(separator: ","))")
+                throw lastError
+                    ?? StoreError(
+                        .timeout,
+                        "no reply within \(configuration.requestTimeout) from \(endpoints.joined(separator: ","))")
             }
             var headers = ["Content-Type: application/json"]
             var sentToken: String?
@@ -129,22 +131,28 @@ public final class EtcdClient: Sendable {
                 } catch {
                     let failure = error
                     if failure.isTokenRejected, sentToken != nil, !reauthenticated {
-                        logger.info("etcd rejected the auth token; re-authenticating", metadata: ["etcd.endpoint": "\(endpoint)"])
+                        logger.info(
+                            "etcd rejected the auth token; re-authenticating",
+                            metadata: ["etcd.endpoint": "\(endpoint)"])
                         invalidateToken(sentToken)
                         reauthenticated = true
                         continue
                     }
-                    guard failure.code == .unavailable || (idempotent && failure.code == .malformedReply) else {
-                        throw failure
-                    }
+                    // A reply that makes no sense is worth one try elsewhere, never a second round.
+                    let anotherEndpointLeft = round == 0 && failuresInRound + 1 < count
+                    guard
+                        failure.code == .unavailable
+                            || (idempotent && failure.code == .malformedReply && anotherEndpointLeft)
+                    else { throw failure }
                     retryable = failure
                 }
             case .failure(let failure):
                 if failure.kind == .aborted { throw CancellationError() }
                 let mapped = StoreError.transport(failure, endpoint: endpoint, idempotent: idempotent)
-                guard failure.kind == .connect || !failure.requestSent || idempotent, failure.kind != .tls else {
-                    throw mapped
-                }
+                let anotherEndpointLeft = round == 0 && failuresInRound + 1 < count
+                guard failure.kind == .connect || !failure.requestSent || idempotent, failure.kind != .tls,
+                    failure.kind != .malformed || anotherEndpointLeft
+                else { throw mapped }
                 retryable = mapped
             }
 

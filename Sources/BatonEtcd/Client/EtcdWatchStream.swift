@@ -136,7 +136,9 @@ final class EtcdWatchDriver: @unchecked Sendable {
             if response.compactRevision > 0 {
                 logger.warning(
                     "etcd watch: revision compacted; events were lost",
-                    metadata: ["etcd.revision": "\(nextRevision)", "etcd.compact_revision": "\(response.compactRevision)"])
+                    metadata: [
+                        "etcd.revision": "\(nextRevision)", "etcd.compact_revision": "\(response.compactRevision)",
+                    ])
                 nextRevision = response.compactRevision
                 close()
                 return response
@@ -170,7 +172,8 @@ final class EtcdWatchDriver: @unchecked Sendable {
         var headers = ["Content-Type: application/json", "Grpc-Metadata-hasleader: true"]
         if client.configuration.credentials != nil {
             do {
-                let token = try await client.validToken(deadline: ContinuousClock().now + client.configuration.requestTimeout)
+                let token = try await client.validToken(
+                    deadline: ContinuousClock().now + client.configuration.requestTimeout)
                 headers.append("Authorization: \(token)")
             } catch let error as StoreError where error.code == .auth {
                 finished = true

@@ -34,16 +34,19 @@ final class WatchTransfer: Sendable {
                 }
             }
             if let parseError {
-                continuation.finish(throwing: TransportFailure(
-                    kind: .malformed, curlCode: -1, message: "watch stream: \(parseError.message)", requestSent: true))
+                continuation.finish(
+                    throwing: TransportFailure(
+                        kind: .malformed, curlCode: -1, message: "watch stream: \(parseError.message)",
+                        requestSent: true))
                 return
             }
             switch result {
             case .success(let response):
                 if splitter.hasPartialObject {
-                    continuation.finish(throwing: TransportFailure(
-                        kind: .malformed, curlCode: -1, message: "watch stream ended inside a JSON object",
-                        requestSent: true))
+                    continuation.finish(
+                        throwing: TransportFailure(
+                            kind: .malformed, curlCode: -1, message: "watch stream ended inside a JSON object",
+                            requestSent: true))
                 } else {
                     continuation.yield(.ended(status: response.status))
                     continuation.finish()

@@ -49,7 +49,8 @@ public struct EtcdClusterStore: ClusterStore {
                 do {
                     return try decoder.decode(T.self, from: Data(kv.value))
                 } catch {
-                    view.problems.append("\(name): cannot decode \(T.self): \(Self.describe(error)) in \(kv.valuePreview)")
+                    view.problems.append(
+                        "\(name): cannot decode \(T.self): \(Self.describe(error)) in \(kv.valuePreview)")
                     return nil
                 }
             }
@@ -62,7 +63,9 @@ public struct EtcdClusterStore: ClusterStore {
                 view.initialize = kv.valueString
                 view.initializeRevision = kv.modRevision
             case .config:
-                if let config = decode(DynamicConfig.self) { view.config = Versioned(config, modRevision: kv.modRevision) }
+                if let config = decode(DynamicConfig.self) {
+                    view.config = Versioned(config, modRevision: kv.modRevision)
+                }
             case .failover:
                 if kv.value.isEmpty || kv.value == Array("{}".utf8) { continue }
                 if let request = decode(FailoverRequest.self) {
@@ -103,7 +106,8 @@ public struct EtcdClusterStore: ClusterStore {
     public func createSession(ttl: Duration) async throws -> SessionID {
         let seconds = Int64((Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18).rounded(.up))
         let grant = try await client.grantLease(ttl: max(1, seconds))
-        logger.debug("session created", metadata: ["etcd.lease": "\(SessionID(rawValue: grant.id))", "etcd.ttl": "\(grant.ttl)"])
+        logger.debug(
+            "session created", metadata: ["etcd.lease": "\(SessionID(rawValue: grant.id))", "etcd.ttl": "\(grant.ttl)"])
         return SessionID(rawValue: grant.id)
     }
 
@@ -122,33 +126,40 @@ public struct EtcdClusterStore: ClusterStore {
 
     public func acquireLeader(member: String, session: SessionID) async throws -> Bool {
         let leader = key(.leader)
-        return try await client.txn(EtcdTxnRequest(
-            compare: [.absent(leader)],
-            success: [.put(EtcdPutRequest(key: leader, value: member, lease: session.rawValue))]
-        )).succeeded
+        return try await client.txn(
+            EtcdTxnRequest(
+                compare: [.absent(leader)],
+                success: [.put(EtcdPutRequest(key: leader, value: member, lease: session.rawValue))]
+            )
+        ).succeeded
     }
 
     public func reattachLeader(member: String, session: SessionID) async throws -> Bool {
         let leader = key(.leader)
-        return try await client.txn(EtcdTxnRequest(
-            compare: [.value(leader, equals: member)],
-            success: [.put(EtcdPutRequest(key: leader, value: member, lease: session.rawValue))]
-        )).succeeded
+        return try await client.txn(
+            EtcdTxnRequest(
+                compare: [.value(leader, equals: member)],
+                success: [.put(EtcdPutRequest(key: leader, value: member, lease: session.rawValue))]
+            )
+        ).succeeded
     }
 
     public func releaseLeader(member: String) async throws -> Bool {
         let leader = key(.leader)
-        return try await client.txn(EtcdTxnRequest(
-            compare: [.value(leader, equals: member)],
-            success: [.delete(EtcdDeleteRequest(key: leader))]
-        )).succeeded
+        return try await client.txn(
+            EtcdTxnRequest(
+                compare: [.value(leader, equals: member)],
+                success: [.delete(EtcdDeleteRequest(key: leader))]
+            )
+        ).succeeded
     }
 
     // MARK: Member keys
 
     public func publishMember(_ member: Member, session: SessionID) async throws {
-        try await client.put(EtcdPutRequest(
-            key: Array(key(.member(member.name)).utf8), value: try Self.json(member.body), lease: session.rawValue))
+        try await client.put(
+            EtcdPutRequest(
+                key: Array(key(.member(member.name)).utf8), value: try Self.json(member.body), lease: session.rawValue))
     }
 
     public func removeMember(name: String) async throws {
@@ -212,11 +223,15 @@ public struct EtcdClusterStore: ClusterStore {
     private func compareAndSwap(_ clusterKey: ClusterKey, _ value: [UInt8], expected: Int64?) async throws -> Bool {
         let name = key(clusterKey)
         let guardCompare: EtcdCompare = expected.map { .modRevision(name, equals: $0) } ?? .absent(name)
-        let succeeded = try await client.txn(EtcdTxnRequest(
-            compare: [guardCompare], success: [.put(EtcdPutRequest(key: Array(name.utf8), value: value))]
-        )).succeeded
+        let succeeded = try await client.txn(
+            EtcdTxnRequest(
+                compare: [guardCompare], success: [.put(EtcdPutRequest(key: Array(name.utf8), value: value))]
+            )
+        ).succeeded
         if !succeeded {
-            logger.debug("compare-and-swap lost", metadata: ["etcd.key": "\(name)", "etcd.expected": "\(expected.map(String.init) ?? "absent")"])
+            logger.debug(
+                "compare-and-swap lost",
+                metadata: ["etcd.key": "\(name)", "etcd.expected": "\(expected.map(String.init) ?? "absent")"])
         }
         return succeeded
     }
@@ -228,9 +243,11 @@ public struct EtcdClusterStore: ClusterStore {
         guard let expected else {
             return try await client.delete(name).deleted > 0
         }
-        return try await client.txn(EtcdTxnRequest(
-            compare: [.modRevision(name, equals: expected)], success: [.delete(EtcdDeleteRequest(key: name))]
-        )).succeeded
+        return try await client.txn(
+            EtcdTxnRequest(
+                compare: [.modRevision(name, equals: expected)], success: [.delete(EtcdDeleteRequest(key: name))]
+            )
+        ).succeeded
     }
 
     static func json<T: Encodable>(_ value: T) throws -> [UInt8] {

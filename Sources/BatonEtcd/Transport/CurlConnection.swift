@@ -76,8 +76,9 @@ final class CurlConnection {
         _ request: HTTPRequest, abort: AbortFlag, onData: ((UnsafeRawBufferPointer) -> Bool)? = nil
     ) -> Result<HTTPResponse, TransportFailure> {
         guard let handle else {
-            return .failure(TransportFailure(
-                kind: .other, curlCode: -1, message: "curl_easy_init failed", requestSent: false))
+            return .failure(
+                TransportFailure(
+                    kind: .other, curlCode: -1, message: "curl_easy_init failed", requestSent: false))
         }
         let context = TransferContext(abort: abort, maxBytes: request.maxResponseBytes, onData: onData)
         let unmanaged = Unmanaged.passRetained(context)
@@ -117,7 +118,8 @@ final class CurlConnection {
             code = body.withUnsafeBytes { bytes in
                 _ = baton_curl_setopt_long(handle, CURLOPT_POST, 1)
                 _ = baton_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count))
-                _ = baton_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
+                _ = baton_curl_setopt_pointer(
+                    handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
                 let code = curl_easy_perform(handle)
                 _ = baton_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
                 return code

@@ -53,8 +53,10 @@ final class CurlWorkerPool: @unchecked Sendable {
         condition.lock()
         if shuttingDown {
             condition.unlock()
-            job.complete(.failure(TransportFailure(
-                kind: .other, curlCode: -1, message: "etcd client was shut down", requestSent: false)))
+            job.complete(
+                .failure(
+                    TransportFailure(
+                        kind: .other, curlCode: -1, message: "etcd client was shut down", requestSent: false)))
             return
         }
         queue.append(job)
@@ -78,8 +80,10 @@ final class CurlWorkerPool: @unchecked Sendable {
         let connection = CurlConnection(tls: tls)
         while let job = nextJob() {
             if job.abort.isSet {
-                job.complete(.failure(TransportFailure(
-                    kind: .aborted, curlCode: -1, message: "transfer aborted", requestSent: false)))
+                job.complete(
+                    .failure(
+                        TransportFailure(
+                            kind: .aborted, curlCode: -1, message: "transfer aborted", requestSent: false)))
                 continue
             }
             job.complete(connection.perform(job.request, abort: job.abort))

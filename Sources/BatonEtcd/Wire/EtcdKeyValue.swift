@@ -86,7 +86,9 @@ public struct EtcdEvent: Hashable, Sendable {
         case let other?: throw WireError("event type: unknown \(other)")
         }
         guard let kv = try wire.object("kv") else { throw WireError("event without kv") }
-        self.init(kind: kind, kv: try EtcdKeyValue(wire: kv), prevKV: try wire.object("prev_kv").map(EtcdKeyValue.init(wire:)))
+        self.init(
+            kind: kind, kv: try EtcdKeyValue(wire: kv), prevKV: try wire.object("prev_kv").map(EtcdKeyValue.init(wire:))
+        )
     }
 }
 

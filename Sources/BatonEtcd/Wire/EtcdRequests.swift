@@ -31,7 +31,8 @@ public struct EtcdRangeRequest: Hashable, Sendable {
     /// Every key that starts with `prefix`.
     public init(prefix: String, revision: Int64 = 0, serializable: Bool = false, limit: Int64 = 0) {
         let bytes = Array(prefix.utf8)
-        self.init(key: bytes, rangeEnd: bytes.prefixRangeEnd, revision: revision, serializable: serializable, limit: limit)
+        self.init(
+            key: bytes, rangeEnd: bytes.prefixRangeEnd, revision: revision, serializable: serializable, limit: limit)
     }
 
     var wire: [String: Any] {

@@ -60,7 +60,10 @@ final class FakeHTTPServer: @unchecked Sendable {
         let open = connections
         connections = []
         lock.unlock()
-        for fd in open { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+        for fd in open {
+            shutdown(fd, Int32(SHUT_RDWR))
+            close(fd)
+        }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
@@ -89,7 +92,8 @@ final class FakeHTTPServer: @unchecked Sendable {
             bytes.withUnsafeBytes { buffer in
                 var offset = 0
                 while offset < buffer.count {
-                    let written = send(fd, buffer.baseAddress.map { $0 + offset }, buffer.count - offset, Int32(MSG_NOSIGNAL))
+                    let written = send(
+                        fd, buffer.baseAddress.map { $0 + offset }, buffer.count - offset, Int32(MSG_NOSIGNAL))
                     if written <= 0 { break }
                     offset += written
                 }
