@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // Already in the graph through Hummingbird; BatonAPI's peer probe uses its HTTP/1 client pieces.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // C libraries, through system-library targets with small header-only shims.
@@ -69,6 +71,9 @@ let package = Package(
                 "BatonCore", "BatonHA",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -126,6 +131,14 @@ let package = Package(
             name: "BatonHATests", dependencies: ["BatonCore", "BatonHA", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonEtcdTests", dependencies: ["BatonEtcd", "BatonCore"], swiftSettings: strict),
         .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonCore"], swiftSettings: strict),
+        .testTarget(
+            name: "BatonAPITests",
+            dependencies: [
+                "BatonAPI", "BatonCore", "BatonHA", "BatonTesting",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
 
         // Integration tests: real etcd and real PostgreSQL processes, kept in their own targets.
         .testTarget(

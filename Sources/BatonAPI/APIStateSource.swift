@@ -1,0 +1,53 @@
+import BatonCore
+import BatonHA
+
+/// Everything the REST API reads and controls: the HA loop's latest snapshot, a way to wake it,
+/// the cluster store for control requests, the clocks, and who this member is.
+///
+/// `HALoopStateSource` is the production implementation; tests supply canned snapshots.
+public protocol APIStateSource: Sendable {
+    /// This member's name (`patroni.name` in `GET /patroni`).
+    var memberName: String { get }
+    /// The cluster scope (`patroni.scope`).
+    var scope: String { get }
+    /// The store that control endpoints (config, switchover, failover) write to.
+    var store: any ClusterStore { get }
+    /// The monotonic clock the HA loop stamps its snapshot with (`lastCycleAt`, `leaseDeadline`).
+    var clock: any MonotonicClock { get }
+    /// Seconds since 1970, for `dcs_last_seen` and scheduled switchovers.
+    func wallClockSeconds() -> Double
+
+    /// The HA loop's latest snapshot.
+    func status() async -> HAStatus
+    /// Asks the HA loop for an immediate cycle.
+    func wake(_ reason: String)
+}
+
+/// The production state source: a running `HALoop` and the store it uses.
+public struct HALoopStateSource: APIStateSource {
+    public let loop: HALoop
+    public let memberName: String
+    public let scope: String
+    public let store: any ClusterStore
+    public let clock: any MonotonicClock
+    let wallClock: @Sendable () -> Double
+
+    /// - Parameters:
+    ///   - clock: the same clock the loop was created with, so that snapshot instants compare.
+    ///   - wallClock: seconds since 1970 (the loop's `wallClock`).
+    public init(
+        loop: HALoop, memberName: String, scope: String, store: any ClusterStore,
+        clock: any MonotonicClock = SystemMonotonicClock(), wallClock: @escaping @Sendable () -> Double
+    ) {
+        self.loop = loop
+        self.memberName = memberName
+        self.scope = scope
+        self.store = store
+        self.clock = clock
+        self.wallClock = wallClock
+    }
+
+    public func wallClockSeconds() -> Double { wallClock() }
+    public func status() async -> HAStatus { await loop.snapshot() }
+    public func wake(_ reason: String) { loop.wake(reason) }
+}

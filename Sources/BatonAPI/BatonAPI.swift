@@ -1,2 +1,0 @@
-/// The Patroni-compatible REST API on Hummingbird: health checks, status, cluster, config, switchover, metrics.
-public enum BatonAPIModule {}

@@ -1,0 +1,68 @@
+import BatonCore
+import Hummingbird
+
+extension BatonAPIServer {
+    /// `GET /config`: the `config` key as the store has it now.
+    func readConfig() async -> Response {
+        do {
+            let cluster = try await source.store.loadCluster()
+            guard let config = cluster.config else {
+                return APIResponse.error(
+                    .serviceUnavailable, "the config key does not exist yet: the cluster has not been bootstrapped")
+            }
+            return APIResponse.json(.ok, config.value.document)
+        } catch {
+            return storeUnavailable("read the config key", error)
+        }
+    }
+
+    /// `PATCH /config` (RFC 7386 merge patch) and `PUT /config` (replace), validated, written
+    /// with a compare-and-swap on the revision that was read.
+    func changeConfig(_ request: Request, context: APIRequestContext, replace: Bool) async -> Response {
+        let body: [String: JSONValue]
+        switch await jsonObject(request) {
+        case .success(let object): body = object
+        case .failure(let error): return APIResponse.error(error)
+        }
+        let cluster: ClusterView
+        do {
+            cluster = try await source.store.loadCluster()
+        } catch {
+            return storeUnavailable("read the config key", error)
+        }
+        let current = cluster.config
+        let updated =
+            replace
+            ? DynamicConfig(body) : (current?.value ?? DynamicConfig()).merging(patch: .object(body))
+        let problems = updated.validationErrors()
+        guard problems.isEmpty else {
+            return APIResponse.json(
+                .badRequest,
+                [
+                    "error": .string(
+                        "the resulting configuration is invalid: " + problems.joined(separator: "; ")),
+                    "problems": .array(problems.map(JSONValue.string)),
+                ])
+        }
+        do {
+            guard try await source.store.writeConfig(updated, expected: current?.modRevision) else {
+                return APIResponse.error(
+                    .conflict,
+                    "the configuration was changed by someone else since it was read; "
+                        + "GET /config and apply your change again")
+            }
+        } catch {
+            return storeUnavailable("write the config key", error)
+        }
+        context.logger.notice(
+            "configuration \(replace ? "replaced" : "patched") through the REST API",
+            metadata: ["api.keys": "\(body.keys.sorted().joined(separator: ","))"])
+        source.wake("config changed through the REST API")
+        return APIResponse.json(.ok, updated.document)
+    }
+
+    func storeUnavailable(_ what: String, _ error: any Error) -> Response {
+        APIResponse.error(
+            .serviceUnavailable, "could not \(what): \(error); check that the store (etcd) is reachable and retry")
+    }
+}

@@ -1,0 +1,108 @@
+import BatonCore
+import BatonHA
+
+/// `GET /metrics`: the snapshot in Prometheus' text exposition format (version 0.0.4).
+enum MetricsDocument {
+    static func make(_ status: HAStatus, scope: String, now: MonotonicInstant) -> String {
+        var text = MetricsText(labels: ["scope": scope, "name": status.member])
+        let node = NodeFacts(status)
+        text.gauge("baton_info", "Baton version of this member.", 1, extra: ["version": BatonCore.version])
+        let roles: [Member.Role] = [.primary, .replica, .standbyLeader, .demoted, .uninitialized]
+        text.header("baton_role", "Current role of this member (1 for the current role).", type: "gauge")
+        for role in roles {
+            text.sample("baton_role", status.role == role ? 1 : 0, extra: ["role": role.rawValue])
+        }
+        if !roles.contains(status.role) { text.sample("baton_role", 1, extra: ["role": status.role.rawValue]) }
+        text.gauge("baton_is_leader", "1 if this member holds the leader key.", status.holdsLeaderKey ? 1 : 0)
+        text.gauge("baton_postgres_running", "1 if PostgreSQL is running.", node.isRunning ? 1 : 0)
+        text.gauge(
+            "baton_postgres_streaming", "1 if this replica's WAL receiver is streaming.",
+            node.isReplica && node.isStreaming ? 1 : 0)
+        text.gauge("baton_sync_standby", "1 if this member is a synchronous standby.", node.isSynchronous ? 1 : 0)
+        text.gauge(
+            "baton_pending_restart", "1 if PostgreSQL needs a restart for a parameter change.",
+            status.postgres.pendingRestart ? 1 : 0)
+        text.gauge("baton_cluster_paused", "1 if the cluster is in maintenance mode.", status.config.pause ? 1 : 0)
+        if let cluster = status.cluster {
+            text.gauge("baton_cluster_unlocked", "1 if no member holds the leader key.", cluster.leader == nil ? 1 : 0)
+        }
+        if let timeline = status.postgres.timeline {
+            text.gauge("baton_timeline", "PostgreSQL timeline.", Double(timeline))
+        }
+        if let position = status.postgres.walPosition {
+            text.gauge(
+                "baton_xlog_location",
+                "Current WAL position in bytes (write on a primary, received/replayed on a replica).",
+                Double(position.rawValue))
+        }
+        if node.isReplica, let lag = node.lag {
+            text.gauge(
+                "baton_lag_bytes", "Bytes this replica is behind the leader's last published position.", Double(lag))
+        }
+        if status.holdsLeaderKey, let deadline = status.leaseDeadline {
+            text.gauge(
+                "baton_lease_seconds_remaining", "Seconds until this leader fences itself unless the lease is renewed.",
+                seconds(deadline - now))
+        }
+        text.counter("baton_promotions_total", "Promotions performed by this agent.", Double(status.promotions))
+        if let last = status.lastCycleAt {
+            text.gauge(
+                "baton_last_cycle_seconds_ago", "Seconds since the HA loop last finished a cycle.", seconds(now - last))
+        }
+        if let duration = status.lastCycleDuration {
+            text.gauge("baton_last_cycle_duration_seconds", "Duration of the last HA cycle.", seconds(duration))
+        }
+        return text.output
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        let parts = duration.components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+}
+
+/// A small writer of Prometheus' text format with a set of labels common to every sample.
+struct MetricsText {
+    let labels: [String: String]
+    var output = ""
+
+    init(labels: [String: String]) { self.labels = labels }
+
+    mutating func header(_ name: String, _ help: String, type: String) {
+        output += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    mutating func sample(_ name: String, _ value: Double, extra: [String: String] = [:]) {
+        let all = labels.merging(extra) { _, new in new }
+        let rendered = all.sorted { $0.key < $1.key }.map { "\($0.key)=\"\(Self.escape($0.value))\"" }
+        output += "\(name){\(rendered.joined(separator: ","))} \(Self.format(value))\n"
+    }
+
+    mutating func gauge(_ name: String, _ help: String, _ value: Double, extra: [String: String] = [:]) {
+        header(name, help, type: "gauge")
+        sample(name, value, extra: extra)
+    }
+
+    mutating func counter(_ name: String, _ help: String, _ value: Double) {
+        header(name, help, type: "counter")
+        sample(name, value)
+    }
+
+    static func escape(_ value: String) -> String {
+        var result = ""
+        for character in value {
+            switch character {
+            case "\\": result += "\\\\"
+            case "\"": result += "\\\""
+            case "\n": result += "\\n"
+            default: result.append(character)
+            }
+        }
+        return result
+    }
+
+    static func format(_ value: Double) -> String {
+        if value.rounded() == value, abs(value) < 1e15 { return String(Int64(value)) }
+        return "\(value)"
+    }
+}

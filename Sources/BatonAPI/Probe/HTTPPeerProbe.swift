@@ -1,0 +1,103 @@
+import BatonCore
+import BatonHA
+import Foundation
+import Logging
+
+/// The HA loop's `PeerProbe` over the REST API: `GET <api_url>` (Patroni's `/patroni`) of each
+/// member within a short deadline, and `POST /failsafe` for failsafe confirmations.
+public struct HTTPPeerProbe: PeerProbe {
+    public let timeout: Duration
+    let logger: Logger
+    let client: PeerHTTPClient
+
+    /// - Parameter timeout: the deadline of each call (connect, request and reply).
+    public init(timeout: Duration = .seconds(1), logger: Logger) {
+        self.timeout = timeout
+        self.logger = logger
+        self.client = PeerHTTPClient()
+    }
+
+    public func status(of members: [Member]) async -> [PeerStatus] {
+        await withTaskGroup(of: (Int, PeerStatus).self) { group in
+            for (index, member) in members.enumerated() {
+                group.addTask { (index, await status(of: member)) }
+            }
+            var results: [(Int, PeerStatus)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+    }
+
+    func status(of member: Member) async -> PeerStatus {
+        guard let target = PeerHTTPClient.Target(member.apiURL) else {
+            logger.debug(
+                "peer API URL not usable (plain http://host:port/path only)",
+                metadata: ["ha.peer": "\(member.name)", "api.url": "\(member.apiURL)"])
+            return PeerStatus(name: member.name, reachable: false)
+        }
+        do {
+            let reply = try await client.send(.GET, to: target, timeout: timeout)
+            // Patroni answers /patroni with 200, and with 503 on some versions when postgres is down;
+            // both carry the status document.
+            guard reply.status == 200 || reply.status == 503 else {
+                throw PeerHTTPClient.Failure(description: "HTTP \(reply.status)")
+            }
+            return try Self.parseStatus(name: member.name, body: reply.body)
+        } catch {
+            logger.debug("peer unreachable", metadata: ["ha.peer": "\(member.name)", "api.error": "\(error)"])
+            return PeerStatus(name: member.name, reachable: false)
+        }
+    }
+
+    /// Reads a `GET /patroni` document into what the decision core needs.
+    public static func parseStatus(name: String, body: [UInt8]) throws -> PeerStatus {
+        let value = try JSONDecoder().decode(JSONValue.self, from: Data(body))
+        guard let document = value.objectValue else {
+            throw PeerHTTPClient.Failure(description: "status document is not a JSON object")
+        }
+        let role = document["role"]?.stringValue
+        let state = document["state"]?.stringValue
+        let xlog = document["xlog"]?.objectValue ?? [:]
+        func lsn(_ key: String) -> LSN? {
+            guard let number = xlog[key]?.doubleValue, number >= 0 else { return nil }
+            return LSN(UInt64(number))
+        }
+        let runningAsPrimary = (role == "primary" || role == "master") && state == "running"
+        let position =
+            runningAsPrimary
+            ? lsn("location") : [lsn("received_location"), lsn("replayed_location")].compactMap { $0 }.max()
+        let tags = document["tags"]?.objectValue.map(Tags.init) ?? Tags()
+        return PeerStatus(
+            name: name, reachable: true, runningAsPrimary: runningAsPrimary, walPosition: position,
+            timeline: document["timeline"]?.intValue, tags: tags)
+    }
+
+    public func confirmFailsafe(leader: String, members: [String: String]) async -> Bool {
+        let body = Array("{\"name\":\(Self.quoted(leader))}".utf8)
+        return await withTaskGroup(of: Bool.self) { group in
+            for (name, url) in members {
+                group.addTask {
+                    guard let target = PeerHTTPClient.Target(url)?.with(path: "/failsafe") else { return false }
+                    do {
+                        let reply = try await client.send(.POST, to: target, body: body, timeout: timeout)
+                        return reply.status == 200
+                    } catch {
+                        logger.debug(
+                            "failsafe confirmation failed", metadata: ["ha.peer": "\(name)", "api.error": "\(error)"])
+                        return false
+                    }
+                }
+            }
+            for await confirmed in group where !confirmed {
+                group.cancelAll()
+                return false
+            }
+            return true
+        }
+    }
+
+    static func quoted(_ text: String) -> String {
+        let data = (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}

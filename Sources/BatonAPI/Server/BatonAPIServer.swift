@@ -1,0 +1,241 @@
+import BatonCore
+import BatonHA
+import Foundation
+import Hummingbird
+import Logging
+
+/// The Hummingbird application serving Baton's REST API.
+public typealias BatonAPIApplication = Application<RouterResponder<APIRequestContext>>
+
+/// The REST API: Patroni's endpoints over an `APIStateSource`.
+///
+/// ```swift
+/// let api = BatonAPIServer(source: HALoopStateSource(...), configuration: .init(port: 8008), logger: logger)
+/// let group = ServiceGroup(services: [haService, api.makeApplication()], logger: logger)
+/// ```
+public struct BatonAPIServer: Sendable {
+    public let source: any APIStateSource
+    public let configuration: APIConfiguration
+    public let logger: Logger
+
+    public init(source: any APIStateSource, configuration: APIConfiguration, logger: Logger) {
+        self.source = source
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "api.member"] = "\(source.memberName)"
+        self.logger = logger
+    }
+
+    /// One endpoint: method, path, and what answers it.
+    public struct Route: Sendable {
+        public let method: HTTPRequest.Method
+        public let path: String
+        let handler: @Sendable (Request, APIRequestContext) async throws -> Response
+    }
+
+    /// Every endpoint the API serves; `makeRouter()` registers exactly these.
+    public var routes: [Route] {
+        var routes: [Route] = []
+        for check in HealthCheck.allCases {
+            for path in check.paths {
+                for method in [HTTPRequest.Method.get, .head, .options] {
+                    routes.append(
+                        Route(method: method, path: path) { request, _ in
+                            await healthCheck(check, request: request)
+                        })
+                }
+            }
+        }
+        routes += [
+            Route(method: .get, path: "/patroni") { _, _ in await nodeStatus() },
+            Route(method: .get, path: "/cluster") { _, _ in await clusterStatus() },
+            Route(method: .get, path: "/history") { _, _ in await history() },
+            Route(method: .get, path: "/metrics") { _, _ in await metrics() },
+            Route(method: .get, path: "/config") { _, _ in await readConfig() },
+            Route(method: .patch, path: "/config") { request, context in
+                await changeConfig(request, context: context, replace: false)
+            },
+            Route(method: .put, path: "/config") { request, context in
+                await changeConfig(request, context: context, replace: true)
+            },
+            Route(method: .post, path: "/switchover") { request, context in
+                await requestSwitchover(.switchover, request, context: context)
+            },
+            Route(method: .post, path: "/failover") { request, context in
+                await requestSwitchover(.failover, request, context: context)
+            },
+            Route(method: .delete, path: "/switchover") { _, context in
+                await cancelSwitchover(context: context)
+            },
+            Route(method: .post, path: "/failsafe") { request, context in
+                await acceptFailsafe(request, context: context)
+            },
+            Route(method: .post, path: "/restart") { _, _ in notImplemented("restart") },
+            Route(method: .post, path: "/reload") { _, _ in notImplemented("reload") },
+            Route(method: .post, path: "/reinitialize") { _, _ in notImplemented("reinitialize") },
+        ]
+        return routes
+    }
+
+    /// The router with every route, behind the error and access-control middleware.
+    public func makeRouter() -> Router<APIRequestContext> {
+        let router = Router(context: APIRequestContext.self)
+        router.add(middleware: ErrorMiddleware())
+        router.add(
+            middleware: AccessControlMiddleware(
+                credentials: configuration.auth.map { Credentials(username: $0.username, password: $0.password) },
+                allowlist: configuration.allowlist))
+        for route in routes {
+            router.on(RouterPath(route.path), method: route.method, use: route.handler)
+        }
+        return router
+    }
+
+    /// The application, a `Service`: run it in the agent's `ServiceGroup`.
+    public func makeApplication() -> BatonAPIApplication {
+        Application(
+            router: makeRouter(),
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "Baton"),
+            logger: logger)
+    }
+
+    // MARK: Status
+
+    func healthCheck(_ check: HealthCheck, request: Request) async -> Response {
+        let query: HealthQuery
+        do {
+            query = try HealthQuery(items: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
+        } catch {
+            return APIResponse.error(.badRequest, error.message)
+        }
+        let status = await source.status()
+        let now = source.clock.now
+        let code: HTTPResponse.Status = check.passes(status, query: query, now: now) ? .ok : .serviceUnavailable
+        if request.method == .head || request.method == .options { return APIResponse.empty(code) }
+        return APIResponse.json(code, nodeDocument(status, now: now))
+    }
+
+    func nodeDocument(_ status: HAStatus, now: MonotonicInstant) -> [String: JSONValue] {
+        NodeStatusDocument.make(status, scope: source.scope, now: now, wallClock: source.wallClockSeconds())
+    }
+
+    func nodeStatus() async -> Response {
+        let status = await source.status()
+        return APIResponse.json(.ok, nodeDocument(status, now: source.clock.now))
+    }
+
+    func clusterStatus() async -> Response {
+        let status = await source.status()
+        guard let cluster = status.cluster else {
+            return APIResponse.error(
+                .serviceUnavailable,
+                "this member has not read the cluster from the store yet; retry in a few seconds, "
+                    + "or ask another member")
+        }
+        return APIResponse.json(.ok, ClusterDocument.make(cluster, scope: source.scope, config: status.config))
+    }
+
+    func history() async -> Response {
+        let status = await source.status()
+        guard let cluster = status.cluster else {
+            return APIResponse.error(
+                .serviceUnavailable, "this member has not read the cluster from the store yet; retry in a few seconds")
+        }
+        let rows: [JSONValue] = cluster.history.map { entry in
+            var row: [JSONValue] = [
+                .number(Double(entry.timeline)), .number(Double(entry.lsn.rawValue)), .string(entry.reason),
+            ]
+            if entry.timestamp != nil || entry.newLeader != nil {
+                row.append(entry.timestamp.map(JSONValue.string) ?? .null)
+            }
+            if let leader = entry.newLeader { row.append(.string(leader)) }
+            return .array(row)
+        }
+        return APIResponse.json(.ok, .array(rows))
+    }
+
+    func metrics() async -> Response {
+        let status = await source.status()
+        let text = MetricsDocument.make(status, scope: source.scope, now: source.clock.now)
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    func notImplemented(_ action: String) -> Response {
+        APIResponse.error(
+            .serviceUnavailable,
+            "POST /\(action) is not implemented yet in Baton; do it on the host for now "
+                + "(e.g. pg_ctl \(action == "reload" ? "reload" : "restart") as the postgres user)")
+    }
+
+    // MARK: Request bodies
+
+    /// Reads the body as a JSON object, or answers what is wrong with it.
+    func jsonObject(_ request: Request) async -> Result<[String: JSONValue], APIInputError> {
+        let limit = configuration.maxBodyBytes
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            return .failure(tooLarge(limit))
+        }
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: limit)
+        } catch {
+            return .failure(tooLarge(limit))
+        }
+        guard buffer.readableBytes > 0 else {
+            return .failure(APIInputError("the request body is empty; send a JSON object"))
+        }
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
+        } catch {
+            return .failure(
+                APIInputError("the request body is not valid JSON (\(Self.describe(error))); send a JSON object"))
+        }
+        guard case .object(let object) = value else {
+            return .failure(APIInputError("the request body must be a JSON object, got \(Self.kind(of: value))"))
+        }
+        return .success(object)
+    }
+
+    func tooLarge(_ limit: Int) -> APIInputError {
+        APIInputError("the request body is larger than \(limit / 1024) KiB; send a smaller document", statusCode: 413)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error {
+            let underlying = context.underlyingError.map { ": \($0.localizedDescription)" } ?? ""
+            return context.debugDescription + underlying
+        }
+        return "\(error)"
+    }
+
+    static func kind(of value: JSONValue) -> String {
+        switch value {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .number: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+
+    /// An optional string field; a present value of another type is an error.
+    static func string(_ object: [String: JSONValue], _ key: String) -> Result<String?, APIInputError> {
+        guard let value = object[key], value != .null else { return .success(nil) }
+        guard case .string(let text) = value else {
+            return .failure(APIInputError("\(key): expected a string, got \(kind(of: value))"))
+        }
+        return .success(text.isEmpty ? nil : text)
+    }
+}
+
+extension APIResponse {
+    static func error(_ error: APIInputError) -> Response {
+        APIResponse.error(HTTPResponse.Status(code: error.statusCode), error.message)
+    }
+}

@@ -1,0 +1,133 @@
+import BatonAPI
+import BatonCore
+import BatonHA
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@Suite struct DocumentTests {
+    func get(_ path: String, _ status: HAStatus) async throws -> TestResponse {
+        let app = Fixture.application(FakeSource(status))
+        return try await app.test(.router) { client in
+            try await client.execute(uri: path, method: .get) { $0 }
+        }
+    }
+
+    @Test func patroniOnPrimary() async throws {
+        let response = try await get("/patroni", Fixture.primary())
+        #expect(response.status == .ok)
+        let json = response.json
+        #expect(json["state"] == .string("running"))
+        #expect(json["role"] == .string("primary"))
+        #expect(json["server_version"] == .number(150_004))
+        #expect(json["xlog"] == .object(["location": .number(50_000_000)]))
+        #expect(json["timeline"] == .number(3))
+        #expect(json["database_system_identifier"] == .string("7000000000000000001"))
+        #expect(json["dcs_last_seen"] == .number(FakeSource.wallNow - 2))
+        #expect(
+            json["patroni"]
+                == .object(["version": .string(BatonCore.version), "scope": .string("demo"), "name": .string("node1")]))
+        let rows = json["replication"]
+        #expect(
+            rows
+                == .array([
+                    .object([
+                        "application_name": .string("node2"), "client_addr": .string("10.0.0.2"),
+                        "state": .string("streaming"), "sync_state": .string("async"),
+                    ])
+                ]))
+        #expect(json["cluster_unlocked"] == nil)
+        #expect(json["pause"] == nil)
+    }
+
+    @Test func patroniOnReplica() async throws {
+        var status = Fixture.replica()
+        status.cluster = Fixture.cluster(leader: nil, pause: true)
+        status.config = status.cluster?.dynamicConfig ?? DynamicConfig()
+        let json = try await get("/patroni", status).json
+        #expect(json["role"] == .string("replica"))
+        #expect(
+            json["xlog"]
+                == .object([
+                    "received_location": .number(49_999_000), "replayed_location": .number(49_999_000),
+                    "replayed_timestamp": .null, "paused": .bool(false),
+                ]))
+        #expect(json["replication_state"] == .string("streaming"))
+        #expect(json["cluster_unlocked"] == .bool(true))
+        #expect(json["pause"] == .bool(true))
+        #expect(json["tags"] == .object(["zone": .string("a")]))
+    }
+
+    @Test func cluster() async throws {
+        var status = Fixture.primary()
+        var view = Fixture.cluster(sync: ["node2"])
+        view.failover = Versioned(
+            FailoverRequest(leader: "node1", member: "node2", scheduledAt: "2027-01-01T00:00:00+00:00"), modRevision: 9)
+        status.cluster = view
+        status.config = view.dynamicConfig
+        let json = try await get("/cluster", status).json
+        #expect(json["scope"] == .string("demo"))
+        guard case .array(let members)? = json["members"] else {
+            Issue.record("no members: \(json)")
+            return
+        }
+        #expect(members.count == 3)
+        #expect(
+            members.first
+                == .object([
+                    "name": .string("node1"), "role": .string("leader"), "state": .string("running"),
+                    "api_url": .string("http://10.0.0.1:8008/patroni"), "host": .string("10.0.0.1"),
+                    "port": .number(5432), "timeline": .number(3),
+                ]))
+        let node2 = members[1].objectValue ?? [:]
+        #expect(node2["role"] == .string("sync_standby"))
+        #expect(node2["lag"] == .number(1_000_000))
+        #expect(node2["port"] == .number(5433))
+        #expect(node2["tags"] == .object(["zone": .string("a")]))
+        let node3 = members[2].objectValue ?? [:]
+        #expect(node3["role"] == .string("replica"))
+        #expect(node3["lag"] == .string("unknown"))
+        #expect(
+            json["scheduled_switchover"]
+                == .object([
+                    "at": .string("2027-01-01T00:00:00+00:00"), "from": .string("node1"), "to": .string("node2"),
+                ]))
+        #expect(json["pause"] == nil)
+    }
+
+    @Test func clusterBeforeTheFirstReadIs503() async throws {
+        var status = Fixture.primary()
+        status.cluster = nil
+        let response = try await get("/cluster", status)
+        #expect(response.status == .serviceUnavailable)
+        #expect(response.json["error"] != nil)
+    }
+
+    @Test func history() async throws {
+        let response = try await get("/history", Fixture.primary())
+        #expect(response.text == #"[[2,40000000,"no recovery target specified","2026-01-01T00:00:00+00:00","node1"]]"#)
+    }
+
+    @Test func metrics() async throws {
+        let response = try await get("/metrics", Fixture.primary())
+        #expect(response.status == .ok)
+        let text = response.text
+        #expect(text.contains(#"baton_role{name="node1",role="primary",scope="demo"} 1"#))
+        #expect(text.contains(#"baton_role{name="node1",role="replica",scope="demo"} 0"#))
+        #expect(text.contains(#"baton_is_leader{name="node1",scope="demo"} 1"#))
+        #expect(text.contains(#"baton_timeline{name="node1",scope="demo"} 3"#))
+        #expect(text.contains(#"baton_xlog_location{name="node1",scope="demo"} 50000000"#))
+        #expect(text.contains(#"baton_lease_seconds_remaining{name="node1",scope="demo"} 20"#))
+        #expect(text.contains(#"baton_promotions_total{name="node1",scope="demo"} 1"#))
+        #expect(text.contains(#"baton_postgres_running{name="node1",scope="demo"} 1"#))
+        #expect(text.contains("# TYPE baton_promotions_total counter"))
+        let replica = try await get("/metrics", Fixture.laggingReplica()).text
+        #expect(replica.contains(#"baton_lag_bytes{name="node2",scope="demo"} 40000000"#))
+    }
+
+    @Test func unknownPathIsAJSON404() async throws {
+        let response = try await get("/nope", Fixture.primary())
+        #expect(response.status == .notFound)
+        #expect(response.json["error"]?.stringValue?.contains("/nope") == true)
+    }
+}

@@ -1,0 +1,69 @@
+import BatonAPI
+import BatonCore
+import BatonHA
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+
+@Suite struct PeerProbeTests {
+    @Test func probesRealAPIsAndReportsUnreachablePeers() async throws {
+        let probe = HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
+        try await Fixture.application(FakeSource(Fixture.replica())).test(.live) { client in
+            let port = try #require(client.port)
+            let members = [
+                Member(name: "node2", apiURL: "http://127.0.0.1:\(port)/patroni"),
+                // Nothing listens on port 1; a TEST-NET address never answers.
+                Member(name: "closed", apiURL: "http://127.0.0.1:1/patroni"),
+                Member(name: "blackhole", apiURL: "http://192.0.2.1:8008/patroni"),
+                Member(name: "bad-url", apiURL: "not a url"),
+            ]
+            let started = ContinuousClock.now
+            let statuses = await probe.status(of: members)
+            #expect(ContinuousClock.now - started < .seconds(2))
+            #expect(statuses.map(\.name) == ["node2", "closed", "blackhole", "bad-url"])
+            #expect(
+                statuses[0]
+                    == PeerStatus(
+                        name: "node2", reachable: true, runningAsPrimary: false, walPosition: LSN(49_999_000),
+                        timeline: 3, tags: Tags(["zone": .string("a")])))
+            #expect(statuses[1...].allSatisfy { !$0.reachable })
+        }
+        try await Fixture.application(FakeSource(Fixture.primary())).test(.live) { client in
+            let port = try #require(client.port)
+            let statuses = await probe.status(of: [Member(name: "node1", apiURL: "http://localhost:\(port)/patroni")])
+            #expect(statuses.first?.runningAsPrimary == true)
+            #expect(statuses.first?.walPosition == LSN(50_000_000))
+        }
+    }
+
+    @Test func failsafeConfirmation() async throws {
+        let probe = HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
+        var replica = Fixture.replica()
+        replica.config = DynamicConfig(["failsafe_mode": .bool(true)])
+        try await Fixture.application(FakeSource(replica)).test(.live) { client in
+            let port = try #require(client.port)
+            let url = "http://127.0.0.1:\(port)/patroni"
+            #expect(await probe.confirmFailsafe(leader: "node1", members: ["node2": url]))
+            #expect(await probe.confirmFailsafe(leader: "node1", members: [:]))
+            #expect(
+                !(await probe.confirmFailsafe(leader: "node1", members: ["node2": url, "x": "http://127.0.0.1:1/"])))
+        }
+        try await Fixture.application(FakeSource(Fixture.replica())).test(.live) { client in
+            let port = try #require(client.port)
+            #expect(
+                !(await probe.confirmFailsafe(leader: "node1", members: ["node2": "http://127.0.0.1:\(port)/patroni"])))
+        }
+    }
+
+    @Test func parsesPatroniDocuments() throws {
+        let body = Array(
+            #"{"state":"running","role":"master","xlog":{"location":123},"timeline":2,"tags":{"nofailover":true}}"#
+                .utf8)
+        let status = try HTTPPeerProbe.parseStatus(name: "p", body: body)
+        #expect(status.runningAsPrimary)
+        #expect(status.walPosition == LSN(123))
+        #expect(status.tags.noFailover)
+        #expect(throws: (any Error).self) { try HTTPPeerProbe.parseStatus(name: "p", body: Array("[]".utf8)) }
+    }
+}
