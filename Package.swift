@@ -128,6 +128,8 @@ let package = Package(
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonTestingTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
         .testTarget(
+            name: "BatonAgentTests", dependencies: ["BatonAgent", "BatonCore"], swiftSettings: strict),
+        .testTarget(
             name: "BatonHATests", dependencies: ["BatonCore", "BatonHA", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonEtcdTests", dependencies: ["BatonEtcd", "BatonCore"], swiftSettings: strict),
         .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonCore"], swiftSettings: strict),

@@ -67,9 +67,31 @@ public final class Agent: Sendable {
             name: configuration.name, connURL: "postgres://\(pg.connectAddress)/postgres",
             apiURL: "http://\(configuration.restapi.connectAddress)/patroni", tags: configuration.tags,
             initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)))
+        var watchdog: DeviceWatchdog?
+        let margin = Duration.milliseconds(Int64(configuration.watchdog.safetyMargin * 1000))
+        switch configuration.watchdog.mode {
+        case .off:
+            watchdog = nil
+        case .automatic:
+            watchdog =
+                FileManager.default.isWritableFile(atPath: configuration.watchdog.device)
+                ? DeviceWatchdog(path: configuration.watchdog.device, safetyMargin: margin, logger: logger) : nil
+            if watchdog == nil {
+                logger.warning(
+                    "watchdog mode automatic but \(configuration.watchdog.device) is not writable: running without")
+            }
+        case .required:
+            guard FileManager.default.isWritableFile(atPath: configuration.watchdog.device) else {
+                throw ConfigurationError(
+                    path: "watchdog.device", line: nil,
+                    message: "watchdog mode is required but \(configuration.watchdog.device) is not writable "
+                        + "(load softdog, fix permissions, or set watchdog.mode: automatic)")
+            }
+            watchdog = DeviceWatchdog(path: configuration.watchdog.device, safetyMargin: margin, logger: logger)
+        }
         self.loop = HALoop(
             configuration: haConfiguration, store: store, node: node, peers: peers,
-            hooks: Self.hooks(configuration, logger: logger), fenceGuard: fenceGuard,
+            hooks: Self.hooks(configuration, logger: logger), watchdog: watchdog, fenceGuard: fenceGuard,
             wallClock: { Date().timeIntervalSince1970 }, logger: logger)
     }
 

@@ -77,9 +77,15 @@ struct ConfigReader {
     /// Fails on any key not in `allowed`.
     func rejectUnknownKeys(_ allowed: Set<String>) throws {
         guard let mapping else { return }
+        var seen: Set<String> = []
         for (key, value) in mapping {
             guard let name = key.string else {
                 throw ConfigurationError(path: path, line: key.line, message: "keys must be strings", file: file)
+            }
+            guard seen.insert(name).inserted else {
+                throw ConfigurationError(
+                    path: childPath(name), line: key.line,
+                    message: "duplicate key '\(name)': give each key once (the second would silently win)", file: file)
             }
             if !allowed.contains(name) {
                 let suggestion = allowed.min { editDistance($0, name) < editDistance($1, name) }
@@ -204,6 +210,8 @@ extension YamlError {
         switch self {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
             return mark.line
+        case .duplicatedKeysInMapping(_, let context):
+            return context.mark.line
         default:
             return nil
         }
@@ -213,6 +221,8 @@ extension YamlError {
         switch self {
         case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _):
             return problem
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return "duplicate key '\(duplicates.joined(separator: "', '"))': give each key once"
         default:
             return "\(self)"
         }

@@ -181,6 +181,29 @@ extension LocalPostgresNode {
             ])
     }
 
+    /// A freshly promoted primary keeps its old timeline in pg_control until its first checkpoint,
+    /// and pg_rewind reads the source's timeline from there: without this checkpoint it reports
+    /// "no rewind required" for a target that did diverge, and the standby then cannot follow
+    /// ("new timeline forked off … before current recovery point"). Patroni does the same.
+    func checkpointSource(_ source: ReplicationSource) async throws {
+        let parameters = ConnectionParameters(
+            host: source.host, port: source.port, user: configuration.superuser.username,
+            password: configuration.superuser.password, database: "postgres",
+            applicationName: "baton-\(configuration.memberName)-rewind", connectTimeout: configuration.connectTimeout,
+            statementTimeout: configuration.cloneTimeout)
+        let connection = try await PostgresConnection.connect(parameters)
+        do {
+            let primary = try await connection.query("SELECT NOT pg_is_in_recovery() AS primary").single()
+                .bool("primary")
+            if primary == true { _ = try await connection.query("CHECKPOINT") }
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw error
+        }
+        logger.info("checkpoint requested on the rewind source", metadata: ["pg.upstream": "\(source.member)"])
+    }
+
     func rewindDataDirectory(from source: ReplicationSource) async throws {
         guard configuration.usePgRewind else {
             throw PostgresError(
@@ -196,6 +219,7 @@ extension LocalPostgresNode {
             )
         }
         try writePassfile()
+        try await checkpointSource(source)
         // A crashed (or immediately stopped) target has WAL past its last checkpoint: pg_rewind must
         // run crash recovery before comparing, which a dry run does not do; the real run performs it
         // and then decides by itself (printing "no rewind required" when the timelines agree).

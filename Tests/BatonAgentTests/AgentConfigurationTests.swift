@@ -1,0 +1,122 @@
+import BatonAgent
+import BatonCore
+import Foundation
+import Testing
+
+@Suite struct AgentConfigurationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let secrets = ["BATON_SUPERUSER_PASSWORD": "s", "BATON_REPLICATION_PASSWORD": "r"]
+
+    static let minimal = """
+        scope: demo
+        name: node1
+        etcd3:
+          hosts: ["127.0.0.1:2379"]
+        postgresql:
+          data_dir: /var/lib/baton/data
+        """
+
+    @Test func theAnnotatedExampleLoads() throws {
+        let configuration = try AgentConfiguration.load(
+            path: Self.root.appendingPathComponent("agent.yml").path, environment: Self.secrets)
+        #expect(configuration.scope == "demo")
+        #expect(configuration.etcd.endpoints.count == 3)
+        #expect(configuration.dynamicConfig.ttl == .seconds(30))
+        #expect(configuration.postgresql.parameters["shared_buffers"] == "128MB")
+        #expect(configuration.postgresql.superuser.password == "s")
+    }
+
+    /// Every key of agent.yml appears in docs/configuration.md.
+    @Test func everyKeyIsDocumented() throws {
+        let example = try String(contentsOf: Self.root.appendingPathComponent("agent.yml"), encoding: .utf8)
+        let reference = try String(
+            contentsOf: Self.root.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        var keys: Set<String> = []
+        for line in example.split(separator: "\n") {
+            var text = line.trimmingCharacters(in: .whitespaces)
+            if text.hasPrefix("#") { text = String(text.dropFirst()).trimmingCharacters(in: .whitespaces) }
+            guard let colon = text.firstIndex(of: ":") else { continue }
+            let key = String(text[..<colon])
+            if key.range(of: "^[a-z_0-9]+$", options: .regularExpression) != nil { keys.insert(key) }
+        }
+        #expect(keys.count > 40)
+        for key in keys.sorted() where !["max_connections", "shared_buffers", "max_wal_senders"].contains(key) {
+            let forms = ["`\(key)`", ".\(key)`", "`\(key),", ".\(key),", " \(key)`"]
+            #expect(forms.contains { reference.contains($0) }, "docs/configuration.md does not document `\(key)`")
+        }
+    }
+
+    @Test func defaultsAndSecretsFromTheEnvironment() throws {
+        let configuration = try AgentConfiguration.parse(Self.minimal, environment: Self.secrets)
+        #expect(configuration.namespace == "/service")
+        #expect(configuration.restapi.listenPort == 8008)
+        #expect(configuration.postgresql.port == 5432)
+        #expect(configuration.postgresql.replication.username == "replicator")
+        #expect(configuration.dynamicConfig.loopWait == .seconds(10))
+        #expect(configuration.fenceGuard)
+    }
+
+    @Test func secretsAreNeverPrinted() throws {
+        let configuration = try AgentConfiguration.parse(
+            Self.minimal, environment: ["BATON_SUPERUSER_PASSWORD": "hunter2", "BATON_REPLICATION_PASSWORD": "r"])
+        #expect(!"\(configuration.postgresql.superuser)".contains("hunter2"))
+        #expect(!String(reflecting: configuration.postgresql.superuser).contains("hunter2"))
+    }
+
+    struct Bad: Sendable, CustomTestStringConvertible {
+        let yaml: String
+        let message: String
+        let line: Int?
+        var testDescription: String { message }
+    }
+
+    static let bad: [Bad] = [
+        Bad(yaml: minimal + "\nscopee: x", message: "unknown key 'scopee' (did you mean 'scope'?)", line: 7),
+        Bad(yaml: minimal + "\nrestapi:\n  listen: nowhere", message: "restapi.listen: expected host:port", line: 8),
+        Bad(
+            yaml: minimal.replacingOccurrences(of: "/var/lib/baton/data", with: "relative/dir"),
+            message: "must be an absolute path", line: 6),
+        Bad(
+            yaml: minimal + "\nbootstrap:\n  dcs:\n    ttl: 10\n    loop_wait: 10",
+            message: "loop_wait + 2 × retry_timeout must not exceed ttl", line: nil),
+        Bad(yaml: minimal + "\nbootstrap:\n  dcs:\n    ttl: thirty", message: "ttl: expected a number", line: nil),
+        Bad(yaml: minimal + "\nlog:\n  level: loud", message: "log.level: must be one of", line: 8),
+        Bad(
+            yaml: minimal + "\nwatchdog:\n  mode: sometimes",
+            message: "watchdog.mode: must be off, automatic or required", line: 8),
+        Bad(yaml: "scope: [unclosed", message: "not valid YAML", line: nil),
+        Bad(
+            yaml: "name: n\netcd3: {hosts: [a:1]}\npostgresql: {data_dir: /d}", message: "scope: is required", line: nil
+        ),
+        Bad(
+            yaml: minimal.replacingOccurrences(of: "name: node1", with: "name: node 1"), message: "may contain only",
+            line: 2),
+        Bad(yaml: minimal + "\npostgresql:\n  data_dir: /x", message: "duplicate key 'postgresql'", line: 5),
+    ]
+
+    @Test(arguments: bad)
+    func badConfigurationIsRefusedWithWhereAndWhy(_ case_: Bad) {
+        do {
+            _ = try AgentConfiguration.parse(case_.yaml, file: "agent.yml", environment: Self.secrets)
+            Issue.record("accepted a bad configuration; expected: \(case_.message)")
+        } catch let error as ConfigurationError {
+            #expect(error.description.contains(case_.message), "\(error)")
+            #expect(error.description.hasPrefix("agent.yml"), "\(error)")
+            if let line = case_.line { #expect(error.line == line, "\(error)") }
+        } catch {
+            Issue.record("unexpected error type: \(error)")
+        }
+    }
+
+    @Test func missingPasswordSaysWhereToSetIt() {
+        #expect {
+            _ = try AgentConfiguration.parse(Self.minimal, environment: [:])
+        } throws: { error in
+            "\(error)".contains("BATON_SUPERUSER_PASSWORD")
+        }
+        #expect(throws: Never.self) {
+            _ = try AgentConfiguration.parse(Self.minimal, environment: [:], requireSecrets: false)
+        }
+    }
+}
