@@ -153,5 +153,11 @@ let package = Package(
             dependencies: ["BatonPostgres", "BatonCore", "BatonTesting"],
             swiftSettings: strict
         ),
+        // Real `baton agent` processes over real etcd and PostgreSQL: failover, fencing, switchover.
+        .testTarget(
+            name: "BatonAgentIntegrationTests",
+            dependencies: ["BatonAgent", "BatonCore", "BatonEtcd", "BatonPostgres", "BatonTesting"],
+            swiftSettings: strict
+        ),
     ]
 )

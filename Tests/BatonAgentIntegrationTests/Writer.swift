@@ -1,0 +1,189 @@
+import BatonPostgres
+import Foundation
+
+/// A client that inserts increasing ids into whoever is primary (by the leader key), one
+/// autocommit INSERT every `interval`, reconnecting after any failure, and remembers every
+/// acknowledged id with the monotonic time of its acknowledgement.
+final class Writer: @unchecked Sendable {
+    struct Ack: Sendable {
+        let id: Int
+        let at: ContinuousClock.Instant
+        let node: String
+    }
+
+    private let cluster: AgentCluster
+    private let interval: Duration
+    private let statementTimeout: Duration
+    private let limit: Duration
+    private let lock = NSLock()
+    private var acks: [Ack] = []
+    private var failures: [String] = []
+    private var running = true
+    private var task: Task<Void, Never>?
+
+    init(
+        _ cluster: AgentCluster, interval: Duration = .milliseconds(20), statementTimeout: Duration = .seconds(5),
+        limit: Duration = .seconds(120)
+    ) {
+        self.cluster = cluster
+        self.interval = interval
+        self.statementTimeout = statementTimeout
+        self.limit = limit
+    }
+
+    func start(firstID: Int = 1_000_000) {
+        let task = Task { await self.run(firstID: firstID) }
+        lock.withLock { self.task = task }
+    }
+
+    /// Stops after the statement in flight (bounded by the statement timeout).
+    func stop() async {
+        let task = lock.withLock { () -> Task<Void, Never>? in
+            running = false
+            return self.task
+        }
+        await task?.value
+    }
+
+    var acknowledged: [Ack] { lock.withLock { acks } }
+    var acknowledgedIDs: Set<Int> { Set(acknowledged.map(\.id)) }
+    var failureCount: Int { lock.withLock { failures.count } }
+    var lastFailures: [String] { lock.withLock { Array(failures.suffix(5)) } }
+
+    /// Acks recorded after `instant`.
+    func acks(after instant: ContinuousClock.Instant) -> [Ack] { acknowledged.filter { $0.at > instant } }
+
+    /// Waits until at least `count` acks were recorded after `instant`.
+    func waitForAcks(_ count: Int, after instant: ContinuousClock.Instant, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if acks(after: instant).count >= count { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    /// The longest gap between two consecutive acknowledged writes (U), and where it started.
+    func longestGap() -> (gap: Duration, from: ContinuousClock.Instant)? {
+        let all = acknowledged
+        guard all.count >= 2 else { return nil }
+        var best: (Duration, ContinuousClock.Instant) = (.zero, all[0].at)
+        for index in 1..<all.count {
+            let gap = all[index].at - all[index - 1].at
+            if gap > best.0 { best = (gap, all[index - 1].at) }
+        }
+        return best
+    }
+
+    private var isRunning: Bool { lock.withLock { running } }
+
+    private func run(firstID: Int) async {
+        let deadline = ContinuousClock.now + limit
+        var id = firstID
+        var connection: PostgresConnection?
+        var target = ""
+        while isRunning, ContinuousClock.now < deadline {
+            if connection == nil {
+                guard let leader = try? await cluster.leader(),
+                    let opened = try? await cluster.connect(
+                        leader, timeout: .seconds(1), statementTimeout: statementTimeout)
+                else {
+                    try? await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                connection = opened
+                target = leader
+            }
+            guard let open = connection else { continue }
+            id += 1
+            do {
+                _ = try await open.query("INSERT INTO baton_it (id) VALUES (\(id))")
+                let ack = Ack(id: id, at: .now, node: target)
+                lock.withLock { acks.append(ack) }
+                try? await Task.sleep(for: interval)
+            } catch {
+                lock.withLock { failures.append("\(target) id \(id): \(error)") }
+                await open.close()
+                connection = nil
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        await connection?.close()
+    }
+}
+
+/// Writes every 50 ms on a connection to one node (never following the leader), to see when that
+/// node stops accepting writes, and whether it ever accepts one again.
+final class NodeProbe: @unchecked Sendable {
+    private let cluster: AgentCluster
+    private let name: String
+    private let lock = NSLock()
+    private var firstFailure: ContinuousClock.Instant?
+    private var firstError = ""
+    private var acceptedAfterFailure: [ContinuousClock.Instant] = []
+    private var running = true
+    private var task: Task<Void, Never>?
+
+    init(_ cluster: AgentCluster, node name: String) {
+        self.cluster = cluster
+        self.name = name
+    }
+
+    func start(firstID: Int, limit: Duration = .seconds(60)) {
+        let task = Task { await self.run(firstID: firstID, limit: limit) }
+        lock.withLock { self.task = task }
+    }
+
+    func stop() async {
+        let task = lock.withLock { () -> Task<Void, Never>? in
+            running = false
+            return self.task
+        }
+        await task?.value
+    }
+
+    var failedAt: ContinuousClock.Instant? { lock.withLock { firstFailure } }
+    var failure: String { lock.withLock { firstError } }
+    var writesAfterFailure: [ContinuousClock.Instant] { lock.withLock { acceptedAfterFailure } }
+
+    private var isRunning: Bool { lock.withLock { running } }
+
+    private func run(firstID: Int, limit: Duration) async {
+        let deadline = ContinuousClock.now + limit
+        var id = firstID
+        var connection: PostgresConnection?
+        while isRunning, ContinuousClock.now < deadline {
+            if connection == nil {
+                connection = try? await cluster.connect(
+                    name, timeout: .milliseconds(500), statementTimeout: .milliseconds(500))
+            }
+            if let open = connection {
+                id += 1
+                do {
+                    _ = try await open.query("INSERT INTO baton_it (id) VALUES (\(id))")
+                    lock.withLock {
+                        if firstFailure != nil { acceptedAfterFailure.append(.now) }
+                    }
+                } catch {
+                    lock.withLock {
+                        if firstFailure == nil {
+                            firstFailure = .now
+                            firstError = "\(error)"
+                        }
+                    }
+                    await open.close()
+                    connection = nil
+                }
+            } else {
+                lock.withLock {
+                    if firstFailure == nil {
+                        firstFailure = .now
+                        firstError = "cannot connect"
+                    }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        await connection?.close()
+    }
+}
