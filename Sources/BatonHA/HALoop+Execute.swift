@@ -124,6 +124,11 @@ extension HALoop {
             return true
 
         case .startPostgres(let source, let asPrimary):
+            // Register first: the leader creates this member's replication slot once it sees the
+            // member key, and a standby cannot stream (nor open for connections) without it.
+            activity = .starting
+            await publish(after: observation)
+            defer { activity = nil }
             if let source {
                 try await node.start(following: source)
                 following = source.member
@@ -159,6 +164,7 @@ extension HALoop {
             // A member last seen running as a standby cannot have diverged: skip pg_rewind.
             if lastRunningRole == .replica { return true }
             activity = .rewinding
+            await publish(after: observation)
             defer { activity = nil }
             try await node.rewind(from: source)
             following = source.member

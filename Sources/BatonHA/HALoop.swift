@@ -77,6 +77,7 @@ public actor HALoop {
             group.addTask { await self.watchStore() }
             group.addTask { await self.watchPostmaster() }
             group.addTask { await self.fenceGuard() }
+            group.addTask { await self.replicaKeepalive() }
             group.addTask { await self.cycleLoop() }
             await group.next()
             group.cancelAll()
@@ -129,7 +130,11 @@ public actor HALoop {
                 switch event {
                 case .put(let key, let rev), .delete(let key, let rev):
                     revision = rev
-                    if case .member = key { continue }
+                    if case .member(let name) = key {
+                        // A member appearing (or coming back) needs a replication slot on the leader now.
+                        let known = status.cluster?.members.contains { $0.name == name } ?? false
+                        if known || !status.holdsLeaderKey { continue }
+                    }
                     if key == .status || key == .history { continue }
                     wakeSignal.signal("\(key) changed")
                 case .resync:
@@ -150,6 +155,19 @@ public actor HALoop {
                     metadata: ["pg.pid": "\(exit.pid)", "pg.status": "\(exit.status.map(String.init) ?? "?")"])
                 wakeSignal.signal("postmaster exited")
             }
+        }
+    }
+
+    /// Keeps a non-leader's session (and so its member key) alive while the cycle is busy with a
+    /// long action (clone, rewind, a standby catching up). A leader's session is renewed only by
+    /// its cycle: a stuck leader loop must lose the lease and be fenced, not kept alive.
+    func replicaKeepalive() async {
+        while !Task.isCancelled {
+            let ttl = effectiveConfig(status.cluster).ttl
+            try? await clock.sleep(for: ttl / 3)
+            guard !Task.isCancelled, session != nil, !status.holdsLeaderKey else { continue }
+            if let sent = lastRenewalSent, clock.now - sent < ttl / 3 { continue }
+            await keepSessionAlive()
         }
     }
 
