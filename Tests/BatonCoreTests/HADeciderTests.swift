@@ -312,11 +312,12 @@ import Testing
             actions: [.acquireLeader, .writeSync(SyncState(leader: "b", syncStandbys: []), expected: 88), .promote],
             reason: "racing"),
         Row(
-            name: "sync mode: no sync key at all, nobody races",
+            name: "sync mode: no sync key at all (never confirmed), anyone eligible races",
             observation: F.observe(
                 "b", cluster: F.cluster(leader: nil), postgres: F.replica(),
                 config: F.config(["synchronous_mode": .bool(true)]), peers: []),
-            actions: [], reason: "not_synchronous_standby"),
+            actions: [.acquireLeader, .writeSync(SyncState(leader: "b", syncStandbys: []), expected: nil), .promote],
+            reason: "racing"),
 
         // Store unreachable
         Row(

@@ -318,10 +318,14 @@ public enum HADecider {
         }
         var actions: [Action] = [.acquireLeader]
         if o.config.synchronousMode {
-            guard let sync = cluster.sync, sync.value.isSynchronous(o.me) else {
+            // An empty sync key (no leader ever confirmed a synchronous standby) restricts nobody,
+            // as in Patroni: no write can have been acknowledged synchronously yet.
+            let sync = cluster.sync
+            let restricted = sync.map { $0.value.leader != nil || !$0.value.syncStandbys.isEmpty } ?? false
+            if restricted, sync?.value.isSynchronous(o.me) != true {
                 return Decision([], .notSynchronousStandby, memory: memory)
             }
-            actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync.modRevision))
+            actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision))
         }
         let myPosition = o.postgres.walPosition ?? .zero
         let reference = cluster.status?.optime ?? cluster.members.compactMap(\.xlogLocation).max() ?? .zero
