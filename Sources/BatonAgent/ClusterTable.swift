@@ -1,22 +1,33 @@
 import BatonCore
 import Foundation
 
-/// `baton list` output: a table like `patronictl list`, or JSON.
+/// `baton list` output: a table like `patronictl list`, JSON or YAML.
 public enum ClusterTable {
-    public static func render(_ view: ClusterView, scope: String, format: String) -> String {
+    /// One member as `baton list` shows it.
+    struct Row: Encodable {
+        var member: String
+        var host: String
+        var role: String
+        var state: String
+        var timeline: Int?
+        var lag: UInt64?
+        var tags: [String: String]?
+
+        var cells: [String] {
+            [
+                member, host, role, state, timeline.map(String.init) ?? "",
+                lag.map { String(format: "%.1f", Double($0) / 1_048_576) } ?? "",
+            ]
+        }
+    }
+
+    static let header = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
+
+    static func rows(_ view: ClusterView) -> [Row] {
         let leader = view.leader?.member
         let optime = view.status?.optime ?? view.leaderMember?.xlogLocation
         let sync = Set(view.sync?.value.syncStandbys ?? [])
-        struct Row: Encodable {
-            var member: String
-            var host: String
-            var role: String
-            var state: String
-            var timeline: Int?
-            var lag: UInt64?
-            var tags: [String: String]?
-        }
-        let rows: [Row] = view.members.map { member in
+        return view.members.map { member in
             let host = ConnURL.hostAndPort(member.connURL).map { "\($0.0):\($0.1)" } ?? member.connURL
             let role: String
             if member.name == leader {
@@ -36,27 +47,37 @@ public enum ClusterTable {
                 member: member.name, host: host, role: role, state: state, timeline: member.timeline, lag: lag,
                 tags: tags)
         }
-        if format == "json" {
+    }
+
+    public static func render(_ view: ClusterView, scope: String, format: String) -> String {
+        let rows = rows(view)
+        if format == "json" || format == "yaml" {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            return (try? encoder.encode(rows)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            guard let data = try? encoder.encode(rows) else { return format == "json" ? "[]" : "[]\n" }
+            if format == "json" { return String(decoding: data, as: UTF8.self) }
+            let value = (try? JSONDecoder().decode(JSONValue.self, from: data)) ?? .array([])
+            return String(OperatorFormatting.yaml(value).dropLast())
         }
-        let header = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
-        let body = rows.map { row in
-            [
-                row.member, row.host, row.role, row.state, row.timeline.map(String.init) ?? "",
-                row.lag.map { String(format: "%.1f", Double($0) / 1_048_576) } ?? "",
-            ]
-        }
-        var lines = ["+ Cluster: \(scope)" + (view.initialize.map { " (\($0))" } ?? "") + " +"]
-        lines += table(header: header, rows: body)
+        var lines = [title(view, scope: scope)]
+        lines += table(header: header, rows: rows.map(\.cells))
+        lines += footer(view)
+        return lines.joined(separator: "\n")
+    }
+
+    static func title(_ view: ClusterView, scope: String) -> String {
+        "+ Cluster: \(scope)" + (view.initialize.map { " (\($0))" } ?? "") + " +"
+    }
+
+    static func footer(_ view: ClusterView) -> [String] {
+        var lines: [String] = []
         if view.dynamicConfig.pause { lines.append(" Maintenance mode: on") }
         if let failover = view.failover?.value {
             lines.append(
                 " Switchover scheduled: \(failover.leader ?? "?") → \(failover.member ?? "any") \(failover.scheduled_at ?? "")"
             )
         }
-        return lines.joined(separator: "\n")
+        return lines
     }
 
     static func table(header: [String], rows: [[String]]) -> [String] {

@@ -13,10 +13,41 @@ struct Baton: AsyncParsableCommand {
         abstract: "PostgreSQL high availability through etcd.",
         version: BatonCore.version,
         subcommands: [
-            AgentCommand.self, ListCommand.self, SwitchoverCommand.self, PauseCommand.self, ResumeCommand.self,
-            VersionCommand.self, FenceGuardCommand.self,
+            AgentCommand.self, ListCommand.self, TopologyCommand.self, HistoryCommand.self,
+            SwitchoverCommand.self, FailoverCommand.self, PauseCommand.self, ResumeCommand.self,
+            ShowConfigCommand.self, EditConfigCommand.self, RestartCommand.self, ReinitCommand.self,
+            RemoveCommand.self, VersionCommand.self, FenceGuardCommand.self,
         ]
     )
+
+    /// Exit codes: 0 done, 1 the action failed, 2 bad usage or configuration (ArgumentParser's
+    /// usage errors would otherwise exit 64).
+    static func main() async {
+        let arguments = WatchOptions.defaultingBareWatch(Array(CommandLine.arguments.dropFirst()))
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+        do {
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as ValidationError {
+            // Raised once parsing is done: a configuration file or input problem, not the syntax.
+            FileHandle.standardError.write(Data("baton: \(error.message)\n".utf8))
+            Foundation.exit(2)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options shared by commands that read the cluster: the agent's configuration file.
@@ -69,42 +100,4 @@ struct FenceGuardCommand: ParsableCommand {
 struct VersionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "version", abstract: "Print Baton's version.")
     func run() { print("baton \(BatonCore.version)") }
-}
-
-struct ListCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "list", abstract: "List the members of the cluster, as a table or JSON.")
-
-    @OptionGroup var options: ConfigOptions
-
-    @Option(help: "Output format: table or json.")
-    var format: String = "table"
-
-    func validate() throws {
-        guard ["table", "json"].contains(format) else {
-            throw ValidationError("--format must be table or json, got '\(format)'")
-        }
-    }
-
-    func run() async throws {
-        let configuration = try options.load()
-        let client = EtcdClient(
-            configuration: EtcdConfiguration(endpoints: configuration.etcd.endpoints, retryTimeout: .seconds(3)),
-            logger: Logger(label: "baton", factory: { _ in SwiftLogNoOpLogHandler() }))
-        defer { client.shutdown() }
-        let store = EtcdClusterStore(
-            client: client, namespace: configuration.namespace, scope: configuration.scope,
-            logger: Logger(label: "baton", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let view: ClusterView
-        do {
-            view = try await store.loadCluster()
-        } catch {
-            FileHandle.standardError.write(
-                Data(
-                    "baton: cannot read the cluster from etcd (\(configuration.etcd.endpoints.joined(separator: ", "))): \(error)\n"
-                        .utf8))
-            throw ExitCode(1)
-        }
-        print(ClusterTable.render(view, scope: configuration.scope, format: format))
-    }
 }

@@ -1,0 +1,158 @@
+import ArgumentParser
+import BatonAgent
+import BatonCore
+import BatonEtcd
+import Foundation
+import Logging
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A store connection for operator commands, from the agent's configuration.
+struct OperatorStore {
+    let client: EtcdClient
+    let store: EtcdClusterStore
+    let configuration: AgentConfiguration
+
+    init(_ options: ConfigOptions) throws {
+        let configuration = try options.load()
+        self.configuration = configuration
+        let quiet = Logger(label: "baton", factory: { _ in SwiftLogNoOpLogHandler() })
+        let credentials = configuration.etcd.username.flatMap { user in
+            configuration.etcd.password.map { EtcdConfiguration.Credentials(user: user, password: $0) }
+        }
+        client = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: configuration.etcd.endpoints, retryTimeout: .seconds(3), credentials: credentials),
+            logger: quiet)
+        store = EtcdClusterStore(
+            client: client, namespace: configuration.namespace, scope: configuration.scope, logger: quiet)
+    }
+
+    func load() async throws -> ClusterView {
+        do {
+            return try await store.loadCluster()
+        } catch {
+            fail(
+                "cannot read the cluster from etcd (\(configuration.etcd.endpoints.joined(separator: ", "))): \(error)")
+        }
+    }
+
+    /// The REST API client with this configuration's credentials.
+    var api: OperatorAPI {
+        OperatorAPI(username: configuration.restapi.username, password: configuration.restapi.password)
+    }
+
+    func fail(_ message: String, code: Int32 = 1) -> Never {
+        FileHandle.standardError.write(Data("baton: \(message)\n".utf8))
+        client.shutdown()
+        Foundation.exit(code)
+    }
+}
+
+func confirm(_ question: String) -> Bool {
+    print("\(question) [y/N] ", terminator: "")
+    guard let answer = readLine() else { return false }
+    return ["y", "yes"].contains(answer.lowercased())
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("baton: \(message)\n".utf8))
+}
+
+/// Output formats for commands that have a machine-readable form.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json, yaml
+}
+
+/// Calls to the members' REST APIs (`api_url` in their member keys).
+struct OperatorAPI {
+    var username: String?
+    var password: String?
+
+    struct Reply {
+        var status: Int
+        var body: Data
+        var url: String
+
+        var ok: Bool { (200..<300).contains(status) }
+
+        /// The message for a human: the `error` field of a JSON error, or the body as text.
+        var message: String {
+            if let value = try? JSONDecoder().decode(JSONValue.self, from: body),
+                case .object(let object) = value, let error = object["error"]?.stringValue
+            {
+                return error
+            }
+            let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return text.isEmpty ? "HTTP \(status)" : text
+        }
+
+        var json: JSONValue? { try? JSONDecoder().decode(JSONValue.self, from: body) }
+    }
+
+    struct Unreachable: Error, CustomStringConvertible {
+        var url: String
+        var reason: String
+        var timedOut = false
+        var description: String { "\(url): \(reason)" }
+    }
+
+    /// `http://host:port` from a member's `api_url` (`http://host:port/patroni`).
+    static func base(_ apiURL: String) -> String? {
+        guard !apiURL.isEmpty, var components = URLComponents(string: apiURL), components.host != nil else {
+            return nil
+        }
+        components.path = ""
+        components.query = nil
+        return components.string
+    }
+
+    func call(
+        _ method: String, _ apiURL: String, path: String, body: JSONValue? = nil, timeout: Double = 10
+    ) async throws -> Reply {
+        guard let base = Self.base(apiURL), let url = URL(string: base + path) else {
+            throw Unreachable(url: apiURL, reason: "not an http URL")
+        }
+        var request = URLRequest(url: url, timeoutInterval: timeout)
+        request.httpMethod = method
+        if let body {
+            request.httpBody = try JSONEncoder().encode(body)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        if let username, let password {
+            let token = Data("\(username):\(password)".utf8).base64EncodedString()
+            request.setValue("Basic \(token)", forHTTPHeaderField: "Authorization")
+        }
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.timeoutIntervalForRequest = timeout
+        configuration.timeoutIntervalForResource = timeout
+        let session = URLSession(configuration: configuration)
+        defer { session.finishTasksAndInvalidate() }
+        let target = url.absoluteString
+        return try await withCheckedThrowingContinuation { continuation in
+            session.dataTask(with: request) { data, response, error in
+                if let error {
+                    let timedOut = (error as? URLError)?.code == .timedOut
+                    continuation.resume(
+                        throwing: Unreachable(url: target, reason: error.localizedDescription, timedOut: timedOut))
+                } else if let http = response as? HTTPURLResponse {
+                    continuation.resume(returning: Reply(status: http.statusCode, body: data ?? Data(), url: target))
+                } else {
+                    continuation.resume(throwing: Unreachable(url: target, reason: "no HTTP response"))
+                }
+            }.resume()
+        }
+    }
+}
+
+extension ClusterView {
+    /// Members with an `api_url`, the leader first.
+    var apiMembersLeaderFirst: [Member] {
+        let leader = leader?.member
+        return members.filter { !$0.apiURL.isEmpty }.sorted {
+            ($0.name == leader ? 0 : 1) < ($1.name == leader ? 0 : 1)
+        }
+    }
+}
