@@ -53,7 +53,10 @@ struct OperatorStore {
 
 func confirm(_ question: String) -> Bool {
     print("\(question) [y/N] ", terminator: "")
-    guard let answer = readLine() else { return false }
+    guard let answer = readLine() else {
+        print("(no answer)")
+        return false
+    }
     return ["y", "yes"].contains(answer.lowercased())
 }
 

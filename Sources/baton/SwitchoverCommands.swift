@@ -9,11 +9,12 @@ import Foundation
 
 /// Posts `body` to the first member API that answers, in `members` order. nil when none answers.
 func postToFirstAPI(
-    _ op: OperatorStore, _ members: [Member], path: String, body: JSONValue, timeout: Double
+    _ op: OperatorStore, _ members: [Member], method: String = "POST", path: String, body: JSONValue?,
+    timeout: Double
 ) async -> (member: Member, reply: OperatorAPI.Reply?)? {
     for member in members {
         do {
-            let reply = try await op.api.call("POST", member.apiURL, path: path, body: body, timeout: timeout)
+            let reply = try await op.api.call(method, member.apiURL, path: path, body: body, timeout: timeout)
             return (member, reply)
         } catch let error as OperatorAPI.Unreachable where error.timedOut {
             // It answered the connection but not within the time: the request may have been taken.
@@ -53,8 +54,12 @@ struct SwitchoverCommand: AsyncParsableCommand {
     @Option(help: "When, as ISO 8601 (e.g. 2026-11-22T15:00:00+00:00); default now.") var scheduled: String?
     @Flag(help: "Do not ask for confirmation.") var force = false
     @Flag(help: "Return once requested; do not wait for the new leader.") var noWait = false
+    @Flag(help: "Cancel a scheduled switchover (DELETE /switchover).") var cancel = false
 
     func validate() throws {
+        if cancel, leader != nil || candidate != nil || scheduled != nil {
+            throw ValidationError("--cancel takes no --leader, --candidate or --scheduled")
+        }
         if let scheduled, ISO8601.secondsSince1970(scheduled) == nil {
             throw ValidationError("--scheduled '\(scheduled)' is not an ISO 8601 time like 2026-11-22T15:00:00+00:00")
         }
@@ -64,6 +69,17 @@ struct SwitchoverCommand: AsyncParsableCommand {
         let op = try OperatorStore(options)
         defer { op.client.shutdown() }
         let view = try await op.load()
+        if cancel {
+            guard view.failover?.value.scheduled_at != nil else { op.fail("no switchover is scheduled") }
+            guard
+                let (member, reply) = await postToFirstAPI(
+                    op, view.apiMembersLeaderFirst, method: "DELETE", path: "/switchover", body: nil, timeout: 10),
+                let reply
+            else { op.fail("no member's REST API answered: are the agents running?") }
+            checkReply(op, reply, member)
+            print("\(reply.message) (through \(member.name)'s REST API)")
+            return
+        }
         guard let current = view.leader?.member else {
             op.fail("the cluster has no leader: use 'baton failover --candidate MEMBER'")
         }
