@@ -48,6 +48,6 @@ public struct HALoopStateSource: APIStateSource {
     }
 
     public func wallClockSeconds() -> Double { wallClock() }
-    public func status() async -> HAStatus { await loop.snapshot() }
+    public func status() async -> HAStatus { loop.latestStatus() }
     public func wake(_ reason: String) { loop.wake(reason) }
 }

@@ -38,7 +38,12 @@ public actor HALoop {
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
     var lastReasonCode: String?
     var activity: Member.State?
-    var status: HAStatus
+    var status: HAStatus {
+        didSet { published.withLock { $0 = status } }
+    }
+    /// The latest status, readable without waiting for the actor (the REST API reads it on every
+    /// request; it must neither queue behind a running cycle nor delay it).
+    nonisolated let published: Mutex<HAStatus>
     var stopped = false
 
     public init(
@@ -59,12 +64,17 @@ public actor HALoop {
         var logger = logger
         logger[metadataKey: "ha.member"] = "\(configuration.name)"
         self.logger = logger
-        self.status = HAStatus(member: configuration.name)
-        self.status.config = configuration.initialDynamicConfig
+        var initial = HAStatus(member: configuration.name)
+        initial.config = configuration.initialDynamicConfig
+        self.status = initial
+        self.published = Mutex(initial)
     }
 
-    /// The latest snapshot, for the REST API.
+    /// The latest snapshot, through the actor.
     public func snapshot() -> HAStatus { status }
+
+    /// The latest snapshot without an actor hop; for the REST API's hot path.
+    public nonisolated func latestStatus() -> HAStatus { published.withLock { $0 } }
 
     /// Wakes the loop for an immediate cycle.
     public nonisolated func wake(_ reason: String) { wakeSignal.signal(reason) }
