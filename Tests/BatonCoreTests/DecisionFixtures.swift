@@ -13,7 +13,9 @@ enum Fixture {
         let port = 5432 + (Int(name.unicodeScalars.first?.value ?? 97) - 97)
         return Member(
             name: name, connURL: "postgres://127.0.0.1:\(port)/postgres", apiURL: "http://127.0.0.1:8008/patroni",
-            state: state, role: role, xlogLocation: LSN(lsn), timeline: timeline, tags: tags)
+            state: state, role: role, xlogLocation: LSN(lsn),
+            replicationState: role == .replica && state == .running ? "streaming" : nil, timeline: timeline,
+            tags: tags)
     }
 
     static func cluster(

@@ -158,6 +158,33 @@ import Testing
                 postgres: F.primary),
             actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
 
+        Row(
+            name: "switchover to a candidate still on an older timeline: rejected (no fork)",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    members: [F.member("a", role: .primary, timeline: 1), F.member("b", timeline: 1)],
+                    failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: {
+                    var pg = F.primary
+                    pg.timeline = 2
+                    return pg
+                }()),
+            actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+        Row(
+            name: "switchover to a candidate that is not streaming: rejected",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    members: [
+                        F.member("a", role: .primary),
+                        Member(
+                            name: "b", connURL: "postgres://127.0.0.1:5433/postgres", state: .running, role: .replica,
+                            xlogLocation: LSN(0x500_0000), replicationState: "in archive recovery", timeline: 1),
+                    ], failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.primary),
+            actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+
         // Replica with a leader
         Row(
             name: "replica streaming from the leader: nothing",

@@ -217,17 +217,24 @@ public enum HADecider {
         }
         let limit = o.config.maximumLagOnFailover
         let myPosition = o.postgres.currentLSN ?? .zero
+        // A candidate must stream on this leader's timeline: one still following an older timeline
+        // (e.g. right after another switchover) would fork history and lose the writes in between.
+        let myTimeline = o.postgres.timeline
         let candidates = cluster.members.filter { member in
             member.name != o.me && member.state == .running && member.role == .replica && !member.tags.noFailover
                 && (request.member == nil || request.member == member.name)
+                && member.replicationState == "streaming"
+                && (myTimeline == nil || member.timeline == myTimeline)
         }
         if let name = request.member, !cluster.members.contains(where: { $0.name == name }) {
             return Decision(clear, .switchoverRejected("candidate \(name) is not a member"), memory: memory)
         }
         guard let candidate = candidates.max(by: { ($0.xlogLocation ?? .zero) < ($1.xlogLocation ?? .zero) }) else {
             let why =
-                request.member.map { "candidate \($0) is not a running replica without nofailover" }
-                ?? "no running replica can take over"
+                request.member.map {
+                    "candidate \($0) is not a replica streaming on timeline \(myTimeline.map(String.init) ?? "?") "
+                        + "without nofailover; wait until it follows this leader and retry"
+                } ?? "no replica streaming on this leader's timeline can take over"
             return Decision(clear, .switchoverRejected(why), memory: memory)
         }
         let lag = myPosition.bytesAhead(of: candidate.xlogLocation ?? .zero)
