@@ -20,6 +20,9 @@ struct ClusterOptions: Sendable {
     var synchronousMode = false
     /// Extra YAML for a node's `tags:` section, by node index (1-based), e.g. `{nofailover: true}`.
     var tags: [Int: String] = [:]
+    /// When set, every agent's bin_dir is a copy of PostgreSQL's made of symlinks, except initdb,
+    /// which sleeps this many seconds first (a slow bootstrap).
+    var initdbDelay: Double?
 }
 
 /// A failure of the harness itself (a process that could not be started, a wait that timed out),
@@ -106,6 +109,10 @@ final class AgentCluster: @unchecked Sendable {
         let endpoints = output.split(separator: "\n").last.map { $0.split(separator: ",").map(String.init) } ?? []
         var nodes: [AgentNode] = []
         do {
+            var binDirectory = Self.binDirectory
+            if let delay = options.initdbDelay {
+                binDirectory = try slowInitdbBinDirectory(root.appendingPathComponent("bin").path, delay: delay)
+            }
             for index in 1...options.nodes {
                 let name = "node\(index)"
                 let directory = root.appendingPathComponent(name).path
@@ -115,7 +122,7 @@ final class AgentCluster: @unchecked Sendable {
                     apiPort: try TestEnvironment.freePort(), directory: directory,
                     configPath: root.appendingPathComponent("\(name).yml").path,
                     logPath: root.appendingPathComponent("\(name).agent.log").path)
-                try configuration(node, endpoints: endpoints, options: options)
+                try configuration(node, endpoints: endpoints, options: options, binDirectory: binDirectory)
                     .write(toFile: node.configPath, atomically: true, encoding: .utf8)
                 nodes.append(node)
             }
@@ -133,7 +140,23 @@ final class AgentCluster: @unchecked Sendable {
         return cluster
     }
 
-    static func configuration(_ node: AgentNode, endpoints: [String], options: ClusterOptions) -> String {
+    /// A bin directory of symlinks to PostgreSQL's programs, with an initdb that sleeps first.
+    static func slowInitdbBinDirectory(_ path: String, delay: Double) throws -> String {
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        for program in try FileManager.default.contentsOfDirectory(atPath: binDirectory) where program != "initdb" {
+            try FileManager.default.createSymbolicLink(
+                atPath: path + "/" + program, withDestinationPath: binDirectory + "/" + program)
+        }
+        let script = "#!/bin/sh\nsleep \(delay)\nexec \(binDirectory)/initdb \"$@\"\n"
+        try script.write(toFile: path + "/initdb", atomically: true, encoding: .utf8)
+        chmod(path + "/initdb", 0o755)
+        return path
+    }
+
+    static func configuration(
+        _ node: AgentNode, endpoints: [String], options: ClusterOptions, binDirectory: String
+    ) -> String {
         var text = """
             scope: \(scope)
             name: \(node.name)
