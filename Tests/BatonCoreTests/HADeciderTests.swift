@@ -103,7 +103,7 @@ import Testing
             name: "switchover now to b: graceful demote",
             observation: F.observe(
                 "a", cluster: F.cluster(failover: FailoverRequest(leader: "a", member: "b")),
-                postgres: F.primary),
+                postgres: F.primary, peers: []),
             actions: [.demote(.graceful)], reason: "switchover_stepping_down"),
         Row(
             name: "switchover scheduled in the future: wait",
@@ -121,7 +121,7 @@ import Testing
                 cluster: F.cluster(
                     failover: FailoverRequest(
                         leader: "a", member: "b",
-                        scheduledAt: "2020-01-01T00:00:00Z")), postgres: F.primary),
+                        scheduledAt: "2020-01-01T00:00:00Z")), postgres: F.primary, peers: []),
             actions: [.demote(.graceful)], reason: "switchover_stepping_down"),
         Row(
             name: "switchover to an unknown member: rejected and cleared",
@@ -144,7 +144,7 @@ import Testing
                         F.member("a", role: .primary),
                         F.member("b", lsn: 0x100_0000),
                     ], failover: FailoverRequest(leader: "a", member: "b")),
-                postgres: F.primary),
+                postgres: F.primary, peers: []),
             actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
         Row(
             name: "switchover to a nofailover candidate: rejected",
@@ -155,7 +155,7 @@ import Testing
                         F.member("a", role: .primary),
                         F.member("b", tags: Tags(["nofailover": .bool(true)])),
                     ], failover: FailoverRequest(leader: "a", member: "b")),
-                postgres: F.primary),
+                postgres: F.primary, peers: []),
             actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
 
         Row(
@@ -169,7 +169,7 @@ import Testing
                     var pg = F.primary
                     pg.timeline = 2
                     return pg
-                }()),
+                }(), peers: []),
             actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
         Row(
             name: "switchover to a candidate that is not streaming: rejected",
@@ -182,8 +182,23 @@ import Testing
                             name: "b", connURL: "postgres://127.0.0.1:5433/postgres", state: .running, role: .replica,
                             xlogLocation: LSN(0x500_0000), replicationState: "in archive recovery", timeline: 1),
                     ], failover: FailoverRequest(leader: "a", member: "b")),
-                postgres: F.primary),
+                postgres: F.primary, peers: []),
             actions: [.renewLease, .clearFailover(expected: 77)], reason: "switchover_rejected"),
+
+        Row(
+            name: "switchover asks the candidates for their live position first",
+            observation: F.observe(
+                "a", cluster: F.cluster(failover: FailoverRequest(leader: "a", member: "b")), postgres: F.primary),
+            actions: [.renewLease, .fetchPeers], reason: "asking_peers"),
+        Row(
+            name: "switchover: a stale member key does not matter when the candidate's live position is current",
+            observation: F.observe(
+                "a",
+                cluster: F.cluster(
+                    members: [F.member("a", role: .primary), F.member("b", lsn: 0x100_0000)],
+                    failover: FailoverRequest(leader: "a", member: "b")),
+                postgres: F.primary, peers: F.peers([("b", 0x500_0000)])),
+            actions: [.demote(.graceful)], reason: "switchover_stepping_down"),
 
         // Replica with a leader
         Row(

@@ -229,7 +229,19 @@ public enum HADecider {
         if let name = request.member, !cluster.members.contains(where: { $0.name == name }) {
             return Decision(clear, .switchoverRejected("candidate \(name) is not a member"), memory: memory)
         }
-        guard let candidate = candidates.max(by: { ($0.xlogLocation ?? .zero) < ($1.xlogLocation ?? .zero) }) else {
+        // Candidates' published positions lag by up to a publishing interval: ask them, as Patroni does.
+        guard let peers = o.peers else {
+            return Decision(actions + [.fetchPeers], .askingPeers, memory: memory, recheckImmediately: true)
+        }
+        func livePosition(_ member: Member) -> LSN {
+            if let peer = peers.first(where: { $0.name == member.name }), peer.reachable,
+                let position = peer.walPosition
+            {
+                return position
+            }
+            return member.xlogLocation ?? .zero
+        }
+        guard let candidate = candidates.max(by: { livePosition($0) < livePosition($1) }) else {
             let why =
                 request.member.map {
                     "candidate \($0) is not a replica streaming on timeline \(myTimeline.map(String.init) ?? "?") "
@@ -237,7 +249,7 @@ public enum HADecider {
                 } ?? "no replica streaming on this leader's timeline can take over"
             return Decision(clear, .switchoverRejected(why), memory: memory)
         }
-        let lag = myPosition.bytesAhead(of: candidate.xlogLocation ?? .zero)
+        let lag = myPosition.bytesAhead(of: livePosition(candidate))
         if lag > limit {
             return Decision(
                 clear, .switchoverRejected("candidate \(candidate.name) lags \(lag) bytes (limit \(limit))"),
