@@ -324,3 +324,18 @@ extension HALoop {
         return formatter.string(from: Date(timeIntervalSince1970: seconds))
     }
 }
+
+extension Action {
+    /// Whether running this action can change the local postgres (so its status must be read again).
+    var changesPostgres: Bool {
+        switch self {
+        case .bootstrap, .cloneReplica, .startPostgres, .stopPostgres, .promote, .demote, .follow, .rewindIfNeeded,
+            .setSynchronousStandbys:
+            return true
+        case .createSession, .renewLease, .acquireLeader, .reattachLeader, .releaseLeader, .claimInitialize,
+            .recordSystemIdentifier, .cancelInitialize, .clearFailover, .clearSync, .writeSync, .fetchPeers,
+            .askFailsafeConfirmation:
+            return false
+        }
+    }
+}

@@ -28,9 +28,12 @@ extension HALoop {
     /// Writes the member key when it changed (WAL-position-only changes at most every
     /// max(loop_wait, 5 s)), and as leader the status key (at most every max(loop_wait, 2 s)) and
     /// a missing config key: under one store write per second per agent at steady state.
-    func publish(after observation: Observation) async {
+    ///
+    /// `postgres` is a status read after actions that changed postgres; otherwise the observation's
+    /// own status is current and is not read again.
+    func publish(after observation: Observation, postgres: PostgresStatus? = nil) async {
         guard let session else { return }
-        let pg = await node.status()
+        let pg = postgres ?? observation.postgres
         status.postgres = pg
         if pg.process == .running { lastRunningRole = pg.inRecovery == false ? .primary : .replica }
         let record = memberRecord(pg)

@@ -118,7 +118,8 @@ public actor HALoop {
             let outcome = await execute(decision.actions, observation: observation)
             peerStatus = outcome.peers
             failsafe = outcome.failsafe
-            await publish(after: observation)
+            let changed = decision.actions.contains(where: \.changesPostgres)
+            await publish(after: observation, postgres: changed ? await node.status() : nil)
             if !decision.recheckImmediately || Task.isCancelled { break }
         }
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
