@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         // Already in the graph through Hummingbird; BatonAPI's peer probe uses its HTTP/1 client pieces.
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        // TLS for the REST API (server and clients); already in the graph through Hummingbird.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
     ],
     targets: [
         // C libraries, through system-library targets with small header-only shims.
@@ -70,7 +72,9 @@ let package = Package(
             dependencies: [
                 "BatonCore", "BatonHA",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -101,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonAgent", "BatonClient", "BatonCore",
+                "BatonAgent", "BatonAPI", "BatonClient", "BatonCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,7 +1,5 @@
-/// How the REST API listens and whom it lets change things.
-///
-/// TLS is not supported yet: put the API behind a TLS-terminating proxy, or keep it on a private
-/// network, until it is.
+/// How the REST API listens (plain HTTP, or TLS with optional client-certificate checks) and
+/// whom it lets change things.
 public struct APIConfiguration: Sendable {
     /// Credentials for HTTP Basic auth on unsafe methods (PUT, POST, PATCH, DELETE).
     public struct BasicAuth: Sendable, CustomStringConvertible {
@@ -29,12 +27,15 @@ public struct APIConfiguration: Sendable {
     public var switchoverTimeout: Duration
     /// How often they look at the store while waiting.
     public var switchoverPollInterval: Duration
+    /// TLS; nil for plain HTTP.
+    public var tls: APIServerTLS?
 
     public init(
         host: String = "127.0.0.1", port: Int = 8008, auth: BasicAuth? = nil, allowlist: [CIDRNetwork] = [],
         maxBodyBytes: Int = 64 * 1024, switchoverTimeout: Duration = .seconds(30),
-        switchoverPollInterval: Duration = .milliseconds(500)
+        switchoverPollInterval: Duration = .milliseconds(500), tls: APIServerTLS? = nil
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.auth = auth

@@ -21,6 +21,15 @@ public protocol APIStateSource: Sendable {
     func status() async -> HAStatus
     /// Asks the HA loop for an immediate cycle.
     func wake(_ reason: String)
+    /// Hands an operator request (restart, reload, reinitialize) to the HA loop, which carries it
+    /// out between two decisions, and returns its answer.
+    func submit(_ request: OperatorRequest) async -> OperatorReply
+    /// Latency and failures of the HA loop's store requests, when known.
+    func storeRequestStats() -> StoreRequestStats?
+}
+
+extension APIStateSource {
+    public func storeRequestStats() -> StoreRequestStats? { nil }
 }
 
 /// The production state source: a running `HALoop` and the store it uses.
@@ -50,4 +59,6 @@ public struct HALoopStateSource: APIStateSource {
     public func wallClockSeconds() -> Double { wallClock() }
     public func status() async -> HAStatus { loop.latestStatus() }
     public func wake(_ reason: String) { loop.wake(reason) }
+    public func submit(_ request: OperatorRequest) async -> OperatorReply { await loop.submit(request) }
+    public func storeRequestStats() -> StoreRequestStats? { loop.storeMetrics.snapshot() }
 }

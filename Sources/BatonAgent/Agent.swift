@@ -18,8 +18,12 @@ public final class Agent: Sendable {
     let fenceGuard: ProcessFenceGuard?
     let logger: Logger
 
-    /// Builds the agent. `executable` is the `baton` binary (for the fence guard process).
-    public init(configuration: AgentConfiguration, peers: any PeerProbe, executable: String?, logger: Logger) throws {
+    /// Builds the agent. `executable` is the `baton` binary (for the fence guard process);
+    /// `configurationFile` is re-read by `POST /reload`.
+    public init(
+        configuration: AgentConfiguration, peers: any PeerProbe, executable: String?, configurationFile: String? = nil,
+        logger: Logger
+    ) throws {
         self.configuration = configuration
         self.logger = logger
         let dynamic = configuration.dynamicConfig
@@ -65,7 +69,8 @@ public final class Agent: Sendable {
 
         let haConfiguration = HAConfiguration(
             name: configuration.name, connURL: "postgres://\(pg.connectAddress)/postgres",
-            apiURL: "http://\(configuration.restapi.connectAddress)/patroni", tags: configuration.tags,
+            apiURL: "\(configuration.restapi.scheme)://\(configuration.restapi.connectAddress)/patroni",
+            tags: configuration.tags,
             initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)))
         var watchdog: DeviceWatchdog?
         let margin = Duration.milliseconds(Int64(configuration.watchdog.safetyMargin * 1000))
@@ -91,7 +96,8 @@ public final class Agent: Sendable {
         }
         self.loop = HALoop(
             configuration: haConfiguration, store: store, node: node, peers: peers,
-            hooks: Self.hooks(configuration, logger: logger), watchdog: watchdog, fenceGuard: fenceGuard,
+            hooks: Self.hooks(configuration, node: node, file: configurationFile, logger: logger), watchdog: watchdog,
+            fenceGuard: fenceGuard,
             wallClock: { Date().timeIntervalSince1970 }, logger: logger)
     }
 
@@ -105,10 +111,17 @@ public final class Agent: Sendable {
 
     /// Callbacks and the pre-promote hook run as shell commands with (event, role, scope) arguments,
     /// like Patroni's.
-    static func hooks(_ configuration: AgentConfiguration, logger: Logger) -> HAHooks {
+    static func hooks(
+        _ configuration: AgentConfiguration, node: LocalPostgresNode, file: String?, logger: Logger
+    ) -> HAHooks {
         let callbacks = configuration.callbacks
         let scope = configuration.scope
         var hooks = HAHooks()
+        if let file {
+            hooks.reloadConfiguration = {
+                try Self.reloadConfiguration(from: file, running: configuration, node: node, logger: logger)
+            }
+        }
         if !callbacks.isEmpty {
             hooks.callback = { event, role in
                 guard let command = callbacks[event] else { return }
@@ -122,6 +135,53 @@ public final class Agent: Sendable {
             }
         }
         return hooks
+    }
+
+    /// `POST /reload`: reads `file` again and applies `postgresql.parameters` (written before
+    /// postgres reloads); names the other changed sections, which need an agent restart.
+    static func reloadConfiguration(
+        from file: String, running: AgentConfiguration, node: LocalPostgresNode, logger: Logger
+    ) throws -> String {
+        let fresh = try AgentConfiguration.load(path: file)
+        guard fresh.name == running.name, fresh.scope == running.scope else {
+            throw ConfigurationError(
+                path: "name", message: "name and scope cannot change while the agent runs; restart the agent",
+                file: file)
+        }
+        var notes: [String] = []
+        if fresh.postgresql.parameters != node.parameters {
+            let changed = Set(fresh.postgresql.parameters.keys).union(node.parameters.keys).filter {
+                fresh.postgresql.parameters[$0] != node.parameters[$0]
+            }
+            node.setParameters(fresh.postgresql.parameters)
+            notes.append("postgresql.parameters changed (\(changed.sorted().joined(separator: ", ")))")
+        }
+        var needRestart: [String] = []
+        if fresh.restapi.listenHost != running.restapi.listenHost
+            || fresh.restapi.listenPort != running.restapi.listenPort
+            || fresh.restapi.allowlist != running.restapi.allowlist
+            || fresh.restapi.username != running.restapi.username
+            || fresh.restapi.password != running.restapi.password
+        {
+            needRestart.append("restapi")
+        }
+        if fresh.etcd.hosts != running.etcd.hosts || fresh.etcd.username != running.etcd.username
+            || fresh.etcd.password != running.etcd.password
+        {
+            needRestart.append("etcd3")
+        }
+        if fresh.tags != running.tags { needRestart.append("tags") }
+        if fresh.postgresql.port != running.postgresql.port
+            || fresh.postgresql.dataDirectory != running.postgresql.dataDirectory
+        {
+            needRestart.append("postgresql (port, data_dir)")
+        }
+        if !needRestart.isEmpty {
+            notes.append("changed but applied only after an agent restart: \(needRestart.joined(separator: ", "))")
+        }
+        let summary = notes.isEmpty ? "configuration file re-read, nothing changed" : notes.joined(separator: "; ")
+        logger.info("reload: \(summary)")
+        return summary
     }
 
     static func runCommand(_ command: String, arguments: [String], logger: Logger) async -> Int32 {

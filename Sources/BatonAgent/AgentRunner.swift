@@ -7,9 +7,19 @@ import ServiceLifecycle
 
 /// Runs an agent until SIGTERM or SIGINT: the HA loop and the REST API in one `ServiceGroup`.
 public enum AgentRunner {
-    public static func run(configuration: AgentConfiguration, executable: String?, logger: Logger) async throws {
-        let peers = HTTPPeerProbe(timeout: .seconds(1), logger: logger)
-        let agent = try Agent(configuration: configuration, peers: peers, executable: executable, logger: logger)
+    /// `configurationFile` is the file `configuration` came from, re-read on `POST /reload`.
+    public static func run(
+        configuration: AgentConfiguration, configurationFile: String? = nil, executable: String?, logger: Logger
+    ) async throws {
+        let peers: HTTPPeerProbe
+        do {
+            peers = try HTTPPeerProbe(timeout: .seconds(1), tls: clientTLS(configuration.restapi), logger: logger)
+        } catch {
+            throw ConfigurationError(path: "restapi", message: "\(error)")
+        }
+        let agent = try Agent(
+            configuration: configuration, peers: peers, executable: executable, configurationFile: configurationFile,
+            logger: logger)
         let api = try apiApplication(agent: agent, logger: logger)
         logger.info(
             "starting agent",
@@ -42,11 +52,29 @@ public enum AgentRunner {
         let source = HALoopStateSource(
             loop: agent.loop, memberName: agent.configuration.name, scope: agent.configuration.scope,
             store: agent.store, clock: SystemMonotonicClock(), wallClock: { Date().timeIntervalSince1970 })
+        let tls = rest.certfile.flatMap { certfile in
+            rest.keyfile.map { keyfile in
+                APIServerTLS(
+                    certificateFile: certfile, keyFile: keyfile, caFile: rest.cafile,
+                    verifyClient: APIServerTLS.ClientVerification(rawValue: rest.verifyClient) ?? .none)
+            }
+        }
         let server = BatonAPIServer(
             source: source,
             configuration: APIConfiguration(
-                host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist),
+                host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist, tls: tls),
             logger: logger)
-        return server.makeApplication()
+        do {
+            return try server.makeApplication()
+        } catch {
+            throw ConfigurationError(path: "restapi", message: "\(error)")
+        }
+    }
+
+    /// How this agent (and the CLI) calls members' APIs: the section's CA, and its certificate as
+    /// a client certificate (for members that verify clients); nil when TLS is not configured.
+    public static func clientTLS(_ rest: AgentConfiguration.RestAPI) -> APIClientTLS? {
+        guard rest.certfile != nil || rest.cafile != nil else { return nil }
+        return APIClientTLS(caFile: rest.cafile, certificateFile: rest.certfile, keyFile: rest.keyfile)
     }
 }

@@ -45,13 +45,19 @@ public struct HAHooks: Sendable {
     public var prePromote: (@Sendable () async -> Bool)?
     /// Runs after postgres started, stopped, or changed role: (event, role).
     public var callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)?
+    /// `POST /reload`: re-reads the agent's configuration file and applies what can change
+    /// without an agent restart; returns a sentence saying what changed, or throws why the file
+    /// could not be used (postgres is then not reloaded).
+    public var reloadConfiguration: (@Sendable () async throws -> String)?
 
     public init(
         prePromote: (@Sendable () async -> Bool)? = nil,
-        callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)? = nil
+        callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)? = nil,
+        reloadConfiguration: (@Sendable () async throws -> String)? = nil
     ) {
         self.prePromote = prePromote
         self.callback = callback
+        self.reloadConfiguration = reloadConfiguration
     }
 }
 

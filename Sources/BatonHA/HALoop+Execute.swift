@@ -288,6 +288,7 @@ extension HALoop {
             reason = request.leader != nil ? "switchover from \(request.leader ?? "?")" : "manual failover"
         } else {
             reason = "failover" + (previousLeader.map { " from \($0)" } ?? "")
+            status.failovers += 1
         }
         let entry = HistoryEntry(
             timeline: before.timeline ?? 1, lsn: before.walPosition ?? .zero, reason: reason,

@@ -38,12 +38,26 @@ public actor HALoop {
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
     var lastReasonCode: String?
     var activity: Member.State?
+    /// Operator requests waiting for the next cycle, with who waits for each answer.
+    var operatorQueue: [PendingOperatorRequest] = []
+    /// A restart scheduled through `POST /restart {"schedule": ...}`.
+    var scheduledRestart: RestartRequest? {
+        didSet { status.scheduledRestart = scheduledRestart }
+    }
     var status: HAStatus {
-        didSet { published.withLock { $0 = status } }
+        didSet {
+            published.withLock { published in
+                let next = published.generation &+ 1
+                published = status
+                published.generation = next
+            }
+        }
     }
     /// The latest status, readable without waiting for the actor (the REST API reads it on every
     /// request; it must neither queue behind a running cycle nor delay it).
     nonisolated let published: Mutex<HAStatus>
+    /// Latency and failures of this loop's store requests, for `GET /metrics`.
+    public nonisolated let storeMetrics: StoreRequestMetrics
     var stopped = false
 
     public init(
@@ -53,7 +67,9 @@ public actor HALoop {
         wallClock: @escaping @Sendable () -> Double, logger: Logger
     ) {
         self.configuration = configuration
-        self.store = store
+        let storeMetrics = StoreRequestMetrics()
+        self.storeMetrics = storeMetrics
+        self.store = MeteredClusterStore(base: store, metrics: storeMetrics, clock: clock)
         self.node = node
         self.clock = clock
         self.peers = peers
@@ -110,6 +126,7 @@ public actor HALoop {
         var peerStatus: [PeerStatus]?
         var failsafe: Bool?
         await keepSessionAlive()
+        await runOperatorRequests()
         for _ in 0..<8 {
             let observation = await observe(peers: peerStatus, failsafe: failsafe)
             let decision = HADecider.decide(observation)
@@ -123,8 +140,10 @@ public actor HALoop {
             if !decision.recheckImmediately || Task.isCancelled { break }
         }
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
-        status.lastCycleAt = clock.now
-        status.lastCycleDuration = clock.now - started
+        let finished = clock.now
+        status.lastCycleAt = finished
+        status.lastCycleDuration = finished - started
+        status.cycleDurations.observe(finished - started)
     }
 
     func watchStore() async {
@@ -275,6 +294,7 @@ public actor HALoop {
             logger.debug("\(decision.reason)", metadata: metadata)
         }
         lastReasonCode = code
+        status.decisions[code, default: 0] += 1
         status.lastReason = decision.reason
         status.lastActions = decision.actions
     }

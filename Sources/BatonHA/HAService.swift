@@ -26,6 +26,7 @@ extension HALoop {
     /// revoke the session (deleting the member key).
     public func shutdown() async {
         stopped = true
+        failPendingOperatorRequests()
         let wasLeader = status.holdsLeaderKey
         // A primary left running without its agent would outlive its lease: unless the cluster is
         // paused, a leader always stops postgres on the way out.

@@ -22,6 +22,18 @@ public struct HAStatus: Sendable {
     public var published: Member?
     /// Number of promotions this agent performed.
     public var promotions: Int
+    /// Automatic failovers this agent won (promotions without an operator's request).
+    public var failovers: Int = 0
+    /// How long each HA cycle took.
+    public var cycleDurations = Histogram(bounds: Histogram.latencyBounds)
+    /// Decisions taken, by `Reason.code`.
+    public var decisions: [String: UInt64] = [:]
+    /// Grows by one each time the loop publishes a changed snapshot (0: never published by a
+    /// loop); equal generations of one loop mean equal snapshots, so readers may cache what they
+    /// derive from one.
+    public var generation: UInt64 = 0
+    /// A restart scheduled for later (`POST /restart` with `schedule`).
+    public var scheduledRestart: RestartRequest?
 
     public init(member: String) {
         self.member = member

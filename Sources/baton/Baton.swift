@@ -80,7 +80,9 @@ struct AgentCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "baton")
         logger[metadataKey: "ha.scope"] = "\(configuration.scope)"
-        try await AgentRunner.run(configuration: configuration, executable: Self.executablePath(), logger: logger)
+        try await AgentRunner.run(
+            configuration: configuration, configurationFile: options.config, executable: Self.executablePath(),
+            logger: logger)
     }
 
     static func executablePath() -> String? {

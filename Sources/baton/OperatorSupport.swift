@@ -1,13 +1,10 @@
 import ArgumentParser
+import BatonAPI
 import BatonAgent
 import BatonCore
 import BatonEtcd
 import Foundation
 import Logging
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
 /// A store connection for operator commands, from the agent's configuration.
 struct OperatorStore {
@@ -39,9 +36,11 @@ struct OperatorStore {
         }
     }
 
-    /// The REST API client with this configuration's credentials.
+    /// The REST API client with this configuration's credentials and TLS files.
     var api: OperatorAPI {
-        OperatorAPI(username: configuration.restapi.username, password: configuration.restapi.password)
+        OperatorAPI(
+            username: configuration.restapi.username, password: configuration.restapi.password,
+            tls: AgentRunner.clientTLS(configuration.restapi))
     }
 
     func fail(_ message: String, code: Int32 = 1) -> Never {
@@ -73,6 +72,7 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 struct OperatorAPI {
     var username: String?
     var password: String?
+    var tls: APIClientTLS?
 
     struct Reply {
         var status: Int
@@ -102,9 +102,11 @@ struct OperatorAPI {
         var description: String { "\(url): \(reason)" }
     }
 
-    /// `http://host:port` from a member's `api_url` (`http://host:port/patroni`).
+    /// `http(s)://host:port` from a member's `api_url` (`http://host:port/patroni`).
     static func base(_ apiURL: String) -> String? {
-        guard !apiURL.isEmpty, var components = URLComponents(string: apiURL), components.host != nil else {
+        guard !apiURL.isEmpty, var components = URLComponents(string: apiURL), components.host != nil,
+            components.scheme == "http" || components.scheme == "https"
+        else {
             return nil
         }
         components.path = ""
@@ -115,37 +117,28 @@ struct OperatorAPI {
     func call(
         _ method: String, _ apiURL: String, path: String, body: JSONValue? = nil, timeout: Double = 10
     ) async throws -> Reply {
-        guard let base = Self.base(apiURL), let url = URL(string: base + path) else {
-            throw Unreachable(url: apiURL, reason: "not an http URL")
+        guard let base = Self.base(apiURL) else {
+            throw Unreachable(url: apiURL, reason: "not an http:// or https:// URL")
         }
-        var request = URLRequest(url: url, timeoutInterval: timeout)
-        request.httpMethod = method
-        if let body {
-            request.httpBody = try JSONEncoder().encode(body)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
+        let target = base + path
+        var headers: [(String, String)] = []
         if let username, let password {
-            let token = Data("\(username):\(password)".utf8).base64EncodedString()
-            request.setValue("Basic \(token)", forHTTPHeaderField: "Authorization")
+            headers.append(("Authorization", "Basic " + Data("\(username):\(password)".utf8).base64EncodedString()))
         }
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = timeout
-        configuration.timeoutIntervalForResource = timeout
-        let session = URLSession(configuration: configuration)
-        defer { session.finishTasksAndInvalidate() }
-        let target = url.absoluteString
-        return try await withCheckedThrowingContinuation { continuation in
-            session.dataTask(with: request) { data, response, error in
-                if let error {
-                    let timedOut = (error as? URLError)?.code == .timedOut
-                    continuation.resume(
-                        throwing: Unreachable(url: target, reason: error.localizedDescription, timedOut: timedOut))
-                } else if let http = response as? HTTPURLResponse {
-                    continuation.resume(returning: Reply(status: http.statusCode, body: data ?? Data(), url: target))
-                } else {
-                    continuation.resume(throwing: Unreachable(url: target, reason: "no HTTP response"))
-                }
-            }.resume()
+        let client: APIClient
+        do {
+            client = try APIClient(tls: tls)
+        } catch {
+            throw Unreachable(url: target, reason: "TLS setup failed: \(error)")
+        }
+        do {
+            let reply = try await client.send(
+                method, url: target, body: try body.map { Array(try JSONEncoder().encode($0)) }, headers: headers,
+                timeout: .milliseconds(Int64(timeout * 1000)))
+            return Reply(status: reply.status, body: Data(reply.body), url: target)
+        } catch {
+            let text = "\(error)"
+            throw Unreachable(url: target, reason: text, timedOut: text.contains("within"))
         }
     }
 }

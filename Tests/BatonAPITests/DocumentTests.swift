@@ -7,7 +7,7 @@ import Testing
 
 @Suite struct DocumentTests {
     func get(_ path: String, _ status: HAStatus) async throws -> TestResponse {
-        let app = Fixture.application(FakeSource(status))
+        let app = try Fixture.application(FakeSource(status))
         return try await app.test(.router) { client in
             try await client.execute(uri: path, method: .get) { $0 }
         }

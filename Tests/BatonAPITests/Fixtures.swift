@@ -18,6 +18,9 @@ final class FakeSource: APIStateSource, Sendable {
     let memoryStore: InMemoryClusterStore
     private let snapshot: Mutex<HAStatus>
     private let wakes = Mutex<[String]>([])
+    private let submitted = Mutex<[OperatorRequest]>([])
+    /// What `submit` answers (the HA loop's logic is tested in BatonHATests).
+    let operatorReply = Mutex(OperatorReply(200, "done"))
     static let wallNow = 1_800_000_000.0
 
     init(_ status: HAStatus) {
@@ -35,6 +38,13 @@ final class FakeSource: APIStateSource, Sendable {
     func status() async -> HAStatus { snapshot.withLock { $0 } }
     func wake(_ reason: String) { wakes.withLock { $0.append(reason) } }
     var wakeReasons: [String] { wakes.withLock { $0 } }
+    func submit(_ request: OperatorRequest) async -> OperatorReply {
+        submitted.withLock { $0.append(request) }
+        return operatorReply.withLock { $0 }
+    }
+    var operatorRequests: [OperatorRequest] { submitted.withLock { $0 } }
+    let storeStats = Mutex<StoreRequestStats?>(nil)
+    func storeRequestStats() -> StoreRequestStats? { storeStats.withLock { $0 } }
     func update(_ change: (inout HAStatus) -> Void) { snapshot.withLock { change(&$0) } }
 }
 
@@ -123,8 +133,9 @@ enum Fixture {
 
     static func application(
         _ source: FakeSource, configuration: APIConfiguration = APIConfiguration(port: 0)
-    ) -> BatonAPIApplication {
-        BatonAPIServer(source: source, configuration: configuration, logger: Logger(label: "test")).makeApplication()
+    ) throws -> BatonAPIApplication {
+        try BatonAPIServer(source: source, configuration: configuration, logger: Logger(label: "test"))
+            .makeApplication()
     }
 }
 

@@ -9,7 +9,7 @@ import Testing
     /// Status code of every health path for a snapshot, through the router.
     func codes(_ status: HAStatus, query: String = "") async throws -> [String: UInt] {
         let source = FakeSource(status)
-        let app = Fixture.application(source)
+        let app = try Fixture.application(source)
         let paths = HealthCheck.allCases.flatMap(\.paths)
         return try await app.test(.router) { client in
             var result: [String: UInt] = [:]
@@ -108,7 +108,7 @@ import Testing
     }
 
     @Test func headAndOptionsAnswerTheCodeWithoutBody() async throws {
-        let app = Fixture.application(FakeSource(Fixture.replica()))
+        let app = try Fixture.application(FakeSource(Fixture.replica()))
         try await app.test(.router) { client in
             for method in [HTTPRequest.Method.head, .options] {
                 try await client.execute(uri: "/replica", method: method) { response in
@@ -127,7 +127,7 @@ import Testing
     }
 
     @Test func malformedLagIsABadRequest() async throws {
-        let app = Fixture.application(FakeSource(Fixture.replica()))
+        let app = try Fixture.application(FakeSource(Fixture.replica()))
         try await app.test(.router) { client in
             try await client.execute(uri: "/replica?lag=lots", method: .get) { response in
                 #expect(response.status == .badRequest)

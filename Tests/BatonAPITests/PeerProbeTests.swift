@@ -8,7 +8,7 @@ import Testing
 
 @Suite struct PeerProbeTests {
     @Test func probesRealAPIsAndReportsUnreachablePeers() async throws {
-        let probe = HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
+        let probe = try HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
         try await Fixture.application(FakeSource(Fixture.replica())).test(.live) { client in
             let port = try #require(client.port)
             let members = [
@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func failsafeConfirmation() async throws {
-        let probe = HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
+        let probe = try HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
         var replica = Fixture.replica()
         replica.config = DynamicConfig(["failsafe_mode": .bool(true)])
         try await Fixture.application(FakeSource(replica)).test(.live) { client in

@@ -93,6 +93,19 @@ import Testing
             yaml: minimal.replacingOccurrences(of: "name: node1", with: "name: node 1"), message: "may contain only",
             line: 2),
         Bad(yaml: minimal + "\npostgresql:\n  data_dir: /x", message: "duplicate key 'postgresql'", line: 5),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  certfile: /etc/hosts",
+            message: "give both restapi.certfile and restapi.keyfile",
+            line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  verify_client: sometimes", message: "expected none, optional or required",
+            line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  verify_client: required", message: "verifying client certificates needs TLS",
+            line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  certfile: /nonexistent/server.crt\n  keyfile: /nonexistent/server.key",
+            message: "cannot read '/nonexistent/server.crt'", line: nil),
     ]
 
     @Test(arguments: bad)
@@ -107,6 +120,15 @@ import Testing
         } catch {
             Issue.record("unexpected error type: \(error)")
         }
+    }
+
+    @Test func tlsKeysMakeTheAPIHTTPS() throws {
+        let configuration = try AgentConfiguration.parse(
+            Self.minimal + "\nrestapi:\n  certfile: /etc/hostname\n  keyfile: /etc/hostname\n  cafile: /etc/hostname\n"
+                + "  verify_client: required", environment: Self.secrets)
+        #expect(configuration.restapi.scheme == "https")
+        #expect(configuration.restapi.verifyClient == "required")
+        #expect(configuration.restapi.cafile == "/etc/hostname")
     }
 
     @Test func missingPasswordSaysWhereToSetIt() {

@@ -3,7 +3,9 @@ import BatonHA
 
 /// `GET /metrics`: the snapshot in Prometheus' text exposition format (version 0.0.4).
 enum MetricsDocument {
-    static func make(_ status: HAStatus, scope: String, now: MonotonicInstant) -> String {
+    static func make(
+        _ status: HAStatus, scope: String, now: MonotonicInstant, store: StoreRequestStats? = nil
+    ) -> String {
         var text = MetricsText(labels: ["scope": scope, "name": status.member])
         let node = NodeFacts(status)
         text.gauge("baton_info", "Baton version of this member.", 1, extra: ["version": BatonCore.version])
@@ -45,6 +47,27 @@ enum MetricsDocument {
                 seconds(deadline - now))
         }
         text.counter("baton_promotions_total", "Promotions performed by this agent.", Double(status.promotions))
+        text.counter(
+            "baton_failovers_total", "Automatic failovers this agent won (promotions nobody asked for).",
+            Double(status.failovers))
+        text.header("baton_decisions_total", "HA decisions taken, by reason code.", type: "counter")
+        for (reason, count) in status.decisions.sorted(by: { $0.key < $1.key }) {
+            text.sample("baton_decisions_total", Double(count), extra: ["reason": reason])
+        }
+        text.histogram(
+            "baton_ha_cycle_duration_seconds", "Duration of the HA loop's cycles (observe, decide, act, publish).",
+            status.cycleDurations)
+        if let store {
+            text.histogram(
+                "baton_store_request_duration_seconds", "Latency of the HA loop's requests to the store (etcd).",
+                store.latency)
+            text.header(
+                "baton_store_request_errors_total", "Failed store requests, by kind (unavailable, timeout, ...).",
+                type: "counter")
+            for (kind, count) in store.errors.sorted(by: { $0.key < $1.key }) {
+                text.sample("baton_store_request_errors_total", Double(count), extra: ["kind": kind])
+            }
+        }
         if let last = status.lastCycleAt {
             text.gauge(
                 "baton_last_cycle_seconds_ago", "Seconds since the HA loop last finished a cycle.", seconds(now - last))
@@ -81,6 +104,17 @@ struct MetricsText {
     mutating func gauge(_ name: String, _ help: String, _ value: Double, extra: [String: String] = [:]) {
         header(name, help, type: "gauge")
         sample(name, value, extra: extra)
+    }
+
+    mutating func histogram(_ name: String, _ help: String, _ histogram: Histogram) {
+        header(name, help, type: "histogram")
+        let cumulative = histogram.cumulative
+        for (index, bound) in histogram.bounds.enumerated() {
+            sample(name + "_bucket", Double(cumulative[index]), extra: ["le": Self.format(bound)])
+        }
+        sample(name + "_bucket", Double(histogram.count), extra: ["le": "+Inf"])
+        sample(name + "_sum", histogram.sum)
+        sample(name + "_count", Double(histogram.count))
     }
 
     mutating func counter(_ name: String, _ help: String, _ value: Double) {

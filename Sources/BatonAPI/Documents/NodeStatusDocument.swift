@@ -34,14 +34,27 @@ enum NodeStatusDocument {
         }
         if let cluster = status.cluster, cluster.leader == nil { document["cluster_unlocked"] = .bool(true) }
         if status.config.pause { document["pause"] = .bool(true) }
-        if let readAt = status.clusterReadAt {
-            let ago = max(0, Double((now - readAt).components.seconds))
-            document["dcs_last_seen"] = .number((wallClock - ago).rounded(.down))
+        if let seen = dcsLastSeen(status, now: now, wallClock: wallClock) {
+            document["dcs_last_seen"] = .number(seen)
         }
         if !node.tags.isEmpty { document["tags"] = .object(node.tags.values) }
         if postgres.pendingRestart { document["pending_restart"] = .bool(true) }
         if node.isSynchronous { document["sync_standby"] = .bool(true) }
+        if let scheduled = status.scheduledRestart {
+            var restart: [String: JSONValue] = ["schedule": .string(scheduled.scheduledAtText ?? "")]
+            if let role = scheduled.role { restart["role"] = .string(role.rawValue) }
+            if scheduled.onlyIfPending { restart["restart_pending"] = .bool(true) }
+            if let version = scheduled.postgresVersionBelow { restart["postgres_version"] = .number(Double(version)) }
+            document["scheduled_restart"] = .object(restart)
+        }
         return document
+    }
+
+    /// Wall-clock second when the store was last read (`dcs_last_seen`).
+    static func dcsLastSeen(_ status: HAStatus, now: MonotonicInstant, wallClock: Double) -> Double? {
+        guard let readAt = status.clusterReadAt else { return nil }
+        let ago = max(0, Double((now - readAt).components.seconds))
+        return (wallClock - ago).rounded(.down)
     }
 
     /// The state to report: the activity published in the member key (`creating replica`,

@@ -2,6 +2,7 @@ import BatonCore
 import BatonHA
 import Foundation
 import Logging
+import NIOSSL
 
 /// The HA loop's `PeerProbe` over the REST API: `GET <api_url>` (Patroni's `/patroni`) of each
 /// member within a short deadline, and `POST /failsafe` for failsafe confirmations.
@@ -10,11 +11,13 @@ public struct HTTPPeerProbe: PeerProbe {
     let logger: Logger
     let client: PeerHTTPClient
 
-    /// - Parameter timeout: the deadline of each call (connect, request and reply).
-    public init(timeout: Duration = .seconds(1), logger: Logger) {
+    /// - Parameters:
+    ///   - timeout: the deadline of each call (connect, request and reply).
+    ///   - tls: how to call peers whose `api_url` is `https://`; throws when its files cannot be loaded.
+    public init(timeout: Duration = .seconds(1), tls: APIClientTLS? = nil, logger: Logger) throws {
         self.timeout = timeout
         self.logger = logger
-        self.client = PeerHTTPClient()
+        self.client = PeerHTTPClient(tls: try tls.map { try NIOSSLContext(configuration: $0.configuration()) })
     }
 
     public func status(of members: [Member]) async -> [PeerStatus] {
@@ -31,7 +34,7 @@ public struct HTTPPeerProbe: PeerProbe {
     func status(of member: Member) async -> PeerStatus {
         guard let target = PeerHTTPClient.Target(member.apiURL) else {
             logger.debug(
-                "peer API URL not usable (plain http://host:port/path only)",
+                "peer API URL not usable (http:// or https://host:port/path only)",
                 metadata: ["ha.peer": "\(member.name)", "api.url": "\(member.apiURL)"])
             return PeerStatus(name: member.name, reachable: false)
         }

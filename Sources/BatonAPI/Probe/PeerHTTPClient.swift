@@ -1,9 +1,11 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A minimal HTTP/1.1 client for peer-to-peer calls: one request per connection, a hard
-/// deadline on the whole exchange, a cap on the response size. Plain HTTP only.
+/// deadline on the whole exchange, a cap on the response size. `https://` URLs go through TLS
+/// with the client's `tls` context (the system trust store when none was given).
 struct PeerHTTPClient: Sendable {
     struct Reply: Sendable {
         var status: Int
@@ -14,22 +16,25 @@ struct PeerHTTPClient: Sendable {
         var description: String
     }
 
-    /// A parsed `http://host:port/path` URL.
+    /// A parsed `http://host:port/path` or `https://host:port/path` URL.
     struct Target: Hashable, Sendable {
         var host: String
         var port: Int
         var path: String
+        var secure = false
 
         init?(_ url: String) {
-            guard url.hasPrefix("http://") else { return nil }
-            var rest = Substring(url.dropFirst("http://".count))
+            let secure = url.hasPrefix("https://")
+            guard url.hasPrefix("http://") || secure else { return nil }
+            self.secure = secure
+            var rest = Substring(url.dropFirst(secure ? "https://".count : "http://".count))
             var path = "/"
             if let slash = rest.firstIndex(of: "/") {
                 path = String(rest[slash...])
                 rest = rest[..<slash]
             }
             if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-            var port = 80
+            var port = secure ? 443 : 80
             if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
                 let after = rest[rest.index(after: close)...]
                 if after.hasPrefix(":") {
@@ -60,13 +65,20 @@ struct PeerHTTPClient: Sendable {
 
     var group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     var maxResponseBytes = 1 << 20
+    /// The TLS context for `https://` targets; nil: the system's trust store, no client certificate.
+    var tls: NIOSSLContext?
+
+    init(tls: NIOSSLContext? = nil) {
+        self.tls = tls
+    }
 
     /// Sends one request and reads the whole reply, all within `timeout`.
     func send(
-        _ method: HTTPMethod, to target: Target, body: [UInt8]? = nil, timeout: Duration
+        _ method: HTTPMethod, to target: Target, body: [UInt8]? = nil, headers: [(String, String)] = [],
+        timeout: Duration
     ) async throws -> Reply {
         try await withThrowingTaskGroup(of: Reply.self) { group in
-            group.addTask { try await exchange(method, target, body: body, timeout: timeout) }
+            group.addTask { try await exchange(method, target, body: body, headers: headers, timeout: timeout) }
             group.addTask {
                 try await Task.sleep(for: timeout)
                 throw Failure(description: "no reply from \(target.hostHeader) within \(timeout)")
@@ -79,15 +91,24 @@ struct PeerHTTPClient: Sendable {
         }
     }
 
-    private func exchange(_ method: HTTPMethod, _ target: Target, body: [UInt8]?, timeout: Duration) async throws
-        -> Reply
-    {
+    private func exchange(
+        _ method: HTTPMethod, _ target: Target, body: [UInt8]?, headers extra: [(String, String)], timeout: Duration
+    ) async throws -> Reply {
         let milliseconds = max(
             1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let context: NIOSSLContext? =
+            target.secure ? try tls ?? NIOSSLContext(configuration: .makeClientConfiguration()) : nil
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(milliseconds))
             .connect(host: target.host, port: target.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        // An IP address is checked against the certificate's IP SANs; SNI only for names.
+                        let isAddress = (try? SocketAddress(ipAddress: target.host, port: 0)) != nil
+                        let handler = try NIOSSLClientHandler(
+                            context: context, serverHostname: isAddress ? nil : target.host)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
                         wrappingChannelSynchronously: channel)
@@ -101,6 +122,7 @@ struct PeerHTTPClient: Sendable {
                 headers.add(name: "User-Agent", value: "Baton")
                 headers.add(name: "Connection", value: "close")
                 headers.add(name: "Accept", value: "application/json")
+                for (name, value) in extra { headers.add(name: name, value: value) }
                 if let body {
                     headers.add(name: "Content-Type", value: "application/json")
                     headers.add(name: "Content-Length", value: String(body.count))

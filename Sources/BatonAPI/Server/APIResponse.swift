@@ -5,12 +5,17 @@ import Hummingbird
 /// Building responses: JSON documents, plain text, and JSON errors `{"error": "..."}`.
 enum APIResponse {
     static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: encode(value)))
+    }
+
+    /// JSON with sorted keys.
+    static func encode(_ value: JSONValue) -> ByteBuffer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        return ByteBuffer(bytes: data)
     }
 
     static func json(_ status: HTTPResponse.Status, _ object: [String: JSONValue]) -> Response {

@@ -2,6 +2,7 @@ import BatonCore
 import BatonHA
 import Foundation
 import Hummingbird
+import HummingbirdTLS
 import Logging
 
 /// The Hummingbird application serving Baton's REST API.
@@ -17,6 +18,8 @@ public struct BatonAPIServer: Sendable {
     public let source: any APIStateSource
     public let configuration: APIConfiguration
     public let logger: Logger
+    /// The status document, encoded once per published snapshot (and per second of `dcs_last_seen`).
+    let statusBodies = StatusBodyCache()
 
     public init(source: any APIStateSource, configuration: APIConfiguration, logger: Logger) {
         self.source = source
@@ -70,9 +73,10 @@ public struct BatonAPIServer: Sendable {
             Route(method: .post, path: "/failsafe") { request, context in
                 await acceptFailsafe(request, context: context)
             },
-            Route(method: .post, path: "/restart") { _, _ in notImplemented("restart") },
-            Route(method: .post, path: "/reload") { _, _ in notImplemented("reload") },
-            Route(method: .post, path: "/reinitialize") { _, _ in notImplemented("reinitialize") },
+            Route(method: .post, path: "/restart") { request, context in await restart(request, context: context) },
+            Route(method: .delete, path: "/restart") { _, _ in await cancelScheduledRestart() },
+            Route(method: .post, path: "/reload") { request, _ in await reload(request) },
+            Route(method: .post, path: "/reinitialize") { request, _ in await reinitialize(request) },
         ]
         return routes
     }
@@ -91,13 +95,17 @@ public struct BatonAPIServer: Sendable {
         return router
     }
 
-    /// The application, a `Service`: run it in the agent's `ServiceGroup`.
-    public func makeApplication() -> BatonAPIApplication {
-        Application(
-            router: makeRouter(),
-            configuration: ApplicationConfiguration(
-                address: .hostname(configuration.host, port: configuration.port), serverName: "Baton"),
-            logger: logger)
+    /// The application, a `Service`: run it in the agent's `ServiceGroup`. Speaks TLS when
+    /// `configuration.tls` is set; throws when its certificate or key cannot be loaded.
+    public func makeApplication() throws -> BatonAPIApplication {
+        let applicationConfiguration = ApplicationConfiguration(
+            address: .hostname(configuration.host, port: configuration.port), serverName: "Baton")
+        guard let tls = configuration.tls else {
+            return Application(router: makeRouter(), configuration: applicationConfiguration, logger: logger)
+        }
+        return Application(
+            router: makeRouter(), server: try .tls(.http1(), tlsConfiguration: tls.configuration()),
+            configuration: applicationConfiguration, logger: logger)
     }
 
     // MARK: Status
@@ -113,7 +121,25 @@ public struct BatonAPIServer: Sendable {
         let now = source.clock.now
         let code: HTTPResponse.Status = check.passes(status, query: query, now: now) ? .ok : .serviceUnavailable
         if request.method == .head || request.method == .options { return APIResponse.empty(code) }
-        return APIResponse.json(code, nodeDocument(status, now: now))
+        return statusResponse(code, status, now: now)
+    }
+
+    /// The node status document as a response; its bytes are reused while the snapshot is the same.
+    func statusResponse(_ code: HTTPResponse.Status, _ status: HAStatus, now: MonotonicInstant) -> Response {
+        let wallClock = source.wallClockSeconds()
+        let key = StatusBodyCache.Key(
+            generation: status.generation,
+            dcsLastSeen: NodeStatusDocument.dcsLastSeen(status, now: now, wallClock: wallClock))
+        let body: ByteBuffer
+        if status.generation != 0, let cached = statusBodies.body(for: key) {
+            body = cached
+        } else {
+            body = APIResponse.encode(
+                .object(NodeStatusDocument.make(status, scope: source.scope, now: now, wallClock: wallClock)))
+            if status.generation != 0 { statusBodies.store(body, for: key) }
+        }
+        return Response(
+            status: code, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
     }
 
     func nodeDocument(_ status: HAStatus, now: MonotonicInstant) -> [String: JSONValue] {
@@ -122,7 +148,7 @@ public struct BatonAPIServer: Sendable {
 
     func nodeStatus() async -> Response {
         let status = await source.status()
-        return APIResponse.json(.ok, nodeDocument(status, now: source.clock.now))
+        return statusResponse(.ok, status, now: source.clock.now)
     }
 
     func clusterStatus() async -> Response {
@@ -157,17 +183,11 @@ public struct BatonAPIServer: Sendable {
 
     func metrics() async -> Response {
         let status = await source.status()
-        let text = MetricsDocument.make(status, scope: source.scope, now: source.clock.now)
+        let text = MetricsDocument.make(
+            status, scope: source.scope, now: source.clock.now, store: source.storeRequestStats())
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
-    }
-
-    func notImplemented(_ action: String) -> Response {
-        APIResponse.error(
-            .serviceUnavailable,
-            "POST /\(action) is not implemented yet in Baton; do it on the host for now "
-                + "(e.g. pg_ctl \(action == "reload" ? "reload" : "restart") as the postgres user)")
     }
 
     // MARK: Request bodies

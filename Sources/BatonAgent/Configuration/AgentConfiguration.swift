@@ -33,6 +33,17 @@ public struct AgentConfiguration: Sendable {
         public var username: String?
         public var password: String?
         public var allowlist: [String]
+        /// TLS: the server's certificate chain and key (PEM); the API speaks https when set.
+        public var certfile: String? = nil
+        public var keyfile: String? = nil
+        /// CA bundle (PEM) that client certificates must chain to, and that peers' certificates are
+        /// checked against when this agent calls them.
+        public var cafile: String? = nil
+        /// `none`, `optional` (a presented certificate must be valid) or `required`.
+        public var verifyClient: String = "none"
+
+        /// `https` when TLS is configured, else `http`.
+        public var scheme: String { certfile == nil ? "http" : "https" }
     }
 
     public struct Postgres: Sendable {
@@ -136,7 +147,10 @@ public struct AgentConfiguration: Sendable {
 
         // REST API
         let api = try root.section("restapi")
-        try api.rejectUnknownKeys(["listen", "connect_address", "authentication", "allowlist"])
+        try api.rejectUnknownKeys([
+            "listen", "connect_address", "authentication", "allowlist", "certfile", "keyfile", "cafile",
+            "verify_client",
+        ])
         let listen = try api.string("listen", default: "127.0.0.1:8008")
         guard let (listenHost, listenPort) = hostPort(listen) else {
             throw api.error("listen", "expected host:port, got '\(listen)'")
@@ -148,11 +162,33 @@ public struct AgentConfiguration: Sendable {
         }
         let apiAuth = try api.section("authentication")
         try apiAuth.rejectUnknownKeys(["username", "password"])
-        let restapi = RestAPI(
+        var restapi = RestAPI(
             listenHost: listenHost, listenPort: listenPort, connectAddress: connect,
             username: try env("BATON_RESTAPI_USERNAME") ?? apiAuth.string("username"),
             password: try env("BATON_RESTAPI_PASSWORD") ?? apiAuth.string("password"),
             allowlist: try api.stringList("allowlist") ?? [])
+        restapi.certfile = try api.string("certfile")
+        restapi.keyfile = try api.string("keyfile")
+        restapi.cafile = try api.string("cafile")
+        restapi.verifyClient = try api.string("verify_client", default: "none")
+        guard ["none", "optional", "required"].contains(restapi.verifyClient) else {
+            throw api.error("verify_client", "expected none, optional or required, got '\(restapi.verifyClient)'")
+        }
+        if (restapi.certfile == nil) != (restapi.keyfile == nil) {
+            throw api.error(
+                restapi.certfile == nil ? "certfile" : "keyfile",
+                "give both restapi.certfile and restapi.keyfile (PEM files) for TLS, or neither")
+        }
+        if restapi.verifyClient != "none", restapi.cafile == nil || restapi.certfile == nil {
+            throw api.error(
+                "verify_client",
+                "verifying client certificates needs TLS (certfile, keyfile) and a cafile to check them against")
+        }
+        for key in ["certfile", "keyfile", "cafile"] {
+            if requireSecrets, let path = try api.string(key), !FileManager.default.isReadableFile(atPath: path) {
+                throw api.error(key, "cannot read '\(path)' (does it exist, and may this user read it?)")
+            }
+        }
         if (restapi.username == nil) != (restapi.password == nil) {
             throw apiAuth.error("password", "give both restapi.authentication.username and password, or neither")
         }

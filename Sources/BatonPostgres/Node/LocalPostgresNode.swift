@@ -26,6 +26,19 @@ public final class LocalPostgresNode: PostgresNode {
         var subscribers: [Int: AsyncStream<PostmasterExit>.Continuation] = [:]
         var nextSubscriber = 0
         var synchronousStandbys: [String] = []
+        /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
+        var parameters: [String: String]?
+    }
+
+    /// The operator's `postgresql.parameters` in force (written on the next start or reload).
+    public var parameters: [String: String] {
+        state.withLock { $0.parameters } ?? configuration.parameters
+    }
+
+    /// Replaces the operator's `postgresql.parameters` (after the agent re-read its file); they
+    /// are written to the managed parameters file on the next `reload()` or start.
+    public func setParameters(_ parameters: [String: String]) {
+        state.withLock { $0.parameters = parameters }
     }
 
     /// Throws when the OS user does not exist.
@@ -361,6 +374,7 @@ public final class LocalPostgresNode: PostgresNode {
             )
         }
         var parametersConfiguration = configuration
+        parametersConfiguration.parameters = parameters
         let synchronous = state.withLock { $0.synchronousStandbys }
         if !synchronous.isEmpty {
             let names = synchronous.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }.joined(

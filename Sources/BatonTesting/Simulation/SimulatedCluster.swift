@@ -368,6 +368,13 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 extension SimulatedCluster {
     func agent(_ name: String) -> Agent? { agents.first { $0.name == name } }
 
+    /// One agent's HA loop (nil after a whole-node crash), for tests that talk to it directly.
+    public func loop(named name: String) -> HALoop? { agent(name)?.loop }
+    /// One agent's simulated postgres.
+    public func postgres(named name: String) -> SimulatedPostgres? { nodesByName[name] }
+    /// One agent's view of the store.
+    public func store(named name: String) -> InMemoryClusterStore? { agent(name)?.store }
+
     /// SIGKILL of agent and postmaster on one node.
     public func crashWholeNode(_ name: String) {
         guard let agent = agent(name) else { return }

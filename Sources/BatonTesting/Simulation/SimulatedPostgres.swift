@@ -18,6 +18,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var replicationPaused = false
         public var synchronousStandbys: [String] = []
         public var promotions: [(timeline: Int, lsn: UInt64)] = []
+        /// How many times `restart()` and `reload()` ran, and clones were taken.
+        public var restarts = 0
+        public var reloads = 0
+        public var clones = 0
     }
 
     public let name: String
@@ -89,6 +93,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
             state.lsn = upstream.lsn
             state.timeline = upstream.timeline
             state.systemID = upstream.systemID
+            state.clones += 1
         }
         progress?(CloneProgress(doneKB: 100, totalKB: 100, percent: 100))
     }
@@ -112,10 +117,14 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     }
 
     public func restart() async throws {
-        lock.withLock { state.running = true }
+        lock.withLock {
+            state.running = true
+            state.crashed = false
+            state.restarts += 1
+        }
     }
 
-    public func reload() async throws {}
+    public func reload() async throws { lock.withLock { state.reloads += 1 } }
 
     public func promote(timeout: Duration) async throws {
         try lock.withLock {

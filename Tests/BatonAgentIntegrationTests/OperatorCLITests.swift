@@ -1,0 +1,188 @@
+import BatonCore
+import Foundation
+import Testing
+
+/// The `baton` CLI as an operator runs it (the built binary, as a process) against a real
+/// three-agent cluster: list/topology/history output, and restart/reinit through the REST API
+/// and the HA loop.
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct OperatorCLITests {
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs `baton ARGS -c <node1's config>` to completion, stdin closed.
+    static func baton(_ cluster: AgentCluster, _ arguments: [String], timeout: Duration = .seconds(120)) throws
+        -> Output
+    {
+        let config = try cluster.node("node1").configPath
+        let base = cluster.root.appendingPathComponent("cli-\(UUID().uuidString)").path
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".out")
+            try? FileManager.default.removeItem(atPath: base + ".err")
+        }
+        let pid = try AgentCluster.spawn(
+            [AgentCluster.batonBinary] + arguments + ["-c", config], environment: ProcessInfo.processInfo.environment,
+            output: base + ".out", errors: base + ".err")
+        let deadline = ContinuousClock.now + timeout
+        var status: Int32 = 0
+        while true {
+            let done = waitpid(pid, &status, WNOHANG)
+            if done == pid { break }
+            if ContinuousClock.now > deadline {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                throw ClusterFailure(description: "baton \(arguments.joined(separator: " ")) did not finish in time")
+            }
+            usleep(50_000)
+        }
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Output(
+            status: code,
+            stdout: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
+    }
+
+    static func startTime(_ cluster: AgentCluster, _ name: String) async throws -> String {
+        let result = try await cluster.execute(name, "SELECT pg_postmaster_start_time()::text AS started")
+        return try #require(try result.rows.first?.string("started"))
+    }
+
+    static func inRecovery(_ cluster: AgentCluster, _ name: String) async throws -> Bool? {
+        try await cluster.execute(name, "SELECT pg_is_in_recovery() AS r").rows.first?.bool("r")
+    }
+
+    /// Waits until `name` answers SQL again (after a restart or a re-clone).
+    static func waitForSQL(_ cluster: AgentCluster, _ name: String, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if (try? await startTime(cluster, name)) != nil { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw ClusterFailure(description: "\(name) does not answer SQL\n\(await cluster.report())")
+    }
+
+    @Test("baton list / topology / history print the real cluster as a table and as JSON")
+    func listTopologyHistory() async throws {
+        let cluster = try AgentCluster.start("cli-list")
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy()
+        let names = cluster.nodes.map(\.name).sorted()
+
+        let table = try Self.baton(cluster, ["list"])
+        #expect(table.status == 0, "\(table.stderr)")
+        let lines = table.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.contains(AgentCluster.scope) == true, "title: \(table.stdout)")
+        for name in names {
+            let row = lines.first { $0.contains("| \(name) ") || $0.contains(" \(name) ") }
+            #expect(row != nil, "no row for \(name):\n\(table.stdout)")
+            if name == leader {
+                #expect(row?.contains("Leader") == true, "\(table.stdout)")
+            } else {
+                #expect(row?.contains("Replica") == true, "\(table.stdout)")
+                #expect(row?.contains("streaming") == true, "\(table.stdout)")
+            }
+        }
+
+        let json = try Self.baton(cluster, ["list", "--format", "json"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let rows = try #require(
+            try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]], "\(json.stdout)")
+        #expect(rows.compactMap { $0["member"] as? String }.sorted() == names)
+        let leaderRow = rows.first { $0["member"] as? String == leader }
+        #expect((leaderRow?["role"] as? String)?.lowercased() == "leader", "\(json.stdout)")
+        for row in rows where row["member"] as? String != leader {
+            #expect((row["state"] as? String) == "streaming", "\(json.stdout)")
+            #expect(row["lag"] != nil, "replica rows carry their lag: \(json.stdout)")
+        }
+
+        let topology = try Self.baton(cluster, ["topology"])
+        #expect(topology.status == 0, "\(topology.stderr)")
+        let treeLines = topology.stdout.split(separator: "\n").map(String.init)
+        let leaderLine = try #require(treeLines.firstIndex { $0.contains(leader) }, "\(topology.stdout)")
+        for name in names where name != leader {
+            let index = try #require(treeLines.firstIndex { $0.contains(name) }, "\(topology.stdout)")
+            #expect(index > leaderLine, "replicas are listed under the leader:\n\(topology.stdout)")
+        }
+        let topologyJSON = try Self.baton(cluster, ["topology", "--format", "json"])
+        let trees = try #require(
+            try JSONSerialization.jsonObject(with: Data(topologyJSON.stdout.utf8)) as? [[String: Any]],
+            "\(topologyJSON.stdout)")
+        #expect(trees.first?["member"] as? String == leader)
+        let children = (trees.first?["replicas"] as? [[String: Any]])?.compactMap { $0["member"] as? String }
+        #expect(children?.sorted() == names.filter { $0 != leader })
+
+        // A switchover writes the first history entry.
+        let candidate = try #require(names.first { $0 != leader })
+        let switchover = try Self.baton(
+            cluster, ["switchover", "--leader", leader, "--candidate", candidate, "--force"])
+        #expect(switchover.status == 0, "\(switchover.stdout)\(switchover.stderr)")
+        _ = try await cluster.waitFor("\(candidate) leads", timeout: .seconds(60)) { view in
+            view.leader?.member == candidate && cluster.isHealthy(view)
+        }
+        let history = try Self.baton(cluster, ["history", "--format", "json"])
+        #expect(history.status == 0, "\(history.stderr)")
+        let entries = try #require(
+            try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]],
+            "\(history.stdout)")
+        #expect(entries.last?["new_leader"] as? String == candidate, "\(history.stdout)")
+        let historyTable = try Self.baton(cluster, ["history"])
+        #expect(historyTable.stdout.contains(candidate), "\(historyTable.stdout)")
+        #expect(historyTable.stdout.contains("switchover"), "\(historyTable.stdout)")
+
+        // Usage errors exit 2 and say what to do.
+        let bad = try Self.baton(cluster, ["list", "--format", "xml"])
+        #expect(bad.status == 2, "\(bad.stdout)\(bad.stderr)")
+    }
+
+    @Test("baton restart and reinit on a replica: same role, new postmaster, streaming again; no failover")
+    func restartAndReinit() async throws {
+        let cluster = try AgentCluster.start("cli-restart")
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy()
+        let replica = try #require(cluster.nodes.map(\.name).sorted().first { $0 != leader })
+        try await cluster.createTable(on: leader)
+        try await cluster.insert([1, 2, 3], on: leader)
+        try await cluster.waitForIDs([1, 2, 3], on: replica)
+
+        // Restart a replica.
+        let before = try await Self.startTime(cluster, replica)
+        let restart = try Self.baton(cluster, ["restart", replica, "--force"])
+        #expect(restart.status == 0, "\(restart.stdout)\(restart.stderr)")
+        #expect(restart.stdout.contains("restarted successfully"), "\(restart.stdout)")
+        try await Self.waitForSQL(cluster, replica)
+        let after = try await Self.startTime(cluster, replica)
+        #expect(after != before, "the postmaster did not restart (start time \(before))")
+        #expect(try await Self.inRecovery(cluster, replica) == true)
+        #expect(try await cluster.leader() == leader)
+
+        // Conditions: a replica is not restarted when asked for primaries only.
+        let conditional = try Self.baton(cluster, ["restart", replica, "--role", "primary", "--force"])
+        #expect(conditional.status == 1, "\(conditional.stdout)\(conditional.stderr)")
+        #expect(conditional.stderr.contains("restart conditions are not satisfied"), "\(conditional.stderr)")
+
+        // Restart the leader: it keeps the key, nobody else promotes.
+        let leaderBefore = try await Self.startTime(cluster, leader)
+        let leaderRestart = try Self.baton(cluster, ["restart", leader, "--force"])
+        #expect(leaderRestart.status == 0, "\(leaderRestart.stdout)\(leaderRestart.stderr)")
+        try await Self.waitForSQL(cluster, leader)
+        #expect(try await Self.startTime(cluster, leader) != leaderBefore)
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await cluster.leader() == leader, "a restart must not cause a failover")
+        #expect(try await cluster.view().history.isEmpty, "no promotion happened")
+
+        // Reinit on the leader is refused; on a replica it re-clones and streams again.
+        let onLeader = try Self.baton(cluster, ["reinit", leader, "--force"])
+        #expect(onLeader.status == 1)
+        #expect(onLeader.stderr.contains("I am the leader, can not reinitialize"), "\(onLeader.stderr)")
+        let reinit = try Self.baton(cluster, ["reinit", replica, "--force", "--wait"], timeout: .seconds(180))
+        if reinit.status != 0 { await cluster.fail("reinit: \(reinit.stdout)\(reinit.stderr)") }
+        #expect(reinit.stdout.contains("reinitialize started"), "\(reinit.stdout)")
+        try await cluster.insert([4], on: leader)
+        try await cluster.waitForIDs([1, 2, 3, 4], on: replica, timeout: .seconds(60))
+        #expect(try await Self.startTime(cluster, replica) != after)
+        #expect(try await cluster.leader() == leader)
+    }
+}
