@@ -16,7 +16,7 @@ struct Baton: AsyncParsableCommand {
             AgentCommand.self, ListCommand.self, TopologyCommand.self, HistoryCommand.self,
             SwitchoverCommand.self, FailoverCommand.self, PauseCommand.self, ResumeCommand.self,
             ShowConfigCommand.self, EditConfigCommand.self, RestartCommand.self, ReinitCommand.self,
-            RemoveCommand.self, VersionCommand.self, FenceGuardCommand.self,
+            RemoveCommand.self, CheckConfigCommand.self, VersionCommand.self, FenceGuardCommand.self,
         ]
     )
 
