@@ -20,7 +20,10 @@ BATON_PACKAGES=(
     postgresql-15 postgresql-client-15
     etcd-server etcd-client
     iproute2 iptables curl wrk procps util-linux python3 python3-psycopg2
+    python3-yaml haproxy systemd
 )
+# python3-yaml, haproxy (`haproxy -c`) and systemd (`systemd-analyze verify`) are for the static
+# checks of the deployment files (scripts/lib/validate_deploy.py); no service of theirs is used.
 
 # Installs whatever is missing from BATON_PACKAGES (needs root or sudo; apt-get only).
 ensure_packages() {
