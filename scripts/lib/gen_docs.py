@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Generates the reference pages that must never drift from their sources.
 
     gen_docs.py rest [--root DIR] [--check]            docs/rest-api.md from docs/openapi.yaml

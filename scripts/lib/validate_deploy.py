@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Static validation of Baton's deployment files and generated reference pages.
 
     validate_deploy.py --baton .build/debug/baton [--root DIR]
