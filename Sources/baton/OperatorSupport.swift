@@ -19,9 +19,15 @@ struct OperatorStore {
         let credentials = configuration.etcd.username.flatMap { user in
             configuration.etcd.password.map { EtcdConfiguration.Credentials(user: user, password: $0) }
         }
+        // The same etcd TLS settings as the agent's (Agent.init): operators reach a TLS-only etcd too.
+        let etcd = configuration.etcd
+        var tls: EtcdTLSConfiguration?
+        if etcd.cacert != nil || etcd.cert != nil || etcd.protocolScheme == "https" {
+            tls = EtcdTLSConfiguration(caFile: etcd.cacert, certFile: etcd.cert, keyFile: etcd.key)
+        }
         client = EtcdClient(
             configuration: EtcdConfiguration(
-                endpoints: configuration.etcd.endpoints, retryTimeout: .seconds(3), credentials: credentials),
+                endpoints: etcd.endpoints, retryTimeout: .seconds(3), credentials: credentials, tls: tls),
             logger: quiet)
         store = EtcdClusterStore(
             client: client, namespace: configuration.namespace, scope: configuration.scope, logger: quiet)
