@@ -313,6 +313,25 @@ class Validator:
                 self.problem(f"{where}: service {name}", "runs the Baton image but mounts no agent configuration "
                                                           "at /etc/baton/agent.yml")
 
+        # The example client app: its topology source must be the cluster above.
+        scopes = {(config.get("scope"), config.get("namespace", "/service")) for config in agents.values()}
+        for name, service in services.items():
+            command = [str(word) for word in service.get("command") or []]
+            if not command or command[0] != "baton-client-example":
+                continue
+            sw = f"{where}: service {name} (baton-client-example)"
+            settings = dict(word.split("=", 1) for word in command[1:] if "=" in word)
+            for word in command[1:]:
+                if "=" not in word:
+                    self.problem(sw, f"argument '{word}' is not key=value")
+            for entry in filter(None, settings.get("etcd_hosts", "").split(",")):
+                host, _, port = entry.split("://")[-1].rpartition(":")
+                if host not in etcd_services or port != "2379":
+                    self.problem(sw, f"etcd_hosts entry {entry} is not an etcd service's client port")
+            if "etcd_hosts" in settings and (settings.get("scope"), settings.get("namespace", "/service")) not in scopes:
+                self.problem(sw, f"scope {settings.get('scope')} is not the agents' scope "
+                                 f"({', '.join(sorted(str(s) for s, _ in scopes))})")
+
         # HAProxy, Prometheus, Grafana.
         for name, service in services.items():
             mounts = {}
