@@ -13,6 +13,11 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
     /// Server-side `statement_timeout` for the session; queries also get a client-side PQcancel
     /// shortly after it, in case the server does not answer.
     public var statementTimeout: Duration
+    /// More servers libpq tries, in order, after `host:port` (libpq multi-host); empty for one server.
+    public var alternateHosts: [(host: String, port: Int)] = []
+    /// libpq's `target_session_attrs` (`read-write`, `read-only`, `primary`, `standby`, `any`); with
+    /// `alternateHosts`, libpq skips servers that do not match. nil leaves libpq's default (`any`).
+    public var targetSessionAttrs: String?
 
     public init(
         host: String, port: Int, user: String, password: String? = nil, passfile: String? = nil,
@@ -30,14 +35,17 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
         self.statementTimeout = statementTimeout
     }
 
-    /// `user@host:port/database`, without secrets.
-    public var description: String { "\(user)@\(host):\(port)/\(database)" }
+    /// `user@host:port/database` (`user@h1:p1,h2:p2/database` with alternates), without secrets.
+    public var description: String {
+        let servers = ([(host: host, port: port)] + alternateHosts).map { "\($0.host):\($0.port)" }
+        return "\(user)@\(servers.joined(separator: ","))/\(database)"
+    }
 
     /// libpq keyword/value pairs (password included: they go to libpq, never to a log).
     var keywordValues: [(String, String)] {
         var pairs: [(String, String)] = [
-            ("host", host),
-            ("port", String(port)),
+            ("host", ([host] + alternateHosts.map(\.host)).joined(separator: ",")),
+            ("port", ([port] + alternateHosts.map(\.port)).map(String.init).joined(separator: ",")),
             ("user", user),
             ("dbname", database),
             ("application_name", applicationName),
@@ -50,6 +58,7 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
             ("keepalives_count", "3"),
             ("sslmode", "prefer"),
         ]
+        if let targetSessionAttrs { pairs.append(("target_session_attrs", targetSessionAttrs)) }
         if let password { pairs.append(("password", password)) }
         if let passfile { pairs.append(("passfile", passfile)) }
         return pairs

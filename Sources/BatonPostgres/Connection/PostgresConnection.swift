@@ -1,5 +1,6 @@
 import CLibPQ
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -13,12 +14,17 @@ import Foundation
 /// client-side `PQcancel` fires shortly after it when the server stays silent.
 public final class PostgresConnection: Sendable {
     public let parameters: ConnectionParameters
+    /// The server this connection reached (`host:port`): with `alternateHosts`, the one libpq chose.
+    public let server: String
     private let thread: BlockingThread
     private let handle: Handle
     private let canceller: Canceller
 
-    private init(parameters: ConnectionParameters, thread: BlockingThread, handle: Handle, canceller: Canceller) {
+    private init(
+        parameters: ConnectionParameters, server: String, thread: BlockingThread, handle: Handle, canceller: Canceller
+    ) {
         self.parameters = parameters
+        self.server = server
         self.thread = thread
         self.handle = handle
         self.canceller = canceller
@@ -39,17 +45,29 @@ public final class PostgresConnection: Sendable {
         let thread = BlockingThread(name: "baton.pg \(parameters.host):\(parameters.port)")
         let handle = Handle()
         let canceller = Canceller()
+        let server: String
         do {
-            try await thread.run {
+            server = try await thread.run {
                 let conn = try Handle.open(parameters)
                 handle.conn = conn
-                canceller.set(PQgetCancel(conn))
+                canceller.set(PQgetCancel(conn), socket: PQsocket(conn))
+                let host = PQhost(conn).map { String(cString: $0) } ?? parameters.host
+                let port = PQport(conn).map { String(cString: $0) } ?? String(parameters.port)
+                return "\(host):\(port)"
             }
         } catch {
             thread.stop()
             throw error
         }
-        return PostgresConnection(parameters: parameters, thread: thread, handle: handle, canceller: canceller)
+        return PostgresConnection(
+            parameters: parameters, server: server, thread: thread, handle: handle, canceller: canceller)
+    }
+
+    /// Cuts the connection from any thread at once: the socket is shut down, so a statement in
+    /// flight fails now with `connectionClosed` (instead of waiting for the server or TCP
+    /// keepalives) and so does every later one. Used to abandon a server that is no longer wanted.
+    public func interrupt() {
+        canceller.shutdownSocket()
     }
 
     /// Runs one parameterised statement (`$1`, `$2`, … bound to `parameters`; nil is NULL).
@@ -57,15 +75,25 @@ public final class PostgresConnection: Sendable {
     {
         let handle = self.handle
         let deadline = cancelDeadline(timeout)
-        return try await thread.run { try deadline.guarding { try handle.execParams(sql, parameters) } }
+        return try await thread.run {
+            defer { handle.noteTransactionStatus() }
+            return try deadline.guarding { try handle.execParams(sql, parameters) }
+        }
     }
+
+    /// Whether the session is inside a transaction block (also a failed one) after the last
+    /// statement that finished: libpq's `PQtransactionStatus`.
+    public var isInTransaction: Bool { handle.transactionOpen.load(ordering: .acquiring) }
 
     /// Runs several `;`-separated statements in one round trip (simple query protocol, no
     /// parameters) and returns one result per statement.
     public func queryBatch(_ sql: String, timeout: Duration? = nil) async throws -> [QueryResult] {
         let handle = self.handle
         let deadline = cancelDeadline(timeout)
-        return try await thread.run { try deadline.guarding { try handle.execBatch(sql) } }
+        return try await thread.run {
+            defer { handle.noteTransactionStatus() }
+            return try deadline.guarding { try handle.execBatch(sql) }
+        }
     }
 
     /// Quotes `text` as an SQL literal, for the few statements that take no parameters
@@ -120,6 +148,13 @@ extension PostgresConnection {
     /// The `PGconn`; touched only on the connection's thread.
     final class Handle: @unchecked Sendable {
         var conn: OpaquePointer?
+        /// `PQtransactionStatus` after the last statement, readable from any thread.
+        let transactionOpen = Atomic<Bool>(false)
+
+        func noteTransactionStatus() {
+            let status = conn.map { PQtransactionStatus($0) }
+            transactionOpen.store(status == PQTRANS_INTRANS || status == PQTRANS_INERROR, ordering: .releasing)
+        }
 
         var isHealthy: Bool {
             guard let conn else { return false }
@@ -292,11 +327,21 @@ extension PostgresConnection {
         static let timerQueue = DispatchQueue(label: "baton.pg.cancel-timers")
         private let lock = NSLock()
         private var handle: OpaquePointer?
+        /// The connection's socket while it is open; -1 once `free()` ran (before PQfinish closes
+        /// it, so that `shutdownSocket` can never touch a descriptor reused by someone else).
+        private var socket: Int32 = -1
 
-        func set(_ value: OpaquePointer?) {
+        func set(_ value: OpaquePointer?, socket: Int32) {
             lock.lock()
             defer { lock.unlock() }
             handle = value
+            self.socket = socket
+        }
+
+        func shutdownSocket() {
+            lock.lock()
+            defer { lock.unlock() }
+            if socket >= 0 { _ = shutdown(socket, Int32(SHUT_RDWR)) }
         }
 
         func cancel() {
@@ -312,6 +357,7 @@ extension PostgresConnection {
             defer { lock.unlock() }
             if let handle { PQfreeCancel(handle) }
             handle = nil
+            socket = -1
         }
     }
 }
