@@ -87,6 +87,7 @@ let package = Package(
                 "BatonCore", "BatonEtcd", "BatonPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -111,6 +112,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Writes and reads through BatonClient and prints where each went (`scripts/demo client`).
+        .executableTarget(
+            name: "baton-client-example",
+            dependencies: ["BatonClient", "BatonPostgres", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // `scripts/bench client`: pooled vs raw libpq throughput, routing overhead, failover latency.
+        .executableTarget(
+            name: "baton-bench-client",
+            dependencies: [
+                "BatonClient", "BatonCore", "BatonEtcd", "BatonPostgres",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // `scripts/bench etcd`: latency and throughput of one EtcdClient.
         .executableTarget(
             name: "baton-bench-etcd",
@@ -128,6 +144,17 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The real-cluster fixture (etcd + PostgreSQL + `baton agent` processes) shared by the
+        // integration test targets; not a product.
+        .target(
+            name: "BatonTestCluster",
+            dependencies: [
+                "BatonCore", "BatonEtcd", "BatonPostgres", "BatonTesting",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
         // Unit tests: milliseconds, no sockets or processes.
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonTestingTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
@@ -137,6 +164,11 @@ let package = Package(
             name: "BatonHATests", dependencies: ["BatonCore", "BatonHA", "BatonTesting"], swiftSettings: strict),
         .testTarget(name: "BatonEtcdTests", dependencies: ["BatonEtcd", "BatonCore"], swiftSettings: strict),
         .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonCore"], swiftSettings: strict),
+        .testTarget(
+            name: "BatonClientTests",
+            dependencies: ["BatonClient", "BatonCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "BatonAPITests",
             dependencies: [
@@ -160,7 +192,18 @@ let package = Package(
         // Real `baton agent` processes over real etcd and PostgreSQL: failover, fencing, switchover.
         .testTarget(
             name: "BatonAgentIntegrationTests",
-            dependencies: ["BatonAgent", "BatonCore", "BatonEtcd", "BatonPostgres", "BatonTesting"],
+            dependencies: [
+                "BatonAgent", "BatonCore", "BatonEtcd", "BatonPostgres", "BatonTesting", "BatonTestCluster",
+            ],
+            swiftSettings: strict
+        ),
+        // BatonClient against a real cluster: routing, breakers, read-your-writes, failover.
+        .testTarget(
+            name: "BatonClientIntegrationTests",
+            dependencies: [
+                "BatonClient", "BatonCore", "BatonPostgres", "BatonTestCluster",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
     ]

@@ -1,2 +1,411 @@
-/// The library applications link: reads the published topology and keeps a primary pool and a replica pool.
-public enum BatonClientModule {}
+import BatonCore
+import BatonPostgres
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The library applications link to use a Baton cluster: it follows the published topology and
+/// keeps a primary pool (writes, strong reads) and a replica pool (eventual and read-your-writes
+/// reads).
+///
+///     let client = try await BatonClient(configuration)
+///     let (id, token) = try await client.write { conn in
+///         try await conn.query("INSERT INTO t (v) VALUES ($1) RETURNING id", ["x"]).single().int("id")
+///     }
+///     let rows = try await client.read(consistency: .readYourWrites(token)) { conn in
+///         try await conn.query("SELECT v FROM t WHERE id = $1", [String(id!)])
+///     }
+///     await client.shutdown()   // or run it in a ServiceGroup: graceful shutdown drains the pools
+///
+/// Reads without a consistency use the task-local one (`withConsistency(_:_:)`), `.strong` by
+/// default; `withPrimary { }` sends every read of a block to the primary.
+public final class BatonClient: Service, Sendable {
+    public let configuration: BatonClientConfiguration
+    let logger: Logger
+    let primaryPool: PrimaryPool
+    let replicaPool: ReplicaPool
+    private let source: any TopologySourceDriver
+    private let state: Mutex<State>
+
+    private struct State {
+        var topology: Topology = .empty
+        var lastPublished: Topology = .empty
+        var failingSince: ContinuousClock.Instant?
+        var degraded = false
+        var isShutdown = false
+        var background: Task<Void, Never>?
+    }
+
+    /// Validates `configuration`, reads the topology (failing after `topologyTimeout`), and starts
+    /// following it. Call `shutdown()` when done, or run the client as a `Service`.
+    public init(_ configuration: BatonClientConfiguration, logger: Logger = Logger(label: "baton.client")) async throws
+    {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        self.primaryPool = PrimaryPool(configuration: configuration, logger: logger)
+        self.replicaPool = ReplicaPool(configuration: configuration, logger: logger)
+        switch configuration.topology {
+        case .etcd(let options): source = EtcdTopologySource(options, logger: logger)
+        case .rest(let agents, let interval):
+            source = RESTTopologySource(agents: agents, interval: interval, logger: logger)
+        case .fixed(let primaries, let replicas):
+            source = FixedTopologySource(topology: .fixed(primaryHosts: primaries, readReplicas: replicas))
+        }
+        self.state = Mutex(State())
+        let initial: Topology
+        do {
+            initial = try await Self.withTimeout(configuration.topologyTimeout) { [source] in try await source.initial()
+            }
+        } catch {
+            source.shutdown()
+            throw BatonClientError(
+                .topologyUnavailable,
+                "could not read the cluster topology within topology_timeout (\(configuration.topologyTimeout)); "
+                    + "check that the topology source is reachable and the scope is right",
+                cause: error)
+        }
+        apply(initial)
+        let source = self.source
+        let background = Task { [self] in
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await source.run(self) }
+                group.addTask { await self.maintain() }
+            }
+        }
+        state.withLock { $0.background = background }
+    }
+
+    // MARK: Writes
+
+    /// Runs `body` on a connection to the primary and returns its result with a `WriteToken` (the
+    /// primary's WAL position after the body) for read-your-writes reads.
+    ///
+    /// Waits up to `primaryWaitTimeout` for a primary. If the primary changes while the body runs,
+    /// its statement fails with `BatonClientError.primaryChanged` (see `commitOutcomeUnknown`).
+    @discardableResult
+    public func write<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
+    ) async throws -> (T, WriteToken) {
+        try await withPrimaryLease(purpose: "write") { connection in
+            let value = try await body(connection)
+            return (value, await self.token(after: connection))
+        }
+    }
+
+    /// `write` inside `BEGIN` … `COMMIT`: a body that throws rolls the transaction back.
+    @discardableResult
+    public func transaction<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
+    ) async throws -> (T, WriteToken) {
+        try await withPrimaryLease(purpose: "transaction") { connection in
+            try await connection.query("BEGIN")
+            let value: T
+            do {
+                value = try await body(connection)
+            } catch {
+                if !connection.isBroken { _ = try? await connection.query("ROLLBACK") }
+                throw error
+            }
+            try await connection.query("COMMIT")
+            return (value, await self.token(after: connection))
+        }
+    }
+
+    /// Runs `body` on a connection to the primary, without a token.
+    public func withPrimaryConnection<T>(
+        isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
+    ) async throws -> T {
+        try await withPrimaryLease(purpose: "primary", body)
+    }
+
+    // MARK: Reads
+
+    /// Runs a read. `consistency` (or, when nil, the task-local `BatonRouting.consistency`)
+    /// decides where: `.strong` on the primary; `.eventual` on a replica (or as `whenNoReplica`
+    /// says when none is usable); `.readYourWrites(token)` on a replica that replayed the token
+    /// (waiting up to `readYourWritesTimeout`), else on the primary. Inside `withPrimary { }`
+    /// every read goes to the primary.
+    public func read<T>(
+        consistency: Consistency? = nil, isolation: isolated (any Actor)? = #isolation,
+        _ body: (BatonConnection) async throws -> T
+    ) async throws -> T {
+        let level = consistency ?? BatonRouting.consistency
+        if BatonRouting.forcePrimary {
+            logger.debug("read routed to the primary", metadata: ["client.reason": "withPrimary scope"])
+            return try await withPrimaryLease(purpose: "read", body)
+        }
+        var token: WriteToken?
+        switch level {
+        case .strong:
+            logger.debug("read routed to the primary", metadata: ["client.reason": "strong consistency"])
+            return try await withPrimaryLease(purpose: "read", body)
+        case .eventual:
+            break
+        case .readYourWrites(let value):
+            token = value
+        }
+        if let (name, pool, pooled) = try await acquireReplica(token: token) {
+            logger.debug(
+                "read routed to a replica",
+                metadata: ["client.consistency": "\(level)", "client.server": "\(pool.server)"])
+            let connection = BatonConnection(pool: pool, pooled: pooled)
+            do {
+                let value = try await body(connection)
+                await finish(connection)
+                replicaPool.record(name, success: true)
+                return value
+            } catch {
+                await finish(connection)
+                replicaPool.record(name, success: !connection.isBroken)
+                throw error
+            }
+        }
+        if token == nil && configuration.replicas.whenNoReplica == .fail {
+            let excluded = replicaPool.candidates(now: .now).excluded
+            throw BatonClientError(
+                .noReplicaAvailable,
+                "no replica can take an eventual read ("
+                    + (excluded.isEmpty
+                        ? "none is published"
+                        : excluded.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; "))
+                    + ") and no_replica_policy is 'fail'")
+        }
+        logger.debug(
+            "read routed to the primary",
+            metadata: [
+                "client.consistency": "\(level)",
+                "client.reason": "\(token == nil ? "no usable replica" : "no replica replayed the token in time")",
+            ])
+        return try await withPrimaryLease(purpose: "read", body)
+    }
+
+    // MARK: State
+
+    /// The topology the client routes by now.
+    public var topology: Topology { state.withLock { $0.topology } }
+
+    /// Replicas that cannot take reads now, by member name, with the reason (state, tag, lag,
+    /// breaker).
+    public var excludedReplicas: [String: String] { replicaPool.candidates(now: .now).excluded }
+
+    /// Each replica's circuit breaker state, by member name.
+    public var replicaBreakers: [String: CircuitState] { replicaPool.breakerStates }
+
+    /// Stops handing out connections, lets connections in use be returned for up to
+    /// `drainTimeout`, closes everything and stops following the topology. Idempotent.
+    public func shutdown() async {
+        let background = state.withLock { state -> Task<Void, Never>?? in
+            guard !state.isShutdown else { return nil }
+            state.isShutdown = true
+            return .some(state.background)
+        }
+        guard let background else { return }
+        let reason = BatonClientError(.shutdown, "the client is shut down; create a new one")
+        let pools = [primaryPool.shutdown(reason)].compactMap { $0 } + replicaPool.shutdown(reason)
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        for pool in pools { await pool.drain(until: deadline) }
+        for pool in pools { pool.close(because: reason, interruptInUse: true) }
+        background?.cancel()
+        await background?.value
+        source.shutdown()
+        logger.info("client shut down")
+    }
+
+    /// `Service`: follows the topology until graceful shutdown (or cancellation), then drains and
+    /// closes the pools.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    // MARK: Internals
+
+    private func withPrimaryLease<T>(
+        purpose: String, isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
+    ) async throws -> T {
+        if state.withLock({ $0.isShutdown }) {
+            throw BatonClientError(.shutdown, "the client is shut down; create a new one")
+        }
+        let (pool, pooled) = try await primaryPool.acquire()
+        logger.debug("\(purpose) on the primary", metadata: ["client.server": "\(pool.server)"])
+        let connection = BatonConnection(pool: pool, pooled: pooled)
+        do {
+            let value = try await body(connection)
+            await finish(connection)
+            return value
+        } catch {
+            await finish(connection)
+            throw error
+        }
+    }
+
+    /// The WAL insert position after a write: every record the body produced lies before it.
+    /// When it cannot be read, a token no replica can reach (reads then go to the primary).
+    private func token(after connection: BatonConnection) async -> WriteToken {
+        do {
+            let row = try await connection.query("SELECT pg_current_wal_insert_lsn() AS lsn").single()
+            if let lsn = try row.lsn("lsn") { return WriteToken(lsn: lsn) }
+        } catch {
+            logger.warning(
+                "could not read the write's WAL position; its read-your-writes reads will use the primary",
+                metadata: ["client.error": "\(error)"])
+        }
+        return WriteToken(lsn: LSN(UInt64.max))
+    }
+
+    /// Returns a connection to its pool: closed if it failed or its pool closed, rolled back
+    /// first if the body left a transaction open.
+    private func finish(_ connection: BatonConnection) async {
+        var reusable = !connection.isBroken && connection.pool.closedReason == nil
+        if reusable && connection.postgres.isInTransaction {
+            do {
+                _ = try await connection.postgres.query("ROLLBACK")
+            } catch {
+                reusable = false
+            }
+        }
+        connection.pool.release(connection.pooled, reusable: reusable)
+    }
+
+    /// A replica connection for a read (nil when none is usable): by the strategy, skipping
+    /// replicas whose connect fails (which counts against their breakers); with a token, only one
+    /// that replayed it, waiting up to `readYourWritesTimeout`.
+    private func acquireReplica(token: WriteToken?) async throws -> (String, HostPool, PooledConnection)? {
+        if let token, token.lsn.rawValue == UInt64.max { return nil }
+        let deadline = ContinuousClock.now + configuration.replicas.readYourWritesTimeout
+        var tried: Set<String> = []
+        // Bounded: each turn tries one replica; with a token, rounds repeat every 5 ms until the
+        // deadline.
+        while true {
+            try Task.checkCancellation()
+            guard let (name, pool) = replicaPool.choose(excluding: tried) else {
+                guard token != nil, !tried.isEmpty, ContinuousClock.now < deadline else { return nil }
+                try await Task.sleep(for: .milliseconds(5))
+                tried = []
+                continue
+            }
+            tried.insert(name)
+            let pooled: PooledConnection
+            do {
+                pooled = try await pool.acquire(
+                    deadline: .now + (configuration.replicaPool ?? configuration.pool).acquireTimeout)
+            } catch is CancellationError {
+                replicaPool.releaseAdmission(name)
+                throw CancellationError()
+            } catch {
+                let serverFault =
+                    (error as? PostgresError)?.isConnectionFailure == true
+                    || (error as? BatonClientError)?.code == .roleMismatch
+                if serverFault {
+                    replicaPool.record(name, success: false)
+                } else {
+                    replicaPool.releaseAdmission(name)
+                }
+                logger.debug(
+                    "replica skipped: no connection",
+                    metadata: ["client.replica": "\(name)", "client.error": "\(error)"])
+                continue
+            }
+            guard let token else { return (name, pool, pooled) }
+            do {
+                let row = try await pooled.postgres.query(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS ok", [token.description]
+                ).single()
+                if try row.bool("ok") == true { return (name, pool, pooled) }
+                pool.release(pooled, reusable: true)
+                replicaPool.record(name, success: true)
+            } catch {
+                let failed = (error as? PostgresError)?.isConnectionFailure == true
+                pool.release(pooled, reusable: !failed)
+                replicaPool.record(name, success: !failed)
+                if error is CancellationError { throw error }
+            }
+        }
+    }
+
+    /// Closes idle connections past their time, keeps the minimum open, updates the gauges.
+    private func maintain() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            if Task.isCancelled { return }
+            if let pool = primaryPool.current.pool { await pool.maintain() }
+            for pool in replicaPool.pools { await pool.maintain() }
+            replicaPool.recordBreakerGauges()
+            if state.withLock({ $0.isShutdown }) { return }
+            sourceHealthCheck()
+        }
+    }
+
+    /// While the source keeps failing, switches to the degraded topology after `degradedAfter`.
+    private func sourceHealthCheck() {
+        let now = ContinuousClock.now
+        let degraded = state.withLock { state -> Topology? in
+            guard let since = state.failingSince, !state.degraded, now - since >= configuration.degradedAfter,
+                !state.lastPublished.knownEndpoints.isEmpty
+            else { return nil }
+            state.degraded = true
+            state.topology = state.lastPublished.degraded()
+            return state.topology
+        }
+        if let degraded {
+            logger.warning(
+                "the topology source has failed for \(configuration.degradedAfter); writes go to whichever known member accepts a read-write connection (libpq target_session_attrs=read-write)",
+                metadata: ["client.topology": "\(degraded)"])
+            primaryPool.update(degraded.primary)
+        }
+    }
+
+    static func withTimeout<T: Sendable>(
+        _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw BatonClientError(.topologyUnavailable, "timed out after \(timeout)")
+            }
+            return value
+        }
+    }
+}
+
+extension BatonClient: TopologyFeed {
+    func apply(_ topology: Topology) {
+        let previous = state.withLock { state -> Topology? in
+            guard !state.isShutdown else { return nil }
+            let previous = state.topology
+            state.topology = topology
+            state.lastPublished = topology
+            state.failingSince = nil
+            state.degraded = false
+            return previous
+        }
+        guard let previous else { return }
+        if !previous.sameRouting(as: topology) {
+            if previous.primary != topology.primary || previous.replicas.map(\.name) != topology.replicas.map(\.name) {
+                logger.info("topology changed", metadata: ["client.topology": "\(topology)"])
+            } else {
+                logger.trace("topology updated", metadata: ["client.topology": "\(topology)"])
+            }
+        }
+        primaryPool.update(topology.primary)
+        replicaPool.update(topology.replicas, lagIsKnown: topology.lagIsKnown)
+    }
+
+    func sourceFailed(_ error: any Error) {
+        let first = state.withLock { state -> Bool in
+            guard state.failingSince == nil else { return false }
+            state.failingSince = .now
+            return true
+        }
+        if first {
+            logger.warning(
+                "the topology source failed; routing by the last topology", metadata: ["client.error": "\(error)"])
+        }
+    }
+}

@@ -4,69 +4,74 @@ import BatonPostgres
 import BatonTesting
 import Foundation
 import Logging
-import Testing
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
 /// What a test cluster is started with.
-struct ClusterOptions: Sendable {
-    var nodes = 3
-    var ttl = 4.0
-    var loopWait = 1.0
-    var retryTimeout = 1.5
-    var maximumLagOnFailover = 1_048_576
-    var synchronousMode = false
+public struct ClusterOptions: Sendable {
+    public var nodes = 3
+    public var ttl = 4.0
+    public var loopWait = 1.0
+    public var retryTimeout = 1.5
+    public var maximumLagOnFailover = 1_048_576
+    public var synchronousMode = false
     /// Extra YAML for a node's `tags:` section, by node index (1-based), e.g. `{nofailover: true}`.
-    var tags: [Int: String] = [:]
+    public var tags: [Int: String] = [:]
     /// When set, every agent's bin_dir is a copy of PostgreSQL's made of symlinks, except initdb,
     /// which sleeps this many seconds first (a slow bootstrap).
-    var initdbDelay: Double?
+    public var initdbDelay: Double?
+
+    public init() {}
 }
 
 /// A failure of the harness itself (a process that could not be started, a wait that timed out),
 /// carrying the cluster state and the tail of every agent log.
-struct ClusterFailure: Error, CustomStringConvertible {
-    let description: String
+public struct ClusterFailure: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(description: String) { self.description = description }
 }
 
 /// One node of the test cluster: its ports, paths and configuration.
-struct AgentNode: Sendable {
-    let index: Int
-    let name: String
-    let pgPort: Int
-    let apiPort: Int
-    let directory: String
-    var dataDirectory: String { directory + "/data" }
-    let configPath: String
-    let logPath: String
+public struct AgentNode: Sendable {
+    public let index: Int
+    public let name: String
+    public let pgPort: Int
+    public let apiPort: Int
+    public let directory: String
+    public var dataDirectory: String { directory + "/data" }
+    public let configPath: String
+    public let logPath: String
 }
 
+/// Shared by the integration test targets (BatonAgentIntegrationTests, BatonClientIntegrationTests).
+///
 /// Three real `baton agent` processes over a real 3-member etcd, each supervising a real
 /// PostgreSQL 15. Everything it starts is recorded by PID and stopped by PID in `stop()`, which is
 /// synchronous so that tests can call it from `defer`.
-final class AgentCluster: @unchecked Sendable {
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+public final class AgentCluster: @unchecked Sendable {
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let etcdScript = packageRoot.appendingPathComponent("etcd/local-etcd").path
-    static let binDirectory = "/usr/lib/postgresql/15/bin"
-    static let superuserPassword = "it-superuser-secret"
-    static let replicationPassword = "it-replication-secret"
-    static let scope = "it"
+    public static let etcdScript = packageRoot.appendingPathComponent("etcd/local-etcd").path
+    public static let binDirectory = "/usr/lib/postgresql/15/bin"
+    public static let superuserPassword = "it-superuser-secret"
+    public static let replicationPassword = "it-replication-secret"
+    public static let scope = "it"
 
-    static var batonBinary: String {
+    public static var batonBinary: String {
         ProcessInfo.processInfo.environment["BATON_BIN"].flatMap { $0.isEmpty ? nil : $0 }
             ?? packageRoot.appendingPathComponent(".build/debug/baton").path
     }
 
-    let root: URL
-    let options: ClusterOptions
-    let nodes: [AgentNode]
-    let endpoints: [String]
-    let etcdClient: EtcdClient
-    let store: EtcdClusterStore
-    let started = ContinuousClock.now
+    public let root: URL
+    public let options: ClusterOptions
+    public let nodes: [AgentNode]
+    public let endpoints: [String]
+    public let etcdClient: EtcdClient
+    public let store: EtcdClusterStore
+    public let started = ContinuousClock.now
 
     private let lock = NSLock()
     /// The live agent PID per node name.
@@ -92,7 +97,7 @@ final class AgentCluster: @unchecked Sendable {
     // MARK: Start and stop
 
     /// Starts etcd and the agents (not waiting for health).
-    static func start(_ label: String, _ options: ClusterOptions = ClusterOptions()) throws -> AgentCluster {
+    public static func start(_ label: String, _ options: ClusterOptions = ClusterOptions()) throws -> AgentCluster {
         guard FileManager.default.isExecutableFile(atPath: batonBinary) else {
             throw ClusterFailure(description: "no baton binary at \(batonBinary); build it or set BATON_BIN")
         }
@@ -141,7 +146,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// A bin directory of symlinks to PostgreSQL's programs, with an initdb that sleeps first.
-    static func slowInitdbBinDirectory(_ path: String, delay: Double) throws -> String {
+    public static func slowInitdbBinDirectory(_ path: String, delay: Double) throws -> String {
         try FileManager.default.createDirectory(
             atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         for program in try FileManager.default.contentsOfDirectory(atPath: binDirectory) where program != "initdb" {
@@ -154,7 +159,7 @@ final class AgentCluster: @unchecked Sendable {
         return path
     }
 
-    static func configuration(
+    public static func configuration(
         _ node: AgentNode, endpoints: [String], options: ClusterOptions, binDirectory: String
     ) -> String {
         var text = """
@@ -188,7 +193,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// `install -d -o postgres -m 700 directory`.
-    static func makePostgresDirectory(_ path: String) throws {
+    public static func makePostgresDirectory(_ path: String) throws {
         guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
             throw ClusterFailure(description: "mkdir \(path): errno \(errno)")
         }
@@ -200,7 +205,7 @@ final class AgentCluster: @unchecked Sendable {
         chmod(path, 0o700)
     }
 
-    func node(_ name: String) throws -> AgentNode {
+    public func node(_ name: String) throws -> AgentNode {
         guard let node = nodes.first(where: { $0.name == name }) else {
             throw ClusterFailure(description: "no node named \(name)")
         }
@@ -208,7 +213,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// Launches `baton agent -c node.yml`, output appended to the node's log.
-    func startAgent(_ name: String) throws {
+    public func startAgent(_ name: String) throws {
         let node = try node(name)
         var environment = ProcessInfo.processInfo.environment
         environment["BATON_SUPERUSER_PASSWORD"] = Self.superuserPassword
@@ -223,11 +228,11 @@ final class AgentCluster: @unchecked Sendable {
         }
     }
 
-    func agentPID(_ name: String) -> pid_t? { lock.withLock { agents[name] } }
+    public func agentPID(_ name: String) -> pid_t? { lock.withLock { agents[name] } }
 
     /// Synchronous, idempotent teardown: agents (SIGTERM, then SIGKILL), then any postmaster still
     /// alive (SIGQUIT, then SIGKILL), then etcd; all by PID.
-    func stop() {
+    public func stop() {
         let (pids, paused) = lock.withLock { () -> ([pid_t], Set<pid_t>) in
             let result = (isStopped ? [] : allAgents, stopped)
             isStopped = true
@@ -258,7 +263,7 @@ final class AgentCluster: @unchecked Sendable {
     // MARK: Faults
 
     /// SIGKILL of the node's agent and its postmaster (a whole-node crash).
-    func killNode(_ name: String) throws {
+    public func killNode(_ name: String) throws {
         let postmaster = postmasterPID(name)
         if let pid = agentPID(name) {
             kill(pid, SIGKILL)
@@ -271,7 +276,7 @@ final class AgentCluster: @unchecked Sendable {
 
     /// SIGKILL of the node's postmaster only; returns its PID.
     @discardableResult
-    func killPostmaster(_ name: String) throws -> pid_t {
+    public func killPostmaster(_ name: String) throws -> pid_t {
         guard let pid = postmasterPID(name) else {
             throw ClusterFailure(description: "\(name) has no live postmaster")
         }
@@ -281,23 +286,23 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// SIGSTOP of any process we are responsible for (resumed before cleanup).
-    func suspend(_ pid: pid_t) {
+    public func suspend(_ pid: pid_t) {
         lock.withLock { _ = stopped.insert(pid) }
         kill(pid, SIGSTOP)
     }
 
-    func resume(_ pid: pid_t) {
+    public func resume(_ pid: pid_t) {
         kill(pid, SIGCONT)
         lock.withLock { _ = stopped.remove(pid) }
     }
 
-    func suspendAgent(_ name: String) throws {
+    public func suspendAgent(_ name: String) throws {
         guard let pid = agentPID(name) else { throw ClusterFailure(description: "\(name) has no agent") }
         suspend(pid)
         note(name, "agent \(pid) SIGSTOP")
     }
 
-    func resumeAgent(_ name: String) throws {
+    public func resumeAgent(_ name: String) throws {
         guard let pid = agentPID(name) else { throw ClusterFailure(description: "\(name) has no agent") }
         resume(pid)
         note(name, "agent \(pid) SIGCONT")
@@ -305,7 +310,7 @@ final class AgentCluster: @unchecked Sendable {
 
     /// The live postmaster of a node, from the first line of its postmaster.pid, if that process
     /// is a postgres.
-    func postmasterPID(_ name: String) -> pid_t? {
+    public func postmasterPID(_ name: String) -> pid_t? {
         guard let node = try? node(name),
             let text = try? String(contentsOfFile: node.dataDirectory + "/postmaster.pid", encoding: .utf8),
             let line = text.split(separator: "\n").first, let pid = pid_t(line.trimmingCharacters(in: .whitespaces)),
@@ -318,7 +323,7 @@ final class AgentCluster: @unchecked Sendable {
         if let node = try? node(name) { appendToFile(node.logPath, "---- \(elapsed()) test: \(text)\n") }
     }
 
-    func elapsed() -> String {
+    public func elapsed() -> String {
         let duration = ContinuousClock.now - started
         return String(
             format: "t+%.2fs", Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
@@ -326,17 +331,17 @@ final class AgentCluster: @unchecked Sendable {
 
     // MARK: Cluster state
 
-    func view() async throws -> ClusterView { try await store.loadCluster() }
+    public func view() async throws -> ClusterView { try await store.loadCluster() }
 
     /// The member that holds the leader key and publishes role primary, state running.
-    func primary(in view: ClusterView) -> String? {
+    public func primary(in view: ClusterView) -> String? {
         guard let leader = view.leader?.member, let member = view.member(named: leader),
             member.role == .primary, member.state == .running
         else { return nil }
         return leader
     }
 
-    func isHealthy(_ view: ClusterView, nodes expected: Int? = nil) -> Bool {
+    public func isHealthy(_ view: ClusterView, nodes expected: Int? = nil) -> Bool {
         guard let leader = primary(in: view) else { return false }
         let replicas = view.members.filter {
             $0.name != leader && $0.role == .replica && $0.state == .running && $0.replicationState == "streaming"
@@ -346,7 +351,7 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Waits for one primary and N−1 streaming replicas; returns the primary's name.
     @discardableResult
-    func waitHealthy(timeout: Duration = .seconds(90), nodes expected: Int? = nil) async throws -> String {
+    public func waitHealthy(timeout: Duration = .seconds(90), nodes expected: Int? = nil) async throws -> String {
         let view = try await waitFor(
             "a primary and \((expected ?? nodes.count) - 1) streaming replicas", timeout: timeout
         ) {
@@ -357,11 +362,11 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// The current primary (leader key holder running as primary).
-    func leader() async throws -> String? { primary(in: try await view()) }
+    public func leader() async throws -> String? { primary(in: try await view()) }
 
     /// Polls the cluster view every 150 ms until `condition` holds; throws with a report on timeout.
     @discardableResult
-    func waitFor(
+    public func waitFor(
         _ what: String, timeout: Duration, _ condition: @escaping (ClusterView) -> Bool
     ) async throws -> ClusterView {
         let deadline = ContinuousClock.now + timeout
@@ -380,7 +385,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// The cluster as etcd shows it, and the tail of each agent log.
-    func report(logLines: Int = 25) async -> String {
+    public func report(logLines: Int = 25) async -> String {
         var text = "---- cluster at \(elapsed()):\n"
         if let view = try? await view() {
             text += describe(view)
@@ -394,7 +399,7 @@ final class AgentCluster: @unchecked Sendable {
         return text
     }
 
-    func describe(_ view: ClusterView) -> String {
+    public func describe(_ view: ClusterView) -> String {
         var text = "  leader: \(view.leader?.member ?? "none")"
         text += "  optime: \(view.status.map { String($0.optime.rawValue) } ?? "-")"
         if let failover = view.failover?.value {
@@ -410,25 +415,20 @@ final class AgentCluster: @unchecked Sendable {
         return text
     }
 
-    func tail(_ path: String, lines: Int) -> String {
+    public func tail(_ path: String, lines: Int) -> String {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "  (no log)\n" }
         let all = text.split(separator: "\n", omittingEmptySubsequences: false)
         return all.suffix(lines).map { "  " + $0 }.joined(separator: "\n") + "\n"
     }
 
-    func log(_ name: String) -> String {
+    public func log(_ name: String) -> String {
         guard let node = try? node(name) else { return "" }
         return (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
     }
 
-    /// Records a test issue with the cluster report attached.
-    func fail(_ message: String, sourceLocation: SourceLocation = #_sourceLocation) async {
-        Issue.record(Comment(rawValue: "\(message)\n\(await report())"), sourceLocation: sourceLocation)
-    }
-
     // MARK: SQL
 
-    func connect(_ name: String, timeout: Duration = .seconds(2), statementTimeout: Duration = .seconds(3))
+    public func connect(_ name: String, timeout: Duration = .seconds(2), statementTimeout: Duration = .seconds(3))
         async throws -> PostgresConnection
     {
         let node = try node(name)
@@ -440,30 +440,30 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Runs one statement on a fresh connection to `name`.
     @discardableResult
-    func execute(_ name: String, _ sql: String) async throws -> QueryResult {
+    public func execute(_ name: String, _ sql: String) async throws -> QueryResult {
         let connection = try await connect(name)
         defer { Task { await connection.close() } }
         return try await connection.query(sql)
     }
 
-    func createTable(on name: String) async throws {
+    public func createTable(on name: String) async throws {
         try await execute(
             name, "CREATE TABLE IF NOT EXISTS baton_it (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
     }
 
     /// Inserts ids on `name`.
-    func insert(_ ids: [Int], on name: String) async throws {
+    public func insert(_ ids: [Int], on name: String) async throws {
         guard !ids.isEmpty else { return }
         try await execute(name, "INSERT INTO baton_it (id) VALUES " + ids.map { "(\($0))" }.joined(separator: ","))
     }
 
-    func ids(on name: String) async throws -> Set<Int> {
+    public func ids(on name: String) async throws -> Set<Int> {
         let result = try await execute(name, "SELECT id FROM baton_it")
         return Set(try result.rows.compactMap { try $0.int("id") })
     }
 
     /// Waits until `name` returns every id of `expected` (a replica catching up).
-    func waitForIDs(_ expected: Set<Int>, on name: String, timeout: Duration = .seconds(20)) async throws {
+    public func waitForIDs(_ expected: Set<Int>, on name: String, timeout: Duration = .seconds(20)) async throws {
         let deadline = ContinuousClock.now + timeout
         var last: Set<Int> = []
         var lastError: (any Error)?
@@ -486,7 +486,7 @@ final class AgentCluster: @unchecked Sendable {
     // MARK: Processes
 
     /// Whether `pid` (a child of ours, or any process) is alive; reaps it if it is our exited child.
-    static func isAlive(_ pid: pid_t) -> Bool {
+    public static func isAlive(_ pid: pid_t) -> Bool {
         var status: Int32 = 0
         let reaped = waitpid(pid, &status, WNOHANG)
         if reaped == pid { return false }
@@ -494,7 +494,7 @@ final class AgentCluster: @unchecked Sendable {
         return !isZombie(pid)
     }
 
-    static func isZombie(_ pid: pid_t) -> Bool {
+    public static func isZombie(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return true }
@@ -502,7 +502,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// Guards against PID reuse: only a live process whose command is postgres counts.
-    static func isPostgres(_ pid: pid_t) -> Bool {
+    public static func isPostgres(_ pid: pid_t) -> Bool {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !isZombie(pid) else {
             return false
         }
@@ -511,7 +511,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 
     /// Polls (every 50 ms) until every pid has exited or `timeout` passes.
-    static func waitForExit(_ pids: [pid_t], timeout: Duration) {
+    public static func waitForExit(_ pids: [pid_t], timeout: Duration) {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline, pids.contains(where: { isAlive($0) }) {
             usleep(50_000)
@@ -520,7 +520,7 @@ final class AgentCluster: @unchecked Sendable {
 
     /// posix_spawn with stdin from /dev/null and stdout+stderr appended to `output` (or stderr to
     /// `errors`).
-    static func spawn(
+    public static func spawn(
         _ argv: [String], environment: [String: String], output: String, errors: String? = nil
     ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
@@ -548,7 +548,7 @@ final class AgentCluster: @unchecked Sendable {
 
     /// Runs a command to completion (output through a file), throwing on a non-zero exit.
     @discardableResult
-    static func run(_ argv: [String]) throws -> String {
+    public static func run(_ argv: [String]) throws -> String {
         let outPath = NSTemporaryDirectory() + "baton-it-\(UUID().uuidString).out"
         let errPath = outPath + ".err"
         defer {
@@ -568,7 +568,7 @@ final class AgentCluster: @unchecked Sendable {
     }
 }
 
-func appendToFile(_ path: String, _ text: String) {
+public func appendToFile(_ path: String, _ text: String) {
     let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
     guard fd >= 0 else { return }
     defer { close(fd) }
@@ -576,7 +576,7 @@ func appendToFile(_ path: String, _ text: String) {
 }
 
 /// Seconds as a short decimal, for printed measurements.
-func seconds(_ duration: Duration) -> String {
+public func seconds(_ duration: Duration) -> String {
     String(
         format: "%.2fs", Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
 }

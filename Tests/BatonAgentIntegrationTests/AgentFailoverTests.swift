@@ -1,6 +1,7 @@
 import BatonCore
 import BatonEtcd
 import BatonPostgres
+import BatonTestCluster
 import Foundation
 import Testing
 

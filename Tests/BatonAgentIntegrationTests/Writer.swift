@@ -1,4 +1,5 @@
 import BatonPostgres
+import BatonTestCluster
 import Foundation
 
 /// A client that inserts increasing ids into whoever is primary (by the leader key), one

@@ -1,0 +1,406 @@
+import BatonPostgres
+import Logging
+import Synchronization
+
+/// Which role a pool's server must have; every new connection checks it (`pg_is_in_recovery()`).
+public enum ServerRole: String, Sendable, Hashable {
+    case primary
+    case replica
+}
+
+/// One open connection and when it was opened.
+final class PooledConnection: Sendable {
+    let postgres: PostgresConnection
+    let id: UInt64
+    let created: ContinuousClock.Instant
+
+    init(postgres: PostgresConnection, id: UInt64, created: ContinuousClock.Instant) {
+        self.postgres = postgres
+        self.id = id
+        self.created = created
+    }
+}
+
+/// The connections to one server (or, for `anyWritable`, to whichever server libpq picks): at most
+/// `maxConnections`, idle ones reused most-recent-first, waiters served in order, closed for good
+/// by `close(because:)` when the topology drops the server.
+///
+/// The fast path (an idle connection) is one lock and no suspension; connecting, health checks and
+/// waiting happen outside the lock.
+final class HostPool: Sendable {
+    /// `name (host:port)`, for logs, metrics and errors.
+    let server: String
+    let parameters: ConnectionParameters
+    let role: ServerRole
+    let options: BatonClientConfiguration.PoolOptions
+    let metrics: HostMetrics
+    let logger: Logger
+    private let state: Mutex<State>
+
+    private struct State {
+        var idle: [(connection: PooledConnection, since: ContinuousClock.Instant)] = []
+        /// Connected plus connecting; never above `maxConnections`.
+        var open = 0
+        var inUse: [UInt64: PooledConnection] = [:]
+        var waiters: [(id: UInt64, continuation: CheckedContinuation<Grant, any Error>)] = []
+        var nextID: UInt64 = 0
+        var closedBecause: BatonClientError?
+    }
+
+    /// What a waiter is handed: a connection, or the right to open one.
+    private enum Grant {
+        case connection(PooledConnection, idleSince: ContinuousClock.Instant)
+        case slot
+    }
+
+    private enum Step {
+        case reuse(PooledConnection, idleSince: ContinuousClock.Instant)
+        case connect
+        case wait
+    }
+
+    init(
+        server: String, parameters: ConnectionParameters, role: ServerRole,
+        options: BatonClientConfiguration.PoolOptions, logger: Logger
+    ) {
+        self.server = server
+        self.parameters = parameters
+        self.role = role
+        self.options = options
+        self.metrics = HostMetrics(server: server, pool: role.rawValue)
+        var logger = logger
+        logger[metadataKey: "client.server"] = "\(server)"
+        self.logger = logger
+        self.state = Mutex(State())
+    }
+
+    /// Why the pool was closed, nil while it is open.
+    var closedReason: BatonClientError? { state.withLock { $0.closedBecause } }
+
+    var counts: (open: Int, idle: Int, inUse: Int, waiting: Int) {
+        state.withLock { ($0.open, $0.idle.count, $0.inUse.count, $0.waiters.count) }
+    }
+
+    // MARK: Acquire and release
+
+    /// A connection of the right role, or an error: the pool's close reason, `.acquireTimeout`,
+    /// `.roleMismatch`, or the `PostgresError` of a failed connect.
+    func acquire(deadline: ContinuousClock.Instant) async throws -> PooledConnection {
+        let started = ContinuousClock.now
+        defer { metrics.acquireWait.recordNanoseconds((ContinuousClock.now - started).inNanoseconds) }
+        // Each turn either returns, throws, or discards one dead idle connection: bounded by the
+        // pool size plus the few turns a wait can take.
+        for _ in 0..<(options.maxConnections + 8) {
+            let now = ContinuousClock.now
+            var expired: [PooledConnection] = []
+            let step = try state.withLock { state throws(BatonClientError) -> Step in
+                if let reason = state.closedBecause { throw reason }
+                while let entry = state.idle.popLast() {
+                    if now - entry.connection.created >= options.maxLifetime {
+                        state.open -= 1
+                        expired.append(entry.connection)
+                        continue
+                    }
+                    state.inUse[entry.connection.id] = entry.connection
+                    return .reuse(entry.connection, idleSince: entry.since)
+                }
+                if state.open < options.maxConnections {
+                    state.open += 1
+                    return .connect
+                }
+                return .wait
+            }
+            expired.removeAll()
+            switch step {
+            case .reuse(let connection, let since):
+                if try await checked(connection, idleSince: since) { return connection }
+            case .connect:
+                return try await openInUse()
+            case .wait:
+                switch try await waitForGrant(deadline: deadline) {
+                case .connection(let connection, let since):
+                    if try await checked(connection, idleSince: since) { return connection }
+                case .slot:
+                    return try await openInUse()
+                }
+            }
+        }
+        throw BatonClientError(
+            .acquireTimeout, "no healthy connection to \(server) after discarding dead ones; the server may be failing",
+            server: server)
+    }
+
+    /// Returns a connection. `reusable` false (it failed, or its transaction state is unknown)
+    /// closes it and frees its slot.
+    func release(_ connection: PooledConnection, reusable: Bool) {
+        let now = ContinuousClock.now
+        var dropped: PooledConnection?
+        let grant = state.withLock { state -> (CheckedContinuation<Grant, any Error>, Grant)? in
+            state.inUse[connection.id] = nil
+            let keep =
+                reusable && state.closedBecause == nil && now - connection.created < options.maxLifetime
+            if keep {
+                if !state.waiters.isEmpty {
+                    let waiter = state.waiters.removeFirst()
+                    state.inUse[connection.id] = connection
+                    return (waiter.continuation, .connection(connection, idleSince: now))
+                }
+                state.idle.append((connection, now))
+                return nil
+            }
+            state.open -= 1
+            dropped = connection
+            if state.closedBecause == nil, !state.waiters.isEmpty, state.open < options.maxConnections {
+                state.open += 1
+                return (state.waiters.removeFirst().continuation, .slot)
+            }
+            return nil
+        }
+        if let (continuation, value) = grant { continuation.resume(returning: value) }
+        // A dropped connection closes (PQfinish on its own thread) when its last reference goes.
+        _ = dropped
+    }
+
+    /// Health check of a connection that sat idle; a dead one is discarded (false).
+    private func checked(_ connection: PooledConnection, idleSince: ContinuousClock.Instant) async throws -> Bool {
+        guard ContinuousClock.now - idleSince >= options.healthCheckAfterIdle else { return true }
+        do {
+            try await Self.ping(connection.postgres, within: parameters.connectTimeout)
+            return true
+        } catch {
+            logger.debug(
+                "idle connection failed its health check; discarding it", metadata: ["client.error": "\(error)"])
+            release(connection, reusable: false)
+            if Task.isCancelled { throw CancellationError() }
+            return false
+        }
+    }
+
+    /// `SELECT 1` with a hard deadline: a server that does not answer in time (hung, or its host
+    /// gone) gets its connection cut, since it could not process a cancel request either.
+    static func ping(_ postgres: PostgresConnection, within timeout: Duration) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try await postgres.query("SELECT 1", timeout: timeout) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                postgres.interrupt()
+                throw PostgresError(
+                    .statementTimeout, "\(postgres.server) did not answer a health check within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    /// Opens a connection in a slot already counted in `open`, registered as in use.
+    private func openInUse() async throws -> PooledConnection {
+        let connection: PooledConnection
+        do {
+            connection = try await openConnection()
+        } catch {
+            slotFailed()
+            throw error
+        }
+        let accepted = state.withLock { state -> BatonClientError? in
+            if let reason = state.closedBecause {
+                state.open -= 1
+                return reason
+            }
+            state.inUse[connection.id] = connection
+            return nil
+        }
+        if let reason = accepted {
+            connection.postgres.interrupt()
+            throw reason
+        }
+        return connection
+    }
+
+    /// A slot whose connect failed: free it, or pass it to the next waiter (who will try too).
+    private func slotFailed() {
+        let next = state.withLock { state -> CheckedContinuation<Grant, any Error>? in
+            if state.closedBecause == nil, !state.waiters.isEmpty { return state.waiters.removeFirst().continuation }
+            state.open -= 1
+            return nil
+        }
+        next?.resume(returning: .slot)
+    }
+
+    /// Connects and verifies the server's role.
+    private func openConnection() async throws -> PooledConnection {
+        let postgres = try await PostgresConnection.connect(parameters)
+        let inRecovery: Bool?
+        do {
+            inRecovery = try await postgres.query("SELECT pg_is_in_recovery() AS r").single().bool("r")
+        } catch {
+            await postgres.close()
+            throw error
+        }
+        guard inRecovery == (role == .replica) else {
+            await postgres.close()
+            let actual = inRecovery == true ? "a replica (in recovery)" : "a primary (not in recovery)"
+            throw BatonClientError(
+                .roleMismatch,
+                "\(postgres.server) is \(actual), but the topology has it as the \(role); not using it",
+                server: server)
+        }
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        logger.debug("connection opened", metadata: ["client.connection": "\(id)", "pg.server": "\(postgres.server)"])
+        return PooledConnection(postgres: postgres, id: id, created: .now)
+    }
+
+    // MARK: Waiting
+
+    /// Waits for a released connection or a free slot until `deadline`.
+    private func waitForGrant(deadline: ContinuousClock.Instant) async throws -> Grant {
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        let granted: Grant? = await withTaskGroup(of: Grant?.self) { group in
+            group.addTask { try? await self.park(id) }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return nil
+            }
+            var granted: Grant?
+            // Both children end: the waiter with a grant or a cancellation, the timer by itself or
+            // by cancellation. A grant that races the timer still counts.
+            for await result in group {
+                if let result { granted = result }
+                group.cancelAll()
+            }
+            return granted
+        }
+        if let granted { return granted }
+        if let reason = closedReason { throw reason }
+        if Task.isCancelled { throw CancellationError() }
+        let counts = self.counts
+        throw BatonClientError(
+            .acquireTimeout,
+            "no free connection to \(server) within \(options.acquireTimeout): all \(options.maxConnections) are in "
+                + "use (\(counts.waiting) waiting); raise max_connections or return connections sooner",
+            server: server)
+    }
+
+    private func park(_ id: UInt64) async throws -> Grant {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Grant, any Error>) in
+                let immediate = state.withLock { state -> Result<Grant, any Error>? in
+                    if let reason = state.closedBecause { return .failure(reason) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if let entry = state.idle.popLast() {
+                        state.inUse[entry.connection.id] = entry.connection
+                        return .success(.connection(entry.connection, idleSince: entry.since))
+                    }
+                    if state.open < options.maxConnections {
+                        state.open += 1
+                        return .success(.slot)
+                    }
+                    state.waiters.append((id, continuation))
+                    return nil
+                }
+                if let immediate { continuation.resume(with: immediate) }
+            }
+        } onCancel: {
+            let continuation = self.state.withLock { state -> CheckedContinuation<Grant, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            continuation?.resume(throwing: CancellationError())
+        }
+    }
+
+    // MARK: Maintenance and closing
+
+    /// Closes idle connections past `idleTimeout` (above `minConnections`) or `maxLifetime`, opens
+    /// connections up to `minConnections`, and updates the gauges.
+    func maintain() async {
+        let now = ContinuousClock.now
+        var retired: [PooledConnection] = []
+        let toOpen = state.withLock { state -> Int in
+            guard state.closedBecause == nil else { return 0 }
+            // `idle` is oldest-first: the front has been idle longest.
+            var kept: [(connection: PooledConnection, since: ContinuousClock.Instant)] = []
+            var removable = max(0, state.open - options.minConnections)
+            for entry in state.idle {
+                let tooOld = now - entry.connection.created >= options.maxLifetime
+                let idleTooLong = now - entry.since >= options.idleTimeout && removable > 0
+                if tooOld || idleTooLong {
+                    retired.append(entry.connection)
+                    state.open -= 1
+                    removable -= 1
+                } else {
+                    kept.append(entry)
+                }
+            }
+            state.idle = kept
+            let missing = max(0, options.minConnections - state.open)
+            state.open += missing
+            return missing
+        }
+        for connection in retired { await connection.postgres.close() }
+        for _ in 0..<toOpen {
+            do {
+                let connection = try await openConnection()
+                release(connection, reusable: true)
+            } catch {
+                slotFailed()
+                logger.debug("could not open a minimum connection", metadata: ["client.error": "\(error)"])
+                break
+            }
+        }
+        let counts = self.counts
+        metrics.inUse.record(counts.inUse)
+        metrics.idle.record(counts.idle)
+    }
+
+    /// Closes the pool for good: idle connections now, connections in use interrupted (their
+    /// statements fail at once) when `interruptInUse`, else when they are returned; waiters get
+    /// `reason`.
+    func close(because reason: BatonClientError, interruptInUse: Bool) {
+        let (idle, inUse, waiters) = state.withLock { state in
+            if state.closedBecause == nil { state.closedBecause = reason }
+            let idle = state.idle.map(\.connection)
+            state.open -= idle.count
+            state.idle = []
+            let waiters = state.waiters.map(\.continuation)
+            state.waiters = []
+            return (idle, Array(state.inUse.values), waiters)
+        }
+        for waiter in waiters { waiter.resume(throwing: reason) }
+        _ = idle  // closed gracefully as they go (PQfinish when the last reference is dropped)
+        if interruptInUse { for connection in inUse { connection.postgres.interrupt() } }
+        metrics.inUse.record(interruptInUse ? 0 : inUse.count)
+        metrics.idle.record(0)
+    }
+
+    /// Closes every idle connection (after a failure of the server: they are likely dead too).
+    func discardIdle() {
+        let idle = state.withLock { state in
+            let idle = state.idle.map(\.connection)
+            state.open -= idle.count
+            state.idle = []
+            return idle
+        }
+        for connection in idle { connection.postgres.interrupt() }
+    }
+
+    /// Waits (polling every 10 ms) until no connection is in use or `deadline` passes.
+    func drain(until deadline: ContinuousClock.Instant) async {
+        while ContinuousClock.now < deadline, counts.inUse > 0 {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
+
+extension Duration {
+    var inNanoseconds: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+
+    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

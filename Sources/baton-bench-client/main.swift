@@ -1,0 +1,312 @@
+// baton-bench-client: the figures of `scripts/bench client` (which starts the cluster and runs
+// this). Prints one JSON object per line:
+//   {"bench":"throughput", …}  pooled `SELECT 1` vs raw libpq, N tasks on N connections, one server
+//   {"bench":"overhead", …}    routing + acquire + release per request (empty body), in ns
+//   {"bench":"failover", …}    new leader key → first write acknowledged through the pool, in ms
+//
+// Usage: baton-bench-client etcd_hosts=… scope=… user=… [tasks=8] [seconds=5] [rounds=3]
+//        [iterations=20000] [failovers=3] [kill_cmd='… {n}'] [start_cmd='… {n}']
+// ({n} is replaced by the primary's node number; without kill_cmd no failover is measured).
+// The password comes from $BATON_PASSWORD (or $BATON_SUPERUSER_PASSWORD).
+import BatonClient
+import BatonCore
+import BatonEtcd
+import BatonPostgres
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+var arguments: [String: String] = [:]
+for argument in CommandLine.arguments.dropFirst() {
+    let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+    guard parts.count == 2 else {
+        FileHandle.standardError.write(Data("usage: baton-bench-client key=value …\n".utf8))
+        exit(2)
+    }
+    arguments[parts[0]] = parts[1]
+}
+let benchKeys: Set<String> = ["tasks", "seconds", "rounds", "iterations", "failovers", "kill_cmd", "start_cmd"]
+let given = arguments
+func take(_ key: String) -> String? { given[key] }
+let tasks = Int(take("tasks") ?? "8") ?? 8
+let seconds = Double(take("seconds") ?? "5") ?? 5
+let rounds = Int(take("rounds") ?? "3") ?? 3
+let iterations = Int(take("iterations") ?? "20000") ?? 20000
+let failovers = Int(take("failovers") ?? "3") ?? 3
+let killCommand = take("kill_cmd")
+let startCommand = take("start_cmd")
+var settings = arguments.filter { !benchKeys.contains($0.key) }
+let environment = ProcessInfo.processInfo.environment
+if settings["password"] == nil, let password = environment["BATON_PASSWORD"] ?? environment["BATON_SUPERUSER_PASSWORD"]
+{
+    settings["password"] = password
+}
+settings["application_name"] = "baton-bench-client"
+
+let quiet = Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() }
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("baton-bench-client: \(message)\n".utf8))
+    exit(1)
+}
+
+func stats(_ values: [Double]) -> (min: Double, median: Double, max: Double) {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return (0, 0, 0) }
+    return (sorted[0], sorted[sorted.count / 2], sorted[sorted.count - 1])
+}
+
+func json(_ object: [String: Any]) -> String {
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
+    return String(decoding: data, as: UTF8.self)
+}
+
+func round3(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
+
+let clusterConfiguration: BatonClientConfiguration
+do {
+    clusterConfiguration = try BatonClientConfiguration(settings: settings)
+} catch {
+    fail("\(error)")
+}
+let cluster = try await BatonClient(clusterConfiguration, logger: quiet)
+guard case .member(let primaryName, let primary, _)? = cluster.topology.primary else {
+    fail("no primary published: \(cluster.topology)")
+}
+FileHandle.standardError.write(Data("topology: \(cluster.topology)\n".utf8))
+
+// MARK: Throughput: pooled vs raw libpq, one server
+
+/// Runs `body` in `tasks` tasks for `seconds`; returns statements per second.
+func run(tasks: Int, seconds: Double, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+    let count = Counter()
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    let started = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for task in 0..<tasks {
+            group.addTask {
+                while ContinuousClock.now < deadline {
+                    try await body(task)
+                    count.value.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    return Double(count.value.load(ordering: .relaxed)) / (ContinuousClock.now - started).secondsDouble
+}
+
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+extension Duration {
+    var secondsDouble: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+var pooledSettings = settings
+for key in ["etcd_hosts", "scope", "namespace", "agents"] { pooledSettings.removeValue(forKey: key) }
+pooledSettings["host"] = primary.description
+pooledSettings["max_connections"] = String(tasks)
+pooledSettings["min_connections"] = String(tasks)
+let pooled = try await BatonClient(try BatonClientConfiguration(settings: pooledSettings), logger: quiet)
+let parameters = ConnectionParameters(
+    host: primary.host, port: primary.port, user: settings["user"] ?? "postgres", password: settings["password"],
+    database: settings["dbname"] ?? "postgres", applicationName: "baton-bench-raw")
+var raw: [PostgresConnection] = []
+for _ in 0..<tasks { raw.append(try await PostgresConnection.connect(parameters)) }
+let rawConnections = raw
+// Warm up both.
+_ = try await run(tasks: tasks, seconds: 0.5) { task in _ = try await rawConnections[task].query("SELECT 1") }
+_ = try await run(tasks: tasks, seconds: 0.5) { _ in
+    _ = try await pooled.read(consistency: .strong) { try await $0.query("SELECT 1") }
+}
+var rawRates: [Double] = []
+var pooledRates: [Double] = []
+var ratios: [Double] = []
+for round in 1...rounds {
+    let rawRate = try await run(tasks: tasks, seconds: seconds) { task in
+        _ = try await rawConnections[task].query("SELECT 1")
+    }
+    let pooledRate = try await run(tasks: tasks, seconds: seconds) { _ in
+        _ = try await pooled.read(consistency: .strong) { try await $0.query("SELECT 1") }
+    }
+    rawRates.append(rawRate)
+    pooledRates.append(pooledRate)
+    ratios.append(pooledRate / rawRate)
+    FileHandle.standardError.write(
+        Data(
+            String(
+                format: "throughput round %d: raw %.0f/s, pooled %.0f/s (%.3fx)\n", round, rawRate, pooledRate,
+                pooledRate / rawRate
+            ).utf8))
+}
+for connection in rawConnections { await connection.close() }
+await pooled.shutdown()
+let (rawMin, rawMedian, rawMax) = stats(rawRates)
+let (pooledMin, pooledMedian, pooledMax) = stats(pooledRates)
+let (ratioMin, ratioMedian, ratioMax) = stats(ratios)
+print(
+    json([
+        "bench": "throughput", "server": "\(primaryName) \(primary)", "tasks": tasks, "seconds": seconds,
+        "rounds": rounds,
+        "raw_qps": ["min": rawMin.rounded(), "median": rawMedian.rounded(), "max": rawMax.rounded()],
+        "pooled_qps": ["min": pooledMin.rounded(), "median": pooledMedian.rounded(), "max": pooledMax.rounded()],
+        "ratio": ["min": round3(ratioMin), "median": round3(ratioMedian), "max": round3(ratioMax)],
+        "target_ratio": 0.9,
+    ]))
+
+// MARK: Routing overhead per acquire (empty body: no statement, no I/O)
+
+func perAcquire(_ consistency: Consistency) async throws -> [Double] {
+    var samples: [Double] = []
+    for _ in 0..<5 {
+        let started = ContinuousClock.now
+        for _ in 0..<iterations { try await cluster.read(consistency: consistency) { _ in () } }
+        samples.append((ContinuousClock.now - started).secondsDouble * 1e9 / Double(iterations))
+    }
+    return samples
+}
+// Warm: a connection in each pool.
+for _ in 0..<10 {
+    try await cluster.read(consistency: .eventual) { _ in () }
+    try await cluster.read(consistency: .strong) { _ in () }
+}
+let eventualNs = stats(try await perAcquire(.eventual))
+let strongNs = stats(try await perAcquire(.strong))
+print(
+    json([
+        "bench": "overhead", "iterations": iterations,
+        "replica_read_ns": [
+            "min": eventualNs.min.rounded(), "median": eventualNs.median.rounded(), "max": eventualNs.max.rounded(),
+        ],
+        "primary_read_ns": [
+            "min": strongNs.min.rounded(), "median": strongNs.median.rounded(), "max": strongNs.max.rounded(),
+        ],
+        "target_ns": 2000,
+    ]))
+
+// MARK: Failover: new leader key → first write acknowledged through the pool
+
+guard let killCommand, failovers > 0 else {
+    await cluster.shutdown()
+    exit(0)
+}
+guard case .etcd(let etcdOptions) = clusterConfiguration.topology else { fail("the failover bench needs etcd_hosts") }
+let etcd = EtcdClient(
+    configuration: EtcdConfiguration(endpoints: etcdOptions.endpoints, requestTimeout: .seconds(2)), logger: quiet)
+let store = EtcdClusterStore(client: etcd, namespace: etcdOptions.namespace, scope: etcdOptions.scope, logger: quiet)
+
+func shell(_ template: String, node: String) throws {
+    let command = template.replacingOccurrences(of: "{n}", with: String(node.drop { !$0.isNumber }))
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/bash")
+    process.arguments = ["-c", command]
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { fail("'\(command)' exited with \(process.terminationStatus)") }
+}
+
+try await cluster.write { conn in
+    try await conn.query("CREATE TABLE IF NOT EXISTS bench_client (id bigint PRIMARY KEY, node int)")
+}
+
+/// The new primary's address once the client routes writes to it (within 5 s).
+func adopted(_ leader: String) async -> Endpoint? {
+    for _ in 0..<500 {
+        if case .member(let name, let endpoint, _)? = cluster.topology.primary, name == leader { return endpoint }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return nil
+}
+
+/// Acks as (time, server port).
+let acks = Mutex<[(ContinuousClock.Instant, Int)]>([])
+let writer = Task {
+    var id = Int(Date().timeIntervalSince1970 * 1000) * 1000
+    while !Task.isCancelled {
+        id += 1
+        if let (port, _) = try? await cluster.write({ conn in
+            try await conn.query(
+                "INSERT INTO bench_client VALUES ($1, inet_server_port()) RETURNING inet_server_port() AS p",
+                [String(id)]
+            ).single().int("p") ?? -1
+        }) {
+            acks.withLock { $0.append((.now, port)) }
+        } else {
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+}
+
+var latencies: [Double] = []
+for run in 1...failovers {
+    // Healthy: a confirmed primary and two running replicas.
+    let healthyBy = ContinuousClock.now + .seconds(120)
+    while ContinuousClock.now < healthyBy {
+        let topology = cluster.topology
+        if case .member(_, _, true)? = topology.primary,
+            topology.replicas.filter({ $0.state == "running" && ($0.lagBytes ?? .max) < 1_048_576 }).count == 2
+        {
+            break
+        }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+    try await Task.sleep(for: .seconds(2))
+    guard case .member(let old, _, _)? = cluster.topology.primary else { fail("no primary before failover \(run)") }
+    let view = try await store.loadCluster()
+    let watcher = Task { () -> (String, ContinuousClock.Instant)? in
+        for await event in store.watch(after: view.revision) {
+            guard case .put(let key, _) = event, key == .leader else { continue }
+            if let leader = try? await store.loadCluster().leader?.member, leader != old { return (leader, .now) }
+        }
+        return nil
+    }
+    try shell(killCommand, node: old)
+    let change = await withTaskGroup(of: (String, ContinuousClock.Instant)?.self) { group in
+        group.addTask { await watcher.value }
+        group.addTask {
+            try? await Task.sleep(for: .seconds(60))
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        watcher.cancel()
+        return first
+    }
+    guard let (leader, keyAt) = change else { fail("no new leader within 60 s of killing \(old)") }
+    guard let newEndpoint = await adopted(leader) else { fail("the client never adopted \(leader)") }
+    var firstAck: ContinuousClock.Instant?
+    let ackBy = ContinuousClock.now + .seconds(30)
+    while firstAck == nil && ContinuousClock.now < ackBy {
+        firstAck = acks.withLock { $0.first { $0.0 > keyAt && $0.1 == newEndpoint.port }?.0 }
+        if firstAck == nil { try await Task.sleep(for: .milliseconds(5)) }
+    }
+    guard let firstAck else { fail("no write acknowledged by \(leader) within 30 s") }
+    let milliseconds = (firstAck - keyAt).secondsDouble * 1000
+    latencies.append(milliseconds)
+    FileHandle.standardError.write(
+        Data(
+            String(
+                format: "failover %d: %@ → %@, first write acknowledged %.1f ms after the new leader key\n", run, old,
+                leader, milliseconds
+            ).utf8))
+    if let startCommand { try shell(startCommand, node: old) }
+}
+writer.cancel()
+_ = await writer.value
+let (failoverMin, failoverMedian, failoverMax) = stats(latencies)
+print(
+    json([
+        "bench": "failover", "runs": latencies.count,
+        "leader_key_to_first_ack_ms": [
+            "min": round3(failoverMin), "median": round3(failoverMedian), "max": round3(failoverMax),
+        ],
+        "target_ms": 100,
+    ]))
+await cluster.shutdown()
+etcd.shutdown()

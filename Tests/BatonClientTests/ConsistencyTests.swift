@@ -1,0 +1,103 @@
+import BatonCore
+import Logging
+import Testing
+
+@testable import BatonClient
+
+@Suite struct ConsistencyTests {
+    @Test func strongIsTheDefaultAndScopesNest() async {
+        #expect(BatonRouting.consistency == .strong && !BatonRouting.forcePrimary)
+        await withConsistency(.eventual) {
+            #expect(BatonRouting.consistency == .eventual)
+            await withPrimary {
+                #expect(BatonRouting.forcePrimary && BatonRouting.consistency == .eventual)
+            }
+            // Child tasks inherit the scope.
+            let inherited = await Task { BatonRouting.consistency }.value
+            #expect(inherited == .eventual)
+        }
+        #expect(BatonRouting.consistency == .strong)
+    }
+
+    @Test func writeTokensParseAndOrder() throws {
+        let token = try #require(WriteToken("1/2A"))
+        #expect(token.lsn == LSN(0x1_0000_002A) && token.description == "1/2A")
+        #expect(WriteToken("nope") == nil)
+        #expect(WriteToken(lsn: LSN(1)) < token)
+    }
+
+    @Test func statementsThatMayHaveCommitted() {
+        #expect(BatonConnection.mayCommit("INSERT INTO t VALUES (1)", inTransaction: false))
+        #expect(!BatonConnection.mayCommit("INSERT INTO t VALUES (1)", inTransaction: true))
+        #expect(BatonConnection.mayCommit("commit", inTransaction: true))
+        #expect(BatonConnection.mayCommit("  END;", inTransaction: true))
+        #expect(!BatonConnection.mayCommit("SELECT 1", inTransaction: false))
+        #expect(!BatonConnection.mayCommit("BEGIN", inTransaction: false))
+        #expect(!BatonConnection.mayCommit("ROLLBACK", inTransaction: true))
+        #expect(BatonConnection.mayCommit("WITH x AS (DELETE FROM t RETURNING *) SELECT 1", inTransaction: false))
+    }
+}
+
+/// The client over a fixed topology whose servers do not exist: routing decisions that need no
+/// server, and the errors when one is needed.
+@Suite struct FixedTopologyClientTests {
+    static func configuration(_ extra: [String: String] = [:]) throws -> BatonClientConfiguration {
+        var settings = [
+            "host": "127.0.0.1:1", "user": "app", "primary_wait_timeout": "300ms", "connect_timeout": "200ms",
+        ]
+        settings.merge(extra) { $1 }
+        return try BatonClientConfiguration(settings: settings)
+    }
+
+    static let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+
+    @Test func noReplicaWithPolicyFailIsAClearError() async throws {
+        let client = try await BatonClient(Self.configuration(["no_replica_policy": "fail"]), logger: Self.logger)
+        do {
+            _ = try await client.read(consistency: .eventual) { _ in 1 }
+            Issue.record("an eventual read succeeded without replicas")
+        } catch let error as BatonClientError {
+            #expect(error.code == .noReplicaAvailable)
+            #expect(error.message.contains("none is published"))
+        }
+        await client.shutdown()
+    }
+
+    @Test func writesWaitForAPrimaryThenFailWithNoPrimary() async throws {
+        let client = try await BatonClient(Self.configuration(), logger: Self.logger)
+        let started = ContinuousClock.now
+        do {
+            _ = try await client.write { conn in try await conn.query("SELECT 1") }
+            Issue.record("a write succeeded against a closed port")
+        } catch let error as BatonClientError {
+            #expect(error.code == .noPrimary)
+            #expect(error.message.contains("127.0.0.1:1"))
+        }
+        let waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(300) && waited < .seconds(5))
+        // Eventual reads fall back to the primary by default (and fail the same way).
+        await #expect(throws: BatonClientError.self) {
+            try await client.read(consistency: .eventual) { _ in 1 }
+        }
+        await client.shutdown()
+        do {
+            _ = try await client.read { _ in 1 }
+            Issue.record("a read succeeded after shutdown")
+        } catch let error as BatonClientError {
+            #expect(error.code == .shutdown)
+        }
+    }
+
+    @Test func anUnreachableEtcdFailsTheStartWithAClearError() async throws {
+        var configuration = try BatonClientConfiguration(settings: [
+            "etcd_hosts": "127.0.0.1:1", "scope": "none", "user": "app", "topology_timeout": "500ms",
+        ])
+        configuration.connectTimeout = .milliseconds(200)
+        do {
+            _ = try await BatonClient(configuration, logger: Self.logger)
+            Issue.record("started without etcd")
+        } catch let error as BatonClientError {
+            #expect(error.code == .topologyUnavailable)
+        }
+    }
+}
