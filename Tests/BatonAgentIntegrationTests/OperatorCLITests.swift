@@ -1,4 +1,5 @@
 import BatonCore
+import BatonTestCluster
 import Foundation
 import Testing
 
