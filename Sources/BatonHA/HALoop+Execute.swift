@@ -128,6 +128,7 @@ extension HALoop {
             // member key, and a standby cannot stream (nor open for connections) without it.
             activity = .starting
             await publish(after: observation)
+            if source != nil { await reRegisterIfSessionLost(observation) }
             defer { activity = nil }
             if let source {
                 try await node.start(following: source)
@@ -165,6 +166,7 @@ extension HALoop {
             if lastRunningRole == .replica { return true }
             activity = .rewinding
             await publish(after: observation)
+            await reRegisterIfSessionLost(observation)
             defer { activity = nil }
             try await node.rewind(from: source)
             following = source.member
@@ -206,11 +208,11 @@ extension HALoop {
     /// on it too). Failures are left to the decision: an expired session is forgotten, and the
     /// core then asks for a new one.
     func keepSessionAlive() async {
-        guard session != nil else { return }
+        guard let current = session else { return }
         do {
             _ = try await renewLease(nil)
         } catch {
-            forgetSessionIfLost(error)
+            forgetSessionIfLost(error, session: current)
             logger.debug("keepalive failed: \(error)")
         }
     }
@@ -228,8 +230,33 @@ extension HALoop {
         }
     }
 
-    func forgetSessionIfLost(_ error: any Error) {
+    /// A standby cannot stream, nor open for connections, before the leader has created its
+    /// replication slot, which the leader does only for members it sees in the store. When this
+    /// member's session was found lost while it was about to rejoin (its lease expired during a
+    /// partition the cycle has not noticed), it registers again with a new session before it
+    /// starts postgres; otherwise postgres waits for a slot that never comes, and the cycle with it.
+    func reRegisterIfSessionLost(_ observation: Observation) async {
+        guard session == nil, !status.holdsLeaderKey else { return }
+        do {
+            let sent = clock.now
+            let (ttl, margin) = timing
+            let created = try await store.createSession(ttl: ttl)
+            session = created
+            leaseDeadline = sent + ttl - margin
+            logger.info(
+                "store session lost before rejoining: registered again with a new one",
+                metadata: ["ha.session": "\(created)"])
+            await publish(after: observation)
+        } catch {
+            logger.warning("could not create a store session before rejoining: \(error)")
+        }
+    }
+
+    /// Forgets the session after the store said its lease is gone — only if `lost` (the session
+    /// the failed request used; the current one when nil) is still the current session.
+    func forgetSessionIfLost(_ error: any Error, session lost: SessionID? = nil) {
         guard let error = error as? StoreError, error.code == .leaseNotFound else { return }
+        guard lost == nil || lost == session else { return }
         logger.warning("store session lost: \(error.message)")
         session = nil
         leaseDeadline = nil
@@ -241,7 +268,11 @@ extension HALoop {
         guard let current = session else { return false }
         let sent = clock.now
         let (ttl, margin) = timing
-        switch try await store.keepAlive(current) {
+        let renewed = try await store.keepAlive(current)
+        // The session may have been replaced while the request was in flight (the cycle found it
+        // lost and registered a new one): the answer about the old one must not touch the new one.
+        guard session == current else { return false }
+        switch renewed {
         case .alive(let granted):
             let deadline = sent + min(ttl, granted) - margin
             leaseDeadline = deadline

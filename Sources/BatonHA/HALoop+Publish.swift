@@ -56,7 +56,7 @@ extension HALoop {
                 lastPublishedSession = session
                 status.published = record
             } catch {
-                forgetSessionIfLost(error)
+                forgetSessionIfLost(error, session: session)
                 logger.warning("could not publish the member key: \(error)")
             }
         }

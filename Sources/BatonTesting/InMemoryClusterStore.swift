@@ -65,6 +65,17 @@ public final class InMemoryStoreBackend: @unchecked Sendable {
         lock.withLock { expireLocked() }
     }
 
+    /// Ends the session that holds `key` (its lease expires now, deleting its keys), as a lease
+    /// runs out during a partition. Returns the session, or nil when no lease holds the key.
+    @discardableResult
+    public func expireSession(holding key: ClusterKey) -> SessionID? {
+        withState { state in
+            guard let lease = state.entry(key)?.lease else { return nil }
+            state.revoke(lease)
+            return lease
+        }
+    }
+
     /// Forgets the event log up to the current revision: later watches from older revisions get
     /// `.resync`, as etcd's compaction makes them.
     public func compact() {

@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Testing
 
 @testable import BatonPostgres
@@ -69,6 +70,35 @@ struct ToolOutputTests {
             "pg_rewind: servers diverged at WAL location 0/3000148 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n"
         #expect(ToolOutput.rewindCheck(diverged) == .required(divergedAt: LSN(text: "0/3000148"), timeline: 1))
         #expect(ToolOutput.rewindCheck("something else") == .unknown)
+    }
+
+    /// Regression (fault matrix scenario 9 after 8, on network namespaces): a standby that followed
+    /// a promotion onto timeline 6 but replayed no checkpoint since was stopped; its last
+    /// restartpoint is still on timeline 5, and `pg_rewind --dry-run` failed on every cycle
+    /// ("could not find previous WAL record at 0/58A3C70"), so it never came back. Its minimum
+    /// recovery point is on timeline 6: no rewind is needed. (pg_controldata of that standby.)
+    @Test func standbyThatAlreadyReplayedTheSourceTimelineNeedsNoRewind() {
+        let text = """
+            Database cluster state:               shut down in recovery
+            Latest checkpoint location:           0/5167578
+            Latest checkpoint's REDO location:    0/5167540
+            Latest checkpoint's TimeLineID:       5
+            Latest checkpoint's PrevTimeLineID:   5
+            Minimum recovery ending location:     0/58C27C8
+            Min recovery ending loc's timeline:   6
+            """
+        let control = ToolOutput.controlData(text)
+        #expect(ToolOutput.standbyAlreadyOnTimeline(control, sourceTimeline: 6))
+        // A source that forked again since, or a standby still on the older timeline: ask pg_rewind.
+        #expect(!ToolOutput.standbyAlreadyOnTimeline(control, sourceTimeline: 7))
+        let older = ToolOutput.controlData(text.replacingOccurrences(of: "timeline:   6", with: "timeline:   5"))
+        #expect(!ToolOutput.standbyAlreadyOnTimeline(older, sourceTimeline: 6))
+        // An old primary (shut down, not in recovery) may have diverged whatever its timeline.
+        let primary = ToolOutput.controlData(
+            text.replacingOccurrences(of: "shut down in recovery", with: "shut down"))
+        #expect(!ToolOutput.standbyAlreadyOnTimeline(primary, sourceTimeline: 6))
+        let unset = ToolOutput.controlData(text.replacingOccurrences(of: "0/58C27C8", with: "0/0"))
+        #expect(!ToolOutput.standbyAlreadyOnTimeline(unset, sourceTimeline: 6))
     }
 
     @Test func postmasterPID() {

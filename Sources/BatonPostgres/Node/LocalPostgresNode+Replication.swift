@@ -185,7 +185,9 @@ extension LocalPostgresNode {
     /// and pg_rewind reads the source's timeline from there: without this checkpoint it reports
     /// "no rewind required" for a target that did diverge, and the standby then cannot follow
     /// ("new timeline forked off … before current recovery point"). Patroni does the same.
-    func checkpointSource(_ source: ReplicationSource) async throws {
+    /// Returns the source's timeline (after the checkpoint), when it reports one.
+    @discardableResult
+    func checkpointSource(_ source: ReplicationSource) async throws -> Int? {
         let parameters = ConnectionParameters(
             host: source.host, port: source.port, user: configuration.superuser.username,
             password: configuration.superuser.password, database: "postgres",
@@ -196,12 +198,15 @@ extension LocalPostgresNode {
             let primary = try await connection.query("SELECT NOT pg_is_in_recovery() AS primary").single()
                 .bool("primary")
             if primary == true { _ = try await connection.query("CHECKPOINT") }
+            let timeline = try await connection.query("SELECT timeline_id FROM pg_control_checkpoint()").single()
+                .int("timeline_id")
             await connection.close()
+            logger.info("checkpoint requested on the rewind source", metadata: ["pg.upstream": "\(source.member)"])
+            return timeline
         } catch {
             await connection.close()
             throw error
         }
-        logger.info("checkpoint requested on the rewind source", metadata: ["pg.upstream": "\(source.member)"])
     }
 
     func rewindDataDirectory(from source: ReplicationSource) async throws {
@@ -219,7 +224,13 @@ extension LocalPostgresNode {
             )
         }
         try writePassfile()
-        try await checkpointSource(source)
+        let sourceTimeline = try await checkpointSource(source)
+        if let sourceTimeline, ToolOutput.standbyAlreadyOnTimeline(control, sourceTimeline: sourceTimeline) {
+            logger.info(
+                "no rewind required: this standby already replayed the source's timeline",
+                metadata: ["pg.upstream": "\(source.member)", "pg.timeline": "\(sourceTimeline)"])
+            return
+        }
         // A crashed (or immediately stopped) target has WAL past its last checkpoint: pg_rewind must
         // run crash recovery before comparing, which a dry run does not do; the real run performs it
         // and then decides by itself (printing "no rewind required" when the timelines agree).

@@ -28,6 +28,16 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     private let lock = NSLock()
     private var state = State()
     private let sourceLookup: @Sendable (String) -> SimulatedPostgres?
+    private var hooks = Hooks()
+
+    /// Test hooks, called as the operation begins (e.g. to make a lease expire during a rewind).
+    public struct Hooks: Sendable {
+        public var beforeRewind: (@Sendable () async -> Void)?
+        public var beforeStart: (@Sendable (ReplicationSource?) async -> Void)?
+        public init() {}
+    }
+
+    public func setHooks(_ value: Hooks) { lock.withLock { hooks = value } }
 
     public init(name: String, lookup: @escaping @Sendable (String) -> SimulatedPostgres?) {
         self.name = name
@@ -99,6 +109,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     }
 
     public func start(following source: ReplicationSource?) async throws {
+        if let hook = lock.withLock({ hooks.beforeStart }) { await hook(source) }
         lock.withLock {
             state.running = true
             state.crashed = false
@@ -153,6 +164,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     }
 
     public func rewind(from source: ReplicationSource) async throws {
+        if let hook = lock.withLock({ hooks.beforeRewind }) { await hook() }
         guard let upstream = sourceLookup(source.member)?.snapshot else {
             throw SimulationError("rewind source \(source.member) unknown")
         }

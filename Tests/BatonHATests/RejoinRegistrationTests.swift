@@ -1,0 +1,217 @@
+import BatonCore
+import BatonTesting
+import Foundation
+import Logging
+import Testing
+
+@testable import BatonHA
+
+/// Regression (fault matrix scenarios 6 and 7a on network namespaces): an old primary cut from
+/// etcd is fenced, its lease expires, and when the partition heals it rejoins with pg_rewind. Its
+/// session was found lost only while publishing before the rewind, so postgres was started as a
+/// standby without a member key: the new leader never created its replication slot, the standby
+/// could not stream nor open, and the agent's cycle waited 60 s for it.
+@Suite struct RejoinRegistrationTests {
+    struct NoPeers: PeerProbe {
+        func status(of members: [Member]) async -> [PeerStatus] {
+            members.map { PeerStatus(name: $0.name, reachable: false) }
+        }
+        func confirmFailsafe(leader: String, members: [String: String]) async -> Bool { false }
+    }
+
+    final class Box<T: Sendable>: @unchecked Sendable {
+        var value: T
+        init(_ value: T) { self.value = value }
+    }
+
+    @Test func aMemberWhoseSessionIsLostDuringARewindRegistersAgainBeforeStartingAsAStandby() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        // node1 is the primary, holding the leader key.
+        let leaderStore = backend.makeStore()
+        let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
+        #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
+        try await leaderStore.publishMember(
+            Member(
+                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: 2),
+            session: leaderSession)
+        let nodes = Box<[String: SimulatedPostgres]>([:])
+        let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
+        primary.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.timeline = 2
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        // node2: the old primary, stopped after it fenced itself.
+        let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
+        node.mutate {
+            $0.hasData = true
+            $0.timeline = 1
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        nodes.value = ["node1": primary, "node2": node]
+
+        // The lease of node2 runs out while the rewind runs; then record whether node2 is
+        // registered when postgres starts as a standby.
+        let registeredAtStart = Box<Bool?>(nil)
+        let observer = backend.makeStore()
+        var hooks = SimulatedPostgres.Hooks()
+        hooks.beforeRewind = { backend.expireSession(holding: .member("node2")) }
+        hooks.beforeStart = { source in
+            guard source != nil else { return }
+            registeredAtStart.value = (try? await observer.loadCluster().member(named: "node2")) != nil
+        }
+        node.setHooks(hooks)
+
+        let loop = HALoop(
+            configuration: HAConfiguration(
+                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
+                initialDynamicConfig: DynamicConfig([
+                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
+                ])),
+            store: backend.makeStore(), node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        await loop.runCycle()
+
+        #expect(node.snapshot.running && node.snapshot.standby, "node2 did not start as a standby")
+        #expect(registeredAtStart.value == true, "postgres started as a standby while the member key was missing")
+        let view = try await observer.loadCluster()
+        #expect(view.member(named: "node2") != nil, "node2 is not registered after the cycle")
+    }
+
+    /// A store whose next keepalive waits until the test releases it: the answer about a session
+    /// then arrives after the loop has replaced that session.
+    final class GatedStore: ClusterStore, @unchecked Sendable {
+        let base: InMemoryClusterStore
+        private let lock = NSLock()
+        private var gate: CheckedContinuation<Void, Never>?
+        private var armed = false
+        private var held = false
+        init(_ base: InMemoryClusterStore) { self.base = base }
+
+        func holdNextKeepAlive() { lock.withLock { armed = true } }
+        var isHolding: Bool { lock.withLock { held } }
+        func release() {
+            let continuation = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+                defer { gate = nil }
+                return gate
+            }
+            continuation?.resume()
+        }
+
+        func keepAlive(_ session: SessionID) async throws -> SessionStatus {
+            let hold = lock.withLock { () -> Bool in
+                defer { armed = false }
+                return armed
+            }
+            if hold {
+                await withCheckedContinuation { continuation in
+                    lock.withLock {
+                        gate = continuation
+                        held = true
+                    }
+                }
+            }
+            return try await base.keepAlive(session)
+        }
+        func loadCluster() async throws -> ClusterView { try await base.loadCluster() }
+        func createSession(ttl: Duration) async throws -> SessionID { try await base.createSession(ttl: ttl) }
+        func revokeSession(_ session: SessionID) async throws { try await base.revokeSession(session) }
+        func acquireLeader(member: String, session: SessionID) async throws -> Bool {
+            try await base.acquireLeader(member: member, session: session)
+        }
+        func reattachLeader(member: String, session: SessionID) async throws -> Bool {
+            try await base.reattachLeader(member: member, session: session)
+        }
+        func releaseLeader(member: String) async throws -> Bool { try await base.releaseLeader(member: member) }
+        func publishMember(_ member: Member, session: SessionID) async throws {
+            try await base.publishMember(member, session: session)
+        }
+        func removeMember(name: String) async throws { try await base.removeMember(name: name) }
+        func claimInitialize(systemID: String) async throws -> Bool {
+            try await base.claimInitialize(systemID: systemID)
+        }
+        func updateInitialize(systemID: String, expected: Int64) async throws -> Bool {
+            try await base.updateInitialize(systemID: systemID, expected: expected)
+        }
+        func cancelInitialize() async throws { try await base.cancelInitialize() }
+        func writeConfig(_ config: DynamicConfig, expected: Int64?) async throws -> Bool {
+            try await base.writeConfig(config, expected: expected)
+        }
+        func writeFailover(_ request: FailoverRequest, expected: Int64?) async throws -> Bool {
+            try await base.writeFailover(request, expected: expected)
+        }
+        func deleteFailover(expected: Int64?) async throws -> Bool { try await base.deleteFailover(expected: expected) }
+        func writeSync(_ state: SyncState, expected: Int64?) async throws -> Bool {
+            try await base.writeSync(state, expected: expected)
+        }
+        func deleteSync(expected: Int64?) async throws -> Bool { try await base.deleteSync(expected: expected) }
+        func writeHistory(_ history: [HistoryEntry]) async throws { try await base.writeHistory(history) }
+        func writeStatus(_ status: LeaderStatus) async throws { try await base.writeStatus(status) }
+        func writeFailsafe(_ members: [String: String]?) async throws { try await base.writeFailsafe(members) }
+        func watch(after revision: Int64) -> AsyncStream<StoreEvent> { base.watch(after: revision) }
+    }
+
+    /// Regression (scenario 7a on network namespaces): the background keepalive of a replica sent
+    /// a renewal of its old session; meanwhile the cycle found that session lost and registered a
+    /// new one; the answer "expired" about the old session then cleared the new one, whose lease
+    /// ran out, and the leader dropped the slot of the member that was just rejoining.
+    @Test func anExpiredAnswerAboutAReplacedSessionLeavesTheNewSessionAlone() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let leaderStore = backend.makeStore()
+        let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
+        #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
+        let nodes = Box<[String: SimulatedPostgres]>([:])
+        let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
+        primary.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        try await leaderStore.publishMember(
+            Member(
+                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: 1),
+            session: leaderSession)
+        let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
+        node.mutate {
+            $0.hasData = true
+            $0.standby = true
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        nodes.value = ["node1": primary, "node2": node]
+        let store = GatedStore(backend.makeStore())
+        let loop = HALoop(
+            configuration: HAConfiguration(
+                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
+                initialDynamicConfig: DynamicConfig([
+                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
+                ])),
+            store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        await loop.runCycle()
+        let first = try #require(await loop.session, "no session after the first cycle")
+
+        // The background keepalive sends a renewal of the first session and waits for its answer.
+        store.holdNextKeepAlive()
+        let background = Task { await loop.keepSessionAlive() }
+        for _ in 0..<500 where !store.isHolding { try await Task.sleep(for: .milliseconds(2)) }
+        try #require(store.isHolding)
+        // Its lease runs out; the cycle finds it lost and registers again with a new session.
+        backend.expireSession(holding: .member("node2"))
+        await loop.runCycle()
+        let second = try #require(await loop.session, "the cycle did not create a new session")
+        #expect(second != first)
+        // Now the answer about the first session arrives: expired.
+        store.release()
+        await background.value
+        #expect(await loop.session == second, "the answer about the old session cleared the new one")
+    }
+}
