@@ -101,6 +101,22 @@ struct ToolOutputTests {
         #expect(!ToolOutput.standbyAlreadyOnTimeline(unset, sourceTimeline: 6))
     }
 
+    /// Regression (fault matrix start-up on network namespaces): two replicas cloning while the
+    /// leader rewrote baton.conf; its root-owned temporary file in the data directory made
+    /// BASE_BACKUP fail ("could not open file ./baton.conf.tmp-892: Permission denied"). Temporary
+    /// files carry PostgreSQL's prefix, which base backups and pg_rewind skip.
+    @Test func temporaryFilesAreSkippedByBaseBackups() throws {
+        let temporary = Posix.temporaryPath(for: "/var/lib/postgresql/15/main/baton.conf")
+        #expect(temporary.hasPrefix("/var/lib/postgresql/15/main/pgsql_tmp"))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("baton-posix-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let target = directory.appendingPathComponent("baton.conf").path
+        try Posix.writeFile(target, contents: "a = 1\n", user: nil, mode: 0o600)
+        #expect(Posix.readFile(target) == "a = 1\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["baton.conf"])
+    }
+
     @Test func postmasterPID() {
         let text =
             "12345\n/var/lib/postgresql/15/main\n1700000000\n5432\n/var/run/postgresql\n*\n  1234567     32768\nready   \n"

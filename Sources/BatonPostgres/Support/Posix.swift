@@ -50,9 +50,20 @@ enum Posix {
         }
     }
 
+    /// The temporary file `writeFile` writes before renaming it onto `path`: in the same directory,
+    /// named with PostgreSQL's temporary-file prefix so that a base backup or pg_rewind running at
+    /// that moment skips it (a root-owned `baton.conf.tmp-N` in the data directory made
+    /// pg_basebackup fail with "Permission denied", and the clone hang).
+    static func temporaryPath(for path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent().appendingPathComponent(
+            "pgsql_tmp.baton.\(url.lastPathComponent).\(getpid())"
+        ).path
+    }
+
     /// Writes `contents` to `path` atomically (temp file + rename) with the given owner and mode.
     static func writeFile(_ path: String, contents: String, user: OSUser?, mode: mode_t) throws {
-        let temporary = path + ".tmp-\(getpid())"
+        let temporary = temporaryPath(for: path)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else {
             throw PostgresError(
