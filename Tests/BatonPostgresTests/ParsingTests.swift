@@ -97,6 +97,10 @@ struct ToolOutputTests {
         let primary = ToolOutput.controlData(
             text.replacingOccurrences(of: "shut down in recovery", with: "shut down"))
         #expect(!ToolOutput.standbyAlreadyOnTimeline(primary, sourceTimeline: 6))
+        // A standby killed while in archive recovery (soak): the same holds.
+        let crashed = ToolOutput.controlData(
+            text.replacingOccurrences(of: "shut down in recovery", with: "in archive recovery"))
+        #expect(ToolOutput.standbyAlreadyOnTimeline(crashed, sourceTimeline: 6))
         let unset = ToolOutput.controlData(text.replacingOccurrences(of: "0/58C27C8", with: "0/0"))
         #expect(!ToolOutput.standbyAlreadyOnTimeline(unset, sourceTimeline: 6))
     }

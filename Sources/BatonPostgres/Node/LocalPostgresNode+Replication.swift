@@ -243,6 +243,13 @@ extension LocalPostgresNode {
         ])
         let arguments = ["--target-pgdata=\(dataDirectory)", "--source-server=\(sourceServer)"]
         let environment = ["PGPASSFILE": configuration.passfile]
+        if state == "in archive recovery" {
+            // A standby that crashed: pg_rewind recovers an unclean target in single-user mode,
+            // which refuses standby mode ("standby mode is not supported by single-user
+            // servers") — on every attempt. The signal files are written again at the start.
+            unlink(dataDirectory + "/standby.signal")
+            unlink(dataDirectory + "/recovery.signal")
+        }
         guard cleanlyShutDown else {
             logger.info(
                 "target was not shut down cleanly; pg_rewind recovers it, then rewinds if needed",

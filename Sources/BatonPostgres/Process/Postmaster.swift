@@ -108,6 +108,10 @@ final class Postmaster: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_APPEND, 0)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of the agent's: a descriptor without FD_CLOEXEC (the REST API's listening
+        // socket was one) would otherwise live on in postgres after the agent dies, and keep the
+        // restarted agent from binding its port.
+        closeInheritedDescriptors(&actions)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -143,6 +147,21 @@ final class Postmaster: @unchecked Sendable {
         thread.name = "baton.pg.waitpid \(pid)"
         thread.start()
         return postmaster
+    }
+
+    /// Adds "close every descriptor from 3 on" to `actions`: glibc's
+    /// posix_spawn_file_actions_addclosefrom_np (2.34+, looked up at run time because the C
+    /// importer does not see it), else one close per descriptor open now.
+    static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+        if let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") {
+            let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+            if closeFrom(&actions, 3) == 0 { return }
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for descriptor in open.compactMap({ Int32($0) }) where descriptor > 2 {
+            posix_spawn_file_actions_addclose(&actions, descriptor)
+        }
     }
 
     /// Blocks in waitpid until the child ends (runs on its own thread, for the child's lifetime).

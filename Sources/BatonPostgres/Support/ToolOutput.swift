@@ -40,7 +40,8 @@ enum ToolOutput {
         return .unknown
     }
 
-    /// True when pg_controldata (`control`) shows a standby, shut down in recovery, that had
+    /// True when pg_controldata (`control`) shows a standby (shut down in recovery, or crashed while
+    /// in archive recovery) that had
     /// already replayed WAL of `sourceTimeline` (its minimum recovery point is on that timeline):
     /// a standby writes no WAL of its own, so it cannot have diverged from a source still on that
     /// timeline, and needs no rewind. pg_rewind itself must not be asked: it reads the timeline of
@@ -48,7 +49,8 @@ enum ToolOutput {
     /// then looks for that timeline's WAL past the fork point, which the standby never had, and
     /// fails ("could not find previous WAL record") on every attempt.
     static func standbyAlreadyOnTimeline(_ control: [String: String], sourceTimeline: Int) -> Bool {
-        guard control["Database cluster state"] == "shut down in recovery",
+        let state = control["Database cluster state"]
+        guard state == "shut down in recovery" || state == "in archive recovery",
             let timeline = control["Min recovery ending loc's timeline"].flatMap({ Int($0) }),
             let location = control["Minimum recovery ending location"], location != "0/0"
         else { return false }
