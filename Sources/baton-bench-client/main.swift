@@ -62,7 +62,10 @@ func stats(_ values: [Double]) -> (min: Double, median: Double, max: Double) {
 
 func json(_ object: [String: Any]) -> String {
     guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
-    return String(decoding: data, as: UTF8.self)
+    let line = String(decoding: data, as: UTF8.self)
+    // Also on stderr, so that a run cut short still shows what it measured.
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+    return line
 }
 
 func round3(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
@@ -201,14 +204,12 @@ let etcd = EtcdClient(
     configuration: EtcdConfiguration(endpoints: etcdOptions.endpoints, requestTimeout: .seconds(2)), logger: quiet)
 let store = EtcdClusterStore(client: etcd, namespace: etcdOptions.namespace, scope: etcdOptions.scope, logger: quiet)
 
-func shell(_ template: String, node: String) throws {
+func shell(_ template: String, node: String) {
     let command = template.replacingOccurrences(of: "{n}", with: String(node.drop { !$0.isNumber }))
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/bash")
-    process.arguments = ["-c", command]
-    try process.run()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { fail("'\(command)' exited with \(process.terminationStatus)") }
+    // system(3), not Foundation's Process: its waitUntilExit did not always return here.
+    let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    let status = system("exec /bin/bash -c " + quoted)
+    guard status == 0 else { fail("'\(command)' exited with status \(status)") }
 }
 
 try await cluster.write { conn in
@@ -266,7 +267,7 @@ for run in 1...failovers {
         }
         return nil
     }
-    try shell(killCommand, node: old)
+    shell(killCommand, node: old)
     let change = await withTaskGroup(of: (String, ContinuousClock.Instant)?.self) { group in
         group.addTask { await watcher.value }
         group.addTask {
@@ -295,7 +296,7 @@ for run in 1...failovers {
                 format: "failover %d: %@ → %@, first write acknowledged %.1f ms after the new leader key\n", run, old,
                 leader, milliseconds
             ).utf8))
-    if let startCommand { try shell(startCommand, node: old) }
+    if let startCommand { shell(startCommand, node: old) }
 }
 writer.cancel()
 _ = await writer.value
