@@ -138,6 +138,7 @@ extension HALoop {
                 following = nil
             } else {
                 // Read-only: a standby without an upstream, never "as it was" (it may have been a primary).
+                mayHaveDiverged = lastRunningRole != .replica
                 try await node.demote(toFollow: nil, mode: .fast)
                 following = nil
             }
@@ -157,18 +158,32 @@ extension HALoop {
             return true
 
         case .follow(let source):
+            if mayHaveDiverged {
+                // Started read-only from a data directory that may have run as a primary (an old
+                // primary with no leader in view): it may hold WAL past the new leader's fork point,
+                // and a plain re-point would leave it refusing the new timeline for ever.
+                activity = .rewinding
+                await publish(after: observation)
+                await reRegisterIfSessionLost(observation)
+                defer { activity = nil }
+                try await node.rewind(from: source)
+                mayHaveDiverged = false
+                following = source.member
+                return true
+            }
             try await node.follow(source)
             following = source.member
             return true
 
         case .rewindIfNeeded(let source):
             // A member last seen running as a standby cannot have diverged: skip pg_rewind.
-            if lastRunningRole == .replica { return true }
+            if lastRunningRole == .replica, !mayHaveDiverged { return true }
             activity = .rewinding
             await publish(after: observation)
             await reRegisterIfSessionLost(observation)
             defer { activity = nil }
             try await node.rewind(from: source)
+            mayHaveDiverged = false
             following = source.member
             return true
 

@@ -35,6 +35,9 @@ public actor HALoop {
     var lastRenewalSent: MonotonicInstant?
     /// The role postgres last ran in, to skip pg_rewind for a member that was a standby.
     var lastRunningRole: Member.Role?
+    /// Set when postgres was started read-only from a data directory that may have run as a primary
+    /// since it last followed a leader: it must go through pg_rewind before it follows one.
+    var mayHaveDiverged = false
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
     var lastReasonCode: String?
     var activity: Member.State?

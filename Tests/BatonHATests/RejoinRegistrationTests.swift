@@ -214,4 +214,62 @@ import Testing
         await background.value
         #expect(await loop.session == second, "the answer about the old session cleared the new one")
     }
+
+    /// Regression (soak on network namespaces): an old primary whose agent was killed came back
+    /// with no leader in view and started read-only; when a new leader appeared it was only
+    /// re-pointed, although it held WAL past the fork point, and postgres refused the new
+    /// timeline for ever. It must go through pg_rewind before following.
+    @Test func anOldPrimaryStartedReadOnlyIsRewoundBeforeItFollowsANewLeader() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let nodes = Box<[String: SimulatedPostgres]>([:])
+        let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
+        primary.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.timeline = 2
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        // node2: the old primary on timeline 1, stopped (its agent was killed and it was fenced).
+        let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
+        node.mutate {
+            $0.hasData = true
+            $0.timeline = 1
+            $0.lsn = 0x100_0100
+            $0.systemID = "7000"
+        }
+        nodes.value = ["node1": primary, "node2": node]
+        let rewinds = Box<Int>(0)
+        var hooks = SimulatedPostgres.Hooks()
+        hooks.beforeRewind = { rewinds.value += 1 }
+        node.setHooks(hooks)
+        let loop = HALoop(
+            configuration: HAConfiguration(
+                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
+                initialDynamicConfig: DynamicConfig([
+                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
+                    "synchronous_mode": .bool(true),
+                ])),
+            store: backend.makeStore(), node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        // No leader in view, and not the synchronous standby: it starts read-only.
+        let sync = backend.makeStore()
+        _ = try await sync.writeSync(SyncState(leader: "node1", syncStandbys: ["node3"]), expected: nil)
+        await loop.runCycle()
+        #expect(node.snapshot.running && node.snapshot.standby, "node2 did not start read-only")
+        #expect(node.snapshot.upstream == nil)
+        // A new leader appears.
+        let leaderStore = backend.makeStore()
+        let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
+        #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
+        try await leaderStore.publishMember(
+            Member(
+                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: 2),
+            session: leaderSession)
+        await loop.runCycle()
+        #expect(node.snapshot.upstream == "node1", "node2 does not follow node1")
+        #expect(rewinds.value == 1, "node2 followed the new leader without pg_rewind")
+    }
 }
