@@ -19,8 +19,9 @@ final class FakeSource: APIStateSource, Sendable {
     private let snapshot: Mutex<HAStatus>
     private let wakes = Mutex<[String]>([])
     private let submitted = Mutex<[OperatorRequest]>([])
-    /// What `submit` answers (the HA loop's logic is tested in BatonHATests).
-    let operatorReply = Mutex(OperatorReply(200, "done"))
+    /// What `submit` answers when set; else what the HA loop answers in the usual case (its logic
+    /// is tested in BatonHATests).
+    let operatorReply = Mutex<OperatorReply?>(nil)
     static let wallNow = 1_800_000_000.0
 
     init(_ status: HAStatus) {
@@ -40,7 +41,14 @@ final class FakeSource: APIStateSource, Sendable {
     var wakeReasons: [String] { wakes.withLock { $0 } }
     func submit(_ request: OperatorRequest) async -> OperatorReply {
         submitted.withLock { $0.append(request) }
-        return operatorReply.withLock { $0 }
+        if let reply = operatorReply.withLock({ $0 }) { return reply }
+        switch request {
+        case .restart(let restart) where restart.scheduledAt != nil: return OperatorReply(202, "Restart scheduled")
+        case .restart: return OperatorReply(200, "restarted successfully")
+        case .cancelScheduledRestart: return OperatorReply(404, "no restarts are scheduled")
+        case .reload: return OperatorReply(202, "reload scheduled: postgres reloaded")
+        case .reinitialize: return OperatorReply(200, "reinitialize started")
+        }
     }
     var operatorRequests: [OperatorRequest] { submitted.withLock { $0 } }
     let storeStats = Mutex<StoreRequestStats?>(nil)

@@ -59,12 +59,12 @@ import Testing
                 body: jsonBody(
                     #"{"role": "master", "postgres_version": "16.1", "timeout": "90s", "restart_pending": true, "#
                         + #""schedule": "2099-01-01T00:00:00+00:00"}"#)
-            ) { #expect($0.status == .ok) }
+            ) { #expect($0.status == .accepted) }
             try await client.execute(uri: "/reinitialize", method: .post, body: jsonBody(#"{"force": true}"#)) {
                 #expect($0.status == .ok)
             }
-            try await client.execute(uri: "/reload", method: .post) { #expect($0.status == .ok) }
-            try await client.execute(uri: "/restart", method: .delete) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/reload", method: .post) { #expect($0.status == .accepted) }
+            try await client.execute(uri: "/restart", method: .delete) { #expect($0.status == .notFound) }
         }
         let requests = source.operatorRequests
         #expect(requests.count == 5)
@@ -134,6 +134,7 @@ import Testing
         let replica = try #require(cluster.streamingReplicas().sorted().first)
         try await running.application(primary).test(.router) { client in
             try await client.execute(uri: "/reinitialize", method: .post) { response in
+                OpenAPIConformanceTests.check(.post, "/reinitialize", response)
                 #expect(response.status == .serviceUnavailable)
                 #expect(response.json["error"]?.stringValue == "I am the leader, can not reinitialize")
             }
@@ -145,8 +146,14 @@ import Testing
                 #expect($0.status == .ok, "\($0.text)")
                 #expect($0.text == "restarted successfully")
             }
-            try await client.execute(uri: "/reload", method: .post) { #expect($0.status == .accepted, "\($0.text)") }
-            try await client.execute(uri: "/restart", method: .delete) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/reload", method: .post) {
+                OpenAPIConformanceTests.check(.post, "/reload", $0)
+                #expect($0.status == .accepted, "\($0.text)")
+            }
+            try await client.execute(uri: "/restart", method: .delete) {
+                OpenAPIConformanceTests.check(.delete, "/restart", $0)
+                #expect($0.status == .notFound)
+            }
         }
         try await running.application(replica).test(.router) { client in
             try await client.execute(
@@ -154,7 +161,10 @@ import Testing
             ) { #expect($0.status == .accepted, "\($0.text)") }
             try await client.execute(
                 uri: "/restart", method: .post, body: jsonBody(#"{"schedule": "2030-01-02T00:00:00+00:00"}"#)
-            ) { #expect($0.status == .conflict, "\($0.text)") }
+            ) {
+                OpenAPIConformanceTests.check(.post, "/restart", $0)
+                #expect($0.status == .conflict, "\($0.text)")
+            }
             try await client.execute(uri: "/restart", method: .delete) { #expect($0.status == .ok) }
             try await client.execute(uri: "/reinitialize", method: .post, body: jsonBody(#"{"force": true}"#)) {
                 #expect($0.status == .ok, "\($0.text)")

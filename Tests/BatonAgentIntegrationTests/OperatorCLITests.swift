@@ -148,8 +148,20 @@ struct OperatorCLITests {
         try await cluster.insert([1, 2, 3], on: leader)
         try await cluster.waitForIDs([1, 2, 3], on: replica)
 
-        // Restart a replica.
+        // Without --force the CLI asks first; with no answer (stdin closed) nothing happens.
         let before = try await Self.startTime(cluster, replica)
+        let unconfirmed = try Self.baton(cluster, ["restart", replica])
+        #expect(unconfirmed.status == 1, "\(unconfirmed.stdout)\(unconfirmed.stderr)")
+        #expect(unconfirmed.stdout.contains("[y/N]") && unconfirmed.stderr.contains("aborted"))
+        let unconfirmedSwitchover = try Self.baton(cluster, ["switchover", "--candidate", replica])
+        #expect(unconfirmedSwitchover.status == 1)
+        #expect(try await cluster.leader() == leader)
+        let remove = try Self.baton(cluster, ["remove"])
+        #expect(remove.status == 1)
+        #expect(remove.stderr.contains("stop every agent first"), "\(remove.stderr)")
+        #expect(try await Self.startTime(cluster, replica) == before, "restarted without confirmation")
+
+        // Restart a replica.
         let restart = try Self.baton(cluster, ["restart", replica, "--force"])
         #expect(restart.status == 0, "\(restart.stdout)\(restart.stderr)")
         #expect(restart.stdout.contains("restarted successfully"), "\(restart.stdout)")

@@ -19,7 +19,7 @@ BATON_PACKAGES=(
     libpq-dev libcurl4-openssl-dev pkg-config
     postgresql-15 postgresql-client-15
     etcd-server etcd-client
-    iproute2 iptables curl wrk procps util-linux python3 python3-psycopg2 e2fsprogs
+    iproute2 iptables curl wrk procps util-linux python3 python3-psycopg2 e2fsprogs openssl
     python3-yaml haproxy systemd
 )
 # python3-yaml, haproxy (`haproxy -c`) and systemd (`systemd-analyze verify`) are for the static

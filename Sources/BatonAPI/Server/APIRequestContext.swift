@@ -5,12 +5,15 @@ import NIOCore
 /// which the allowlist checks.
 public struct APIRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    /// The client's IP address as text; nil when unknown (e.g. in router tests).
-    public let remoteIP: String?
+    let channel: (any Channel)?
+
+    /// The client's IP address as text; nil when unknown (e.g. in router tests). Read only when
+    /// the allowlist needs it: health checks do not pay for it.
+    public var remoteIP: String? { channel?.remoteAddress?.ipAddress }
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.remoteIP = source.channel.remoteAddress?.ipAddress
+        self.channel = source.channel
     }
 
     /// Bodies are limited by the API itself (`APIConfiguration.maxBodyBytes`).

@@ -111,11 +111,13 @@ public struct BatonAPIServer: Sendable {
     // MARK: Status
 
     func healthCheck(_ check: HealthCheck, request: Request) async -> Response {
-        let query: HealthQuery
-        do {
-            query = try HealthQuery(items: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
-        } catch {
-            return APIResponse.error(.badRequest, error.message)
+        var query = HealthQuery()
+        if let text = request.uri.query, !text.isEmpty {
+            do {
+                query = try HealthQuery(items: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
+            } catch {
+                return APIResponse.error(.badRequest, error.message)
+            }
         }
         let status = await source.status()
         let now = source.clock.now
