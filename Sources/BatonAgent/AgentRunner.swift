@@ -13,7 +13,9 @@ public enum AgentRunner {
     ) async throws {
         let peers: HTTPPeerProbe
         do {
-            peers = try HTTPPeerProbe(timeout: .seconds(1), tls: clientTLS(configuration.restapi), logger: logger)
+            peers = try HTTPPeerProbe(
+                timeout: .seconds(1), tls: clientTLS(configuration.restapi), username: configuration.restapi.username,
+                password: configuration.restapi.password, logger: logger)
         } catch {
             throw ConfigurationError(path: "restapi", message: "\(error)")
         }

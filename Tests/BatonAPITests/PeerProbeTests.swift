@@ -56,6 +56,24 @@ import Testing
         }
     }
 
+    @Test func failsafeConfirmationCarriesTheClustersRESTCredentials() async throws {
+        var replica = Fixture.replica()
+        replica.config = DynamicConfig(["failsafe_mode": .bool(true)])
+        var configuration = APIConfiguration(port: 0)
+        configuration.auth = .init(username: "admin", password: "s3cret")
+        let anonymous = try HTTPPeerProbe(timeout: .milliseconds(500), logger: Logger(label: "probe"))
+        let wrong = try HTTPPeerProbe(
+            timeout: .milliseconds(500), username: "admin", password: "nope", logger: Logger(label: "probe"))
+        let member = try HTTPPeerProbe(
+            timeout: .milliseconds(500), username: "admin", password: "s3cret", logger: Logger(label: "probe"))
+        try await Fixture.application(FakeSource(replica), configuration: configuration).test(.live) { client in
+            let url = "http://127.0.0.1:\(try #require(client.port))/patroni"
+            #expect(!(await anonymous.confirmFailsafe(leader: "node1", members: ["node2": url])))
+            #expect(!(await wrong.confirmFailsafe(leader: "node1", members: ["node2": url])))
+            #expect(await member.confirmFailsafe(leader: "node1", members: ["node2": url]))
+        }
+    }
+
     @Test func parsesPatroniDocuments() throws {
         let body = Array(
             #"{"state":"running","role":"master","xlog":{"location":123},"timeline":2,"tags":{"nofailover":true}}"#

@@ -10,14 +10,28 @@ public struct HTTPPeerProbe: PeerProbe {
     public let timeout: Duration
     let logger: Logger
     let client: PeerHTTPClient
+    /// `Authorization` header for unsafe calls (`POST /failsafe`): the members of one cluster share
+    /// the REST API's credentials, so a peer with authentication configured accepts the call.
+    let authorization: String?
 
     /// - Parameters:
     ///   - timeout: the deadline of each call (connect, request and reply).
     ///   - tls: how to call peers whose `api_url` is `https://`; throws when its files cannot be loaded.
-    public init(timeout: Duration = .seconds(1), tls: APIClientTLS? = nil, logger: Logger) throws {
+    ///   - username: the REST API's Basic-auth user, sent with unsafe calls; `password` with it.
+    public init(
+        timeout: Duration = .seconds(1), tls: APIClientTLS? = nil, username: String? = nil, password: String? = nil,
+        logger: Logger
+    ) throws {
         self.timeout = timeout
         self.logger = logger
         self.client = PeerHTTPClient(tls: try tls.map { try NIOSSLContext(configuration: $0.configuration()) })
+        self.authorization = Self.basicAuthorization(username: username, password: password)
+    }
+
+    /// `Basic base64(user:password)`, or nil unless both are given.
+    static func basicAuthorization(username: String?, password: String?) -> String? {
+        guard let username, let password else { return nil }
+        return "Basic " + Data("\(username):\(password)".utf8).base64EncodedString()
     }
 
     public func status(of members: [Member]) async -> [PeerStatus] {
@@ -82,7 +96,14 @@ public struct HTTPPeerProbe: PeerProbe {
                 group.addTask {
                     guard let target = PeerHTTPClient.Target(url)?.with(path: "/failsafe") else { return false }
                     do {
-                        let reply = try await client.send(.POST, to: target, body: body, timeout: timeout)
+                        let reply = try await client.send(
+                            .POST, to: target, body: body, headers: authorization.map { [("Authorization", $0)] } ?? [],
+                            timeout: timeout)
+                        if reply.status == 401 || reply.status == 403 {
+                            logger.warning(
+                                "failsafe confirmation refused: check that every member has the same restapi.authentication and allowlist",
+                                metadata: ["ha.peer": "\(name)", "http.status": "\(reply.status)"])
+                        }
                         return reply.status == 200
                     } catch {
                         logger.debug(
