@@ -162,13 +162,7 @@ extension HALoop {
                 // Started read-only from a data directory that may have run as a primary (an old
                 // primary with no leader in view): it may hold WAL past the new leader's fork point,
                 // and a plain re-point would leave it refusing the new timeline for ever.
-                activity = .rewinding
-                await publish(after: observation)
-                await reRegisterIfSessionLost(observation)
-                defer { activity = nil }
-                try await node.rewind(from: source)
-                mayHaveDiverged = false
-                following = source.member
+                try await rewind(from: source, observation)
                 return true
             }
             try await node.follow(source)
@@ -178,13 +172,7 @@ extension HALoop {
         case .rewindIfNeeded(let source):
             // A member last seen running as a standby cannot have diverged: skip pg_rewind.
             if lastRunningRole == .replica, !mayHaveDiverged { return true }
-            activity = .rewinding
-            await publish(after: observation)
-            await reRegisterIfSessionLost(observation)
-            defer { activity = nil }
-            try await node.rewind(from: source)
-            mayHaveDiverged = false
-            following = source.member
+            try await rewind(from: source, observation)
             return true
 
         case .clearFailover(let expected):
@@ -250,6 +238,18 @@ extension HALoop {
     /// member's session was found lost while it was about to rejoin (its lease expired during a
     /// partition the cycle has not noticed), it registers again with a new session before it
     /// starts postgres; otherwise postgres waits for a slot that never comes, and the cycle with it.
+    /// pg_rewind onto `source` and follow it, published as `rewinding` while it runs; a member
+    /// whose session was lost registers again first, so the leader keeps its slot.
+    private func rewind(from source: ReplicationSource, _ observation: Observation) async throws {
+        activity = .rewinding
+        await publish(after: observation)
+        await reRegisterIfSessionLost(observation)
+        defer { activity = nil }
+        try await node.rewind(from: source)
+        mayHaveDiverged = false
+        following = source.member
+    }
+
     func reRegisterIfSessionLost(_ observation: Observation) async {
         guard session == nil, !status.holdsLeaderKey else { return }
         do {
