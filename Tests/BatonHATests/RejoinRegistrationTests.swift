@@ -24,6 +24,29 @@ import Testing
         init(_ value: T) { self.value = value }
     }
 
+    /// The agent under test: node2, fast timing (ttl 10, loop_wait 1, retry_timeout 3) plus `extra`.
+    static func node2Loop(
+        store: any ClusterStore, node: SimulatedPostgres, clock: ManualClock, extra: [String: JSONValue] = [:]
+    ) -> HALoop {
+        var settings: [String: JSONValue] = ["ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3)]
+        settings.merge(extra) { _, new in new }
+        return HALoop(
+            configuration: HAConfiguration(
+                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
+                initialDynamicConfig: DynamicConfig(settings)),
+            store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    }
+
+    /// node1's member key: running as primary at 0x100_0000 on `timeline`.
+    static func publishNode1AsPrimary(_ store: any ClusterStore, session: SessionID, timeline: Int) async throws {
+        try await store.publishMember(
+            Member(
+                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: timeline),
+            session: session)
+    }
+
     @Test func aMemberWhoseSessionIsLostDuringARewindRegistersAgainBeforeStartingAsAStandby() async throws {
         let clock = ManualClock()
         let backend = InMemoryStoreBackend(clock: clock)
@@ -31,11 +54,7 @@ import Testing
         let leaderStore = backend.makeStore()
         let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
         #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
-        try await leaderStore.publishMember(
-            Member(
-                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
-                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: 2),
-            session: leaderSession)
+        try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
         let nodes = Box<[String: SimulatedPostgres]>([:])
         let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
         primary.mutate {
@@ -67,14 +86,7 @@ import Testing
         }
         node.setHooks(hooks)
 
-        let loop = HALoop(
-            configuration: HAConfiguration(
-                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
-                initialDynamicConfig: DynamicConfig([
-                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
-                ])),
-            store: backend.makeStore(), node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let loop = Self.node2Loop(store: backend.makeStore(), node: node, clock: clock)
         await loop.runCycle()
 
         #expect(node.snapshot.running && node.snapshot.standby, "node2 did not start as a standby")
@@ -174,11 +186,7 @@ import Testing
             $0.lsn = 0x100_0000
             $0.systemID = "7000"
         }
-        try await leaderStore.publishMember(
-            Member(
-                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
-                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: 1),
-            session: leaderSession)
+        try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 1)
         let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
         node.mutate {
             $0.hasData = true
@@ -188,14 +196,7 @@ import Testing
         }
         nodes.value = ["node1": primary, "node2": node]
         let store = GatedStore(backend.makeStore())
-        let loop = HALoop(
-            configuration: HAConfiguration(
-                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
-                initialDynamicConfig: DynamicConfig([
-                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
-                ])),
-            store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let loop = Self.node2Loop(store: store, node: node, clock: clock)
         await loop.runCycle()
         let first = try #require(await loop.session, "no session after the first cycle")
 
@@ -244,15 +245,8 @@ import Testing
         var hooks = SimulatedPostgres.Hooks()
         hooks.beforeRewind = { rewinds.value += 1 }
         node.setHooks(hooks)
-        let loop = HALoop(
-            configuration: HAConfiguration(
-                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
-                initialDynamicConfig: DynamicConfig([
-                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
-                    "synchronous_mode": .bool(true),
-                ])),
-            store: backend.makeStore(), node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let loop = Self.node2Loop(
+            store: backend.makeStore(), node: node, clock: clock, extra: ["synchronous_mode": .bool(true)])
         // No leader in view, and not the synchronous standby: it starts read-only.
         let sync = backend.makeStore()
         _ = try await sync.writeSync(SyncState(leader: "node1", syncStandbys: ["node3"]), expected: nil)
@@ -263,11 +257,7 @@ import Testing
         let leaderStore = backend.makeStore()
         let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
         #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
-        try await leaderStore.publishMember(
-            Member(
-                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
-                state: .running, role: .primary, xlogLocation: LSN(0x100_0000), timeline: 2),
-            session: leaderSession)
+        try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
         await loop.runCycle()
         #expect(node.snapshot.upstream == "node1", "node2 does not follow node1")
         #expect(rewinds.value == 1, "node2 followed the new leader without pg_rewind")
