@@ -29,12 +29,22 @@ def setup_tables():
     conn.close()
 
 
-class Prober(threading.Thread):
-    def __init__(self, interval=0.02):
+class PacedWriter(threading.Thread):
+    """Writes a unique id every `interval` seconds over one autocommit connection, reconnecting
+    after a failure, and logs every attempt as (sent, done, id, ok) on the monotonic clock."""
+
+    # A writer aimed at one node keeps its connection when that node answers "read-only" (it is a
+    # replica now); the prober reconnects, so that multi-host finds the current primary.
+    keeps_read_only_connection = False
+
+    def __init__(self, conninfo, interval):
         super().__init__(daemon=True)
-        self.interval = interval
+        self.conninfo, self.interval = conninfo, interval
         self.attempts = []  # (sent, done, id, ok)
         self.stop_event = threading.Event()
+
+    def insert(self, cur, ident):
+        raise NotImplementedError
 
     def run(self):
         conn = None
@@ -44,61 +54,19 @@ class Prober(threading.Thread):
             ok = False
             try:
                 if conn is None:
-                    conn = psycopg2.connect(MULTI_HOST)
+                    conn = psycopg2.connect(self.conninfo)
                     conn.autocommit = True
                 with conn.cursor() as cur:
-                    cur.execute("INSERT INTO faults_probe (id) VALUES (%s)", (ident,))
+                    self.insert(cur, ident)
                 ok = True
-            except Exception:
-                try:
-                    conn is not None and conn.close()
-                except Exception:
-                    pass
-                conn = None
-            self.attempts.append((began, time.monotonic(), ident, ok))
-            time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
-        if conn is not None:
-            conn.close()
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(30)
-
-    def acked(self):
-        return [(done, ident) for _, done, ident, ok in self.attempts if ok]
-
-
-class DirectWriter(threading.Thread):
-    """Writes to one node only, every 50 ms."""
-
-    def __init__(self, node, interval=0.05):
-        super().__init__(daemon=True)
-        self.node, self.interval = node, interval
-        self.attempts = []  # (sent, done, id, ok)
-        self.stop_event = threading.Event()
-
-    def run(self):
-        conn = None
-        info = conninfo([NODE_IP[self.node]])
-        while not self.stop_event.is_set():
-            began = time.monotonic()
-            ident = next_id()
-            ok = False
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(info)
-                    conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("INSERT INTO faults_direct (id, node) VALUES (%s, %s)", (ident, self.node))
-                ok = True
-            except psycopg2.errors.ReadOnlySqlTransaction:
-                pass  # a replica: the connection stays usable
-            except Exception:
-                try:
-                    conn is not None and conn.close()
-                except Exception:
-                    pass
-                conn = None
+            except Exception as error:
+                read_only = isinstance(error, psycopg2.errors.ReadOnlySqlTransaction)
+                if not (read_only and self.keeps_read_only_connection):
+                    try:
+                        conn is not None and conn.close()
+                    except Exception:
+                        pass
+                    conn = None
             self.attempts.append((began, time.monotonic(), ident, ok))
             time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
         if conn is not None:
@@ -106,6 +74,36 @@ class DirectWriter(threading.Thread):
                 conn.close()
             except Exception:
                 pass
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(30)
+
+
+class Prober(PacedWriter):
+    """Writes through libpq multi-host with target_session_attrs=read-write, every 20 ms."""
+
+    def __init__(self, interval=0.02):
+        super().__init__(MULTI_HOST, interval)
+
+    def insert(self, cur, ident):
+        cur.execute("INSERT INTO faults_probe (id) VALUES (%s)", (ident,))
+
+    def acked(self):
+        return [(done, ident) for _, done, ident, ok in self.attempts if ok]
+
+
+class DirectWriter(PacedWriter):
+    """Writes to one node only, every 50 ms."""
+
+    keeps_read_only_connection = True
+
+    def __init__(self, node, interval=0.05):
+        super().__init__(conninfo([NODE_IP[node]]), interval)
+        self.node = node
+
+    def insert(self, cur, ident):
+        cur.execute("INSERT INTO faults_direct (id, node) VALUES (%s, %s)", (ident, self.node))
 
 
 class Watcher(threading.Thread):
