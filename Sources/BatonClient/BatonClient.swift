@@ -256,7 +256,7 @@ public final class BatonClient: Service, Sendable {
 
     /// Returns a connection to its pool: closed if it failed or its pool closed, rolled back
     /// first if the body left a transaction open.
-    private func finish(_ connection: BatonConnection) async {
+    private nonisolated(nonsending) func finish(_ connection: BatonConnection) async {
         var reusable = !connection.isBroken && connection.pool.closedReason == nil
         if reusable && connection.postgres.isInTransaction {
             do {
@@ -271,7 +271,9 @@ public final class BatonClient: Service, Sendable {
     /// A replica connection for a read (nil when none is usable): by the strategy, skipping
     /// replicas whose connect fails (which counts against their breakers); with a token, only one
     /// that replayed it, waiting up to `readYourWritesTimeout`.
-    private func acquireReplica(token: WriteToken?) async throws -> (String, HostPool, PooledConnection)? {
+    private nonisolated(nonsending) func acquireReplica(
+        token: WriteToken?
+    ) async throws -> (String, HostPool, PooledConnection)? {
         if let token, token.lsn.rawValue == UInt64.max { return nil }
         let deadline = ContinuousClock.now + configuration.replicas.readYourWritesTimeout
         var tried: Set<String> = []
@@ -285,7 +287,6 @@ public final class BatonClient: Service, Sendable {
                 tried = []
                 continue
             }
-            tried.insert(name)
             let pooled: PooledConnection
             do {
                 pooled = try await pool.acquire(
@@ -305,9 +306,12 @@ public final class BatonClient: Service, Sendable {
                 logger.debug(
                     "replica skipped: no connection",
                     metadata: ["client.replica": "\(name)", "client.error": "\(error)"])
+                tried.insert(name)
                 continue
             }
             guard let token else { return (name, pool, pooled) }
+            // Not tried again this round (the set is filled only off the fast path).
+            tried.insert(name)
             do {
                 let row = try await pooled.postgres.query(
                     "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS ok", [token.description]

@@ -88,6 +88,21 @@ import Testing
         #expect(pool.breakerStates["a"] == .closed)
     }
 
+    @Test func standingExclusionsAreWorkedOutAgainAtEachTopologyUpdate() {
+        let pool = pool(maxLagBytes: 1_000)
+        pool.update([Self.replica("a", lag: 5_000), Self.replica("b")], lagIsKnown: true)
+        for _ in 0..<3 { #expect(pool.choose(excluding: [])?.name == "b") }
+        // a caught up, b fell behind: the prepared list follows.
+        pool.update([Self.replica("a", lag: 10), Self.replica("b", lag: 9_000)], lagIsKnown: true)
+        for _ in 0..<3 { #expect(pool.choose(excluding: [])?.name == "a") }
+        #expect(pool.candidates(now: .now).excluded.keys.sorted() == ["b"])
+        pool.update([Self.replica("a", lag: 10), Self.replica("b", lag: 10)], lagIsKnown: true)
+        var names = Set<String>()
+        for _ in 0..<4 { if let (name, _) = pool.choose(excluding: []) { names.insert(name) } }
+        #expect(names == ["a", "b"])
+        #expect(pool.choose(excluding: ["a"])?.name == "b")
+    }
+
     @Test func aTopologyUpdateKeepsBreakersOfReplicasThatStayOrComeBack() {
         let pool = pool(breaker: .init(minimumRequests: 1))
         pool.update([Self.replica("a"), Self.replica("b")], lagIsKnown: true)

@@ -85,7 +85,7 @@ final class HostPool: Sendable {
 
     /// A connection of the right role, or an error: the pool's close reason, `.acquireTimeout`,
     /// `.roleMismatch`, or the `PostgresError` of a failed connect.
-    func acquire(deadline: ContinuousClock.Instant) async throws -> PooledConnection {
+    nonisolated(nonsending) func acquire(deadline: ContinuousClock.Instant) async throws -> PooledConnection {
         let started = ContinuousClock.now
         defer { metrics.acquireWait.recordNanoseconds((ContinuousClock.now - started).inNanoseconds) }
         // Each turn either returns, throws, or discards one dead idle connection: bounded by the
@@ -162,7 +162,9 @@ final class HostPool: Sendable {
     }
 
     /// Health check of a connection that sat idle; a dead one is discarded (false).
-    private func checked(_ connection: PooledConnection, idleSince: ContinuousClock.Instant) async throws -> Bool {
+    private nonisolated(nonsending) func checked(
+        _ connection: PooledConnection, idleSince: ContinuousClock.Instant
+    ) async throws -> Bool {
         guard ContinuousClock.now - idleSince >= options.healthCheckAfterIdle else { return true }
         do {
             try await Self.ping(connection.postgres, within: parameters.connectTimeout)

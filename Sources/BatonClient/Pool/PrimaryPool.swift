@@ -76,7 +76,7 @@ final class PrimaryPool: Sendable {
     /// A connection to the primary. Retries (every 20 ms) through connect failures and role
     /// mismatches and waits through "no primary" until `primaryWaitTimeout`; a full pool waits up
     /// to `acquireTimeout`.
-    func acquire() async throws -> (HostPool, PooledConnection) {
+    nonisolated(nonsending) func acquire() async throws -> (HostPool, PooledConnection) {
         let started = ContinuousClock.now
         let primaryDeadline = started + configuration.primaryWaitTimeout
         var lastError: (any Error)?

@@ -13,18 +13,29 @@ final class ReplicaPool: Sendable {
         var replica: Topology.Replica
         var pool: HostPool
         var breaker: CircuitBreaker
+        /// Why the replica may not take reads whatever its breaker says (state, tag, lag); worked
+        /// out once per topology update.
+        var standingExclusion: String?
+        /// What the selector sees of it (weight resolved once per topology update).
+        var candidate: ReplicaCandidate
     }
 
     private struct State {
-        var entries: [String: Entry] = [:]
         /// In topology order, for a stable rotation.
-        var order: [String] = []
+        var entries: [Entry] = []
+        var positions: [String: Int] = [:]
+        /// The candidates of the entries without a standing exclusion, in order: what a read
+        /// chooses from while every one of their breakers is closed (the common case), so that a
+        /// read allocates nothing to route.
+        var usableWhenClosed: [ReplicaCandidate] = []
         var lagIsKnown = false
         /// Breakers of replicas that left the topology, kept for `breakerMemory` so that a replica
         /// that comes back (an agent restart) does not start with a clean record.
         var departed: [String: (endpoint: Endpoint, breaker: CircuitBreaker, at: ContinuousClock.Instant)] = [:]
         var selector: ReplicaSelector
         var shutdown: BatonClientError?
+
+        func entry(_ name: String) -> Entry? { positions[name].map { entries[$0] } }
     }
 
     static let breakerMemory: Duration = .seconds(300)
@@ -40,31 +51,45 @@ final class ReplicaPool: Sendable {
     func update(_ replicas: [Topology.Replica], lagIsKnown: Bool) {
         let now = ContinuousClock.now
         var closed: [HostPool] = []
+        let limits = configuration.replicas
         state.withLock { state in
             guard state.shutdown == nil else { return }
             state.lagIsKnown = lagIsKnown
-            var next: [String: Entry] = [:]
+            var next: [Entry] = []
             for replica in replicas {
-                if var entry = state.entries[replica.name], entry.replica.endpoint == replica.endpoint {
+                let standing = ReplicaEligibility.standingExclusion(replica, lagIsKnown: lagIsKnown, limits: limits)
+                let candidate = ReplicaCandidate(
+                    name: replica.name, lagBytes: replica.lagBytes, lagSeconds: replica.lagSeconds,
+                    weight: limits.weights[replica.name] ?? limits.weights[replica.endpoint.description]
+                        ?? replica.weight ?? 1)
+                if var entry = state.entry(replica.name), entry.replica.endpoint == replica.endpoint {
                     entry.replica = replica
-                    next[replica.name] = entry
+                    entry.standingExclusion = standing
+                    entry.candidate = candidate
+                    next.append(entry)
                 } else {
-                    var breaker = CircuitBreaker(configuration: configuration.replicas.breaker, now: now)
+                    var breaker = CircuitBreaker(configuration: limits.breaker, now: now)
                     if let remembered = state.departed.removeValue(forKey: replica.name),
                         remembered.endpoint == replica.endpoint
                     {
                         breaker = remembered.breaker
                     }
-                    next[replica.name] = Entry(replica: replica, pool: makePool(replica), breaker: breaker)
+                    next.append(
+                        Entry(
+                            replica: replica, pool: makePool(replica), breaker: breaker, standingExclusion: standing,
+                            candidate: candidate))
                 }
             }
-            for (name, entry) in state.entries where next[name]?.pool !== entry.pool {
+            let kept = Set(next.map { ObjectIdentifier($0.pool) })
+            for entry in state.entries where !kept.contains(ObjectIdentifier(entry.pool)) {
                 closed.append(entry.pool)
-                state.departed[name] = (entry.replica.endpoint, entry.breaker, now)
+                state.departed[entry.replica.name] = (entry.replica.endpoint, entry.breaker, now)
             }
             state.departed = state.departed.filter { now - $0.value.at < Self.breakerMemory }
             state.entries = next
-            state.order = replicas.map(\.name)
+            state.positions = Dictionary(
+                next.enumerated().map { ($0.element.replica.name, $0.offset) }, uniquingKeysWith: { first, _ in first })
+            state.usableWhenClosed = next.filter { $0.standingExclusion == nil }.map(\.candidate)
         }
         for pool in closed {
             pool.close(
@@ -88,33 +113,37 @@ final class ReplicaPool: Sendable {
     /// The replicas that may take a read now, and why each other one may not.
     func candidates(now: ContinuousClock.Instant) -> (usable: [ReplicaCandidate], excluded: [String: String]) {
         state.withLock { state in
-            Self.filter(state: state, limits: configuration.replicas, now: now, excluding: [])
+            var usable: [ReplicaCandidate] = []
+            var excluded: [String: String] = [:]
+            for entry in state.entries {
+                if let reason = entry.standingExclusion
+                    ?? ReplicaEligibility.breakerExclusion(entry.breaker, now: now)
+                {
+                    excluded[entry.replica.name] = reason
+                } else {
+                    usable.append(entry.candidate)
+                }
+            }
+            return (usable, excluded)
         }
     }
 
-    private static func filter(
-        state: State, limits: BatonClientConfiguration.ReplicaOptions, now: ContinuousClock.Instant,
-        excluding: Set<String>
-    ) -> (usable: [ReplicaCandidate], excluded: [String: String]) {
-        var usable: [ReplicaCandidate] = []
-        var excluded: [String: String] = [:]
-        for name in state.order {
-            guard let entry = state.entries[name] else { continue }
-            if let reason = ReplicaEligibility.exclusion(
-                entry.replica, breaker: entry.breaker, lagIsKnown: state.lagIsKnown, limits: limits, now: now)
-            {
-                excluded[name] = reason
-            } else if excluding.contains(name) {
-                excluded[name] = "already tried for this read"
-            } else {
-                usable.append(
-                    ReplicaCandidate(
-                        name: name, lagBytes: entry.replica.lagBytes, lagSeconds: entry.replica.lagSeconds,
-                        weight: limits.weights[name] ?? limits.weights[entry.replica.endpoint.description]
-                            ?? entry.replica.weight ?? 1))
-            }
+    /// The candidates a read may choose from now, not in `excluding`. Without exclusions and with
+    /// every breaker closed, the list prepared at the last topology update.
+    private static func usable(
+        _ state: State, now: ContinuousClock.Instant, excluding: Set<String>
+    ) -> [ReplicaCandidate] {
+        if excluding.isEmpty
+            && state.entries.allSatisfy({ $0.standingExclusion != nil || $0.breaker.state == .closed })
+        {
+            return state.usableWhenClosed
         }
-        return (usable, excluded)
+        return state.entries.compactMap { entry in
+            guard entry.standingExclusion == nil, entry.breaker.wouldAdmit(now: now),
+                !excluding.contains(entry.replica.name)
+            else { return nil }
+            return entry.candidate
+        }
     }
 
     /// Picks a replica by the strategy among the usable ones not in `excluding`, and takes a
@@ -126,13 +155,13 @@ final class ReplicaPool: Sendable {
             guard state.shutdown == nil else { return nil }
             var tried = excluding
             // A candidate whose half-open breaker is full is skipped; bounded by the replica count.
-            for _ in 0..<max(1, state.order.count) {
-                let (usable, _) = Self.filter(state: state, limits: configuration.replicas, now: now, excluding: tried)
-                guard let pick = state.selector.pick(usable), var entry = state.entries[pick.name] else { return nil }
-                let (admitted, change) = entry.breaker.admit(now: now)
-                state.entries[pick.name] = entry
+            for _ in 0..<max(1, state.entries.count) {
+                guard let pick = state.selector.pick(Self.usable(state, now: now, excluding: tried)),
+                    let position = state.positions[pick.name]
+                else { return nil }
+                let (admitted, change) = state.entries[position].breaker.admit(now: now)
                 if let change { transition = (pick.name, change) }
-                if admitted { return (pick.name, entry.pool) }
+                if admitted { return (pick.name, state.entries[position].pool) }
                 tried.insert(pick.name)
             }
             return nil
@@ -145,10 +174,9 @@ final class ReplicaPool: Sendable {
     func record(_ name: String, success: Bool) {
         let now = ContinuousClock.now
         let (transition, pool) = state.withLock { state -> (CircuitBreaker.Transition?, HostPool?) in
-            guard var entry = state.entries[name] else { return (nil, nil) }
-            let change = entry.breaker.record(success: success, now: now)
-            state.entries[name] = entry
-            return (change, entry.pool)
+            guard let position = state.positions[name] else { return (nil, nil) }
+            let change = state.entries[position].breaker.record(success: success, now: now)
+            return (change, state.entries[position].pool)
         }
         if let transition {
             logTransition(name, transition)
@@ -162,9 +190,8 @@ final class ReplicaPool: Sendable {
     func releaseAdmission(_ name: String) {
         let now = ContinuousClock.now
         state.withLock { state in
-            guard var entry = state.entries[name] else { return }
-            entry.breaker.release(now: now)
-            state.entries[name] = entry
+            guard let position = state.positions[name] else { return }
+            state.entries[position].breaker.release(now: now)
         }
     }
 
@@ -177,20 +204,23 @@ final class ReplicaPool: Sendable {
 
     /// Breaker states by replica name (for tests, logs and the example).
     var breakerStates: [String: CircuitState] {
-        state.withLock { $0.entries.mapValues(\.breaker.state) }
+        state.withLock { state in
+            Dictionary(
+                state.entries.map { ($0.replica.name, $0.breaker.state) }, uniquingKeysWith: { first, _ in first })
+        }
     }
 
     func recordBreakerGauges() {
-        let entries = state.withLock { Array($0.entries.values) }
+        let entries = state.withLock { $0.entries }
         for entry in entries { entry.pool.metrics.breaker.record(entry.breaker.state.gaugeValue) }
     }
 
-    var pools: [HostPool] { state.withLock { $0.entries.values.map(\.pool) } }
+    var pools: [HostPool] { state.withLock { $0.entries.map(\.pool) } }
 
     func shutdown(_ reason: BatonClientError) -> [HostPool] {
         state.withLock { state in
             state.shutdown = reason
-            return state.entries.values.map(\.pool)
+            return state.entries.map(\.pool)
         }
     }
 }
@@ -202,9 +232,15 @@ enum ReplicaEligibility {
         _ replica: Topology.Replica, breaker: CircuitBreaker, lagIsKnown: Bool,
         limits: BatonClientConfiguration.ReplicaOptions, now: ContinuousClock.Instant
     ) -> String? {
+        standingExclusion(replica, lagIsKnown: lagIsKnown, limits: limits) ?? breakerExclusion(breaker, now: now)
+    }
+
+    /// What keeps a replica from reads until the topology changes: its state, its tag, its lag.
+    static func standingExclusion(
+        _ replica: Topology.Replica, lagIsKnown: Bool, limits: BatonClientConfiguration.ReplicaOptions
+    ) -> String? {
         if replica.state != "running" { return "state \(replica.state)" }
         if replica.noLoadBalance { return "tagged noloadbalance" }
-        if !breaker.wouldAdmit(now: now) { return "circuit breaker \(breaker.state.rawValue)" }
         if lagIsKnown {
             if let limit = limits.maxLagBytes {
                 guard let lag = replica.lagBytes else { return "lag unknown (limit \(limit) B)" }
@@ -216,5 +252,9 @@ enum ReplicaEligibility {
             }
         }
         return nil
+    }
+
+    static func breakerExclusion(_ breaker: CircuitBreaker, now: ContinuousClock.Instant) -> String? {
+        breaker.wouldAdmit(now: now) ? nil : "circuit breaker \(breaker.state.rawValue)"
     }
 }
