@@ -24,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         // TLS for the REST API (server and clients); already in the graph through Hummingbird.
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
+        // HTTP types on the channel (the REST API's health-check fast path); already in the graph
+        // through Hummingbird.
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
     ],
     targets: [
         // C libraries, through system-library targets with small header-only shims.
@@ -72,12 +75,14 @@ let package = Package(
             dependencies: [
                 "BatonCore", "BatonHA",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
             swiftSettings: strict
         ),

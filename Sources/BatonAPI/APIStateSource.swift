@@ -19,6 +19,10 @@ public protocol APIStateSource: Sendable {
 
     /// The HA loop's latest snapshot.
     func status() async -> HAStatus
+    /// The latest snapshot when it can be read without waiting (a lock, no suspension), for the
+    /// health checks answered on the connection's event loop; nil sends every request through
+    /// the router.
+    func currentStatus() -> HAStatus?
     /// Asks the HA loop for an immediate cycle.
     func wake(_ reason: String)
     /// Hands an operator request (restart, reload, reinitialize) to the HA loop, which carries it
@@ -30,6 +34,7 @@ public protocol APIStateSource: Sendable {
 
 extension APIStateSource {
     public func storeRequestStats() -> StoreRequestStats? { nil }
+    public func currentStatus() -> HAStatus? { nil }
 }
 
 /// The production state source: a running `HALoop` and the store it uses.
@@ -58,6 +63,7 @@ public struct HALoopStateSource: APIStateSource {
 
     public func wallClockSeconds() -> Double { wallClock() }
     public func status() async -> HAStatus { loop.latestStatus() }
+    public func currentStatus() -> HAStatus? { loop.latestStatus() }
     public func wake(_ reason: String) { loop.wake(reason) }
     public func submit(_ request: OperatorRequest) async -> OperatorReply { await loop.submit(request) }
     public func storeRequestStats() -> StoreRequestStats? { loop.storeMetrics.snapshot() }

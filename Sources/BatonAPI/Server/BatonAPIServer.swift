@@ -2,6 +2,7 @@ import BatonCore
 import BatonHA
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Logging
 
@@ -20,6 +21,9 @@ public struct BatonAPIServer: Sendable {
     public let logger: Logger
     /// The status document, encoded once per published snapshot (and per second of `dcs_last_seen`).
     let statusBodies = StatusBodyCache()
+    /// Health checks answered by `HealthFastPath` (for tests and the benchmark's sanity).
+    let fastPathAnswers = FastPathCounter()
+    static let serverName = "Baton"
 
     public init(source: any APIStateSource, configuration: APIConfiguration, logger: Logger) {
         self.source = source
@@ -99,49 +103,71 @@ public struct BatonAPIServer: Sendable {
     /// `configuration.tls` is set; throws when its certificate or key cannot be loaded.
     public func makeApplication() throws -> BatonAPIApplication {
         let applicationConfiguration = ApplicationConfiguration(
-            address: .hostname(configuration.host, port: configuration.port), serverName: "Baton")
+            address: .hostname(configuration.host, port: configuration.port), serverName: Self.serverName)
+        // Health checks are answered on the connection's event loop (HealthFastPath); everything
+        // else goes through the router.
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [HealthFastPath(server: self)])
         guard let tls = configuration.tls else {
-            return Application(router: makeRouter(), configuration: applicationConfiguration, logger: logger)
+            return Application(
+                router: makeRouter(), server: .http1(configuration: http1), configuration: applicationConfiguration,
+                logger: logger)
         }
         return Application(
-            router: makeRouter(), server: try .tls(.http1(), tlsConfiguration: tls.configuration()),
+            router: makeRouter(), server: try .tls(.http1(configuration: http1), tlsConfiguration: tls.configuration()),
             configuration: applicationConfiguration, logger: logger)
     }
 
     // MARK: Status
 
     func healthCheck(_ check: HealthCheck, request: Request) async -> Response {
-        var query = HealthQuery()
-        if let text = request.uri.query, !text.isEmpty {
-            do {
-                query = try HealthQuery(items: request.uri.queryParameters.map { (String($0.key), String($0.value)) })
-            } catch {
-                return APIResponse.error(.badRequest, error.message)
-            }
+        let query: HealthQuery
+        do {
+            query = try Self.healthQuery(request.uri)
+        } catch {
+            return APIResponse.error(.badRequest, error.message)
         }
-        let status = await source.status()
+        let (code, body) = healthAnswer(check, method: request.method, query: query, status: await source.status())
+        guard let body else { return APIResponse.empty(code) }
+        return Response(
+            status: code, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
+    }
+
+    /// The query of a health check (`?lag=`, `?replication_state=`, `?tag_<key>=`); throws the
+    /// message of a malformed one.
+    static func healthQuery(_ uri: URI) throws(APIInputError) -> HealthQuery {
+        guard let text = uri.query, !text.isEmpty else { return HealthQuery() }
+        return try HealthQuery(items: uri.queryParameters.map { (String($0.key), String($0.value)) })
+    }
+
+    /// A health check's answer, whoever serves it (the router or `HealthFastPath`): 200 or 503,
+    /// and for GET the node status document.
+    func healthAnswer(
+        _ check: HealthCheck, method: HTTPRequest.Method, query: HealthQuery, status: HAStatus
+    ) -> (code: HTTPResponse.Status, body: ByteBuffer?) {
         let now = source.clock.now
         let code: HTTPResponse.Status = check.passes(status, query: query, now: now) ? .ok : .serviceUnavailable
-        if request.method == .head || request.method == .options { return APIResponse.empty(code) }
-        return statusResponse(code, status, now: now)
+        if method == .head || method == .options { return (code, nil) }
+        return (code, statusBody(status, now: now))
     }
 
     /// The node status document as a response; its bytes are reused while the snapshot is the same.
     func statusResponse(_ code: HTTPResponse.Status, _ status: HAStatus, now: MonotonicInstant) -> Response {
+        Response(
+            status: code, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: statusBody(status, now: now)))
+    }
+
+    /// The node status document, encoded once per snapshot (and second of `dcs_last_seen`).
+    func statusBody(_ status: HAStatus, now: MonotonicInstant) -> ByteBuffer {
         let wallClock = source.wallClockSeconds()
         let key = StatusBodyCache.Key(
             generation: status.generation,
             dcsLastSeen: NodeStatusDocument.dcsLastSeen(status, now: now, wallClock: wallClock))
-        let body: ByteBuffer
-        if status.generation != 0, let cached = statusBodies.body(for: key) {
-            body = cached
-        } else {
-            body = APIResponse.encode(
-                .object(NodeStatusDocument.make(status, scope: source.scope, now: now, wallClock: wallClock)))
-            if status.generation != 0 { statusBodies.store(body, for: key) }
-        }
-        return Response(
-            status: code, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
+        if status.generation != 0, let cached = statusBodies.body(for: key) { return cached }
+        let body = APIResponse.encode(
+            .object(NodeStatusDocument.make(status, scope: source.scope, now: now, wallClock: wallClock)))
+        if status.generation != 0 { statusBodies.store(body, for: key) }
+        return body
     }
 
     func nodeDocument(_ status: HAStatus, now: MonotonicInstant) -> [String: JSONValue] {

@@ -501,9 +501,25 @@ class Cluster:
             if name != leader and status and status.get("role") == "replica" and \
                     status.get("replication_state") != "streaming":
                 log(f"re-cloning {name}, which runs but does not stream")
-                subprocess.run([self.baton, "reinit", "-c", self.nodes[name].config, name, "--force"],
-                               capture_output=True, text=True, timeout=60)
-        return self.wait_healthy(limit / 2, sync)
+                done = subprocess.run([self.baton, "reinit", "-c", self.nodes[name].config, name, "--force"],
+                                      capture_output=True, text=True, timeout=60)
+                if done.returncode != 0:
+                    log(f"    baton reinit {name} failed (exit {done.returncode}): "
+                        f"{(done.stdout + done.stderr).strip()[-600:]}")
+        if self.wait_healthy(limit / 2, sync):
+            return True
+        self.log_state()
+        return False
+
+    def log_state(self):
+        """What a post-mortem needs, in the log: the keys of the scope and each agent's /patroni."""
+        keys = self.keys()
+        log(f"    etcd keys: {json.dumps(keys, sort_keys=True) if keys is not None else 'unreadable'}")
+        for name, status in self.statuses().items():
+            brief = None if status is None else {k: status.get(k) for k in (
+                "state", "role", "timeline", "replication_state", "xlog", "sync_standby", "pending_restart",
+                "cluster_unlocked", "pause")}
+            log(f"    {name}: {json.dumps(brief, sort_keys=True)}")
 
     def set_synchronous(self, on):
         value = "true" if on else "false"

@@ -123,6 +123,10 @@ def print_table(summary):
 
 
 # --- scenario 15: the randomized soak ---
+SOAK_KINDS = ["postgres-crash", "agent-kill", "node-crash", "agent-freeze", "etcd-member-kill", "etcd-quorum-pause",
+              "cut-etcd", "isolate", "wal-cut", "switchover", "clock-jump", "replica-crash"]
+
+
 def soak(cluster, args):
     sync = True
     prepare(cluster, sync)
@@ -130,8 +134,7 @@ def soak(cluster, args):
     obs.start()
     obs.mark("fault")
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
-    kinds = ["postgres-crash", "agent-kill", "node-crash", "agent-freeze", "etcd-member-kill", "etcd-quorum-pause",
-             "cut-etcd", "isolate", "wal-cut", "switchover", "clock-jump", "replica-crash"]
+    kinds = args.kinds
     counts, not_recovered, faults = {}, [], 0
     while faults < args.faults and (deadline is None or time.monotonic() < deadline):
         kind = random.choice(kinds)
@@ -197,7 +200,12 @@ def soak(cluster, args):
         counts[kind] = counts.get(kind, 0) + 1
         if not cluster.wait_healthy(60, sync):
             not_recovered.append(f"{faults}:{kind}")
-            log(f"    not healthy 60 s after fault {faults} ({kind}): repairing")
+            log(f"    not healthy 60 s after fault {faults} ({kind})")
+            cluster.log_state()
+            if args.stop_on_failure:
+                log("    --stop-on-failure: the soak stops here, the cluster as it is")
+                break
+            log("    repairing")
             cluster.repair(sync, 120)
     time.sleep(2)
     obs.stop()
@@ -225,6 +233,10 @@ def main():
                         help="run the scenarios that do not need a mode in asynchronous mode (default synchronous)")
     parser.add_argument("--faults", type=int, default=200, help="soak: number of faults (default 200)")
     parser.add_argument("--minutes", type=float, default=None, help="soak: stop after this many minutes")
+    parser.add_argument("--kinds", default=",".join(SOAK_KINDS),
+                        help="soak: the fault kinds to draw from, comma-separated (default: all of them)")
+    parser.add_argument("--stop-on-failure", action="store_true",
+                        help="soak: stop at the first fault not recovered from, without repairing (use with --keep)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json-out", default=None, help="also write the full results to this file")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running at the end (debugging)")
@@ -232,6 +244,10 @@ def main():
     baton = os.environ.get("BATON_BIN")
     if not baton or not os.access(baton, os.X_OK):
         parser.error("BATON_BIN must name the baton binary (scripts/faults sets it)")
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    wrong = [k for k in args.kinds if k not in SOAK_KINDS]
+    if wrong or not args.kinds:
+        parser.error(f"unknown fault kind(s) {', '.join(wrong) or '(none given)'}; known: {', '.join(SOAK_KINDS)}")
     keys = [k.strip() for k in args.scenarios.split(",") if k.strip()]
     unknown = [k for k in keys if k not in SCENARIOS]
     if unknown:

@@ -1,0 +1,141 @@
+import BatonCore
+import BatonHA
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Answers the health checks (GET, HEAD and OPTIONS of `/primary`, `/replica`, `/health`, …) on
+/// the connection's event loop, from the snapshot the HA loop last published, without a task, a
+/// router or a hop to the concurrency pool: load balancers poll these several times a second per
+/// backend, and their latency must not depend on what else the agent is doing.
+///
+/// Everything else, and any health check it cannot answer as the router would (a malformed query,
+/// no snapshot readable without waiting), goes on to Hummingbird untouched. It answers only while
+/// no forwarded request is awaiting its response, so responses stay in request order on a
+/// pipelined connection. The answers are the router's: both call `BatonAPIServer.healthAnswer`.
+final class HealthFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let server: BatonAPIServer
+    /// A health check whose head arrived; answered when its end arrives.
+    private var pending: HTTPRequest?
+    /// Requests handed to the router whose response has not ended yet.
+    private var forwarded = 0
+
+    init(server: BatonAPIServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let request):
+            if forwarded == 0, pending == nil, Self.mayAnswer(request) {
+                pending = request
+                return
+            }
+            forwarded += 1
+            context.fireChannelRead(data)
+        case .body:
+            // A health check's body means nothing; it is read and dropped.
+            if pending == nil { context.fireChannelRead(data) }
+        case .end:
+            guard let request = pending else {
+                context.fireChannelRead(data)
+                return
+            }
+            pending = nil
+            guard let (head, body) = server.fastHealthAnswer(request) else {
+                forwarded += 1
+                context.fireChannelRead(wrapInboundOut(.head(request)))
+                context.fireChannelRead(data)
+                return
+            }
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            if let body { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+            if request.headerFields[.connection]?.lowercased() == "close" {
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data), forwarded > 0 { forwarded -= 1 }
+        context.write(data, promise: promise)
+    }
+
+    /// Worth looking at: a safe method on one of the health paths (the query is parsed later).
+    static func mayAnswer(_ request: HTTPRequest) -> Bool {
+        guard request.method == .get || request.method == .head || request.method == .options,
+            let target = request.path
+        else { return false }
+        let path = target.firstIndex(of: "?").map { target[..<$0] } ?? target[...]
+        return HealthCheck.byPath[String(path)] != nil
+    }
+}
+
+extension HealthCheck {
+    /// Every health path and the check it answers.
+    static let byPath: [String: HealthCheck] = Dictionary(
+        uniqueKeysWithValues: allCases.flatMap { check in check.paths.map { ($0, check) } })
+}
+
+extension BatonAPIServer {
+    /// The health check's response as the router would send it (same status, headers and body),
+    /// or nil when the router must answer: not a health check, a malformed query, or a source
+    /// whose snapshot cannot be read without waiting.
+    func fastHealthAnswer(_ request: HTTPRequest) -> (HTTPResponse, ByteBuffer?)? {
+        guard let target = request.path else { return nil }
+        let uri = URI(target)
+        guard let check = HealthCheck.byPath[uri.path], let status = source.currentStatus(),
+            let query = try? Self.healthQuery(uri)
+        else { return nil }
+        let (code, body) = healthAnswer(check, method: request.method, query: query, status: status)
+        var fields = HTTPFields()
+        if body != nil { fields[.contentType] = "application/json" }
+        fields[.contentLength] = String(body?.readableBytes ?? 0)
+        fields[.date] = HTTPDate.now()
+        fields[.server] = Self.serverName
+        fastPathAnswers.increment()
+        return (HTTPResponse(status: code, headerFields: fields), body)
+    }
+}
+
+/// How many health checks the fast path answered.
+final class FastPathCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() { count.wrappingAdd(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}
+
+/// The `Date` header (RFC 9110 IMF-fixdate), formatted once per second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        var seconds = time_t()
+        time(&seconds)
+        let second = Int(seconds)
+        if let text = cache.withLock({ $0.second == second ? $0.text : nil }) { return text }
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let text =
+            "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+        cache.withLock { $0 = (second, text) }
+        return text
+    }
+}

@@ -1,0 +1,155 @@
+import BatonCore
+import BatonHA
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+
+@testable import BatonAPI
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The health checks answered on the event loop (`HealthFastPath`) must be the router's answers,
+/// byte for byte, in every role; everything else, and malformed queries, must still reach the
+/// router; and a pipelined connection must get its responses in request order.
+@Suite struct HealthFastPathTests {
+    struct Answer: Equatable, CustomStringConvertible {
+        var code: Int
+        var contentType: String?
+        var body: String
+        var description: String { "\(code) \(contentType ?? "-") \(body.prefix(60))" }
+    }
+
+    static let methods: [HTTPRequest.Method] = [.get, .head, .options]
+    static let queries = ["", "?lag=10MB", "?lag=1GB", "?replication_state=streaming", "?tag_zone=a", "?lag=ten"]
+
+    /// Every health path × method × query, through the router (`.router`) or a real socket
+    /// (`.live`, where the fast path answers).
+    func answers(_ app: BatonAPIApplication, _ mode: TestingSetup) async throws -> [String: Answer] {
+        try await app.test(mode) { client in
+            var result: [String: Answer] = [:]
+            for path in HealthCheck.allCases.flatMap(\.paths) {
+                for method in Self.methods {
+                    for query in Self.queries {
+                        result["\(method) \(path)\(query)"] = try await client.execute(
+                            uri: path + query, method: method
+                        ) {
+                            Answer(
+                                code: Int($0.status.code), contentType: $0.headers[.contentType],
+                                body: String(buffer: $0.body))
+                        }
+                    }
+                }
+            }
+            return result
+        }
+    }
+
+    static let roles: [(String, HAStatus)] = [
+        ("primary", Fixture.primary()), ("replica", Fixture.replica()), ("lagging replica", Fixture.laggingReplica()),
+        ("stopped postgres", Fixture.stopped()), ("paused cluster", Fixture.paused()),
+    ]
+
+    @Test(arguments: 0..<5) func theFastPathAnswersAsTheRouterDoes(role: Int) async throws {
+        let (name, status) = Self.roles[role]
+        let source = FakeSource(status)
+        let server = BatonAPIServer(
+            source: source, configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+        let viaRouter = try await answers(try server.makeApplication(), .router)
+        let before = server.fastPathAnswers.value
+        let live = try await answers(try server.makeApplication(), .live)
+        #expect(viaRouter.count == live.count)
+        for (request, var expected) in viaRouter {
+            // A response to HEAD has no body on the wire, whoever answers.
+            if request.hasPrefix("HEAD ") { expected.body = "" }
+            #expect(
+                live[request] == expected,
+                "\(name): \(request): live \(live[request].map(\.description) ?? "none"), router \(expected)")
+        }
+        // Every request but the malformed-lag ones was the fast path's; those got the router's 400.
+        let malformed = viaRouter.keys.filter { $0.hasSuffix("?lag=ten") }.count
+        #expect(malformed > 0 && viaRouter.filter { $0.key.hasSuffix("?lag=ten") }.allSatisfy { $0.value.code == 400 })
+        #expect(server.fastPathAnswers.value - before == viaRouter.count - malformed)
+    }
+
+    /// Raw HTTP/1.1 over one socket: requests written at once, responses read back in order.
+    static func exchange(port: Int, _ requests: [String], expecting count: Int) throws -> [String] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        try #require(connected == 0)
+        let text = Array(requests.joined().utf8)
+        try #require(send(fd, text, text.count, 0) == text.count)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        // Bounded: until `count` complete responses are in, the peer closes, or a read waits 5 s.
+        for _ in 0..<1000 {
+            if Self.responses(received).count >= count { break }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            received += buffer[0..<n]
+        }
+        return Self.responses(received)
+    }
+
+    /// The status lines of the complete responses in `bytes` (each framed by Content-Length).
+    static func responses(_ bytes: [UInt8]) -> [String] {
+        var lines: [String] = []
+        var rest = bytes[...]
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        while let end = rest.firstRange(of: separator) {
+            let head = String(decoding: rest[..<end.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+            let length =
+                head.dropFirst().compactMap { line -> Int? in
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
+                    return Int(parts[1].trimmingCharacters(in: .whitespaces))
+                }.first ?? 0
+            guard rest.distance(from: end.upperBound, to: rest.endIndex) >= length else { break }
+            lines.append(head[0])
+            rest = rest[(end.upperBound + length)...]
+        }
+        return lines
+    }
+
+    @Test func pipelinedRequestsGetTheirResponsesInOrder() async throws {
+        let server = BatonAPIServer(
+            source: FakeSource(Fixture.replica()), configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            func get(_ path: String) -> String { "GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n" }
+            // Router, fast path, router, fast path, unknown path (router's 404), fast path.
+            let plain = try Self.exchange(port: port, [get("/patroni"), get("/cluster")], expecting: 2)
+            #expect(plain == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+            let lines = try Self.exchange(
+                port: port,
+                [get("/patroni"), get("/primary"), get("/cluster"), get("/replica"), get("/nope"), get("/health")],
+                expecting: 6)
+            #expect(
+                lines == [
+                    "HTTP/1.1 200 OK", "HTTP/1.1 503 Service Unavailable", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK",
+                    "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK",
+                ])
+            // Connection: close is honoured by the fast path too.
+            let closing = try Self.exchange(
+                port: port, ["GET /replica HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", get("/replica")],
+                expecting: 2)
+            #expect(closing == ["HTTP/1.1 200 OK"])
+        }
+    }
+}
