@@ -64,7 +64,8 @@ public enum AgentRunner {
         let server = BatonAPIServer(
             source: source,
             configuration: APIConfiguration(
-                host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist, tls: tls),
+                host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist, tls: tls,
+                threads: rest.threads),
             logger: logger)
         do {
             return try server.makeApplication()

@@ -104,6 +104,10 @@ import Testing
             yaml: minimal + "\nrestapi:\n  verify_client: required", message: "verifying client certificates needs TLS",
             line: nil),
         Bad(
+            yaml: minimal + "\nrestapi:\n  threads: 0", message: "expected 1 to 64 event-loop threads, got 0", line: nil
+        ),
+        Bad(yaml: minimal + "\nrestapi:\n  threads: many", message: "expected a whole number, got 'many'", line: nil),
+        Bad(
             yaml: minimal + "\nrestapi:\n  certfile: /nonexistent/server.crt\n  keyfile: /nonexistent/server.key",
             message: "cannot read '/nonexistent/server.crt'", line: nil),
     ]

@@ -115,7 +115,7 @@ struct ClientRoutingTests {
     }
 
     @Test(
-        "a replica that stops answering: its breaker opens, reads go elsewhere, it recovers through half-open; all replicas killed: per policy"
+        "a killed replica: its breaker opens, reads go elsewhere, it recovers through half-open; all replicas killed: per policy"
     )
     func breakerAndNoReplicaPolicy() async throws {
         let cluster = try AgentCluster.start("client-breaker")
@@ -131,17 +131,14 @@ struct ClientRoutingTests {
         // Warm both replica pools.
         for _ in 0..<4 { _ = try await client.read(consistency: .eventual) { try await servedBy($0, cluster) } }
 
-        // The victim's whole postgres (postmaster and backends) stops answering: connects time out,
-        // pooled connections hang. (A crashed replica would do as well, but restarting a crashed
-        // replica is the agent's business, not this test's.)
+        // The victim's node is killed (agent and postgres, SIGKILL): pooled connections break,
+        // connects are refused, and its member key still says `running` until its lease expires
+        // (the topology is stale: the breaker must keep reads away). (Killing postgres alone is
+        // not enough: its agent notices at once and the topology excludes it before any breaker
+        // could trip.)
         let victim = replicas[0]
         let survivor = replicas[1]
-        let frozen = postgresProcesses(cluster, victim)
-        guard !frozen.isEmpty else {
-            await cluster.fail("\(victim) has no postgres processes")
-            return
-        }
-        for pid in frozen { cluster.suspend(pid) }
+        try cluster.killNode(victim)
         var failedReads = 0
         var servedAfterOpen: [String: Int] = [:]
         let deadline = ContinuousClock.now + .seconds(10)
@@ -160,8 +157,9 @@ struct ClientRoutingTests {
         #expect(logs.contains("replica circuit breaker closed → open"), "the breaker never opened")
         #expect(servedAfterOpen == [survivor: 20], "reads after the breaker opened: \(servedAfterOpen)")
 
-        // The server answers again: after the open timeout a trial read reaches it and closes the breaker.
-        for pid in frozen { cluster.resume(pid) }
+        // The node comes back (its agent starts postgres again): after the open timeout a trial
+        // read reaches it and closes the breaker.
+        try cluster.startAgent(victim)
         let recoverBy = ContinuousClock.now + .seconds(60)
         var backOnVictim = false
         while ContinuousClock.now < recoverBy && !backOnVictim {
@@ -197,5 +195,46 @@ struct ClientRoutingTests {
         #expect(lastTen.count == 10 && lastTen.allSatisfy { $0 == .noReplicaAvailable }, "\(strictErrors)")
         await client.shutdown()
         await strict.shutdown()
+    }
+    @Test("REST topology: the client follows GET /cluster of the first agent that answers, through a failover")
+    func restTopology() async throws {
+        let cluster = try AgentCluster.start("client-rest")
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy()
+        let replicas = Self.replicas(cluster, except: leader)
+        // The first agent listed answers nothing: the next one serves the topology.
+        let agents = ["http://127.0.0.1:1"] + cluster.nodes.map { "http://127.0.0.1:\($0.apiPort)" }
+        let client = try await cluster.client(
+            ["agents": agents.joined(separator: ","), "poll_interval": "200ms"], without: ["etcd_hosts", "scope"])
+        try await Self.waitForTopology(client, "the leader and two running replicas") { topology in
+            guard case .member(leader, _, true)? = topology.primary else { return false }
+            return topology.replicas.filter { $0.state == "running" }.count == 2
+        }
+        #expect(client.topology.source.hasSuffix("/cluster"), "source \(client.topology.source)")
+        #expect(try await client.write { try await servedBy($0, cluster) }.0 == leader)
+        var readers: Set<String> = []
+        for _ in 0..<10 {
+            readers.insert(try await client.read(consistency: .eventual) { try await servedBy($0, cluster) })
+        }
+        #expect(readers == Set(replicas), "eventual reads went to \(readers)")
+
+        // The leader's node dies (its agent too, so the topology comes from another agent): writes
+        // follow the new leader that the polled documents name.
+        try cluster.killNode(leader)
+        var newLeader: String?
+        let deadline = ContinuousClock.now + .seconds(40)
+        while ContinuousClock.now < deadline && newLeader == nil {
+            if let (node, _) = try? await client.write({ try await servedBy($0, cluster) }), node != leader {
+                newLeader = node
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        guard let newLeader else {
+            await cluster.fail("no write reached a new leader within 40 s through the REST topology")
+            return
+        }
+        #expect(replicas.contains(newLeader))
+        measure("rest-topology", ["old_leader": leader, "new_leader": newLeader])
+        await client.shutdown()
     }
 }

@@ -14,7 +14,7 @@ extension AgentCluster {
 
     /// A client following this cluster through etcd, with test-friendly timings.
     func client(
-        _ settings: [String: String] = [:], logs: LogCapture? = nil
+        _ settings: [String: String] = [:], without: Set<String> = [], logs: LogCapture? = nil
     ) async throws -> BatonClient {
         var all = [
             "etcd_hosts": endpoints.joined(separator: ","), "scope": AgentCluster.scope, "user": "postgres",
@@ -24,6 +24,7 @@ extension AgentCluster {
             "breaker_half_open_requests": "1", "max_connections": "4",
         ]
         all.merge(settings) { $1 }
+        for key in without { all[key] = nil }
         let configuration = try BatonClientConfiguration(settings: all)
         let logger =
             logs.map { capture in

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOPosix
 
 /// The Hummingbird application serving Baton's REST API.
 public typealias BatonAPIApplication = Application<RouterResponder<APIRequestContext>>
@@ -107,14 +108,15 @@ public struct BatonAPIServer: Sendable {
         // Health checks are answered on the connection's event loop (HealthFastPath); everything
         // else goes through the router.
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [HealthFastPath(server: self)])
+        let group = APIEventLoops.group(threads: configuration.threads)
         guard let tls = configuration.tls else {
             return Application(
                 router: makeRouter(), server: .http1(configuration: http1), configuration: applicationConfiguration,
-                logger: logger)
+                eventLoopGroupProvider: .shared(group), logger: logger)
         }
         return Application(
             router: makeRouter(), server: try .tls(.http1(configuration: http1), tlsConfiguration: tls.configuration()),
-            configuration: applicationConfiguration, logger: logger)
+            configuration: applicationConfiguration, eventLoopGroupProvider: .shared(group), logger: logger)
     }
 
     // MARK: Status

@@ -228,12 +228,23 @@ final class HostPool: Sendable {
         next?.resume(returning: .slot)
     }
 
+    /// How long a new primary connection waits for a server still in recovery to finish its
+    /// promotion before it gives up on it (as `.roleMismatch`).
+    static let promotionWatch: Duration = .seconds(1)
+
     /// Connects and verifies the server's role.
     private func openConnection() async throws -> PooledConnection {
         let postgres = try await PostgresConnection.connect(parameters)
-        let inRecovery: Bool?
+        var inRecovery: Bool?
         do {
             inRecovery = try await postgres.query("SELECT pg_is_in_recovery() AS r").single().bool("r")
+            // The new leader published its key and is promoting: watch the promotion finish on
+            // this connection (every 5 ms, for up to `promotionWatch`) rather than reconnect.
+            let watchUntil = ContinuousClock.now + Self.promotionWatch
+            while role == .primary, inRecovery == true, ContinuousClock.now < watchUntil {
+                try await Task.sleep(for: .milliseconds(5))
+                inRecovery = try await postgres.query("SELECT pg_is_in_recovery() AS r").single().bool("r")
+            }
         } catch {
             await postgres.close()
             throw error
