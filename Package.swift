@@ -132,6 +132,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // `scripts/bench failover`: the BatonClient write prober (one JSON line per attempt).
+        .executableTarget(
+            name: "baton-bench-probe",
+            dependencies: ["BatonClient", "BatonPostgres", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // `scripts/bench etcd`: latency and throughput of one EtcdClient.
         .executableTarget(
             name: "baton-bench-etcd",

@@ -25,15 +25,20 @@ BATON_PACKAGES=(
 # python3-yaml, haproxy (`haproxy -c`) and systemd (`systemd-analyze verify`) are for the static
 # checks of the deployment files (scripts/lib/validate_deploy.py); no service of theirs is used.
 
-# Installs whatever is missing from BATON_PACKAGES (needs root or sudo; apt-get only).
+# Only for some benchmarks, so that CI (scripts/test) does not install them:
+# python3-matplotlib draws the chart of `scripts/bench failover`.
+BATON_BENCH_PACKAGES=(python3-matplotlib)
+
+# Installs whatever is missing from BATON_PACKAGES and the packages given as arguments (e.g.
+# `ensure_packages "${BATON_BENCH_PACKAGES[@]}"`); needs root or sudo; apt-get only.
 ensure_packages() {
     local missing=()
     local package
-    for package in "${BATON_PACKAGES[@]}"; do
+    for package in "${BATON_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
     done
     if ((${#missing[@]} == 0)); then
-        note "all ${#BATON_PACKAGES[@]} packages present"
+        note "all $((${#BATON_PACKAGES[@]} + $#)) packages present"
         return
     fi
     note "installing: ${missing[*]}"
