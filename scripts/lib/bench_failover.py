@@ -217,7 +217,8 @@ def one_run(env, conn, probe_bin, out_dir, profile, scenario, run, loop_wait):
     try:
         if not wait(lambda: all(p.acked for p in probers.values()), 30):
             raise RuntimeError(f"{profile} {scenario} run {run + 1}: a prober had no write acknowledged within "
-                               f"30 s: {({k: dict(p.errors) for k, p in probers.items()})}")
+                               f"30 s: {({k: dict(p.errors) for k, p in probers.items()})}; BatonClient prober's "
+                               f"log: {probers['baton_client'].stderr.name}")
         time.sleep(3 + random.uniform(0, loop_wait))
         fault = time.monotonic()
         if scenario == "node":
