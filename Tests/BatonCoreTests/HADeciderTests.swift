@@ -504,6 +504,23 @@ import Testing
         #expect(HADecider.decide(observation).actions == [.releaseLeader])
     }
 
+    /// Soak regression (2026-11-22): the leader crashed while it had no synchronous standby
+    /// (sync key `{"leader": "a"}`); it came back as a replica and refused to race as "not a
+    /// synchronous standby", and nobody else may: the cluster stayed without a primary for good.
+    @Test func theLeaderNamedInTheSyncKeyMayRaceAfterItsCrash() {
+        let sync = SyncState(leader: "a", syncStandbys: [])
+        let formerLeader = F.observe(
+            "a", cluster: F.cluster(leader: nil, sync: sync), postgres: F.replica(), config: Self.syncOn, peers: [])
+        #expect(HADecider.decide(formerLeader).reason.code == "racing")
+        let other = F.observe(
+            "b", cluster: F.cluster(leader: nil, sync: sync), postgres: F.replica(), config: Self.syncOn, peers: [])
+        #expect(HADecider.decide(other).reason == .notSynchronousStandby)
+        let standby = F.observe(
+            "b", cluster: F.cluster(leader: nil, sync: SyncState(leader: "a", syncStandbys: ["b"])),
+            postgres: F.replica(), config: Self.syncOn, peers: [])
+        #expect(HADecider.decide(standby).reason.code == "racing")
+    }
+
     @Test func turningSyncModeOffClearsKeyAndSetting() {
         let observation = F.observe(
             "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,

@@ -339,9 +339,13 @@ public enum HADecider {
         if o.config.synchronousMode {
             // An empty sync key (no leader ever confirmed a synchronous standby) restricts nobody,
             // as in Patroni: no write can have been acknowledged synchronously yet.
+            // Otherwise only the members the key names may race: its synchronous standbys, and
+            // the leader that wrote it (it has every write it acknowledged; after a crash it is
+            // often the only one, when it had no synchronous standby at that moment).
             let sync = cluster.sync
             let restricted = sync.map { $0.value.leader != nil || !$0.value.syncStandbys.isEmpty } ?? false
-            if restricted, sync?.value.isSynchronous(o.me) != true {
+            let named = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
+            if restricted, !named {
                 return Decision([], .notSynchronousStandby, memory: memory)
             }
             actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision))
