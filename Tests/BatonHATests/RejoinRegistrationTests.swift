@@ -97,7 +97,7 @@ import Testing
 
     /// A store whose next keepalive waits until the test releases it: the answer about a session
     /// then arrives after the loop has replaced that session.
-    final class GatedStore: ClusterStore, @unchecked Sendable {
+    final class GatedStore: ForwardingClusterStore, @unchecked Sendable {
         let base: InMemoryClusterStore
         private let lock = NSLock()
         private var gate: CheckedContinuation<Void, Never>?
@@ -130,42 +130,6 @@ import Testing
             }
             return try await base.keepAlive(session)
         }
-        func loadCluster() async throws -> ClusterView { try await base.loadCluster() }
-        func createSession(ttl: Duration) async throws -> SessionID { try await base.createSession(ttl: ttl) }
-        func revokeSession(_ session: SessionID) async throws { try await base.revokeSession(session) }
-        func acquireLeader(member: String, session: SessionID) async throws -> Bool {
-            try await base.acquireLeader(member: member, session: session)
-        }
-        func reattachLeader(member: String, session: SessionID) async throws -> Bool {
-            try await base.reattachLeader(member: member, session: session)
-        }
-        func releaseLeader(member: String) async throws -> Bool { try await base.releaseLeader(member: member) }
-        func publishMember(_ member: Member, session: SessionID) async throws {
-            try await base.publishMember(member, session: session)
-        }
-        func removeMember(name: String) async throws { try await base.removeMember(name: name) }
-        func claimInitialize(systemID: String) async throws -> Bool {
-            try await base.claimInitialize(systemID: systemID)
-        }
-        func updateInitialize(systemID: String, expected: Int64) async throws -> Bool {
-            try await base.updateInitialize(systemID: systemID, expected: expected)
-        }
-        func cancelInitialize() async throws { try await base.cancelInitialize() }
-        func writeConfig(_ config: DynamicConfig, expected: Int64?) async throws -> Bool {
-            try await base.writeConfig(config, expected: expected)
-        }
-        func writeFailover(_ request: FailoverRequest, expected: Int64?) async throws -> Bool {
-            try await base.writeFailover(request, expected: expected)
-        }
-        func deleteFailover(expected: Int64?) async throws -> Bool { try await base.deleteFailover(expected: expected) }
-        func writeSync(_ state: SyncState, expected: Int64?) async throws -> Bool {
-            try await base.writeSync(state, expected: expected)
-        }
-        func deleteSync(expected: Int64?) async throws -> Bool { try await base.deleteSync(expected: expected) }
-        func writeHistory(_ history: [HistoryEntry]) async throws { try await base.writeHistory(history) }
-        func writeStatus(_ status: LeaderStatus) async throws { try await base.writeStatus(status) }
-        func writeFailsafe(_ members: [String: String]?) async throws { try await base.writeFailsafe(members) }
-        func watch(after revision: Int64) -> AsyncStream<StoreEvent> { base.watch(after: revision) }
     }
 
     /// Regression (scenario 7a on network namespaces): the background keepalive of a replica sent
