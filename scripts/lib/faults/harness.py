@@ -13,12 +13,18 @@ clock (wallclock.c), and a loop filesystem for a full disk. Everything started i
 every namespace, link, mount and process this harness created is removed on exit, also after a
 failure.
 """
-import base64, json, os, shutil, signal, subprocess, sys, threading, time, urllib.request
+import base64, json, os, re, shutil, signal, subprocess, sys, threading, time, urllib.request
 
 BASE = os.environ.get("FAULTS_DIR", "/tmp/baton-faults")
-PREFIX = "faults"
+# FAULTS_PREFIX and FAULTS_NET let a second harness run beside this one (e.g. a soak while CI runs
+# its subset): its own namespaces, bridge and /24; cleanup only ever touches names with our prefix.
+PREFIX = os.environ.get("FAULTS_PREFIX", "faults")
+NET = os.environ.get("FAULTS_NET", "10.231.0")
+if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", PREFIX):
+    sys.exit(f"FAULTS_PREFIX={PREFIX!r}: expected 1-6 lowercase letters or digits, starting with a letter")
+if not re.fullmatch(r"10\.(\d{1,3})\.(\d{1,3})", NET) or max(map(int, NET.split(".")[1:])) > 255:
+    sys.exit(f"FAULTS_NET={NET!r}: expected the first three octets of a private /24, e.g. 10.232.0")
 BRIDGE = f"{PREFIX}br0"
-NET = "10.231.0"
 OBSERVER_IP = f"{NET}.1"
 NODES = ["node1", "node2", "node3"]
 NODE_IP = {f"node{i}": f"{NET}.1{i}" for i in (1, 2, 3)}
