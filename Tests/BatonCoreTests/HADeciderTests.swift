@@ -521,56 +521,6 @@ import Testing
         #expect(HADecider.decide(standby).reason.code == "racing")
     }
 
-    /// Fault 7b: the synchronous standby's connection stays up but its WAL is dropped on the way,
-    /// so it flushes nothing and every commit waits (until the walsender times out, 60 s). After
-    /// the stall limit (ttl / 2 within 2–10 s) it leaves the key first, then postgres waits for
-    /// a standby that streams.
-    @Test func aStandbyThatStopsFlushingIsReplacedAfterTheStallLimit() {
-        var pg = F.primary
-        pg.currentLSN = LSN(0x600_0000)
-        pg.replication = [
-            ReplicationRow(applicationName: "b", state: "streaming", syncState: "sync", flushLSN: LSN(0x580_0000)),
-            ReplicationRow(applicationName: "c", state: "streaming", syncState: "async", flushLSN: LSN(0x600_0000)),
-        ]
-        let cluster = F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"]))
-        func decide(at offset: Duration, memory: HAMemory, _ postgres: PostgresStatus) -> Decision {
-            HADecider.decide(
-                F.observe(
-                    "a", cluster: cluster, postgres: postgres, config: Self.syncOn, memory: memory,
-                    now: F.t0 + offset, applied: ["b"]))
-        }
-        // First seen stuck: marked, nothing changes; c has nothing pending.
-        let first = decide(at: .zero, memory: HAMemory(), pg)
-        #expect(first.actions == [.renewLease])
-        #expect(first.memory.flushStalls == ["b": HAMemory.FlushStall(flush: LSN(0x580_0000), since: F.t0)])
-        // Still stuck just under the limit (ttl 30 → 10 s): kept.
-        let before = decide(at: .milliseconds(9_900), memory: first.memory, pg)
-        #expect(before.actions == [.renewLease])
-        // At the limit: out of the key, then postgres waits for c instead.
-        let replaced = decide(at: .seconds(10), memory: before.memory, pg)
-        #expect(
-            replaced.actions == [
-                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: 88),
-                .setSynchronousStandbys(["c"]),
-            ])
-        // A standby that moves its flush position is not stuck, however long WAL stays pending.
-        var moving = pg
-        moving.replication[0].flushLSN = LSN(0x590_0000)
-        let progressed = decide(at: .seconds(10), memory: before.memory, moving)
-        #expect(progressed.actions == [.renewLease])
-        #expect(progressed.memory.flushStalls["b"]?.since == F.t0 + .seconds(10))
-        // Nothing pending: no mark at all.
-        var idle = pg
-        idle.replication[0].flushLSN = LSN(0x600_0000)
-        #expect(decide(at: .seconds(20), memory: before.memory, idle).memory.flushStalls.isEmpty)
-    }
-
-    @Test func theStallLimitFollowsTheTTLWithinBounds() {
-        #expect(HADecider.flushStallLimit(F.config(["ttl": .number(4)])) == .seconds(2))
-        #expect(HADecider.flushStallLimit(F.config(["ttl": .number(12)])) == .seconds(6))
-        #expect(HADecider.flushStallLimit(F.config(["ttl": .number(30)])) == .seconds(10))
-    }
-
     @Test func turningSyncModeOffClearsKeyAndSetting() {
         let observation = F.observe(
             "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,

@@ -145,8 +145,6 @@ public enum HADecider {
 
     static func leaderCycle(_ o: Observation, _ cluster: ClusterView, memory: HAMemory) -> Decision {
         let pg = o.postgres
-        var memory = memory
-        memory.flushStalls = o.config.synchronousMode ? trackFlushStalls(o, previous: memory.flushStalls) : [:]
         var actions: [Action] = [.renewLease]
         if let lock = cluster.leader, lock.session != o.lease.session {
             actions.append(.reattachLeader)
@@ -277,13 +275,7 @@ public enum HADecider {
         let eligible = Set(
             cluster.members.filter { $0.name != o.me && !$0.tags.noSync && $0.state == .running }.map(\.name))
         let rows = o.postgres.replication.filter { eligible.contains($0.applicationName) }
-        // A standby whose connection is up but which flushes nothing (its WAL is dropped on the
-        // way, its disk hangs) would hold every commit until the walsender times out: it counts
-        // as not streaming once it has been stuck for `flushStallLimit`.
-        let stalled = Set(
-            memory.flushStalls.filter { o.now - $0.value.since >= flushStallLimit(o.config) }.keys)
-        let streaming = Set(
-            rows.filter { $0.state == "streaming" && !stalled.contains($0.applicationName) }.map(\.applicationName))
+        let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
         let reportedSync = Set(
             rows.filter { $0.syncState == "sync" || $0.syncState == "quorum" }.map(\.applicationName))
         let sync = cluster.sync
@@ -302,13 +294,8 @@ public enum HADecider {
             steps.append(
                 .writeSync(SyncState(leader: o.me, syncStandbys: confirmed.sorted()), expected: sync?.modRevision))
             if o.appliedSynchronousStandbys != wantedSetting { steps.append(.setSynchronousStandbys(wantedSetting)) }
-            let stuck = keyNames.intersection(stalled).sorted()
-            let why =
-                stuck.isEmpty
-                ? "" : " (\(stuck.joined(separator: ",")) flushed nothing for \(flushStallLimit(o.config)))"
             return Decision(
-                steps,
-                .synchronousStandbys("synchronous standbys now [\(confirmed.sorted().joined(separator: ","))]\(why)"),
+                steps, .synchronousStandbys("synchronous standbys now [\(confirmed.sorted().joined(separator: ","))]"),
                 memory: memory, recheckImmediately: true)
         }
         if o.appliedSynchronousStandbys != wantedSetting {
@@ -326,31 +313,6 @@ public enum HADecider {
                 memory: memory)
         }
         return nil
-    }
-
-    /// How long a streaming standby may leave WAL unflushed without moving its flush position
-    /// before it stops counting as a synchronous candidate: ttl / 2, within 2 to 10 s. A healthy
-    /// standby under write load moves its flush position many times a second.
-    public static func flushStallLimit(_ config: DynamicConfig) -> Duration {
-        min(max(config.ttl / 2, .seconds(2)), .seconds(10))
-    }
-
-    /// The stall marks of this cycle: a streaming standby with WAL to flush keeps its mark while
-    /// its flush position stays where it was; progress (or nothing pending) clears it.
-    static func trackFlushStalls(
-        _ o: Observation, previous: [String: HAMemory.FlushStall]
-    ) -> [String: HAMemory.FlushStall] {
-        guard o.postgres.inRecovery == false, let position = o.postgres.currentLSN else { return [:] }
-        var marks: [String: HAMemory.FlushStall] = [:]
-        for row in o.postgres.replication where row.state == "streaming" {
-            guard (row.flushLSN ?? .zero) < position else { continue }
-            if let mark = previous[row.applicationName], mark.flush == row.flushLSN {
-                marks[row.applicationName] = mark
-            } else {
-                marks[row.applicationName] = HAMemory.FlushStall(flush: row.flushLSN, since: o.now)
-            }
-        }
-        return marks
     }
 
     // MARK: Leader race

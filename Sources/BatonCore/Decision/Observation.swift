@@ -100,23 +100,8 @@ public struct PeerStatus: Hashable, Sendable {
 public struct HAMemory: Hashable, Sendable {
     /// When the leader's postgres was found down and an in-place restart began.
     public var crashRecoveryStartedAt: MonotonicInstant?
-    /// Streaming standbys (by application name) that have WAL to flush and have not moved their
-    /// flush position since `since` (the leader's cycles only).
-    public var flushStalls: [String: FlushStall]
 
-    /// A standby's flush position as first seen stuck behind the primary's WAL.
-    public struct FlushStall: Hashable, Sendable {
-        public var flush: LSN?
-        public var since: MonotonicInstant
-
-        public init(flush: LSN?, since: MonotonicInstant) {
-            self.flush = flush
-            self.since = since
-        }
-    }
-
-    public init(crashRecoveryStartedAt: MonotonicInstant? = nil, flushStalls: [String: FlushStall] = [:]) {
+    public init(crashRecoveryStartedAt: MonotonicInstant? = nil) {
         self.crashRecoveryStartedAt = crashRecoveryStartedAt
-        self.flushStalls = flushStalls
     }
 }

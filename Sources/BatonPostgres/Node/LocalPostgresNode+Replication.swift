@@ -135,17 +135,6 @@ extension LocalPostgresNode {
         try writeConfiguration(following: nil, standby: nil)
         if let postmaster = runningPostmaster { postmaster.send(SIGHUP) }
         logger.info("synchronous standbys set", metadata: ["pg.sync": "\(names.joined(separator: ","))"])
-        guard !names.isEmpty else { return }
-        // Commits waiting for a standby are released when a standby of the new set *replies*; one
-        // that is already caught up replies only every wal_receiver_status_interval (10 s) unless
-        // new WAL reaches it. A tiny transaction that does not wait for any standby gives it some,
-        // once the walsenders have had a moment to reload (and again, in case they had not).
-        for pause in [Duration.milliseconds(50), .milliseconds(250)] {
-            try? await Task.sleep(for: pause)
-            _ = try? await sessionConnection().queryBatch(
-                "BEGIN; SET LOCAL synchronous_commit TO local; SELECT pg_current_xact_id(); COMMIT",
-                timeout: .seconds(2))
-        }
     }
 
     public func syncReplicationSlots(forMembers members: [String]) async throws {
