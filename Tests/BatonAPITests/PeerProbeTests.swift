@@ -20,7 +20,10 @@ import Testing
             ]
             let started = ContinuousClock.now
             let statuses = await probe.status(of: members)
-            #expect(ContinuousClock.now - started < .seconds(2))
+            // Bounded by the probe's timeout, not by the system's connect timeout (minutes for a
+            // black hole). Generous: this asserts that nothing hangs, not how fast (CI machines are
+            // shared; 2 s was once exceeded under load).
+            #expect(ContinuousClock.now - started < .seconds(10))
             #expect(statuses.map(\.name) == ["node2", "closed", "blackhole", "bad-url"])
             #expect(
                 statuses[0]
