@@ -71,6 +71,7 @@ def run_scenario(cluster, key, default_sync):
     obs.stop()
     final = obs.final_read()
     shared, overlap, events = common_checks(obs, final, sync, recovered)
+    obs.log_violations(log)
     checks = own + shared
     row = {
         "scenario": key, "title": title, "synchronous": sync, "old_primary": old,
@@ -213,6 +214,7 @@ def soak(cluster, args):
     # The last fault's recovery was already waited for; an agent restarted by it may still be
     # registering, so the final state gets the same 60 s as every fault.
     checks, overlap, events = common_checks(obs, final, sync, cluster.wait_healthy(60, sync))
+    obs.log_violations(log)
     checks.append(check("every fault recovered from within 60 s", not not_recovered, ", ".join(not_recovered)))
     result = {"faults": faults, "kinds": counts, "seconds": round(obs.stopped - obs.started, 1),
               "acked": final["acked"], "L": final["L"], "unexpected": final["unexpected"],

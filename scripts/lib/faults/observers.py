@@ -166,6 +166,14 @@ class Observation:
         self.watcher = Watcher(cluster)
         self.fault_at = None
         self.marks = {}
+        # Monotonic stamps → wall-clock time, to find a violation in the agents' logs.
+        self.wall_offset = time.time() - time.monotonic()
+        # What a violation needs for its analysis: (wall time, what) for lost writes and D2 events.
+        self.violations = []
+
+    def wall(self, stamp):
+        wall = stamp + self.wall_offset
+        return time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
 
     def start(self):
         self.started = time.monotonic()
@@ -216,6 +224,13 @@ class Observation:
         acked = {a[2] for a in attempts if a[3]}
         attempted = {a[2] for a in attempts}
         direct_acked = {a[2] for a in direct if a[3]}
+        for name, writer in self.writers.items():
+            for sent, done, ident, ok in writer.attempts:
+                if ok and ident not in stored_direct:
+                    self.violations.append((done, f"direct write {ident} acknowledged by {name} is not on the final primary"))
+        for sent, done, ident, ok in attempts:
+            if ok and ident not in stored:
+                self.violations.append((done, f"prober write {ident} acknowledged is not on the final primary"))
         return {
             "acked": len(acked),
             "L": len(acked - stored),
@@ -270,12 +285,23 @@ class Observation:
                     for sent, done in writes[b][start:bisect.bisect_right(sends, hi)]:
                         if done <= hi:
                             events += 1
+                            self.violations.append(
+                                (sent, f"D2: {b} acknowledged a write inside {a}'s accepting epoch "
+                                       f"({self.wall(lo)}–{self.wall(hi)})"))
                     if b > a:
                         for run_b in epochs[b]:
                             if len(run_b) >= 2:
                                 blo, bhi = run_b[0][1], run_b[-1][0]
                                 overlap += max(0.0, min(hi, bhi) - max(lo, blo))
         return overlap, events
+
+    def log_violations(self, log, most=20):
+        """Logs the violations found by split_brain() and final_read(), in time order (UTC, the
+        agents' log clock), so that they can be matched with the agents' decisions."""
+        for stamp, what in sorted(self.violations)[:most]:
+            log(f"    violation at {self.wall(stamp)} UTC: {what}")
+        if len(self.violations) > most:
+            log(f"    … and {len(self.violations) - most} more")
 
     def fence_latency(self, node):
         """F: from the fault until `node` stopped acknowledging direct writes: the end of its
