@@ -39,6 +39,30 @@ import Testing
     }
 
     /// node1's member key: running as primary at 0x100_0000 on `timeline`.
+    /// node1, running as primary on timeline 2, and node2, the old primary: stopped on timeline 1
+    /// with its WAL at `oldPrimaryLSN`. Returns node2 (the member under test); node1 serves it as
+    /// rewind and replication source.
+    static func oldPrimaryBesideNewPrimary(oldPrimaryLSN: UInt64) -> SimulatedPostgres {
+        let nodes = Box<[String: SimulatedPostgres]>([:])
+        let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
+        primary.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.timeline = 2
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
+        node.mutate {
+            $0.hasData = true
+            $0.timeline = 1
+            $0.lsn = oldPrimaryLSN
+            $0.systemID = "7000"
+        }
+        nodes.value = ["node1": primary, "node2": node]
+        return node
+    }
+
     static func publishNode1AsPrimary(_ store: any ClusterStore, session: SessionID, timeline: Int) async throws {
         try await store.publishMember(
             Member(
@@ -55,24 +79,8 @@ import Testing
         let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
         #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
         try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
-        let nodes = Box<[String: SimulatedPostgres]>([:])
-        let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
-        primary.mutate {
-            $0.hasData = true
-            $0.running = true
-            $0.timeline = 2
-            $0.lsn = 0x100_0000
-            $0.systemID = "7000"
-        }
         // node2: the old primary, stopped after it fenced itself.
-        let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
-        node.mutate {
-            $0.hasData = true
-            $0.timeline = 1
-            $0.lsn = 0x100_0000
-            $0.systemID = "7000"
-        }
-        nodes.value = ["node1": primary, "node2": node]
+        let node = Self.oldPrimaryBesideNewPrimary(oldPrimaryLSN: 0x100_0000)
 
         // The lease of node2 runs out while the rewind runs; then record whether node2 is
         // registered when postgres starts as a standby.
@@ -187,24 +195,8 @@ import Testing
     @Test func anOldPrimaryStartedReadOnlyIsRewoundBeforeItFollowsANewLeader() async throws {
         let clock = ManualClock()
         let backend = InMemoryStoreBackend(clock: clock)
-        let nodes = Box<[String: SimulatedPostgres]>([:])
-        let primary = SimulatedPostgres(name: "node1") { nodes.value[$0] }
-        primary.mutate {
-            $0.hasData = true
-            $0.running = true
-            $0.timeline = 2
-            $0.lsn = 0x100_0000
-            $0.systemID = "7000"
-        }
         // node2: the old primary on timeline 1, stopped (its agent was killed and it was fenced).
-        let node = SimulatedPostgres(name: "node2") { nodes.value[$0] }
-        node.mutate {
-            $0.hasData = true
-            $0.timeline = 1
-            $0.lsn = 0x100_0100
-            $0.systemID = "7000"
-        }
-        nodes.value = ["node1": primary, "node2": node]
+        let node = Self.oldPrimaryBesideNewPrimary(oldPrimaryLSN: 0x100_0100)
         let rewinds = Box<Int>(0)
         var hooks = SimulatedPostgres.Hooks()
         hooks.beforeRewind = { rewinds.value += 1 }
