@@ -26,6 +26,8 @@ public final class BatonClient: Service, Sendable {
     let replicaPool: ReplicaPool
     private let source: any TopologySourceDriver
     private let state: Mutex<State>
+    /// `state.isShutdown`, readable without the lock on every request.
+    private let isShutdown = Atomic<Bool>(false)
 
     private struct State {
         var topology: Topology = .empty
@@ -145,19 +147,34 @@ public final class BatonClient: Service, Sendable {
         case .readYourWrites(let value):
             token = value
         }
-        if let (name, pool, pooled) = try await acquireReplica(token: token) {
+        // The common case without a suspension: a replica chosen and an idle connection to it.
+        let acquired: (ReplicaPool.Choice, PooledConnection)?
+        if token == nil {
+            if let choice = replicaPool.choose(excluding: []) {
+                if let pooled = choice.pool.acquireIdle(now: .now) {
+                    acquired = (choice, pooled)
+                } else {
+                    acquired = try await acquireReplica(token: nil, first: choice)
+                }
+            } else {
+                acquired = nil
+            }
+        } else {
+            acquired = try await acquireReplica(token: token, first: nil)
+        }
+        if let (choice, pooled) = acquired {
             logger.debug(
                 "read routed to a replica",
-                metadata: ["client.consistency": "\(level)", "client.server": "\(pool.server)"])
-            let connection = BatonConnection(pool: pool, pooled: pooled)
+                metadata: ["client.consistency": "\(level)", "client.server": "\(choice.pool.server)"])
+            let connection = BatonConnection(pool: choice.pool, pooled: pooled)
             do {
                 let value = try await body(connection)
-                await finish(connection)
-                replicaPool.record(name, success: true)
+                let now = if let now = releaseAtOnce(connection) { now } else { await finish(connection) }
+                replicaPool.record(choice, success: true, now: now)
                 return value
             } catch {
-                await finish(connection)
-                replicaPool.record(name, success: !connection.isBroken)
+                let now = if let now = releaseAtOnce(connection) { now } else { await finish(connection) }
+                replicaPool.record(choice, success: !connection.isBroken, now: now)
                 throw error
             }
         }
@@ -198,6 +215,7 @@ public final class BatonClient: Service, Sendable {
         let background = state.withLock { state -> Task<Void, Never>?? in
             guard !state.isShutdown else { return nil }
             state.isShutdown = true
+            isShutdown.store(true, ordering: .releasing)
             return .some(state.background)
         }
         guard let background else { return }
@@ -224,18 +242,19 @@ public final class BatonClient: Service, Sendable {
     private func withPrimaryLease<T>(
         purpose: String, isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
     ) async throws -> T {
-        if state.withLock({ $0.isShutdown }) {
+        if isShutdown.load(ordering: .acquiring) {
             throw BatonClientError(.shutdown, "the client is shut down; create a new one")
         }
-        let (pool, pooled) = try await primaryPool.acquire()
+        let (pool, pooled) =
+            if let idle = primaryPool.acquireIdle(now: .now) { idle } else { try await primaryPool.acquire() }
         logger.debug("\(purpose) on the primary", metadata: ["client.server": "\(pool.server)"])
         let connection = BatonConnection(pool: pool, pooled: pooled)
         do {
             let value = try await body(connection)
-            await finish(connection)
+            if releaseAtOnce(connection) == nil { await finish(connection) }
             return value
         } catch {
-            await finish(connection)
+            if releaseAtOnce(connection) == nil { await finish(connection) }
             throw error
         }
     }
@@ -254,43 +273,59 @@ public final class BatonClient: Service, Sendable {
         return WriteToken(lsn: LSN(UInt64.max))
     }
 
-    /// Returns a connection to its pool: closed if it failed or its pool closed, rolled back
-    /// first if the body left a transaction open.
-    private nonisolated(nonsending) func finish(_ connection: BatonConnection) async {
-        var reusable = !connection.isBroken && connection.pool.closedReason == nil
-        if reusable && connection.postgres.isInTransaction {
+    /// `finish` without a suspension when no transaction is left open (the common case): returns
+    /// the connection and the instant the pool read, else nil (then call `finish`).
+    private func releaseAtOnce(_ connection: BatonConnection) -> ContinuousClock.Instant? {
+        guard connection.isBroken || !connection.postgres.isInTransaction else { return nil }
+        return connection.pool.release(connection.pooled, reusable: !connection.isBroken)
+    }
+
+    /// Returns a connection to its pool: closed if it failed or its pool closed (`release` sees
+    /// to that), rolled back first if the body left a transaction open. Returns the instant the
+    /// pool read.
+    @discardableResult
+    private nonisolated(nonsending) func finish(_ connection: BatonConnection) async -> ContinuousClock.Instant {
+        var reusable = !connection.isBroken
+        if reusable && connection.postgres.isInTransaction && connection.pool.closedReason == nil {
             do {
                 _ = try await connection.postgres.query("ROLLBACK")
             } catch {
                 reusable = false
             }
         }
-        connection.pool.release(connection.pooled, reusable: reusable)
+        return connection.pool.release(connection.pooled, reusable: reusable)
     }
 
     /// A replica connection for a read (nil when none is usable): by the strategy, skipping
     /// replicas whose connect fails (which counts against their breakers); with a token, only one
-    /// that replayed it, waiting up to `readYourWritesTimeout`.
+    /// that replayed it, waiting up to `readYourWritesTimeout`. `first`: a replica already chosen
+    /// (its breaker admission taken) to try first.
     private nonisolated(nonsending) func acquireReplica(
-        token: WriteToken?
-    ) async throws -> (String, HostPool, PooledConnection)? {
+        token: WriteToken?, first: ReplicaPool.Choice?
+    ) async throws -> (ReplicaPool.Choice, PooledConnection)? {
+        var first = first
         if let token, token.lsn.rawValue == UInt64.max { return nil }
-        let deadline = ContinuousClock.now + configuration.replicas.readYourWritesTimeout
+        // Read only with a token (an eventual read never waits for a replica).
+        let deadline = token.map { _ in ContinuousClock.now + configuration.replicas.readYourWritesTimeout }
         var tried: Set<String> = []
         // Bounded: each turn tries one replica; with a token, rounds repeat every 5 ms until the
         // deadline.
         while true {
             try Task.checkCancellation()
-            guard let (name, pool) = replicaPool.choose(excluding: tried) else {
-                guard token != nil, !tried.isEmpty, ContinuousClock.now < deadline else { return nil }
+            let next = first ?? replicaPool.choose(excluding: tried)
+            first = nil
+            guard let choice = next else {
+                guard let deadline, !tried.isEmpty, ContinuousClock.now < deadline else { return nil }
                 try await Task.sleep(for: .milliseconds(5))
                 tried = []
                 continue
             }
+            let name = choice.name
+            let pool = choice.pool
             let pooled: PooledConnection
             do {
                 pooled = try await pool.acquire(
-                    deadline: .now + (configuration.replicaPool ?? configuration.pool).acquireTimeout)
+                    timeout: (configuration.replicaPool ?? configuration.pool).acquireTimeout)
             } catch is CancellationError {
                 replicaPool.releaseAdmission(name)
                 throw CancellationError()
@@ -299,7 +334,7 @@ public final class BatonClient: Service, Sendable {
                     (error as? PostgresError)?.isConnectionFailure == true
                     || (error as? BatonClientError)?.code == .roleMismatch
                 if serverFault {
-                    replicaPool.record(name, success: false)
+                    replicaPool.record(choice, success: false)
                 } else {
                     replicaPool.releaseAdmission(name)
                 }
@@ -309,20 +344,20 @@ public final class BatonClient: Service, Sendable {
                 tried.insert(name)
                 continue
             }
-            guard let token else { return (name, pool, pooled) }
+            guard let token else { return (choice, pooled) }
             // Not tried again this round (the set is filled only off the fast path).
             tried.insert(name)
             do {
                 let row = try await pooled.postgres.query(
                     "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS ok", [token.description]
                 ).single()
-                if try row.bool("ok") == true { return (name, pool, pooled) }
-                pool.release(pooled, reusable: true)
-                replicaPool.record(name, success: true)
+                if try row.bool("ok") == true { return (choice, pooled) }
+                let now = pool.release(pooled, reusable: true)
+                replicaPool.record(choice, success: true, now: now)
             } catch {
                 let failed = (error as? PostgresError)?.isConnectionFailure == true
-                pool.release(pooled, reusable: !failed)
-                replicaPool.record(name, success: !failed)
+                let now = pool.release(pooled, reusable: !failed)
+                replicaPool.record(choice, success: !failed, now: now)
                 if error is CancellationError { throw error }
             }
         }

@@ -56,12 +56,12 @@ import Testing
             lagIsKnown: true)
         var counts: [String: Int] = [:]
         for _ in 0..<10 {
-            guard let (name, _) = pool.choose(excluding: []) else {
+            guard let choice = pool.choose(excluding: []) else {
                 Issue.record("no replica chosen")
                 return
             }
-            counts[name, default: 0] += 1
-            pool.record(name, success: true)
+            counts[choice.name, default: 0] += 1
+            pool.record(choice, success: true)
         }
         #expect(counts == ["a": 5, "b": 5])
         #expect(pool.choose(excluding: ["a", "b"]) == nil)
@@ -81,7 +81,7 @@ import Testing
         try await Task.sleep(for: .milliseconds(250))
         // After the open timeout, one trial request reaches "a".
         var names: [String] = []
-        for _ in 0..<4 { if let (name, _) = pool.choose(excluding: []) { names.append(name) } }
+        for _ in 0..<4 { if let choice = pool.choose(excluding: []) { names.append(choice.name) } }
         #expect(names.filter { $0 == "a" }.count == 1)
         #expect(pool.breakerStates["a"] == .halfOpen)
         pool.record("a", success: true)
@@ -98,9 +98,29 @@ import Testing
         #expect(pool.candidates(now: .now).excluded.keys.sorted() == ["b"])
         pool.update([Self.replica("a", lag: 10), Self.replica("b", lag: 10)], lagIsKnown: true)
         var names = Set<String>()
-        for _ in 0..<4 { if let (name, _) = pool.choose(excluding: []) { names.insert(name) } }
+        for _ in 0..<4 { if let choice = pool.choose(excluding: []) { names.insert(choice.name) } }
         #expect(names == ["a", "b"])
         #expect(pool.choose(excluding: ["a"])?.name == "b")
+    }
+
+    @Test func anOutcomeSettlesTheChosenReplicasBreakerAfterTheTopologyMoved() throws {
+        let pool = pool(breaker: .init(minimumRequests: 1))
+        pool.update([Self.replica("a"), Self.replica("b")], lagIsKnown: true)
+        var chosen: [ReplicaPool.Choice] = []
+        for _ in 0..<2 { if let choice = pool.choose(excluding: []) { chosen.append(choice) } }
+        let a = try #require(chosen.first(where: { $0.name == "a" }))
+        // "a" now stands second (and a new replica first): its position hint is stale.
+        pool.update([Self.replica("c"), Self.replica("b"), Self.replica("a")], lagIsKnown: true)
+        pool.record(a, success: false)
+        #expect(pool.breakerStates == ["a": .open, "b": .closed, "c": .closed])
+        // A replica gone from the topology: its outcome is dropped.
+        pool.update([Self.replica("c"), Self.replica("b")], lagIsKnown: true)
+        pool.record(a, success: false)
+        #expect(pool.breakerStates == ["b": .closed, "c": .closed])
+        // Every remaining breaker is closed: reads use the prepared list and spread.
+        var names = Set<String>()
+        for _ in 0..<4 { if let choice = pool.choose(excluding: []) { names.insert(choice.name) } }
+        #expect(names == ["b", "c"])
     }
 
     @Test func aTopologyUpdateKeepsBreakersOfReplicasThatStayOrComeBack() {

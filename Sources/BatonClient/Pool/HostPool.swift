@@ -41,7 +41,9 @@ final class HostPool: Sendable {
         var idle: [(connection: PooledConnection, since: ContinuousClock.Instant)] = []
         /// Connected plus connecting; never above `maxConnections`.
         var open = 0
-        var inUse: [UInt64: PooledConnection] = [:]
+        /// Every connected connection, idle or lent, by id: changed only when one opens or closes,
+        /// never per request. The ones lent are those not in `idle`.
+        var connected: [UInt64: PooledConnection] = [:]
         var waiters: [(id: UInt64, continuation: CheckedContinuation<Grant, any Error>)] = []
         var nextID: UInt64 = 0
         var closedBecause: BatonClientError?
@@ -78,30 +80,53 @@ final class HostPool: Sendable {
     var closedReason: BatonClientError? { state.withLock { $0.closedBecause } }
 
     var counts: (open: Int, idle: Int, inUse: Int, waiting: Int) {
-        state.withLock { ($0.open, $0.idle.count, $0.inUse.count, $0.waiters.count) }
+        state.withLock { ($0.open, $0.idle.count, $0.connected.count - $0.idle.count, $0.waiters.count) }
     }
 
     // MARK: Acquire and release
 
-    /// A connection of the right role, or an error: the pool's close reason, `.acquireTimeout`,
-    /// `.roleMismatch`, or the `PostgresError` of a failed connect.
-    nonisolated(nonsending) func acquire(deadline: ContinuousClock.Instant) async throws -> PooledConnection {
-        let started = ContinuousClock.now
+    /// The fast path of `acquire`, synchronous: the most recently used idle connection when it
+    /// needs neither retiring nor a health check, else nil (then call `acquire`). An async call
+    /// costs a frame on the task's allocator and possibly an executor hop; this costs one lock.
+    /// Its wait is recorded as zero.
+    func acquireIdle(now: ContinuousClock.Instant) -> PooledConnection? {
+        let connection = state.withLock { state -> PooledConnection? in
+            guard state.closedBecause == nil, let entry = state.idle.last,
+                now - entry.connection.created < options.maxLifetime,
+                now - entry.since < options.healthCheckAfterIdle
+            else { return nil }
+            state.idle.removeLast()
+            return entry.connection
+        }
+        if connection != nil { metrics.acquireWait.recordNanoseconds(0) }
+        return connection
+    }
+
+    /// A connection of the right role, or an error: the pool's close reason, `.acquireTimeout`
+    /// (none free within `timeout`), `.roleMismatch`, or the `PostgresError` of a failed connect.
+    ///
+    /// The fast path (an idle connection, not idle long enough to need a health check) reads the
+    /// clock twice (the lifetime check and the wait metric) and takes the lock once.
+    /// `started` is when the caller began (now when not given).
+    nonisolated(nonsending) func acquire(
+        timeout: Duration, started: ContinuousClock.Instant = .now
+    ) async throws -> PooledConnection {
         defer { metrics.acquireWait.recordNanoseconds((ContinuousClock.now - started).inNanoseconds) }
+        var now = started
         // Each turn either returns, throws, or discards one dead idle connection: bounded by the
         // pool size plus the few turns a wait can take.
-        for _ in 0..<(options.maxConnections + 8) {
-            let now = ContinuousClock.now
+        for turn in 0..<(options.maxConnections + 8) {
+            if turn > 0 { now = .now }
             var expired: [PooledConnection] = []
             let step = try state.withLock { state throws(BatonClientError) -> Step in
                 if let reason = state.closedBecause { throw reason }
                 while let entry = state.idle.popLast() {
                     if now - entry.connection.created >= options.maxLifetime {
                         state.open -= 1
+                        state.connected[entry.connection.id] = nil
                         expired.append(entry.connection)
                         continue
                     }
-                    state.inUse[entry.connection.id] = entry.connection
                     return .reuse(entry.connection, idleSince: entry.since)
                 }
                 if state.open < options.maxConnections {
@@ -113,13 +138,13 @@ final class HostPool: Sendable {
             expired.removeAll()
             switch step {
             case .reuse(let connection, let since):
-                if try await checked(connection, idleSince: since) { return connection }
+                if try await checked(connection, idleSince: since, now: now) { return connection }
             case .connect:
                 return try await openInUse()
             case .wait:
-                switch try await waitForGrant(deadline: deadline) {
+                switch try await waitForGrant(deadline: started + timeout, timeout: timeout) {
                 case .connection(let connection, let since):
-                    if try await checked(connection, idleSince: since) { return connection }
+                    if try await checked(connection, idleSince: since, now: .now) { return connection }
                 case .slot:
                     return try await openInUse()
                 }
@@ -131,24 +156,25 @@ final class HostPool: Sendable {
     }
 
     /// Returns a connection. `reusable` false (it failed, or its transaction state is unknown)
-    /// closes it and frees its slot.
-    func release(_ connection: PooledConnection, reusable: Bool) {
+    /// closes it and frees its slot; so does a closed pool. Returns the instant it read, for the
+    /// caller's own bookkeeping (one clock read less per request).
+    @discardableResult
+    func release(_ connection: PooledConnection, reusable: Bool) -> ContinuousClock.Instant {
         let now = ContinuousClock.now
         var dropped: PooledConnection?
         let grant = state.withLock { state -> (CheckedContinuation<Grant, any Error>, Grant)? in
-            state.inUse[connection.id] = nil
             let keep =
                 reusable && state.closedBecause == nil && now - connection.created < options.maxLifetime
             if keep {
                 if !state.waiters.isEmpty {
                     let waiter = state.waiters.removeFirst()
-                    state.inUse[connection.id] = connection
                     return (waiter.continuation, .connection(connection, idleSince: now))
                 }
                 state.idle.append((connection, now))
                 return nil
             }
             state.open -= 1
+            state.connected[connection.id] = nil
             dropped = connection
             if state.closedBecause == nil, !state.waiters.isEmpty, state.open < options.maxConnections {
                 state.open += 1
@@ -159,13 +185,14 @@ final class HostPool: Sendable {
         if let (continuation, value) = grant { continuation.resume(returning: value) }
         // A dropped connection closes (PQfinish on its own thread) when its last reference goes.
         _ = dropped
+        return now
     }
 
     /// Health check of a connection that sat idle; a dead one is discarded (false).
     private nonisolated(nonsending) func checked(
-        _ connection: PooledConnection, idleSince: ContinuousClock.Instant
+        _ connection: PooledConnection, idleSince: ContinuousClock.Instant, now: ContinuousClock.Instant
     ) async throws -> Bool {
-        guard ContinuousClock.now - idleSince >= options.healthCheckAfterIdle else { return true }
+        guard now - idleSince >= options.healthCheckAfterIdle else { return true }
         do {
             try await Self.ping(connection.postgres, within: parameters.connectTimeout)
             return true
@@ -208,7 +235,7 @@ final class HostPool: Sendable {
                 state.open -= 1
                 return reason
             }
-            state.inUse[connection.id] = connection
+            state.connected[connection.id] = connection
             return nil
         }
         if let reason = accepted {
@@ -267,8 +294,9 @@ final class HostPool: Sendable {
 
     // MARK: Waiting
 
-    /// Waits for a released connection or a free slot until `deadline`.
-    private func waitForGrant(deadline: ContinuousClock.Instant) async throws -> Grant {
+    /// Waits for a released connection or a free slot until `deadline` (`timeout` from the start
+    /// of the acquisition, for the error).
+    private func waitForGrant(deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Grant {
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
@@ -294,7 +322,7 @@ final class HostPool: Sendable {
         let counts = self.counts
         throw BatonClientError(
             .acquireTimeout,
-            "no free connection to \(server) within \(options.acquireTimeout): all \(options.maxConnections) are in "
+            "no free connection to \(server) within \(timeout): all \(options.maxConnections) are in "
                 + "use (\(counts.waiting) waiting); raise max_connections or return connections sooner",
             server: server)
     }
@@ -306,7 +334,6 @@ final class HostPool: Sendable {
                     if let reason = state.closedBecause { return .failure(reason) }
                     if Task.isCancelled { return .failure(CancellationError()) }
                     if let entry = state.idle.popLast() {
-                        state.inUse[entry.connection.id] = entry.connection
                         return .success(.connection(entry.connection, idleSince: entry.since))
                     }
                     if state.open < options.maxConnections {
@@ -344,6 +371,7 @@ final class HostPool: Sendable {
                 let idleTooLong = now - entry.since >= options.idleTimeout && removable > 0
                 if tooOld || idleTooLong {
                     retired.append(entry.connection)
+                    state.connected[entry.connection.id] = nil
                     state.open -= 1
                     removable -= 1
                 } else {
@@ -359,6 +387,7 @@ final class HostPool: Sendable {
         for _ in 0..<toOpen {
             do {
                 let connection = try await openConnection()
+                state.withLock { $0.connected[connection.id] = connection }
                 release(connection, reusable: true)
             } catch {
                 slotFailed()
@@ -380,9 +409,11 @@ final class HostPool: Sendable {
             let idle = state.idle.map(\.connection)
             state.open -= idle.count
             state.idle = []
+            for connection in idle { state.connected[connection.id] = nil }
             let waiters = state.waiters.map(\.continuation)
             state.waiters = []
-            return (idle, Array(state.inUse.values), waiters)
+            // What is still connected is lent out.
+            return (idle, Array(state.connected.values), waiters)
         }
         for waiter in waiters { waiter.resume(throwing: reason) }
         _ = idle  // closed gracefully as they go (PQfinish when the last reference is dropped)
@@ -397,6 +428,7 @@ final class HostPool: Sendable {
             let idle = state.idle.map(\.connection)
             state.open -= idle.count
             state.idle = []
+            for connection in idle { state.connected[connection.id] = nil }
             return idle
         }
         for connection in idle { connection.postgres.interrupt() }

@@ -73,12 +73,20 @@ final class PrimaryPool: Sendable {
             server: server, parameters: parameters, role: .primary, options: configuration.pool, logger: logger)
     }
 
+    /// `acquire`'s fast path, synchronous: an idle connection of the current primary's pool that
+    /// needs no health check, or nil.
+    func acquireIdle(now: ContinuousClock.Instant) -> (HostPool, PooledConnection)? {
+        guard let pool = state.withLock({ $0.shutdown == nil ? $0.pool : nil }),
+            let connection = pool.acquireIdle(now: now)
+        else { return nil }
+        return (pool, connection)
+    }
+
     /// A connection to the primary. Retries (every 20 ms) through connect failures and role
     /// mismatches and waits through "no primary" until `primaryWaitTimeout`; a full pool waits up
     /// to `acquireTimeout`.
     nonisolated(nonsending) func acquire() async throws -> (HostPool, PooledConnection) {
         let started = ContinuousClock.now
-        let primaryDeadline = started + configuration.primaryWaitTimeout
         var lastError: (any Error)?
         var attempt = 0
         while true {
@@ -87,7 +95,12 @@ final class PrimaryPool: Sendable {
             if let shutdown { throw shutdown }
             if let pool {
                 do {
-                    let connection = try await pool.acquire(deadline: .now + configuration.pool.acquireTimeout)
+                    // The first attempt's pool shares our start (one clock read less); a later
+                    // one's timeout runs from its own.
+                    let connection =
+                        attempt == 1
+                        ? try await pool.acquire(timeout: configuration.pool.acquireTimeout, started: started)
+                        : try await pool.acquire(timeout: configuration.pool.acquireTimeout)
                     if attempt > 1 {
                         logger.debug(
                             "primary connection after waiting",
@@ -108,6 +121,7 @@ final class PrimaryPool: Sendable {
                 }
             }
             let now = ContinuousClock.now
+            let primaryDeadline = started + configuration.primaryWaitTimeout
             guard now < primaryDeadline else {
                 let target = state.withLock { $0.target }
                 throw BatonClientError(

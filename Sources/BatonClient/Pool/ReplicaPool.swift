@@ -34,8 +34,15 @@ final class ReplicaPool: Sendable {
         var departed: [String: (endpoint: Endpoint, breaker: CircuitBreaker, at: ContinuousClock.Instant)] = [:]
         var selector: ReplicaSelector
         var shutdown: BatonClientError?
+        /// Whether every usable entry's breaker is closed, kept up to date by `noteBreakers()`
+        /// after every change of a breaker's state.
+        var allClosed = true
 
         func entry(_ name: String) -> Entry? { positions[name].map { entries[$0] } }
+
+        mutating func noteBreakers() {
+            allClosed = entries.allSatisfy { $0.standingExclusion != nil || $0.breaker.state == .closed }
+        }
     }
 
     static let breakerMemory: Duration = .seconds(300)
@@ -90,6 +97,7 @@ final class ReplicaPool: Sendable {
             state.positions = Dictionary(
                 next.enumerated().map { ($0.element.replica.name, $0.offset) }, uniquingKeysWith: { first, _ in first })
             state.usableWhenClosed = next.filter { $0.standingExclusion == nil }.map(\.candidate)
+            state.noteBreakers()
         }
         for pool in closed {
             pool.close(
@@ -133,11 +141,7 @@ final class ReplicaPool: Sendable {
     private static func usable(
         _ state: State, now: ContinuousClock.Instant, excluding: Set<String>
     ) -> [ReplicaCandidate] {
-        if excluding.isEmpty
-            && state.entries.allSatisfy({ $0.standingExclusion != nil || $0.breaker.state == .closed })
-        {
-            return state.usableWhenClosed
-        }
+        if excluding.isEmpty && state.allClosed { return state.usableWhenClosed }
         return state.entries.compactMap { entry in
             guard entry.standingExclusion == nil, entry.breaker.wouldAdmit(now: now),
                 !excluding.contains(entry.replica.name)
@@ -146,13 +150,30 @@ final class ReplicaPool: Sendable {
         }
     }
 
+    /// A replica chosen for a read: `position` is where it stood in the entries when chosen, so
+    /// that settling its admission needs no lookup by name while the topology has not changed.
+    struct Choice {
+        let name: String
+        let pool: HostPool
+        let position: Int
+    }
+
     /// Picks a replica by the strategy among the usable ones not in `excluding`, and takes a
     /// breaker admission for it. nil when none is usable.
-    func choose(excluding: Set<String>) -> (name: String, pool: HostPool)? {
-        let now = ContinuousClock.now
+    ///
+    /// The common case (nothing excluded, every breaker closed) picks from the list prepared at
+    /// the last topology update, without reading the clock: a closed breaker admits at any time.
+    func choose(excluding: Set<String>) -> Choice? {
         var transition: (String, CircuitBreaker.Transition)?
-        let chosen = state.withLock { state -> (String, HostPool)? in
+        let chosen = state.withLock { state -> Choice? in
             guard state.shutdown == nil else { return nil }
+            if excluding.isEmpty, state.allClosed {
+                guard let pick = state.selector.pick(state.usableWhenClosed),
+                    let position = state.positions[pick.name]
+                else { return nil }
+                return Choice(name: pick.name, pool: state.entries[position].pool, position: position)
+            }
+            let now = ContinuousClock.now
             var tried = excluding
             // A candidate whose half-open breaker is full is skipped; bounded by the replica count.
             for _ in 0..<max(1, state.entries.count) {
@@ -160,8 +181,11 @@ final class ReplicaPool: Sendable {
                     let position = state.positions[pick.name]
                 else { return nil }
                 let (admitted, change) = state.entries[position].breaker.admit(now: now)
-                if let change { transition = (pick.name, change) }
-                if admitted { return (pick.name, state.entries[position].pool) }
+                if let change {
+                    transition = (pick.name, change)
+                    state.noteBreakers()
+                }
+                if admitted { return Choice(name: pick.name, pool: state.entries[position].pool, position: position) }
                 tried.insert(pick.name)
             }
             return nil
@@ -171,12 +195,25 @@ final class ReplicaPool: Sendable {
     }
 
     /// Settles a breaker admission: `success` false for failures of the server or the path to it.
-    func record(_ name: String, success: Bool) {
-        let now = ContinuousClock.now
+    /// `now` saves a clock read when the caller has just read it.
+    func record(_ choice: Choice, success: Bool, now: ContinuousClock.Instant = .now) {
+        record(choice.name, at: choice.position, success: success, now: now)
+    }
+
+    /// `record` by name; `position`, when given, is tried before the lookup by name.
+    func record(_ name: String, at position: Int? = nil, success: Bool, now: ContinuousClock.Instant = .now) {
         let (transition, pool) = state.withLock { state -> (CircuitBreaker.Transition?, HostPool?) in
-            guard let position = state.positions[name] else { return (nil, nil) }
-            let change = state.entries[position].breaker.record(success: success, now: now)
-            return (change, state.entries[position].pool)
+            let index: Int
+            if let position, position < state.entries.count, state.entries[position].replica.name == name {
+                index = position
+            } else if let found = state.positions[name] {
+                index = found
+            } else {
+                return (nil, nil)
+            }
+            let change = state.entries[index].breaker.record(success: success, now: now)
+            if change != nil { state.noteBreakers() }
+            return (change, state.entries[index].pool)
         }
         if let transition {
             logTransition(name, transition)
