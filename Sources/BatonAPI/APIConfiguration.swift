@@ -1,5 +1,6 @@
 import NIOPosix
 import Synchronization
+
 /// How the REST API listens (plain HTTP, or TLS with optional client-certificate checks) and
 /// whom it lets change things.
 public struct APIConfiguration: Sendable {

@@ -77,7 +77,26 @@ import Testing
     }
 
     /// Raw HTTP/1.1 over one socket: requests written at once, responses read back in order.
-    static func exchange(port: Int, _ requests: [String], expecting count: Int) throws -> [String] {
+    /// Runs on a thread of its own: its blocking socket calls must not hold one of the few threads
+    /// of the concurrency pool, which the server's router needs (on two cores, two such tests at
+    /// once would starve it until their reads time out).
+    static func exchange(port: Int, _ requests: [String], expecting count: Int, splitAt: Int? = nil) async throws
+        -> [String]
+    {
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<[String], any Error>, Never>) in
+            Thread {
+                continuation.resume(
+                    returning: Result { try blockingExchange(port: port, requests, expecting: count, splitAt: splitAt) }
+                )
+            }.start()
+        }
+        return try result.get()
+    }
+
+    static func blockingExchange(port: Int, _ requests: [String], expecting count: Int, splitAt: Int?) throws
+        -> [String]
+    {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #expect(fd >= 0)
         defer { close(fd) }
@@ -94,7 +113,13 @@ import Testing
         }
         try #require(connected == 0)
         let text = Array(requests.joined().utf8)
-        try #require(send(fd, text, text.count, 0) == text.count)
+        // With `splitAt`, the bytes go in two sends 50 ms apart (a head cut in two).
+        let cut = min(splitAt ?? text.count, text.count)
+        try #require(send(fd, Array(text[..<cut]), cut, 0) == cut)
+        if cut < text.count {
+            usleep(50_000)
+            try #require(send(fd, Array(text[cut...]), text.count - cut, 0) == text.count - cut)
+        }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         // Bounded: until `count` complete responses are in, the peer closes, or a read waits 5 s.
@@ -134,9 +159,9 @@ import Testing
             let port = try #require(client.port)
             func get(_ path: String) -> String { "GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n" }
             // Router, fast path, router, fast path, unknown path (router's 404), fast path.
-            let plain = try Self.exchange(port: port, [get("/patroni"), get("/cluster")], expecting: 2)
+            let plain = try await Self.exchange(port: port, [get("/patroni"), get("/cluster")], expecting: 2)
             #expect(plain == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
-            let lines = try Self.exchange(
+            let lines = try await Self.exchange(
                 port: port,
                 [get("/patroni"), get("/primary"), get("/cluster"), get("/replica"), get("/nope"), get("/health")],
                 expecting: 6)
@@ -146,10 +171,90 @@ import Testing
                     "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK",
                 ])
             // Connection: close is honoured by the fast path too.
-            let closing = try Self.exchange(
+            let closing = try await Self.exchange(
                 port: port, ["GET /replica HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", get("/replica")],
                 expecting: 2)
             #expect(closing == ["HTTP/1.1 200 OK"])
+        }
+    }
+
+    @Test func healthChecksAreAnsweredFromRawBytesUntilTheConnectionCarriesSomethingElse() async throws {
+        let server = BatonAPIServer(
+            source: FakeSource(Fixture.replica()), configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            func get(_ path: String) -> String { "GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n" }
+            let before = server.fastPathAnswers.value
+            // Health checks first (answered from the bytes), then a status request (handed over to
+            // the codec), then health checks again (the codec-side fast path): all in order.
+            let lines = try await Self.exchange(
+                port: port,
+                [
+                    get("/primary"), get("/replica?lag=1MB"), get("/patroni"), get("/primary"), get("/nope"),
+                    get("/health"),
+                ],
+                expecting: 6)
+            #expect(
+                lines == [
+                    "HTTP/1.1 503 Service Unavailable", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK",
+                    "HTTP/1.1 503 Service Unavailable", "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK",
+                ])
+            // The first two from the bytes; the rest came pipelined behind /patroni, so the router
+            // answered them, in order.
+            #expect(server.fastPathAnswers.value - before == 2)
+            // A head cut in two sends (inside the request line, then inside a header) is answered
+            // once whole.
+            for cut in [7, 30] {
+                let split = try await Self.exchange(
+                    port: port, [get("/replica") + get("/read-only")], expecting: 2, splitAt: cut)
+                #expect(split == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"], "cut at \(cut)")
+            }
+            // HEAD gets the headers only; a malformed query goes to the router (400).
+            let head = try await Self.exchange(
+                port: port, ["HEAD /replica HTTP/1.1\r\n\r\n", get("/replica?lag=ten"), get("/replica")],
+                expecting: 3)
+            #expect(head == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"])
+            // Bare-LF line ends and HTTP/1.0 are the codec's to judge (answered, not left waiting
+            // for a CRLF CRLF that never comes).
+            let odd = try await Self.exchange(
+                port: port, ["GET /replica HTTP/1.1\nHost: t\n\n"], expecting: 1)
+            #expect(odd.count == 1)
+            let old = try await Self.exchange(port: port, ["GET /replica HTTP/1.0\r\n\r\n"], expecting: 1)
+            #expect(old == ["HTTP/1.1 200 OK"])
+        }
+    }
+
+    @Test func theRawParserTakesOnlySimpleBodylessRequests() {
+        func parse(_ text: String) -> RawHealthFastPath.Parsed {
+            RawHealthFastPath.parse(ByteBuffer(string: text))
+        }
+        let simple = "GET /primary HTTP/1.1\r\nHost: a\r\n\r\n"
+        #expect(parse(simple) == .health(method: .get, target: "/primary", length: simple.utf8.count, close: false))
+        let head = "HEAD /replica?lag=1MB HTTP/1.1\r\n\r\n"
+        #expect(
+            parse(head + "GET")
+                == .health(method: .head, target: "/replica?lag=1MB", length: head.utf8.count, close: false))
+        let closing = "OPTIONS /health HTTP/1.1\r\nConnection: Close\r\n\r\n"
+        #expect(parse(closing) == .health(method: .options, target: "/health", length: closing.utf8.count, close: true))
+        let empty = "GET /primary HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        #expect(parse(empty) == .health(method: .get, target: "/primary", length: empty.utf8.count, close: false))
+        // Not yet whole.
+        for partial in ["G", "GET /primary HTTP/1.1\r\nHo", "GET /primary HTTP/1.1\r\n\r"] {
+            #expect(parse(partial) == .incomplete, "\(partial)")
+        }
+        // Everything else is the codec's.
+        for other in [
+            "POST /switchover HTTP/1.1\r\n\r\n", "GET /primary HTTP/1.0\r\n\r\n", "GET primary HTTP/1.1\r\n\r\n",
+            "GET /primary HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /primary HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            "GET /primary HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET /primary HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /primary HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", "GET /primary HTTP/1.1\r\nHost a\r\n\r\n",
+            "GET /primary HTTP/1.1\r\nHost : a\r\n\r\n", "GET /primary HTTP/1.1\nHost: a\n\n",
+            "GET /pri mary HTTP/1.1\r\n\r\n", "GET /primary\u{7f} HTTP/1.1\r\n\r\n",
+            "GET /" + String(repeating: "a", count: RawHealthFastPath.maxHead),
+        ] {
+            #expect(parse(other) == .other, "\(other.prefix(60))")
         }
     }
 }

@@ -105,17 +105,21 @@ public struct BatonAPIServer: Sendable {
     public func makeApplication() throws -> BatonAPIApplication {
         let applicationConfiguration = ApplicationConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: Self.serverName)
-        // Health checks are answered on the connection's event loop (HealthFastPath); everything
-        // else goes through the router.
+        // Health checks are answered on the connection's event loop: from the raw bytes while a
+        // connection has carried nothing else (RawHealthFastPath), then after the HTTP codec
+        // (HealthFastPath); everything else goes through the router.
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [HealthFastPath(server: self)])
+        let server = HTTPServerBuilder { [self] responder in
+            HealthFirstHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: http1), server: self)
+        }
         let group = APIEventLoops.group(threads: configuration.threads)
         guard let tls = configuration.tls else {
             return Application(
-                router: makeRouter(), server: .http1(configuration: http1), configuration: applicationConfiguration,
+                router: makeRouter(), server: server, configuration: applicationConfiguration,
                 eventLoopGroupProvider: .shared(group), logger: logger)
         }
         return Application(
-            router: makeRouter(), server: try .tls(.http1(configuration: http1), tlsConfiguration: tls.configuration()),
+            router: makeRouter(), server: try .tls(server, tlsConfiguration: tls.configuration()),
             configuration: applicationConfiguration, eventLoopGroupProvider: .shared(group), logger: logger)
     }
 

@@ -95,19 +95,51 @@ extension BatonAPIServer {
     /// or nil when the router must answer: not a health check, a malformed query, or a source
     /// whose snapshot cannot be read without waiting.
     func fastHealthAnswer(_ request: HTTPRequest) -> (HTTPResponse, ByteBuffer?)? {
-        guard let target = request.path else { return nil }
-        let uri = URI(target)
-        guard let check = HealthCheck.byPath[uri.path], let status = source.currentStatus(),
-            let query = try? Self.healthQuery(uri)
-        else { return nil }
-        let (code, body) = healthAnswer(check, method: request.method, query: query, status: status)
+        guard let target = request.path, let (code, body) = fastHealthParts(request.method, target) else { return nil }
         var fields = HTTPFields()
         if body != nil { fields[.contentType] = "application/json" }
         fields[.contentLength] = String(body?.readableBytes ?? 0)
         fields[.date] = HTTPDate.now()
         fields[.server] = Self.serverName
-        fastPathAnswers.increment()
         return (HTTPResponse(status: code, headerFields: fields), body)
+    }
+
+    /// `fastHealthAnswer` as the bytes of a whole HTTP/1.1 response, the headers in the same order
+    /// and spelling as the codec writes them (for `RawHealthFastPath`).
+    func rawHealthResponse(
+        _ method: HTTPRequest.Method, _ target: String, allocator: ByteBufferAllocator
+    ) -> ByteBuffer? {
+        guard let (code, body) = fastHealthParts(method, target) else { return nil }
+        let length = body?.readableBytes ?? 0
+        var out = allocator.buffer(capacity: 160 + length)
+        out.writeStaticString("HTTP/1.1 ")
+        out.writeString(String(code.code))
+        out.writeStaticString(" ")
+        out.writeString(code.reasonPhrase)
+        if body != nil { out.writeStaticString("\r\nContent-Type: application/json") }
+        out.writeStaticString("\r\nContent-Length: ")
+        out.writeString(String(length))
+        out.writeStaticString("\r\nDate: ")
+        out.writeString(HTTPDate.now())
+        out.writeStaticString("\r\nServer: ")
+        out.writeString(Self.serverName)
+        out.writeStaticString("\r\n\r\n")
+        // A response to HEAD carries no body (and `healthAnswer` gives it none).
+        if var body { out.writeBuffer(&body) }
+        return out
+    }
+
+    /// A health check's status and body for `method` and `target` (path and query), counted as a
+    /// fast-path answer; nil when the router must answer (see `fastHealthAnswer`).
+    private func fastHealthParts(_ method: HTTPRequest.Method, _ target: String) -> (HTTPResponse.Status, ByteBuffer?)?
+    {
+        let uri = URI(target)
+        guard let check = HealthCheck.byPath[uri.path], let status = source.currentStatus(),
+            let query = try? Self.healthQuery(uri)
+        else { return nil }
+        let (code, body) = healthAnswer(check, method: method, query: query, status: status)
+        fastPathAnswers.increment()
+        return (code, body)
     }
 }
 

@@ -1,0 +1,242 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+
+/// Answers keep-alive HTTP/1.1 health checks straight from the connection's bytes, ahead of the
+/// HTTP codec: a load balancer polling `/primary` over a kept-alive connection costs one parse of
+/// the request line and headers and one pre-sized write, with no HTTP parser, no header objects
+/// and no codec conversions.
+///
+/// It answers only simple requests: `GET`, `HEAD` or `OPTIONS` of a health path, `HTTP/1.1`, no
+/// body (`Transfer-Encoding`, a non-zero `Content-Length`), no `Upgrade` or `Expect`. The first
+/// request that is anything else (or a health check it cannot answer as the router would, such
+/// as a malformed query) hands the connection over for good: that request's bytes and everything
+/// after them go to the HTTP codec untouched, where `HealthFastPath` and the router carry on. As
+/// it answers only before any byte went to the codec, pipelined responses stay in order.
+final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The longest request head it waits for; a longer one is handed over.
+    static let maxHead = 8192
+
+    private let server: BatonAPIServer
+    /// The start of a request whose head has not fully arrived.
+    private var partial: ByteBuffer?
+    /// Set once bytes went to the codec: everything passes through.
+    private var handedOver = false
+    /// Set once a request asked to close: what follows it is dropped.
+    private var closing = false
+
+    init(server: BatonAPIServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if closing { return }
+        guard !handedOver else {
+            context.fireChannelRead(data)
+            return
+        }
+        var buffer = unwrapInboundIn(data)
+        if var earlier = partial {
+            partial = nil
+            earlier.writeBuffer(&buffer)
+            buffer = earlier
+        }
+        var answered = false
+        // Bounded by the bytes received: every turn consumes a request or returns.
+        while buffer.readableBytes > 0 {
+            switch Self.parse(buffer) {
+            case .incomplete:
+                partial = buffer
+                if answered { context.flush() }
+                return
+            case .other:
+                handOver(context, buffer, flush: answered)
+                return
+            case .health(let method, let target, let length, let close):
+                guard let response = server.rawHealthResponse(method, target, allocator: context.channel.allocator)
+                else {
+                    handOver(context, buffer, flush: answered)
+                    return
+                }
+                buffer.moveReaderIndex(forwardBy: length)
+                if close {
+                    // Whatever follows a request asking to close is not answered.
+                    closing = true
+                    let channel = context.channel
+                    context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in channel.close(promise: nil) }
+                    return
+                }
+                context.write(wrapOutboundOut(response), promise: nil)
+                answered = true
+            }
+        }
+        if answered { context.flush() }
+    }
+
+    private func handOver(_ context: ChannelHandlerContext, _ rest: ByteBuffer, flush: Bool) {
+        handedOver = true
+        if flush { context.flush() }
+        context.fireChannelRead(wrapInboundOut(rest))
+    }
+
+    /// What the bytes at the front of a buffer hold.
+    enum Parsed: Equatable {
+        /// The head has not fully arrived (and is not over `maxHead` yet).
+        case incomplete
+        /// Not a simple health check candidate: hand over.
+        case other
+        /// A simple request of `length` bytes (the whole head); `close` when it asked to close.
+        case health(method: HTTPRequest.Method, target: String, length: Int, close: Bool)
+    }
+
+    /// Parses a request head (RFC 9112) only as far as deciding whether it is a simple, body-less
+    /// health check candidate; anything unusual is `.other`, for the real parser to judge.
+    static func parse(_ buffer: ByteBuffer) -> Parsed {
+        buffer.withUnsafeReadableBytes { bytes -> Parsed in
+            let cr: UInt8 = 13
+            let lf: UInt8 = 10
+            let limit = min(bytes.count, maxHead)
+            // The end of the head: CRLF CRLF.
+            var headEnd = -1
+            var index = 0
+            while index < limit {
+                // A bare LF ends lines for some clients: the real parser's business.
+                if bytes[index] == lf && (index == 0 || bytes[index - 1] != cr) { return .other }
+                if index + 3 < limit, bytes[index] == cr, bytes[index + 1] == lf, bytes[index + 2] == cr,
+                    bytes[index + 3] == lf
+                {
+                    headEnd = index
+                    break
+                }
+                index += 1
+            }
+            guard headEnd >= 0 else { return bytes.count >= maxHead ? .other : .incomplete }
+            // Request line: METHOD SP target SP HTTP/1.1 CRLF.
+            var lineEnd = 0
+            while lineEnd < headEnd && bytes[lineEnd] != cr { lineEnd += 1 }
+            guard bytes[lineEnd + 1] == lf else { return .other }
+            let method: HTTPRequest.Method
+            let targetStart: Int
+            if startsWith(bytes, 0, "GET ") {
+                method = .get
+                targetStart = 4
+            } else if startsWith(bytes, 0, "HEAD ") {
+                method = .head
+                targetStart = 5
+            } else if startsWith(bytes, 0, "OPTIONS ") {
+                method = .options
+                targetStart = 8
+            } else {
+                return .other
+            }
+            var targetEnd = targetStart
+            while targetEnd < lineEnd && bytes[targetEnd] != 32 {
+                // Visible ASCII only; anything else is for the real parser to refuse.
+                guard bytes[targetEnd] > 32 && bytes[targetEnd] < 127 else { return .other }
+                targetEnd += 1
+            }
+            guard targetEnd > targetStart, bytes[targetStart] == UInt8(ascii: "/"),
+                lineEnd - targetEnd == 9, startsWith(bytes, targetEnd, " HTTP/1.1")
+            else { return .other }
+            let target = String(
+                decoding: UnsafeRawBufferPointer(rebasing: bytes[targetStart..<targetEnd]), as: UTF8.self)
+            // Header lines: `name: value` CRLF, up to the empty line.
+            var close = false
+            var lineStart = lineEnd + 2
+            while lineStart < headEnd + 2 {
+                var end = lineStart
+                while bytes[end] != cr { end += 1 }
+                guard bytes[end + 1] == lf else { return .other }
+                // A line folded onto the previous one (obsolete) or without a colon: the parser's.
+                guard bytes[lineStart] != 32 && bytes[lineStart] != 9 else { return .other }
+                var colon = lineStart
+                while colon < end && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+                guard colon < end, colon > lineStart else { return .other }
+                switch headerKind(bytes, lineStart, colon) {
+                case .ignored:
+                    break
+                case .refused:
+                    return .other
+                case .contentLength:
+                    guard trimmed(bytes, colon + 1, end) == "0" else { return .other }
+                case .connection:
+                    let value = trimmed(bytes, colon + 1, end).lowercased()
+                    if value.contains("upgrade") { return .other }
+                    if value.contains("close") { close = true }
+                }
+                lineStart = end + 2
+            }
+            return .health(method: method, target: target, length: headEnd + 4, close: close)
+        }
+    }
+
+    private enum HeaderKind {
+        case ignored, refused, contentLength, connection
+    }
+
+    /// The headers that matter here, by name (case-insensitive).
+    private static func headerKind(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> HeaderKind {
+        // Names have no spaces before the colon (RFC 9112 §5.1); the parser refuses those.
+        let length = end - start
+        guard length == 6 || length == 7 || length == 10 || length == 14 || length == 17 else {
+            for index in start..<end where bytes[index] == 32 || bytes[index] == 9 { return .refused }
+            return .ignored
+        }
+        var name = ""
+        for index in start..<end {
+            let byte = bytes[index]
+            if byte == 32 || byte == 9 { return .refused }
+            name.unicodeScalars.append(Unicode.Scalar(byte >= 65 && byte <= 90 ? byte + 32 : byte))
+        }
+        switch name {
+        case "content-length": return .contentLength
+        case "connection": return .connection
+        case "transfer-encoding", "upgrade", "expect": return .refused
+        default: return .ignored
+        }
+    }
+
+    private static func startsWith(_ bytes: UnsafeRawBufferPointer, _ offset: Int, _ text: StaticString) -> Bool {
+        let count = text.utf8CodeUnitCount
+        guard offset + count <= bytes.count else { return false }
+        return text.withUTF8Buffer { expected in
+            for index in 0..<count where bytes[offset + index] != expected[index] { return false }
+            return true
+        }
+    }
+
+    private static func trimmed(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> String {
+        var from = start
+        var to = end
+        while from < to && (bytes[from] == 32 || bytes[from] == 9) { from += 1 }
+        while to > from && (bytes[to - 1] == 32 || bytes[to - 1] == 9) { to -= 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[from..<to]), as: UTF8.self)
+    }
+}
+
+/// Hummingbird's HTTP/1 channel with `RawHealthFastPath` ahead of its HTTP codec (behind TLS when
+/// TLS wraps it).
+struct HealthFirstHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = HTTP1Channel.Value
+
+    let base: HTTP1Channel
+    let server: BatonAPIServer
+
+    var responder: HTTPChannelHandler.Responder { base.responder }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        do {
+            try channel.pipeline.syncOperations.addHandler(RawHealthFastPath(server: server))
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return base.setup(channel: channel, logger: logger)
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
