@@ -154,6 +154,9 @@ struct ManagedFilesTests {
             text.contains(
                 "primary_conninfo = 'host=10.0.0.1 port=5432 user=replicator passfile=/data/pg.pgpass application_name=node-b"
             ))
+        // A silent peer drops the replication connection after 5 s, on both ends (the walsender's
+        // through the session's startup options; quoted once for conninfo, once for the file).
+        #expect(text.contains("tcp_user_timeout=5000 options=''-c tcp_user_timeout=5000''"))
         #expect(text.contains("primary_slot_name = 'node_b'"))
         #expect(text.contains("recovery_target_timeline = 'latest'"))
         #expect(!text.contains("password"))

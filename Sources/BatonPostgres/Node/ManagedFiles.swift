@@ -48,10 +48,22 @@ public enum ManagedFiles {
             + PostgresConf.render(parameters(configuration)) + "\n"
     }
 
+    /// How long data sent on a replication connection may stay unacknowledged by the peer's TCP
+    /// before the connection is dropped, on both ends.
+    ///
+    /// A path that swallows the primary's WAL but not the standby's replies (a one-way partition)
+    /// otherwise keeps the walsender alive for as long as TCP retransmits — tens of seconds or
+    /// minutes — and a synchronous primary keeps waiting for that standby: every commit stalls.
+    /// With the connection dropped, the standby is simply gone, the case the synchronous-standby
+    /// logic already handles (another streaming standby takes its place). Zero-window probes that
+    /// are answered (a standby slow to write) do not count: only a silent peer is cut.
+    public static let replicationTCPUserTimeout: Duration = .seconds(5)
+
     /// The standby's recovery settings for following `source`.
     public static func recoveryText(_ configuration: LocalPostgresConfiguration, source: ReplicationSource?) -> String {
         var text = "# Managed by Baton: the upstream this standby follows.\n"
         guard let source else { return text }
+        let userTimeout = String(replicationTCPUserTimeout.components.seconds * 1000)
         let conninfo = ConnInfo.make([
             ("host", source.host),
             ("port", String(source.port)),
@@ -60,6 +72,9 @@ public enum ManagedFiles {
             ("application_name", configuration.memberName),
             ("sslmode", "prefer"),
             ("connect_timeout", "5"),
+            // The standby's end (libpq) and the walsender's end (a startup option of the session).
+            ("tcp_user_timeout", userTimeout),
+            ("options", "-c tcp_user_timeout=\(userTimeout)"),
         ])
         var parameters: [String: String] = [
             "primary_conninfo": conninfo,

@@ -119,14 +119,22 @@ def s7a_primary_deaf_to_etcd(cluster, obs, ctx):
 
 
 def s7b_replica_deaf_to_primary(cluster, obs, ctx):
-    replica = random.choice(ctx.replicas)
+    # In synchronous mode, the synchronous standby: the case where every commit waits for it.
+    sync = cluster.sync_standby() if cluster.dynamic["synchronous_mode"] else None
+    replica = sync if sync in ctx.replicas else random.choice(ctx.replicas)
     ctx.notes["replica"] = replica
     obs.mark("fault")
     cluster.net.drop_wal_from(replica, ctx.old)
     time.sleep(15)
+    late = [t for t, _ in obs.prober.acked() if t >= obs.fault_at + 10]
     cluster.net.heal()
-    return [check("R <= 1", obs.leader_changes() <= 1, f"R={obs.leader_changes()}"),
-            check("primary keeps its role", obs.leader_sequence()[-1:] == [ctx.old], "→".join(obs.leader_sequence()))]
+    checks = [check("R <= 1", obs.leader_changes() <= 1, f"R={obs.leader_changes()}"),
+              check("primary keeps its role", obs.leader_sequence()[-1:] == [ctx.old], "→".join(obs.leader_sequence()))]
+    if sync in ctx.replicas:
+        # The silent standby is dropped and another takes its place while the path is still cut.
+        checks.append(check("writes resume while the WAL path is still cut (acknowledged in its last 5 s)",
+                            late, f"{len(late)} acknowledged, synchronous standby {sync}"))
+    return checks
 
 
 def _keys(cluster):
