@@ -169,8 +169,13 @@ extension HALoop {
             following = source.member
             return true
 
+        case .rejoinDiverged(let source):
+            try await rewind(from: source, observation)
+            return true
+
         case .rewindIfNeeded(let source):
-            // A member last seen running as a standby cannot have diverged: skip pg_rewind.
+            // A member last seen running as a standby has not diverged by running as a primary
+            // (one that received WAL past a fork point is caught by `rejoinDiverged`): skip pg_rewind.
             if lastRunningRole == .replica, !mayHaveDiverged { return true }
             try await rewind(from: source, observation)
             return true
@@ -377,7 +382,7 @@ extension Action {
     var changesPostgres: Bool {
         switch self {
         case .bootstrap, .cloneReplica, .startPostgres, .stopPostgres, .promote, .demote, .follow, .rewindIfNeeded,
-            .setSynchronousStandbys:
+            .rejoinDiverged, .setSynchronousStandbys:
             return true
         case .createSession, .renewLease, .acquireLeader, .reattachLeader, .releaseLeader, .claimInitialize,
             .recordSystemIdentifier, .cancelInitialize, .clearFailover, .clearSync, .writeSync, .fetchPeers,

@@ -423,6 +423,48 @@ import Testing
         #expect(recovered.memory.crashRecoveryStartedAt == nil)
     }
 
+    /// An asynchronous standby that received WAL of the old timeline past the point where the
+    /// new leader's timeline forked off cannot follow it: PostgreSQL refuses the new timeline for
+    /// ever. Found by the soak (fault 8, an etcd quorum pause: node1 replayed 0/50EAA10 on
+    /// timeline 2 while timeline 3 forked off at 0/50EA968); before, the standby stayed stuck.
+    @Test func aStandbyStuckOnAnOlderTimelineIsRewoundOntoTheLeaderOnce() {
+        // The leader a runs on timeline 3; b follows a but is still on timeline 2, not streaming.
+        let cluster = F.cluster(members: [F.member("a", role: .primary, timeline: 3), F.member("b"), F.member("c")])
+        var stuck = F.replica(timeline: 2)
+        stuck.streaming = false
+        func decide(_ postgres: PostgresStatus, after seconds: Int, _ memory: HAMemory) -> Decision {
+            HADecider.decide(
+                F.observe(
+                    "b", cluster: cluster, postgres: postgres, following: "a", memory: memory,
+                    now: F.t0 + .seconds(seconds)))
+        }
+        // Within the grace (max(10 s, 2 × loop_wait) = 20 s here): nothing yet, but remembered.
+        let first = decide(stuck, after: 0, HAMemory())
+        #expect(first.actions.isEmpty && first.memory.stuckOnOlderTimelineSince == F.t0)
+        let waiting = decide(stuck, after: 19, first.memory)
+        #expect(waiting.actions.isEmpty)
+        // A cycle that sees it streaming (a standby behind but fine) starts the wait again.
+        let streaming = decide(F.replica(timeline: 2), after: 19, first.memory)
+        #expect(streaming.actions.isEmpty && streaming.memory.stuckOnOlderTimelineSince == nil)
+        // Past the grace: stop, rewind if diverged, follow.
+        let rejoin = decide(stuck, after: 20, first.memory)
+        #expect(rejoin.actions == [.rejoinDiverged(from: Self.sourceA)])
+        #expect(rejoin.reason.code == "standby_stuck_on_older_timeline")
+        #expect(!rejoin.reason.description.contains("\n"))
+        // Still stuck after that (for another reason): not rewound again onto the same timeline.
+        let again = decide(stuck, after: 20, rejoin.memory)
+        let later = decide(stuck, after: 60, again.memory)
+        #expect(again.actions.isEmpty && later.actions.isEmpty)
+        // On the leader's timeline, or paused: nothing.
+        let caughtUp = decide(F.replica(timeline: 3), after: 60, first.memory)
+        #expect(caughtUp.actions.isEmpty && caughtUp.memory.stuckOnOlderTimelineSince == nil)
+        let paused = HADecider.decide(
+            F.observe(
+                "b", cluster: cluster, postgres: stuck, following: "a",
+                config: F.config(["pause": .bool(true)]), memory: first.memory, now: F.t0 + .seconds(60)))
+        #expect(paused.actions.isEmpty)
+    }
+
     @Test func noSessionCreatesOne() {
         var observation = F.observe("a", cluster: F.cluster(), postgres: F.primary)
         observation.lease = LeaseState()

@@ -119,6 +119,68 @@ struct LocalPostgresNodeTests {
         try await b.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// An asynchronous standby ahead of the standby that gets promoted (it received WAL of the old
+    /// timeline past the fork point) cannot follow the new primary: PostgreSQL refuses the new
+    /// timeline, and the standby reports itself in recovery, not streaming, on the old timeline —
+    /// the signal the HA loop acts on (`HADecider.rejoinIfStuck`). pg_rewind brings it back.
+    @Test func aStandbyAheadOfTheNewPrimaryIsStuckUntilRewound() async throws {
+        let fixture = try PostgresFixture("diverged-standby")
+        defer { fixture.cleanUp() }
+        let a = try await fixture.nodeFromTemplate("node-a")
+        let b = try fixture.node(try fixture.configuration("node-b"))
+        let c = try fixture.node(try fixture.configuration("node-c"))
+        try await a.start(following: nil)
+        try await a.syncReplicationSlots(forMembers: ["node-a", "node-b", "node-c"])
+        let sessionA = try await fixture.connect(a)
+        _ = try await sessionA.query("CREATE TABLE t (id int PRIMARY KEY, origin text)")
+        for node in [b, c] {
+            try await node.cloneReplica(from: fixture.source(a), progress: nil)
+            try await node.start(following: fixture.source(a))
+        }
+        try await PostgresFixture.eventually("node-b and node-c stream from node-a") {
+            let primary = await a.status()
+            let (sb, sc) = (await b.status(), await c.status())
+            return sb.streaming && sc.streaming && sb.replayLSN == primary.currentLSN
+                && sc.replayLSN == primary.currentLSN
+        }
+        // node-c stops; node-a writes more, which only node-b receives; node-a dies.
+        try await c.stop(mode: .fast, timeout: .seconds(30))
+        _ = try await sessionA.query("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g")
+        let end = await a.status().currentLSN
+        try await PostgresFixture.eventually("node-b replays node-a's last write") {
+            await b.status().replayLSN == end
+        }
+        await sessionA.close()
+        try await a.stop(mode: .immediate, timeout: .seconds(30))
+
+        // node-c, behind node-b, becomes the primary (timeline 2); node-b is pointed at it.
+        try await c.start(following: fixture.source(a))
+        try await c.promote(timeout: .seconds(30))
+        try await c.syncReplicationSlots(forMembers: ["node-a", "node-b", "node-c"])
+        #expect(await c.status().timeline == 2)
+        try await b.follow(fixture.source(c))
+        // Stuck: in recovery, not streaming, on timeline 1, for as long as we look (3 s).
+        for _ in 0..<6 {
+            try await Task.sleep(for: .milliseconds(500))
+            let stuck = await b.status()
+            #expect(stuck.inRecovery == true && !stuck.streaming && stuck.timeline == 1, "\(stuck)")
+        }
+
+        // What `rejoinDiverged` runs: stop, pg_rewind (it diverged), start following node-c.
+        try await b.rewind(from: fixture.source(c))
+        try await PostgresFixture.eventually("node-b streams from node-c on timeline 2") {
+            let primary = await c.status()
+            let replica = await b.status()
+            return replica.streaming && replica.timeline == 2 && replica.replayLSN == primary.currentLSN
+        }
+        // node-b now has node-c's history: none of the rows only node-b had received.
+        let check = try await fixture.connect(b)
+        let count = try await check.query("SELECT count(*)::int AS n FROM t").single().int("n")
+        #expect(count == 0)
+        await check.close()
+        for node in [b, c] { try await node.stop(mode: .fast, timeout: .seconds(30)) }
+    }
+
     /// A planned switchover: the old primary is demoted (clean stop, restarted as a standby), the
     /// replica that received all of its WAL is promoted, and the old primary follows it by reload,
     /// without a rewind.

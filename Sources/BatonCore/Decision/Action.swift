@@ -35,6 +35,10 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
     case follow(ReplicationSource)
     /// pg_rewind from `source` if the local timeline diverged (a no-op when not needed).
     case rewindIfNeeded(from: ReplicationSource)
+    /// Stop a running standby, pg_rewind it onto `source` when its timeline diverged (pg_rewind
+    /// decides), and start it following `source`: for a standby that holds WAL of an older timeline
+    /// past the point where the leader's timeline forked off, which PostgreSQL cannot follow.
+    case rejoinDiverged(from: ReplicationSource)
     /// Delete the `failover` key (at the revision it was read).
     case clearFailover(expected: Int64)
     /// Delete the `sync` key (synchronous mode was turned off).
@@ -68,6 +72,7 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
         case .demote(let mode): return "demote (\(mode.rawValue))"
         case .follow(let source): return "follow \(source.member)"
         case .rewindIfNeeded(let source): return "rewind from \(source.member) if needed"
+        case .rejoinDiverged(let source): return "stop, rewind onto \(source.member) if diverged, and follow it"
         case .clearFailover: return "clear failover key"
         case .clearSync: return "clear sync key"
         case .writeSync(let state, _): return "write sync key (\(state.sync_standby ?? "none"))"

@@ -112,9 +112,48 @@ public enum HADecider {
                 if paused { return Decision([], .paused("not re-pointing replication"), memory: memory) }
                 return Decision([.follow(source)], .followingNewLeader(leader: leader.member), memory: memory)
             }
+            if let rejoin = rejoinIfStuck(o, cluster, leader: leader.member, memory: &memory) { return rejoin }
             return Decision([], .following(leader: leader.member), memory: memory)
         }
         return race(o, cluster, runningPrimary: runningPrimary, memory: memory)
+    }
+
+    /// How long a standby may sit on an older timeline than its leader's without streaming before
+    /// it is taken for diverged. Switching to a new timeline takes a standby that can follow well
+    /// under a second; one that is behind but fine keeps streaming meanwhile.
+    static func stuckTimelineGrace(_ o: Observation) -> Duration { max(.seconds(10), o.config.loopWait * 2) }
+
+    /// A standby following the leader but on an older timeline, not streaming, for
+    /// `stuckTimelineGrace`: it most likely received WAL of the old timeline past the point where
+    /// the leader's forked off (an asynchronous standby ahead of the synchronous one when the old
+    /// primary died), and PostgreSQL refuses the new timeline for ever ("new timeline … forked off
+    /// current database system timeline … before current recovery point"). pg_rewind then decides
+    /// (a no-op when it did not diverge); once per leader and timeline, so that a standby stuck for
+    /// another reason is not restarted in a loop.
+    static func rejoinIfStuck(
+        _ o: Observation, _ cluster: ClusterView, leader: String, memory: inout HAMemory
+    ) -> Decision? {
+        let pg = o.postgres
+        guard pg.inRecovery == true, !pg.streaming, let local = pg.timeline,
+            let leaderTimeline = cluster.members.first(where: { $0.name == leader })?.timeline, local < leaderTimeline,
+            let source = leaderSource(cluster)
+        else {
+            memory.stuckOnOlderTimelineSince = nil
+            return nil
+        }
+        let since = memory.stuckOnOlderTimelineSince ?? o.now
+        memory.stuckOnOlderTimelineSince = since
+        let target = "\(leader)@\(leaderTimeline)"
+        guard o.now - since >= stuckTimelineGrace(o), memory.rewoundWhenStuckOnto != target, !o.config.pause else {
+            return nil
+        }
+        memory.stuckOnOlderTimelineSince = nil
+        memory.rewoundWhenStuckOnto = target
+        return Decision(
+            [.rejoinDiverged(from: source)],
+            .standbyStuckOnOlderTimeline(
+                leader: leader, local: local, leaderTimeline: leaderTimeline, waited: o.now - since),
+            memory: memory, recheckImmediately: true)
     }
 
     // MARK: Store unreachable

@@ -100,8 +100,19 @@ public struct PeerStatus: Hashable, Sendable {
 public struct HAMemory: Hashable, Sendable {
     /// When the leader's postgres was found down and an in-place restart began.
     public var crashRecoveryStartedAt: MonotonicInstant?
+    /// Since when this standby, following the leader, has been on an older timeline than the
+    /// leader's without streaming (reset by any cycle that sees it streaming or caught up).
+    public var stuckOnOlderTimelineSince: MonotonicInstant?
+    /// The leader and timeline this standby last rewound onto for being stuck, so that a standby
+    /// still stuck afterwards (for another reason) is not rewound again and again.
+    public var rewoundWhenStuckOnto: String?
 
-    public init(crashRecoveryStartedAt: MonotonicInstant? = nil) {
+    public init(
+        crashRecoveryStartedAt: MonotonicInstant? = nil, stuckOnOlderTimelineSince: MonotonicInstant? = nil,
+        rewoundWhenStuckOnto: String? = nil
+    ) {
         self.crashRecoveryStartedAt = crashRecoveryStartedAt
+        self.stuckOnOlderTimelineSince = stuckOnOlderTimelineSince
+        self.rewoundWhenStuckOnto = rewoundWhenStuckOnto
     }
 }

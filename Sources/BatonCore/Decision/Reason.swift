@@ -35,6 +35,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case demotingForOtherLeader(leader: String)
     case followingNewLeader(leader: String)
     case following(leader: String)
+    case standbyStuckOnOlderTimeline(leader: String, local: Int, leaderTimeline: Int, waited: Duration)
     // Race
     case paused(String)
     case waitingForCandidate(String)
@@ -82,6 +83,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .synchronousStandbys: return "synchronous_standbys"
         case .demotingForOtherLeader: return "demoting_for_other_leader"
         case .followingNewLeader: return "following_new_leader"
+        case .standbyStuckOnOlderTimeline: return "standby_stuck_on_older_timeline"
         case .following: return "following"
         case .paused: return "paused"
         case .waitingForCandidate: return "waiting_for_candidate"
@@ -142,6 +144,10 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
             return "running as primary but \(leader) holds the leader key: demoting"
         case .followingNewLeader(let leader): return "re-pointing replication to the new leader \(leader)"
         case .following(let leader): return "no action: streaming from the leader \(leader)"
+        case .standbyStuckOnOlderTimeline(let leader, let local, let leaderTimeline, let waited):
+            return "not streaming for \(waited.secondsText) on timeline \(local) while the leader \(leader) is on "
+                + "timeline \(leaderTimeline) (this standby may hold WAL past the fork point, which PostgreSQL "
+                + "cannot follow): pg_rewind onto \(leader) if diverged, then follow it"
         case .paused(let what): return "paused: \(what)"
         case .waitingForCandidate(let name): return "leader key free, failover requested to \(name): not racing"
         case .steppingDownNotRacing: return "leader key free but this member is stepping down: not racing"
