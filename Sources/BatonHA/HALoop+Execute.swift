@@ -341,8 +341,12 @@ extension HALoop {
             reason = "failover" + (previousLeader.map { " from \($0)" } ?? "")
             status.failovers += 1
         }
+        // The timeline that ended is the new one minus one. Read after the promotion: a standby
+        // whose WAL receiver was down reports its last checkpoint's timeline, which can lag.
+        let promotedTimeline = await node.status().timeline
+        let endedTimeline = promotedTimeline.map { max(1, $0 - 1) } ?? before.timeline ?? 1
         let entry = HistoryEntry(
-            timeline: before.timeline ?? 1, lsn: before.walPosition ?? .zero, reason: reason,
+            timeline: endedTimeline, lsn: before.walPosition ?? .zero, reason: reason,
             timestamp: Self.isoTimestamp(wallClock()), newLeader: configuration.name)
         do {
             try await store.writeHistory((observation.cluster?.history ?? []) + [entry])
@@ -350,7 +354,7 @@ extension HALoop {
             logger.warning("could not record the promotion in the history key: \(error)")
         }
         logger.info(
-            "promoted: now the primary", metadata: ["pg.timeline": "\(before.timeline.map { $0 + 1 } ?? 0)"])
+            "promoted: now the primary", metadata: ["pg.timeline": "\(promotedTimeline ?? endedTimeline + 1)"])
         await hooks.callback?("on_role_change", .primary)
         return true
     }

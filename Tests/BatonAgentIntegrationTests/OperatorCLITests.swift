@@ -129,6 +129,8 @@ struct OperatorCLITests {
             try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]],
             "\(history.stdout)")
         #expect(entries.last?["new_leader"] as? String == candidate, "\(history.stdout)")
+        // The first promotion ends timeline 1.
+        #expect(entries.last?["timeline"] as? Int == 1, "\(history.stdout)")
         let historyTable = try Self.baton(cluster, ["history"])
         #expect(historyTable.stdout.contains(candidate), "\(historyTable.stdout)")
         #expect(historyTable.stdout.contains("switchover"), "\(historyTable.stdout)")
