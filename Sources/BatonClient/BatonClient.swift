@@ -26,7 +26,7 @@ public final class BatonClient: Service, Sendable {
     let replicaPool: ReplicaPool
     private let source: any TopologySourceDriver
     private let state: Mutex<State>
-    /// `state.isShutdown`, readable without the lock on every request.
+    /// Set once by `shutdown()`, under the state lock; read without it on every request.
     private let isShutdown = Atomic<Bool>(false)
 
     private struct State {
@@ -34,7 +34,6 @@ public final class BatonClient: Service, Sendable {
         var lastPublished: Topology = .empty
         var failingSince: ContinuousClock.Instant?
         var degraded = false
-        var isShutdown = false
         var background: Task<Void, Never>?
     }
 
@@ -147,20 +146,16 @@ public final class BatonClient: Service, Sendable {
         case .readYourWrites(let value):
             token = value
         }
-        // The common case without a suspension: a replica chosen and an idle connection to it.
+        // The common case without a suspension: an eventual read, a replica chosen and an idle
+        // connection to it. An eventual read with no replica chosen has none to wait for.
+        let chosen = token == nil ? replicaPool.choose(excluding: []) : nil
         let acquired: (ReplicaPool.Choice, PooledConnection)?
-        if token == nil {
-            if let choice = replicaPool.choose(excluding: []) {
-                if let pooled = choice.pool.acquireIdle(now: .now) {
-                    acquired = (choice, pooled)
-                } else {
-                    acquired = try await acquireReplica(token: nil, first: choice)
-                }
-            } else {
-                acquired = nil
-            }
+        if let chosen, let pooled = chosen.pool.acquireIdle(now: .now) {
+            acquired = (chosen, pooled)
+        } else if token == nil && chosen == nil {
+            acquired = nil
         } else {
-            acquired = try await acquireReplica(token: token, first: nil)
+            acquired = try await acquireReplica(token: token, first: chosen)
         }
         if let (choice, pooled) = acquired {
             logger.debug(
@@ -213,8 +208,7 @@ public final class BatonClient: Service, Sendable {
     /// `drainTimeout`, closes everything and stops following the topology. Idempotent.
     public func shutdown() async {
         let background = state.withLock { state -> Task<Void, Never>?? in
-            guard !state.isShutdown else { return nil }
-            state.isShutdown = true
+            guard !isShutdown.load(ordering: .acquiring) else { return nil }
             isShutdown.store(true, ordering: .releasing)
             return .some(state.background)
         }
@@ -285,8 +279,10 @@ public final class BatonClient: Service, Sendable {
     /// pool read.
     @discardableResult
     private nonisolated(nonsending) func finish(_ connection: BatonConnection) async -> ContinuousClock.Instant {
-        var reusable = !connection.isBroken
-        if reusable && connection.postgres.isInTransaction && connection.pool.closedReason == nil {
+        if let now = releaseAtOnce(connection) { return now }
+        // Not broken, a transaction left open: roll it back unless the pool is closing anyway.
+        var reusable = true
+        if connection.pool.closedReason == nil {
             do {
                 _ = try await connection.postgres.query("ROLLBACK")
             } catch {
@@ -371,7 +367,7 @@ public final class BatonClient: Service, Sendable {
             if let pool = primaryPool.current.pool { await pool.maintain() }
             for pool in replicaPool.pools { await pool.maintain() }
             replicaPool.recordBreakerGauges()
-            if state.withLock({ $0.isShutdown }) { return }
+            if isShutdown.load(ordering: .acquiring) { return }
             sourceHealthCheck()
         }
     }
@@ -416,7 +412,7 @@ public final class BatonClient: Service, Sendable {
 extension BatonClient: TopologyFeed {
     func apply(_ topology: Topology) {
         let previous = state.withLock { state -> Topology? in
-            guard !state.isShutdown else { return nil }
+            guard !isShutdown.load(ordering: .acquiring) else { return nil }
             let previous = state.topology
             state.topology = topology
             state.lastPublished = topology

@@ -97,10 +97,8 @@ final class PrimaryPool: Sendable {
                 do {
                     // The first attempt's pool shares our start (one clock read less); a later
                     // one's timeout runs from its own.
-                    let connection =
-                        attempt == 1
-                        ? try await pool.acquire(timeout: configuration.pool.acquireTimeout, started: started)
-                        : try await pool.acquire(timeout: configuration.pool.acquireTimeout)
+                    let connection = try await pool.acquire(
+                        timeout: configuration.pool.acquireTimeout, started: attempt == 1 ? started : .now)
                     if attempt > 1 {
                         logger.debug(
                             "primary connection after waiting",

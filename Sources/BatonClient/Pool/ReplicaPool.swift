@@ -136,13 +136,12 @@ final class ReplicaPool: Sendable {
         }
     }
 
-    /// The candidates a read may choose from now, not in `excluding`. Without exclusions and with
-    /// every breaker closed, the list prepared at the last topology update.
+    /// The candidates a read may choose from now, not in `excluding` (the case without exclusions
+    /// and with every breaker closed is `choose`'s, from the prepared list).
     private static func usable(
         _ state: State, now: ContinuousClock.Instant, excluding: Set<String>
     ) -> [ReplicaCandidate] {
-        if excluding.isEmpty && state.allClosed { return state.usableWhenClosed }
-        return state.entries.compactMap { entry in
+        state.entries.compactMap { entry in
             guard entry.standingExclusion == nil, entry.breaker.wouldAdmit(now: now),
                 !excluding.contains(entry.replica.name)
             else { return nil }

@@ -135,7 +135,7 @@ public enum HADecider {
     ) -> Decision? {
         let pg = o.postgres
         guard pg.inRecovery == true, !pg.streaming, let local = pg.timeline,
-            let leaderTimeline = cluster.members.first(where: { $0.name == leader })?.timeline, local < leaderTimeline,
+            let leaderTimeline = cluster.member(named: leader)?.timeline, local < leaderTimeline,
             let source = leaderSource(cluster)
         else {
             memory.stuckOnOlderTimelineSince = nil
