@@ -152,18 +152,28 @@ import Testing
         return lines
     }
 
-    @Test func pipelinedRequestsGetTheirResponsesInOrder() async throws {
-        let server = BatonAPIServer(
+    /// An API server whose member is a streaming replica.
+    static func replicaServer() -> BatonAPIServer {
+        BatonAPIServer(
             source: FakeSource(Fixture.replica()), configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+    }
+
+    /// A plain kept-alive HTTP/1.1 GET of `path`.
+    static func get(_ path: String) -> String { "GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n" }
+
+    @Test func pipelinedRequestsGetTheirResponsesInOrder() async throws {
+        let server = Self.replicaServer()
         try await server.makeApplication().test(.live) { client in
             let port = try #require(client.port)
-            func get(_ path: String) -> String { "GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n" }
             // Router, fast path, router, fast path, unknown path (router's 404), fast path.
-            let plain = try await Self.exchange(port: port, [get("/patroni"), get("/cluster")], expecting: 2)
+            let plain = try await Self.exchange(port: port, [Self.get("/patroni"), Self.get("/cluster")], expecting: 2)
             #expect(plain == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
             let lines = try await Self.exchange(
                 port: port,
-                [get("/patroni"), get("/primary"), get("/cluster"), get("/replica"), get("/nope"), get("/health")],
+                [
+                    Self.get("/patroni"), Self.get("/primary"), Self.get("/cluster"), Self.get("/replica"),
+                    Self.get("/nope"), Self.get("/health"),
+                ],
                 expecting: 6)
             #expect(
                 lines == [
@@ -172,26 +182,25 @@ import Testing
                 ])
             // Connection: close is honoured by the fast path too.
             let closing = try await Self.exchange(
-                port: port, ["GET /replica HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", get("/replica")],
+                port: port, ["GET /replica HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", Self.get("/replica")],
                 expecting: 2)
             #expect(closing == ["HTTP/1.1 200 OK"])
         }
     }
 
     @Test func healthChecksAreAnsweredFromRawBytesUntilTheConnectionCarriesSomethingElse() async throws {
-        let server = BatonAPIServer(
-            source: FakeSource(Fixture.replica()), configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+        let server = Self.replicaServer()
         try await server.makeApplication().test(.live) { client in
             let port = try #require(client.port)
-            func get(_ path: String) -> String { "GET \(path) HTTP/1.1\r\nHost: t\r\n\r\n" }
             let before = server.fastPathAnswers.value
             // Health checks first (answered from the bytes), then a status request (handed over to
             // the codec), then health checks again (the codec-side fast path): all in order.
             let lines = try await Self.exchange(
                 port: port,
                 [
-                    get("/primary"), get("/replica?lag=1MB"), get("/patroni"), get("/primary"), get("/nope"),
-                    get("/health"),
+                    Self.get("/primary"), Self.get("/replica?lag=1MB"), Self.get("/patroni"), Self.get("/primary"),
+                    Self.get("/nope"),
+                    Self.get("/health"),
                 ],
                 expecting: 6)
             #expect(
@@ -206,12 +215,12 @@ import Testing
             // once whole.
             for cut in [7, 30] {
                 let split = try await Self.exchange(
-                    port: port, [get("/replica") + get("/read-only")], expecting: 2, splitAt: cut)
+                    port: port, [Self.get("/replica") + Self.get("/read-only")], expecting: 2, splitAt: cut)
                 #expect(split == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"], "cut at \(cut)")
             }
             // HEAD gets the headers only; a malformed query goes to the router (400).
             let head = try await Self.exchange(
-                port: port, ["HEAD /replica HTTP/1.1\r\n\r\n", get("/replica?lag=ten"), get("/replica")],
+                port: port, ["HEAD /replica HTTP/1.1\r\n\r\n", Self.get("/replica?lag=ten"), Self.get("/replica")],
                 expecting: 3)
             #expect(head == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK"])
             // Bare-LF line ends and HTTP/1.0 are the codec's to judge (answered, not left waiting

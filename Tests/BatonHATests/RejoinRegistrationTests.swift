@@ -38,7 +38,6 @@ import Testing
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
-    /// node1's member key: running as primary at 0x100_0000 on `timeline`.
     /// node1, running as primary on timeline 2, and node2, the old primary: stopped on timeline 1
     /// with its WAL at `oldPrimaryLSN`. Returns node2 (the member under test); node1 serves it as
     /// rewind and replication source.
@@ -63,6 +62,7 @@ import Testing
         return node
     }
 
+    /// node1's member key: running as primary at 0x100_0000 on `timeline`.
     static func publishNode1AsPrimary(_ store: any ClusterStore, session: SessionID, timeline: Int) async throws {
         try await store.publishMember(
             Member(
