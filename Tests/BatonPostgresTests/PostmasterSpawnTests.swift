@@ -19,9 +19,12 @@ import Testing
         defer { kill(postmaster.pid, SIGKILL) }
         var descriptors: [String] = []
         for _ in 0..<200 {
-            // Until the child has exec'd sleep (its /proc fd table is then final).
+            // Until the child has exec'd sleep and sleeps: right after the exec, sleep's own
+            // start-up (the locale archive) may hold a descriptor of its own for a moment.
             let command = (try? String(contentsOfFile: "/proc/\(postmaster.pid)/comm", encoding: .utf8)) ?? ""
-            if command.hasPrefix("sleep") {
+            let stat = (try? String(contentsOfFile: "/proc/\(postmaster.pid)/stat", encoding: .utf8)) ?? ""
+            let state = stat.split(separator: ")").last?.split(separator: " ").first
+            if command.hasPrefix("sleep") && state == "S" {
                 descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(postmaster.pid)/fd")) ?? []
                 break
             }
