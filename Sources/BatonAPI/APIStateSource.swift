@@ -23,6 +23,9 @@ public protocol APIStateSource: Sendable {
     /// health checks answered on the connection's event loop; nil sends every request through
     /// the router.
     func currentStatus() -> HAStatus?
+    /// The generation of the snapshot `currentStatus()` would return, read without copying it;
+    /// nil when the source does not number its snapshots (nothing derived from one is then reused).
+    func currentGeneration() -> UInt64?
     /// Asks the HA loop for an immediate cycle.
     func wake(_ reason: String)
     /// Hands an operator request (restart, reload, reinitialize) to the HA loop, which carries it
@@ -35,6 +38,7 @@ public protocol APIStateSource: Sendable {
 extension APIStateSource {
     public func storeRequestStats() -> StoreRequestStats? { nil }
     public func currentStatus() -> HAStatus? { nil }
+    public func currentGeneration() -> UInt64? { nil }
 }
 
 /// The production state source: a running `HALoop` and the store it uses.
@@ -64,6 +68,7 @@ public struct HALoopStateSource: APIStateSource {
     public func wallClockSeconds() -> Double { wallClock() }
     public func status() async -> HAStatus { loop.latestStatus() }
     public func currentStatus() -> HAStatus? { loop.latestStatus() }
+    public func currentGeneration() -> UInt64? { loop.latestGeneration() }
     public func wake(_ reason: String) { loop.wake(reason) }
     public func submit(_ request: OperatorRequest) async -> OperatorReply { await loop.submit(request) }
     public func storeRequestStats() -> StoreRequestStats? { loop.storeMetrics.snapshot() }

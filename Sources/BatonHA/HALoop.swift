@@ -95,6 +95,10 @@ public actor HALoop {
     /// The latest snapshot without an actor hop; for the REST API's hot path.
     public nonisolated func latestStatus() -> HAStatus { published.withLock { $0 } }
 
+    /// The latest snapshot's generation, without copying the snapshot: a reader that cached what
+    /// it derived from generation `g` may keep using it while this is still `g`.
+    public nonisolated func latestGeneration() -> UInt64 { published.withLock { $0.generation } }
+
     /// Wakes the loop for an immediate cycle.
     public nonisolated func wake(_ reason: String) { wakeSignal.signal(reason) }
 

@@ -38,6 +38,7 @@ final class FakeSource: APIStateSource, Sendable {
     func wallClockSeconds() -> Double { Self.wallNow }
     func status() async -> HAStatus { snapshot.withLock { $0 } }
     func currentStatus() -> HAStatus? { snapshot.withLock { $0 } }
+    func currentGeneration() -> UInt64? { snapshot.withLock { $0.generation } }
     func wake(_ reason: String) { wakes.withLock { $0.append(reason) } }
     var wakeReasons: [String] { wakes.withLock { $0 } }
     func submit(_ request: OperatorRequest) async -> OperatorReply {

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOCore
 import Testing
 
 @testable import BatonAPI
@@ -231,6 +232,54 @@ import Testing
             let old = try await Self.exchange(port: port, ["GET /replica HTTP/1.0\r\n\r\n"], expecting: 1)
             #expect(old == ["HTTP/1.1 200 OK"])
         }
+    }
+
+    @Test func aConnectionReusesItsLastAnswerOnlyWhileNothingItDependsOnChanged() throws {
+        var replica = Fixture.replica()
+        replica.generation = 7
+        let source = FakeSource(replica)
+        let server = BatonAPIServer(
+            source: source, configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+        let allocator = ByteBufferAllocator()
+        var memo: RawHealthMemo?
+        func answer(_ target: String, _ method: HTTPRequest.Method = .get) throws -> String {
+            let bytes = try #require(server.rawHealthResponse(method, target, allocator: allocator, memo: &memo))
+            return String(buffer: bytes)
+        }
+        func statusLine(_ text: String) -> Substring { text.prefix { $0 != "\r\n" } }
+        let counted = server.fastPathAnswers.value
+        let first = try answer("/replica")
+        #expect(statusLine(first) == "HTTP/1.1 200 OK")
+        #expect(memo?.generation == 7 && memo?.target == "/replica")
+        // The same request again: the same bytes, still counted as a fast-path answer.
+        #expect(try answer("/replica") == first)
+        #expect(server.fastPathAnswers.value - counted == 2)
+        // Another path, or another method, is answered afresh.
+        #expect(statusLine(try answer("/primary")) == "HTTP/1.1 503 Service Unavailable")
+        #expect(memo?.target == "/primary")
+        #expect(try answer("/primary", .head).hasSuffix("\r\n\r\n"))
+        #expect(memo?.method == .head)
+        // A new snapshot (postgres stopped) changes the answer at once on the same connection.
+        _ = try answer("/replica")
+        source.update {
+            $0.postgres.process = .stopped
+            $0.generation = 8
+        }
+        #expect(statusLine(try answer("/replica")) == "HTTP/1.1 503 Service Unavailable")
+        #expect(memo?.generation == 8)
+        // /liveness depends on the time since the last cycle: never reused.
+        _ = try answer("/liveness")
+        #expect(memo == nil)
+        // A source without generations (0 here) gets no reuse either.
+        source.update { $0.generation = 0 }
+        _ = try answer("/replica")
+        #expect(memo == nil)
+        // A request the router must answer (a malformed query) leaves nothing behind.
+        source.update { $0.generation = 9 }
+        _ = try answer("/replica")
+        #expect(memo?.generation == 9)
+        #expect(server.rawHealthResponse(.get, "/replica?lag=ten", allocator: allocator, memo: &memo) == nil)
+        #expect(memo == nil)
     }
 
     @Test func theRawParserTakesOnlySimpleBodylessRequests() {

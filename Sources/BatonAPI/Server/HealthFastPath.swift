@@ -95,7 +95,9 @@ extension BatonAPIServer {
     /// or nil when the router must answer: not a health check, a malformed query, or a source
     /// whose snapshot cannot be read without waiting.
     func fastHealthAnswer(_ request: HTTPRequest) -> (HTTPResponse, ByteBuffer?)? {
-        guard let target = request.path, let (code, body) = fastHealthParts(request.method, target) else { return nil }
+        guard let target = request.path, let (code, body, _) = fastHealthParts(request.method, target) else {
+            return nil
+        }
         var fields = HTTPFields()
         if body != nil { fields[.contentType] = "application/json" }
         fields[.contentLength] = String(body?.readableBytes ?? 0)
@@ -106,10 +108,45 @@ extension BatonAPIServer {
 
     /// `fastHealthAnswer` as the bytes of a whole HTTP/1.1 response, the headers in the same order
     /// and spelling as the codec writes them (for `RawHealthFastPath`).
+    ///
+    /// `memo` is the connection's last answer. It is sent again, unchanged, while the request
+    /// (method and target), the snapshot's generation and the wall clock's second (the `Date`
+    /// header's resolution) are the same: a load balancer polling one path over a kept-alive
+    /// connection costs a comparison, not a parse, a snapshot copy and an encoding. The status and
+    /// the document are the snapshot's; only `dcs_last_seen` (whole seconds) may show the value of
+    /// the start of that second. `/liveness` is never reused: its answer depends on the time since
+    /// the last cycle, not on the snapshot alone.
     func rawHealthResponse(
-        _ method: HTTPRequest.Method, _ target: String, allocator: ByteBufferAllocator
+        _ method: HTTPRequest.Method, _ target: String, allocator: ByteBufferAllocator, memo: inout RawHealthMemo?
     ) -> ByteBuffer? {
-        guard let (code, body) = fastHealthParts(method, target) else { return nil }
+        // The generation is read before the snapshot: an answer built from a newer snapshot than
+        // its key says is only ever dropped early, never kept too long.
+        let generation = source.currentGeneration()
+        let second = HTTPDate.currentSecond()
+        if let memo, let generation, memo.generation == generation, memo.second == second, memo.method == method,
+            memo.target == target
+        {
+            fastPathAnswers.increment()
+            return memo.response
+        }
+        guard let (code, body, check) = fastHealthParts(method, target) else {
+            memo = nil
+            return nil
+        }
+        let response = rawResponse(code, body, allocator: allocator)
+        if let generation, generation != 0, check != .liveness {
+            memo = RawHealthMemo(
+                generation: generation, second: second, method: method, target: target, response: response)
+        } else {
+            memo = nil
+        }
+        return response
+    }
+
+    /// A status line, the codec's headers and `body`, as bytes.
+    private func rawResponse(
+        _ code: HTTPResponse.Status, _ body: ByteBuffer?, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
         let length = body?.readableBytes ?? 0
         var out = allocator.buffer(capacity: 160 + length)
         out.writeStaticString("HTTP/1.1 ")
@@ -131,16 +168,27 @@ extension BatonAPIServer {
 
     /// A health check's status and body for `method` and `target` (path and query), counted as a
     /// fast-path answer; nil when the router must answer (see `fastHealthAnswer`).
-    private func fastHealthParts(_ method: HTTPRequest.Method, _ target: String) -> (HTTPResponse.Status, ByteBuffer?)?
-    {
+    private func fastHealthParts(
+        _ method: HTTPRequest.Method, _ target: String
+    ) -> (HTTPResponse.Status, ByteBuffer?, HealthCheck)? {
         let uri = URI(target)
         guard let check = HealthCheck.byPath[uri.path], let status = source.currentStatus(),
             let query = try? Self.healthQuery(uri)
         else { return nil }
         let (code, body) = healthAnswer(check, method: method, query: query, status: status)
         fastPathAnswers.increment()
-        return (code, body)
+        return (code, body, check)
     }
+}
+
+/// A connection's last raw health answer and what it was the answer to (see
+/// `BatonAPIServer.rawHealthResponse`).
+struct RawHealthMemo {
+    var generation: UInt64
+    var second: Int
+    var method: HTTPRequest.Method
+    var target: String
+    var response: ByteBuffer
 }
 
 /// How many health checks the fast path answered.
@@ -154,10 +202,16 @@ final class FastPathCounter: Sendable {
 enum HTTPDate {
     private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
 
-    static func now() -> String {
+    /// Seconds since 1970, as `now()` formats them.
+    static func currentSecond() -> Int {
         var seconds = time_t()
         time(&seconds)
-        let second = Int(seconds)
+        return Int(seconds)
+    }
+
+    static func now() -> String {
+        let second = currentSecond()
+        var seconds = time_t(second)
         if let text = cache.withLock({ $0.second == second ? $0.text : nil }) { return text }
         var parts = tm()
         gmtime_r(&seconds, &parts)

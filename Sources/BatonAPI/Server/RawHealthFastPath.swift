@@ -29,6 +29,8 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var handedOver = false
     /// Set once a request asked to close: what follows it is dropped.
     private var closing = false
+    /// The last answer, sent again while nothing it depends on changed.
+    private var memo: RawHealthMemo?
 
     init(server: BatonAPIServer) { self.server = server }
 
@@ -56,7 +58,9 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
                 handOver(context, buffer, flush: answered)
                 return
             case .health(let method, let target, let length, let close):
-                guard let response = server.rawHealthResponse(method, target, allocator: context.channel.allocator)
+                guard
+                    let response = server.rawHealthResponse(
+                        method, target, allocator: context.channel.allocator, memo: &memo)
                 else {
                     handOver(context, buffer, flush: answered)
                     return
