@@ -250,6 +250,11 @@ import Testing
         let counted = server.fastPathAnswers.value
         let first = try answer("/replica")
         #expect(statusLine(first) == "HTTP/1.1 200 OK")
+        // The codec's header names and order, and a Content-Length that frames the body.
+        let parts = first.components(separatedBy: "\r\n\r\n")
+        let headers = parts[0].components(separatedBy: "\r\n").dropFirst().map { $0.prefix { $0 != ":" } }
+        #expect(headers == ["Content-Type", "Content-Length", "Date", "Server"])
+        #expect(first.contains("\r\nContent-Length: \(parts[1].utf8.count)\r\n"))
         #expect(memo?.generation == 7 && memo?.target == "/replica")
         // The same request again: the same bytes, still counted as a fast-path answer.
         #expect(try answer("/replica") == first)

@@ -99,11 +99,18 @@ extension BatonAPIServer {
             return nil
         }
         var fields = HTTPFields()
-        if body != nil { fields[.contentType] = "application/json" }
-        fields[.contentLength] = String(body?.readableBytes ?? 0)
-        fields[.date] = HTTPDate.now()
-        fields[.server] = Self.serverName
+        for field in Self.healthHeaders(body) { fields.append(field) }
         return (HTTPResponse(status: code, headerFields: fields), body)
+    }
+
+    /// The headers of a fast-path answer, in the order and spelling the router's responses have.
+    static func healthHeaders(_ body: ByteBuffer?) -> [HTTPFields.Element] {
+        var headers: [HTTPFields.Element] = []
+        if body != nil { headers.append(.init(name: .contentType, value: "application/json")) }
+        headers.append(.init(name: .contentLength, value: String(body?.readableBytes ?? 0)))
+        headers.append(.init(name: .date, value: HTTPDate.now()))
+        headers.append(.init(name: .server, value: serverName))
+        return headers
     }
 
     /// `fastHealthAnswer` as the bytes of a whole HTTP/1.1 response, the headers in the same order
@@ -143,7 +150,8 @@ extension BatonAPIServer {
         return response
     }
 
-    /// A status line, the codec's headers and `body`, as bytes.
+    /// A status line, `healthHeaders` and `body`, as bytes (an answer is encoded at most once a
+    /// second per connection and path, so this need not be lean).
     private func rawResponse(
         _ code: HTTPResponse.Status, _ body: ByteBuffer?, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
@@ -153,13 +161,12 @@ extension BatonAPIServer {
         out.writeString(String(code.code))
         out.writeStaticString(" ")
         out.writeString(code.reasonPhrase)
-        if body != nil { out.writeStaticString("\r\nContent-Type: application/json") }
-        out.writeStaticString("\r\nContent-Length: ")
-        out.writeString(String(length))
-        out.writeStaticString("\r\nDate: ")
-        out.writeString(HTTPDate.now())
-        out.writeStaticString("\r\nServer: ")
-        out.writeString(Self.serverName)
+        for field in Self.healthHeaders(body) {
+            out.writeStaticString("\r\n")
+            out.writeString(field.name.rawName)
+            out.writeStaticString(": ")
+            out.writeString(field.value)
+        }
         out.writeStaticString("\r\n\r\n")
         // A response to HEAD carries no body (and `healthAnswer` gives it none).
         if var body { out.writeBuffer(&body) }
