@@ -153,10 +153,9 @@ import Testing
         return lines
     }
 
-    /// An API server whose member is a streaming replica.
-    static func replicaServer() -> BatonAPIServer {
-        BatonAPIServer(
-            source: FakeSource(Fixture.replica()), configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+    /// An API server whose member is a streaming replica (or whatever `source` shows).
+    static func replicaServer(_ source: FakeSource = FakeSource(Fixture.replica())) -> BatonAPIServer {
+        BatonAPIServer(source: source, configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
     }
 
     /// A plain kept-alive HTTP/1.1 GET of `path`.
@@ -238,8 +237,7 @@ import Testing
         var replica = Fixture.replica()
         replica.generation = 7
         let source = FakeSource(replica)
-        let server = BatonAPIServer(
-            source: source, configuration: APIConfiguration(port: 0), logger: Logger(label: "t"))
+        let server = Self.replicaServer(source)
         let allocator = ByteBufferAllocator()
         var memo: RawHealthMemo?
         func answer(_ target: String, _ method: HTTPRequest.Method = .get) throws -> String {
@@ -256,9 +254,18 @@ import Testing
         #expect(headers == ["Content-Type", "Content-Length", "Date", "Server"])
         #expect(first.contains("\r\nContent-Length: \(parts[1].utf8.count)\r\n"))
         #expect(memo?.generation == 7 && memo?.target == "/replica")
-        // The same request again: the same bytes, still counted as a fast-path answer.
-        #expect(try answer("/replica") == first)
-        #expect(server.fastPathAnswers.value - counted == 2)
+        // The same request again: the same bytes (asked once more if the clock's second turned in
+        // between, which changes the Date header), still counted as a fast-path answer.
+        var previous = first
+        var again = try answer("/replica")
+        var asked = 2
+        while again != previous && asked < 4 {
+            previous = again
+            again = try answer("/replica")
+            asked += 1
+        }
+        #expect(again == previous)
+        #expect(server.fastPathAnswers.value - counted == asked)
         // Another path, or another method, is answered afresh.
         #expect(statusLine(try answer("/primary")) == "HTTP/1.1 503 Service Unavailable")
         #expect(memo?.target == "/primary")
