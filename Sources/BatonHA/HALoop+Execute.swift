@@ -52,9 +52,13 @@ extension HALoop {
             let (ttl, margin) = timing
             let created = try await store.createSession(ttl: ttl)
             session = created
+            sessionTTL = ttl
             leaseDeadline = sent + ttl - margin
             logger.info("store session created", metadata: ["ha.session": "\(created)", "ha.ttl": "\(ttl)"])
             return true
+
+        case .replaceSession:
+            return try await replaceSession(observation)
 
         case .renewLease:
             // Already renewed at the start of this cycle: the deadline is fresh.
@@ -65,6 +69,7 @@ extension HALoop {
             guard let session else { return false }
             guard try await store.acquireLeader(member: me, session: session) else { return false }
             status.holdsLeaderKey = true
+            liftFenceIfLeaseValid()
             await syncBackstop(primary: observation.postgres.inRecovery == false)
             logger.info("acquired the leader key", metadata: ["ha.session": "\(session)"])
             return true
@@ -73,6 +78,7 @@ extension HALoop {
             guard let session else { return false }
             let attached = try await store.reattachLeader(member: me, session: session)
             status.holdsLeaderKey = attached
+            if attached { liftFenceIfLeaseValid() }
             return attached
 
         case .releaseLeader:
@@ -134,6 +140,7 @@ extension HALoop {
                 try await node.start(following: source)
                 following = source.member
             } else if asPrimary {
+                liftFenceIfLeaseValid()
                 try await node.start(following: nil)
                 following = nil
             } else {
@@ -262,6 +269,7 @@ extension HALoop {
             let (ttl, margin) = timing
             let created = try await store.createSession(ttl: ttl)
             session = created
+            sessionTTL = ttl
             leaseDeadline = sent + ttl - margin
             logger.info(
                 "store session lost before rejoining: registered again with a new one",
@@ -297,10 +305,13 @@ extension HALoop {
             let deadline = sent + min(ttl, granted) - margin
             leaseDeadline = deadline
             lastRenewalSent = sent
+            if status.holdsLeaderKey { liftFenceIfLeaseValid() }
             await syncBackstop(primary: observation.map { $0.postgres.inRecovery == false } ?? false)
             if status.holdsLeaderKey, let watchdog {
                 do {
-                    try await watchdog.keepAlive(timeout: ttl)
+                    // Counted from the keepalive's send, like the lease: the watchdog fires before
+                    // etcd can expire the lease (sent + ttl), never after.
+                    try await watchdog.keepAlive(timeout: max(.zero, sent + min(ttl, granted) - clock.now))
                 } catch {
                     logger.error("watchdog keepalive failed: \(error)")
                 }
@@ -313,6 +324,46 @@ extension HALoop {
             status.holdsLeaderKey = false
             return false
         }
+    }
+
+    /// Lets the node start as a primary again after a fence, once this agent holds the leader key
+    /// under a lease whose deadline has not passed.
+    func liftFenceIfLeaseValid() {
+        guard let deadline = leaseDeadline, clock.now < deadline, session != nil else { return }
+        node.liftFence()
+    }
+
+    /// A dynamic ttl change: a new session with the ttl in force; the leader key (when held) and
+    /// the member key move onto it before the old session is revoked, so that neither key is ever
+    /// without a lease. Losing the leader key meanwhile keeps the old session and ends the sequence.
+    func replaceSession(_ observation: Observation) async throws -> Bool {
+        guard let old = session else { return false }
+        let sent = clock.now
+        let (ttl, margin) = timing
+        let created = try await store.createSession(ttl: ttl)
+        if observation.cluster?.leader?.member == configuration.name {
+            guard try await store.reattachLeader(member: configuration.name, session: created) else {
+                try? await store.revokeSession(created)
+                logger.warning("ttl change: the leader key could not be moved to the new session; keeping the old one")
+                return false
+            }
+            status.holdsLeaderKey = true
+        }
+        session = created
+        sessionTTL = ttl
+        leaseDeadline = sent + ttl - margin
+        lastRenewalSent = sent
+        await publish(after: observation)
+        do {
+            try await store.revokeSession(old)
+        } catch {
+            logger.warning("ttl change: could not revoke the old session (it expires by itself): \(error)")
+        }
+        await syncBackstop(primary: observation.postgres.inRecovery == false)
+        logger.info(
+            "moved to a session with the new ttl",
+            metadata: ["ha.session": "\(created)", "ha.ttl": "\(ttl)", "ha.old_session": "\(old)"])
+        return true
     }
 
     func promote(_ observation: Observation) async throws -> Bool {
@@ -388,7 +439,8 @@ extension Action {
         case .bootstrap, .cloneReplica, .startPostgres, .stopPostgres, .promote, .demote, .follow, .rewindIfNeeded,
             .rejoinDiverged, .setSynchronousStandbys:
             return true
-        case .createSession, .renewLease, .acquireLeader, .reattachLeader, .releaseLeader, .claimInitialize,
+        case .createSession, .renewLease, .replaceSession, .acquireLeader, .reattachLeader, .releaseLeader,
+            .claimInitialize,
             .recordSystemIdentifier, .cancelInitialize, .clearFailover, .clearSync, .writeSync, .fetchPeers,
             .askFailsafeConfirmation:
             return false

@@ -165,6 +165,12 @@ extension HALoop {
             metadata: ["ha.force": "\(force)"])
         following = nil
         lastRunningRole = nil
+        do {
+            try await node.clearDataDirectory(reason: "reinitialize requested through the REST API")
+        } catch {
+            logger.error("reinitialize: could not clear the data directory, nothing cloned: \(error)")
+            return
+        }
         let outcome = await execute(
             [.cloneReplica(from: source), .startPostgres(following: source, asPrimary: false)],
             observation: observation)

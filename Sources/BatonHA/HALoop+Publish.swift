@@ -11,10 +11,14 @@ extension HALoop {
         case .stopped: state = .stopped
         case .crashed: state = .crashed
         case .uninitialized: state = .stopped
+        case .unusable: state = pg.postmasterPID != nil ? .running : .stopped
         }
         if let activity { state = activity }
         let primary = pg.process == .running && pg.inRecovery == false
-        var role: Member.Role = primary ? .primary : .replica
+        // Unknown is not "replica": while the agent cannot tell (status query failed), a postgres
+        // that last ran as primary is published as primary, so that no peer takes it for a standby.
+        let mayBePrimary = pg.process == .running && pg.inRecovery == nil && lastRunningRole == .primary
+        var role: Member.Role = primary || mayBePrimary ? .primary : .replica
         if pg.process == .uninitialized && activity == nil { role = .uninitialized }
         return Member(
             name: configuration.name, connURL: configuration.connURL, apiURL: configuration.apiURL, state: state,

@@ -25,6 +25,8 @@ public actor HALoop {
     // State carried across cycles.
     var memory = HAMemory()
     var session: SessionID?
+    /// The ttl `session` was created with (a dynamic ttl change replaces the session).
+    var sessionTTL: Duration?
     var leaseDeadline: MonotonicInstant?
     var following: String?
     var appliedSynchronousStandbys: [String]?
@@ -208,13 +210,21 @@ public actor HALoop {
         }
     }
 
+    /// Whether the local postgres may accept writes, as far as the agent knows without asking it:
+    /// it holds the key, last saw a primary, or cannot tell and did not last see a standby
+    /// (unknown is not "standby"; a restart or start in flight counts as unknown).
+    var mayBePrimary: Bool {
+        if status.holdsLeaderKey || status.postgres.inRecovery == false { return true }
+        return status.postgres.inRecovery == nil && lastRunningRole != .replica
+    }
+
     /// Stops a primary at its lease deadline if the lease was not renewed by then, whatever the
     /// loop is doing.
     func fenceGuard() async {
         while !Task.isCancelled {
             let deadline = leaseDeadline
             let now = clock.now
-            if let deadline, now >= deadline, status.holdsLeaderKey || status.postgres.inRecovery == false {
+            if let deadline, now >= deadline, mayBePrimary {
                 await fence(deadline: deadline)
             }
             let next = min(
@@ -230,21 +240,23 @@ public actor HALoop {
         }
     }
 
+    /// Fencing does not ask postgres for permission: a status query can hang or lie, and a
+    /// restart in flight reports "stopped" or "starting" until it brings a primary back. The node
+    /// stops every postmaster of its data directory and refuses to start one as a primary until
+    /// this agent holds a valid lease as leader again.
     func fence(deadline: MonotonicInstant) async {
         guard leaseDeadline == deadline, !stopped else { return }
-        let pg = await node.status()
-        guard pg.process == .running || pg.process == .starting, pg.inRecovery == false else {
+        guard mayBePrimary else {
             leaseDeadline = nil
             return
         }
         logger.error(
-            "lease deadline passed without renewal: stopping postgres (immediate) to fence this primary",
+            """
+            lease deadline passed without renewal: fencing (immediate shutdown of every postmaster of the data \
+            directory, no start as primary until the lease is valid again)
+            """,
             metadata: ["ha.deadline": "\(deadline)"])
-        do {
-            try await node.stop(mode: .immediate, timeout: configuration.stopTimeout)
-        } catch {
-            logger.critical("fencing stop failed: \(error)")
-        }
+        await node.fence()
         status.holdsLeaderKey = false
         leaseDeadline = nil
         try? await watchdog?.disarm()
@@ -285,7 +297,8 @@ public actor HALoop {
             me: configuration.name, now: clock.now, wallClockSeconds: wallClock(), cluster: cluster,
             storeProblem: problem, postgres: pg, following: following,
             appliedSynchronousStandbys: appliedSynchronousStandbys,
-            lease: LeaseState(session: session, deadline: leaseDeadline), config: config, tags: configuration.tags,
+            lease: LeaseState(session: session, deadline: leaseDeadline, ttl: sessionTTL), config: config,
+            tags: configuration.tags,
             peers: peers, failsafeConfirmed: failsafe, memory: memory)
     }
 

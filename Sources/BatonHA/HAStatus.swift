@@ -48,8 +48,12 @@ public struct HAStatus: Sendable {
     public var role: Member.Role {
         switch postgres.process {
         case .uninitialized: return .uninitialized
-        case .running, .starting:
+        case .running, .starting, .unusable:
             if postgres.inRecovery == false { return holdsLeaderKey ? .primary : .demoted }
+            // Unknown is not "replica": a postgres that last ran as primary may still accept writes.
+            if postgres.inRecovery == nil, postgres.process != .starting, published?.role == .primary {
+                return holdsLeaderKey ? .primary : .demoted
+            }
             return holdsLeaderKey ? .standbyLeader : .replica
         case .stopped, .crashed:
             return published?.role ?? .replica

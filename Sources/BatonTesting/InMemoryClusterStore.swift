@@ -76,6 +76,14 @@ public final class InMemoryStoreBackend: @unchecked Sendable {
         }
     }
 
+    /// The ttl of the lease that holds `key` (as etcdctl `lease timetolive` shows it), or nil.
+    public func leaseTTL(holding key: ClusterKey) -> Duration? {
+        withState { state in
+            guard let lease = state.entry(key)?.lease else { return nil }
+            return state.backend.leases[lease.rawValue]?.ttl
+        }
+    }
+
     /// Forgets the event log up to the current revision: later watches from older revisions get
     /// `.resync`, as etcd's compaction makes them.
     public func compact() {

@@ -87,4 +87,23 @@ import Testing
         #expect(status.tags.noFailover)
         #expect(throws: (any Error).self) { try HTTPPeerProbe.parseStatus(name: "p", body: Array("[]".utf8)) }
     }
+
+    /// Unknown is not "replica": a peer whose postgres may accept writes vetoes the race — one that
+    /// says it is demoted (stepping down, not yet fenced), one still starting or restarting as a
+    /// primary, one that does not say what it is. Before, only `primary`/`master` in state
+    /// `running` counted, so a demoted-but-running primary was invisible to the race.
+    @Test func aPeerThatMayAcceptWritesIsAPossiblePrimary() throws {
+        func parse(_ json: String) throws -> PeerStatus {
+            try HTTPPeerProbe.parseStatus(name: "p", body: Array(json.utf8))
+        }
+        #expect(try parse(#"{"state":"running","role":"demoted","xlog":{"location":7}}"#).runningAsPrimary)
+        #expect(try parse(#"{"state":"restarting","role":"primary"}"#).runningAsPrimary)
+        #expect(try parse(#"{"state":"starting","role":"master"}"#).runningAsPrimary)
+        #expect(try parse(#"{"state":"running"}"#).runningAsPrimary)
+        #expect(try parse(#"{"state":"running","role":"demoted","xlog":{"location":7}}"#).walPosition == LSN(7))
+        #expect(try !parse(#"{"state":"running","role":"replica","xlog":{"received_location":5}}"#).runningAsPrimary)
+        #expect(try !parse(#"{"state":"stopped","role":"primary"}"#).runningAsPrimary)
+        #expect(try !parse(#"{"state":"crashed","role":"demoted"}"#).runningAsPrimary)
+        #expect(try !parse(#"{"state":"running","role":"uninitialized"}"#).runningAsPrimary)
+    }
 }

@@ -46,6 +46,18 @@ enum Fixture {
     static let crashed = PostgresStatus(process: .crashed, systemIdentifier: "7000")
     static let empty = PostgresStatus(process: .uninitialized)
 
+    /// PG_VERSION moved away while postgres still runs (PID 4242).
+    static let damagedRunning = PostgresStatus(
+        process: .unusable, problem: "/data is not empty but holds no usable PostgreSQL cluster",
+        postmasterPID: 4242)
+    static let damagedStopped = PostgresStatus(
+        process: .unusable, problem: "/data is not empty but holds no usable PostgreSQL cluster")
+
+    /// Postgres runs, but the status query failed (authentication, no connection slots, timeout).
+    static let blind = PostgresStatus(
+        process: .running, systemIdentifier: "7000", problem: "FATAL: password authentication failed",
+        postmasterPID: 4242)
+
     static func config(_ extra: [String: JSONValue] = [:]) -> DynamicConfig {
         var document: [String: JSONValue] = [
             "ttl": .number(30), "loop_wait": .number(10), "retry_timeout": .number(10),
@@ -58,13 +70,15 @@ enum Fixture {
         _ me: String, cluster: ClusterView?, postgres: PostgresStatus, following: String? = nil,
         leaseValid: Bool = true, config: DynamicConfig = config(), tags: Tags = Tags(),
         peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil, memory: HAMemory = HAMemory(),
-        now: MonotonicInstant = t0, wallClock: Double = 1_790_000_000, applied: [String]? = nil
+        now: MonotonicInstant = t0, wallClock: Double = 1_790_000_000, applied: [String]? = nil,
+        leaseTTL: Duration? = nil
     ) -> Observation {
         Observation(
             me: me, now: now, wallClockSeconds: wallClock, cluster: cluster,
             storeProblem: cluster == nil ? "connection refused" : nil, postgres: postgres, following: following,
             appliedSynchronousStandbys: applied,
-            lease: LeaseState(session: session, deadline: leaseValid ? now + .seconds(10) : now - .seconds(1)),
+            lease: LeaseState(
+                session: session, deadline: leaseValid ? now + .seconds(10) : now - .seconds(1), ttl: leaseTTL),
             config: config, tags: tags, peers: peers, failsafeConfirmed: failsafeConfirmed, memory: memory)
     }
 

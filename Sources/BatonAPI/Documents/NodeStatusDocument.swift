@@ -65,6 +65,7 @@ enum NodeStatusDocument {
         case .running: return .running
         case .starting: return .starting
         case .crashed: return .crashed
+        case .unusable: return status.postgres.postmasterPID != nil ? .running : .stopped
         case .stopped, .uninitialized: return .stopped
         }
     }

@@ -79,7 +79,12 @@ public struct HTTPPeerProbe: PeerProbe {
             guard let number = xlog[key]?.doubleValue, number >= 0 else { return nil }
             return LSN(UInt64(number))
         }
-        let runningAsPrimary = (role == "primary" || role == "master") && state == "running"
+        // Unknown is not "replica": a peer whose postgres may accept writes is a possible primary —
+        // one that reports itself primary or demoted (stepping down, not yet fenced) while its
+        // postgres is not known to be down, or one that does not say what it is.
+        let down: Set<String> = ["stopped", "crashed", "stopping", "stopped after a failure"]
+        let mayAcceptWrites = role == nil || role == "primary" || role == "master" || role == "demoted"
+        let runningAsPrimary = mayAcceptWrites && !(state.map(down.contains) ?? false)
         let position =
             runningAsPrimary
             ? lsn("location") : [lsn("received_location"), lsn("replayed_location")].compactMap { $0 }.max()

@@ -5,6 +5,9 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
     case createSession
     /// Keep the session alive and extend the fencing deadline.
     case renewLease
+    /// Create a session with the ttl in force and move this member's keys (and the leader key,
+    /// when held) onto it; the old session is then revoked. A dynamic `ttl` change.
+    case replaceSession
     /// Race for the leader key (CREATE == 0 on the session). Losing ends the sequence.
     case acquireLeader
     /// Re-attach the leader key to the current session (VALUE == me).
@@ -56,6 +59,7 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .createSession: return "create session"
         case .renewLease: return "renew lease"
+        case .replaceSession: return "replace session (new ttl)"
         case .acquireLeader: return "acquire leader key"
         case .reattachLeader: return "reattach leader key"
         case .releaseLeader: return "release leader key"

@@ -34,8 +34,29 @@ public enum HADecider {
         if o.lease.session == nil {
             return Decision([.createSession], .noSession, memory: memory, recheckImmediately: true)
         }
+        if let granted = o.lease.ttl, granted != o.config.ttl {
+            return Decision(
+                [.replaceSession], .sessionTTLChanged(granted: granted, configured: o.config.ttl), memory: memory,
+                recheckImmediately: true)
+        }
         let paused = o.config.pause
         let iAmLeader = cluster.leader?.member == o.me
+        if !(pg.process == .running && pg.inRecovery == nil) { memory.recoveryUnknownSince = nil }
+
+        // Local data that is there but unusable is never bootstrapped, cloned into or deleted.
+        if pg.process == .unusable {
+            let what = pg.problem ?? "no valid cluster in the data directory"
+            if iAmLeader {
+                return Decision(
+                    [.stopPostgres(.fast), .releaseLeader], .leaderDataDirectoryUnusable(what), memory: memory)
+            }
+            return Decision(
+                pg.postmasterPID != nil ? [.stopPostgres(.fast)] : [], .dataDirectoryUnusable(what), memory: memory)
+        }
+        // A leader never clones (nor bootstraps over) its own, missing data: it lets go of the key.
+        if pg.process == .uninitialized, iAmLeader {
+            return Decision([.releaseLeader], .leaderWithoutData, memory: memory, recheckImmediately: true)
+        }
 
         // The cluster's identity.
         if let clusterID = cluster.initialize, !clusterID.isEmpty, let localID = pg.systemIdentifier,
@@ -192,7 +213,24 @@ public enum HADecider {
         if o.config.pause {
             return Decision(actions, .paused("holding the leader key"), memory: memory)
         }
-        if pg.inRecovery != false {
+        guard let inRecovery = pg.inRecovery else {
+            // Unknown is not "standby": never the promote path. Postgres may well be serving as
+            // the primary; keep the key for up to ttl, then stop it and let a member the cluster
+            // can see take over.
+            var memory = memory
+            let since = memory.recoveryUnknownSince ?? o.now
+            memory.recoveryUnknownSince = since
+            let elapsed = o.now - since
+            if elapsed < o.config.ttl {
+                return Decision(
+                    actions, .leaderRecoveryStateUnknown(pg.problem ?? "no answer", elapsed: elapsed), memory: memory)
+            }
+            memory.recoveryUnknownSince = nil
+            return Decision(
+                [.demote(.graceful)], .leaderCannotSeePostgres(elapsed: elapsed), memory: memory,
+                recheckImmediately: true)
+        }
+        if inRecovery {
             if o.config.synchronousMode {
                 let sync = cluster.sync
                 let listed = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
@@ -366,6 +404,9 @@ public enum HADecider {
         if runningPrimary, !o.lease.isValid(at: o.now) {
             return Decision([.demote(.immediateNoLock)], .fencingLostLease, memory: memory, recheckImmediately: true)
         }
+        if o.postgres.process == .running, o.postgres.inRecovery == nil {
+            return Decision([], .recoveryStateUnknown(o.postgres.problem ?? "no answer"), memory: memory)
+        }
         let failover = cluster.failover
         let requestedForMe = failover?.value.member == o.me
         if runningPrimary, failover?.value.leader != o.me {
@@ -458,7 +499,7 @@ public enum HADecider {
             $0.name != me && $0.tags.cloneFrom && $0.state == .running && $0.name != cluster.leader?.member
         }
         if let tagged, let source = ReplicationSource(member: tagged) { return source }
-        guard let leader = cluster.leaderMember, leader.state == .running else { return nil }
+        guard let leader = cluster.leaderMember, leader.name != me, leader.state == .running else { return nil }
         return ReplicationSource(member: leader)
     }
 

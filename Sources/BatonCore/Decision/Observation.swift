@@ -60,10 +60,14 @@ public struct Observation: Hashable, Sendable {
 public struct LeaseState: Hashable, Sendable {
     public var session: SessionID?
     public var deadline: MonotonicInstant?
+    /// The ttl the session was asked for; a session granted under another ttl than the one in
+    /// force is replaced (a dynamic `ttl` change applies within one loop).
+    public var ttl: Duration?
 
-    public init(session: SessionID? = nil, deadline: MonotonicInstant? = nil) {
+    public init(session: SessionID? = nil, deadline: MonotonicInstant? = nil, ttl: Duration? = nil) {
         self.session = session
         self.deadline = deadline
+        self.ttl = ttl
     }
 
     /// True when the lease may still be relied on at `now`.
@@ -78,6 +82,8 @@ public struct PeerStatus: Hashable, Sendable {
     public var name: String
     /// False when the peer's API could not be reached.
     public var reachable: Bool
+    /// Whether the peer's postgres may accept writes: it reports itself primary, demoted but
+    /// still running, or running in a recovery state it cannot tell. Unknown is not "replica".
     public var runningAsPrimary: Bool
     public var walPosition: LSN?
     public var timeline: Int?
@@ -106,13 +112,17 @@ public struct HAMemory: Hashable, Sendable {
     /// The leader and timeline this standby last rewound onto for being stuck, so that a standby
     /// still stuck afterwards (for another reason) is not rewound again and again.
     public var rewoundWhenStuckOnto: String?
+    /// Since when postgres has run without the agent being able to tell whether it is a primary
+    /// or a standby (the status query failed); reset by any cycle that knows.
+    public var recoveryUnknownSince: MonotonicInstant?
 
     public init(
         crashRecoveryStartedAt: MonotonicInstant? = nil, stuckOnOlderTimelineSince: MonotonicInstant? = nil,
-        rewoundWhenStuckOnto: String? = nil
+        rewoundWhenStuckOnto: String? = nil, recoveryUnknownSince: MonotonicInstant? = nil
     ) {
         self.crashRecoveryStartedAt = crashRecoveryStartedAt
         self.stuckOnOlderTimelineSince = stuckOnOlderTimelineSince
         self.rewoundWhenStuckOnto = rewoundWhenStuckOnto
+        self.recoveryUnknownSince = recoveryUnknownSince
     }
 }

@@ -8,6 +8,14 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case failsafeConfirmed
     case askingFailsafe
     case noSession
+    case sessionTTLChanged(granted: Duration, configured: Duration)
+    // Local data and local state
+    case dataDirectoryUnusable(String)
+    case leaderDataDirectoryUnusable(String)
+    case leaderWithoutData
+    case recoveryStateUnknown(String)
+    case leaderRecoveryStateUnknown(String, elapsed: Duration)
+    case leaderCannotSeePostgres(elapsed: Duration)
     // Bootstrap
     case bootstrapping
     case bootstrapFinished(systemID: String)
@@ -61,6 +69,13 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .failsafeConfirmed: return "failsafe_confirmed"
         case .askingFailsafe: return "asking_failsafe"
         case .noSession: return "no_session"
+        case .sessionTTLChanged: return "session_ttl_changed"
+        case .dataDirectoryUnusable: return "data_directory_unusable"
+        case .leaderDataDirectoryUnusable: return "leader_data_directory_unusable"
+        case .leaderWithoutData: return "leader_without_data"
+        case .recoveryStateUnknown: return "recovery_state_unknown"
+        case .leaderRecoveryStateUnknown: return "leader_recovery_state_unknown"
+        case .leaderCannotSeePostgres: return "leader_cannot_see_postgres"
         case .bootstrapping: return "bootstrapping"
         case .bootstrapFinished: return "bootstrap_finished"
         case .waitingForBootstrap: return "waiting_for_bootstrap"
@@ -112,6 +127,25 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .failsafeConfirmed: return "store unreachable, failsafe mode: every member confirms this primary"
         case .askingFailsafe: return "store unreachable, failsafe mode: asking every member to confirm this primary"
         case .noSession: return "no store session yet: creating one"
+        case .sessionTTLChanged(let granted, let configured):
+            return
+                "ttl changed from \(granted.secondsText) to \(configured.secondsText): moving to a session with the new ttl"
+        case .dataDirectoryUnusable(let what):
+            return "the data directory is unusable (\(what)): not starting, bootstrapping, cloning into or deleting "
+                + "it; staying out of the leader race until an operator repairs it"
+        case .leaderDataDirectoryUnusable(let what):
+            return "holding the leader key but the data directory is unusable (\(what)): stopping postgres and "
+                + "releasing the key so that a healthy replica takes over; nothing is deleted"
+        case .leaderWithoutData:
+            return "holding the leader key without local data: releasing the key (a leader never clones)"
+        case .recoveryStateUnknown(let why):
+            return "cannot tell whether postgres is a primary or a standby (\(why)): not racing, not promoting"
+        case .leaderRecoveryStateUnknown(let why, let elapsed):
+            return "holding the leader key but cannot tell whether postgres is a primary or a standby for "
+                + "\(elapsed.secondsText) (\(why)): keeping the key, not promoting"
+        case .leaderCannotSeePostgres(let elapsed):
+            return "holding the leader key but postgres has not answered the status query for \(elapsed.secondsText) "
+                + "(≥ ttl): stopping it and releasing the key so that a replica the cluster can see takes over"
         case .bootstrapping: return "no cluster yet: bootstrapping a new one"
         case .bootstrapFinished(let id): return "bootstrap finished (system identifier \(id)): taking the leader key"
         case .waitingForBootstrap: return "another member is bootstrapping the cluster: waiting"

@@ -7,8 +7,9 @@ public protocol PostgresNode: Sendable {
     /// Creates a new cluster (initdb, managed parameters, roles, pg_hba) and starts it as primary.
     /// Returns the database system identifier.
     func bootstrap() async throws -> String
-    /// Clones a replica from `source` with pg_basebackup (replaces any existing data directory,
-    /// stopping postgres first) and configures it as a standby of `source`; does not start it.
+    /// Clones a replica from `source` with pg_basebackup into a missing or empty data directory
+    /// (anything else is refused: see `clearDataDirectory(reason:)`) and configures it as a standby
+    /// of `source`; does not start it.
     /// `progress` is called from a background thread as pg_basebackup reports progress.
     func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?) async throws
     /// Starts postgres; as a standby of `source` when given, else as it was. Adopts a postmaster that is
@@ -32,6 +33,15 @@ public protocol PostgresNode: Sendable {
     func syncReplicationSlots(forMembers members: [String]) async throws
     /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).
     func terminations() -> AsyncStream<PostmasterExit>
+    /// Empties the data directory before a re-clone the agent has proven it may do (an operator's
+    /// reinitialize): stops postgres and moves the directory aside; logged with `reason`.
+    func clearDataDirectory(reason: String) async throws
+    /// Fences this node without asking postgres anything: stops every postmaster of the data
+    /// directory at once (the supervised one, one that is starting, one found in postmaster.pid)
+    /// and, until `liftFence()`, refuses to start postgres other than as a standby and to promote.
+    func fence() async
+    /// Ends a fence: the loop holds a valid lease as leader again.
+    func liftFence()
 }
 
 extension PostgresNode {
@@ -92,8 +102,12 @@ public struct PostmasterExit: Hashable, Sendable {
 /// What the agent knows about its local PostgreSQL at one moment.
 public struct PostgresStatus: Hashable, Sendable {
     public enum Process: String, Hashable, Sendable {
-        /// No data directory, or not initialised.
+        /// No data directory, or an empty one: safe to bootstrap or clone into.
         case uninitialized
+        /// A data directory that holds something but not a usable cluster (no PG_VERSION, no
+        /// pg_control, not a directory, unreadable): never bootstrapped, cloned into or deleted;
+        /// `problem` says what is wrong. A postmaster may still run on it (`postmasterPID`).
+        case unusable
         case stopped
         case starting
         case running

@@ -11,9 +11,21 @@ extension LocalPostgresNode {
     public func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?)
         async throws
     {
+        // Never over data: only a missing or empty directory is cloned into. A re-clone goes
+        // through `clearDataDirectory(reason:)` first, which moves the old one aside.
+        switch inspectDataDirectory() {
+        case .missingOrEmpty: break
+        case .valid:
+            throw PostgresError(
+                .dataDirectoryNotEmpty,
+                "\(dataDirectory) already holds a PostgreSQL cluster; refusing to clone over it (Baton replaces a "
+                    + "cluster only on reinitialize or after a failed pg_rewind, and moves it aside first)")
+        case .unusable(let problem):
+            throw PostgresError(.dataDirectoryUnusable, problem)
+        }
         try await stop(mode: .fast, timeout: .seconds(60))
         let started = ContinuousClock.now
-        try prepareEmptyDataDirectory(wipe: true)
+        try prepareEmptyDataDirectory(wipe: false)
         try writePassfile()
         let logger = self.logger
         let arguments = [
@@ -36,6 +48,7 @@ extension LocalPostgresNode {
             }
         }
         guard output.succeeded else {
+            // Only what this pg_basebackup wrote: the directory was empty before it ran.
             try? prepareEmptyDataDirectory(wipe: true)
             throw PostgresError(
                 .cloneFailed,
@@ -54,6 +67,10 @@ extension LocalPostgresNode {
     // MARK: Promote, demote, follow
 
     public func promote(timeout: Duration) async throws {
+        if state.withLock({ $0.fenced }) {
+            throw PostgresError(
+                .fenced, "not promoting \(dataDirectory): the node is fenced until its agent holds a valid lease again")
+        }
         guard runningPostmaster != nil || adoptIfRunning() != nil else {
             throw PostgresError(
                 .notRunning, "cannot promote: postgres is not running on \(dataDirectory); start it as a standby first")
@@ -172,6 +189,7 @@ extension LocalPostgresNode {
         } catch let error as PostgresError where error.code == .rewindNotPossible || error.code == .rewindFailed {
             guard configuration.removeDataDirectoryOnRewindFailure else { throw error }
             logger.warning("rewind impossible; re-cloning", metadata: ["pg.error": "\(error.message)"])
+            try await clearDataDirectory(reason: "pg_rewind from \(source.member) impossible: \(error.message)")
             try await cloneReplica(from: source, progress: nil)
         }
         try writeConfiguration(following: source, standby: true)

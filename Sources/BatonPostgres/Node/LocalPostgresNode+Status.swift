@@ -25,8 +25,20 @@ extension LocalPostgresNode {
         """
 
     public func status() async -> PostgresStatus {
-        guard Posix.fileExists(dataDirectory + "/PG_VERSION") else {
+        switch inspectDataDirectory() {
+        case .valid:
+            break
+        case .missingOrEmpty:
+            // A postmaster still running on a data directory that vanished under it is not "no data".
+            if let running = runningPostmaster {
+                return PostgresStatus(
+                    process: .unusable,
+                    problem: "\(dataDirectory) is missing or empty while postmaster \(running.pid) runs on it",
+                    postmasterPID: running.pid)
+            }
             return PostgresStatus(process: .uninitialized)
+        case .unusable(let problem):
+            return PostgresStatus(process: .unusable, problem: problem, postmasterPID: adoptIfRunning()?.pid)
         }
         guard let postmaster = adoptIfRunning() else {
             let lastExit = state.withLock { $0.lastExit }

@@ -28,6 +28,8 @@ public final class LocalPostgresNode: PostgresNode {
         var synchronousStandbys: [String] = []
         /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
         var parameters: [String: String]?
+        /// Set by `fence()`: no start other than as a standby, no promotion, until `liftFence()`.
+        var fenced = false
     }
 
     /// The operator's `postgresql.parameters` in force (written on the next start or reload).
@@ -145,15 +147,26 @@ public final class LocalPostgresNode: PostgresNode {
         }
         try checkDataDirectory()
         try writeConfiguration(following: source, standby: source != nil ? true : nil)
+        // A start "as it was" of a data directory without standby.signal may come up as a primary.
+        let mayBePrimary = source == nil && !Posix.fileExists(dataDirectory + "/standby.signal")
+        if mayBePrimary, state.withLock({ $0.fenced }) { throw fencedStart() }
         let logOffset = fileSize(configuration.logFile)
         let postmaster = try watch {
             try Postmaster.spawn(
                 executable: configuration.binary("postgres"), arguments: ["-D", dataDirectory], runAs: osUser,
                 logFile: configuration.logFile, environment: CommandRunner.baseEnvironment, onExit: $0)
         }
-        state.withLock {
-            $0.postmaster = postmaster
-            $0.lastExit = nil
+        let fencedMeanwhile = state.withLock { state -> Bool in
+            state.postmaster = postmaster
+            state.lastExit = nil
+            return state.fenced
+        }
+        if mayBePrimary, fencedMeanwhile {
+            // fence() ran between the check and the spawn and may not have seen this postmaster.
+            postmaster.markRequested()
+            postmaster.send(SIGQUIT)
+            _ = await postmaster.waitForExit(timeout: .seconds(5))
+            throw fencedStart()
         }
         logger.info(
             "starting postgres",
@@ -279,6 +292,36 @@ public final class LocalPostgresNode: PostgresNode {
         )
     }
 
+    func fencedStart() -> PostgresError {
+        PostgresError(
+            .fenced,
+            "not starting postgres on \(dataDirectory) as it was (it may come up as a primary): the node was fenced "
+                + "at its lease deadline and stays so until its agent holds a valid lease again")
+    }
+
+    // MARK: Fencing
+
+    public func fence() async {
+        state.withLock { $0.fenced = true }
+        let pid = adoptIfRunning()?.pid
+        logger.error(
+            "fencing: immediate shutdown of every postmaster of the data directory, without asking postgres",
+            metadata: ["pg.pid": "\(pid.map(String.init) ?? "-")"])
+        do {
+            try await stop(mode: .immediate, timeout: .seconds(1))
+        } catch {
+            logger.critical("fencing stop failed: \(error)")
+        }
+    }
+
+    public func liftFence() {
+        let was = state.withLock { state -> Bool in
+            defer { state.fenced = false }
+            return state.fenced
+        }
+        if was { logger.info("fence lifted: the agent holds a valid lease as leader again") }
+    }
+
     public func reload() async throws {
         guard let postmaster = adoptIfRunning() else {
             throw PostgresError(
@@ -377,9 +420,8 @@ public final class LocalPostgresNode: PostgresNode {
         parametersConfiguration.parameters = parameters
         let synchronous = state.withLock { $0.synchronousStandbys }
         if !synchronous.isEmpty {
-            let names = synchronous.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }.joined(
-                separator: ",")
-            parametersConfiguration.parameters["synchronous_standby_names"] = "FIRST 1 (\(names))"
+            parametersConfiguration.parameters["synchronous_standby_names"] = ManagedFiles.synchronousStandbyNames(
+                synchronous)
         }
         try Posix.writeFile(
             dataDirectory + "/" + ManagedFiles.parametersFile,

@@ -43,6 +43,16 @@ public enum ManagedFiles {
         return parameters
     }
 
+    /// `synchronous_standby_names` for the standbys the leader waits for: every one of them
+    /// (`FIRST n` with n the number of names, as Patroni writes it), so that a standby the `sync`
+    /// key names has acknowledged every commit. With `FIRST 1 (a,b)` postgres would wait for `a`
+    /// only, and `b`, named in the key, could be promoted without commits only `a` confirmed.
+    public static func synchronousStandbyNames(_ names: [String]) -> String {
+        guard !names.isEmpty else { return "" }
+        let quoted = names.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }
+        return "FIRST \(names.count) (\(quoted.joined(separator: ",")))"
+    }
+
     public static func parametersText(_ configuration: LocalPostgresConfiguration) -> String {
         "# Managed by Baton: rewritten before every start. Put your settings in the agent's configuration.\n"
             + PostgresConf.render(parameters(configuration)) + "\n"

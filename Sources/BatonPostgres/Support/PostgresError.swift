@@ -33,6 +33,10 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         public static let invalidConfiguration = Code("invalidConfiguration")
         public static let osUserUnknown = Code("osUserUnknown")
         public static let io = Code("io")
+        /// Refused while the node is fenced (its lease deadline passed): no start as a primary, no promotion.
+        public static let fenced = Code("fenced")
+        /// The data directory holds something that is not a usable cluster; nothing was changed.
+        public static let dataDirectoryUnusable = Code("dataDirectoryUnusable")
     }
 
     public var code: Code

@@ -29,6 +29,9 @@ public final class SimulatedCluster: @unchecked Sendable {
     public enum Fault: CaseIterable, Sendable {
         case crashPostgres, killAgent, restartAgent, freezeAgent, partitionFromStore, lagReplica, switchover,
             wholeNodeCrash
+        /// The agent's status query fails ("unknown") for a while: a changed password, no
+        /// connection slots. Postgres itself goes on as it was.
+        case blindAgent
     }
 
     final class Agent: @unchecked Sendable {
@@ -40,6 +43,7 @@ public final class SimulatedCluster: @unchecked Sendable {
         var frozenUntil: MonotonicInstant?
         var partitionedUntil: MonotonicInstant?
         var lagUntil: MonotonicInstant?
+        var blindUntil: MonotonicInstant?
         var nextCycle: MonotonicInstant
 
         init(
@@ -130,6 +134,10 @@ public final class SimulatedCluster: @unchecked Sendable {
                 agent.lagUntil = nil
                 agent.node.mutate { $0.replicationPaused = false }
             }
+            if let until = agent.blindUntil, now >= until {
+                agent.blindUntil = nil
+                agent.node.mutate { $0.answer = .truthful }
+            }
         }
         replicate()
         for agent in agents {
@@ -212,6 +220,8 @@ public final class SimulatedCluster: @unchecked Sendable {
             agent.node.mutate { $0.replicationPaused = true }
             agent.lagUntil = now + seconds * 2
             note("\(agent.name): replication paused for \(seconds * 2)")
+        case .blindAgent:
+            blind(agent.name, for: seconds)
         case .switchover:
             guard let view = try? await observer.loadCluster(), let leader = view.leader?.member,
                 let candidate = agents.map(\.name).filter({ $0 != leader }).randomElement(using: &rng)
@@ -228,7 +238,11 @@ public final class SimulatedCluster: @unchecked Sendable {
             agent.partitionedUntil = nil
             agent.store.partitioned = false
             agent.lagUntil = nil
-            agent.node.mutate { $0.replicationPaused = false }
+            agent.blindUntil = nil
+            agent.node.mutate {
+                $0.replicationPaused = false
+                $0.answer = .truthful
+            }
             if agent.loop == nil {
                 agent.store = backend.makeStore()
                 agent.loop = makeLoop(agent)
@@ -384,6 +398,14 @@ extension SimulatedCluster {
     }
 
     /// SIGSTOP of one agent for `seconds` of simulated time.
+    /// Makes `name`'s status query answer "unknown" for `duration` (postgres itself goes on).
+    public func blind(_ name: String, for duration: Duration) {
+        guard let agent = agent(name) else { return }
+        agent.node.mutate { $0.answer = .unknown("simulated: password authentication failed") }
+        agent.blindUntil = clock.now + duration
+        note("\(name): status query fails for \(duration)")
+    }
+
     public func freeze(_ name: String, seconds: Double) {
         agent(name)?.frozenUntil = clock.now + .milliseconds(Int64(seconds * 1000))
         note("\(name): agent frozen for \(seconds) s")

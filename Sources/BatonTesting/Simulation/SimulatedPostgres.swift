@@ -22,6 +22,23 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var restarts = 0
         public var reloads = 0
         public var clones = 0
+        /// What the status query answers, to simulate an agent that cannot see its own node.
+        public var answer: Answer = .truthful
+        /// The data directory holds files but no usable cluster (e.g. PG_VERSION moved away).
+        public var dataDirectoryDamaged = false
+        /// Set by `fence()`; starting as a primary and promoting are refused until `liftFence()`.
+        public var fenced = false
+        public var fences = 0
+    }
+
+    /// How the simulated status query answers: the truth; "unknown" (the query failed: an
+    /// authentication error, no connection slots); after a delay (a backend that hangs); or a
+    /// lie about the recovery state.
+    public enum Answer: Sendable, Equatable {
+        case truthful
+        case unknown(String)
+        case slow(Duration)
+        case claimsRecovery(Bool)
     }
 
     public let name: String
@@ -62,12 +79,27 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     }
 
     public func status() async -> PostgresStatus {
-        lock.withLock {
+        if case .slow(let delay) = lock.withLock({ state.answer }) { try? await Task.sleep(for: delay) }
+        return lock.withLock {
+            if state.dataDirectoryDamaged {
+                return PostgresStatus(
+                    process: .unusable, problem: "simulated: PG_VERSION missing", postmasterPID: state.running ? 1 : nil
+                )
+            }
             guard state.hasData else { return PostgresStatus(process: .uninitialized) }
             guard state.running else {
                 return PostgresStatus(process: state.crashed ? .crashed : .stopped, systemIdentifier: state.systemID)
             }
             let position = LSN(state.lsn)
+            switch state.answer {
+            case .unknown(let why):
+                return PostgresStatus(process: .running, systemIdentifier: state.systemID, problem: why)
+            case .claimsRecovery(let claim):
+                return PostgresStatus(
+                    process: .running, inRecovery: claim, timeline: state.timeline, currentLSN: position,
+                    receiveLSN: position, replayLSN: position, systemIdentifier: state.systemID)
+            case .truthful, .slow: break
+            }
             return PostgresStatus(
                 process: .running, inRecovery: state.standby, timeline: state.timeline,
                 currentLSN: state.standby ? nil : position, receiveLSN: state.standby ? position : nil,
@@ -94,6 +126,12 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         guard let upstream = sourceLookup(source.member)?.snapshot, upstream.running else {
             throw SimulationError("clone source \(source.member) is not running")
         }
+        guard source.member != name else { throw SimulationError("clone from itself refused") }
+        try lock.withLock {
+            if state.hasData || state.dataDirectoryDamaged {
+                throw SimulationError("clone refused: the data directory is not empty")
+            }
+        }
         lock.withLock {
             state.hasData = true
             state.running = false
@@ -110,7 +148,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     public func start(following source: ReplicationSource?) async throws {
         if let hook = lock.withLock({ hooks.beforeStart }) { await hook(source) }
-        lock.withLock {
+        try lock.withLock {
+            if state.fenced, source == nil, !state.standby {
+                throw SimulationError("start as primary refused: fenced")
+            }
             state.running = true
             state.crashed = false
             if let source {
@@ -128,7 +169,8 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     }
 
     public func restart() async throws {
-        lock.withLock {
+        try lock.withLock {
+            if state.fenced, !state.standby { throw SimulationError("restart as primary refused: fenced") }
             state.running = true
             state.crashed = false
             state.restarts += 1
@@ -139,6 +181,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     public func promote(timeout: Duration) async throws {
         try lock.withLock {
+            guard !state.fenced else { throw SimulationError("promote refused: fenced") }
             guard state.running, state.standby else { throw SimulationError("promote: not a running standby") }
             state.standby = false
             state.upstream = nil
@@ -187,6 +230,26 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     public func terminations() -> AsyncStream<PostmasterExit> {
         AsyncStream { _ in }
+    }
+
+    public func fence() async {
+        lock.withLock {
+            state.fenced = true
+            state.fences += 1
+            state.running = false
+            state.crashed = false
+        }
+    }
+
+    public func liftFence() { lock.withLock { state.fenced = false } }
+
+    public func clearDataDirectory(reason: String) async throws {
+        lock.withLock {
+            state.running = false
+            state.crashed = false
+            state.hasData = false
+            state.dataDirectoryDamaged = false
+        }
     }
 }
 

@@ -1,0 +1,99 @@
+import BatonCore
+import BatonHA
+import BatonTesting
+import Testing
+
+/// The simulated cluster answering what a real node can answer: "unknown", damaged, a changed
+/// ttl. Unknown is not false: each leads to the safe action, with the invariants (never two
+/// writable primaries, never a promotion beyond the lag limit) checked after every tick.
+@Suite struct LocalLiesSimulationTests {
+    /// A leader whose status query fails (a changed password, no connection slots) keeps the key
+    /// for up to ttl, never takes the promote path, then stops its postgres and lets a replica
+    /// take over. Before: it decided "promote" on every cycle and kept the key for ever.
+    @Test func aBlindLeaderStepsDownAfterTtlAndNeverPromotes() async throws {
+        let cluster = try await SimulatedClusterTests.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        cluster.blind(old, for: .seconds(120))
+        var waited = 0.0
+        while cluster.writablePrimaries == [old] || cluster.writablePrimaries.isEmpty, waited < 30 {
+            await cluster.run(seconds: 0.1)
+            waited += 0.1
+        }
+        let new = try #require(cluster.writablePrimaries.first, "no failover: \(cluster.events.suffix(30))")
+        #expect(new != old)
+        // ttl of grace, one loop to notice, the replica's race.
+        #expect(waited <= 2 * cluster.options.ttl + 2, "took \(waited) s")
+        #expect(cluster.postgres(named: old)?.snapshot.promotions.isEmpty == true)
+        await cluster.run(seconds: 10)
+        #expect(cluster.writablePrimaries == [new])
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)\n\(cluster.events.suffix(30))")
+    }
+
+    /// A replica that cannot see its own postgres does not race when the leader dies; the other one
+    /// wins. Before: its position read as zero like an empty cluster's, and with no status key it
+    /// could race.
+    @Test func aBlindReplicaStaysOutOfTheRace() async throws {
+        let cluster = try await SimulatedClusterTests.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        let blind = try #require(cluster.streamingReplicas().sorted().first)
+        cluster.blind(blind, for: .seconds(120))
+        await cluster.run(seconds: 2)
+        cluster.crashWholeNode(old)
+        await cluster.run(seconds: cluster.options.ttl + 6)
+        let new = try #require(cluster.writablePrimaries.first, "no failover: \(cluster.events.suffix(30))")
+        #expect(new != blind && new != old)
+        #expect(cluster.postgres(named: blind)?.snapshot.promotions.isEmpty == true)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
+    /// PG_VERSION gone on the leader: it stops postgres and releases the key; a replica leads; the
+    /// damaged node is never cloned into (its data stays), never bootstraps, never races.
+    @Test func aLeaderWithADamagedDataDirectoryHandsOverAndKeepsItsData() async throws {
+        let cluster = try await SimulatedClusterTests.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        let node = try #require(cluster.postgres(named: old))
+        node.mutate { $0.dataDirectoryDamaged = true }
+        await cluster.run(seconds: cluster.options.ttl + 2)
+        let new = try #require(cluster.writablePrimaries.first, "no failover: \(cluster.events.suffix(30))")
+        #expect(new != old)
+        await cluster.run(seconds: 20)
+        let state = node.snapshot
+        #expect(state.hasData && state.clones == 0 && !state.running, "\(state)")
+        #expect(await cluster.leaderKeyHolder() == new)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+        // Repaired by hand: the node rejoins as a replica.
+        node.mutate { $0.dataDirectoryDamaged = false }
+        await cluster.run(seconds: 15)
+        #expect(cluster.streamingReplicas().contains(old), "\(cluster.events.suffix(20))")
+    }
+
+    /// `ttl` changed in the config key: within one loop every member's key (and the leader key)
+    /// hangs on a lease granted with the new ttl, and a whole-node crash then costs the new ttl.
+    /// Before: the leases kept the ttl they were granted at start.
+    @Test func aTtlChangeReGrantsEveryLeaseWithinOneLoop() async throws {
+        var options = SimulatedCluster.Options()
+        options.ttl = 10
+        let cluster = try await SimulatedClusterTests.bootstrapped(options)
+        let old = try #require(cluster.writablePrimaries.first)
+        let store = try #require(cluster.store(named: old))
+        let view = try await store.loadCluster()
+        var config = view.dynamicConfig
+        config.document["ttl"] = .number(4)
+        #expect(try await store.writeConfig(config, expected: view.config?.modRevision))
+        await cluster.run(seconds: 2 * options.loopWait + 0.5)
+        #expect(cluster.backend.leaseTTL(holding: .leader) == .seconds(4))
+        for name in ["node1", "node2", "node3"] {
+            #expect(cluster.backend.leaseTTL(holding: .member(name)) == .seconds(4), "\(name)")
+        }
+        #expect(await cluster.leaderKeyHolder() == old, "the ttl change must not cost the leader its key")
+        cluster.crashWholeNode(old)
+        var waited = 0.0
+        while cluster.writablePrimaries.isEmpty, waited < 20 {
+            await cluster.run(seconds: 0.1)
+            waited += 0.1
+        }
+        #expect(!cluster.writablePrimaries.isEmpty)
+        #expect(waited <= 4 + 1.5, "failover took \(waited) s after the ttl became 4 s")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+}

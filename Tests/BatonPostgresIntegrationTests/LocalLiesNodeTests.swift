@@ -1,0 +1,205 @@
+import BatonCore
+import BatonPostgres
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Unknown is not false, on real PostgreSQL 15: a data directory that is there but not a cluster
+/// is never deleted or cloned into; a fence stops postgres without asking it and keeps a slow
+/// restart from bringing a primary back; the synchronous standbys are all waited for.
+@Suite("LocalPostgresNode: local lies", .serialized)
+struct LocalLiesNodeTests {
+    /// Relative paths and sizes of every regular file under `root`, for "nothing was deleted".
+    static func files(_ root: String) -> [String: Int] {
+        var result: [String: Int] = [:]
+        guard let walker = FileManager.default.enumerator(atPath: root) else { return result }
+        while let path = walker.nextObject() as? String {
+            var info = stat()
+            if lstat(root + "/" + path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG {
+                result[path] = Int(info.st_size)
+            }
+        }
+        return result
+    }
+
+    static func chownToPostgres(_ path: String) throws {
+        try PostgresFixture.shell("/bin/chown", ["-R", "postgres:postgres", path])
+    }
+
+    /// Before: status() said "uninitialized" as soon as PG_VERSION could not be stat'ed, and
+    /// cloneReplica deleted every entry of the directory. The issue's first finding.
+    @Test func aDataDirectoryWithoutPGVersionIsUnusableAndNeverClonedInto() async throws {
+        let fixture = try PostgresFixture("pgversion")
+        defer { fixture.cleanUp() }
+        let primary = try await fixture.nodeFromTemplate("lead")
+        let damaged = try await fixture.nodeFromTemplate("damaged")
+        try await primary.start(following: nil)
+        try await damaged.start(following: nil)
+        let data = damaged.configuration.dataDirectory
+        let pid = try #require(damaged.postmasterPID)
+        let aside = fixture.root.path + "/PG_VERSION.moved"
+        #expect(rename(data + "/PG_VERSION", aside) == 0)
+        let before = Self.files(data)
+
+        let status = await damaged.status()
+        #expect(status.process == .unusable, "\(status)")
+        #expect(status.postmasterPID == pid, "a postmaster still runs on it: \(status)")
+        #expect(status.problem?.contains(data) == true && status.problem?.contains("PG_VERSION") == true)
+
+        await #expect(throws: PostgresError.self) {
+            try await damaged.cloneReplica(from: fixture.source(primary))
+        }
+        await #expect(throws: PostgresError.self) { _ = try await damaged.bootstrap() }
+        #expect(damaged.postmasterPID == pid, "refusing to clone must not stop postgres either")
+        try await damaged.stop(mode: .fast, timeout: .seconds(30))
+        let after = Self.files(data).filter { !$0.key.hasPrefix("pg_") && $0.key != "postmaster.pid" }
+        let kept = before.filter { !$0.key.hasPrefix("pg_") && $0.key != "postmaster.pid" }
+        // pg_internal.init (a relcache file) is postgres's own to remove at start-up.
+        let deleted = Set(kept.keys).subtracting(after.keys).filter { !$0.hasSuffix("pg_internal.init") }
+        #expect(deleted.isEmpty, "files deleted: \(deleted.sorted())")
+        #expect(after.count > 500, "a whole cluster's files are still there: \(after.count)")
+
+        // Repaired by hand, it is a cluster again.
+        #expect(rename(aside, data + "/PG_VERSION") == 0)
+        #expect(await damaged.status().process == .stopped)
+        try await damaged.start(following: nil)
+        #expect(await damaged.status().inRecovery == false)
+        try await damaged.stop(mode: .fast, timeout: .seconds(30))
+        try await primary.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    /// A `data_dir` that points by mistake at a non-empty directory: refused with its path and
+    /// what is in it; the files stay byte for byte. Before: emptied by the clone.
+    @Test func aForeignNonEmptyDirectoryIsRefusedWithWhatIsInIt() async throws {
+        let fixture = try PostgresFixture("foreign")
+        defer { fixture.cleanUp() }
+        let primary = try await fixture.nodeFromTemplate("lead")
+        try await primary.start(following: nil)
+        let configuration = try fixture.configuration("foreign")
+        let data = configuration.dataDirectory
+        try FileManager.default.createDirectory(atPath: data + "/photos", withIntermediateDirectories: true)
+        try Data("do not delete\n".utf8).write(to: URL(fileURLWithPath: data + "/important.txt"))
+        try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: data + "/photos/1.jpg"))
+        try Self.chownToPostgres(data)
+        chmod(data, 0o700)
+        let node = try fixture.node(configuration)
+
+        let status = await node.status()
+        #expect(status.process == .unusable, "\(status)")
+        #expect(status.problem?.contains("important.txt") == true, "names what is there: \(status.problem ?? "")")
+        do {
+            try await node.cloneReplica(from: fixture.source(primary))
+            Issue.record("cloning into a non-empty directory must be refused")
+        } catch let error as PostgresError {
+            #expect(error.code == .dataDirectoryUnusable, "\(error)")
+            #expect(error.message.contains(data), "\(error)")
+        }
+        #expect(Self.files(data) == ["important.txt": 14, "photos/1.jpg": 4096])
+        #expect(try String(contentsOfFile: data + "/important.txt", encoding: .utf8) == "do not delete\n")
+        try await primary.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    /// A re-clone the agent may do (reinitialize) moves the old directory aside first; nothing is
+    /// deleted, and the clone then goes into an empty directory.
+    @Test func clearingBeforeAReCloneMovesTheDirectoryAside() async throws {
+        let fixture = try PostgresFixture("aside")
+        defer { fixture.cleanUp() }
+        let primary = try await fixture.nodeFromTemplate("lead")
+        let replica = try await fixture.nodeFromTemplate("again")
+        try await primary.start(following: nil)
+        let data = replica.configuration.dataDirectory
+        let before = Self.files(data)
+        await #expect(throws: PostgresError.self) { try await replica.cloneReplica(from: fixture.source(primary)) }
+        try await replica.clearDataDirectory(reason: "test: reinitialize")
+        let siblings = try FileManager.default.contentsOfDirectory(atPath: (data as NSString).deletingLastPathComponent)
+        let moved = try #require(
+            siblings.first { $0.hasPrefix((data as NSString).lastPathComponent + ".baton-moved-") })
+        let movedPath = (data as NSString).deletingLastPathComponent + "/" + moved
+        #expect(Self.files(movedPath) == before)
+        try await replica.cloneReplica(from: fixture.source(primary))
+        #expect(await replica.status().process == .stopped)
+        try await primary.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    /// Fencing does not ask postgres: it stops the postmaster at once, and until the fence is
+    /// lifted no start can bring up a primary — including the start half of a restart whose
+    /// shutdown outlasted the lease (the checkpointer is held with SIGSTOP so that the fast
+    /// shutdown hangs). A standby start stays allowed. Before: the fence asked postgres for its
+    /// status, found "stopped"/"starting" and did nothing; the restart then came back writable.
+    @Test func aFenceStopsPostgresAndOutlivesASlowRestart() async throws {
+        let fixture = try PostgresFixture("fence")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("fenced")
+        try await node.start(following: nil)
+        let pid = try #require(node.postmasterPID)
+        let checkpointer = try #require(Self.child(of: pid, named: "checkpointer"), "no checkpointer under \(pid)")
+        #expect(kill(checkpointer, SIGSTOP) == 0)
+        let restart = Task { try await node.restart() }
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(kill(pid, 0) == 0, "the fast shutdown is still waiting for the stopped checkpointer")
+        let fence = Task { await node.fence() }
+        try await Task.sleep(for: .milliseconds(300))
+        kill(checkpointer, SIGCONT)
+        await fence.value
+        do {
+            try await restart.value
+            Issue.record("the restart must not bring postgres back while fenced")
+        } catch let error as PostgresError {
+            #expect(error.code == .fenced, "\(error)")
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(node.postmasterPID == nil)
+        #expect(await node.status().process != .running)
+        await #expect(throws: PostgresError.self) { try await node.start(following: nil) }
+        await #expect(throws: PostgresError.self) { try await node.restart() }
+
+        node.liftFence()
+        try await node.start(following: nil)
+        #expect(await node.status().inRecovery == false)
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    /// `synchronous_node_count` 2: postgres waits for both standbys the key would name.
+    /// Before: `FIRST 1 (a,b)` — postgres waited for `a` only.
+    @Test func everySynchronousStandbyIsWaitedFor() async throws {
+        let fixture = try PostgresFixture("syncn")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("syncp")
+        try await node.start(following: nil)
+        try await node.setSynchronousStandbys(["b", "c"])
+        let session = try await fixture.connect(node)
+        try await PostgresFixture.eventually("the setting is reloaded") {
+            let value = try? await session.query("SHOW synchronous_standby_names").single().string(
+                "synchronous_standby_names")
+            return value == #"FIRST 2 ("b","c")"#
+        }
+        try await node.setSynchronousStandbys(["b"])
+        try await PostgresFixture.eventually("narrowed to one") {
+            let value = try? await session.query("SHOW synchronous_standby_names").single().string(
+                "synchronous_standby_names")
+            return value == #"FIRST 1 ("b")"#
+        }
+        await session.close()
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
+    static func child(of parent: Int32, named name: String) -> Int32? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for entry in entries {
+            guard let pid = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 2, Int32(fields[1]) == parent,
+                let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
+                command.contains(name)
+            else { continue }
+            return pid
+        }
+        return nil
+    }
+}
