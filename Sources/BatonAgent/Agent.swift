@@ -60,18 +60,25 @@ public final class Agent: Sendable {
 
         if configuration.fenceGuard, let executable {
             let guardProcess = ProcessFenceGuard(
-                executable: executable, postmasterPID: { node.postmasterPID }, logger: logger)
+                executable: executable, dataDirectory: pg.dataDirectory, postmasterPID: { node.postmasterPID },
+                logger: logger)
             try guardProcess.start()
             self.fenceGuard = guardProcess
         } else {
             self.fenceGuard = nil
+            logger.warning(
+                """
+                fence_guard is off: a frozen or killed agent leaves its primary running until an operator \
+                stops it (only a watchdog, if configured, fences it); set fence_guard: true unless deliberate
+                """)
         }
 
         let haConfiguration = HAConfiguration(
             name: configuration.name, connURL: "postgres://\(pg.connectAddress)/postgres",
             apiURL: "\(configuration.restapi.scheme)://\(configuration.restapi.connectAddress)/patroni",
             tags: configuration.tags,
-            initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)))
+            initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)),
+            watchdogRequired: configuration.watchdog.mode == .required)
         var watchdog: DeviceWatchdog?
         let margin = Duration.milliseconds(Int64(configuration.watchdog.safetyMargin * 1000))
         switch configuration.watchdog.mode {
@@ -122,16 +129,25 @@ public final class Agent: Sendable {
                 try Self.reloadConfiguration(from: file, running: configuration, node: node, logger: logger)
             }
         }
+        let timeout = Duration.milliseconds(Int64(configuration.hookTimeout * 1000))
         if !callbacks.isEmpty {
             hooks.callback = { event, role in
                 guard let command = callbacks[event] else { return }
-                let status = await runCommand(command, arguments: [event, role.rawValue, scope], logger: logger)
-                if status != 0 { logger.warning("callback \(event) exited with \(status)") }
+                HookRunner.start(command, arguments: [event, role.rawValue, scope], timeout: timeout, logger: logger)
             }
         }
         if let prePromote = configuration.prePromote {
             hooks.prePromote = {
-                await runCommand(prePromote, arguments: ["pre_promote", "primary", scope], logger: logger) == 0
+                let status = await HookRunner.run(
+                    prePromote, arguments: ["pre_promote", "primary", scope], timeout: timeout, logger: logger)
+                return status == 0
+            }
+        }
+        if let beforeStop = configuration.beforeStop {
+            hooks.beforeStop = {
+                let status = await HookRunner.run(
+                    beforeStop, arguments: ["before_stop", "primary", scope], timeout: timeout, logger: logger)
+                if status != 0 { logger.warning("before_stop did not succeed; stopping postgres anyway") }
             }
         }
         return hooks
@@ -182,24 +198,6 @@ public final class Agent: Sendable {
         let summary = notes.isEmpty ? "configuration file re-read, nothing changed" : notes.joined(separator: "; ")
         logger.info("reload: \(summary)")
         return summary
-    }
-
-    static func runCommand(_ command: String, arguments: [String], logger: Logger) async -> Int32 {
-        await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/bin/sh")
-                process.arguments = ["-c", command + " \"$@\"", "baton-hook"] + arguments
-                do {
-                    try process.run()
-                    process.waitUntilExit()
-                    continuation.resume(returning: process.terminationStatus)
-                } catch {
-                    logger.error("could not run hook '\(command)': \(error)")
-                    continuation.resume(returning: 127)
-                }
-            }
-        }
     }
 }
 

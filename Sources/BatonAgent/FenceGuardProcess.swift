@@ -7,39 +7,79 @@ import Logging
     import Glibc
 #endif
 
-/// The fence backstop as a separate OS process (`baton fence-guard`), so that it keeps running
-/// when the agent is frozen (SIGSTOP) or killed (SIGKILL). The agent sends it, over a pipe,
-/// `arm <milliseconds> <postmaster pid>` after each lease renewal while primary and `disarm`
-/// otherwise. When a deadline passes without a re-arm, the guard stops postgres with an
-/// immediate shutdown (SIGQUIT, then SIGKILL after one second). Remaining time, not an instant,
-/// crosses the pipe, and each side measures it on its own monotonic clock.
+/// The fence backstop as a separate OS process (`baton fence-guard --data-dir DIR`), so that it
+/// keeps running when the agent is frozen (SIGSTOP) or killed (SIGKILL). The agent sends it, over
+/// a pipe, `arm <milliseconds> <postmaster pid>` after each lease renewal while primary and
+/// `disarm` otherwise. When a deadline passes without a re-arm, the guard stops with an immediate
+/// shutdown (SIGQUIT, then SIGKILL after one second) the postmaster it was told about *and* the
+/// one postmaster.pid names at that moment (a restart may have replaced it since the last arm).
+/// Remaining time, not an instant, crosses the pipe, and each side measures it on its own clock
+/// (CLOCK_BOOTTIME: it goes on while the host is suspended).
+///
+/// Supervised: every arm or disarm first checks that the guard process lives and starts a new one
+/// when it died (logged); `isRunning` tells the HA loop, which does not lead without a guard.
 public final class ProcessFenceGuard: FenceGuard, @unchecked Sendable {
     private let lock = NSLock()
     private var process: Process?
     private var pipe: Pipe?
+    private var restarts = 0
     private let executable: String
+    private let dataDirectory: String
     private let postmasterPID: @Sendable () -> Int32?
     private let logger: Logger
 
-    public init(executable: String, postmasterPID: @escaping @Sendable () -> Int32?, logger: Logger) {
+    public init(
+        executable: String, dataDirectory: String, postmasterPID: @escaping @Sendable () -> Int32?, logger: Logger
+    ) {
         self.executable = executable
+        self.dataDirectory = dataDirectory
         self.postmasterPID = postmasterPID
         self.logger = logger
     }
 
     /// Starts the guard process.
     public func start() throws {
+        try lock.withLock { try startLocked() }
+    }
+
+    private func startLocked() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["fence-guard"]
+        process.arguments = ["fence-guard", "--data-dir", dataDirectory]
         let pipe = Pipe()
         process.standardInput = pipe
         try process.run()
-        lock.withLock {
-            self.process = process
-            self.pipe = pipe
-        }
+        self.process = process
+        self.pipe = pipe
         logger.info("fence guard started", metadata: ["ha.fence_guard_pid": "\(process.processIdentifier)"])
+    }
+
+    /// The guard's PID while it runs.
+    public var pid: Int32? {
+        lock.withLock { process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
+    }
+
+    /// Whether a guard runs, after restarting one that died.
+    public var isRunning: Bool { lock.withLock { ensureRunningLocked() } }
+
+    /// Restarts a guard that died; false when none runs and none could be started.
+    private func ensureRunningLocked() -> Bool {
+        guard pipe != nil else { return false }  // stopped on purpose
+        if let process, process.isRunning { return true }
+        restarts += 1
+        logger.error(
+            "fence guard process is gone: starting a new one",
+            metadata: [
+                "ha.fence_guard_pid": "\(process?.processIdentifier ?? 0)", "ha.fence_guard_restarts": "\(restarts)",
+            ])
+        try? pipe?.fileHandleForWriting.close()
+        do {
+            try startLocked()
+            return true
+        } catch {
+            logger.critical("could not start a new fence guard process: \(error)")
+            return false
+        }
     }
 
     public func arm(remaining: Duration) async {
@@ -56,8 +96,8 @@ public final class ProcessFenceGuard: FenceGuard, @unchecked Sendable {
 
     /// Tells the guard to exit (graceful agent shutdown, after postgres was dealt with).
     public func stop() {
-        send("exit")
         lock.withLock {
+            if let handle = pipe?.fileHandleForWriting { try? handle.write(contentsOf: Data("exit\n".utf8)) }
             try? pipe?.fileHandleForWriting.close()
             pipe = nil
         }
@@ -65,7 +105,7 @@ public final class ProcessFenceGuard: FenceGuard, @unchecked Sendable {
 
     private func send(_ line: String) {
         lock.withLock {
-            guard let handle = pipe?.fileHandleForWriting else { return }
+            guard ensureRunningLocked(), let handle = pipe?.fileHandleForWriting else { return }
             do {
                 try handle.write(contentsOf: Data((line + "\n").utf8))
             } catch {
@@ -77,7 +117,7 @@ public final class ProcessFenceGuard: FenceGuard, @unchecked Sendable {
 
 /// The body of `baton fence-guard`: reads commands from standard input, fences at deadlines.
 public enum FenceGuardMain {
-    public static func run() -> Int32 {
+    public static func run(dataDirectory: String? = nil) -> Int32 {
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
         var deadline: UInt64?
@@ -86,8 +126,10 @@ public enum FenceGuardMain {
         var inputOpen = true
         while true {
             let now = monotonicMilliseconds()
+            // poll's own timeout does not advance while the host is suspended: wake at least every
+            // 100 ms to read CLOCK_BOOTTIME again, so a resume past the deadline fences within 100 ms.
             var timeout: Int32 = -1
-            if let deadline { timeout = deadline > now ? Int32(min(deadline - now, 60_000)) : 0 }
+            if let deadline { timeout = deadline > now ? Int32(min(deadline - now, 100)) : 0 }
             if !inputOpen {
                 guard deadline != nil else { return 0 }
             }
@@ -129,6 +171,9 @@ public enum FenceGuardMain {
             }
             if let current = deadline, monotonicMilliseconds() >= current {
                 fence(pid)
+                // The postmaster of the data directory now, when another one replaced the armed
+                // PID (a restart, a start in flight) since the last arm.
+                if let dataDirectory, let now = postmasterOf(dataDirectory), now != pid { fence(now) }
                 deadline = nil
                 if !inputOpen { return 0 }
             }
@@ -156,9 +201,24 @@ public enum FenceGuardMain {
         return command.hasSuffix("postgres") || command.hasSuffix("postmaster")
     }
 
+    /// The PID in `<dataDirectory>/postmaster.pid` when that process is a postgres whose working
+    /// directory is the data directory (guards against a stale file and a reused PID).
+    static func postmasterOf(_ dataDirectory: String) -> Int32? {
+        guard let data = FileManager.default.contents(atPath: dataDirectory + "/postmaster.pid"),
+            let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first,
+            let pid = Int32(line.trimmingCharacters(in: .whitespaces)), pid > 0, isPostgres(pid),
+            let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
+            URL(fileURLWithPath: cwd).standardizedFileURL.path
+                == URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
+        else { return nil }
+        return pid
+    }
+
+    /// Milliseconds on CLOCK_BOOTTIME, which, unlike CLOCK_MONOTONIC, goes on while the host is
+    /// suspended: a deadline that passed during a suspend has passed on resume.
     static func monotonicMilliseconds() -> UInt64 {
         var spec = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &spec)
+        clock_gettime(CLOCK_BOOTTIME, &spec)
         return UInt64(spec.tv_sec) * 1000 + UInt64(spec.tv_nsec) / 1_000_000
     }
 

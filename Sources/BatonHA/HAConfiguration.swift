@@ -20,13 +20,16 @@ public struct HAConfiguration: Sendable {
     public var promoteTimeout: Duration
     /// Whether a graceful shutdown of the agent stops postgres (Patroni's behaviour) or leaves it running.
     public var stopPostgresOnShutdown: Bool
+    /// `watchdog.mode: required`: no promotion unless the watchdog is armed first.
+    public var watchdogRequired: Bool
 
     public init(
         name: String, connURL: String, apiURL: String, tags: Tags = Tags(),
         initialDynamicConfig: DynamicConfig = DynamicConfig(), localOverrides: [String: JSONValue] = [:],
         stopTimeout: Duration = .seconds(30), promoteTimeout: Duration = .seconds(30),
-        stopPostgresOnShutdown: Bool = true
+        stopPostgresOnShutdown: Bool = true, watchdogRequired: Bool = false
     ) {
+        self.watchdogRequired = watchdogRequired
         self.name = name
         self.connURL = connURL
         self.apiURL = apiURL
@@ -41,10 +44,16 @@ public struct HAConfiguration: Sendable {
 
 /// Hooks an operator can attach (Patroni's callbacks and pre_promote).
 public struct HAHooks: Sendable {
-    /// Runs before a promotion; returning false vetoes it (the leader key is then released).
+    /// Runs before a promotion, bounded by the hook timeout; returning false (or timing out) vetoes
+    /// it (the leader key is then released). The loop keeps renewing the lease meanwhile.
     public var prePromote: (@Sendable () async -> Bool)?
-    /// Runs after postgres started, stopped, or changed role: (event, role).
+    /// Starts Patroni's callback for an event (`on_start`, `on_stop`, `on_restart`, `on_reload`,
+    /// `on_role_change`) with the role; returns at once (it runs beside the loop, bounded by the
+    /// hook timeout), so a hung VIP script never delays lease renewal.
     public var callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)?
+    /// Runs before a graceful stop of postgres (Patroni's `before_stop`), bounded by the hook
+    /// timeout; its outcome does not change the stop. Never run for a fence.
+    public var beforeStop: (@Sendable () async -> Void)?
     /// `POST /reload`: re-reads the agent's configuration file and applies what can change
     /// without an agent restart; returns a sentence saying what changed, or throws why the file
     /// could not be used (postgres is then not reloaded).
@@ -53,8 +62,10 @@ public struct HAHooks: Sendable {
     public init(
         prePromote: (@Sendable () async -> Bool)? = nil,
         callback: (@Sendable (_ event: String, _ role: Member.Role) async -> Void)? = nil,
+        beforeStop: (@Sendable () async -> Void)? = nil,
         reloadConfiguration: (@Sendable () async throws -> String)? = nil
     ) {
+        self.beforeStop = beforeStop
         self.prePromote = prePromote
         self.callback = callback
         self.reloadConfiguration = reloadConfiguration
@@ -88,4 +99,7 @@ public protocol FenceGuard: Sendable {
     /// Stops postgres once `remaining` has passed unless re-armed or disarmed before.
     func arm(remaining: Duration) async
     func disarm() async
+    /// Whether the guard runs (after restarting one that died): the HA loop does not lead, nor
+    /// race, without it.
+    var isRunning: Bool { get }
 }

@@ -153,6 +153,9 @@ extension HALoop {
             return true
 
         case .stopPostgres(let mode):
+            if mode != .immediate, let beforeStop = hooks.beforeStop {
+                try await whileRenewing { await beforeStop() }
+            }
             try await node.stop(mode: mode, timeout: configuration.stopTimeout)
             await hooks.callback?("on_stop", status.role)
             return true
@@ -214,7 +217,24 @@ extension HALoop {
                 ?? Dictionary(
                     (status.cluster?.members ?? []).filter { $0.name != me }.map { ($0.name, $0.apiURL) },
                     uniquingKeysWith: { first, _ in first })
-            outcome.failsafe = await peers.confirmFailsafe(leader: me, members: members)
+            let sent = clock.now
+            let confirmed = await peers.confirmFailsafe(leader: me, members: members)
+            outcome.failsafe = confirmed
+            if confirmed, session != nil, observation.postgres.inRecovery == false {
+                // Every member confirmed this primary after `sent`: none of them will promote
+                // while it keeps asking, so the fence (and the guard, and the watchdog) may wait
+                // as long as after a renewal sent then.
+                let (ttl, margin) = timing
+                leaseDeadline = max(leaseDeadline ?? sent, sent + ttl - margin)
+                await syncBackstop(primary: true)
+                if let watchdog, let deadline = leaseDeadline {
+                    try? await watchdog.keepAlive(timeout: max(.zero, deadline + margin - clock.now))
+                }
+            }
+            return true
+
+        case .writeFailsafe(let members):
+            try await store.writeFailsafe(members)
             return true
         }
     }
@@ -366,8 +386,42 @@ extension HALoop {
         return true
     }
 
+    /// Runs a long action the leader takes deliberately (a hook, an operator's restart) while its
+    /// lease is renewed beside it every ttl/3: renewal never waits behind the action. When the
+    /// store stops answering, renewal fails and the fence acts at the deadline as always.
+    func whileRenewing<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                while !Task.isCancelled {
+                    let interval = await self.currentTTL() / 3
+                    try await self.clock.sleep(for: interval)
+                    await self.renewBesideAction()
+                }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let value = result { return value }
+            }
+            throw CancellationError()
+        }
+    }
+
+    func currentTTL() -> Duration { effectiveConfig(status.cluster).ttl }
+
+    func renewBesideAction() async {
+        guard let current = session, status.holdsLeaderKey else { return }
+        do {
+            _ = try await renewLease(nil)
+        } catch {
+            forgetSessionIfLost(error, session: current)
+            logger.warning("keepalive beside a long action failed: \(error)")
+        }
+    }
+
     func promote(_ observation: Observation) async throws -> Bool {
-        if let prePromote = hooks.prePromote, !(await prePromote()) {
+        if let prePromote = hooks.prePromote, !(try await whileRenewing({ await prePromote() })) {
             logger.warning("pre-promote hook vetoed the promotion: releasing the leader key")
             _ = try? await store.releaseLeader(member: configuration.name)
             status.holdsLeaderKey = false
@@ -381,6 +435,13 @@ extension HALoop {
             return false
         }
         await fenceBackstop?.arm(remaining: deadline - clock.now)
+        if let refusal = await armWatchdogBeforePromotion(deadline: deadline) {
+            logger.error("not promoting: \(refusal); releasing the leader key")
+            _ = try? await store.releaseLeader(member: configuration.name)
+            status.holdsLeaderKey = false
+            await fenceBackstop?.disarm()
+            return false
+        }
         try await node.promote(timeout: configuration.promoteTimeout)
         status.promotions += 1
         following = nil
@@ -410,8 +471,29 @@ extension HALoop {
         return true
     }
 
+    /// Arms the watchdog before postgres becomes writable; with `watchdog.mode: required` a
+    /// watchdog that is missing or cannot be armed refuses the promotion (returns why).
+    func armWatchdogBeforePromotion(deadline: MonotonicInstant) async -> String? {
+        guard let watchdog else {
+            return configuration.watchdogRequired ? "watchdog mode is required but no watchdog is open" : nil
+        }
+        do {
+            try await watchdog.keepAlive(timeout: max(.zero, deadline - clock.now))
+            return nil
+        } catch {
+            if configuration.watchdogRequired {
+                return "watchdog mode is required but the watchdog could not be armed (\(error))"
+            }
+            logger.warning("could not arm the watchdog before promoting (mode automatic): \(error)")
+            return nil
+        }
+    }
+
     func demote(_ mode: DemoteMode) async throws {
         let stopMode: StopMode = mode == .graceful ? .fast : .immediate
+        if mode == .graceful, let beforeStop = hooks.beforeStop {
+            try await whileRenewing { await beforeStop() }
+        }
         try await node.stop(mode: stopMode, timeout: configuration.stopTimeout)
         if mode == .graceful || mode == .immediate {
             _ = try? await store.releaseLeader(member: configuration.name)
@@ -442,7 +524,7 @@ extension Action {
         case .createSession, .renewLease, .replaceSession, .acquireLeader, .reattachLeader, .releaseLeader,
             .claimInitialize,
             .recordSystemIdentifier, .cancelInitialize, .clearFailover, .clearSync, .writeSync, .fetchPeers,
-            .askFailsafeConfirmation:
+            .askFailsafeConfirmation, .writeFailsafe:
             return false
         }
     }

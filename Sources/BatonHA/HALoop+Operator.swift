@@ -93,7 +93,15 @@ extension HALoop {
         activity = .restarting
         await publish(after: observation)
         do {
-            try await node.restart()
+            // The lease is renewed beside the restart: a slow shutdown or start-up never runs into
+            // the fence while the store answers; when it does not, the fence stops the node and
+            // its latch keeps the restart from bringing a primary back.
+            let node = self.node
+            if leader {
+                try await whileRenewing { try await node.restart() }
+            } else {
+                try await node.restart()
+            }
         } catch {
             activity = nil
             logger.error("restart failed: \(error)")
@@ -131,6 +139,7 @@ extension HALoop {
             do {
                 try await node.reload()
                 notes.append("postgres reloaded")
+                await hooks.callback?("on_reload", status.role)
             } catch {
                 return OperatorReply(503, "reloading postgres failed: \(error)")
             }

@@ -27,6 +27,8 @@ public actor HALoop {
     var session: SessionID?
     /// The ttl `session` was created with (a dynamic ttl change replaces the session).
     var sessionTTL: Duration?
+    /// The retry_timeout the store's requests are bounded by.
+    var appliedRetryTimeout: Duration?
     var leaseDeadline: MonotonicInstant?
     var following: String?
     var appliedSynchronousStandbys: [String]?
@@ -283,6 +285,16 @@ public actor HALoop {
         }
         let pg = await pgStatus
         let config = effectiveConfig(cluster)
+        if config.retryTimeout != appliedRetryTimeout {
+            // Every store request is bounded by the retry_timeout in force, from the next one on.
+            store.setRequestTimeout(config.retryTimeout)
+            if appliedRetryTimeout != nil {
+                logger.info(
+                    "store request timeout follows retry_timeout",
+                    metadata: ["ha.retry_timeout": "\(config.retryTimeout)"])
+            }
+            appliedRetryTimeout = config.retryTimeout
+        }
         if let cluster {
             status.cluster = cluster
             status.clusterReadAt = clock.now
@@ -299,7 +311,8 @@ public actor HALoop {
             appliedSynchronousStandbys: appliedSynchronousStandbys,
             lease: LeaseState(session: session, deadline: leaseDeadline, ttl: sessionTTL), config: config,
             tags: configuration.tags,
-            peers: peers, failsafeConfirmed: failsafe, memory: memory)
+            peers: peers, failsafeConfirmed: failsafe, memory: memory,
+            fenceGuardRunning: fenceBackstop?.isRunning ?? true)
     }
 
     func logDecision(_ decision: Decision) {

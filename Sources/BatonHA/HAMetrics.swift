@@ -82,6 +82,8 @@ struct MeteredClusterStore: ClusterStore {
     let metrics: StoreRequestMetrics
     let clock: any MonotonicClock
 
+    func setRequestTimeout(_ timeout: Duration) { base.setRequestTimeout(timeout) }
+
     func timed<T>(_ body: () async throws -> T) async throws -> T {
         let started = clock.now
         do {

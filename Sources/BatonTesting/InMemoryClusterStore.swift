@@ -233,6 +233,7 @@ public final class InMemoryStoreBackend: @unchecked Sendable {
 /// throws `StoreError.unavailable`, watch events stop and a `.resync` follows the heal).
 public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     public let backend: InMemoryStoreBackend
+    private let timeoutLock = NSLock()
 
     init(backend: InMemoryStoreBackend) {
         self.backend = backend
@@ -242,6 +243,12 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     public convenience init(clock: any MonotonicClock) {
         self.init(backend: InMemoryStoreBackend(clock: clock))
     }
+
+    /// The request timeout the HA loop last asked for (the dynamic `retry_timeout`).
+    public var requestTimeout: Duration? { timeoutLock.withLock { appliedRequestTimeout } }
+    private var appliedRequestTimeout: Duration?
+
+    public func setRequestTimeout(_ timeout: Duration) { timeoutLock.withLock { appliedRequestTimeout = timeout } }
 
     public var partitioned: Bool {
         get { backend.isPartitioned(self) }

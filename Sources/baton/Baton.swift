@@ -94,8 +94,11 @@ struct FenceGuardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fence-guard", abstract: "Internal: the agent's fencing backstop process.", shouldDisplay: false)
 
+    @Option(name: .customLong("data-dir"), help: "The data directory whose postmaster is fenced.")
+    var dataDirectory: String?
+
     func run() throws {
-        throw ExitCode(FenceGuardMain.run())
+        throw ExitCode(FenceGuardMain.run(dataDirectory: dataDirectory))
     }
 }
 

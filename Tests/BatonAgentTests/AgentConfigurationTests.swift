@@ -57,6 +57,19 @@ import Testing
         #expect(configuration.fenceGuard)
     }
 
+    /// Every hook Patroni has is accepted. Before, `on_restart` and `on_reload` were refused by the
+    /// loader (so `on_restart` could never fire) and `before_stop` did not exist.
+    @Test func everyPatroniHookIsAccepted() throws {
+        let yaml =
+            Self.minimal + "\n  pre_promote: /bin/true\n  before_stop: /bin/true\n  hook_timeout: 5\n  callbacks:\n"
+            + ["on_reload", "on_restart", "on_role_change", "on_start", "on_stop"].map { "    \($0): /bin/true\n" }
+            .joined()
+        let configuration = try AgentConfiguration.parse(yaml, environment: Self.secrets)
+        #expect(configuration.callbacks.keys.sorted() == AgentConfiguration.callbackEvents)
+        #expect(configuration.beforeStop == "/bin/true")
+        #expect(configuration.hookTimeout == 5)
+    }
+
     @Test func secretsAreNeverPrinted() throws {
         let configuration = try AgentConfiguration.parse(
             Self.minimal, environment: ["BATON_SUPERUSER_PASSWORD": "hunter2", "BATON_REPLICATION_PASSWORD": "r"])
@@ -107,6 +120,12 @@ import Testing
             yaml: minimal + "\nrestapi:\n  threads: 0", message: "expected 1 to 64 event-loop threads, got 0", line: nil
         ),
         Bad(yaml: minimal + "\nrestapi:\n  threads: many", message: "expected a whole number, got 'many'", line: nil),
+        Bad(
+            yaml: minimal + "\n  hook_timeout: 0",
+            message: "postgresql.hook_timeout: expected seconds between 0 and 3600",
+            line: nil),
+        Bad(
+            yaml: minimal + "\n  callbacks:\n    on_demote: /bin/true", message: "unknown key 'on_demote'", line: nil),
         Bad(
             yaml: minimal + "\nrestapi:\n  certfile: /nonexistent/server.crt\n  keyfile: /nonexistent/server.key",
             message: "cannot read '/nonexistent/server.crt'", line: nil),

@@ -61,6 +61,24 @@ struct MalformedReplyTests {
         #expect(ContinuousClock.now - started < .seconds(3))
     }
 
+    /// The request timeout follows a dynamic `retry_timeout`: set to 10 s at start, lowered to
+    /// 1 s, a call to a server that never answers ends after ~1 s. Before, the timeout was fixed
+    /// when the agent started.
+    @Test func theRequestTimeoutFollowsAChangedRetryTimeout() async throws {
+        let server = try FakeHTTPServer(.silent)
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(endpoints: [server.endpoint], retryTimeout: .seconds(10)),
+            logger: testLogger("retry-timeout"))
+        #expect(client.requestTimeout == .seconds(10))
+        client.setRequestTimeout(.seconds(1))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: StoreError.self) { _ = try await client.get("/x") }
+        #expect(error?.code == .timeout, "\(String(describing: error))")
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .seconds(3), "took \(elapsed) with a 1 s request timeout")
+    }
+
     @Test func garbageWatchStreamIsRetriedNotFatal() async throws {
         let server = try FakeHTTPServer(
             .reply(

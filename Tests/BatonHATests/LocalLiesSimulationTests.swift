@@ -1,6 +1,7 @@
 import BatonCore
 import BatonHA
 import BatonTesting
+import Logging
 import Testing
 
 /// The simulated cluster answering what a real node can answer: "unknown", damaged, a changed
@@ -79,8 +80,12 @@ import Testing
         let view = try await store.loadCluster()
         var config = view.dynamicConfig
         config.document["ttl"] = .number(4)
+        config.document["retry_timeout"] = .number(1)
         #expect(try await store.writeConfig(config, expected: view.config?.modRevision))
         await cluster.run(seconds: 2 * options.loopWait + 0.5)
+        for name in ["node1", "node2", "node3"] {
+            #expect(cluster.store(named: name)?.requestTimeout == .seconds(1), "\(name)'s store requests")
+        }
         #expect(cluster.backend.leaseTTL(holding: .leader) == .seconds(4))
         for name in ["node1", "node2", "node3"] {
             #expect(cluster.backend.leaseTTL(holding: .member(name)) == .seconds(4), "\(name)")
@@ -94,6 +99,100 @@ import Testing
         }
         #expect(!cluster.writablePrimaries.isEmpty)
         #expect(waited <= 4 + 1.5, "failover took \(waited) s after the ttl became 4 s")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+}
+
+/// `watchdog.mode: required` is enforced before a promotion: a watchdog that cannot be armed
+/// leaves the member a standby and the leader key free. Before, the watchdog was first armed
+/// after the promotion, and a failure was only logged.
+@Suite struct WatchdogRequiredTests {
+    struct BrokenWatchdog: Watchdog {
+        func keepAlive(timeout: Duration) async throws { throw SimulationError("watchdog device gone") }
+        func disarm() async throws {}
+    }
+
+    @Test func aRequiredWatchdogThatCannotBeArmedPreventsThePromotion() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let store = backend.makeStore()
+        #expect(try await store.claimInitialize(systemID: "7000"))
+        let node = SimulatedPostgres(name: "node2") { _ in nil }
+        node.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.standby = true
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        let loop = HALoop(
+            configuration: HAConfiguration(
+                name: "node2", connURL: "postgres://10.0.0.2:5432/postgres", apiURL: "http://10.0.0.2:8008/patroni",
+                initialDynamicConfig: DynamicConfig([
+                    "ttl": .number(10), "loop_wait": .number(1), "retry_timeout": .number(3),
+                ]), watchdogRequired: true),
+            store: store, node: node, clock: clock, peers: RejoinRegistrationTests.NoPeers(),
+            watchdog: BrokenWatchdog(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        for _ in 0..<3 {
+            await loop.runCycle()
+            clock.advance(by: .seconds(1))
+        }
+        #expect(node.snapshot.standby, "promoted without the required watchdog")
+        #expect(node.snapshot.promotions.isEmpty)
+        #expect(try await store.loadCluster().leader == nil)
+    }
+}
+
+/// `failsafe_mode` end to end: the leader writes the `failsafe` key, and while the store is gone
+/// for everyone, a primary that every member still confirms keeps serving: the fence task and the
+/// guard are re-armed by each confirmation. Before, the key was never written and the fence
+/// stopped the confirmed primary at its lease deadline anyway.
+@Suite struct FailsafeModeTests {
+    @Test func aConfirmedPrimarySurvivesAStoreOutageAndKeepsTheKeyAfter() async throws {
+        let cluster = try await SimulatedClusterTests.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        let store = try #require(cluster.store(named: old))
+        let view = try await store.loadCluster()
+        var config = view.dynamicConfig
+        config.document["failsafe_mode"] = .bool(true)
+        #expect(try await store.writeConfig(config, expected: view.config?.modRevision))
+        await cluster.run(seconds: 3)
+        let failsafe = try await store.loadCluster().failsafe
+        #expect(
+            failsafe?.keys.sorted() == ["node1", "node2", "node3"], "failsafe key: \(String(describing: failsafe))")
+
+        for name in ["node1", "node2", "node3"] { cluster.store(named: name)?.partitioned = true }
+        var alwaysServed = true
+        for _ in 0..<Int(cluster.options.ttl * 3 * 10) {
+            await cluster.run(seconds: 0.1)
+            if cluster.writablePrimaries != [old] { alwaysServed = false }
+        }
+        #expect(alwaysServed, "the confirmed primary was fenced during the outage: \(cluster.events.suffix(20))")
+        #expect(cluster.backstopFirings == 0)
+        cluster.healAll()
+        await cluster.run(seconds: 10)
+        #expect(cluster.writablePrimaries == [old])
+        #expect(await cluster.leaderKeyHolder() == old)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
+    /// The same outage with one member unreachable over REST too: no confirmation, so the primary is
+    /// fenced at its deadline as without failsafe mode.
+    @Test func withoutEveryConfirmationThePrimaryIsFencedAtItsDeadline() async throws {
+        let cluster = try await SimulatedClusterTests.bootstrapped()
+        let old = try #require(cluster.writablePrimaries.first)
+        let store = try #require(cluster.store(named: old))
+        let view = try await store.loadCluster()
+        var config = view.dynamicConfig
+        config.document["failsafe_mode"] = .bool(true)
+        #expect(try await store.writeConfig(config, expected: view.config?.modRevision))
+        await cluster.run(seconds: 3)
+        let silent = try #require(cluster.streamingReplicas().first)
+        cluster.freeze(silent, seconds: cluster.options.ttl * 4)
+        for name in ["node1", "node2", "node3"] { cluster.store(named: name)?.partitioned = true }
+        await cluster.run(seconds: cluster.options.ttl + 1)
+        #expect(cluster.writablePrimaries.isEmpty, "a primary not confirmed by every member kept serving")
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
 }

@@ -186,6 +186,40 @@ struct LocalLiesNodeTests {
         try await node.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// An old primary killed (fenced) after standby.signal was already written for its rejoin
+    /// rewinds on the first attempt. Found by fault scenario 18 in synchronous mode: pg_rewind's
+    /// single-user crash recovery refused standby mode ("standby mode is not supported by
+    /// single-user servers") about 850 times in 3 minutes; only a reinit brought the node back.
+    @Test func aFencedPrimaryWithAStandbySignalRewinds() async throws {
+        let fixture = try PostgresFixture("fencedrewind")
+        defer { fixture.cleanUp() }
+        let a = try await fixture.nodeFromTemplate("old")
+        let b = try fixture.node(try fixture.configuration("new"))
+        try await a.start(following: nil)
+        try await a.syncReplicationSlots(forMembers: ["old", "new"])
+        try await b.cloneReplica(from: fixture.source(a))
+        try await b.start(following: fixture.source(a))
+        try await PostgresFixture.eventually("new streams") { await b.status().streaming }
+        try await b.promote(timeout: .seconds(30))
+        try await b.syncReplicationSlots(forMembers: ["old", "new"])
+        let session = try await fixture.connect(a)
+        _ = try await session.query("CREATE TABLE diverged (id int)")
+        await session.close()
+        // The old primary is killed while standby.signal is in place (a start as a standby was
+        // being prepared when the fence struck).
+        #expect(
+            FileManager.default.createFile(atPath: a.configuration.dataDirectory + "/standby.signal", contents: Data()))
+        await a.fence()
+        a.liftFence()
+        try await a.rewind(from: fixture.source(b))
+        try await PostgresFixture.eventually("old follows new") {
+            let status = await a.status()
+            return status.inRecovery == true && status.streaming && status.timeline == 2
+        }
+        try await a.stop(mode: .fast, timeout: .seconds(30))
+        try await b.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     static func child(of parent: Int32, named name: String) -> Int32? {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
         for entry in entries {

@@ -90,6 +90,11 @@ public struct AgentConfiguration: Sendable {
     public var fenceGuard: Bool
     public var callbacks: [String: String]
     public var prePromote: String?
+    /// Patroni's `postgresql.before_stop`.
+    public var beforeStop: String?
+    /// How long a hook (callback, pre_promote, before_stop) may run before it is killed
+    /// (`postgresql.hook_timeout`, Baton's own; seconds).
+    public var hookTimeout: Double
 
     /// Loads and validates `path`; environment variables override secrets.
     /// `requireSecrets: false` is for operator commands (list, switchover, …) that never connect
@@ -205,7 +210,7 @@ public struct AgentConfiguration: Sendable {
         try pg.rejectUnknownKeys([
             "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
             "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
-            "replication_networks", "client_networks", "callbacks", "pre_promote",
+            "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
         ])
         let pgListen = try pg.string("listen", default: "127.0.0.1:5432")
         guard let (pgHost, pgPort) = hostPort(pgListen) else {
@@ -257,10 +262,14 @@ public struct AgentConfiguration: Sendable {
             }
         }
         let callbackSection = try pg.section("callbacks")
-        try callbackSection.rejectUnknownKeys(["on_start", "on_stop", "on_role_change"])
+        try callbackSection.rejectUnknownKeys(Set(Self.callbackEvents))
         var callbacks: [String: String] = [:]
-        for key in ["on_start", "on_stop", "on_role_change"] {
+        for key in Self.callbackEvents {
             if let command = try callbackSection.string(key) { callbacks[key] = command }
+        }
+        let hookTimeout = try pg.double("hook_timeout") ?? 60
+        guard hookTimeout.isFinite, hookTimeout > 0, hookTimeout <= 3600 else {
+            throw pg.error("hook_timeout", "expected seconds between 0 and 3600, got \(hookTimeout)")
         }
         let postgres = Postgres(
             listenHost: pgHost, port: pgPort, connectAddress: pgConnect, dataDirectory: dataDir,
@@ -323,8 +332,12 @@ public struct AgentConfiguration: Sendable {
                 safetyMargin: try watchdogSection.double("safety_margin") ?? 5),
             logLevel: level, stopTimeout: try root.double("stop_timeout") ?? 30,
             fenceGuard: try root.bool("fence_guard") ?? true, callbacks: callbacks,
-            prePromote: try pg.string("pre_promote"))
+            prePromote: try pg.string("pre_promote"), beforeStop: try pg.string("before_stop"),
+            hookTimeout: hookTimeout)
     }
+
+    /// Patroni's callback events, all accepted.
+    public static let callbackEvents = ["on_reload", "on_restart", "on_role_change", "on_start", "on_stop"]
 
     static func isSafeName(_ text: String) -> Bool {
         !text.isEmpty

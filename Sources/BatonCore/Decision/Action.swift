@@ -52,8 +52,11 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
     case setSynchronousStandbys([String])
     /// Ask peers for their status (REST), then decide again.
     case fetchPeers
-    /// Ask every member to confirm this primary while the store is unreachable (failsafe mode).
+    /// Ask every member to confirm this primary while the store is unreachable (failsafe mode);
+    /// a confirmation by all extends the fencing deadline as a renewal would.
     case askFailsafeConfirmation
+    /// Write (or, with nil, delete) the `failsafe` key: every member's name and REST API URL.
+    case writeFailsafe([String: String]?)
 
     public var description: String {
         switch self {
@@ -83,6 +86,8 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
         case .setSynchronousStandbys(let names): return "set synchronous standbys [\(names.joined(separator: ","))]"
         case .fetchPeers: return "fetch peers' status"
         case .askFailsafeConfirmation: return "ask members to confirm failsafe"
+        case .writeFailsafe(let members?): return "write failsafe key (\(members.count) members)"
+        case .writeFailsafe(nil): return "delete failsafe key"
         }
     }
 }

@@ -213,6 +213,9 @@ public enum HADecider {
         if o.config.pause {
             return Decision(actions, .paused("holding the leader key"), memory: memory)
         }
+        if !o.fenceGuardRunning {
+            return Decision([.demote(.graceful)], .fenceGuardDown, memory: memory, recheckImmediately: true)
+        }
         guard let inRecovery = pg.inRecovery else {
             // Unknown is not "standby": never the promote path. Postgres may well be serving as
             // the primary; keep the key for up to ttl, then stop it and let a member the cluster
@@ -266,6 +269,14 @@ public enum HADecider {
             if actions.count > 1 {
                 return Decision(actions, .synchronousStandbys("turned off: clearing"), memory: memory)
             }
+        }
+        // Failsafe mode: the failsafe key lists who must confirm this primary during a store outage.
+        if o.config.failsafeMode {
+            let members = Dictionary(
+                cluster.members.map { ($0.name, $0.apiURL) }, uniquingKeysWith: { first, _ in first })
+            if cluster.failsafe != members { actions.append(.writeFailsafe(members)) }
+        } else if cluster.failsafe != nil {
+            actions.append(.writeFailsafe(nil))
         }
         return Decision(actions, .holdingLock, memory: memory)
     }
@@ -406,6 +417,9 @@ public enum HADecider {
         }
         if o.postgres.process == .running, o.postgres.inRecovery == nil {
             return Decision([], .recoveryStateUnknown(o.postgres.problem ?? "no answer"), memory: memory)
+        }
+        if !o.fenceGuardRunning {
+            return Decision([], .fenceGuardDown, memory: memory)
         }
         let failover = cluster.failover
         let requestedForMe = failover?.value.member == o.me

@@ -30,14 +30,18 @@ public struct Observation: Hashable, Sendable {
     public var failsafeConfirmed: Bool?
     /// What the agent remembers between cycles.
     public var memory: HAMemory
+    /// False when the fence guard process is configured but not running (and could not be
+    /// restarted): the member then neither leads nor races. True when it runs or was turned off.
+    public var fenceGuardRunning: Bool
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
         storeProblem: String? = nil, postgres: PostgresStatus, following: String? = nil,
         appliedSynchronousStandbys: [String]? = nil, lease: LeaseState, config: DynamicConfig,
         tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
-        memory: HAMemory = HAMemory()
+        memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true
     ) {
+        self.fenceGuardRunning = fenceGuardRunning
         self.me = me
         self.now = now
         self.wallClockSeconds = wallClockSeconds

@@ -16,6 +16,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case recoveryStateUnknown(String)
     case leaderRecoveryStateUnknown(String, elapsed: Duration)
     case leaderCannotSeePostgres(elapsed: Duration)
+    case fenceGuardDown
     // Bootstrap
     case bootstrapping
     case bootstrapFinished(systemID: String)
@@ -76,6 +77,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .recoveryStateUnknown: return "recovery_state_unknown"
         case .leaderRecoveryStateUnknown: return "leader_recovery_state_unknown"
         case .leaderCannotSeePostgres: return "leader_cannot_see_postgres"
+        case .fenceGuardDown: return "fence_guard_down"
         case .bootstrapping: return "bootstrapping"
         case .bootstrapFinished: return "bootstrap_finished"
         case .waitingForBootstrap: return "waiting_for_bootstrap"
@@ -143,6 +145,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .leaderRecoveryStateUnknown(let why, let elapsed):
             return "holding the leader key but cannot tell whether postgres is a primary or a standby for "
                 + "\(elapsed.secondsText) (\(why)): keeping the key, not promoting"
+        case .fenceGuardDown:
+            return "the fence guard process is not running and could not be restarted: not leading, not racing"
         case .leaderCannotSeePostgres(let elapsed):
             return "holding the leader key but postgres has not answered the status query for \(elapsed.secondsText) "
                 + "(≥ ttl): stopping it and releasing the key so that a replica the cluster can see takes over"

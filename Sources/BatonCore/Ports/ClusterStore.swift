@@ -61,6 +61,8 @@ public protocol ClusterStore: Sendable {
     /// resumes by itself after dropped connections, and yields `.resync` when events were lost
     /// (compaction) so the caller re-reads with `loadCluster()`. Ends when the task is cancelled.
     func watch(after revision: Int64) -> AsyncStream<StoreEvent>
+    /// Bounds every later request by `timeout` (the dynamic `retry_timeout` in force).
+    func setRequestTimeout(_ timeout: Duration)
 }
 
 /// The state of a session after a keepalive.
@@ -173,4 +175,8 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         if let remoteCode { text += " [code \(remoteCode)]" }
         return text
     }
+}
+
+extension ClusterStore {
+    public func setRequestTimeout(_ timeout: Duration) {}
 }

@@ -6,7 +6,7 @@ extension EtcdClient {
     /// later calls. Wrong credentials are a `StoreError` with code `.auth`. Never logs the password.
     @discardableResult
     public func authenticate() async throws -> String {
-        try await authenticate(deadline: ContinuousClock().now + configuration.requestTimeout)
+        try await authenticate(deadline: ContinuousClock().now + requestTimeout)
     }
 
     func authenticate(deadline: ContinuousClock.Instant) async throws -> String {
@@ -61,7 +61,7 @@ extension EtcdClient {
         guard let target = endpoint ?? currentEndpoint else { throw StoreError(.unavailable, "no etcd endpoints") }
         let request = HTTPRequest(
             url: target + "/version", method: .get, body: [], headers: [],
-            connectTimeout: configuration.connectTimeout, timeout: configuration.requestTimeout)
+            connectTimeout: connectTimeout, timeout: requestTimeout)
         switch await pool.run(request) {
         case .success(let response):
             return try interpret(response, endpoint: target) { (wire: WireObject) throws(WireError) in

@@ -24,14 +24,28 @@ public final class EtcdClient: Sendable {
         var endpoints: [String]
         var current = 0
         var token: String?
+        var requestTimeout: Duration
     }
+
+    /// Every call's total deadline: the configuration's at start, then the dynamic
+    /// `retry_timeout` in force (`setRequestTimeout(_:)`).
+    public var requestTimeout: Duration { state.withLock { $0.requestTimeout } }
+
+    /// Follows a changed `retry_timeout`; calls already running keep their deadline.
+    public func setRequestTimeout(_ timeout: Duration) {
+        guard timeout > .zero else { return }
+        state.withLock { $0.requestTimeout = timeout }
+    }
+
+    /// How long one connect may take: the configuration's, or a third of the request timeout.
+    var connectTimeout: Duration { min(configuration.connectTimeout, max(requestTimeout / 3, .milliseconds(500))) }
 
     public init(configuration: EtcdConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         self.pool = CurlWorkerPool(
             name: "baton-etcd", tls: configuration.tls, maxThreads: configuration.maxConcurrentRequests)
-        self.state = Mutex(State(endpoints: configuration.endpoints))
+        self.state = Mutex(State(endpoints: configuration.endpoints, requestTimeout: configuration.requestTimeout))
     }
 
     deinit { pool.shutdown() }
@@ -95,7 +109,7 @@ public final class EtcdClient: Sendable {
         decode: (WireObject) throws(WireError) -> Reply
     ) async throws -> Reply {
         let clock = ContinuousClock()
-        let deadline = deadline ?? clock.now + configuration.requestTimeout
+        let deadline = deadline ?? clock.now + requestTimeout
         var lastError: StoreError?
         var failuresInRound = 0
         var round = 0
@@ -108,7 +122,7 @@ public final class EtcdClient: Sendable {
                 throw lastError
                     ?? StoreError(
                         .timeout,
-                        "no reply within \(configuration.requestTimeout) from \(endpoints.joined(separator: ","))")
+                        "no reply within \(requestTimeout) from \(endpoints.joined(separator: ","))")
             }
             var headers = ["Content-Type: application/json"]
             var sentToken: String?
@@ -118,10 +132,10 @@ public final class EtcdClient: Sendable {
                 sentToken = token
             }
             // Give every endpoint a turn within the deadline.
-            let share = max(configuration.requestTimeout / max(count, 1), .seconds(1))
+            let share = max(requestTimeout / max(count, 1), .seconds(1))
             let request = HTTPRequest(
                 url: endpoint + path, method: .post, body: body, headers: headers,
-                connectTimeout: min(configuration.connectTimeout, remaining), timeout: min(share, remaining))
+                connectTimeout: min(connectTimeout, remaining), timeout: min(share, remaining))
 
             let retryable: StoreError
             switch await pool.run(request) {

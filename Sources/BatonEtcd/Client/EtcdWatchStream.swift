@@ -173,7 +173,7 @@ final class EtcdWatchDriver: @unchecked Sendable {
         if client.configuration.credentials != nil {
             do {
                 let token = try await client.validToken(
-                    deadline: ContinuousClock().now + client.configuration.requestTimeout)
+                    deadline: ContinuousClock().now + client.requestTimeout)
                 headers.append("Authorization: \(token)")
             } catch let error as StoreError where error.code == .auth {
                 finished = true

@@ -32,6 +32,8 @@ public struct EtcdClusterStore: ClusterStore {
 
     // MARK: Reading
 
+    public func setRequestTimeout(_ timeout: Duration) { client.setRequestTimeout(timeout) }
+
     public func loadCluster() async throws -> ClusterView {
         let response = try await client.range(EtcdRangeRequest(prefix: layout.prefix))
         return Self.decodeView(response, layout: layout)

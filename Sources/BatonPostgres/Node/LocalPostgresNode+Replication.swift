@@ -263,10 +263,12 @@ extension LocalPostgresNode {
         ])
         let arguments = ["--target-pgdata=\(dataDirectory)", "--source-server=\(sourceServer)"]
         let environment = ["PGPASSFILE": configuration.passfile]
-        if state == "in archive recovery" {
-            // A standby that crashed: pg_rewind recovers an unclean target in single-user mode,
-            // which refuses standby mode ("standby mode is not supported by single-user
-            // servers") — on every attempt. The signal files are written again at the start.
+        if !cleanlyShutDown {
+            // pg_rewind recovers an unclean target in single-user mode, which refuses standby mode
+            // ("standby mode is not supported by single-user servers") — on every attempt. Both a
+            // standby that crashed and a primary fenced after a start as a standby was prepared
+            // (standby.signal written, postmaster killed) are in that state. The signal files are
+            // written again at the start that follows.
             unlink(dataDirectory + "/standby.signal")
             unlink(dataDirectory + "/recovery.signal")
         }

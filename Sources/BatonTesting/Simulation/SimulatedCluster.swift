@@ -44,6 +44,8 @@ public final class SimulatedCluster: @unchecked Sendable {
         var partitionedUntil: MonotonicInstant?
         var lagUntil: MonotonicInstant?
         var blindUntil: MonotonicInstant?
+        /// When this agent's store partition last ended (healed or timed out).
+        var storeBackAt: MonotonicInstant?
         var nextCycle: MonotonicInstant
 
         init(
@@ -129,6 +131,7 @@ public final class SimulatedCluster: @unchecked Sendable {
             if let until = agent.partitionedUntil, now >= until {
                 agent.partitionedUntil = nil
                 agent.store.partitioned = false
+                agent.storeBackAt = now
             }
             if let until = agent.lagUntil, now >= until {
                 agent.lagUntil = nil
@@ -236,6 +239,7 @@ public final class SimulatedCluster: @unchecked Sendable {
         for agent in agents {
             agent.frozenUntil = nil
             agent.partitionedUntil = nil
+            if agent.store.partitioned { agent.storeBackAt = clock.now }
             agent.store.partitioned = false
             agent.lagUntil = nil
             agent.blindUntil = nil
@@ -271,7 +275,18 @@ public final class SimulatedCluster: @unchecked Sendable {
             violate("two writable primaries: \(primaries.joined(separator: ", "))")
         }
         let view = try? await observer.loadCluster()
-        if let primary = primaries.first, let view, view.leader?.member != primary, !view.dynamicConfig.pause {
+        // Failsafe mode keeps a primary that cannot reach the store (and that every member
+        // confirms) running without the key, as Patroni does; "two writable primaries" still holds.
+        // Once the store is back, it takes the key again at its next cycle.
+        let now = clock.now
+        let grace = Duration.milliseconds(Int64((options.loopWait + 0.5) * 1000))
+        let failsafe = { (name: String) -> Bool in
+            guard view?.dynamicConfig.failsafeMode == true, let agent = self.agent(name) else { return false }
+            return agent.store.partitioned || agent.storeBackAt.map { now - $0 <= grace } == true
+        }
+        if let primary = primaries.first, let view, view.leader?.member != primary, !view.dynamicConfig.pause,
+            !failsafe(primary)
+        {
             violate("\(primary) accepts writes without holding the leader key (key: \(view.leader?.member ?? "none"))")
         }
         for agent in agents {
@@ -330,6 +345,10 @@ final class SimulatedFenceGuard: FenceGuard, @unchecked Sendable {
     }
 
     func disarm() async { lock.withLock { deadline = nil } }
+
+    /// Set by a test: the guard process is gone and cannot be restarted.
+    var down = false
+    var isRunning: Bool { lock.withLock { !down } }
 
     func check() {
         let fire: Bool = lock.withLock {

@@ -1,0 +1,111 @@
+import BatonAgent
+import BatonTestCluster
+import Foundation
+import Logging
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The fence guard process (`baton fence-guard`), run as the agent runs it. A stand-in postmaster
+/// (`sleep` started under the name `postgres`, in a stand-in data directory with a postmaster.pid)
+/// keeps these tests free of PostgreSQL; what the guard checks (command name, working directory,
+/// postmaster.pid) is the same.
+@Suite(.serialized) struct FenceGuardTests {
+    static let logger = Logger(label: "guard") { _ in SwiftLogNoOpLogHandler() }
+
+    /// A `postgres` that is really `sleep 600`, running in `directory`, which gets its postmaster.pid.
+    static func standInPostmaster(in directory: String) throws -> Process {
+        let binary = directory + "/../postgres"
+        unlink(binary)
+        #expect(symlink("/bin/sleep", binary) == 0)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["600"]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        try process.run()
+        try "\(process.processIdentifier)\n\(directory)\n".write(
+            toFile: directory + "/postmaster.pid", atomically: true, encoding: .utf8)
+        return process
+    }
+
+    /// Ends a stand-in by PID (SIGKILL) and waits for it: a survivor would hold the test's output.
+    static func end(_ process: Process) {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    static func temporaryDataDirectory(_ name: String) throws -> String {
+        let root = NSTemporaryDirectory() + "baton-guard-\(getpid())-\(name)"
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root + "/data", withIntermediateDirectories: true)
+        return root + "/data"
+    }
+
+    static func waitForExit(_ process: Process, within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return !process.isRunning
+    }
+
+    /// The guard was armed with the PID of a postmaster that a restart has since replaced: at the
+    /// deadline it stops the one postmaster.pid names now. Before, it signalled only the PID it was
+    /// armed with (gone), and the new postmaster went on accepting writes.
+    @Test func theGuardFencesThePostmasterThatReplacedTheArmedOne() async throws {
+        let data = try Self.temporaryDataDirectory("replaced")
+        defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
+        let current = try Self.standInPostmaster(in: data)
+        defer { Self.end(current) }
+        let gone: Int32 = 999_999  // the postmaster the guard was armed with, long gone
+        let guardProcess = ProcessFenceGuard(
+            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { gone }, logger: Self.logger)
+        try guardProcess.start()
+        defer { guardProcess.stop() }
+        await guardProcess.arm(remaining: .milliseconds(300))
+        #expect(await Self.waitForExit(current, within: .seconds(10)), "the current postmaster was not fenced")
+    }
+
+    /// A postmaster.pid that names a postgres running elsewhere (another data directory) is not
+    /// signalled: the guard checks the process's working directory.
+    @Test func theGuardLeavesAPostgresOfAnotherDataDirectoryAlone() async throws {
+        let data = try Self.temporaryDataDirectory("mine")
+        let other = try Self.temporaryDataDirectory("other")
+        defer {
+            try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent)
+            try? FileManager.default.removeItem(atPath: (other as NSString).deletingLastPathComponent)
+        }
+        let foreign = try Self.standInPostmaster(in: other)
+        defer { Self.end(foreign) }
+        try "\(foreign.processIdentifier)\n".write(toFile: data + "/postmaster.pid", atomically: true, encoding: .utf8)
+        let guardProcess = ProcessFenceGuard(
+            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { 999_999 },
+            logger: Self.logger)
+        try guardProcess.start()
+        defer { guardProcess.stop() }
+        await guardProcess.arm(remaining: .milliseconds(100))
+        #expect(!(await Self.waitForExit(foreign, within: .seconds(2))), "a foreign postgres was signalled")
+    }
+
+    /// A guard process that dies is started again before the next arm, and still fences. Before, the
+    /// guard was started once and never looked at again: killing it removed the backstop silently.
+    @Test func aGuardThatDiedIsRestartedAndStillFences() async throws {
+        let data = try Self.temporaryDataDirectory("restart")
+        defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
+        let postmaster = try Self.standInPostmaster(in: data)
+        defer { Self.end(postmaster) }
+        let pid = postmaster.processIdentifier
+        let guardProcess = ProcessFenceGuard(
+            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { pid }, logger: Self.logger)
+        try guardProcess.start()
+        defer { guardProcess.stop() }
+        let first = try #require(guardProcess.pid)
+        kill(first, SIGKILL)
+        for _ in 0..<100 where guardProcess.pid != nil { usleep(10_000) }
+        #expect(guardProcess.isRunning, "a dead guard must be replaced")
+        let second = try #require(guardProcess.pid)
+        #expect(second != first)
+        await guardProcess.arm(remaining: .milliseconds(200))
+        #expect(await Self.waitForExit(postmaster, within: .seconds(10)), "the new guard did not fence")
+    }
+}
