@@ -61,7 +61,7 @@ import Testing
         defer { unlink(marker) }
         let started = ContinuousClock.now
         HookRunner.start(
-            "sleep 1; touch \(marker)", arguments: ["on_start", "replica", "demo"], timeout: .seconds(10),
+            "sleep 1; touch \(marker); :", arguments: ["on_start", "replica", "demo"], timeout: .seconds(10),
             logger: Self.logger)
         #expect(ContinuousClock.now - started < .milliseconds(500))
         #expect(!FileManager.default.fileExists(atPath: marker))

@@ -220,6 +220,37 @@ struct LocalLiesNodeTests {
         try await b.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// The agent's own backend stopped with SIGSTOP (it honours neither statement_timeout nor a
+    /// cancel request): the status query answers "unknown" within its deadline instead of
+    /// hanging the HA cycle for ever, and answers again once the backend is gone or resumed.
+    @Test func aHungStatusQueryBecomesUnknownWithinItsDeadline() async throws {
+        let fixture = try PostgresFixture("hungstatus")
+        defer { fixture.cleanUp() }
+        var configuration = try fixture.configuration("hung")
+        configuration.statusTimeout = .seconds(1)
+        let node = try fixture.node(configuration)
+        _ = try await node.bootstrap()
+        #expect(await node.status().inRecovery == false)
+        let observer = try await fixture.connect(node)
+        let backend = try #require(
+            try await observer.query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'baton-hung'"
+            ).rows.first?.int("pid"))
+        #expect(kill(Int32(backend), SIGSTOP) == 0)
+        defer { kill(Int32(backend), SIGCONT) }
+        let started = ContinuousClock.now
+        let blind = await node.status()
+        let elapsed = ContinuousClock.now - started
+        #expect(blind.process == .running && blind.inRecovery == nil, "\(blind)")
+        #expect(blind.problem?.contains("did not answer") == true, "\(blind.problem ?? "")")
+        #expect(elapsed < .seconds(5), "took \(elapsed)")
+        // The next query runs on a new session; the stopped backend no longer matters.
+        #expect(await node.status().inRecovery == false)
+        kill(Int32(backend), SIGCONT)
+        await observer.close()
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     static func child(of parent: Int32, named name: String) -> Int32? {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
         for entry in entries {

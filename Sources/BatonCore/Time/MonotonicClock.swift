@@ -23,17 +23,20 @@ extension MonotonicClock {
     public func sleep(for duration: Duration) async throws { try await sleep(until: now + duration) }
 }
 
-/// The real monotonic clock (`SuspendingClock`: CLOCK_MONOTONIC on Linux, unaffected by `date -s`).
+/// The real monotonic clock: `ContinuousClock`, CLOCK_BOOTTIME on Linux — unaffected by `date -s`
+/// and, unlike CLOCK_MONOTONIC (`SuspendingClock`), still running while the host is suspended, so
+/// a lease deadline that passed during a suspend has passed on resume: a primary that wakes up
+/// fences before it can serve a write. The fence task wakes at least every 100 ms to look.
 public struct SystemMonotonicClock: MonotonicClock {
-    private static let origin = SuspendingClock.now
+    private static let origin = ContinuousClock.now
 
     public init() {}
 
     public var now: MonotonicInstant {
-        MonotonicInstant(sinceOrigin: SuspendingClock.now - Self.origin)
+        MonotonicInstant(sinceOrigin: ContinuousClock.now - Self.origin)
     }
 
     public func sleep(until deadline: MonotonicInstant) async throws {
-        try await SuspendingClock().sleep(until: Self.origin + deadline.sinceOrigin, tolerance: nil)
+        try await ContinuousClock().sleep(until: Self.origin + deadline.sinceOrigin, tolerance: nil)
     }
 }

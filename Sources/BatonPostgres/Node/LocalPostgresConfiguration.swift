@@ -61,6 +61,9 @@ public struct LocalPostgresConfiguration: Sendable {
     public var socketDirectory: String
     public var connectTimeout: Duration
     public var statementTimeout: Duration
+    /// How long the status query may take before its answer counts as unknown (the connection is
+    /// then abandoned: a backend stopped with SIGSTOP honours neither statement_timeout nor a cancel).
+    public var statusTimeout: Duration = .seconds(5)
     public var startTimeout: Duration
     public var promoteTimeout: Duration
     /// Limit for pg_basebackup and pg_rewind.

@@ -1,5 +1,6 @@
 import BatonCore
 import Foundation
+import Synchronization
 
 extension LocalPostgresNode {
     /// Three statements, one round trip (simple query protocol): the instance, pg_stat_replication,
@@ -51,7 +52,9 @@ extension LocalPostgresNode {
         var status = PostgresStatus(process: .running, postmasterPID: postmaster.pid)
         do {
             let connection = try await sessionConnection()
-            let results = try await connection.queryBatch(Self.statusQuery)
+            let results = try await Self.withDeadline(configuration.statusTimeout) {
+                try await connection.queryBatch(Self.statusQuery)
+            }
             guard results.count == 3 else {
                 throw PostgresError(
                     .unexpectedResult, "the status query returned \(results.count) results instead of 3")
@@ -59,7 +62,7 @@ extension LocalPostgresNode {
             try Self.fill(&status, instance: results[0].single(), replication: results[1], slots: results[2])
         } catch let error as PostgresError {
             if error.code == .connectionClosed || error.code == .connectionFailed || error.code == .serverStarting
-                || error.code == .connectTimeout
+                || error.code == .connectTimeout || error.code == .statementTimeout
             {
                 dropConnection()
             }
@@ -70,6 +73,38 @@ extension LocalPostgresNode {
             status.problem = "\(error)"
         }
         return status
+    }
+
+    /// Runs `body`, or throws `statementTimeout` once `limit` has passed, without waiting for
+    /// `body` to end: a libpq call blocked on a backend that does not answer (stopped with SIGSTOP,
+    /// stuck in the kernel) cannot be cancelled, and the status must not wait for it. The caller
+    /// drops the connection; its thread ends whenever the backend does.
+    static func withDeadline<T: Sendable>(
+        _ limit: Duration, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let outcome = FirstOutcome<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            outcome.set(continuation)
+            // Unstructured on purpose: neither task may be awaited by the other's completion.
+            let work = Task {
+                do {
+                    outcome.finish(.success(try await body()))
+                } catch {
+                    outcome.finish(.failure(error))
+                }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                if outcome.finish(
+                    .failure(
+                        PostgresError(
+                            .statementTimeout,
+                            "the status query did not answer within \(limit); the connection is dropped")))
+                {
+                    work.cancel()
+                }
+            }
+        }
     }
 
     static func fill(
@@ -100,5 +135,26 @@ extension LocalPostgresNode {
                 name: try row.string("slot_name") ?? "", type: try row.string("slot_type") ?? "",
                 active: try row.bool("active") ?? false, restartLSN: try row.lsn("restart_lsn"))
         }
+    }
+}
+
+/// The first of two outcomes resumes the continuation; the other is ignored. `set` runs before
+/// either outcome can arrive (both tasks start inside the continuation's closure, after it).
+final class FirstOutcome<T: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) {
+        self.continuation.withLock { $0 = continuation }
+    }
+
+    /// True when this outcome was the first.
+    @discardableResult
+    func finish(_ result: Result<T, any Error>) -> Bool {
+        let first = continuation.withLock { state -> CheckedContinuation<T, any Error>? in
+            defer { state = nil }
+            return state
+        }
+        first?.resume(with: result)
+        return first != nil
     }
 }
