@@ -221,6 +221,17 @@ class Etcd:
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
                 for kv in doc.get("kvs", [])}
 
+    def lease_of(self, key, timeout=2):
+        """The lease id attached to `key` (0: none), or None when the key does not exist."""
+        kvs = self.request("/v3/kv/range", {"key": etcd_b64(key)}, timeout=timeout).get("kvs") or []
+        return int(kvs[0].get("lease", 0)) if kvs else None
+
+    def lease_ttl(self, lease, timeout=2):
+        """(granted ttl, remaining ttl) of a lease in seconds; the remaining one is -1 when the
+        lease has expired or never existed (etcd then omits the granted ttl: 0)."""
+        doc = self.request("/v3/lease/timetolive", {"ID": lease}, timeout=timeout)
+        return int(doc.get("grantedTTL", 0)), int(doc.get("TTL", -1))
+
     def wait_healthy(self, limit=30):
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
@@ -350,6 +361,23 @@ log:
                 return None
         except Exception:
             return None
+
+    def api(self, method, path, body=None, timeout=5.0):
+        """One request to this agent's REST API: (HTTP status, JSON document or text). The agents
+        of this harness have no REST API credentials (restapi has only `listen`), so unsafe methods
+        go through without Basic auth. Raises on a connection error or timeout."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://{self.ip}:{API_PORT}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as error:  # 4xx/5xx still carry a document
+            status, raw = error.code, error.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
 
 
 def conninfo(hosts, **extra):

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""scripts/faults: the fault matrix (scenarios 1–14) and the randomized soak (15) on network
-namespaces. See harness.py for the layout and ../shared/design/faults.md for what each scenario
-must hold. Prints a table and ends with one line of JSON; exit status 1 when a check failed."""
+"""scripts/faults: the fault matrix (scenarios 1–14), the randomized soak (15) and the local lies
+(16 and up, scenarios_local.py) on network namespaces. See harness.py for the layout and
+../shared/design/faults.md for what each scenario must hold. Prints a table and ends with one line
+of JSON; exit status 1 when a check failed."""
 import argparse, json, os, random, signal, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -9,6 +10,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ETCD, NODES, Cluster, log  # noqa: E402
 from observers import Observation, setup_tables, stats  # noqa: E402
 from scenarios import FENCED, ORDER, SCENARIOS, Ctx, check  # noqa: E402
+from scenarios_local import LOCAL_FENCED, LOCAL_ORDER, LOCAL_SCENARIOS  # noqa: E402
+
+# Class 2, the local lies (16 and up), after the matrix: scenarios_local.py imports scenarios.py's
+# helpers, so the tables are joined here rather than there (no import cycle).
+SCENARIOS.update(LOCAL_SCENARIOS)
+ORDER.extend(LOCAL_ORDER)
+FENCED.update(LOCAL_FENCED)
 
 PROFILES = {
     "fast": {"ttl": 4, "loop_wait": 1, "retry_timeout": 1.5},
