@@ -33,9 +33,13 @@ public protocol APIStateSource: Sendable {
     func submit(_ request: OperatorRequest) async -> OperatorReply
     /// Latency and failures of the HA loop's store requests, when known.
     func storeRequestStats() -> StoreRequestStats?
+    /// This member confirmed `leader` as primary (`POST /failsafe`): it must not race for ttl.
+    func noteFailsafeConfirmed(leader: String)
 }
 
 extension APIStateSource {
+    public func noteFailsafeConfirmed(leader: String) {}
+
     public func storeRequestStats() -> StoreRequestStats? { nil }
     public func currentStatus() -> HAStatus? { nil }
     public func currentGeneration() -> UInt64? { nil }
@@ -72,4 +76,5 @@ public struct HALoopStateSource: APIStateSource {
     public func wake(_ reason: String) { loop.wake(reason) }
     public func submit(_ request: OperatorRequest) async -> OperatorReply { await loop.submit(request) }
     public func storeRequestStats() -> StoreRequestStats? { loop.storeMetrics.snapshot() }
+    public func noteFailsafeConfirmed(leader: String) { loop.noteFailsafeConfirmed(leader: leader) }
 }

@@ -82,11 +82,10 @@ public final class ProcessFenceGuard: FenceGuard, @unchecked Sendable {
         }
     }
 
+    /// Arms even when no postmaster is known right now (a crash recovery or a restart between two
+    /// postmasters): PID 0 makes the guard fence whatever postmaster.pid names at the deadline.
     public func arm(remaining: Duration) async {
-        guard let pid = postmasterPID() else {
-            send("disarm")
-            return
-        }
+        let pid = postmasterPID() ?? 0
         let milliseconds = max(
             0, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000)
         send("arm \(milliseconds) \(pid)")
@@ -117,10 +116,15 @@ public final class ProcessFenceGuard: FenceGuard, @unchecked Sendable {
 
 /// The body of `baton fence-guard`: reads commands from standard input, fences at deadlines.
 public enum FenceGuardMain {
-    public static func run(dataDirectory: String? = nil) -> Int32 {
+    public static func run(dataDirectory configured: String? = nil) -> Int32 {
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
+        // postmaster's working directory is the resolved path: compare with the resolved data_dir.
+        let dataDirectory = configured.map(resolvedPath)
         var deadline: UInt64?
+        /// After a fence, until when a postmaster that appears in the data directory is fenced too
+        /// (a start that was already under way when the deadline passed).
+        var watchUntil: UInt64?
         var pid: Int32 = 0
         var buffer = [UInt8]()
         var inputOpen = true
@@ -130,8 +134,11 @@ public enum FenceGuardMain {
             // 100 ms to read CLOCK_BOOTTIME again, so a resume past the deadline fences within 100 ms.
             var timeout: Int32 = -1
             if let deadline { timeout = deadline > now ? Int32(min(deadline - now, 100)) : 0 }
+            if let until = watchUntil {
+                if now >= until { watchUntil = nil } else { timeout = timeout < 0 ? 100 : min(timeout, 100) }
+            }
             if !inputOpen {
-                guard deadline != nil else { return 0 }
+                guard deadline != nil || watchUntil != nil else { return 0 }
             }
             var descriptor = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
             let ready =
@@ -158,9 +165,11 @@ public enum FenceGuardMain {
                         if let milliseconds = UInt64(words[1]), let target = Int32(words[2]) {
                             deadline = monotonicMilliseconds() + milliseconds
                             pid = target
+                            watchUntil = nil
                         }
                     case "disarm":
                         deadline = nil
+                        watchUntil = nil
                     case "exit":
                         return 0
                     default:
@@ -175,7 +184,9 @@ public enum FenceGuardMain {
                 // PID (a restart, a start in flight) since the last arm.
                 if let dataDirectory, let now = postmasterOf(dataDirectory), now != pid { fence(now) }
                 deadline = nil
-                if !inputOpen { return 0 }
+                if dataDirectory != nil { watchUntil = monotonicMilliseconds() + 10_000 }
+            } else if watchUntil != nil, let dataDirectory, let late = postmasterOf(dataDirectory) {
+                fence(late)
             }
         }
     }
@@ -204,14 +215,33 @@ public enum FenceGuardMain {
     /// The PID in `<dataDirectory>/postmaster.pid` when that process is a postgres whose working
     /// directory is the data directory (guards against a stale file and a reused PID).
     static func postmasterOf(_ dataDirectory: String) -> Int32? {
-        guard let data = FileManager.default.contents(atPath: dataDirectory + "/postmaster.pid"),
+        guard let data = readSmallRegularFile(dataDirectory + "/postmaster.pid"),
             let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first,
             let pid = Int32(line.trimmingCharacters(in: .whitespaces)), pid > 0, isPostgres(pid),
             let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
-            URL(fileURLWithPath: cwd).standardizedFileURL.path
-                == URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
+            resolvedPath(cwd) == dataDirectory
         else { return nil }
         return pid
+    }
+
+    /// The first 4 KiB of a regular file, opened without following a symbolic link and without
+    /// blocking (the guard runs as root; the data directory belongs to the postgres user, who could
+    /// plant a link or a FIFO there).
+    static func readSmallRegularFile(_ path: String) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = read(descriptor, &buffer, buffer.count)
+        return count > 0 ? Array(buffer[0..<count]) : nil
+    }
+
+    static func resolvedPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// Milliseconds on CLOCK_BOOTTIME, which, unlike CLOCK_MONOTONIC, goes on while the host is

@@ -57,6 +57,7 @@ enum HookRunner {
     /// re-parented while the tree is killed); returns how many were signalled.
     @discardableResult
     static func killTree(_ root: pid_t) -> Int {
+        guard root > 1 else { return 0 }
         var children: [pid_t: [pid_t]] = [:]
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
             guard let pid = pid_t(entry),

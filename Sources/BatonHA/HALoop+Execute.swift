@@ -103,6 +103,7 @@ extension HALoop {
         case .bootstrap:
             activity = .initializingNewCluster
             await publish(after: observation)
+            liftFenceIfLeaseValid()
             defer { activity = nil }
             let systemID = try await node.bootstrap()
             logger.info("bootstrapped a new cluster", metadata: ["pg.system_id": "\(systemID)"])
@@ -322,7 +323,8 @@ extension HALoop {
         guard session == current else { return false }
         switch renewed {
         case .alive(let granted):
-            let deadline = sent + min(ttl, granted) - margin
+            let lease = min(ttl, granted, sessionTTL ?? granted)
+            let deadline = sent + lease - min(margin, lease / 4)
             leaseDeadline = deadline
             lastRenewalSent = sent
             if status.holdsLeaderKey { liftFenceIfLeaseValid() }
@@ -436,7 +438,8 @@ extension HALoop {
         }
         await fenceBackstop?.arm(remaining: deadline - clock.now)
         if let refusal = await armWatchdogBeforePromotion(deadline: deadline) {
-            logger.error("not promoting: \(refusal); releasing the leader key")
+            watchdogRefusedAt = clock.now
+            logger.error("not promoting: \(refusal); releasing the leader key and staying out of the race for ttl")
             _ = try? await store.releaseLeader(member: configuration.name)
             status.holdsLeaderKey = false
             await fenceBackstop?.disarm()
@@ -495,6 +498,9 @@ extension HALoop {
             try await whileRenewing { await beforeStop() }
         }
         try await node.stop(mode: stopMode, timeout: configuration.stopTimeout)
+        // Peers ask this member's REST API before they race: it must not report the primary it
+        // was a moment ago once the key is free.
+        status.postgres = await node.status()
         if mode == .graceful || mode == .immediate {
             _ = try? await store.releaseLeader(member: configuration.name)
         }

@@ -39,7 +39,8 @@ extension HALoop {
         guard let session else { return }
         let pg = postgres ?? observation.postgres
         status.postgres = pg
-        if pg.process == .running { lastRunningRole = pg.inRecovery == false ? .primary : .replica }
+        // Unknown is not "replica": a blind cycle keeps the role last seen.
+        if pg.process == .running, let inRecovery = pg.inRecovery { lastRunningRole = inRecovery ? .replica : .primary }
         let record = memberRecord(pg)
         let now = clock.now
         let config = effectiveConfig(status.cluster)

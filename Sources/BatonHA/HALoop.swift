@@ -29,6 +29,8 @@ public actor HALoop {
     var sessionTTL: Duration?
     /// The retry_timeout the store's requests are bounded by.
     var appliedRetryTimeout: Duration?
+    /// When a promotion was last refused because `watchdog.mode: required` could not be met.
+    var watchdogRefusedAt: MonotonicInstant?
     var leaseDeadline: MonotonicInstant?
     var following: String?
     var appliedSynchronousStandbys: [String]?
@@ -65,6 +67,8 @@ public actor HALoop {
     nonisolated let published: Mutex<HAStatus>
     /// Latency and failures of this loop's store requests, for `GET /metrics`.
     public nonisolated let storeMetrics: StoreRequestMetrics
+    /// The last failsafe leader this member confirmed over REST, and when.
+    nonisolated let failsafeConfirmation = Mutex<(leader: String, at: MonotonicInstant)?>(nil)
     var stopped = false
 
     public init(
@@ -102,6 +106,12 @@ public actor HALoop {
     /// The latest snapshot's generation, without copying the snapshot: a reader that cached what
     /// it derived from generation `g` may keep using it while this is still `g`.
     public nonisolated func latestGeneration() -> UInt64 { published.withLock { $0.generation } }
+
+    /// Records a `POST /failsafe` confirmation: this member then stays out of the race for ttl.
+    public nonisolated func noteFailsafeConfirmed(leader: String) {
+        let now = clock.now
+        failsafeConfirmation.withLock { $0 = (leader, now) }
+    }
 
     /// Wakes the loop for an immediate cycle.
     public nonisolated func wake(_ reason: String) { wakeSignal.signal(reason) }
@@ -217,7 +227,11 @@ public actor HALoop {
     /// (unknown is not "standby"; a restart or start in flight counts as unknown).
     var mayBePrimary: Bool {
         if status.holdsLeaderKey || status.postgres.inRecovery == false { return true }
-        return status.postgres.inRecovery == nil && lastRunningRole != .replica
+        guard status.postgres.inRecovery == nil, lastRunningRole != .replica else { return false }
+        // A postgres that ran (or is being started or restarted) as a primary or in a state the
+        // agent never learnt; not a node that never had one (a new member, a bootstrap to come).
+        return lastRunningRole == .primary || status.postgres.postmasterPID != nil
+            || [.running, .starting, .unusable].contains(status.postgres.process)
     }
 
     /// Stops a primary at its lease deadline if the lease was not renewed by then, whatever the
@@ -312,7 +326,17 @@ public actor HALoop {
             lease: LeaseState(session: session, deadline: leaseDeadline, ttl: sessionTTL), config: config,
             tags: configuration.tags,
             peers: peers, failsafeConfirmed: failsafe, memory: memory,
-            fenceGuardRunning: fenceBackstop?.isRunning ?? true)
+            fenceGuardRunning: fenceBackstop?.isRunning ?? true,
+            confirmedFailsafeLeader: recentFailsafeConfirmation(ttl: config.ttl),
+            watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true)
+    }
+
+    /// The leader this member confirmed in failsafe mode within the last `ttl`, if any.
+    func recentFailsafeConfirmation(ttl: Duration) -> String? {
+        guard let confirmation = failsafeConfirmation.withLock({ $0 }), clock.now - confirmation.at < ttl else {
+            return nil
+        }
+        return confirmation.leader
     }
 
     func logDecision(_ decision: Decision) {

@@ -105,5 +105,8 @@ import Testing
         #expect(try !parse(#"{"state":"stopped","role":"primary"}"#).runningAsPrimary)
         #expect(try !parse(#"{"state":"crashed","role":"demoted"}"#).runningAsPrimary)
         #expect(try !parse(#"{"state":"running","role":"uninitialized"}"#).runningAsPrimary)
+        // An answer that is not a status document at all (an error body) is no answer: the peer
+        // counts as unreachable rather than as a primary that would veto every race for ever.
+        #expect(throws: (any Error).self) { try parse(#"{"error":"not found"}"#) }
     }
 }

@@ -66,6 +66,26 @@ import Testing
         #expect(await Self.waitForExit(current, within: .seconds(10)), "the current postmaster was not fenced")
     }
 
+    /// Review finding: armed while no postmaster was known (a crash recovery, between the two halves
+    /// of a restart), the guard used to be disarmed; it now fences whatever postmaster.pid names at
+    /// the deadline, and a postmaster that appears in the data directory within 10 s after it.
+    @Test func armedWithoutAKnownPostmasterTheGuardStillFencesAndWatchesAfter() async throws {
+        let data = try Self.temporaryDataDirectory("unknown")
+        defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
+        let guardProcess = ProcessFenceGuard(
+            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { nil }, logger: Self.logger)
+        try guardProcess.start()
+        defer { guardProcess.stop() }
+        let first = try Self.standInPostmaster(in: data)
+        defer { Self.end(first) }
+        await guardProcess.arm(remaining: .milliseconds(200))
+        #expect(await Self.waitForExit(first, within: .seconds(10)), "the postmaster.pid one was not fenced")
+        // A start that was under way at the deadline comes up just after it.
+        let late = try Self.standInPostmaster(in: data)
+        defer { Self.end(late) }
+        #expect(await Self.waitForExit(late, within: .seconds(5)), "a postmaster started after the fence survived")
+    }
+
     /// A postmaster.pid that names a postgres running elsewhere (another data directory) is not
     /// signalled: the guard checks the process's working directory.
     @Test func theGuardLeavesAPostgresOfAnotherDataDirectoryAlone() async throws {

@@ -58,6 +58,13 @@ enum Fixture {
         process: .running, systemIdentifier: "7000", problem: "FATAL: password authentication failed",
         postmasterPID: 4242)
 
+    /// Blind, but postmaster.pid says what the postmaster is: `ready` (a primary) or `standby`.
+    static func blind(postmaster: String) -> PostgresStatus {
+        var status = blind
+        status.postmasterState = postmaster
+        return status
+    }
+
     static func config(_ extra: [String: JSONValue] = [:]) -> DynamicConfig {
         var document: [String: JSONValue] = [
             "ttl": .number(30), "loop_wait": .number(10), "retry_timeout": .number(10),

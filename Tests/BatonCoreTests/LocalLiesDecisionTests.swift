@@ -51,8 +51,37 @@ import Testing
                 "b",
                 cluster: F.cluster(
                     leader: nil, members: [F.member("b", lsn: 0), F.member("c", lsn: 0)], optime: nil),
-                postgres: F.blind, peers: F.peers([("c", 0)])),
+                postgres: F.blind(postmaster: "standby"), peers: F.peers([("c", 0)])),
             actions: [], reason: "recovery_state_unknown"),
+        // Review finding: an ex-primary whose agent restarted blind (no lease, so no fence) published
+        // "replica" and was left running while another member was promoted.
+        Row(
+            name: "blind, not the leader, and the postmaster does not say standby: stop it",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.blind(postmaster: "ready")),
+            actions: [.demote(.immediateNoLock)], reason: "recovery_state_unknown"),
+        Row(
+            name: "blind, not the leader, no word from the postmaster either: stop it",
+            observation: F.observe("b", cluster: F.cluster(), postgres: F.blind),
+            actions: [.demote(.immediateNoLock)], reason: "recovery_state_unknown"),
+        Row(
+            name: "blind hot standby following the leader: left alone",
+            observation: F.observe(
+                "b", cluster: F.cluster(), postgres: F.blind(postmaster: "standby"), following: "a"),
+            actions: [], reason: "following"),
+        Row(
+            name: "failsafe: a member that confirmed another primary within ttl does not race",
+            observation: Observation(
+                me: "b", now: F.t0, cluster: F.cluster(leader: nil), postgres: F.replica(),
+                lease: LeaseState(session: F.session, deadline: F.t0 + .seconds(10)), config: F.config(),
+                peers: [], confirmedFailsafeLeader: "a"),
+            actions: [], reason: "failsafe_leader_confirmed"),
+        Row(
+            name: "watchdog required but unusable: not racing",
+            observation: Observation(
+                me: "b", now: F.t0, cluster: F.cluster(leader: nil), postgres: F.replica(),
+                lease: LeaseState(session: F.session, deadline: F.t0 + .seconds(10)), config: F.config(),
+                peers: [], watchdogUsable: false),
+            actions: [], reason: "watchdog_unusable"),
         // Before: no action; the session kept its old ttl until the agent restarted.
         Row(
             name: "ttl changed in the config key: move to a session with the new ttl",

@@ -71,6 +71,32 @@ struct LocalLiesNodeTests {
         try await primary.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// Review finding: a `data_dir` that is a symbolic link to the cluster (common on hosts that
+    /// mount storage elsewhere) is a valid data directory, not an unusable one — taking it for
+    /// unusable stopped every member at once. A re-clone moves the target aside and keeps the link.
+    @Test func aSymlinkedDataDirectoryIsValidAndKeepsItsLink() async throws {
+        let fixture = try PostgresFixture("symlink")
+        defer { fixture.cleanUp() }
+        let primary = try await fixture.nodeFromTemplate("lead")
+        let node = try await fixture.nodeFromTemplate("linked")
+        let data = node.configuration.dataDirectory
+        let real = data + ".real"
+        #expect(rename(data, real) == 0)
+        #expect(symlink(real, data) == 0)
+        #expect(await node.status().process == .stopped)
+        try await node.start(following: nil)
+        #expect(await node.status().inRecovery == false)
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+        try await primary.start(following: nil)
+        try await node.clearDataDirectory(reason: "test: reinitialize through a link")
+        var info = stat()
+        #expect(lstat(data, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK, "the link stays")
+        #expect(await node.status().process == .uninitialized)
+        try await node.cloneReplica(from: fixture.source(primary))
+        #expect(FileManager.default.fileExists(atPath: real + "/PG_VERSION"), "cloned through the link")
+        try await primary.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     /// A `data_dir` that points by mistake at a non-empty directory: refused with its path and
     /// what is in it; the files stay byte for byte. Before: emptied by the clone.
     @Test func aForeignNonEmptyDirectoryIsRefusedWithWhatIsInIt() async throws {

@@ -122,6 +122,9 @@ extension BatonAPIServer {
         if status.postgres.process == .running, status.postgres.inRecovery == false, leader != status.member {
             return APIResponse.error(.conflict, "Running as a leader")
         }
+        // A confirmation commits this member: it does not race while the confirmed leader may
+        // still be serving on the strength of it (ttl).
+        if leader != status.member { source.noteFailsafeConfirmed(leader: leader) }
         context.logger.info("confirmed failsafe leader", metadata: ["api.leader": "\(leader)"])
         return APIResponse.text(.ok, "Accepted")
     }

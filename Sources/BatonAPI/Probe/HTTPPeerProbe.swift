@@ -74,6 +74,9 @@ public struct HTTPPeerProbe: PeerProbe {
         }
         let role = document["role"]?.stringValue
         let state = document["state"]?.stringValue
+        guard role != nil || state != nil else {
+            throw PeerHTTPClient.Failure(description: "not a status document (no role, no state)")
+        }
         let xlog = document["xlog"]?.objectValue ?? [:]
         func lsn(_ key: String) -> LSN? {
             guard let number = xlog[key]?.doubleValue, number >= 0 else { return nil }

@@ -119,6 +119,14 @@ public enum HADecider {
         if iAmLeader {
             return leaderCycle(o, cluster, memory: memory)
         }
+        // Not the leader, cannot tell what postgres is, and the postmaster does not say "standby":
+        // it may be a primary that nobody fences (the agent restarted without a lease, a password
+        // changed). Stop it; it starts again as a standby of the leader.
+        if pg.process == .running, pg.inRecovery == nil, pg.postmasterState != "standby", !paused {
+            return Decision(
+                [.demote(.immediateNoLock)], .recoveryStateUnknown(pg.problem ?? "no answer"), memory: memory,
+                recheckImmediately: true)
+        }
         if let leader = cluster.leader {
             if runningPrimary {
                 if paused {
@@ -420,6 +428,12 @@ public enum HADecider {
         }
         if !o.fenceGuardRunning {
             return Decision([], .fenceGuardDown, memory: memory)
+        }
+        if !o.watchdogUsable {
+            return Decision([], .watchdogUnusable, memory: memory)
+        }
+        if let leader = o.confirmedFailsafeLeader, leader != o.me {
+            return Decision([], .failsafeLeaderConfirmed(leader), memory: memory)
         }
         let failover = cluster.failover
         let requestedForMe = failover?.value.member == o.me

@@ -33,14 +33,23 @@ public struct Observation: Hashable, Sendable {
     /// False when the fence guard process is configured but not running (and could not be
     /// restarted): the member then neither leads nor races. True when it runs or was turned off.
     public var fenceGuardRunning: Bool
+    /// A leader this member confirmed over REST in failsafe mode within the last ttl: it may
+    /// still be serving as primary on the strength of that confirmation, so this member does not race.
+    public var confirmedFailsafeLeader: String?
+    /// False for ttl after a promotion was refused because `watchdog.mode: required` could not be
+    /// met: the member stays out of the race, so that another one can win it.
+    public var watchdogUsable: Bool
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
         storeProblem: String? = nil, postgres: PostgresStatus, following: String? = nil,
         appliedSynchronousStandbys: [String]? = nil, lease: LeaseState, config: DynamicConfig,
         tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
-        memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true
+        memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true, confirmedFailsafeLeader: String? = nil,
+        watchdogUsable: Bool = true
     ) {
+        self.watchdogUsable = watchdogUsable
+        self.confirmedFailsafeLeader = confirmedFailsafeLeader
         self.fenceGuardRunning = fenceGuardRunning
         self.me = me
         self.now = now

@@ -17,6 +17,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case leaderRecoveryStateUnknown(String, elapsed: Duration)
     case leaderCannotSeePostgres(elapsed: Duration)
     case fenceGuardDown
+    case failsafeLeaderConfirmed(String)
+    case watchdogUnusable
     // Bootstrap
     case bootstrapping
     case bootstrapFinished(systemID: String)
@@ -78,6 +80,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .leaderRecoveryStateUnknown: return "leader_recovery_state_unknown"
         case .leaderCannotSeePostgres: return "leader_cannot_see_postgres"
         case .fenceGuardDown: return "fence_guard_down"
+        case .failsafeLeaderConfirmed: return "failsafe_leader_confirmed"
+        case .watchdogUnusable: return "watchdog_unusable"
         case .bootstrapping: return "bootstrapping"
         case .bootstrapFinished: return "bootstrap_finished"
         case .waitingForBootstrap: return "waiting_for_bootstrap"
@@ -145,6 +149,10 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .leaderRecoveryStateUnknown(let why, let elapsed):
             return "holding the leader key but cannot tell whether postgres is a primary or a standby for "
                 + "\(elapsed.secondsText) (\(why)): keeping the key, not promoting"
+        case .watchdogUnusable:
+            return "watchdog mode is required but the watchdog could not be armed: not racing for ttl"
+        case .failsafeLeaderConfirmed(let leader):
+            return "leader key free but this member confirmed \(leader) as failsafe primary within ttl: not racing"
         case .fenceGuardDown:
             return "the fence guard process is not running and could not be restarted: not leading, not racing"
         case .leaderCannotSeePostgres(let elapsed):

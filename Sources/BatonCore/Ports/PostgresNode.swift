@@ -140,6 +140,9 @@ public struct PostgresStatus: Hashable, Sendable {
     public var upstream: String?
     /// `pg_replication_slots`.
     public var slots: [ReplicationSlotRow]
+    /// The postmaster's own word when the status query failed: postmaster.pid's status line
+    /// (`starting`, `stopping`, `ready` for a primary, `standby` for a hot standby).
+    public var postmasterState: String?
 
     public init(
         process: Process, inRecovery: Bool? = nil, timeline: Int? = nil, currentLSN: LSN? = nil,

@@ -24,16 +24,21 @@ extension LocalPostgresNode {
     }
 
     static func inspect(_ path: String) -> DataDirectoryContents {
+        // stat, not lstat: a data_dir that is a symbolic link to a directory is common and fine.
         var info = stat()
-        if lstat(path, &info) != 0 {
+        if stat(path, &info) != 0 {
             let code = errno
-            if code == ENOENT { return .missingOrEmpty }
+            if code == ENOENT {
+                var link = stat()
+                if lstat(path, &link) == 0 {
+                    return .unusable("\(path) is a symbolic link to a missing directory; fix the link or data_dir")
+                }
+                return .missingOrEmpty
+            }
             return .unusable("cannot stat \(path): \(String(cString: strerror(code))); check the path and its parents")
         }
         guard (info.st_mode & S_IFMT) == S_IFDIR else {
-            return .unusable(
-                "\(path) is not a directory (\((info.st_mode & S_IFMT) == S_IFLNK ? "a symbolic link" : "a file")); "
-                    + "point data_dir at a directory")
+            return .unusable("\(path) is not a directory; point data_dir at a directory")
         }
         let version = exists(path + "/PG_VERSION")
         let control = exists(path + "/global/pg_control")
@@ -73,6 +78,14 @@ extension LocalPostgresNode {
     /// Moves the whole data directory aside (a rename next to it: no copy, no deletion) and returns
     /// where it went; nil when it is a mount point, which cannot be renamed.
     func moveDataDirectoryAside(reason: String) throws -> String? {
+        // A symbolic link stays where it is; the directory it points to is moved and made anew.
+        let real: String
+        if let resolved = realpath(dataDirectory, nil) {
+            real = String(cString: resolved)
+            free(resolved)
+        } else {
+            real = dataDirectory
+        }
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         var parts = tm()
@@ -81,8 +94,8 @@ extension LocalPostgresNode {
         let stamp = String(
             format: "%04d%02d%02dT%02d%02d%02dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
             Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
-        let target = "\(dataDirectory).baton-moved-\(stamp)"
-        guard rename(dataDirectory, target) == 0 else {
+        let target = "\(real).baton-moved-\(stamp)"
+        guard rename(real, target) == 0 else {
             let code = errno
             if code == EBUSY || code == EXDEV { return nil }
             throw PostgresError(
@@ -93,6 +106,10 @@ extension LocalPostgresNode {
         logger.warning(
             "data directory moved aside before re-cloning",
             metadata: ["pg.moved_to": "\(target)", "pg.reason": "\(reason)"])
+        if real != dataDirectory {
+            try? FileManager.default.createDirectory(atPath: real, withIntermediateDirectories: false)
+            try? Posix.setOwner(real, user: osUser, mode: 0o700)
+        }
         return target
     }
 

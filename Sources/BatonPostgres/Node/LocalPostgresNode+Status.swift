@@ -66,7 +66,14 @@ extension LocalPostgresNode {
             {
                 dropConnection()
             }
-            if error.code == .serverStarting || error.code == .connectionFailed { status.process = .starting }
+            // "Starting" only while the postmaster says so: a server that refuses the agent
+            // ("too many clients", a changed password) is running, in an unknown state.
+            if error.code == .serverStarting || error.code == .connectionFailed,
+                postmasterStatusLine(postmaster.pid) == "starting"
+            {
+                status.process = .starting
+            }
+            status.postmasterState = postmasterStatusLine(postmaster.pid)
             status.problem = error.description
         } catch {
             dropConnection()

@@ -217,11 +217,17 @@ public final class LocalPostgresNode: PostgresNode {
 
     /// The status line of postmaster.pid (PostgreSQL 10+): `starting`, `stopping`, `ready`, `standby`.
     func postmasterReportsReady(_ pid: pid_t) -> Bool {
-        guard let text = Posix.readFile(dataDirectory + "/postmaster.pid") else { return false }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count > 7, Int32(lines[0].trimmingCharacters(in: .whitespaces)) == pid else { return false }
-        let status = lines[7].trimmingCharacters(in: .whitespaces)
+        let status = postmasterStatusLine(pid)
         return status == "ready" || status == "standby"
+    }
+
+    /// Line 8 of postmaster.pid when it belongs to `pid`: `starting`, `stopping`, `ready` (a primary
+    /// open for connections) or `standby` (a hot standby open for connections).
+    func postmasterStatusLine(_ pid: pid_t) -> String? {
+        guard let text = Posix.readFile(dataDirectory + "/postmaster.pid") else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count > 7, Int32(lines[0].trimmingCharacters(in: .whitespaces)) == pid else { return nil }
+        return lines[7].trimmingCharacters(in: .whitespaces)
     }
 
     /// Explains why the postmaster exited during start, from what it wrote to the log.

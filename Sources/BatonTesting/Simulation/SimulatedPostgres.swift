@@ -93,7 +93,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
             let position = LSN(state.lsn)
             switch state.answer {
             case .unknown(let why):
-                return PostgresStatus(process: .running, systemIdentifier: state.systemID, problem: why)
+                // postmaster.pid still tells a hot standby from a primary, as a real one does.
+                var status = PostgresStatus(process: .running, systemIdentifier: state.systemID, problem: why)
+                status.postmasterState = state.standby ? "standby" : "ready"
+                return status
             case .claimsRecovery(let claim):
                 return PostgresStatus(
                     process: .running, inRecovery: claim, timeline: state.timeline, currentLSN: position,
