@@ -182,10 +182,14 @@ public enum FenceGuardMain {
                 fence(pid)
                 // The postmaster of the data directory now, when another one replaced the armed
                 // PID (a restart, a start in flight) since the last arm.
-                if let dataDirectory, let now = postmasterOf(dataDirectory), now != pid { fence(now) }
+                if let dataDirectory, let now = postmasterOf(dataDirectory), now != pid, !isStandby(dataDirectory) {
+                    fence(now)
+                }
                 deadline = nil
-                if dataDirectory != nil { watchUntil = monotonicMilliseconds() + 10_000 }
-            } else if watchUntil != nil, let dataDirectory, let late = postmasterOf(dataDirectory) {
+                if dataDirectory != nil { watchUntil = monotonicMilliseconds() + 5_000 }
+            } else if watchUntil != nil, let dataDirectory, !isStandby(dataDirectory),
+                let late = postmasterOf(dataDirectory)
+            {
                 fence(late)
             }
         }
@@ -210,6 +214,14 @@ public enum FenceGuardMain {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
         let command = String(decoding: data.prefix { $0 != 0 }, as: UTF8.self)
         return command.hasSuffix("postgres") || command.hasSuffix("postmaster")
+    }
+
+    /// A postmaster started with standby.signal is a standby: it accepts no write unless promoted,
+    /// which only an agent holding the key does. The agent (a new one, after a crash) restarts a
+    /// fenced node that way; the guard must leave it alone.
+    static func isStandby(_ dataDirectory: String) -> Bool {
+        var info = stat()
+        return lstat(dataDirectory + "/standby.signal", &info) == 0
     }
 
     /// The PID in `<dataDirectory>/postmaster.pid` when that process is a postgres whose working

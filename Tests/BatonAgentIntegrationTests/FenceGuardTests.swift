@@ -83,7 +83,14 @@ import Testing
         // A start that was under way at the deadline comes up just after it.
         let late = try Self.standInPostmaster(in: data)
         defer { Self.end(late) }
-        #expect(await Self.waitForExit(late, within: .seconds(5)), "a postmaster started after the fence survived")
+        #expect(await Self.waitForExit(late, within: .seconds(4)), "a postmaster started after the fence survived")
+        // A standby started after the fence (standby.signal present) is left alone: found by the
+        // client failover test, where a killed agent's guard went on killing the replica that
+        // the restarted agent started.
+        #expect(FileManager.default.createFile(atPath: data + "/standby.signal", contents: Data()))
+        let standby = try Self.standInPostmaster(in: data)
+        defer { Self.end(standby) }
+        #expect(!(await Self.waitForExit(standby, within: .seconds(2))), "a standby was fenced")
     }
 
     /// A postmaster.pid that names a postgres running elsewhere (another data directory) is not
