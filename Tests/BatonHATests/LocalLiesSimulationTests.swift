@@ -149,7 +149,8 @@ import Testing
 /// guard are re-armed by each confirmation. Before, the key was never written and the fence
 /// stopped the confirmed primary at its lease deadline anyway.
 @Suite struct FailsafeModeTests {
-    @Test func aConfirmedPrimarySurvivesAStoreOutageAndKeepsTheKeyAfter() async throws {
+    /// A bootstrapped cluster with `failsafe_mode` switched on, and its primary.
+    static func clusterInFailsafeMode() async throws -> (SimulatedCluster, String) {
         let cluster = try await SimulatedClusterTests.bootstrapped()
         let old = try #require(cluster.writablePrimaries.first)
         let store = try #require(cluster.store(named: old))
@@ -158,6 +159,12 @@ import Testing
         config.document["failsafe_mode"] = .bool(true)
         #expect(try await store.writeConfig(config, expected: view.config?.modRevision))
         await cluster.run(seconds: 3)
+        return (cluster, old)
+    }
+
+    @Test func aConfirmedPrimarySurvivesAStoreOutageAndKeepsTheKeyAfter() async throws {
+        let (cluster, old) = try await Self.clusterInFailsafeMode()
+        let store = try #require(cluster.store(named: old))
         let failsafe = try await store.loadCluster().failsafe
         #expect(
             failsafe?.keys.sorted() == ["node1", "node2", "node3"], "failsafe key: \(String(describing: failsafe))")
@@ -180,14 +187,7 @@ import Testing
     /// The same outage with one member unreachable over REST too: no confirmation, so the primary is
     /// fenced at its deadline as without failsafe mode.
     @Test func withoutEveryConfirmationThePrimaryIsFencedAtItsDeadline() async throws {
-        let cluster = try await SimulatedClusterTests.bootstrapped()
-        let old = try #require(cluster.writablePrimaries.first)
-        let store = try #require(cluster.store(named: old))
-        let view = try await store.loadCluster()
-        var config = view.dynamicConfig
-        config.document["failsafe_mode"] = .bool(true)
-        #expect(try await store.writeConfig(config, expected: view.config?.modRevision))
-        await cluster.run(seconds: 3)
+        let (cluster, _) = try await Self.clusterInFailsafeMode()
         let silent = try #require(cluster.streamingReplicas().first)
         cluster.freeze(silent, seconds: cluster.options.ttl * 4)
         for name in ["node1", "node2", "node3"] { cluster.store(named: name)?.partitioned = true }
