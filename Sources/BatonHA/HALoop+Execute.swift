@@ -48,13 +48,9 @@ extension HALoop {
         let me = configuration.name
         switch action {
         case .createSession:
-            let sent = clock.now
-            let (ttl, margin) = timing
-            let created = try await store.createSession(ttl: ttl)
-            session = created
-            sessionTTL = ttl
-            leaseDeadline = sent + ttl - margin
-            logger.info("store session created", metadata: ["ha.session": "\(created)", "ha.ttl": "\(ttl)"])
+            let granted = try await grantSession()
+            adopt(granted)
+            logger.info("store session created", metadata: ["ha.session": "\(granted.id)", "ha.ttl": "\(granted.ttl)"])
             return true
 
         case .replaceSession:
@@ -286,15 +282,11 @@ extension HALoop {
     func reRegisterIfSessionLost(_ observation: Observation) async {
         guard session == nil, !status.holdsLeaderKey else { return }
         do {
-            let sent = clock.now
-            let (ttl, margin) = timing
-            let created = try await store.createSession(ttl: ttl)
-            session = created
-            sessionTTL = ttl
-            leaseDeadline = sent + ttl - margin
+            let granted = try await grantSession()
+            adopt(granted)
             logger.info(
                 "store session lost before rejoining: registered again with a new one",
-                metadata: ["ha.session": "\(created)"])
+                metadata: ["ha.session": "\(granted.id)"])
             await publish(after: observation)
         } catch {
             logger.warning("could not create a store session before rejoining: \(error)")
@@ -348,6 +340,26 @@ extension HALoop {
         }
     }
 
+    /// A store session granted with the ttl in force, and when its request was sent.
+    struct GrantedSession {
+        let id: SessionID
+        let sent: MonotonicInstant
+        let ttl: Duration
+    }
+
+    func grantSession() async throws -> GrantedSession {
+        let sent = clock.now
+        let ttl = timing.ttl
+        return GrantedSession(id: try await store.createSession(ttl: ttl), sent: sent, ttl: ttl)
+    }
+
+    /// Makes `granted` this agent's session; its fencing deadline counts from the request's send.
+    func adopt(_ granted: GrantedSession) {
+        session = granted.id
+        sessionTTL = granted.ttl
+        leaseDeadline = granted.sent + granted.ttl - timing.margin
+    }
+
     /// Lets the node start as a primary again after a fence, once this agent holds the leader key
     /// under a lease whose deadline has not passed.
     func liftFenceIfLeaseValid() {
@@ -360,21 +372,17 @@ extension HALoop {
     /// without a lease. Losing the leader key meanwhile keeps the old session and ends the sequence.
     func replaceSession(_ observation: Observation) async throws -> Bool {
         guard let old = session else { return false }
-        let sent = clock.now
-        let (ttl, margin) = timing
-        let created = try await store.createSession(ttl: ttl)
+        let granted = try await grantSession()
         if observation.cluster?.leader?.member == configuration.name {
-            guard try await store.reattachLeader(member: configuration.name, session: created) else {
-                try? await store.revokeSession(created)
+            guard try await store.reattachLeader(member: configuration.name, session: granted.id) else {
+                try? await store.revokeSession(granted.id)
                 logger.warning("ttl change: the leader key could not be moved to the new session; keeping the old one")
                 return false
             }
             status.holdsLeaderKey = true
         }
-        session = created
-        sessionTTL = ttl
-        leaseDeadline = sent + ttl - margin
-        lastRenewalSent = sent
+        adopt(granted)
+        lastRenewalSent = granted.sent
         await publish(after: observation)
         do {
             try await store.revokeSession(old)
@@ -384,7 +392,7 @@ extension HALoop {
         await syncBackstop(primary: observation.postgres.inRecovery == false)
         logger.info(
             "moved to a session with the new ttl",
-            metadata: ["ha.session": "\(created)", "ha.ttl": "\(ttl)", "ha.old_session": "\(old)"])
+            metadata: ["ha.session": "\(granted.id)", "ha.ttl": "\(granted.ttl)", "ha.old_session": "\(old)"])
         return true
     }
 

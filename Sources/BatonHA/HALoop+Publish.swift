@@ -17,8 +17,8 @@ extension HALoop {
         let primary = pg.process == .running && pg.inRecovery == false
         // Unknown is not "replica": while the agent cannot tell (status query failed), a postgres
         // that last ran as primary is published as primary, so that no peer takes it for a standby.
-        let mayBePrimary = pg.process == .running && pg.inRecovery == nil && lastRunningRole == .primary
-        var role: Member.Role = primary || mayBePrimary ? .primary : .replica
+        let blindExPrimary = pg.process == .running && pg.inRecovery == nil && lastRunningRole == .primary
+        var role: Member.Role = primary || blindExPrimary ? .primary : .replica
         if pg.process == .uninitialized && activity == nil { role = .uninitialized }
         return Member(
             name: configuration.name, connURL: configuration.connURL, apiURL: configuration.apiURL, state: state,

@@ -394,12 +394,15 @@ import Testing
             actions: [.demote(.offline)], reason: "store_unreachable_fencing"),
     ]
 
-    @Test(arguments: rows)
-    func decisionTable(_ row: Row) {
+    /// Decides `row`'s observation and checks the actions and the reason code it must produce.
+    static func check(_ row: Row) {
         let decision = HADecider.decide(row.observation)
         #expect(decision.actions == row.actions, "\(row.name): \(decision.reason)")
         #expect(decision.reason.code == row.reason, "\(row.name): \(decision.reason)")
     }
+
+    @Test(arguments: rows)
+    func decisionTable(_ row: Row) { Self.check(row) }
 
     @Test func everyReasonPrintsOneLine() {
         for row in Self.rows {

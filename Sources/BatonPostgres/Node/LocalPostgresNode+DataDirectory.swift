@@ -43,8 +43,11 @@ extension LocalPostgresNode {
         let version = exists(path + "/PG_VERSION")
         let control = exists(path + "/global/pg_control")
         if version && control { return .valid }
-        guard let entries = listDirectory(path) else {
-            return .unusable("cannot list \(path): \(String(cString: strerror(errno)))")
+        let entries: [String]
+        do {
+            entries = try FileManager.default.contentsOfDirectory(atPath: path)
+        } catch {
+            return .unusable("cannot list \(path): \(error.localizedDescription); check its owner and mode")
         }
         if entries.isEmpty { return .missingOrEmpty }
         let missing = [version ? nil : "PG_VERSION", control ? nil : "global/pg_control"].compactMap { $0 }
@@ -59,20 +62,6 @@ extension LocalPostgresNode {
     private static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0
-    }
-
-    /// Entry names (without `.` and `..`), or nil when the directory cannot be read.
-    static func listDirectory(_ path: String) -> [String]? {
-        guard let directory = opendir(path) else { return nil }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
     }
 
     /// Moves the whole data directory aside (a rename next to it: no copy, no deletion) and returns
@@ -125,7 +114,7 @@ extension LocalPostgresNode {
             logger.warning(
                 "data directory is a mount point that cannot be moved aside: removing its contents before re-cloning",
                 metadata: ["pg.reason": "\(reason)"])
-            for entry in Self.listDirectory(dataDirectory) ?? [] {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory)) ?? [] {
                 do { try FileManager.default.removeItem(atPath: dataDirectory + "/" + entry) } catch {
                     throw PostgresError(
                         .io, "could not remove \(dataDirectory)/\(entry) before re-cloning", cause: error)

@@ -68,12 +68,11 @@ extension LocalPostgresNode {
             }
             // "Starting" only while the postmaster says so: a server that refuses the agent
             // ("too many clients", a changed password) is running, in an unknown state.
-            if error.code == .serverStarting || error.code == .connectionFailed,
-                postmasterStatusLine(postmaster.pid) == "starting"
-            {
+            let postmasterState = postmasterStatusLine(postmaster.pid)
+            if error.code == .serverStarting || error.code == .connectionFailed, postmasterState == "starting" {
                 status.process = .starting
             }
-            status.postmasterState = postmasterStatusLine(postmaster.pid)
+            status.postmasterState = postmasterState
             status.problem = error.description
         } catch {
             dropConnection()
