@@ -22,6 +22,10 @@ public struct HAConfiguration: Sendable {
     public var stopPostgresOnShutdown: Bool
     /// `watchdog.mode: required`: no promotion unless the watchdog is armed first.
     public var watchdogRequired: Bool
+    /// How much longer than ttl one step of the HA cycle may take before the lease keeper stops
+    /// renewing the leader's lease (a stuck cycle must lose the lease): the status query's
+    /// deadline, so that a slow but bounded step never costs the lease.
+    public var stepAllowance: Duration = .seconds(5)
 
     public init(
         name: String, connURL: String, apiURL: String, tags: Tags = Tags(),

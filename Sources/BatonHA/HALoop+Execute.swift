@@ -15,6 +15,7 @@ extension HALoop {
     func execute(_ actions: [Action], observation: Observation) async -> Outcome {
         var outcome = Outcome()
         for action in actions {
+            defer { noteProgress() }
             do {
                 let succeeded = try await perform(action, observation: observation, outcome: &outcome)
                 if !succeeded {
@@ -57,8 +58,10 @@ extension HALoop {
             return try await replaceSession(observation)
 
         case .renewLease:
-            // Already renewed at the start of this cycle: the deadline is fresh.
-            if let sent = lastRenewalSent, clock.now - sent < .milliseconds(250) { return session != nil }
+            // The lease keeper renews beside the cycle: a renewal sent within ttl/3, or one in
+            // flight while the deadline is still ahead, is fresh enough for this decision.
+            if let sent = lastRenewalSent, clock.now - sent < renewInterval { return session != nil }
+            if renewalsInFlight > 0, let deadline = leaseDeadline, clock.now < deadline { return session != nil }
             return try await renewLease(observation)
 
         case .acquireLeader:
@@ -138,7 +141,14 @@ extension HALoop {
                 following = source.member
             } else if asPrimary {
                 liftFenceIfLeaseValid()
-                try await node.start(following: nil)
+                // Crash recovery can take long: the leader keeps its lease while it runs (the
+                // decider releases the key after primary_start_timeout).
+                let node = self.node
+                if status.holdsLeaderKey {
+                    try await whileRenewing { try await node.start(following: nil) }
+                } else {
+                    try await node.start(following: nil)
+                }
                 following = nil
             } else {
                 // Read-only: a standby without an upstream, never "as it was" (it may have been a primary).
@@ -236,9 +246,9 @@ extension HALoop {
         }
     }
 
-    /// Renews the session at the start of a cycle, for every member (a replica's member key hangs
-    /// on it too). Failures are left to the decision: an expired session is forgotten, and the
-    /// core then asks for a new one.
+    /// Renews the session now, whatever its age (a replica's member key hangs on it too). Failures
+    /// are left to the decision: an expired session is forgotten, and the core then asks for a
+    /// new one.
     func keepSessionAlive() async {
         guard let current = session else { return }
         do {
@@ -309,6 +319,9 @@ extension HALoop {
         guard let current = session else { return false }
         let sent = clock.now
         let (ttl, margin) = timing
+        lastRenewalAttempt = sent
+        renewalsInFlight += 1
+        defer { renewalsInFlight -= 1 }
         let renewed = try await store.keepAlive(current)
         // The session may have been replaced while the request was in flight (the cycle found it
         // lost and registered a new one): the answer about the old one must not touch the new one.
@@ -396,17 +409,25 @@ extension HALoop {
         return true
     }
 
-    /// Runs a long action the leader takes deliberately (a hook, an operator's restart) while its
-    /// lease is renewed beside it every ttl/3: renewal never waits behind the action. When the
-    /// store stops answering, renewal fails and the fence acts at the deadline as always.
+    /// Runs a long action the leader takes deliberately (a hook, an operator's restart, crash
+    /// recovery, a promotion) while its lease is renewed beside it every ttl/3: renewal never waits
+    /// behind the action, and the lease keeper does not count the cycle as stuck while it runs.
+    /// When the store stops answering, renewal fails and the fence acts at the deadline as always.
     func whileRenewing<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
+        longActions += 1
+        defer {
+            longActions -= 1
+            noteProgress()
+        }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body() }
             group.addTask {
+                // Beside the lease keeper (the simulation drives no keeper task): whichever runs
+                // first renews, the other finds the renewal fresh or in flight.
                 while !Task.isCancelled {
-                    let interval = await self.currentTTL() / 3
+                    let interval = await self.renewInterval
                     try await self.clock.sleep(for: interval)
-                    await self.renewBesideAction()
+                    await self.renewIfDue()
                 }
                 return nil
             }
@@ -419,16 +440,6 @@ extension HALoop {
     }
 
     func currentTTL() -> Duration { effectiveConfig(status.cluster).ttl }
-
-    func renewBesideAction() async {
-        guard let current = session, status.holdsLeaderKey else { return }
-        do {
-            _ = try await renewLease(nil)
-        } catch {
-            forgetSessionIfLost(error, session: current)
-            logger.warning("keepalive beside a long action failed: \(error)")
-        }
-    }
 
     func promote(_ observation: Observation) async throws -> Bool {
         if let prePromote = hooks.prePromote, !(try await whileRenewing({ await prePromote() })) {
@@ -453,7 +464,9 @@ extension HALoop {
             await fenceBackstop?.disarm()
             return false
         }
-        try await node.promote(timeout: configuration.promoteTimeout)
+        let node = self.node
+        let promoteTimeout = configuration.promoteTimeout
+        try await whileRenewing { try await node.promote(timeout: promoteTimeout) }
         status.promotions += 1
         following = nil
         let previousLeader = observation.cluster?.history.last?.newLeader

@@ -39,6 +39,16 @@ public actor HALoop {
     var lastPublishedSession: SessionID?
     /// When the last successful keepalive was sent.
     var lastRenewalSent: MonotonicInstant?
+    /// When the last keepalive (successful or not) was sent, and whether one is in flight.
+    var lastRenewalAttempt: MonotonicInstant?
+    var renewalsInFlight = 0
+    /// When the cycle last finished a step (observe, an action, publish) or went idle; the lease
+    /// keeper renews a leader's lease only while this is recent or a declared long action runs.
+    var lastProgress: MonotonicInstant
+    /// Long actions running beside the loop (`whileRenewing`): each is bounded by its own timeout.
+    var longActions = 0
+    /// Whether the "cycle is stuck" error was logged for the current stall (once per stall).
+    var stallLogged = false
     /// The role postgres last ran in, to skip pg_rewind for a member that was a standby.
     var lastRunningRole: Member.Role?
     /// Set when postgres was started read-only from a data directory that may have run as a primary
@@ -95,6 +105,7 @@ public actor HALoop {
         initial.config = configuration.initialDynamicConfig
         self.status = initial
         self.published = Mutex(initial)
+        self.lastProgress = clock.now
     }
 
     /// The latest snapshot, through the actor.
@@ -124,7 +135,7 @@ public actor HALoop {
             group.addTask { await self.watchStore() }
             group.addTask { await self.watchPostmaster() }
             group.addTask { await self.fenceGuard() }
-            group.addTask { await self.replicaKeepalive() }
+            group.addTask { await self.leaseKeeper() }
             group.addTask { await self.cycleLoop() }
             await group.next()
             group.cancelAll()
@@ -135,6 +146,7 @@ public actor HALoop {
         while !Task.isCancelled {
             await runCycle()
             let wait = effectiveConfig(status.cluster).loopWait
+            noteProgress()
             if let reason = await wakeSignal.wait(until: clock.now + wait, clock: clock) {
                 logger.debug("woken early", metadata: ["ha.wake": "\(reason)"])
             }
@@ -146,10 +158,11 @@ public actor HALoop {
         let started = clock.now
         var peerStatus: [PeerStatus]?
         var failsafe: Bool?
-        await keepSessionAlive()
+        noteProgress()
         await runOperatorRequests()
         for _ in 0..<8 {
             let observation = await observe(peers: peerStatus, failsafe: failsafe)
+            noteProgress()
             let decision = HADecider.decide(observation)
             memory = decision.memory
             logDecision(decision)
@@ -158,6 +171,7 @@ public actor HALoop {
             failsafe = outcome.failsafe
             let changed = decision.actions.contains(where: \.changesPostgres)
             await publish(after: observation, postgres: changed ? await node.status() : nil)
+            noteProgress()
             if !decision.recheckImmediately || Task.isCancelled { break }
         }
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
@@ -209,16 +223,67 @@ public actor HALoop {
         }
     }
 
-    /// Keeps a non-leader's session (and so its member key) alive while the cycle is busy with a
-    /// long action (clone, rewind, a standby catching up). A leader's session is renewed only by
-    /// its cycle: a stuck leader loop must lose the lease and be fenced, not kept alive.
-    func replicaKeepalive() async {
+    /// Keeps the session (and the keys on it) alive beside the cycle, every ttl/3 from the last
+    /// keepalive's send: renewal never waits behind a slow store call, a slow status query, a hook
+    /// or a restart. A leader's lease is renewed only while its cycle makes progress (each step is
+    /// bounded: store calls by retry_timeout, the status query by its deadline) or a declared long
+    /// action runs (`whileRenewing`, bounded by its own timeout). A cycle stuck past that loses
+    /// the lease and is fenced, as a frozen agent is.
+    func leaseKeeper() async {
         while !Task.isCancelled {
-            let ttl = effectiveConfig(status.cluster).ttl
-            try? await clock.sleep(for: ttl / 3)
-            guard !Task.isCancelled, session != nil, !status.holdsLeaderKey else { continue }
-            if let sent = lastRenewalSent, clock.now - sent < ttl / 3 { continue }
-            await keepSessionAlive()
+            let interval = renewInterval
+            let now = clock.now
+            var next = (lastRenewalSent ?? now) + interval
+            if let attempt = lastRenewalAttempt, lastRenewalSent.map({ attempt > $0 }) ?? true {
+                // The last attempt failed: try again soon, but not in a tight loop.
+                next = min(next, attempt + min(interval, .milliseconds(500)))
+            }
+            try? await clock.sleep(until: max(next, now + .milliseconds(20)))
+            guard !Task.isCancelled else { return }
+            await renewIfDue()
+        }
+    }
+
+    /// How often the session is renewed: a third of the ttl in force.
+    var renewInterval: Duration { currentTTL() / 3 }
+
+    /// How long one step of the cycle may take before the lease keeper counts the cycle as stuck:
+    /// the longest bounded step (a store call within retry_timeout, the status query within its
+    /// deadline) with room to spare.
+    var stuckCycleAfter: Duration { currentTTL() + configuration.stepAllowance }
+
+    func noteProgress() {
+        lastProgress = clock.now
+        stallLogged = false
+    }
+
+    /// One turn of the lease keeper: renews the session when its last renewal is ttl/3 old (or
+    /// the last attempt failed), unless one is in flight or this leader's cycle is stuck.
+    public func renewIfDue() async {
+        guard !stopped, let current = session, renewalsInFlight == 0 else { return }
+        let now = clock.now
+        if let sent = lastRenewalSent, now - sent < renewInterval,
+            lastRenewalAttempt.map({ $0 <= sent }) ?? true
+        {
+            return
+        }
+        if status.holdsLeaderKey, longActions == 0, now - lastProgress > stuckCycleAfter {
+            if !stallLogged {
+                stallLogged = true
+                logger.error(
+                    """
+                    the HA cycle has made no progress for \(now - lastProgress): not renewing the leader lease; \
+                    the fence stops postgres at the deadline
+                    """,
+                    metadata: ["ha.deadline": "\(leaseDeadline.map { "\($0)" } ?? "none")"])
+            }
+            return
+        }
+        do {
+            _ = try await renewLease(nil)
+        } catch {
+            forgetSessionIfLost(error, session: current)
+            logger.debug("keepalive failed: \(error)")
         }
     }
 

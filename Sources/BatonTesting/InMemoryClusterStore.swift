@@ -261,13 +261,29 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
         }
     }
 
-    private func run<T>(_ body: (inout InMemoryStoreBackend.State) throws -> T) throws -> T {
+    /// How long each request of this handle takes (an etcd that is slow but alive), drawn per
+    /// request; nil answers at once. A request slower than the request timeout in force fails
+    /// with `unavailable` after the timeout, as the etcd client's does (the request is not applied).
+    public var latency: (@Sendable () -> Duration)? {
+        get { timeoutLock.withLock { requestLatency } }
+        set { timeoutLock.withLock { requestLatency = newValue } }
+    }
+    private var requestLatency: (@Sendable () -> Duration)?
+
+    private func run<T>(_ body: (inout InMemoryStoreBackend.State) throws -> T) async throws -> T {
+        if let delay = latency?() {
+            let timeout = requestTimeout
+            try await backend.clock.sleep(for: timeout.map { min($0, delay) } ?? delay)
+            if let timeout, delay > timeout {
+                throw StoreError(.unavailable, "in-memory store: no answer within \(timeout)", endpoint: "memory")
+            }
+        }
         try reachable()
         return try backend.withState(body)
     }
 
     public func loadCluster() async throws -> ClusterView {
-        try run { state in
+        try await run { state in
             var view = ClusterView(revision: state.revision)
             for (path, entry) in state.allEntries() {
                 switch (ClusterKey(path: path), entry.value) {
@@ -292,19 +308,19 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     }
 
     public func createSession(ttl: Duration) async throws -> SessionID {
-        try run { $0.grant(ttl: max(ttl, .seconds(2))) }
+        try await run { $0.grant(ttl: max(ttl, .seconds(2))) }
     }
 
     public func keepAlive(_ session: SessionID) async throws -> SessionStatus {
-        try run { state in state.renew(session).map { .alive(ttl: $0) } ?? .expired }
+        try await run { state in state.renew(session).map { .alive(ttl: $0) } ?? .expired }
     }
 
     public func revokeSession(_ session: SessionID) async throws {
-        try run { $0.revoke(session) }
+        try await run { $0.revoke(session) }
     }
 
     public func acquireLeader(member: String, session: SessionID) async throws -> Bool {
-        try run { state in
+        try await run { state in
             guard state.leaseAlive(session) else {
                 throw StoreError(.leaseNotFound, "session \(session) has expired", endpoint: "memory")
             }
@@ -315,7 +331,7 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     }
 
     public func reattachLeader(member: String, session: SessionID) async throws -> Bool {
-        try run { state in
+        try await run { state in
             guard state.leaseAlive(session) else {
                 throw StoreError(.leaseNotFound, "session \(session) has expired", endpoint: "memory")
             }
@@ -326,14 +342,14 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     }
 
     public func releaseLeader(member: String) async throws -> Bool {
-        try run { state in
+        try await run { state in
             guard let entry = state.entry(.leader), entry.value == .text(member) else { return false }
             return state.delete(.leader)
         }
     }
 
     public func publishMember(_ member: Member, session: SessionID) async throws {
-        try run { state in
+        try await run { state in
             guard state.leaseAlive(session) else {
                 throw StoreError(.leaseNotFound, "session \(session) has expired", endpoint: "memory")
             }
@@ -342,11 +358,11 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     }
 
     public func removeMember(name: String) async throws {
-        try run { state in _ = state.delete(.member(name)) }
+        try await run { state in _ = state.delete(.member(name)) }
     }
 
     public func claimInitialize(systemID: String) async throws -> Bool {
-        try run { state in
+        try await run { state in
             guard state.entry(.initialize) == nil else { return false }
             state.put(.initialize, .text(systemID))
             return true
@@ -354,15 +370,17 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     }
 
     public func updateInitialize(systemID: String, expected: Int64) async throws -> Bool {
-        try cas(.initialize, .text(systemID), expected: expected)
+        try await cas(.initialize, .text(systemID), expected: expected)
     }
 
     public func cancelInitialize() async throws {
-        try run { state in _ = state.delete(.initialize) }
+        try await run { state in _ = state.delete(.initialize) }
     }
 
-    private func cas(_ key: ClusterKey, _ value: InMemoryStoreBackend.StoredValue, expected: Int64?) throws -> Bool {
-        try run { state in
+    private func cas(_ key: ClusterKey, _ value: InMemoryStoreBackend.StoredValue, expected: Int64?) async throws
+        -> Bool
+    {
+        try await run { state in
             let current = state.entry(key)
             switch (current, expected) {
             case (nil, nil): break
@@ -374,8 +392,8 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
         }
     }
 
-    private func casDelete(_ key: ClusterKey, expected: Int64?) throws -> Bool {
-        try run { state in
+    private func casDelete(_ key: ClusterKey, expected: Int64?) async throws -> Bool {
+        try await run { state in
             guard let entry = state.entry(key) else { return false }
             if let expected, entry.modRevision != expected { return false }
             return state.delete(key)
@@ -383,35 +401,35 @@ public final class InMemoryClusterStore: ClusterStore, @unchecked Sendable {
     }
 
     public func writeConfig(_ config: DynamicConfig, expected: Int64?) async throws -> Bool {
-        try cas(.config, .config(config), expected: expected)
+        try await cas(.config, .config(config), expected: expected)
     }
 
     public func writeFailover(_ request: FailoverRequest, expected: Int64?) async throws -> Bool {
-        try cas(.failover, .failover(request), expected: expected)
+        try await cas(.failover, .failover(request), expected: expected)
     }
 
     public func deleteFailover(expected: Int64?) async throws -> Bool {
-        try casDelete(.failover, expected: expected)
+        try await casDelete(.failover, expected: expected)
     }
 
     public func writeSync(_ syncState: SyncState, expected: Int64?) async throws -> Bool {
-        try cas(.sync, .sync(syncState), expected: expected)
+        try await cas(.sync, .sync(syncState), expected: expected)
     }
 
     public func deleteSync(expected: Int64?) async throws -> Bool {
-        try casDelete(.sync, expected: expected)
+        try await casDelete(.sync, expected: expected)
     }
 
     public func writeHistory(_ history: [HistoryEntry]) async throws {
-        try run { $0.put(.history, .history(history)) }
+        try await run { $0.put(.history, .history(history)) }
     }
 
     public func writeStatus(_ status: LeaderStatus) async throws {
-        try run { $0.put(.status, .status(status)) }
+        try await run { $0.put(.status, .status(status)) }
     }
 
     public func writeFailsafe(_ members: [String: String]?) async throws {
-        try run { state in
+        try await run { state in
             if let members {
                 state.put(.failsafe, .failsafe(members))
             } else {

@@ -151,6 +151,8 @@ public final class SimulatedCluster: @unchecked Sendable {
                 note("\(agent.name): fence backstop stopped postgres")
             }
             guard let loop = agent.loop, agent.frozenUntil == nil else { continue }
+            // What the agent's lease keeper task does beside the cycle.
+            await loop.renewIfDue()
             await loop.checkFence()
             if now >= agent.nextCycle {
                 await loop.runCycle()

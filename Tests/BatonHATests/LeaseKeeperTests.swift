@@ -1,0 +1,112 @@
+import BatonCore
+import BatonTesting
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import BatonHA
+
+/// The lease keeper renews beside the cycle: a leader whose store answers every call slowly (but
+/// within retry_timeout) keeps its lease, and a leader whose cycle is stuck loses it. These run
+/// the real `HALoop.run()` on the real clock (seconds, not minutes): latency is what they are about.
+@Suite(.serialized) struct LeaseKeeperTests {
+    struct NoPeers: PeerProbe {
+        func status(of members: [Member]) async -> [PeerStatus] {
+            members.map { PeerStatus(name: $0.name, reachable: false) }
+        }
+        func confirmFailsafe(leader: String, members: [String: String]) async -> Bool { false }
+    }
+
+    struct Setup {
+        let backend: InMemoryStoreBackend
+        let store: InMemoryClusterStore
+        let node: SimulatedPostgres
+        let loop: HALoop
+        let task: Task<Void, Never>
+    }
+
+    /// node1 alone, leading a cluster it bootstrapped with a store that answers at once.
+    static func leader(ttl: Double, loopWait: Double, retryTimeout: Double, stepAllowance: Duration = .seconds(5))
+        async throws -> Setup
+    {
+        let clock = SystemMonotonicClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let store = backend.makeStore()
+        let node = SimulatedPostgres(name: "node1") { _ in nil }
+        var configuration = HAConfiguration(
+            name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+            initialDynamicConfig: DynamicConfig([
+                "ttl": .number(ttl), "loop_wait": .number(loopWait), "retry_timeout": .number(retryTimeout),
+            ]))
+        configuration.stepAllowance = stepAllowance
+        let logger: Logger = {
+            guard ProcessInfo.processInfo.environment["BATON_SIM_LOG"] != nil else {
+                return Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+            }
+            var logger = Logger(label: "lease-keeper", factory: { StreamLogHandler.standardError(label: $0) })
+            logger.logLevel = .debug
+            return logger
+        }()
+        let loop = HALoop(
+            configuration: configuration, store: store, node: node, clock: clock, peers: NoPeers(),
+            wallClock: { Date().timeIntervalSince1970 }, logger: logger)
+        let task = Task { await loop.run() }
+        let observer = backend.makeStore()
+        for _ in 0..<150 {
+            if node.isWritablePrimary, try await observer.loadCluster().leader?.member == "node1" { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try #require(node.isWritablePrimary, "node1 did not bootstrap within 15 s")
+        return Setup(backend: backend, store: store, node: node, loop: loop, task: task)
+    }
+
+    /// etcd slow but alive (fault matrix scenario 20): every store call takes 1.5–1.9 s with
+    /// retry_timeout 2 s and ttl 6 s. Before the lease keeper, the leader renewed only at the start
+    /// of each cycle and once more in it; a cycle of four slow calls plus loop_wait outlasted the
+    /// lease minus the fencing margin, and the healthy leader fenced itself.
+    @Test func aLeaderKeepsItsLeaseWhenEveryStoreCallIsSlow() async throws {
+        let setup = try await Self.leader(ttl: 6, loopWait: 2, retryTimeout: 2)
+        defer { setup.task.cancel() }
+        let calls = Atomic<Int>(0)
+        let delays: [Duration] = [.milliseconds(1500), .milliseconds(1900), .milliseconds(1700), .milliseconds(1800)]
+        setup.store.latency = {
+            let n = calls.add(1, ordering: .relaxed).newValue
+            return delays[n % delays.count]
+        }
+        let observer = setup.backend.makeStore()
+        let started = ContinuousClock.now
+        var lost: String?
+        while ContinuousClock.now - started < .seconds(16), lost == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            if setup.node.snapshot.fences > 0 {
+                lost = "the leader fenced itself"
+            } else if !setup.node.isWritablePrimary {
+                lost = "postgres is no longer a writable primary"
+            } else if try await observer.loadCluster().leader?.member != "node1" {
+                lost = "the leader key is gone"
+            }
+        }
+        #expect(lost == nil, "\(lost ?? "") after \(ContinuousClock.now - started)")
+        // The store really was slow all along: at least one call per ~1.9 s.
+        #expect(calls.load(ordering: .relaxed) >= 8, "only \(calls.load(ordering: .relaxed)) slow calls")
+    }
+
+    /// A cycle stuck in one step (here a status query that never answers) for longer than ttl plus
+    /// the step allowance is not kept alive by the lease keeper: the lease runs out and the fence
+    /// stops postgres, as when the whole agent is frozen.
+    @Test func aStuckLeaderCycleLosesItsLeaseAndIsFenced() async throws {
+        let setup = try await Self.leader(ttl: 4, loopWait: 1, retryTimeout: 1, stepAllowance: .milliseconds(500))
+        defer { setup.task.cancel() }
+        setup.node.mutate { $0.answer = .slow(.seconds(600)) }
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(15), setup.node.snapshot.fences == 0 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(setup.node.snapshot.fences > 0, "a stuck leader cycle kept its lease for \(elapsed)")
+        #expect(!setup.node.isWritablePrimary)
+        // ttl + allowance of silence, then at most ttl − margin of lease left.
+        #expect(elapsed < .seconds(10), "fenced only after \(elapsed)")
+    }
+}
