@@ -73,12 +73,13 @@ public final class Agent: Sendable {
                 """)
         }
 
-        let haConfiguration = HAConfiguration(
+        var haConfiguration = HAConfiguration(
             name: configuration.name, connURL: "postgres://\(pg.connectAddress)/postgres",
             apiURL: "\(configuration.restapi.scheme)://\(configuration.restapi.connectAddress)/patroni",
             tags: configuration.tags,
             initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)),
             watchdogRequired: configuration.watchdog.mode == .required)
+        haConfiguration.hookTimeout = .milliseconds(Int64(configuration.hookTimeout * 1000))
         var watchdog: DeviceWatchdog?
         let margin = Duration.milliseconds(Int64(configuration.watchdog.safetyMargin * 1000))
         switch configuration.watchdog.mode {

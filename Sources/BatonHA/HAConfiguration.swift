@@ -24,8 +24,13 @@ public struct HAConfiguration: Sendable {
     public var watchdogRequired: Bool
     /// How much longer than ttl one step of the HA cycle may take before the lease keeper stops
     /// renewing the leader's lease (a stuck cycle must lose the lease): the status query's
-    /// deadline, so that a slow but bounded step never costs the lease.
-    public var stepAllowance: Duration = .seconds(5)
+    /// deadline, slot maintenance within its 10 s statement timeout, so that a slow but bounded step
+    /// never costs the lease.
+    public var stepAllowance: Duration = .seconds(15)
+    /// How long a hook may run before it is killed (`hook_timeout`).
+    public var hookTimeout: Duration = .seconds(60)
+    /// How long postgres may take to accept connections after a start (crash recovery included).
+    public var startTimeout: Duration = .seconds(60)
 
     public init(
         name: String, connURL: String, apiURL: String, tags: Tags = Tags(),

@@ -141,18 +141,20 @@ extension HALoop {
                 following = source.member
             } else if asPrimary {
                 liftFenceIfLeaseValid()
+                lastRunningRole = .primary
                 // Crash recovery can take long: the leader keeps its lease while it runs (the
                 // decider releases the key after primary_start_timeout).
                 let node = self.node
                 if status.holdsLeaderKey {
-                    try await whileRenewing { try await node.start(following: nil) }
+                    try await whileRenewing(limit: configuration.startTimeout + .seconds(5)) {
+                        try await node.start(following: nil)
+                    }
                 } else {
                     try await node.start(following: nil)
                 }
                 following = nil
             } else {
                 // Read-only: a standby without an upstream, never "as it was" (it may have been a primary).
-                mayHaveDiverged = lastRunningRole != .replica
                 try await node.demote(toFollow: nil, mode: .fast)
                 following = nil
             }
@@ -161,9 +163,9 @@ extension HALoop {
 
         case .stopPostgres(let mode):
             if mode != .immediate, let beforeStop = hooks.beforeStop {
-                try await whileRenewing { await beforeStop() }
+                try await whileRenewing(limit: configuration.hookTimeout + .seconds(5)) { await beforeStop() }
             }
-            try await node.stop(mode: mode, timeout: configuration.stopTimeout)
+            try await stopKeepingTheKey(mode: mode)
             await hooks.callback?("on_stop", status.role)
             return true
 
@@ -175,25 +177,13 @@ extension HALoop {
             return true
 
         case .follow(let source):
-            if mayHaveDiverged {
-                // Started read-only from a data directory that may have run as a primary (an old
-                // primary with no leader in view): it may hold WAL past the new leader's fork point,
-                // and a plain re-point would leave it refusing the new timeline for ever.
-                try await rewind(from: source, observation)
-                return true
-            }
             try await node.follow(source)
             following = source.member
             return true
 
-        case .rejoinDiverged(let source):
-            try await rewind(from: source, observation)
-            return true
-
-        case .rewindIfNeeded(let source):
-            // A member last seen running as a standby has not diverged by running as a primary
-            // (one that received WAL past a fork point is caught by `rejoinDiverged`): skip pg_rewind.
-            if lastRunningRole == .replica, !mayHaveDiverged { return true }
+        case .rejoinDiverged(let source), .rewindIfNeeded(let source):
+            // The decider asks for pg_rewind where the data directory may have diverged (pg_rewind
+            // itself is a no-op when it did not).
             try await rewind(from: source, observation)
             return true
 
@@ -285,7 +275,6 @@ extension HALoop {
         await reRegisterIfSessionLost(observation)
         defer { activity = nil }
         try await node.rewind(from: source)
-        mayHaveDiverged = false
         following = source.member
     }
 
@@ -310,7 +299,9 @@ extension HALoop {
         guard lost == nil || lost == session else { return }
         logger.warning("store session lost: \(error.message)")
         session = nil
-        leaseDeadline = nil
+        // The lease is gone: a postgres that may be primary is fenced now (the fence task acts on a
+        // passed deadline), not left without a deadline.
+        leaseDeadline = leaseDeadline.map { min($0, clock.now) }
         status.holdsLeaderKey = false
     }
 
@@ -321,7 +312,11 @@ extension HALoop {
         let (ttl, margin) = timing
         lastRenewalAttempt = sent
         renewalsInFlight += 1
-        defer { renewalsInFlight -= 1 }
+        if oldestRenewalInFlight == nil { oldestRenewalInFlight = sent }
+        defer {
+            renewalsInFlight -= 1
+            if renewalsInFlight == 0 { oldestRenewalInFlight = nil }
+        }
         let renewed = try await store.keepAlive(current)
         // The session may have been replaced while the request was in flight (the cycle found it
         // lost and registered a new one): the answer about the old one must not touch the new one.
@@ -329,9 +324,11 @@ extension HALoop {
         switch renewed {
         case .alive(let granted):
             let lease = min(ttl, granted, sessionTTL ?? granted)
+            // Each successful keepalive proves the lease alive until its own send + lease: with two
+            // in flight, an older answer arriving last must not pull the deadline back.
             let deadline = sent + lease - min(margin, lease / 4)
-            leaseDeadline = deadline
-            lastRenewalSent = sent
+            leaseDeadline = max(deadline, leaseDeadline ?? deadline)
+            lastRenewalSent = max(sent, lastRenewalSent ?? sent)
             if status.holdsLeaderKey { liftFenceIfLeaseValid() }
             await syncBackstop(primary: observation.map { $0.postgres.inRecovery == false } ?? false)
             if status.holdsLeaderKey, let watchdog {
@@ -347,7 +344,7 @@ extension HALoop {
         case .expired:
             logger.warning("store session expired", metadata: ["ha.session": "\(current)"])
             session = nil
-            leaseDeadline = nil
+            leaseDeadline = leaseDeadline.map { min($0, clock.now) }
             status.holdsLeaderKey = false
             return false
         }
@@ -413,10 +410,19 @@ extension HALoop {
     /// recovery, a promotion) while its lease is renewed beside it every ttl/3: renewal never waits
     /// behind the action, and the lease keeper does not count the cycle as stuck while it runs.
     /// When the store stops answering, renewal fails and the fence acts at the deadline as always.
-    func whileRenewing<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    ///
+    /// `limit` bounds how long the action keeps the lease renewed: an action that is still running
+    /// past it (a query on a frozen backend ignores its cancel) no longer counts as progress, and
+    /// the lease keeper lets the lease go as for a stuck cycle.
+    func whileRenewing<T: Sendable>(
+        limit: Duration, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         longActions += 1
+        let until = clock.now + limit
+        longActionsUntil = max(until, longActionsUntil ?? until)
         defer {
             longActions -= 1
+            if longActions == 0 { longActionsUntil = nil }
             noteProgress()
         }
         return try await withThrowingTaskGroup(of: T?.self) { group in
@@ -442,7 +448,9 @@ extension HALoop {
     func currentTTL() -> Duration { effectiveConfig(status.cluster).ttl }
 
     func promote(_ observation: Observation) async throws -> Bool {
-        if let prePromote = hooks.prePromote, !(try await whileRenewing({ await prePromote() })) {
+        if let prePromote = hooks.prePromote,
+            !(try await whileRenewing(limit: configuration.hookTimeout + .seconds(5), { await prePromote() }))
+        {
             logger.warning("pre-promote hook vetoed the promotion: releasing the leader key")
             _ = try? await store.releaseLeader(member: configuration.name)
             status.holdsLeaderKey = false
@@ -466,7 +474,10 @@ extension HALoop {
         }
         let node = self.node
         let promoteTimeout = configuration.promoteTimeout
-        try await whileRenewing { try await node.promote(timeout: promoteTimeout) }
+        // From here on it may run as a primary: whatever follows it later goes through pg_rewind,
+        // even if no status read confirms the promotion.
+        lastRunningRole = .primary
+        try await whileRenewing(limit: promoteTimeout + .seconds(5)) { try await node.promote(timeout: promoteTimeout) }
         status.promotions += 1
         following = nil
         let previousLeader = observation.cluster?.history.last?.newLeader
@@ -516,9 +527,9 @@ extension HALoop {
     func demote(_ mode: DemoteMode) async throws {
         let stopMode: StopMode = mode == .graceful ? .fast : .immediate
         if mode == .graceful, let beforeStop = hooks.beforeStop {
-            try await whileRenewing { await beforeStop() }
+            try await whileRenewing(limit: configuration.hookTimeout + .seconds(5)) { await beforeStop() }
         }
-        try await node.stop(mode: stopMode, timeout: configuration.stopTimeout)
+        try await stopKeepingTheKey(mode: stopMode)
         // Peers ask this member's REST API before they race: it must not report the primary it
         // was a moment ago once the key is free.
         status.postgres = await node.status()
@@ -532,6 +543,19 @@ extension HALoop {
         await fenceBackstop?.disarm()
         logger.info("demoted (\(mode.rawValue)): postgres stopped")
         await hooks.callback?("on_role_change", .demoted)
+    }
+
+    /// Stops postgres; a leader's fast shutdown (a switchover's, the shutdown checkpoint can take
+    /// long) keeps the lease renewed until postgres is down, so that it is never cut short by the
+    /// fence into an immediate shutdown that loses what the standbys have not received yet.
+    func stopKeepingTheKey(mode: StopMode) async throws {
+        let node = self.node
+        let timeout = configuration.stopTimeout
+        if status.holdsLeaderKey, mode != .immediate {
+            try await whileRenewing(limit: timeout + .seconds(15)) { try await node.stop(mode: mode, timeout: timeout) }
+        } else {
+            try await node.stop(mode: mode, timeout: timeout)
+        }
     }
 
     static func isoTimestamp(_ seconds: Double) -> String {

@@ -98,7 +98,8 @@ extension HALoop {
             // its latch keeps the restart from bringing a primary back.
             let node = self.node
             if leader {
-                try await whileRenewing { try await node.restart() }
+                let limit = configuration.stopTimeout + configuration.startTimeout + .seconds(15)
+                try await whileRenewing(limit: limit) { try await node.restart() }
             } else {
                 try await node.restart()
             }
@@ -173,13 +174,15 @@ extension HALoop {
             "reinitializing on request: erasing the data directory and cloning from \(source.member)",
             metadata: ["ha.force": "\(force)"])
         following = nil
-        lastRunningRole = nil
         do {
             try await node.clearDataDirectory(reason: "reinitialize requested through the REST API")
         } catch {
             logger.error("reinitialize: could not clear the data directory, nothing cloned: \(error)")
             return
         }
+        // Only once the old data is gone: the clone that follows cannot have diverged.
+        lastRunningRole = nil
+        memory.mayHaveDiverged = false
         let outcome = await execute(
             [.cloneReplica(from: source), .startPostgres(following: source, asPrimary: false)],
             observation: observation)

@@ -65,6 +65,8 @@ extension HALoop {
                 logger.warning("could not publish the member key: \(error)")
             }
         }
+        // Each bounded step counts as progress for the lease keeper (a publish can be several).
+        noteProgress()
         guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else { return }
         if let optime = pg.currentLSN,
             lastStatusWrite.map({ $0.optime != optime && now - $0.at >= max(config.loopWait, .seconds(2)) }) ?? true
@@ -75,6 +77,7 @@ extension HALoop {
             } catch {
                 logger.warning("could not write the status key: \(error)")
             }
+            noteProgress()
         }
         if let cluster = observation.cluster, cluster.config == nil {
             if (try? await store.writeConfig(configuration.initialDynamicConfig, expected: nil)) == true {

@@ -42,18 +42,19 @@ public actor HALoop {
     /// When the last keepalive (successful or not) was sent, and whether one is in flight.
     var lastRenewalAttempt: MonotonicInstant?
     var renewalsInFlight = 0
+    /// When the oldest keepalive still in flight was sent.
+    var oldestRenewalInFlight: MonotonicInstant?
     /// When the cycle last finished a step (observe, an action, publish) or went idle; the lease
     /// keeper renews a leader's lease only while this is recent or a declared long action runs.
     var lastProgress: MonotonicInstant
-    /// Long actions running beside the loop (`whileRenewing`): each is bounded by its own timeout.
+    /// Long actions running beside the loop (`whileRenewing`), and until when the latest of them
+    /// may keep the lease renewed: each declares its own limit, past which the cycle counts as stuck.
     var longActions = 0
+    var longActionsUntil: MonotonicInstant?
     /// Whether the "cycle is stuck" error was logged for the current stall (once per stall).
     var stallLogged = false
-    /// The role postgres last ran in, to skip pg_rewind for a member that was a standby.
+    /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
-    /// Set when postgres was started read-only from a data directory that may have run as a primary
-    /// since it last followed a leader: it must go through pg_rewind before it follows one.
-    var mayHaveDiverged = false
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
     var lastReasonCode: String?
     var activity: Member.State?
@@ -238,42 +239,65 @@ public actor HALoop {
                 // The last attempt failed: try again soon, but not in a tight loop.
                 next = min(next, attempt + min(interval, .milliseconds(500)))
             }
-            try? await clock.sleep(until: max(next, now + .milliseconds(20)))
+            // Nothing to do now (no session, a keepalive in flight, a stuck cycle): look again
+            // in 100 ms rather than spinning on the actor.
+            try? await clock.sleep(until: max(next, now + .milliseconds(100)))
             guard !Task.isCancelled else { return }
             await renewIfDue()
         }
     }
 
-    /// How often the session is renewed: a third of the ttl in force.
-    var renewInterval: Duration { currentTTL() / 3 }
+    /// The ttl of the lease actually held: the session's when it was granted under another ttl
+    /// than the one in force (a dynamic change not applied yet), whichever is shorter.
+    var heldTTL: Duration { min(currentTTL(), sessionTTL ?? currentTTL()) }
+
+    /// How often the session is renewed: a third of the ttl of the lease held.
+    var renewInterval: Duration { heldTTL / 3 }
 
     /// How long one step of the cycle may take before the lease keeper counts the cycle as stuck:
     /// the longest bounded step (a store call within retry_timeout, the status query within its
-    /// deadline) with room to spare.
-    var stuckCycleAfter: Duration { currentTTL() + configuration.stepAllowance }
+    /// deadline, slot maintenance within its statement timeout) with room to spare.
+    var stuckCycleAfter: Duration { heldTTL + configuration.stepAllowance }
 
     func noteProgress() {
         lastProgress = clock.now
         stallLogged = false
     }
 
+    /// Whether this agent's session holds (or, as last seen, held) the leader key: renewing it
+    /// keeps the key alive, so only a cycle that makes progress may.
+    var sessionHoldsLeaderKey: Bool {
+        status.holdsLeaderKey || (session != nil && status.cluster?.leader?.session == session)
+    }
+
+    /// Whether a declared long action still keeps the lease renewed.
+    var longActionRunning: Bool {
+        guard longActions > 0, let until = longActionsUntil else { return false }
+        return clock.now < until
+    }
+
     /// One turn of the lease keeper: renews the session when its last renewal is ttl/3 old (or
-    /// the last attempt failed), unless one is in flight or this leader's cycle is stuck.
+    /// the last attempt failed), unless a keepalive is in flight and young, or the cycle of a
+    /// session that holds the leader key is stuck.
     public func renewIfDue() async {
-        guard !stopped, let current = session, renewalsInFlight == 0 else { return }
+        guard !stopped, let current = session else { return }
         let now = clock.now
+        // One keepalive at a time, unless the one in flight is older than the renewal interval:
+        // a slow etcd answering each call close to retry_timeout must not stretch the gap between
+        // renewals to interval + retry_timeout.
+        if let since = oldestRenewalInFlight, now - since < renewInterval { return }
         if let sent = lastRenewalSent, now - sent < renewInterval,
             lastRenewalAttempt.map({ $0 <= sent }) ?? true
         {
             return
         }
-        if status.holdsLeaderKey, longActions == 0, now - lastProgress > stuckCycleAfter {
+        if sessionHoldsLeaderKey, !longActionRunning, now - lastProgress > stuckCycleAfter {
             if !stallLogged {
                 stallLogged = true
                 logger.error(
                     """
-                    the HA cycle has made no progress for \(now - lastProgress): not renewing the leader lease; \
-                    the fence stops postgres at the deadline
+                    the HA cycle has made no progress for \(now - lastProgress): not renewing the session that \
+                    holds the leader key; the fence stops postgres at the deadline and the key expires
                     """,
                     metadata: ["ha.deadline": "\(leaseDeadline.map { "\($0)" } ?? "none")"])
             }
@@ -338,6 +362,8 @@ public actor HALoop {
             """,
             metadata: ["ha.deadline": "\(deadline)"])
         await node.fence()
+        // It may have run as a primary: whatever follows it must go through pg_rewind.
+        lastRunningRole = .primary
         status.holdsLeaderKey = false
         leaseDeadline = nil
         try? await watchdog?.disarm()
@@ -393,7 +419,8 @@ public actor HALoop {
             peers: peers, failsafeConfirmed: failsafe, memory: memory,
             fenceGuardRunning: fenceBackstop?.isRunning ?? true,
             confirmedFailsafeLeader: recentFailsafeConfirmation(ttl: config.ttl),
-            watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true)
+            watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true,
+            lastRunningRole: lastRunningRole)
     }
 
     /// The leader this member confirmed in failsafe mode within the last `ttl`, if any.

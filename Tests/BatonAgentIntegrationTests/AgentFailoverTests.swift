@@ -226,6 +226,26 @@ struct AgentFailoverTests {
             }
             return optime.bytesAhead(of: position) > 4 * 65536
         }
+        // The premise, from the processes rather than the keys (a member key's position is
+        // published lazily and can be stale): the lagging replica's own received and replayed
+        // positions are behind the leader's by more than the limit, and stay there.
+        func liveLag() async throws -> (lag: UInt64, text: String) {
+            let current = try await cluster.execute(leader, "SELECT pg_current_wal_lsn() AS lsn").rows.first?.lsn("lsn")
+            let own = try await cluster.execute(
+                lagging, "SELECT pg_last_wal_receive_lsn() AS r, pg_last_wal_replay_lsn() AS p")
+            let received = try own.rows.first?.lsn("r") ?? .zero
+            let replayed = try own.rows.first?.lsn("p") ?? .zero
+            let position = max(received, replayed)
+            let lag = (current ?? .zero).bytesAhead(of: position)
+            return (
+                lag, "leader at \(current.map { "\($0)" } ?? "?"), \(lagging) received \(received) replayed \(replayed)"
+            )
+        }
+        let live = try await liveLag()
+        guard live.lag > 65536 else {
+            await cluster.fail("set-up: \(lagging) is not lagging although its WAL receiver is stopped: \(live.text)")
+            return
+        }
         let before = try await cluster.view()
         Self.measure(
             "lag",
@@ -236,6 +256,7 @@ struct AgentFailoverTests {
             ])
 
         // Only the lagging replica is left.
+        let lastLive = try await liveLag()
         try cluster.killNode(other)
         let fault = ContinuousClock.now
         try cluster.killNode(leader)
@@ -244,7 +265,10 @@ struct AgentFailoverTests {
             let view = try? await cluster.view()
             if let view, let holder = view.leader?.member, holder != leader {
                 await cluster.fail(
-                    "\(holder) took the leader key at \(seconds(ContinuousClock.now - fault)) after the fault")
+                    """
+                    \(holder) took the leader key at \(seconds(ContinuousClock.now - fault)) after the fault \
+                    (just before the fault: \(lastLive.text))
+                    """)
                 return
             }
             if let view, view.member(named: lagging)?.role == .primary {

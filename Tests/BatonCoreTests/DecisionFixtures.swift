@@ -78,7 +78,8 @@ enum Fixture {
         leaseValid: Bool = true, config: DynamicConfig = config(), tags: Tags = Tags(),
         peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil, memory: HAMemory = HAMemory(),
         now: MonotonicInstant = t0, wallClock: Double = 1_790_000_000, applied: [String]? = nil,
-        leaseTTL: Duration? = nil, confirmedFailsafeLeader: String? = nil, watchdogUsable: Bool = true
+        leaseTTL: Duration? = nil, confirmedFailsafeLeader: String? = nil, watchdogUsable: Bool = true,
+        lastRunningRole: Member.Role? = nil
     ) -> Observation {
         Observation(
             me: me, now: now, wallClockSeconds: wallClock, cluster: cluster,
@@ -87,7 +88,8 @@ enum Fixture {
             lease: LeaseState(
                 session: session, deadline: leaseValid ? now + .seconds(10) : now - .seconds(1), ttl: leaseTTL),
             config: config, tags: tags, peers: peers, failsafeConfirmed: failsafeConfirmed, memory: memory,
-            confirmedFailsafeLeader: confirmedFailsafeLeader, watchdogUsable: watchdogUsable)
+            confirmedFailsafeLeader: confirmedFailsafeLeader, watchdogUsable: watchdogUsable,
+            lastRunningRole: lastRunningRole)
     }
 
     static func peers(_ specs: [(String, UInt64)], primary: String? = nil) -> [PeerStatus] {

@@ -468,6 +468,58 @@ import Testing
         #expect(paused.actions.isEmpty)
     }
 
+    /// The rejoin decisions that lived in the loop (it skipped pg_rewind by itself, and turned a
+    /// "follow" into a rewind): the decider now says which, from what postgres last ran as and
+    /// whether it was started read-only from a data directory that may have been a primary's.
+    @Test func rewindOrNotIsDecidedFromWhatPostgresLastRanAs() {
+        let start = Action.startPostgres(following: Self.sourceA, asPrimary: false)
+        func stoppedReplica(_ role: Member.Role?, _ memory: HAMemory = HAMemory()) -> Decision {
+            HADecider.decide(
+                F.observe("b", cluster: F.cluster(), postgres: F.stopped, memory: memory, lastRunningRole: role))
+        }
+        // Last seen streaming: no pg_rewind.
+        #expect(stoppedReplica(.replica).actions == [start])
+        // Last seen as primary, or never seen running: pg_rewind decides.
+        #expect(stoppedReplica(.primary).actions == [.rewindIfNeeded(from: Self.sourceA), start])
+        #expect(stoppedReplica(nil).actions == [.rewindIfNeeded(from: Self.sourceA), start])
+        // Seen as a standby only after a read-only start from a primary's data: still rewound.
+        #expect(
+            stoppedReplica(.replica, HAMemory(mayHaveDiverged: true)).actions == [
+                .rewindIfNeeded(from: Self.sourceA), start,
+            ])
+
+        // No leader: an old primary starts read-only and is marked as possibly diverged; a member
+        // last seen as a standby is not.
+        let free = F.cluster(leader: nil)
+        let readOnly = HADecider.decide(
+            F.observe("b", cluster: free, postgres: F.stopped, lastRunningRole: .primary))
+        #expect(readOnly.actions == [.startPostgres(following: nil, asPrimary: false)])
+        #expect(readOnly.memory.mayHaveDiverged)
+        let cleanReadOnly = HADecider.decide(
+            F.observe("b", cluster: free, postgres: F.stopped, lastRunningRole: .replica))
+        #expect(!cleanReadOnly.memory.mayHaveDiverged)
+        // Stopped and started read-only again meanwhile (now seen in recovery): the mark stays.
+        let again = HADecider.decide(
+            F.observe("b", cluster: free, postgres: F.stopped, memory: readOnly.memory, lastRunningRole: .replica))
+        #expect(again.memory.mayHaveDiverged)
+
+        // A leader appears: the possibly diverged standby is rewound, not just re-pointed.
+        let rejoin = HADecider.decide(
+            F.observe("b", cluster: F.cluster(), postgres: F.replica(), memory: again.memory, lastRunningRole: .replica)
+        )
+        #expect(rejoin.actions == [.rejoinDiverged(from: Self.sourceA)])
+        #expect(rejoin.reason.code == "following_new_leader")
+        let plain = HADecider.decide(
+            F.observe("b", cluster: F.cluster(), postgres: F.replica(), lastRunningRole: .replica))
+        #expect(plain.actions == [.follow(Self.sourceA)])
+        // Once it runs as the leader's standby (reachable only through that rewind), the mark is gone.
+        let following = HADecider.decide(
+            F.observe(
+                "b", cluster: F.cluster(), postgres: F.replica(), following: "a", memory: rejoin.memory,
+                lastRunningRole: .replica))
+        #expect(!following.memory.mayHaveDiverged)
+    }
+
     @Test func noSessionCreatesOne() {
         var observation = F.observe("a", cluster: F.cluster(), postgres: F.primary)
         observation.lease = LeaseState()

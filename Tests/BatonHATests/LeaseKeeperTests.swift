@@ -108,5 +108,78 @@ import Testing
         #expect(!setup.node.isWritablePrimary)
         // ttl + allowance of silence, then at most ttl − margin of lease left.
         #expect(elapsed < .seconds(10), "fenced only after \(elapsed)")
+        // Review finding: once fenced, the keeper took the member for a non-leader and renewed the
+        // session that still held the leader key, which then never expired. The key must expire
+        // within the lease's ttl, so that a replica can take over.
+        let observer = setup.backend.makeStore()
+        let fenced = ContinuousClock.now
+        var holder = try await observer.loadCluster().leader?.member
+        while holder != nil, ContinuousClock.now - fenced < .seconds(8) {
+            try await Task.sleep(for: .milliseconds(100))
+            holder = try await observer.loadCluster().leader?.member
+        }
+        #expect(holder == nil, "the leader key of a fenced, stuck leader stayed alive")
+    }
+
+    /// Review finding: a member that promoted but whose status query did not answer afterwards
+    /// still counted as "last seen as a replica", and after a fence could follow the next leader
+    /// without pg_rewind (with the same timeline number, nothing would notice the divergence).
+    @Test func aPromotionCountsAsRunningAsPrimaryWithoutAStatusRead() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let store = backend.makeStore()
+        let node = SimulatedPostgres(name: "node1") { _ in nil }
+        node.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.standby = true
+            $0.systemID = "7000"
+        }
+        let loop = HALoop(
+            configuration: HAConfiguration(
+                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+                initialDynamicConfig: DynamicConfig(["ttl": .number(10), "loop_wait": .number(1)])),
+            store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let observation = await loop.observe(peers: nil, failsafe: nil)
+        let registered = await loop.execute([.createSession, .acquireLeader], observation: observation)
+        try #require(registered.completed)
+        await loop.publish(after: observation)
+        #expect(await loop.lastRunningRole == .replica)
+        node.mutate { $0.answer = .unknown("simulated: connection slots exhausted") }
+        let outcome = await loop.execute([.promote], observation: observation)
+        #expect(outcome.completed)
+        #expect(node.isWritablePrimary)
+        #expect(await loop.lastRunningRole == .primary)
+    }
+
+    /// Review finding: a lease found gone (session expired, or revoked) cleared the deadline, and
+    /// with it the in-process fence: a primary whose cycle then stalled had only the guard process
+    /// left. Now the deadline moves to now and the fence acts at once.
+    @Test func aLostLeaseFencesAPrimaryAtOnce() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let store = backend.makeStore()
+        let node = SimulatedPostgres(name: "node1") { _ in nil }
+        node.mutate {
+            $0.hasData = true
+            $0.running = true
+            $0.systemID = "7000"
+        }
+        let loop = HALoop(
+            configuration: HAConfiguration(
+                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
+                initialDynamicConfig: DynamicConfig(["ttl": .number(10), "loop_wait": .number(1)])),
+            store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        await loop.runCycle()
+        #expect(try await store.loadCluster().leader?.member == "node1")
+        #expect(node.isWritablePrimary)
+        // The lease is revoked behind the agent's back (an operator, an etcd restore).
+        backend.expireSession(holding: .leader)
+        await loop.keepSessionAlive()
+        await loop.checkFence()
+        #expect(node.snapshot.fences == 1, "the primary was not fenced after its lease was found gone")
+        #expect(!node.isWritablePrimary)
     }
 }

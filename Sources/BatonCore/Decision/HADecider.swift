@@ -102,10 +102,18 @@ public enum HADecider {
             }
             memory.crashRecoveryStartedAt = nil
             if let source = leaderSource(cluster), cluster.leader != nil {
+                // A member last seen running as a standby, never started read-only from a primary's
+                // data since, has not diverged: no pg_rewind. Anything else (last seen as primary,
+                // never seen, possibly diverged) goes through pg_rewind, which finds out.
+                let start = Action.startPostgres(following: source, asPrimary: false)
+                let cleanStandby = o.lastRunningRole == .replica && !memory.mayHaveDiverged
                 return Decision(
-                    [.rewindIfNeeded(from: source), .startPostgres(following: source, asPrimary: false)],
+                    cleanStandby ? [start] : [.rewindIfNeeded(from: source), start],
                     .startingReplica(following: source.member), memory: memory, recheckImmediately: true)
             }
+            // Read-only, with no leader to follow: a data directory that may have run as a primary
+            // must be rewound before it follows whoever leads next.
+            if o.lastRunningRole != .replica { memory.mayHaveDiverged = true }
             return Decision(
                 [.startPostgres(following: nil, asPrimary: false)], .startingReadOnly, memory: memory,
                 recheckImmediately: true)
@@ -139,8 +147,16 @@ public enum HADecider {
             }
             if o.following != leader.member, let source = leaderSource(cluster) {
                 if paused { return Decision([], .paused("not re-pointing replication"), memory: memory) }
-                return Decision([.follow(source)], .followingNewLeader(leader: leader.member), memory: memory)
+                // Started read-only from a data directory that may have run as a primary, or found
+                // running and not streaming with a history this agent never saw (it restarted): a
+                // plain re-point would leave it refusing the new timeline for ever if it holds WAL
+                // past the fork point. pg_rewind finds out.
+                let mayHaveDiverged = memory.mayHaveDiverged || (o.lastRunningRole == nil && !pg.streaming)
+                return Decision(
+                    [mayHaveDiverged ? .rejoinDiverged(from: source) : .follow(source)],
+                    .followingNewLeader(leader: leader.member), memory: memory)
             }
+            if pg.inRecovery == true, o.following == leader.member { memory.mayHaveDiverged = false }
             if let rejoin = rejoinIfStuck(o, cluster, leader: leader.member, memory: &memory) { return rejoin }
             return Decision([], .following(leader: leader.member), memory: memory)
         }
@@ -498,7 +514,9 @@ public enum HADecider {
         }
         actions.append(.promote)
         if let failover { actions.append(.clearFailover(expected: failover.modRevision)) }
-        return Decision(actions, .racing(lag: lag), memory: memory, recheckImmediately: true)
+        return Decision(
+            actions, .racing(lag: lag, local: myPosition, reference: reference), memory: memory,
+            recheckImmediately: true)
     }
 
     /// Whether a failover candidate looks able to win the race: a member, not tagged nofailover,

@@ -39,6 +39,10 @@ public struct Observation: Hashable, Sendable {
     /// False for ttl after a promotion was refused because `watchdog.mode: required` could not be
     /// met: the member stays out of the race, so that another one can win it.
     public var watchdogUsable: Bool
+    /// What this agent last saw its postgres run as (primary or replica); nil when it never saw it
+    /// run or the data directory was replaced since. A blind cycle (recovery state unknown) keeps
+    /// the role last seen: unknown is not "replica".
+    public var lastRunningRole: Member.Role?
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
@@ -46,8 +50,9 @@ public struct Observation: Hashable, Sendable {
         appliedSynchronousStandbys: [String]? = nil, lease: LeaseState, config: DynamicConfig,
         tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
         memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true, confirmedFailsafeLeader: String? = nil,
-        watchdogUsable: Bool = true
+        watchdogUsable: Bool = true, lastRunningRole: Member.Role? = nil
     ) {
+        self.lastRunningRole = lastRunningRole
         self.watchdogUsable = watchdogUsable
         self.confirmedFailsafeLeader = confirmedFailsafeLeader
         self.fenceGuardRunning = fenceGuardRunning
@@ -128,11 +133,18 @@ public struct HAMemory: Hashable, Sendable {
     /// Since when postgres has run without the agent being able to tell whether it is a primary
     /// or a standby (the status query failed); reset by any cycle that knows.
     public var recoveryUnknownSince: MonotonicInstant?
+    /// Set when postgres was started read-only from a data directory that may have run as a primary
+    /// since it last followed a leader: it may hold WAL past a new leader's fork point, so it goes
+    /// through pg_rewind before it follows anyone. Cleared once it runs as a standby of the leader
+    /// (which it can reach only through a rewind while this is set).
+    public var mayHaveDiverged: Bool
 
     public init(
         crashRecoveryStartedAt: MonotonicInstant? = nil, stuckOnOlderTimelineSince: MonotonicInstant? = nil,
-        rewoundWhenStuckOnto: String? = nil, recoveryUnknownSince: MonotonicInstant? = nil
+        rewoundWhenStuckOnto: String? = nil, recoveryUnknownSince: MonotonicInstant? = nil,
+        mayHaveDiverged: Bool = false
     ) {
+        self.mayHaveDiverged = mayHaveDiverged
         self.crashRecoveryStartedAt = crashRecoveryStartedAt
         self.stuckOnOlderTimelineSince = stuckOnOlderTimelineSince
         self.rewoundWhenStuckOnto = rewoundWhenStuckOnto

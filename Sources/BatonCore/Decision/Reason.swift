@@ -59,7 +59,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case peerIsPrimary(String)
     case peerAhead(String, peer: LSN, local: LSN)
     case peerHasPriority(String)
-    case racing(lag: UInt64)
+    case racing(lag: UInt64, local: LSN, reference: LSN)
     case fencingLostLease
     case takingFreeLockAsPrimary
 
@@ -210,7 +210,9 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
             return "leader key free but \(name) is further ahead (\(peer) > \(local)): not racing"
         case .peerHasPriority(let name):
             return "leader key free but \(name) is as far ahead with a higher failover priority: not racing"
-        case .racing(let lag): return "leader key free and this member is the healthiest (lag \(lag) bytes): promoting"
+        case .racing(let lag, let local, let reference):
+            return
+                "leader key free and this member is the healthiest (lag \(lag) bytes: at \(local), cluster optime \(reference)): promoting"
         case .fencingLostLease: return "running as primary without a valid lease: demoting"
         case .takingFreeLockAsPrimary: return "leader key free and this member runs as primary: taking it"
         }
