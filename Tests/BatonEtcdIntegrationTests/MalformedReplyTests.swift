@@ -61,6 +61,48 @@ struct MalformedReplyTests {
         #expect(ContinuousClock.now - started < .seconds(3))
     }
 
+    static let emptyRange = http("200 OK", "{\"header\":{\"revision\":\"5\"},\"count\":\"0\"}")
+
+    /// Fault scenario 20 (etcd slow but alive): every endpoint answers after 1.5 s, within the
+    /// 3 s request timeout. Before, each endpoint had only its share (1 s) and the call failed
+    /// although every answer came within the deadline; a hedged read is heard.
+    @Test func anEtcdSlowButWithinTheDeadlineIsHeard() async throws {
+        let servers = try (0..<3).map { _ in try FakeHTTPServer(.delayed(.milliseconds(1500), Self.emptyRange)) }
+        defer { for server in servers { server.stop() } }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(endpoints: servers.map(\.endpoint), requestTimeout: .seconds(3)),
+            logger: testLogger("slow"))
+        let started = ContinuousClock.now
+        let reply = try await client.range(EtcdRangeRequest(key: "/x"))
+        #expect(reply.header.revision == 5)
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .milliseconds(2900), "took \(elapsed)")
+    }
+
+    /// The other half of hedging: one endpoint that never answers costs a read only its share of
+    /// the request timeout before another endpoint is asked.
+    @Test func aSilentEndpointCostsOnlyItsShare() async throws {
+        let silent = try FakeHTTPServer(.silent)
+        let good = try (0..<2).map { _ in try FakeHTTPServer(.reply(Self.emptyRange)) }
+        defer {
+            silent.stop()
+            for server in good { server.stop() }
+        }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: [silent.endpoint] + good.map(\.endpoint), requestTimeout: .seconds(3)),
+            logger: testLogger("hedge"))
+        let started = ContinuousClock.now
+        let reply = try await client.range(EtcdRangeRequest(key: "/x"))
+        #expect(reply.header.revision == 5)
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .milliseconds(2000), "took \(elapsed)")
+        // The endpoint that answered is asked first next time: no second wait.
+        let again = ContinuousClock.now
+        _ = try await client.range(EtcdRangeRequest(key: "/x"))
+        #expect(ContinuousClock.now - again < .milliseconds(500))
+    }
+
     /// The request timeout follows a dynamic `retry_timeout`: set to 10 s at start, lowered to
     /// 1 s, a call to a server that never answers ends after ~1 s. Before, the timeout was fixed
     /// when the agent started.

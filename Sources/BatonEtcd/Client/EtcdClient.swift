@@ -71,6 +71,23 @@ public final class EtcdClient: Sendable {
         }
     }
 
+    /// The endpoint at `index` itself (a pinned attempt: one endpoint, counted as the only one).
+    func endpoint(absolute index: Int) -> (url: String, index: Int, count: Int)? {
+        state.withLock { state in
+            guard !state.endpoints.isEmpty else { return nil }
+            let index = index % state.endpoints.count
+            return (state.endpoints[index], index, 1)
+        }
+    }
+
+    /// Makes the endpoint at `index` the first one asked next (it answered a hedged request).
+    func prefer(index: Int) {
+        state.withLock { state in
+            guard !state.endpoints.isEmpty else { return }
+            state.current = index % state.endpoints.count
+        }
+    }
+
     /// Moves past the endpoint at `index`, unless another call already did.
     func markFailed(index: Int) {
         state.withLock { state in
@@ -106,10 +123,78 @@ public final class EtcdClient: Sendable {
     func call<Reply: Sendable>(
         _ path: String, body: [UInt8], idempotent: Bool, authenticated: Bool = true,
         deadline: ContinuousClock.Instant? = nil,
+        decode: @escaping @Sendable (WireObject) throws(WireError) -> Reply
+    ) async throws -> Reply {
+        let deadline = deadline ?? ContinuousClock.now + requestTimeout
+        let count = endpoints.count
+        guard idempotent, count > 1 else {
+            return try await attempt(
+                path, body: body, idempotent: idempotent, authenticated: authenticated, deadline: deadline,
+                pinned: nil, decode: decode)
+        }
+        return try await hedged(
+            path, body: body, authenticated: authenticated, deadline: deadline, count: count, decode: decode)
+    }
+
+    /// An idempotent request, hedged across endpoints: the first endpoint gets the whole deadline;
+    /// when it has not answered within its share (the deadline split across the endpoints, at least
+    /// 1 s), or failed, the next one is asked too, and so on. The first answer wins and the others
+    /// are cancelled. An etcd that is slow but alive (every answer close to retry_timeout) is
+    /// still heard; one endpoint that is down or blackholed costs only its share.
+    private func hedged<Reply: Sendable>(
+        _ path: String, body: [UInt8], authenticated: Bool, deadline: ContinuousClock.Instant, count: Int,
+        decode: @escaping @Sendable (WireObject) throws(WireError) -> Reply
+    ) async throws -> Reply {
+        let first = state.withLock { $0.current % max($0.endpoints.count, 1) }
+        let share = max(requestTimeout / count, .seconds(1))
+        let started = ContinuousClock.now
+        let race = HedgeRace<Reply>(count: count)
+        let timeoutText = "no reply within \(requestTimeout) from \(endpoints.joined(separator: ","))"
+        // Unstructured attempts: the first answer returns at once, the others are cancelled and
+        // end in the background (a curl transfer notices its abort within about a second).
+        let reply = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Reply, any Error>) in
+                race.start(continuation)
+                for offset in 0..<count {
+                    race.add(
+                        Task {
+                            // This endpoint's turn: its share of time, or every earlier one failed.
+                            while offset > 0, ContinuousClock.now < started + share * offset,
+                                race.failures < offset, !Task.isCancelled
+                            {
+                                try? await Task.sleep(for: .milliseconds(20))
+                            }
+                            if Task.isCancelled { return }
+                            let index = (first + offset) % count
+                            do {
+                                let reply = try await self.attempt(
+                                    path, body: body, idempotent: true, authenticated: authenticated,
+                                    deadline: deadline, pinned: index, decode: decode)
+                                race.report(.answer(reply, index: index))
+                            } catch let error as StoreError {
+                                race.report(
+                                    .failure(error, definitive: error.code != .unavailable && error.code != .timeout))
+                            } catch {
+                                race.report(.failure(StoreError(.timeout, timeoutText), definitive: false))
+                            }
+                        })
+                }
+            }
+        } onCancel: {
+            race.cancel()
+        }
+        if let index = race.winner { prefer(index: index) }
+        return reply
+    }
+
+    /// One request, with retries: across the endpoints in turn (`pinned` nil: each gets its share
+    /// of the deadline), or on one endpoint only (`pinned`: it gets the whole deadline).
+    private func attempt<Reply: Sendable>(
+        _ path: String, body: [UInt8], idempotent: Bool, authenticated: Bool,
+        deadline: ContinuousClock.Instant, pinned: Int?,
         decode: (WireObject) throws(WireError) -> Reply
     ) async throws -> Reply {
         let clock = ContinuousClock()
-        let deadline = deadline ?? clock.now + requestTimeout
         var lastError: StoreError?
         var failuresInRound = 0
         var round = 0
@@ -118,7 +203,7 @@ public final class EtcdClient: Sendable {
         while true {
             try Task.checkCancellation()
             let remaining = deadline - clock.now
-            guard remaining > .zero, let (endpoint, index, count) = endpoint() else {
+            guard remaining > .zero, let (endpoint, index, count) = pinned.map(endpoint(absolute:)) ?? endpoint() else {
                 throw lastError
                     ?? StoreError(
                         .timeout,
@@ -131,8 +216,11 @@ public final class EtcdClient: Sendable {
                 headers.append("Authorization: \(token)")
                 sentToken = token
             }
-            // Give every endpoint a turn within the deadline.
-            let share = max(requestTimeout / max(count, 1), .seconds(1))
+            // Give every endpoint a turn within the deadline. A pinned attempt has it all; so has a
+            // request that is not idempotent: once sent, it is never sent elsewhere (it may have
+            // been applied), so cutting it short would only turn a slow answer into a failure.
+            let share =
+                pinned != nil || !idempotent ? remaining : max(requestTimeout / max(count, 1), .seconds(1))
             let request = HTTPRequest(
                 url: endpoint + path, method: .post, body: body, headers: headers,
                 connectTimeout: min(connectTimeout, remaining), timeout: min(share, remaining))
@@ -230,5 +318,90 @@ public final class EtcdClient: Sendable {
     func validToken(deadline: ContinuousClock.Instant) async throws -> String {
         if let token { return token }
         return try await authenticate(deadline: deadline)
+    }
+}
+
+/// One hedged attempt's result: an answer from the endpoint at `index`, or a failure (definitive
+/// when another endpoint would say the same, e.g. "lease not found").
+enum HedgeOutcome<Reply: Sendable>: Sendable {
+    case answer(Reply, index: Int)
+    case failure(StoreError, definitive: Bool)
+}
+
+/// The hedged attempts of one request: the first answer (or definitive failure) resumes the caller
+/// and cancels the rest; when every attempt failed, the last failure is thrown.
+final class HedgeRace<Reply: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Reply, any Error>?
+        var tasks: [Task<Void, Never>] = []
+        var failures = 0
+        var last: StoreError?
+        var winner: Int?
+        var finished = false
+    }
+    private let count: Int
+    private let state = Mutex(State())
+
+    init(count: Int) { self.count = count }
+
+    var failures: Int { state.withLock { $0.failures } }
+    var winner: Int? { state.withLock { $0.winner } }
+
+    func start(_ continuation: CheckedContinuation<Reply, any Error>) {
+        // Cancelled before it started (the cancellation handler ran first): answer at once.
+        let cancelled = state.withLock { state -> Bool in
+            if state.finished { return true }
+            state.continuation = continuation
+            return false
+        }
+        if cancelled { continuation.resume(throwing: CancellationError()) }
+    }
+
+    func add(_ task: Task<Void, Never>) {
+        let cancelNow = state.withLock { state -> Bool in
+            state.tasks.append(task)
+            return state.finished
+        }
+        if cancelNow { task.cancel() }
+    }
+
+    func report(_ outcome: HedgeOutcome<Reply>) {
+        let (continuation, result, tasks) = state.withLock {
+            state -> (CheckedContinuation<Reply, any Error>?, Result<Reply, any Error>?, [Task<Void, Never>]) in
+            guard !state.finished else { return (nil, nil, []) }
+            var result: Result<Reply, any Error>?
+            switch outcome {
+            case .answer(let reply, let index):
+                state.winner = index
+                result = .success(reply)
+            case .failure(let error, true):
+                result = .failure(error)
+            case .failure(let error, false):
+                state.failures += 1
+                state.last = error
+                if state.failures >= count { result = .failure(error) }
+            }
+            guard let result else { return (nil, nil, []) }
+            state.finished = true
+            let continuation = state.continuation
+            state.continuation = nil
+            return (continuation, result, state.tasks)
+        }
+        guard let continuation, let result else { return }
+        for task in tasks { task.cancel() }
+        continuation.resume(with: result)
+    }
+
+    func cancel() {
+        let (continuation, tasks) = state.withLock {
+            state -> (CheckedContinuation<Reply, any Error>?, [Task<Void, Never>]) in
+            guard !state.finished else { return (nil, state.tasks) }
+            state.finished = true
+            let continuation = state.continuation
+            state.continuation = nil
+            return (continuation, state.tasks)
+        }
+        for task in tasks { task.cancel() }
+        continuation?.resume(throwing: CancellationError())
     }
 }

@@ -12,6 +12,8 @@ final class FakeHTTPServer: @unchecked Sendable {
         case reply([UInt8])
         /// Accept and read the request, then never answer (until stopped).
         case silent
+        /// Read the request, wait, then send these bytes and close: an etcd slow but alive.
+        case delayed(Duration, [UInt8])
     }
 
     let port: Int
@@ -87,6 +89,12 @@ final class FakeHTTPServer: @unchecked Sendable {
 
     private func serve(_ fd: Int32) {
         readRequest(fd)
+        var behaviour = self.behaviour
+        if case .delayed(let delay, let bytes) = behaviour {
+            Thread.sleep(
+                forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+            behaviour = .reply(bytes)
+        }
         switch behaviour {
         case .reply(let bytes):
             bytes.withUnsafeBytes { buffer in
@@ -106,7 +114,7 @@ final class FakeHTTPServer: @unchecked Sendable {
                 shutdown(fd, Int32(SHUT_RDWR))
                 close(fd)
             }
-        case .silent:
+        case .silent, .delayed:
             break  // closed by stop()
         }
     }
