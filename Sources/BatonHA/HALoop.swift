@@ -174,6 +174,10 @@ public actor HALoop {
             await publish(after: observation, postgres: changed ? await node.status() : nil)
             noteProgress()
             if !decision.recheckImmediately || Task.isCancelled { break }
+            // An action on postgres that failed (a rewind whose target still holds its shared
+            // memory, a start that timed out) is tried again next cycle, after loop_wait or a
+            // wake-up, not up to eight times in a row: each pg_rewind asks the leader for a checkpoint.
+            if !outcome.completed, changed { break }
         }
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
         let finished = clock.now

@@ -220,4 +220,33 @@ import Testing
         #expect(node.snapshot.upstream == "node1", "node2 does not follow node1")
         #expect(rewinds.value == 1, "node2 followed the new leader without pg_rewind")
     }
+
+    /// Fault scenario 17c: after a fence, the stopped backend kept the old shared memory attached,
+    /// every pg_rewind failed, and the cycle retried it eight times in a row (23 attempts in 3 s,
+    /// each asking the new primary for a checkpoint). A failed action on postgres now ends the
+    /// cycle's immediate rechecks: one attempt per cycle.
+    @Test func aFailingRewindIsTriedOncePerCycle() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        let leaderStore = backend.makeStore()
+        let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
+        #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
+        try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
+        // node2 has data of its own but cannot reach its rewind source: every rewind fails.
+        let node = SimulatedPostgres(name: "node2") { _ in nil }
+        node.mutate {
+            $0.hasData = true
+            $0.lsn = 0x100_0000
+            $0.systemID = "7000"
+        }
+        let rewinds = Box<Int>(0)
+        var hooks = SimulatedPostgres.Hooks()
+        hooks.beforeRewind = { rewinds.value += 1 }
+        node.setHooks(hooks)
+        let loop = Self.node2Loop(store: backend.makeStore(), node: node, clock: clock)
+        await loop.runCycle()
+        #expect(rewinds.value == 1, "pg_rewind was tried \(rewinds.value) times in one cycle")
+        await loop.runCycle()
+        #expect(rewinds.value == 2)
+    }
 }
