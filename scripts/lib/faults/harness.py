@@ -253,6 +253,9 @@ class Node:
         self.clock_file = f"{BASE}/{name}.wallclock"
         self.proc = None
         self.ip = NODE_IP[name]
+        # Extra lines of the `postgresql:` section (indented two spaces), e.g. callbacks and
+        # hook_timeout for scenario 21; empty for every other scenario.
+        self.extra_postgresql = ""
 
     def write_config(self):
         os.makedirs(self.dir, exist_ok=True)
@@ -276,7 +279,7 @@ postgresql:
     replication: {{username: replicator}}
   replication_networks: ["{NET}.0/24", "127.0.0.1/32"]
   client_networks: ["{NET}.0/24", "127.0.0.1/32"]
-  parameters:
+{self.extra_postgresql}  parameters:
     max_connections: 60
     shared_buffers: 32MB
     wal_keep_size: 128MB
@@ -325,6 +328,28 @@ log:
         if pid:
             os.kill(pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def fence_guard_pids(self):
+        """PIDs of the agent's fence guard processes (`baton fence-guard`, children of the agent)."""
+        agent = self.agent_pid()
+        found = []
+        if not agent:
+            return found
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                if parent != agent:
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if b"fence-guard" in argv and pid_alive(int(entry)):
+                found.append(int(entry))
+        return found
 
     def signal_agent(self, sig):
         pid = self.agent_pid()

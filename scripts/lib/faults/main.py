@@ -1,8 +1,12 @@
 #!/usr/bin/python3
 """scripts/faults: the fault matrix (scenarios 1–14), the randomized soak (15) and the local lies
-(16 and up, scenarios_local.py) on network namespaces. See harness.py for the layout and
-../shared/design/faults.md for what each scenario must hold. Prints a table and ends with one line
-of JSON; exit status 1 when a check failed."""
+(16 and up, scenarios_local.py: 16a, 16b data directory damaged or foreign; 17a, 17b, 17c the agent
+cannot query its own postgres: refused at login, no connection slot, its backend stopped; 18, 18b
+restart slower than the lease; 19 fence guard killed, then cut from etcd; 20 every etcd request
+3–10 s; 21 hooks that hang; 22 agent and fence guard stopped together; 24 ttl changed) on network
+namespaces. The soak draws from both classes (class 2: the kinds of LOCAL_SOAK). See harness.py for
+the layout and ../shared/design/faults.md for what each scenario must hold. Prints a table and ends
+with one line of JSON; exit status 1 when a check failed."""
 import argparse, json, os, random, signal, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -10,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import ETCD, NODES, Cluster, log  # noqa: E402
 from observers import Observation, setup_tables, stats  # noqa: E402
 from scenarios import FENCED, ORDER, SCENARIOS, Ctx, check  # noqa: E402
-from scenarios_local import LOCAL_FENCED, LOCAL_ORDER, LOCAL_SCENARIOS  # noqa: E402
+from scenarios_local import LOCAL_FENCED, LOCAL_ORDER, LOCAL_SCENARIOS, LOCAL_SOAK  # noqa: E402
 
 # Class 2, the local lies (16 and up), after the matrix: scenarios_local.py imports scenarios.py's
 # helpers, so the tables are joined here rather than there (no import cycle).
@@ -134,6 +138,11 @@ def print_table(summary):
 # --- scenario 15: the randomized soak ---
 SOAK_KINDS = ["postgres-crash", "agent-kill", "node-crash", "agent-freeze", "etcd-member-kill", "etcd-quorum-pause",
               "cut-etcd", "isolate", "wal-cut", "switchover", "clock-jump", "replica-crash"]
+# Class 2 (scenarios_local.py): pg-auth-refused (17a), pg-slots-full (17b), pg-backend-stop (17c),
+# guard-kill-cut (19), agent-guard-freeze (22), etcd-slow (20, delays of 20–80 % of retry_timeout),
+# each injected on the leader and repaired after the hold. 16, 18 and 21 need a stopped node, an
+# asynchronous cluster or restarted agents and stay out; 24 changes what later faults measure.
+SOAK_KINDS += list(LOCAL_SOAK)
 
 
 def soak(cluster, args):
@@ -144,7 +153,7 @@ def soak(cluster, args):
     obs.mark("fault")
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
     kinds = args.kinds
-    counts, not_recovered, faults = {}, [], 0
+    counts, not_recovered, not_injected, faults = {}, [], [], 0
     while faults < args.faults and (deadline is None or time.monotonic() < deadline):
         kind = random.choice(kinds)
         leader = cluster.leader()
@@ -205,6 +214,13 @@ def soak(cluster, args):
             node.set_clock_offset(random.choice(["+600", "-600", "+3600"]))
             time.sleep(hold)
             node.set_clock_offset("0")
+        elif kind in LOCAL_SOAK:
+            try:
+                LOCAL_SOAK[kind](cluster, leader, replicas, hold)
+            except Exception as exc:  # a fault that could not be injected still gets the recovery wait
+                traceback.print_exc()
+                not_injected.append(f"{faults + 1}:{kind}: {type(exc).__name__}: {exc}")
+                log(f"    {kind} failed: {type(exc).__name__}: {exc}")
         faults += 1
         counts[kind] = counts.get(kind, 0) + 1
         if not cluster.wait_healthy(60, sync):
@@ -224,10 +240,12 @@ def soak(cluster, args):
     checks, overlap, events = common_checks(obs, final, sync, cluster.wait_healthy(60, sync))
     obs.log_violations(log)
     checks.append(check("every fault recovered from within 60 s", not not_recovered, ", ".join(not_recovered)))
+    checks.append(check("every fault injected and repaired without an error", not not_injected,
+                        "; ".join(not_injected)[:500]))
     result = {"faults": faults, "kinds": counts, "seconds": round(obs.stopped - obs.started, 1),
               "acked": final["acked"], "L": final["L"], "unexpected": final["unexpected"],
               "in_doubt": final["in_doubt"], "direct_lost": final["direct_lost"], "D2": overlap, "D2_events": events,
-              "R": obs.leader_changes(), "not_recovered": not_recovered,
+              "R": obs.leader_changes(), "not_recovered": not_recovered, "not_injected": not_injected,
               "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks],
               "passed": all(ok for _, ok, _ in checks)}
     for c, ok, d in checks:

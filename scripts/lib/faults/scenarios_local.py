@@ -8,9 +8,12 @@ merges LOCAL_SCENARIOS and LOCAL_ORDER into the matrix.
 
 Every wait here is bounded in time (a deadline on the monotonic clock) and every retry in count.
 """
-import math, os, random, re, signal, subprocess, threading, time
+import json, math, os, random, re, signal, subprocess, threading, time, urllib.request
 
-from harness import BASE, NODES, SCOPE, log, namespace_pids, ns, run
+import psycopg2
+
+from harness import (BASE, ETCD, ETCD_IP, NODE_IP, NODES, OBSERVER_IP, SCOPE, conninfo, etcd_b64, log,
+                     namespace_pids, ns, pid_alive, run)
 from scenarios import check
 
 # --- helpers ---
@@ -539,6 +542,847 @@ def s24_dynamic_ttl(cluster, obs, ctx):
             ctx.notes["granted_ttl_after_restore"] = f"unreadable: {error}"
 
 
+
+# --- shared by 17, 19, 20, 21, 22 (and the soak's class-2 kinds) ---
+
+def _pg(name, **extra):
+    """An autocommit superuser connection from the observer to one node's postgres."""
+    conn = psycopg2.connect(conninfo([NODE_IP[name]], **extra))
+    conn.autocommit = True
+    return conn
+
+
+def _agent_backends(name):
+    """PIDs of the backends of `name`'s agent session (application_name baton-<name>), asked from
+    the observer; [] when the node's postgres cannot be asked."""
+    try:
+        conn = _pg(name)
+    except psycopg2.Error:
+        return []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"baton-{name}",))
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def _log_sizes():
+    out = {}
+    for name in NODES:
+        try:
+            out[name] = os.path.getsize(f"{BASE}/{name}.agent.log")
+        except OSError:
+            out[name] = 0
+    return out
+
+
+def _log_since(name, offset):
+    """What `name`'s agent logged after byte `offset` (at most the last 4 MB of it)."""
+    path = f"{BASE}/{name}.agent.log"
+    try:
+        size = os.path.getsize(path)
+        with open(path, errors="replace") as f:
+            f.seek(max(offset, size - 4_000_000))
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _decisions(text):
+    """[(log time, reason code, actions)] of the decision lines of an agent log excerpt."""
+    out = []
+    for line in text.splitlines():
+        m = re.search(r"ha\.reason=(\S+)", line)
+        if not m:
+            continue
+        a = re.search(r"ha\.actions=(.*?) ha\.member=", line)
+        out.append((line.split(" ", 1)[0], m.group(1), a.group(1) if a else ""))
+    return out
+
+
+def _promote_decisions(text):
+    """Decision lines of an agent log excerpt whose actions take the key or promote."""
+    return [d for d in _decisions(text)
+            if re.search(r"(^|, )(promote|acquire leader key|start postgres as primary)($|,)", d[2])]
+
+
+def _late_writes(obs, old, since=None):
+    """Writes acknowledged by `old` that were sent once another member held the leader key (from
+    the first such moment after the fault, until the key legitimately returns to `old`)."""
+    promoted = _promoted_at(obs, old) if since is None else since
+    if promoted is None:
+        return None, []
+    back = next((t for t, leader in obs.watcher.leaders if t > promoted and leader == old), float("inf"))
+    return promoted, [sent for sent, _, _, ok in obs.writers[old].attempts if ok and promoted <= sent < back]
+
+
+def _gap_until_now(obs, since):
+    """The longest gap between acknowledged prober writes from `since` until now, the gap since the
+    last acknowledged write included (unlike _max_gap, which counts it only when none came)."""
+    acked = sorted(t for t, _ in obs.prober.acked())
+    points = [t for t in acked if t < since][-1:] + [t for t in acked if t >= since] + [time.monotonic()]
+    return max((b - a for a, b in zip(points, points[1:])), default=None)
+
+
+def _stop_leader_check(obs, ctx, bound, what):
+    p = obs.promotion(ctx.old)
+    return check(f"{what}: another member leads within {bound:g} s", p is not None and p <= bound,
+                 "no other leader" if p is None else f"P={p:.2f}s")
+
+
+def _wait_other_leader(obs, old, limit):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and obs.promotion(old) is None:
+        time.sleep(0.2)
+    return obs.promotion(old)
+
+
+# --- 17: the agent cannot query its own postgres ---
+
+_HBA_MARK = "# faults 17a: the agent's path refused"
+
+
+def _refuse_agent_auth(cluster, name):
+    """The agent's connections to its own postgres (superuser, TCP to 127.0.0.1, scram-sha-256)
+    refused at authentication: two `reject` lines for the loopback addresses first in the node's
+    pg_hba.conf, a reload, and the agent's open session terminated so that it must log in again.
+    The observer (from the bridge) and the replication connections (database `replication`,
+    which `all` does not match) still get in. Returns the restore function."""
+    node = cluster.nodes[name]
+    hba = f"{node.dir}/data/pg_hba.conf"
+    with open(hba) as f:
+        text = f.read()
+    lines = [f"host all all 127.0.0.1/32 reject {_HBA_MARK}", f"host all all ::1/128 reject {_HBA_MARK}"]
+    with open(hba, "w") as f:
+        f.write("\n".join(lines) + "\n" + text)
+    postmaster = node.postmaster_pid()
+    if postmaster:
+        os.kill(postmaster, signal.SIGHUP)
+    time.sleep(0.3)  # the postmaster reloads pg_hba.conf on SIGHUP before the next connection
+    killed = []
+    try:
+        conn = _pg(name)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                        (f"baton-{name}",))
+            killed = [r[0] for r in cur.fetchall()]
+        conn.close()
+    except psycopg2.Error as error:
+        log(f"    could not terminate {name}'s agent session: {error}")
+    log(f"    {name}: pg_hba.conf rejects 127.0.0.1 and ::1, reloaded (postmaster {postmaster}); "
+        f"agent backends terminated: {killed}")
+
+    def restore():
+        # Whatever data directory runs there now (a rewind or a clone brings the source's file).
+        try:
+            with open(hba) as f:
+                current = f.read()
+        except OSError:
+            return
+        kept = [line for line in current.splitlines(True) if _HBA_MARK not in line]
+        if len(kept) != len(current.splitlines(True)):
+            with open(hba, "w") as f:
+                f.write("".join(kept))
+            pid = node.postmaster_pid()
+            if pid:
+                os.kill(pid, signal.SIGHUP)
+            log(f"    {name}: pg_hba.conf restored (postmaster {pid} reloaded)")
+    return restore
+
+
+def _fill_connection_slots(cluster, name, attempts=5):
+    """Every connection slot of the node's postgres taken by the observer, superuser-reserved ones
+    included (the agent is a superuser), and the agent's session terminated so that its new
+    connection finds none free. Returns (restore function, number of connections held)."""
+    ip = NODE_IP[name]
+    held = []
+    refusals = []
+
+    def fill(limit=200):
+        for _ in range(limit):
+            try:
+                conn = psycopg2.connect(conninfo([ip], connect_timeout="2"))
+                conn.autocommit = True  # pg_stat_activity is read afresh by each statement
+                held.append(conn)
+            except psycopg2.OperationalError as error:
+                text = str(error)
+                if "too many clients" in text or "connection slots are reserved" in text:
+                    refusals.append(text.strip().splitlines()[0])
+                    return True
+                return False
+        return False
+
+    def restore():
+        for conn in held:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        log(f"    {name}: {len(held)} connections closed")
+        held.clear()
+
+    full = fill()
+    agent_left = None
+    for _ in range(attempts):
+        if not held:
+            break
+        try:
+            with held[0].cursor() as cur:
+                cur.execute("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                            (f"baton-{name}",))
+                terminated = [r[0] for r in cur.fetchall()]
+            # The terminated backends' slots: taken again before the agent's next connection.
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and not fill(10):
+                time.sleep(0.02)
+            with held[0].cursor() as cur:
+                cur.execute("SELECT pid, state, backend_start::time::text, wait_event FROM pg_stat_activity "
+                            "WHERE application_name = %s", (f"baton-{name}",))
+                agent_left = cur.fetchall()
+        except psycopg2.Error as error:
+            # Postgres stopped under the held connections (the agent stepped down): nothing to take.
+            log(f"    {name}: the held connections broke ({str(error).strip().splitlines()[0]})")
+            agent_left = agent_left or []
+            break
+        log(f"    {name}: {len(held)} observer connections hold every slot (refused: "
+            f"{refusals[-1] if refusals else '-'}); agent backends terminated {terminated}, "
+            f"left {agent_left}")
+        if not agent_left:
+            break
+    return restore, len(held), full
+
+
+def _stop_agent_backends(cluster, name):
+    """SIGSTOP to every backend of the agent's own session: its next status query hangs."""
+    pids = _agent_backends(name)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    log(f"    {name}: agent backends stopped (SIGSTOP): {pids}")
+
+    def restore():
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        log(f"    {name}: agent backends continued: {pids}")
+    return restore, pids
+
+
+def _cannot_query(cluster, obs, ctx, how):
+    """The leader's agent cannot query its own postgres (17a/b/c). The agent may not take the
+    promote path on an unknown recovery state; a leader that cannot see its postgres stops it and
+    gives up the key after about ttl, and another member leads; the old primary acknowledges
+    nothing once another member holds the key."""
+    name = ctx.old
+    node = cluster.nodes[name]
+    sizes = _log_sizes()
+    checks = []
+    obs.mark("fault")
+    if how == "auth":
+        restore = _refuse_agent_auth(cluster, name)
+    elif how == "slots":
+        restore, count, full = _fill_connection_slots(cluster, name)
+        ctx.notes["connections_held"] = count
+        checks.append(check("every connection slot taken (postgres refused one more superuser connection)", full,
+                            f"{count} observer connections"))
+    else:
+        restore, pids = _stop_agent_backends(cluster, name)
+        ctx.notes["stopped_backends"] = pids
+        checks.append(check("the agent's backend found and stopped", bool(pids), f"{pids}"))
+    # A stopped backend (17c) blocks an immediate shutdown's end: held ttl + 5 s as in 18, then
+    # continued. The others hold until another member leads and 2 × ttl + 5 s have passed.
+    try:
+        if how == "backend":
+            time.sleep(max(0.0, obs.fault_at + ctx.ttl + 5 - time.monotonic()))
+        else:
+            _wait_other_leader(obs, name, 2 * ctx.ttl + 15)
+            time.sleep(max(0.0, obs.fault_at + 2 * ctx.ttl + 5 - time.monotonic()))
+    finally:
+        obs.mark("restored")
+        restore()
+    restored = time.monotonic()
+    text = _log_since(name, sizes[name])
+    codes = [d[1] for d in _decisions(text)]
+    ctx.notes["decisions_of_the_faulted_node"] = sorted(set(codes))
+    promoting = [d for d in _promote_decisions(text)]
+    promoted, late = _late_writes(obs, name)
+    if promoted is not None:
+        # Only up to the restore: afterwards the node may lead again by right.
+        late = [t for t in late if t < obs.marks["restored"]]
+    regained = promoted is not None and name in _leaders_between(obs, promoted, obs.marks["restored"])
+    healthy = cluster.wait_healthy(60, _sync(cluster))
+    checks += [
+        check("the faulted node decides no promotion and takes no key while it cannot see its postgres",
+              not promoting and not regained,
+              f"{len(promoting)} promoting decisions {promoting[:2]}, regained {regained}; reasons seen "
+              + ", ".join(sorted(set(codes)))[:300]),
+        check("the old primary acknowledges no write once another member holds the key", not late,
+              "no other leader" if promoted is None else f"{len(late)} late writes"
+              + (f", the first {late[0] - obs.fault_at:.2f} s after the fault" if late else "")),
+        check("healthy within 60 s of the restore", healthy, f"{time.monotonic() - restored:.1f} s"),
+    ]
+    if how != "backend":
+        # leaderRecoveryStateUnknown for up to ttl, then a graceful demote, then the race: the bound
+        # allows for ttl, a loop, a fast stop and the replicas' race.
+        bound = 2 * ctx.ttl + ctx.loop_wait + 5
+        checks.append(_stop_leader_check(obs, ctx, bound, "the leader that cannot see its postgres steps down"))
+        checks.append(check("the faulted node saw its recovery state as unknown",
+                            any(c in ("leader_recovery_state_unknown", "leader_cannot_see_postgres") for c in codes),
+                            ", ".join(sorted(set(codes)))[:300]))
+    else:
+        checks.append(check("R ≤ 1", obs.leader_changes() <= 1, f"R={obs.leader_changes()}"))
+    return checks
+
+
+def s17a_agent_auth_refused(cluster, obs, ctx):
+    return _cannot_query(cluster, obs, ctx, "auth")
+
+
+def s17b_connection_slots_full(cluster, obs, ctx):
+    return _cannot_query(cluster, obs, ctx, "slots")
+
+
+def s17c_agent_backend_stopped(cluster, obs, ctx):
+    return _cannot_query(cluster, obs, ctx, "backend")
+
+
+# --- 19: the fence guard gone, then the leader cut from etcd ---
+
+def s19_fence_guard_gone(cluster, obs, ctx):
+    """The leader's fence guard process SIGKILLed, and at once the leader cut from etcd: the agent
+    must start a new guard (or give up the key), and the old primary must stop acknowledging
+    writes before its lease can expire (F < ttl) and before another member accepts any."""
+    node = cluster.nodes[ctx.old]
+    guards = node.fence_guard_pids()
+    ctx.notes["guard_pids"] = guards
+    if not guards:
+        return [check("the leader's fence guard process found", False, f"no fence-guard child of {node.agent_pid()}")]
+    sizes = _log_sizes()
+    obs.mark("fault")
+    for pid in guards:
+        os.kill(pid, signal.SIGKILL)
+    cluster.net.cut_from_etcd(ctx.old)
+    log(f"    {ctx.old}: fence guard {guards} killed, node cut from etcd")
+    new_guard, new_guard_at = None, None
+    deadline = obs.fault_at + ctx.ttl + 8
+    try:
+        while time.monotonic() < deadline:
+            if new_guard is None:
+                fresh = [p for p in node.fence_guard_pids() if p not in guards]
+                if fresh:
+                    new_guard, new_guard_at = fresh[0], time.monotonic() - obs.fault_at
+                    log(f"    new fence guard {new_guard} {new_guard_at:.2f} s after the fault")
+            time.sleep(0.1)
+    finally:
+        cluster.net.heal()
+        obs.mark("healed")
+    f = obs.fence_latency(ctx.old)
+    from scenarios import fenced_before_other_accepts
+    text = _log_since(ctx.old, sizes[ctx.old])
+    gave_up = "fence_guard_down" in text
+    ctx.notes.update(new_guard=new_guard, new_guard_after_s=new_guard_at, agent_gave_up_key=gave_up,
+                     agent_fenced="lease deadline passed" in text)
+    return [
+        check("a new fence guard runs, or the agent gave up the key", new_guard is not None or gave_up,
+              f"new guard {new_guard} after {new_guard_at if new_guard_at is None else round(new_guard_at, 2)} s, "
+              f"fence_guard_down decided: {gave_up}"),
+        check("F < ttl (fenced before its lease can expire)", f < ctx.ttl, f"F={f:.2f}s"),
+        check("old primary fenced before another node accepts writes", fenced_before_other_accepts(obs, ctx.old)),
+        check("R <= 1", obs.leader_changes() <= 1, f"R={obs.leader_changes()}"),
+    ]
+
+
+# --- 20: etcd slow but alive ---
+
+_SLOW_PROXY = r"""
+import random, socket, sys, threading, time, collections
+listen_port, host, port, low, high = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+
+def log(text):
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+    sys.stderr.flush()
+
+def close(*socks):
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+def handle(client, peer):
+    try:
+        up = socket.create_connection((host, port), timeout=5)
+        up.settimeout(None)
+    except OSError as error:
+        log(f"{peer}: upstream {host}:{port} refused: {error}")
+        close(client)
+        return
+    queue, cv, last = collections.deque(), threading.Condition(), [0.0]
+
+    def reader():  # client -> queue, each chunk stamped with its release time (order kept)
+        while True:
+            try:
+                data = client.recv(65536)
+            except OSError:
+                data = b""
+            with cv:
+                now = time.monotonic()
+                release = max(now + random.uniform(low, high), last[0])
+                last[0] = release
+                queue.append((release, now, data))
+                cv.notify()
+            if not data:
+                return
+
+    def sender():  # queue -> upstream, each chunk at its release time
+        while True:
+            with cv:
+                while not queue:
+                    cv.wait()
+                release, arrived, data = queue.popleft()
+            time.sleep(max(0.0, release - time.monotonic()))
+            if not data:
+                try:
+                    up.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            try:
+                up.sendall(data)
+            except OSError:
+                return
+            log(f"{peer}: {len(data)} bytes delayed {time.monotonic() - arrived:.2f} s")
+
+    def back():  # upstream -> client, at once
+        while True:
+            try:
+                data = up.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                client.sendall(data)
+            except OSError:
+                break
+        close(client, up)
+
+    for fn in (reader, sender, back):
+        threading.Thread(target=fn, daemon=True).start()
+
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", listen_port))
+server.listen(128)
+log(f"delaying client->server chunks by {low}-{high} s on :{listen_port} -> {host}:{port}")
+while True:
+    client, addr = server.accept()
+    threading.Thread(target=handle, args=(client, f"{addr[0]}:{addr[1]}"), daemon=True).start()
+"""
+
+_PROXY_PORT = 23790
+
+
+def _etcd_member_healthy(member, limit=30):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{ETCD_IP[member]}:2379/health", timeout=1) as resp:
+                if json.loads(resp.read()).get("health") == "true":
+                    return True
+        except Exception:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _measure_etcd_latency(node_name, member, limit=25):
+    """One etcd request from a node's namespace (the path the agents take), in seconds."""
+    began = time.monotonic()
+    out = subprocess.run(["ip", "netns", "exec", ns(node_name), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                          "--max-time", str(limit), "-X", "POST", f"http://{ETCD_IP[member]}:2379/v3/kv/range",
+                          "-d", json.dumps({"key": etcd_b64("health")})],
+                         capture_output=True, text=True, timeout=limit + 5)
+    return time.monotonic() - began, out.stdout.strip()
+
+
+def _slow_etcd(cluster, low, high):
+    """Every client→server chunk of the nodes' etcd connections delayed by uniform(low, high)
+    seconds (order kept per connection): in each member's namespace an iptables nat PREROUTING
+    rule sends TCP to 2379 from anywhere but the observer to a delaying proxy on :23790 of that
+    namespace, which forwards to the member's own ip:2379 (a local connection: OUTPUT, not
+    PREROUTING, so no loop). Peer traffic (2380) is untouched. Established connections keep
+    their path, so the members are restarted one at a time (quorum checked between) and every
+    client reconnects through a proxy. Returns the restore function: rules removed, proxies
+    stopped by PID (their connections break, the clients reconnect directly)."""
+    path = f"{BASE}/slowproxy.py"
+    with open(path, "w") as f:
+        f.write(_SLOW_PROXY)
+    proxies = {}
+    rule = ["-p", "tcp", "--dport", "2379", "!", "-s", OBSERVER_IP, "-j", "REDIRECT", "--to-ports", str(_PROXY_PORT)]
+
+    def restore():
+        for member in ETCD:
+            run("ip", "netns", "exec", ns(member), "iptables", "-t", "nat", "-D", "PREROUTING", *rule, check=False)
+        for member, proc in proxies.items():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        log(f"    slow etcd removed: rules deleted, proxies {[p.pid for p in proxies.values()]} stopped")
+        proxies.clear()
+
+    try:
+        for member in ETCD:
+            logfile = open(f"{BASE}/etcd/{member}.slowproxy.log", "ab")
+            proxies[member] = subprocess.Popen(
+                ["ip", "netns", "exec", ns(member), "/usr/bin/python3", path, str(_PROXY_PORT), ETCD_IP[member],
+                 "2379", str(low), str(high)], stdout=logfile, stderr=logfile, stdin=subprocess.DEVNULL)
+            logfile.close()
+        time.sleep(0.5)
+        for member in ETCD:
+            run("ip", "netns", "exec", ns(member), "iptables", "-t", "nat", "-A", "PREROUTING", *rule)
+        log(f"    proxies {[p.pid for p in proxies.values()]} delaying the nodes' etcd requests by {low:g}–{high:g} s")
+        for member in ETCD:
+            cluster.etcd.kill(member)
+            cluster.etcd.start(member)
+            if not _etcd_member_healthy(member, 30):
+                log(f"    etcd member {member} not healthy 30 s after its restart")
+        for member in ETCD:
+            _etcd_member_healthy(member, 10)
+    except BaseException:
+        restore()
+        raise
+    return restore
+
+
+def _patch_config(cluster, names, patch, attempts=5):
+    last = None
+    for _ in range(attempts):
+        for name in names:
+            try:
+                status, doc = cluster.nodes[name].api("PATCH", "/config", patch, timeout=5)
+            except Exception as error:
+                last = (None, f"{name}: {type(error).__name__}: {error}")
+                continue
+            if status == 200:
+                return status, doc
+            last = (status, f"{name}: {doc}")
+        time.sleep(1)
+    return last
+
+
+def s20_etcd_slow(cluster, obs, ctx):
+    """Every etcd request of the nodes takes 3–10 s (below retry_timeout, set to 12 s for the
+    scenario, ttl raised to fit), for max(60 s, 2 × ttl) with the writer running: no leader
+    change, no self-fencing of a healthy leader. The timing is put back at the end."""
+    status, current = cluster.nodes[ctx.replicas[0]].api("GET", "/config")
+    if status != 200 or not isinstance(current, dict):
+        return [check("GET /config", False, f"{status}: {current}")]
+    old = {k: current[k] for k in ("ttl", "loop_wait", "retry_timeout") if k in current}
+    loop_wait = float(current.get("loop_wait", ctx.loop_wait))
+    retry = 12
+    ttl = max(float(old.get("ttl", ctx.ttl)), loop_wait + 2 * retry + 5)
+    ttl = int(ttl) if ttl == int(ttl) else ttl
+    answer = _patch_config(cluster, ctx.replicas, {"ttl": ttl, "retry_timeout": retry})
+    if answer is None or answer[0] != 200:
+        return [check(f"PATCH /config ttl={ttl} retry_timeout={retry}", False, f"{answer}")]
+    log(f"    timing {old} → ttl {ttl}, retry_timeout {retry}")
+    ctx.notes.update(old_timing=old, ttl=ttl, retry_timeout=retry)
+    time.sleep(loop_wait + 3)
+    sizes = _log_sizes()
+    leaders_before = obs.leader_changes()
+    hold = max(60.0, 2 * ttl)
+    restore = None
+    latencies = []
+    try:
+        obs.mark("fault")
+        restore = _slow_etcd(cluster, 3.0, 10.0)
+        obs.mark("slow")
+        for node_name, member in zip(NODES, ETCD):
+            seconds, code = _measure_etcd_latency(node_name, member)
+            latencies.append(round(seconds, 2))
+            log(f"    one etcd request from {node_name} to {member} through the proxy: {seconds:.2f} s (HTTP {code})")
+        time.sleep(max(0.0, obs.marks["slow"] + hold - time.monotonic()))
+        u = _gap_until_now(obs, obs.marks["slow"])
+    finally:
+        if restore:
+            restore()
+        obs.mark("fast again")
+        answer = _patch_config(cluster, NODES, old)
+        log(f"    timing back to {old}: {answer[0] if answer else None}")
+    fenced = {n: _log_since(n, sizes[n]).count("lease deadline passed") for n in NODES}
+    ctx.notes.update(latency_s=latencies, fence_log_lines=fenced, U_while_slow_s=u)
+    r = obs.leader_changes() - leaders_before
+    return [
+        check(f"the writes go on while etcd is slow (longest gap < retry_timeout, {retry} s)",
+              u is not None and u < retry, "no writes" if u is None else f"U={u:.2f}s"),
+        check("the proxies delay etcd requests by 3–10 s (one request from each node)",
+              latencies and all(2.9 <= x <= 25 for x in latencies), f"{latencies} s"),
+        check("R = 0 while etcd is slow (delays below retry_timeout cause no failover)", r == 0,
+              f"R={r}, leaders {'→'.join(obs.leader_sequence())}"),
+        check("no agent fences itself", not any(fenced.values()),
+              ", ".join(f"{n}: {c} 'lease deadline passed'" for n, c in fenced.items())),
+    ]
+
+
+# --- 21: a hook that hangs ---
+
+def _hook_script():
+    path = f"{BASE}/hang-hook.sh"
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n"
+                f"echo \"$(date -u +%H:%M:%S.%N) pid $$ args $*\" >> {BASE}/hang-hook.log\n"
+                "exec sleep 100000\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+class _SleepWatch(threading.Thread):
+    """Polls the nodes' namespaces every 200 ms for our hook's `sleep 100000` and records when
+    each PID was first and last seen (PIDs only, nothing is signalled)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen = {}  # pid: [node, first, last]
+        self.stop_event = threading.Event()
+
+    def scan(self):
+        now = time.monotonic()
+        for name in NODES:
+            for pid in namespace_pids(ns(name)):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if argv[:2] == [b"sleep", b"100000"]:
+                    entry = self.seen.setdefault(pid, [name, now, now])
+                    entry[2] = now
+
+    def run(self):
+        while not self.stop_event.is_set():
+            self.scan()
+            time.sleep(0.2)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(5)
+
+
+def _restart_all(cluster, order, sync, limit=60):
+    """Each agent stopped (SIGTERM, as systemctl stop) and started again with its current config
+    file, one at a time, waiting (bounded) for a healthy cluster between."""
+    for name in order:
+        _stop_node(cluster.nodes[name])
+        cluster.nodes[name].write_config()
+        cluster.nodes[name].start()
+        if not cluster.wait_healthy(limit, sync):
+            log(f"    not healthy {limit} s after restarting {name}")
+
+
+def s21_hook_hangs(cluster, obs, ctx):
+    """on_role_change and on_start of every node run a script that sleeps forever (hook_timeout
+    5 s); the agents are restarted with it (replicas first, the leader last), then a switchover:
+    the renewal goes on (R = exactly the switchover, no agent fences itself), and every hanging
+    hook is killed at its timeout. The configuration is put back (agents restarted) at the end."""
+    hook = _hook_script()
+    timeout = 5.0
+    slack = 3.0
+    sync = _sync(cluster)
+    watch = _SleepWatch()
+    watch.start()
+    extra = (f"  hook_timeout: {timeout:g}\n  callbacks:\n    on_role_change: {hook}\n    on_start: {hook}\n")
+    try:
+        for node in cluster.nodes.values():
+            node.extra_postgresql = extra
+        leader = cluster.leader()
+        _restart_all(cluster, [n for n in NODES if n != leader] + [leader], sync)
+        obs.mark("reconfigured")
+        ctx.notes["leader_changes_of_the_reconfiguration"] = obs.leader_changes()
+        leader = cluster.leader()
+        if leader not in cluster.nodes or not cluster.wait_healthy(60, sync):
+            return [check("healthy after the restarts with the hanging hooks", False, f"leader {leader}")]
+        candidate = random.choice([n for n in NODES if n != leader])
+        sizes = _log_sizes()
+        changes_before = obs.leader_changes()
+        obs.mark("fault")
+        result = cluster.switchover(candidate)
+        log(f"    switchover {leader} → {candidate}: exit {result.returncode}")
+        time.sleep(max(0.0, obs.fault_at + timeout + slack + 10 - time.monotonic()))
+        r = obs.leader_changes() - changes_before
+        texts = {n: _log_since(n, sizes[n]) for n in NODES}
+        fenced = {n: t.count("lease deadline passed") for n, t in texts.items()}
+        killed = {n: t.count("hook did not finish within") for n, t in texts.items()}
+        watch.scan()
+        now = time.monotonic()
+        lifetimes = {pid: round((now if pid_alive(pid) else last) - first, 2)
+                     for pid, (_, first, last) in watch.seen.items()}
+        survivors = {pid: s for pid, s in lifetimes.items() if s > timeout + slack}
+        ctx.notes.update(hooks_seen=len(watch.seen), hook_lifetimes_s=sorted(lifetimes.values()),
+                         hooks_killed_logged=killed, candidate=candidate)
+        log(f"    hanging hooks seen: {len(watch.seen)}, lifetimes {sorted(lifetimes.values())} s")
+        checks = [
+            check("switchover to the candidate", result.returncode == 0 and cluster.leader() == candidate,
+                  f"exit {result.returncode}, leader {cluster.leader()}: {(result.stdout + result.stderr).strip()[-200:]}"),
+            check("R = 1 from the switchover on (the renewal goes on, no self-fencing)",
+                  r == 1 and not any(fenced.values()),
+                  f"R={r}; " + ", ".join(f"{n}: {c} 'lease deadline passed'" for n, c in fenced.items())),
+            check("hanging hooks ran (on_role_change of the switchover at least)",
+                  len(watch.seen) >= 1 and killed[candidate] >= 1,
+                  f"{len(watch.seen)} seen, timeouts logged {killed}"),
+            check(f"every hanging hook killed at its timeout ({timeout:g} s + {slack:g} s)", not survivors,
+                  f"lifetimes {sorted(lifetimes.values())} s"),
+        ]
+        return checks
+    finally:
+        watch.stop()
+        for node in cluster.nodes.values():
+            node.extra_postgresql = ""
+        leader = cluster.leader()
+        _restart_all(cluster, [n for n in NODES if n != leader] + ([leader] if leader in NODES else []), sync)
+        obs.mark("config back")
+
+
+# --- 22: agent and fence guard stopped together (host suspend stand-in) ---
+
+def _freeze_agent_and_guard(cluster, name):
+    """SIGSTOP to the node's agent and its fence guard, together. Returns (restore, guard PIDs)."""
+    node = cluster.nodes[name]
+    guards = node.fence_guard_pids()
+    agent = node.agent_pid()
+    for pid in [agent] + guards:
+        if pid:
+            os.kill(pid, signal.SIGSTOP)
+
+    def restore():
+        for pid in guards + [agent]:
+            try:
+                pid and os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    return restore, agent, guards
+
+
+def s22_agent_and_guard_frozen(cluster, obs, ctx):
+    """The leader's agent and fence guard stopped together (SIGSTOP) for 2 × ttl + 2 s, while
+    postgres goes on: the others elect a new leader. On SIGCONT the old primary's postmaster must
+    be stopped at once (both clocks say the deadline passed), it must acknowledge no write once
+    another node accepted one, and the frozen agent must not take the key back."""
+    node = cluster.nodes[ctx.old]
+    postmaster = node.postmaster_pid()
+    sizes = _log_sizes()
+    obs.mark("fault")
+    restore, agent, guards = _freeze_agent_and_guard(cluster, ctx.old)
+    ctx.notes.update(agent=agent, guards=guards, postmaster=postmaster)
+    if not guards:
+        restore()
+        return [check("the leader's fence guard found", False, "no fence-guard child of the agent")]
+    log(f"    {ctx.old}: agent {agent} and fence guard {guards} stopped; postmaster {postmaster} runs on")
+    try:
+        time.sleep(2 * ctx.ttl + 2)
+    finally:
+        restore()
+        obs.mark("resumed")
+    resumed = obs.marks["resumed"]
+    gone_after = None
+    deadline = resumed + 10
+    while time.monotonic() < deadline:
+        if not pid_alive(postmaster):
+            gone_after = time.monotonic() - resumed
+            break
+        time.sleep(0.02)
+    healthy = cluster.wait_healthy(60, _sync(cluster))
+    from scenarios import fenced_before_other_accepts
+    promoted, late = _late_writes(obs, ctx.old)
+    seq = obs.leader_sequence()
+    text = _log_since(ctx.old, sizes[ctx.old])
+    ctx.notes.update(postmaster_gone_after_resume_s=gone_after,
+                     agent_fenced="lease deadline passed" in text,
+                     guard_fenced="baton fence-guard: lease deadline passed" in text)
+    p = obs.promotion(ctx.old)
+    return [
+        check("another member leads while the agent and its guard are stopped", p is not None and p < 2 * ctx.ttl + 2,
+              "no other leader" if p is None else f"P={p:.2f}s"),
+        check("the old postmaster is stopped within 1 s of SIGCONT", gone_after is not None and gone_after < 1.0,
+              f"postmaster {postmaster} " + ("still alive 10 s after SIGCONT" if gone_after is None
+                                             else f"gone {gone_after:.2f} s after SIGCONT")),
+        check("old primary fenced before another node accepts writes", fenced_before_other_accepts(obs, ctx.old)),
+        check("the old primary acknowledges no write once another member holds the key", not late,
+              f"{len(late)} late writes" + (f", the first {late[0] - obs.fault_at:.2f} s after the fault" if late else "")),
+        check("no stale write: the leader key never returns to the frozen agent", seq.count(ctx.old) <= 1,
+              "leaders " + "→".join(seq)),
+        check("healthy within 60 s of SIGCONT", healthy),
+    ]
+
+
+# --- class 2 in the soak: kinds injected and repaired within a bounded time ---
+
+def _soak_auth(cluster, leader, replicas, hold):
+    restore = _refuse_agent_auth(cluster, leader)
+    try:
+        time.sleep(hold)
+    finally:
+        restore()
+
+
+def _soak_slots(cluster, leader, replicas, hold):
+    restore, _, _ = _fill_connection_slots(cluster, leader)
+    try:
+        time.sleep(hold)
+    finally:
+        restore()
+
+
+def _soak_backend(cluster, leader, replicas, hold):
+    restore, _ = _stop_agent_backends(cluster, leader)
+    try:
+        time.sleep(hold)
+    finally:
+        restore()
+
+
+def _soak_guard_cut(cluster, leader, replicas, hold):
+    node = cluster.nodes[leader]
+    for pid in node.fence_guard_pids():
+        os.kill(pid, signal.SIGKILL)
+    cluster.net.cut_from_etcd(leader)
+    try:
+        time.sleep(hold)
+    finally:
+        cluster.net.heal()
+
+
+def _soak_freeze(cluster, leader, replicas, hold):
+    restore, _, _ = _freeze_agent_and_guard(cluster, leader)
+    try:
+        time.sleep(hold)
+    finally:
+        restore()
+
+
+def _soak_slow_etcd(cluster, leader, replicas, hold):
+    # Below retry_timeout, whatever the profile: 20 %–80 % of it per chunk.
+    retry = float(cluster.dynamic["retry_timeout"])
+    restore = _slow_etcd(cluster, 0.2 * retry, 0.8 * retry)
+    try:
+        time.sleep(hold)
+    finally:
+        restore()
+
+
+# soak kind: function(cluster, leader, replicas, hold), which injects the fault on the leader (or on
+# every etcd member), holds it `hold` seconds and repairs it; every step is bounded in time.
+LOCAL_SOAK = {
+    "pg-auth-refused": _soak_auth,         # 17a
+    "pg-slots-full": _soak_slots,          # 17b
+    "pg-backend-stop": _soak_backend,      # 17c
+    "guard-kill-cut": _soak_guard_cut,     # 19
+    "agent-guard-freeze": _soak_freeze,    # 22
+    "etcd-slow": _soak_slow_etcd,          # 20, delays scaled below retry_timeout
+}
+
 LOCAL_SCENARIOS = {
     "16a": ("local lie: PG_VERSION moved out of the primary's data directory", s16a_leader_data_dir_damaged, None),
     "16b": ("local lie: a replica's data_dir is a non-empty directory without a cluster", s16b_foreign_data_dir, None),
@@ -550,7 +1394,21 @@ LOCAL_SCENARIOS = {
     "18b": ("local lie: POST /restart on the primary, shutdown slower than ttl (postmaster stopped)",
             s18b_restart_postmaster_stopped, False),
     "24": ("dynamic configuration: ttl changed, then the primary crashes", s24_dynamic_ttl, None),
+    "17a": ("local lie: the leader's agent refused by its own postgres (pg_hba reject on its path)",
+            s17a_agent_auth_refused, None),
+    "17b": ("local lie: every connection slot of the leader's postgres taken", s17b_connection_slots_full, None),
+    "17c": ("local lie: the leader's agent backend stopped (SIGSTOP)", s17c_agent_backend_stopped, None),
+    "19": ("local lie: the leader's fence guard killed, then the leader cut from etcd", s19_fence_guard_gone, None),
+    # 20 sets retry_timeout 12 s (and ttl to fit) for its duration and puts the timing back after;
+    # its etcd members are restarted once, one at a time, to move every client onto the proxies.
+    "20": ("local lie: every etcd request of the nodes takes 3–10 s (retry_timeout 12 s)", s20_etcd_slow, None),
+    "21": ("local lie: on_role_change and on_start hang (hook_timeout 5 s), then a switchover", s21_hook_hangs, None),
+    # 22 runs synchronous: postgres goes on while agent and guard are stopped (not a whole-host
+    # suspend), so an asynchronous old primary would acknowledge writes after the new primary's
+    # promotion whatever any agent does; in synchronous mode it can only once it is fenced late.
+    "22": ("local lie: the leader's agent and fence guard stopped together for 2 × ttl + 2 s",
+           s22_agent_and_guard_frozen, True),
 }
 # F (fence latency of the old primary) is reported for these.
-LOCAL_FENCED = {"16a", "18", "18b"}
-LOCAL_ORDER = ["16a", "16b", "18", "18b", "24"]
+LOCAL_FENCED = {"16a", "18", "18b", "17a", "17b", "17c", "19", "22"}
+LOCAL_ORDER = ["16a", "16b", "17a", "17b", "17c", "18", "18b", "19", "20", "21", "22", "24"]
