@@ -7,6 +7,8 @@ extension HALoop {
     /// What executing a decision produced for the next observation in the same cycle.
     struct Outcome {
         var completed = true
+        /// The action that failed or lost its race, when one did.
+        var failed: Action?
         var peers: [PeerStatus]?
         var failsafe: Bool?
     }
@@ -21,12 +23,14 @@ extension HALoop {
                 if !succeeded {
                     logger.info("\(action) did not succeed; skipping the rest", metadata: ["ha.action": "\(action)"])
                     outcome.completed = false
+                    outcome.failed = action
                     break
                 }
             } catch {
                 logger.error("\(action) failed: \(error)", metadata: ["ha.action": "\(action)"])
                 forgetSessionIfLost(error)
                 outcome.completed = false
+                outcome.failed = action
                 if action == .bootstrap {
                     try? await store.cancelInitialize()
                     logger.warning("bootstrap failed: released the initialize key so that a member can try again")

@@ -177,7 +177,8 @@ public actor HALoop {
             // An action on postgres that failed (a rewind whose target still holds its shared
             // memory, a start that timed out) is tried again next cycle, after loop_wait or a
             // wake-up, not up to eight times in a row: each pg_rewind asks the leader for a checkpoint.
-            if !outcome.completed, changed { break }
+            // (A lost race for the key, or any other failed store action, rechecks at once as before.)
+            if outcome.failed?.changesPostgres == true { break }
         }
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
         let finished = clock.now

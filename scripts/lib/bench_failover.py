@@ -202,9 +202,17 @@ def fmt(s):
 
 
 def one_run(env, conn, probe_bin, out_dir, profile, scenario, run, loop_wait):
-    if not wait(lambda: healthy(env), 120, 0.2):
-        raise RuntimeError(f"not healthy before {scenario} run {run + 1}")
-    old = leader(env)
+    # Healthy and led, read in one go: a cluster seen healthy can be between two leaders a moment
+    # later (the previous run's old primary rejoining), and a run needs to know whom it kills.
+    found = {}
+
+    def ready():
+        found["leader"] = leader(env) if healthy(env) else None
+        return found["leader"] is not None
+
+    if not wait(ready, 120, 0.2):
+        raise RuntimeError(f"not healthy with a leader before {scenario} run {run + 1}")
+    old = found["leader"]
     index = old[len("node"):]
     others = [f"node{i}" for i in (1, 2, 3) if f"node{i}" != old]
     first_id = int(time.time() * 1000) * 1000
