@@ -218,45 +218,41 @@ struct AgentFailoverTests {
         let receiverPID = pid_t(pidValue)
         cluster.suspend(receiverPID)
         try await cluster.execute(leader, "INSERT INTO baton_it (id) SELECT g FROM generate_series(1, 20000) g")
-        try await cluster.waitFor(
-            "the leader's optime to run > maximum_lag_on_failover ahead of \(lagging)", timeout: .seconds(15)
-        ) { view in
-            guard let optime = view.status?.optime, let position = view.member(named: lagging)?.xlogLocation else {
-                return false
-            }
-            return optime.bytesAhead(of: position) > 4 * 65536
-        }
-        // The premise, from the processes rather than the keys (a member key's position is
-        // published lazily and can be stale): the lagging replica's own received and replayed
-        // positions are behind the leader's by more than the limit, and stay there.
-        func liveLag() async throws -> (lag: UInt64, text: String) {
-            let current = try await cluster.execute(leader, "SELECT pg_current_wal_lsn() AS lsn").rows.first?.lsn("lsn")
+        // The premise, from the processes rather than the member key: the lagging replica's own
+        // received and replayed positions (what its agent compares when it races), against the
+        // optime the leader published in the status key (what it compares them with). Before, the
+        // test compared the replica's *published* position, which is refreshed lazily: after the
+        // XLOG_SWITCH that ends a pg_basebackup it still showed the segment start, 16 MB behind,
+        // while the replica had in fact everything up to the optime the leader had published
+        // (the insert was not in the status key yet). The replica then raced "with lag 0" — as
+        // it should, by what it could know — and the test reported a lagging replica promoted.
+        func livePosition() async throws -> (lsn: LSN, text: String) {
             let own = try await cluster.execute(
                 lagging, "SELECT pg_last_wal_receive_lsn() AS r, pg_last_wal_replay_lsn() AS p")
             let received = try own.rows.first?.lsn("r") ?? .zero
             let replayed = try own.rows.first?.lsn("p") ?? .zero
-            let position = max(received, replayed)
-            let lag = (current ?? .zero).bytesAhead(of: position)
-            return (
-                lag, "leader at \(current.map { "\($0)" } ?? "?"), \(lagging) received \(received) replayed \(replayed)"
-            )
+            return (max(received, replayed), "\(lagging) received \(received) replayed \(replayed)")
         }
-        let live = try await liveLag()
-        guard live.lag > 65536 else {
-            await cluster.fail("set-up: \(lagging) is not lagging although its WAL receiver is stopped: \(live.text)")
-            return
+        let frozen = try await livePosition()
+        try await cluster.waitFor(
+            "the leader's published optime to run > maximum_lag_on_failover ahead of \(lagging)'s own position",
+            timeout: .seconds(15)
+        ) { view in
+            guard let optime = view.status?.optime else { return false }
+            return optime.bytesAhead(of: frozen.lsn) > 4 * 65536
         }
         let before = try await cluster.view()
-        Self.measure(
-            "lag",
-            [
-                "lag_bytes":
-                    "\((before.status?.optime ?? .zero).bytesAhead(of: before.member(named: lagging)?.xlogLocation ?? .zero))",
-                "limit": "65536",
-            ])
+        let lastLive = try await livePosition()
+        let optime = before.status?.optime ?? .zero
+        guard optime.bytesAhead(of: lastLive.lsn) > 4 * 65536 else {
+            await cluster.fail(
+                "set-up: \(lagging) is not lagging although its WAL receiver is stopped: optime \(optime), \(lastLive.text)"
+            )
+            return
+        }
+        Self.measure("lag", ["lag_bytes": "\(optime.bytesAhead(of: lastLive.lsn))", "limit": "65536"])
 
         // Only the lagging replica is left.
-        let lastLive = try await liveLag()
         try cluster.killNode(other)
         let fault = ContinuousClock.now
         try cluster.killNode(leader)
@@ -267,7 +263,7 @@ struct AgentFailoverTests {
                 await cluster.fail(
                     """
                     \(holder) took the leader key at \(seconds(ContinuousClock.now - fault)) after the fault \
-                    (just before the fault: \(lastLive.text))
+                    (just before the fault: optime \(optime), \(lastLive.text))
                     """)
                 return
             }

@@ -1204,12 +1204,19 @@ def s21_hook_hangs(cluster, obs, ctx):
         leader = cluster.leader()
         if leader not in cluster.nodes or not cluster.wait_healthy(60, sync):
             return [check("healthy after the restarts with the hanging hooks", False, f"leader {leader}")]
-        candidate = random.choice([n for n in NODES if n != leader])
+        # In synchronous mode only the synchronous standby may be the candidate (the leader answers
+        # 412 otherwise, as Patroni does).
+        standby = cluster.sync_standby() if sync else None
+        candidate = standby if standby in NODES and standby != leader else random.choice(
+            [n for n in NODES if n != leader])
         sizes = _log_sizes()
         changes_before = obs.leader_changes()
         obs.mark("fault")
         result = cluster.switchover(candidate)
         log(f"    switchover {leader} → {candidate}: exit {result.returncode}")
+        if result.returncode != 0:
+            with open(f"{BASE}/switchover-21.stderr", "w") as f:
+                f.write(result.stdout + "\n--- stderr\n" + result.stderr)
         time.sleep(max(0.0, obs.fault_at + timeout + slack + 10 - time.monotonic()))
         r = obs.leader_changes() - changes_before
         texts = {n: _log_since(n, sizes[n]) for n in NODES}
