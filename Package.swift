@@ -27,6 +27,8 @@ let package = Package(
         // HTTP types on the channel (the REST API's health-check fast path); already in the graph
         // through Hummingbird.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
+        // Property-based tests (random and adversarial input), tests only; no dependencies of its own.
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // C libraries, through system-library targets with small header-only shims.
@@ -167,7 +169,12 @@ let package = Package(
         ),
 
         // Unit tests: milliseconds, no sockets or processes.
-        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
+        .testTarget(
+            name: "BatonCoreTests",
+            dependencies: [
+                "BatonCore", "BatonTesting", .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "BatonTestingTests", dependencies: ["BatonCore", "BatonTesting"], swiftSettings: strict),
         .testTarget(
             name: "BatonAgentTests", dependencies: ["BatonAgent", "BatonCore"], swiftSettings: strict),
@@ -185,6 +192,7 @@ let package = Package(
             dependencies: [
                 "BatonAPI", "BatonCore", "BatonHA", "BatonTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: strict
         ),

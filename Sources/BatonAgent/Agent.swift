@@ -77,11 +77,12 @@ public final class Agent: Sendable {
             name: configuration.name, connURL: "postgres://\(pg.connectAddress)/postgres",
             apiURL: "\(configuration.restapi.scheme)://\(configuration.restapi.connectAddress)/patroni",
             tags: configuration.tags,
-            initialDynamicConfig: dynamic, stopTimeout: .milliseconds(Int64(configuration.stopTimeout * 1000)),
+            initialDynamicConfig: dynamic,
+            stopTimeout: Duration(checkedSeconds: configuration.stopTimeout) ?? .seconds(30),
             watchdogRequired: configuration.watchdog.mode == .required)
-        haConfiguration.hookTimeout = .milliseconds(Int64(configuration.hookTimeout * 1000))
+        haConfiguration.hookTimeout = Duration(checkedSeconds: configuration.hookTimeout) ?? .seconds(60)
         var watchdog: DeviceWatchdog?
-        let margin = Duration.milliseconds(Int64(configuration.watchdog.safetyMargin * 1000))
+        let margin = Duration(checkedSeconds: configuration.watchdog.safetyMargin) ?? .seconds(5)
         switch configuration.watchdog.mode {
         case .off:
             watchdog = nil
@@ -130,7 +131,7 @@ public final class Agent: Sendable {
                 try Self.reloadConfiguration(from: file, running: configuration, node: node, logger: logger)
             }
         }
-        let timeout = Duration.milliseconds(Int64(configuration.hookTimeout * 1000))
+        let timeout = Duration(checkedSeconds: configuration.hookTimeout) ?? .seconds(60)
         if !callbacks.isEmpty {
             hooks.callback = { event, role in
                 guard let command = callbacks[event] else { return }

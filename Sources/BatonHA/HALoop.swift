@@ -27,6 +27,9 @@ public actor HALoop {
     var session: SessionID?
     /// The ttl `session` was created with (a dynamic ttl change replaces the session).
     var sessionTTL: Duration?
+    /// The last `config` key value that passed validation, and the revision of a rejected one.
+    var acceptedConfig: DynamicConfig?
+    var rejectedConfigRevision: Int64?
     /// The retry_timeout the store's requests are bounded by.
     var appliedRetryTimeout: Duration?
     /// When a promotion was last refused because `watchdog.mode: required` could not be met.
@@ -393,6 +396,7 @@ public actor HALoop {
         } catch {
             problem = "\(error)"
         }
+        if let loaded = cluster { cluster = acceptingValidConfig(loaded) }
         let pg = await pgStatus
         let config = effectiveConfig(cluster)
         if config.retryTimeout != appliedRetryTimeout {
@@ -426,6 +430,36 @@ public actor HALoop {
             confirmedFailsafeLeader: recentFailsafeConfirmation(ttl: config.ttl),
             watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true,
             lastRunningRole: lastRunningRole)
+    }
+
+    /// A `config` key that fails validation (a ttl of 1e300, a negative loop_wait, a timing that
+    /// cannot be kept, written with etcdctl or by a newer tool) is never put in force: the view
+    /// keeps the last valid configuration, under the key's revision (so that a `PATCH /config`
+    /// merges onto the valid one and replaces the bad one). Logged once per revision.
+    func acceptingValidConfig(_ view: ClusterView) -> ClusterView {
+        guard let config = view.config else { return view }
+        let problems = config.value.validationErrors()
+        if problems.isEmpty {
+            acceptedConfig = config.value
+            rejectedConfigRevision = nil
+            status.configProblems = []
+            return view
+        }
+        let inForce = acceptedConfig ?? configuration.initialDynamicConfig
+        if rejectedConfigRevision != config.modRevision {
+            rejectedConfigRevision = config.modRevision
+            logger.error(
+                """
+                the config key (revision \(config.modRevision)) is invalid and ignored: \
+                \(problems.joined(separator: "; ")); the last valid configuration stays in force \
+                (ttl \(inForce.ttl), loop_wait \(inForce.loopWait)); fix it with baton edit-config or PATCH /config
+                """,
+                metadata: ["ha.config_revision": "\(config.modRevision)"])
+        }
+        status.configProblems = problems
+        var view = view
+        view.config = Versioned(inForce, modRevision: config.modRevision)
+        return view
     }
 
     /// The leader this member confirmed in failsafe mode within the last `ttl`, if any.

@@ -18,6 +18,9 @@ public struct HAStatus: Sendable {
     /// The self-fencing deadline of the current lease.
     public var leaseDeadline: MonotonicInstant?
     public var config: DynamicConfig
+    /// Why the `config` key in the store is not in force (empty when it is): it failed validation
+    /// and the last valid configuration is used instead.
+    public var configProblems: [String] = []
     /// The member record as last published.
     public var published: Member?
     /// Number of promotions this agent performed.

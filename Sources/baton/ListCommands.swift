@@ -12,7 +12,9 @@ struct WatchOptions: ParsableArguments {
     var watch: Double?
 
     func validate() throws {
-        if let watch, !(watch >= 0.1) { throw ValidationError("--watch must be at least 0.1 seconds, got \(watch)") }
+        if let watch, !(watch >= 0.1) || Duration(checkedSeconds: watch, maximum: 86_400) == nil {
+            throw ValidationError("--watch must be from 0.1 to 86400 seconds, got \(watch)")
+        }
     }
 
     /// Runs `render` once, or forever with a cleared screen and a timestamp when watching.
@@ -26,7 +28,7 @@ struct WatchOptions: ParsableArguments {
             let now = Date().formatted(.iso8601)
             print("\u{1B}[H\u{1B}[2J\(now)  (every \(watch.formatted()) s, Ctrl-C to stop)\n\(text)")
             fflush(nil)
-            try await Task.sleep(for: .milliseconds(Int(watch * 1000)))
+            try await Task.sleep(for: Duration(checkedSeconds: watch, maximum: 86_400) ?? .seconds(2))
         }
     }
 

@@ -140,7 +140,7 @@ struct OperatorAPI {
         do {
             let reply = try await client.send(
                 method, url: target, body: try body.map { Array(try JSONEncoder().encode($0)) }, headers: headers,
-                timeout: .milliseconds(Int64(timeout * 1000)))
+                timeout: Duration(checkedSeconds: timeout) ?? .seconds(10))
             return Reply(status: reply.status, body: Data(reply.body), url: target)
         } catch {
             let text = "\(error)"

@@ -195,4 +195,36 @@ import Testing
         #expect(cluster.writablePrimaries.isEmpty, "a primary not confirmed by every member kept serving")
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
+
+    /// A hostile or mistaken `config` key (written with etcdctl, patronictl or a newer tool): ttl
+    /// 1e300 trapped in every agent on every cycle. Now it is refused with the key named, the last
+    /// valid configuration stays in force, and the cluster goes on as it was.
+    @Test func anInvalidConfigKeyIsIgnoredInFavourOfTheLastValidOne() async throws {
+        let cluster = try await SimulatedClusterTests.bootstrapped()
+        let primary = try #require(cluster.writablePrimaries.first)
+        let promotions = cluster.promotionCount
+        let writer = cluster.backend.makeStore()
+        let current = try #require(try await writer.loadCluster().config)
+        var hostile = current.value
+        hostile.document["ttl"] = .number(1e300)
+        hostile.document["loop_wait"] = .string("nan")
+        #expect(try await writer.writeConfig(hostile, expected: current.modRevision))
+        await cluster.run(seconds: 10)
+        #expect(cluster.writablePrimaries == [primary])
+        #expect(cluster.promotionCount == promotions)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+        let status = try #require(await cluster.loop(named: primary)?.snapshot())
+        #expect(status.config.ttl == .seconds(4), "the last valid ttl stays in force")
+        #expect(status.configProblems.contains { $0.hasPrefix("ttl:") }, "\(status.configProblems)")
+        #expect(status.configProblems.contains { $0.hasPrefix("loop_wait:") }, "\(status.configProblems)")
+        // A valid key is taken again at once.
+        var fixed = current.value
+        fixed.document["loop_wait"] = .number(0.5)
+        let revision = try #require(try await writer.loadCluster().config?.modRevision)
+        #expect(try await writer.writeConfig(fixed, expected: revision))
+        await cluster.run(seconds: 2)
+        let after = try #require(await cluster.loop(named: primary)?.snapshot())
+        #expect(after.config.loopWait == .milliseconds(500))
+        #expect(after.configProblems.isEmpty)
+    }
 }

@@ -98,11 +98,13 @@ extension BatonAPIServer {
                 }
                 request.postgresVersionBelow = version
             case "timeout":
-                guard let seconds = seconds(value), seconds > 0 else {
+                guard let seconds = seconds(value), seconds > 0, let timeout = Duration(checkedSeconds: seconds) else {
                     return .failure(
-                        APIInputError("timeout: Timeout should be a positive number of seconds (e.g. 60 or \"60s\")"))
+                        APIInputError(
+                            "timeout: Timeout should be a positive number of seconds up to one year (e.g. 60 or \"60s\")"
+                        ))
                 }
-                request.timeout = .milliseconds(Int64(seconds * 1000))
+                request.timeout = timeout
             case "restart_pending":
                 guard let flag = flag(value) else {
                     return .failure(APIInputError("restart_pending: expected true or false"))
@@ -121,7 +123,10 @@ extension BatonAPIServer {
     /// `15.4` → 150004, `9.6.3` → 90603, `15` → 150000: as `server_version_num`.
     public static func postgresVersionNumber(_ text: String) -> Int? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false).map { Int($0) }
-        guard !parts.isEmpty, parts.count <= 3, parts.allSatisfy({ $0 != nil && $0! >= 0 }) else { return nil }
+        // Each part at most 9999 (PostgreSQL's are far smaller): the arithmetic below cannot overflow.
+        guard !parts.isEmpty, parts.count <= 3, parts.allSatisfy({ $0 != nil && (0...9999).contains($0!) }) else {
+            return nil
+        }
         let numbers = parts.compactMap { $0 }
         if numbers[0] >= 10 {
             guard numbers.count <= 2 else { return nil }

@@ -329,8 +329,8 @@ public struct AgentConfiguration: Sendable {
             dynamicConfig: dynamic, tags: Tags(tags),
             watchdog: Watchdog(
                 mode: mode, device: try watchdogSection.string("device", default: "/dev/watchdog"),
-                safetyMargin: try watchdogSection.double("safety_margin") ?? 5),
-            logLevel: level, stopTimeout: try root.double("stop_timeout") ?? 30,
+                safetyMargin: try watchdogSection.seconds("safety_margin") ?? 5),
+            logLevel: level, stopTimeout: try root.seconds("stop_timeout") ?? 30,
             fenceGuard: try root.bool("fence_guard") ?? true, callbacks: callbacks,
             prePromote: try pg.string("pre_promote"), beforeStop: try pg.string("before_stop"),
             hookTimeout: hookTimeout)

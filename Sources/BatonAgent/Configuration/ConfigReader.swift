@@ -1,3 +1,4 @@
+import BatonCore
 import Yams
 
 /// A configuration problem with where it is and how to fix it.
@@ -129,6 +130,16 @@ struct ConfigReader {
         guard let node = value(key) else { return nil }
         guard let value = node.float ?? node.int.map(Double.init) else {
             throw error(key, "expected a number, got '\(node.string ?? "?")'")
+        }
+        return value
+    }
+
+    /// A number of seconds: finite, from 0 to one year (a larger one is a typo, and would overflow
+    /// the conversion to a duration).
+    func seconds(_ key: String) throws -> Double? {
+        guard let value = try double(key) else { return nil }
+        guard Duration(checkedSeconds: value) != nil else {
+            throw error(key, "expected seconds from 0 to \(Int(Duration.maximumSettingSeconds)), got \(value)")
         }
         return value
     }

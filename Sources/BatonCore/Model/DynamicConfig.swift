@@ -18,9 +18,13 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     public static let defaultRetryTimeout = 10
     public static let defaultMaximumLagOnFailover: UInt64 = 1_048_576
 
+    /// A duration setting; the default when it is missing or out of range (`validationErrors`
+    /// names it: an invalid document is never put in force, but reading one must not trap).
     private func seconds(_ key: String, _ fallback: Int) -> Duration {
-        if let value = document[key]?.doubleValue { return .milliseconds(Int64((value * 1000).rounded())) }
-        return .seconds(fallback)
+        guard let value = document[key]?.doubleValue, let duration = Duration(checkedSeconds: value) else {
+            return .seconds(fallback)
+        }
+        return duration
     }
 
     public var ttl: Duration { seconds("ttl", Self.defaultTTL) }
@@ -48,12 +52,28 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     /// Problems that make this configuration unsafe or meaningless; empty when it may be used.
     public func validationErrors() -> [String] {
         var errors: [String] = []
+        let durations: Set = ["ttl", "loop_wait", "retry_timeout", "primary_start_timeout"]
         let numeric = ["ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout"]
         for key in numeric {
-            if let value = document[key], value.doubleValue == nil {
-                errors.append("\(key): expected a number, got \(value)")
-            } else if let value = document[key]?.doubleValue, value < 0 {
+            guard let raw = document[key] else { continue }
+            guard let value = raw.doubleValue else {
+                errors.append("\(key): expected a number, got \(raw)")
+                continue
+            }
+            if !value.isFinite {
+                errors.append("\(key): expected a finite number, got \(raw)")
+            } else if value < 0 {
                 errors.append("\(key): must not be negative, got \(value)")
+            } else if durations.contains(key), value > Duration.maximumSettingSeconds {
+                errors.append(
+                    "\(key): must be at most \(Int(Duration.maximumSettingSeconds)) seconds (one year), got \(value)")
+            } else if key == "maximum_lag_on_failover", raw.intValue == nil {
+                errors.append("\(key): expected a whole number of bytes below 9e15, got \(value)")
+            }
+        }
+        if let raw = document["synchronous_node_count"] {
+            if !(raw.intValue.map { (1...1000).contains($0) } ?? false) {
+                errors.append("synchronous_node_count: expected a whole number from 1 to 1000, got \(raw)")
             }
         }
         let booleans = ["check_timeline", "synchronous_mode", "synchronous_mode_strict", "failsafe_mode", "pause"]
