@@ -123,10 +123,9 @@ import Testing
         #expect(holder == nil, "the leader key of a fenced, stuck leader stayed alive")
     }
 
-    /// Review finding: a member that promoted but whose status query did not answer afterwards
-    /// still counted as "last seen as a replica", and after a fence could follow the next leader
-    /// without pg_rewind (with the same timeline number, nothing would notice the divergence).
-    @Test func aPromotionCountsAsRunningAsPrimaryWithoutAStatusRead() async throws {
+    /// node1 alone on a manual clock (ttl 10, loop_wait 1), with data and postgres running as a
+    /// standby or a primary; nothing runs until the test drives it.
+    static func manualNode1(standby: Bool) -> (InMemoryStoreBackend, InMemoryClusterStore, SimulatedPostgres, HALoop) {
         let clock = ManualClock()
         let backend = InMemoryStoreBackend(clock: clock)
         let store = backend.makeStore()
@@ -134,7 +133,7 @@ import Testing
         node.mutate {
             $0.hasData = true
             $0.running = true
-            $0.standby = true
+            $0.standby = standby
             $0.systemID = "7000"
         }
         let loop = HALoop(
@@ -143,6 +142,14 @@ import Testing
                 initialDynamicConfig: DynamicConfig(["ttl": .number(10), "loop_wait": .number(1)])),
             store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        return (backend, store, node, loop)
+    }
+
+    /// Review finding: a member that promoted but whose status query did not answer afterwards
+    /// still counted as "last seen as a replica", and after a fence could follow the next leader
+    /// without pg_rewind (with the same timeline number, nothing would notice the divergence).
+    @Test func aPromotionCountsAsRunningAsPrimaryWithoutAStatusRead() async throws {
+        let (_, _, node, loop) = Self.manualNode1(standby: true)
         let observation = await loop.observe(peers: nil, failsafe: nil)
         let registered = await loop.execute([.createSession, .acquireLeader], observation: observation)
         try #require(registered.completed)
@@ -159,21 +166,7 @@ import Testing
     /// with it the in-process fence: a primary whose cycle then stalled had only the guard process
     /// left. Now the deadline moves to now and the fence acts at once.
     @Test func aLostLeaseFencesAPrimaryAtOnce() async throws {
-        let clock = ManualClock()
-        let backend = InMemoryStoreBackend(clock: clock)
-        let store = backend.makeStore()
-        let node = SimulatedPostgres(name: "node1") { _ in nil }
-        node.mutate {
-            $0.hasData = true
-            $0.running = true
-            $0.systemID = "7000"
-        }
-        let loop = HALoop(
-            configuration: HAConfiguration(
-                name: "node1", connURL: "postgres://10.0.0.1:5432/postgres", apiURL: "http://10.0.0.1:8008/patroni",
-                initialDynamicConfig: DynamicConfig(["ttl": .number(10), "loop_wait": .number(1)])),
-            store: store, node: node, clock: clock, peers: NoPeers(), wallClock: { 1_790_000_000 },
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let (backend, store, node, loop) = Self.manualNode1(standby: false)
         await loop.runCycle()
         #expect(try await store.loadCluster().leader?.member == "node1")
         #expect(node.isWritablePrimary)

@@ -385,7 +385,9 @@ def main():
                 raw[f"{profile}/{scenario}"] = rows
                 results[f"{profile}/{scenario}"] = summarize(rows)
         finally:
-            sh("cluster_stop; rm -rf $CLUSTER_DIR", env, check=False)
+            # The agents' logs stay with the results, to read a slow run afterwards.
+            sh(f"cluster_stop; for f in $CLUSTER_DIR/node*.agent.log; do cp \"$f\" {args.out}/{profile}-$(basename \"$f\"); done; "
+               "rm -rf $CLUSTER_DIR", env, check=False)
 
     print("\n| profile / scenario | prober | runs | U min / median / max (s) | L | unexpected | "
           "P min / median / max (s) | Z min / median / max (s) |", file=sys.stderr)

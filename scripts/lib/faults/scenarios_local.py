@@ -452,19 +452,7 @@ def _leases(cluster):
 
 def _patch_ttl(cluster, names, ttl, attempts=5):
     """PATCH /config {"ttl": ttl} through the first of `names` that takes it; (status, answer)."""
-    last = None
-    for i in range(attempts):
-        for name in names:
-            try:
-                status, doc = cluster.nodes[name].api("PATCH", "/config", {"ttl": ttl}, timeout=5)
-            except Exception as error:
-                last = (None, f"{name}: {type(error).__name__}: {error}")
-                continue
-            if status == 200:
-                return status, doc
-            last = (status, f"{name}: {doc}")
-        time.sleep(1)
-    return last
+    return _patch_config(cluster, names, {"ttl": ttl}, attempts)
 
 
 def s24_dynamic_ttl(cluster, obs, ctx):
@@ -1058,6 +1046,7 @@ def _slow_etcd(cluster, low, high):
 
 
 def _patch_config(cluster, names, patch, attempts=5):
+    """PATCH /config with `patch` through the first of `names` that takes it; (status, answer)."""
     last = None
     for _ in range(attempts):
         for name in names:
