@@ -72,6 +72,16 @@ public enum ClusterTable {
     static func footer(_ view: ClusterView) -> [String] {
         var lines: [String] = []
         if view.dynamicConfig.pause { lines.append(" Maintenance mode: on") }
+        // The key as stored: an invalid one is never put in force by the agents (they keep the
+        // last valid configuration), which an operator must see.
+        if let config = view.config?.value {
+            let problems = config.validationErrors()
+            if !problems.isEmpty {
+                lines.append(
+                    " Config key invalid, ignored by the agents (they keep the last valid one): "
+                        + problems.joined(separator: "; ") + " — fix it with baton edit-config")
+            }
+        }
         if let failover = view.failover?.value {
             lines.append(
                 " Switchover scheduled: \(failover.leader ?? "?") → \(failover.member ?? "any") \(failover.scheduled_at ?? "")"

@@ -38,6 +38,19 @@ import Testing
                 ]))
         #expect(json["cluster_unlocked"] == nil)
         #expect(json["pause"] == nil)
+        #expect(json["config_problems"] == nil)
+    }
+
+    /// An invalid config key is not in force; `GET /cluster` says why, so that dashboards and
+    /// `curl` show it without reading the agent's log.
+    @Test func clusterReportsAnInvalidConfigKey() async throws {
+        var status = Fixture.primary()
+        status.cluster = Fixture.cluster(sync: [])
+        status.configProblems = ["ttl: must be at most 31536000 seconds (one year), got 1e+300"]
+        let json = try await get("/cluster", status).json
+        #expect(
+            json["config_problems"] == .array([.string("ttl: must be at most 31536000 seconds (one year), got 1e+300")])
+        )
     }
 
     @Test func patroniOnReplica() async throws {

@@ -172,6 +172,16 @@ import Testing
         #expect(throws: ConfigEdit.InputError.self) { try ConfigEdit.parseDocument("a: [", source: "f") }
     }
 
+    @Test func listShowsAnInvalidConfigKey() {
+        var view = Self.view(members: [Self.member("node1", role: .primary, port: 5432)])
+        view.config = Versioned(DynamicConfig(["ttl": .number(1e300)]), modRevision: 7)
+        let text = ClusterTable.render(view, scope: "demo", format: "table")
+        #expect(text.contains("Config key invalid, ignored by the agents"), "\(text)")
+        #expect(text.contains("ttl: must be at most"), "\(text)")
+        view.config = Versioned(DynamicConfig(["ttl": .number(30)]), modRevision: 8)
+        #expect(!ClusterTable.render(view, scope: "demo", format: "table").contains("Config key invalid"))
+    }
+
     @Test func listRendersYAML() {
         let view = Self.view(members: [Self.member("node1", role: .primary, port: 5432)])
         let text = ClusterTable.render(view, scope: "demo", format: "yaml")

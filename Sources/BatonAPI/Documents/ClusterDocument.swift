@@ -2,7 +2,9 @@ import BatonCore
 
 /// `GET /cluster`: the members as the store shows them, in Patroni's layout.
 enum ClusterDocument {
-    static func make(_ cluster: ClusterView, scope: String, config: DynamicConfig) -> [String: JSONValue] {
+    static func make(
+        _ cluster: ClusterView, scope: String, config: DynamicConfig, configProblems: [String] = []
+    ) -> [String: JSONValue] {
         let leaderName = cluster.leader?.member
         let reference = cluster.status?.optime ?? cluster.leaderMember?.xlogLocation
         let synchronous = config.synchronousMode ? cluster.sync?.value : nil
@@ -40,6 +42,9 @@ enum ClusterDocument {
         }
         var document: [String: JSONValue] = ["scope": .string(scope), "members": .array(members)]
         if config.pause { document["pause"] = .bool(true) }
+        // Baton's addition (Patroni has no such field; readers that do not know it skip it): the
+        // config key is invalid and this member runs with the last valid configuration.
+        if !configProblems.isEmpty { document["config_problems"] = .array(configProblems.map(JSONValue.string)) }
         if let failover = cluster.failover?.value, let at = failover.scheduled_at {
             var scheduled: [String: JSONValue] = ["at": .string(at)]
             if let from = failover.leader { scheduled["from"] = .string(from) }

@@ -193,7 +193,10 @@ public struct BatonAPIServer: Sendable {
                 "this member has not read the cluster from the store yet; retry in a few seconds, "
                     + "or ask another member")
         }
-        return APIResponse.json(.ok, ClusterDocument.make(cluster, scope: source.scope, config: status.config))
+        return APIResponse.json(
+            .ok,
+            ClusterDocument.make(
+                cluster, scope: source.scope, config: status.config, configProblems: status.configProblems))
     }
 
     func history() async -> Response {
