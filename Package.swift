@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
@@ -66,6 +67,7 @@ let package = Package(
             dependencies: [
                 "BatonCore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -99,8 +101,10 @@ let package = Package(
         .target(
             name: "BatonAgent",
             dependencies: [
-                "BatonCore", "BatonEtcd", "BatonPostgres", "BatonHA", "BatonAPI",
+                "BatonCore", "BatonEtcd", "BatonPostgres", "BatonHA", "BatonAPI", "BatonClient",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -109,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonAgent", "BatonAPI", "BatonCore", "BatonEtcd",
+                "BatonAgent", "BatonAPI", "BatonClient", "BatonCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
