@@ -71,14 +71,20 @@ import Testing
             session: session)
     }
 
-    @Test func aMemberWhoseSessionIsLostDuringARewindRegistersAgainBeforeStartingAsAStandby() async throws {
-        let clock = ManualClock()
-        let backend = InMemoryStoreBackend(clock: clock)
-        // node1 is the primary, holding the leader key.
+    /// node1 takes the leader key under a session of its own and publishes itself as primary on
+    /// timeline 2.
+    static func node1Leads(_ backend: InMemoryStoreBackend) async throws {
         let leaderStore = backend.makeStore()
         let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
         #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
         try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
+    }
+
+    @Test func aMemberWhoseSessionIsLostDuringARewindRegistersAgainBeforeStartingAsAStandby() async throws {
+        let clock = ManualClock()
+        let backend = InMemoryStoreBackend(clock: clock)
+        // node1 is the primary, holding the leader key.
+        try await Self.node1Leads(backend)
         // node2: the old primary, stopped after it fenced itself.
         let node = Self.oldPrimaryBesideNewPrimary(oldPrimaryLSN: 0x100_0000)
 
@@ -212,10 +218,7 @@ import Testing
         #expect(node.snapshot.running && node.snapshot.standby, "node2 did not start read-only")
         #expect(node.snapshot.upstream == nil)
         // A new leader appears.
-        let leaderStore = backend.makeStore()
-        let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
-        #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
-        try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
+        try await Self.node1Leads(backend)
         await loop.runCycle()
         #expect(node.snapshot.upstream == "node1", "node2 does not follow node1")
         #expect(rewinds.value == 1, "node2 followed the new leader without pg_rewind")
@@ -228,10 +231,7 @@ import Testing
     @Test func aFailingRewindIsTriedOncePerCycle() async throws {
         let clock = ManualClock()
         let backend = InMemoryStoreBackend(clock: clock)
-        let leaderStore = backend.makeStore()
-        let leaderSession = try await leaderStore.createSession(ttl: .seconds(30))
-        #expect(try await leaderStore.acquireLeader(member: "node1", session: leaderSession))
-        try await Self.publishNode1AsPrimary(leaderStore, session: leaderSession, timeline: 2)
+        try await Self.node1Leads(backend)
         // node2 has data of its own but cannot reach its rewind source: every rewind fails.
         let node = SimulatedPostgres(name: "node2") { _ in nil }
         node.mutate {

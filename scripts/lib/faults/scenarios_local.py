@@ -1315,28 +1315,24 @@ def s22_agent_and_guard_frozen(cluster, obs, ctx):
 
 # --- class 2 in the soak: kinds injected and repaired within a bounded time ---
 
-def _soak_auth(cluster, leader, replicas, hold):
-    restore = _refuse_agent_auth(cluster, leader)
+def _held(restore, hold):
+    """Holds an injected fault `hold` seconds, then repairs it with `restore`, whatever happens."""
     try:
         time.sleep(hold)
     finally:
         restore()
+
+
+def _soak_auth(cluster, leader, replicas, hold):
+    _held(_refuse_agent_auth(cluster, leader), hold)
 
 
 def _soak_slots(cluster, leader, replicas, hold):
-    restore, _, _ = _fill_connection_slots(cluster, leader)
-    try:
-        time.sleep(hold)
-    finally:
-        restore()
+    _held(_fill_connection_slots(cluster, leader)[0], hold)
 
 
 def _soak_backend(cluster, leader, replicas, hold):
-    restore, _ = _stop_agent_backends(cluster, leader)
-    try:
-        time.sleep(hold)
-    finally:
-        restore()
+    _held(_stop_agent_backends(cluster, leader)[0], hold)
 
 
 def _soak_guard_cut(cluster, leader, replicas, hold):
@@ -1344,28 +1340,17 @@ def _soak_guard_cut(cluster, leader, replicas, hold):
     for pid in node.fence_guard_pids():
         os.kill(pid, signal.SIGKILL)
     cluster.net.cut_from_etcd(leader)
-    try:
-        time.sleep(hold)
-    finally:
-        cluster.net.heal()
+    _held(cluster.net.heal, hold)
 
 
 def _soak_freeze(cluster, leader, replicas, hold):
-    restore, _, _ = _freeze_agent_and_guard(cluster, leader)
-    try:
-        time.sleep(hold)
-    finally:
-        restore()
+    _held(_freeze_agent_and_guard(cluster, leader)[0], hold)
 
 
 def _soak_slow_etcd(cluster, leader, replicas, hold):
     # Below retry_timeout, whatever the profile: 20 %–80 % of it per chunk.
     retry = float(cluster.dynamic["retry_timeout"])
-    restore = _slow_etcd(cluster, 0.2 * retry, 0.8 * retry)
-    try:
-        time.sleep(hold)
-    finally:
-        restore()
+    _held(_slow_etcd(cluster, 0.2 * retry, 0.8 * retry), hold)
 
 
 # soak kind: function(cluster, leader, replicas, hold), which injects the fault on the leader (or on
