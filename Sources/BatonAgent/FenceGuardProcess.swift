@@ -121,6 +121,7 @@ public enum FenceGuardMain {
         signal(SIGPIPE, SIG_IGN)
         // postmaster's working directory is the resolved path: compare with the resolved data_dir.
         let dataDirectory = configured.map(resolvedPath)
+        let owner = Ownership(agent: getppid(), guardStart: startTime(getpid()) ?? 0)
         var deadline: UInt64?
         /// After a fence, until when a postmaster that appears in the data directory is fenced too
         /// (a start that was already under way when the deadline passed).
@@ -182,17 +183,74 @@ public enum FenceGuardMain {
                 fence(pid)
                 // The postmaster of the data directory now, when another one replaced the armed
                 // PID (a restart, a start in flight) since the last arm.
-                if let dataDirectory, let now = postmasterOf(dataDirectory), now != pid, !isStandby(dataDirectory) {
+                if let dataDirectory, let now = postmasterOf(dataDirectory), now != pid, !isStandby(dataDirectory),
+                    owner.mayFence(now)
+                {
                     fence(now)
                 }
                 deadline = nil
                 if dataDirectory != nil { watchUntil = monotonicMilliseconds() + 5_000 }
             } else if watchUntil != nil, let dataDirectory, !isStandby(dataDirectory),
-                let late = postmasterOf(dataDirectory)
+                let late = postmasterOf(dataDirectory), owner.mayFence(late)
             {
                 fence(late)
             }
         }
+    }
+
+    /// Whose postmasters this guard may stop besides the PID it was armed with. The guard outlives
+    /// the agent that started it (that is its purpose), so when the agent was killed and a new one
+    /// started, a postmaster in the same data directory may be the new agent's, promoted under a
+    /// lease of its own: the old guard must leave that one alone. Found by the client failover
+    /// test: the killed agent's guard, still watching after its deadline, stopped the node's new
+    /// primary right after a switchover promoted it.
+    struct Ownership {
+        /// The agent that started this guard and arms it.
+        let agent: Int32
+        /// This guard's start, in clock ticks after boot (/proc/PID/stat).
+        let guardStart: UInt64
+
+        /// False only for a postmaster whose parent is a live process other than our agent that
+        /// started after this guard did: a supervisor that came later (a new agent). A postmaster
+        /// of our agent, an orphan (re-parented to init or a subreaper when our agent died), or one
+        /// whose parent cannot be read is fenced: unknown is not "someone else's".
+        func mayFence(_ postmaster: Int32) -> Bool {
+            guard let parent = parentOf(postmaster), parent != agent, parent > 1,
+                let parentStart = startTime(parent), parentStart > guardStart
+            else { return true }
+            FenceGuardMain.logOnce(
+                postmaster,
+                "postmaster \(postmaster) is supervised by process \(parent), started after this guard "
+                    + "(a new agent): left alone")
+            return false
+        }
+    }
+
+    nonisolated(unsafe) private static var loggedPostmasters = Set<Int32>()
+
+    static func logOnce(_ pid: Int32, _ message: String) {
+        guard loggedPostmasters.insert(pid).inserted else { return }
+        log(message)
+    }
+
+    /// Fields after the command of /proc/PID/stat (the command may contain spaces and parentheses).
+    static func statFields(_ pid: Int32) -> [Substring]? {
+        guard let data = readSmallRegularFile("/proc/\(pid)/stat") else { return nil }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        return text[text.index(after: close)...].split(separator: " ")
+    }
+
+    /// The parent PID (field 4 of /proc/PID/stat).
+    static func parentOf(_ pid: Int32) -> Int32? {
+        guard let fields = statFields(pid), fields.count > 1 else { return nil }
+        return Int32(fields[1])
+    }
+
+    /// The start time in clock ticks after boot (field 22 of /proc/PID/stat).
+    static func startTime(_ pid: Int32) -> UInt64? {
+        guard let fields = statFields(pid), fields.count > 19 else { return nil }
+        return UInt64(fields[19])
     }
 
     static func fence(_ pid: Int32) {

@@ -93,6 +93,51 @@ import Testing
         #expect(!(await Self.waitForExit(standby, within: .seconds(2))), "a standby was fenced")
     }
 
+    /// The guard of a killed agent goes on watching after its deadline; a new agent started since
+    /// then promotes its postgres (no standby.signal). That postmaster belongs to the new agent and
+    /// its lease: the old guard leaves it alone. Before, it was stopped with an immediate shutdown
+    /// (the client failover test's intermittent "connection refused" right after a switchover).
+    @Test func aPostmasterOfANewerAgentIsLeftAlone() async throws {
+        let data = try Self.temporaryDataDirectory("newer")
+        defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
+        let guardProcess = ProcessFenceGuard(
+            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { nil }, logger: Self.logger)
+        try guardProcess.start()
+        defer { guardProcess.stop() }
+        await guardProcess.arm(remaining: .milliseconds(100))
+        try await Task.sleep(for: .milliseconds(400))  // the deadline passed: the guard now watches
+        // The "new agent": a process started after the guard, whose child is the postmaster.
+        let binary = data + "/../postgres"
+        unlink(binary)
+        #expect(symlink("/bin/sleep", binary) == 0)
+        let pidFile = data + "/../child.pid"
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: "/bin/sh")
+        agent.arguments = ["-c", "\"$0\" 600 & echo $! > \"$1\"; wait", binary, pidFile]
+        agent.currentDirectoryURL = URL(fileURLWithPath: data)
+        try agent.run()
+        defer { Self.end(agent) }
+        var child: Int32?
+        for _ in 0..<200 where child == nil {
+            child = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            if child == nil { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let postmaster = try #require(child, "the stand-in agent did not start its postmaster")
+        defer { kill(postmaster, SIGKILL) }
+        try "\(postmaster)\n\(data)\n".write(toFile: data + "/postmaster.pid", atomically: true, encoding: .utf8)
+        try await Task.sleep(for: .seconds(2))
+        let state = (try? String(contentsOfFile: "/proc/\(postmaster)/stat", encoding: .utf8))?
+            .split(separator: ")").last?.split(separator: " ").first
+        #expect(state != nil && state != "Z", "the new agent's postmaster was fenced by the old agent's guard")
+
+        // A postmaster of the agent that armed the guard (here: the test process) is still fenced.
+        let own = try Self.standInPostmaster(in: data)
+        defer { Self.end(own) }
+        #expect(await Self.waitForExit(own, within: .seconds(4)), "the arming agent's late postmaster survived")
+    }
+
     /// A postmaster.pid that names a postgres running elsewhere (another data directory) is not
     /// signalled: the guard checks the process's working directory.
     @Test func theGuardLeavesAPostgresOfAnotherDataDirectoryAlone() async throws {
