@@ -121,7 +121,7 @@ public enum FenceGuardMain {
         signal(SIGPIPE, SIG_IGN)
         // postmaster's working directory is the resolved path: compare with the resolved data_dir.
         let dataDirectory = configured.map(resolvedPath)
-        let owner = Ownership(agent: getppid(), guardStart: startTime(getpid()) ?? 0)
+        let owner = Ownership(guardStart: startTime(getpid()) ?? .max)
         var deadline: UInt64?
         /// After a fence, until when a postmaster that appears in the data directory is fenced too
         /// (a start that was already under way when the deadline passed).
@@ -205,18 +205,19 @@ public enum FenceGuardMain {
     /// test: the killed agent's guard, still watching after its deadline, stopped the node's new
     /// primary right after a switchover promoted it.
     struct Ownership {
-        /// The agent that started this guard and arms it.
-        let agent: Int32
-        /// This guard's start, in clock ticks after boot (/proc/PID/stat).
+        /// This guard's start, in clock ticks after boot (/proc/PID/stat); unknown reads as "now
+        /// and for ever", so that no postmaster looks newer than the guard.
         let guardStart: UInt64
 
-        /// False only for a postmaster whose parent is a live process other than our agent that
-        /// started after this guard did: a supervisor that came later (a new agent). A postmaster
-        /// of our agent, an orphan (re-parented to init or a subreaper when our agent died), or one
-        /// whose parent cannot be read is fenced: unknown is not "someone else's".
+        /// False only for a postmaster whose parent is a live process that started after this
+        /// guard: a supervisor that came later (a new agent). The agent that started the guard
+        /// started before it (even when a new agent has since reused its PID, the start time tells
+        /// them apart); an orphan is re-parented to init or a subreaper, which started before too;
+        /// a parent that cannot be read is not "someone else's": all of those are fenced.
         func mayFence(_ postmaster: Int32) -> Bool {
-            guard let parent = parentOf(postmaster), parent != agent, parent > 1,
-                let parentStart = startTime(parent), parentStart > guardStart
+            guard let parent = parentOf(postmaster), parent > 1, let parentStart = startTime(parent),
+                parentStart > guardStart,
+                parentOf(postmaster) == parent  // the parent did not die and its PID get reused meanwhile
             else { return true }
             FenceGuardMain.logOnce(
                 postmaster,

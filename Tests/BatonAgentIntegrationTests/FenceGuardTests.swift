@@ -36,6 +36,13 @@ import Testing
         process.waitUntilExit()
     }
 
+    /// Alive and not a zombie (an orphan's reaper may be slow, or not reap at all in a container).
+    static func runs(_ pid: Int32) -> Bool {
+        let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?
+            .split(separator: ")").last?.split(separator: " ").first
+        return state != nil && state != "Z"
+    }
+
     static func temporaryDataDirectory(_ name: String) throws -> String {
         let root = NSTemporaryDirectory() + "baton-guard-\(getpid())-\(name)"
         try? FileManager.default.removeItem(atPath: root)
@@ -127,15 +134,40 @@ import Testing
         let postmaster = try #require(child, "the stand-in agent did not start its postmaster")
         defer { kill(postmaster, SIGKILL) }
         try "\(postmaster)\n\(data)\n".write(toFile: data + "/postmaster.pid", atomically: true, encoding: .utf8)
-        try await Task.sleep(for: .seconds(2))
-        let state = (try? String(contentsOfFile: "/proc/\(postmaster)/stat", encoding: .utf8))?
-            .split(separator: ")").last?.split(separator: " ").first
-        #expect(state != nil && state != "Z", "the new agent's postmaster was fenced by the old agent's guard")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(Self.runs(postmaster), "the new agent's postmaster was fenced by the old agent's guard")
 
         // A postmaster of the agent that armed the guard (here: the test process) is still fenced.
         let own = try Self.standInPostmaster(in: data)
         defer { Self.end(own) }
-        #expect(await Self.waitForExit(own, within: .seconds(4)), "the arming agent's late postmaster survived")
+        #expect(await Self.waitForExit(own, within: .seconds(2)), "the arming agent's late postmaster survived")
+
+        // An orphan (its starter exited: re-parented to init or a subreaper, older than the guard)
+        // is fenced too.
+        let orphanFile = data + "/../orphan.pid"
+        let starter = Process()
+        starter.executableURL = URL(fileURLWithPath: "/bin/sh")
+        starter.arguments = ["-c", "\"$0\" 600 >/dev/null 2>&1 & echo $! > \"$1\"", binary, orphanFile]
+        starter.currentDirectoryURL = URL(fileURLWithPath: data)
+        try starter.run()
+        // Not `waitUntilExit()`: Foundation would wait for the orphan too (it inherits the
+        // descriptor Foundation watches), long after the guard's window.
+        var found: Int32?
+        for _ in 0..<200 where found == nil {
+            found = (try? String(contentsOfFile: orphanFile, encoding: .utf8)).flatMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            if found == nil { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let orphan = try #require(found, "the orphan did not start")
+        defer { kill(orphan, SIGKILL) }
+        try "\(orphan)\n\(data)\n".write(toFile: data + "/postmaster.pid", atomically: true, encoding: .utf8)
+        var gone = false
+        for _ in 0..<100 where !gone {
+            gone = !Self.runs(orphan)
+            if !gone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(gone, "an orphaned postmaster was left alone")
     }
 
     /// A postmaster.pid that names a postgres running elsewhere (another data directory) is not

@@ -426,6 +426,23 @@ import Testing
         #expect(recovered.memory.crashRecoveryStartedAt == nil)
     }
 
+    /// Review finding: an agent restarted (a new session) with its postgres stopped found the key
+    /// under its own name but the old session's lease, and started postgres as a primary at once.
+    /// When the old session then expired, another member could take the key and promote while
+    /// this one ran as a primary until its next cycle. It re-attaches the key first now.
+    @Test func aRestartedLeaderReattachesTheKeyBeforeStartingAPrimary() {
+        let other = SessionID(rawValue: 0x99)
+        for postgres in [F.stopped, F.crashed] {
+            let decision = HADecider.decide(
+                F.observe("a", cluster: F.cluster(leaderSession: other), postgres: postgres))
+            #expect(decision.actions == [.renewLease, .reattachLeader], "\(decision.reason)")
+            #expect(decision.reason.code == "reattaching_lock")
+        }
+        // Once the key carries this agent's session, it restarts the primary.
+        let held = HADecider.decide(F.observe("a", cluster: F.cluster(), postgres: F.stopped))
+        #expect(held.actions == [.renewLease, .startPostgres(following: nil, asPrimary: true)])
+    }
+
     /// An asynchronous standby that received WAL of the old timeline past the point where the
     /// new leader's timeline forked off cannot follow it: PostgreSQL refuses the new timeline for
     /// ever. Found by the soak (fault 8, an etcd quorum pause: node1 replayed 0/50EAA10 on

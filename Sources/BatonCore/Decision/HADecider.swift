@@ -89,6 +89,13 @@ public enum HADecider {
         if pg.process == .stopped || pg.process == .crashed {
             if paused { return Decision([], .paused("postgres is not running; not starting it"), memory: memory) }
             if iAmLeader {
+                // The key names this member but another session (this agent restarted): it is not
+                // held yet. Starting as a primary now would run one that nobody's lease covers
+                // when the old session expires and another member takes over. Re-attach first.
+                if let lock = cluster.leader, lock.session != o.lease.session {
+                    return Decision(
+                        [.renewLease, .reattachLeader], .reattachingLock, memory: memory, recheckImmediately: true)
+                }
                 let started = memory.crashRecoveryStartedAt ?? o.now
                 memory.crashRecoveryStartedAt = started
                 let elapsed = o.now - started
