@@ -13,6 +13,11 @@ public final class Agent: Sendable {
     public let configuration: AgentConfiguration
     public let etcd: EtcdClient
     public let store: EtcdClusterStore
+    /// The REST API's view of the store, on an etcd client (a worker pool) of its own: a flood of
+    /// API requests queues behind itself, never in front of the HA loop's requests and the lease
+    /// keepalives.
+    public let apiStore: EtcdClusterStore
+    let apiEtcd: EtcdClient
     public let node: LocalPostgresNode
     public let loop: HALoop
     let fenceGuard: ProcessFenceGuard?
@@ -41,6 +46,13 @@ public final class Agent: Sendable {
             logger: logger)
         self.store = EtcdClusterStore(
             client: self.etcd, namespace: configuration.namespace, scope: configuration.scope, logger: logger)
+        self.apiEtcd = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: etcd.endpoints, retryTimeout: dynamic.retryTimeout, credentials: etcdCredentials, tls: tls,
+                maxConcurrentRequests: 4, maxQueuedRequests: 64),
+            logger: logger)
+        self.apiStore = EtcdClusterStore(
+            client: self.apiEtcd, namespace: configuration.namespace, scope: configuration.scope, logger: logger)
 
         let pg = configuration.postgresql
         func pgCredentials(_ c: AgentConfiguration.Credentials) -> BatonPostgres.Credentials {
@@ -116,6 +128,7 @@ public final class Agent: Sendable {
     func finish() {
         fenceGuard?.stop()
         etcd.shutdown()
+        apiEtcd.shutdown()
     }
 
     /// Callbacks and the pre-promote hook run as shell commands with (event, role, scope) arguments,

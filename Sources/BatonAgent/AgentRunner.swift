@@ -53,7 +53,7 @@ public enum AgentRunner {
         }
         let source = HALoopStateSource(
             loop: agent.loop, memberName: agent.configuration.name, scope: agent.configuration.scope,
-            store: agent.store, clock: SystemMonotonicClock(), wallClock: { Date().timeIntervalSince1970 })
+            store: agent.apiStore, clock: SystemMonotonicClock(), wallClock: { Date().timeIntervalSince1970 })
         let tls = rest.certfile.flatMap { certfile in
             rest.keyfile.map { keyfile in
                 APIServerTLS(

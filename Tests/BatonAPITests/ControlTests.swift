@@ -43,6 +43,7 @@ import Testing
                 #expect($0.status == .ok)
                 #expect($0.json["loop_wait"] == nil)
             }
+            try await source.refreshFromStore()
             try await client.execute(uri: "/config", method: .get) { response in
                 #expect(response.json["postgresql"] == .object(["parameters": .object(["work_mem": .string("8MB")])]))
             }
@@ -57,6 +58,28 @@ import Testing
         let stored = try await source.store.loadCluster().config?.value
         #expect(stored?.document["ttl"] == .number(30))
         #expect(!source.wakeReasons.isEmpty)
+    }
+
+    /// `GET /config` needs no authentication: it answers from the cluster the HA loop last read and
+    /// never asks the store, so a flood of it costs etcd nothing. Before, each request was a
+    /// linearizable read on the agent's own etcd client, ahead of its lease keepalives.
+    @Test func getConfigAnswersFromTheLoopsViewWithoutTheStore() async throws {
+        let source = try await Self.seeded()
+        try await source.refreshFromStore()
+        source.memoryStore.partitioned = true
+        try await Fixture.application(source).test(.router) { client in
+            try await client.execute(uri: "/config", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.json["ttl"] == .number(30))
+            }
+        }
+        source.update { $0.cluster = nil }
+        try await Fixture.application(source).test(.router) { client in
+            try await client.execute(uri: "/config", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.json["error"]?.stringValue?.contains("not read the cluster") == true)
+            }
+        }
     }
 
     @Test func putReplaces() async throws {

@@ -56,6 +56,11 @@ final class FakeSource: APIStateSource, Sendable {
     let storeStats = Mutex<StoreRequestStats?>(nil)
     func storeRequestStats() -> StoreRequestStats? { storeStats.withLock { $0 } }
     func update(_ change: (inout HAStatus) -> Void) { snapshot.withLock { change(&$0) } }
+    /// What the HA loop does after a wake: reads the cluster from the store into its snapshot.
+    func refreshFromStore() async throws {
+        let cluster = try await memoryStore.loadCluster()
+        snapshot.withLock { $0.cluster = cluster }
+    }
 }
 
 enum Fixture {

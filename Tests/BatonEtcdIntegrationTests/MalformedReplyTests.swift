@@ -61,6 +61,53 @@ struct MalformedReplyTests {
         #expect(ContinuousClock.now - started < .seconds(3))
     }
 
+    /// A request that waits for a worker thread past its deadline fails then, unsent: its caller
+    /// hears at its deadline, not when a thread frees up, and an answer nobody waits for is not
+    /// worth a transfer. Before, the queue had no deadline: the second request waited for the
+    /// first (2 s) and then went out with a full timeout of its own.
+    @Test func aRequestQueuedPastItsDeadlineIsNeverSent() async throws {
+        let server = try FakeHTTPServer(.silent)
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: [server.endpoint], requestTimeout: .seconds(2), maxConcurrentRequests: 1),
+            logger: testLogger("queued"))
+        async let first: Void = { _ = try? await client.range(EtcdRangeRequest(key: "/a")) }()
+        try await Task.sleep(for: .milliseconds(100))
+        client.setRequestTimeout(.milliseconds(500))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: StoreError.self) { _ = try await client.range(EtcdRangeRequest(key: "/b")) }
+        let waited = ContinuousClock.now - started
+        #expect(error?.code == .timeout, "\(String(describing: error))")
+        #expect(error?.message.contains("not sent") == true, "\(String(describing: error))")
+        #expect(waited < .milliseconds(900), "the caller waited \(waited)")
+        await first
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(server.requests == 1, "the expired request was sent anyway")
+    }
+
+    /// Past `maxQueuedRequests` waiting, a request fails at once, unsent, and is not retried on
+    /// another endpoint (this process is overloaded, not etcd).
+    @Test func aFullQueueRefusesAtOnce() async throws {
+        let server = try FakeHTTPServer(.silent)
+        defer { server.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: [server.endpoint], requestTimeout: .seconds(2), maxConcurrentRequests: 1,
+                maxQueuedRequests: 1),
+            logger: testLogger("full"))
+        async let first: Void = { _ = try? await client.range(EtcdRangeRequest(key: "/a")) }()
+        try await Task.sleep(for: .milliseconds(100))
+        async let second: Void = { _ = try? await client.range(EtcdRangeRequest(key: "/b")) }()
+        try await Task.sleep(for: .milliseconds(100))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: StoreError.self) { _ = try await client.range(EtcdRangeRequest(key: "/c")) }
+        #expect(ContinuousClock.now - started < .milliseconds(200), "a full queue must refuse at once")
+        #expect(error?.message.contains("already wait") == true, "\(String(describing: error))")
+        await first
+        await second
+    }
+
     static let emptyRange = http("200 OK", "{\"header\":{\"revision\":\"5\"},\"count\":\"0\"}")
 
     /// Fault scenario 20 (etcd slow but alive): every endpoint answers after 1.5 s, within the

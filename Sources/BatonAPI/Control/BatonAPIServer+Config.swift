@@ -2,18 +2,22 @@ import BatonCore
 import Hummingbird
 
 extension BatonAPIServer {
-    /// `GET /config`: the `config` key as the store has it now.
+    /// `GET /config`: the `config` key as the HA loop last read it (at most one loop_wait old, or
+    /// sooner through the store's watch). Answered without asking etcd: this endpoint needs no
+    /// authentication, and a flood of it must cost the store nothing.
     func readConfig() async -> Response {
-        do {
-            let cluster = try await source.store.loadCluster()
-            guard let config = cluster.config else {
-                return APIResponse.error(
-                    .serviceUnavailable, "the config key does not exist yet: the cluster has not been bootstrapped")
-            }
-            return APIResponse.json(.ok, config.value.document)
-        } catch {
-            return storeUnavailable("read the config key", error)
+        let status = await source.status()
+        guard let cluster = status.cluster else {
+            return APIResponse.error(
+                .serviceUnavailable,
+                "this member has not read the cluster from the store yet; retry in a few seconds, or ask another member"
+            )
         }
+        guard let config = cluster.config else {
+            return APIResponse.error(
+                .serviceUnavailable, "the config key does not exist yet: the cluster has not been bootstrapped")
+        }
+        return APIResponse.json(.ok, config.value.document)
     }
 
     /// `PATCH /config` (RFC 7386 merge patch) and `PUT /config` (replace), validated, written

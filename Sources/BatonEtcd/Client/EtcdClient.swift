@@ -44,7 +44,8 @@ public final class EtcdClient: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.pool = CurlWorkerPool(
-            name: "baton-etcd", tls: configuration.tls, maxThreads: configuration.maxConcurrentRequests)
+            name: "baton-etcd", tls: configuration.tls, maxThreads: configuration.maxConcurrentRequests,
+            maxQueued: configuration.maxQueuedRequests)
         self.state = Mutex(State(endpoints: configuration.endpoints, requestTimeout: configuration.requestTimeout))
     }
 
@@ -223,7 +224,8 @@ public final class EtcdClient: Sendable {
                 pinned != nil || !idempotent ? remaining : max(requestTimeout / max(count, 1), .seconds(1))
             let request = HTTPRequest(
                 url: endpoint + path, method: .post, body: body, headers: headers,
-                connectTimeout: min(connectTimeout, remaining), timeout: min(share, remaining))
+                connectTimeout: min(connectTimeout, remaining), timeout: min(share, remaining),
+                queueTimeout: remaining)
 
             let retryable: StoreError
             switch await pool.run(request) {
@@ -250,6 +252,10 @@ public final class EtcdClient: Sendable {
                 }
             case .failure(let failure):
                 if failure.kind == .aborted { throw CancellationError() }
+                // This process is overloaded, not the endpoint: no other endpoint would do better.
+                if failure.kind == .overloaded {
+                    throw StoreError.transport(failure, endpoint: endpoint, idempotent: true)
+                }
                 let mapped = StoreError.transport(failure, endpoint: endpoint, idempotent: idempotent)
                 let anotherEndpointLeft = round == 0 && failuresInRound + 1 < count
                 guard failure.kind == .connect || !failure.requestSent || idempotent, failure.kind != .tls,

@@ -27,13 +27,15 @@ public struct EtcdConfiguration: Sendable {
     public var watchIdleTimeout: Duration
     /// At most this many transfers run at once (one thread and one connection cache each).
     public var maxConcurrentRequests: Int
+    /// At most this many requests wait for a thread; more fail at once, unsent.
+    public var maxQueuedRequests: Int
     /// Linearizable reads (a quorum round) by default; serializable reads may be stale.
     public var serializableReads: Bool
 
     public init(
         endpoints: [String], credentials: Credentials? = nil, tls: EtcdTLSConfiguration? = nil,
         requestTimeout: Duration = .seconds(10), connectTimeout: Duration? = nil,
-        watchIdleTimeout: Duration = .seconds(60), maxConcurrentRequests: Int = 16,
+        watchIdleTimeout: Duration = .seconds(60), maxConcurrentRequests: Int = 16, maxQueuedRequests: Int = 256,
         serializableReads: Bool = false
     ) {
         self.endpoints = endpoints.map { Self.normalize($0, secure: tls != nil) }
@@ -43,6 +45,7 @@ public struct EtcdConfiguration: Sendable {
         self.connectTimeout = connectTimeout ?? min(.seconds(2), requestTimeout / 3)
         self.watchIdleTimeout = watchIdleTimeout
         self.maxConcurrentRequests = maxConcurrentRequests
+        self.maxQueuedRequests = maxQueuedRequests
         self.serializableReads = serializableReads
     }
 
@@ -50,9 +53,11 @@ public struct EtcdConfiguration: Sendable {
     /// connect a third of it (at most 2 s), so that every endpoint gets a turn.
     public init(
         endpoints: [String], retryTimeout: Duration, credentials: Credentials? = nil,
-        tls: EtcdTLSConfiguration? = nil
+        tls: EtcdTLSConfiguration? = nil, maxConcurrentRequests: Int = 16, maxQueuedRequests: Int = 256
     ) {
-        self.init(endpoints: endpoints, credentials: credentials, tls: tls, requestTimeout: retryTimeout)
+        self.init(
+            endpoints: endpoints, credentials: credentials, tls: tls, requestTimeout: retryTimeout,
+            maxConcurrentRequests: maxConcurrentRequests, maxQueuedRequests: maxQueuedRequests)
     }
 
     /// `host:port` becomes `http://host:port` (or https with TLS); a trailing slash is dropped.

@@ -5,16 +5,26 @@ import Foundation
 /// for its whole life. A thread is added whenever a request arrives and none is idle, so a request
 /// never queues behind a slow one (up to `maxThreads`); threads beyond the first exit after a
 /// minute idle.
+///
+/// Every queued request has a deadline: one still waiting for a thread when its transfer deadline
+/// has passed fails without being sent (an answer nobody waits for any more is not worth a
+/// thread), and at most `maxQueued` wait at once; more fail at once. Requests that must never wait
+/// behind others (the HA loop's, the lease keepalives) get a client, hence a pool, of their own:
+/// the agent gives its REST API a separate `EtcdClient`.
 final class CurlWorkerPool: @unchecked Sendable {
     private struct Job {
         var request: HTTPRequest
         var abort: AbortFlag
         var complete: @Sendable (Result<HTTPResponse, TransportFailure>) -> Void
+        /// Past this, a job still queued fails unsent.
+        var deadline: ContinuousClock.Instant?
+        var id: UInt64 = 0
     }
 
     private let condition = NSCondition()
     private let tls: EtcdTLSConfiguration?
     private let maxThreads: Int
+    private let maxQueued: Int
     private let name: String
     // Guarded by `condition`.
     private var queue: [Job] = []
@@ -22,23 +32,54 @@ final class CurlWorkerPool: @unchecked Sendable {
     private var idle = 0
     private var shuttingDown = false
     private var spawned = 0
+    private var nextID: UInt64 = 0
 
-    init(name: String, tls: EtcdTLSConfiguration?, maxThreads: Int = 16) {
+    init(name: String, tls: EtcdTLSConfiguration?, maxThreads: Int = 16, maxQueued: Int = 256) {
         self.name = name
         self.tls = tls
         self.maxThreads = max(1, maxThreads)
+        self.maxQueued = max(1, maxQueued)
     }
 
     /// Runs one request on a worker thread; cancelling the calling task aborts the transfer.
     func run(_ request: HTTPRequest) async -> Result<HTTPResponse, TransportFailure> {
         let abort = AbortFlag()
+        let deadline = (request.queueTimeout ?? request.timeout).map { ContinuousClock.now + $0 }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                submit(Job(request: request, abort: abort) { continuation.resume(returning: $0) })
+                let id = submit(
+                    Job(
+                        request: request, abort: abort, complete: { continuation.resume(returning: $0) },
+                        deadline: deadline))
+                // Every thread is busy: the caller is told at its deadline, not when one frees up.
+                if let id, let deadline {
+                    Task { [self] in
+                        try? await Task.sleep(until: deadline, clock: .continuous)
+                        expire(id)
+                    }
+                }
             }
         } onCancel: {
             abort.set()
         }
+    }
+
+    /// Fails a job still queued at its deadline (a worker that took it first completes it).
+    private func expire(_ id: UInt64) {
+        condition.lock()
+        guard let index = queue.firstIndex(where: { $0.id == id }) else {
+            condition.unlock()
+            return
+        }
+        let job = queue.remove(at: index)
+        condition.unlock()
+        job.complete(.failure(Self.waitedTooLong(maxThreads)))
+    }
+
+    static func waitedTooLong(_ threads: Int) -> TransportFailure {
+        TransportFailure(
+            kind: .overloaded, curlCode: -1,
+            message: "waited past its deadline for one of \(threads) busy etcd threads; not sent", requestSent: false)
     }
 
     /// Stops the threads once the queued work is done; later requests fail at once.
@@ -49,7 +90,10 @@ final class CurlWorkerPool: @unchecked Sendable {
         condition.unlock()
     }
 
-    private func submit(_ job: Job) {
+    /// Queues a job; returns its id when it must wait (no idle thread and no thread to add), nil
+    /// when a thread takes it at once or it was refused.
+    private func submit(_ job: Job) -> UInt64? {
+        var job = job
         condition.lock()
         if shuttingDown {
             condition.unlock()
@@ -57,8 +101,21 @@ final class CurlWorkerPool: @unchecked Sendable {
                 .failure(
                     TransportFailure(
                         kind: .other, curlCode: -1, message: "etcd client was shut down", requestSent: false)))
-            return
+            return nil
         }
+        if queue.count - idle >= maxQueued {
+            let waiting = queue.count
+            condition.unlock()
+            job.complete(
+                .failure(
+                    TransportFailure(
+                        kind: .overloaded, curlCode: -1,
+                        message: "\(waiting) etcd requests already wait for one of \(maxThreads) threads; not sent",
+                        requestSent: false)))
+            return nil
+        }
+        nextID += 1
+        job.id = nextID
         queue.append(job)
         var spawn = false
         if idle < queue.count, threads < maxThreads {
@@ -66,6 +123,7 @@ final class CurlWorkerPool: @unchecked Sendable {
             spawned += 1
             spawn = true
         }
+        let mustWait = idle < queue.count && !spawn
         let index = spawned
         condition.signal()
         condition.unlock()
@@ -74,6 +132,7 @@ final class CurlWorkerPool: @unchecked Sendable {
             thread.name = "\(name)-\(index)"
             thread.start()
         }
+        return mustWait ? job.id : nil
     }
 
     private func workerLoop() {
@@ -86,7 +145,18 @@ final class CurlWorkerPool: @unchecked Sendable {
                             kind: .aborted, curlCode: -1, message: "transfer aborted", requestSent: false)))
                 continue
             }
-            job.complete(connection.perform(job.request, abort: job.abort))
+            var request = job.request
+            if let deadline = job.deadline {
+                // What is left of the caller's deadline after the wait bounds the transfer.
+                let left = deadline - ContinuousClock.now
+                guard left > .zero else {
+                    job.complete(.failure(Self.waitedTooLong(maxThreads)))
+                    continue
+                }
+                request.connectTimeout = min(request.connectTimeout, left)
+                request.timeout = request.timeout.map { min($0, left) }
+            }
+            job.complete(connection.perform(request, abort: job.abort))
         }
     }
 

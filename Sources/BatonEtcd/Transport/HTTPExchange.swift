@@ -16,6 +16,8 @@ struct HTTPRequest: Sendable {
     var idleTimeout: Duration?
     /// Replies larger than this are refused (a garbage server must not exhaust memory).
     var maxResponseBytes: Int = 64 << 20
+    /// How long it may wait for a worker thread (the caller's whole deadline); nil: `timeout`.
+    var queueTimeout: Duration?
 }
 
 /// A complete HTTP reply.
@@ -38,6 +40,9 @@ struct TransportFailure: Error, Sendable, CustomStringConvertible {
         case malformed
         /// Aborted on request (task cancellation or stream close).
         case aborted
+        /// Never sent: every worker thread stayed busy past the request's deadline, or too many
+        /// requests already waited. Not the endpoint's fault.
+        case overloaded
         case other
     }
 

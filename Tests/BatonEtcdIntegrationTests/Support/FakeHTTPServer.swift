@@ -22,6 +22,10 @@ final class FakeHTTPServer: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
     private var connections: [Int32] = []
+    private var requestsRead = 0
+
+    /// Requests whose head (and body) arrived.
+    var requests: Int { lock.withLock { requestsRead } }
 
     struct Failure: Error { let message: String }
 
@@ -89,6 +93,7 @@ final class FakeHTTPServer: @unchecked Sendable {
 
     private func serve(_ fd: Int32) {
         readRequest(fd)
+        lock.withLock { requestsRead += 1 }
         var behaviour = self.behaviour
         if case .delayed(let delay, let bytes) = behaviour {
             Thread.sleep(
