@@ -36,12 +36,16 @@ public struct APIConfiguration: Sendable {
     /// checks a second and leaves the other cores to the HA loop, postgres and the load balancer's
     /// own work, so that request load does not slow the HA cycle.
     public var threads: Int
+    /// Connection cap, request and idle timeouts.
+    public var limits: ConnectionLimitSettings
 
     public init(
         host: String = "127.0.0.1", port: Int = 8008, auth: BasicAuth? = nil, allowlist: [CIDRNetwork] = [],
         maxBodyBytes: Int = 64 * 1024, switchoverTimeout: Duration = .seconds(30),
-        switchoverPollInterval: Duration = .milliseconds(500), tls: APIServerTLS? = nil, threads: Int = 1
+        switchoverPollInterval: Duration = .milliseconds(500), tls: APIServerTLS? = nil, threads: Int = 1,
+        limits: ConnectionLimitSettings = ConnectionLimitSettings()
     ) {
+        self.limits = limits
         self.tls = tls
         self.threads = max(1, threads)
         self.host = host

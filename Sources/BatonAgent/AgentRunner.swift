@@ -5,6 +5,10 @@ import Foundation
 import Logging
 import ServiceLifecycle
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Runs an agent until SIGTERM or SIGINT: the HA loop and the REST API in one `ServiceGroup`.
 public enum AgentRunner {
     /// `configurationFile` is the file `configuration` came from, re-read on `POST /reload`.
@@ -37,6 +41,21 @@ public enum AgentRunner {
         try await group.run()
     }
 
+    /// How many REST connections the process's descriptor limit leaves room for: the soft limit is
+    /// first raised to the hard one (a connection cap above the limit would turn a flood into
+    /// failed accepts and failed etcd and postgres connections), then 256 descriptors are kept for
+    /// etcd, postgres, hooks and files.
+    static func connectionBudget() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1000 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = min(limit.rlim_max, 1 << 20)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return max(16, Int(clamping: limit.rlim_cur) - 256)
+    }
+
     static func apiApplication(agent: Agent, logger: Logger) throws -> BatonAPIApplication {
         let rest = agent.configuration.restapi
         var allowlist: [CIDRNetwork] = []
@@ -50,6 +69,15 @@ public enum AgentRunner {
         }
         let auth = rest.username.flatMap { user in
             rest.password.map { APIConfiguration.BasicAuth(username: user, password: $0) }
+        }
+        let budget = connectionBudget()
+        if rest.maxConnections > budget {
+            logger.warning(
+                "restapi.max_connections lowered to what the open-file limit leaves room for",
+                metadata: [
+                    "api.max_connections": "\(rest.maxConnections)", "api.budget": "\(budget)",
+                    "api.hint": "raise LimitNOFILE (systemd) or ulimit -n",
+                ])
         }
         let source = HALoopStateSource(
             loop: agent.loop, memberName: agent.configuration.name, scope: agent.configuration.scope,
@@ -65,7 +93,11 @@ public enum AgentRunner {
             source: source,
             configuration: APIConfiguration(
                 host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist, tls: tls,
-                threads: rest.threads),
+                threads: rest.threads,
+                limits: ConnectionLimitSettings(
+                    maxConnections: min(rest.maxConnections, budget),
+                    requestTimeout: Duration(checkedSeconds: rest.requestTimeout) ?? .seconds(10),
+                    idleTimeout: Duration(checkedSeconds: rest.idleTimeout) ?? .seconds(60))),
             logger: logger)
         do {
             return try server.makeApplication()

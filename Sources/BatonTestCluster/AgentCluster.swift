@@ -22,6 +22,8 @@ public struct ClusterOptions: Sendable {
     /// When set, every agent's bin_dir is a copy of PostgreSQL's made of symlinks, except initdb,
     /// which sleeps this many seconds first (a slow bootstrap).
     public var initdbDelay: Double?
+    /// Extra YAML lines for every node's `restapi:` section (each indented by two spaces).
+    public var restapiExtra: [String] = []
 
     public init() {}
 }
@@ -169,7 +171,7 @@ public final class AgentCluster: @unchecked Sendable {
               hosts: [\(endpoints.joined(separator: ", "))]
             restapi:
               listen: 127.0.0.1:\(node.apiPort)
-            postgresql:
+            \(options.restapiExtra.map { "  " + $0 + "\n" }.joined())postgresql:
               listen: 127.0.0.1:\(node.pgPort)
               data_dir: \(node.dataDirectory)
               bin_dir: \(binDirectory)

@@ -63,11 +63,13 @@ import Testing
 
     /// Runs the API with `tls` on a free port for the duration of `body`.
     static func serving(
-        _ tls: APIServerTLS, _ body: (_ url: String) async throws -> Void
+        _ tls: APIServerTLS, limits: ConnectionLimitSettings = ConnectionLimitSettings(),
+        _ body: (_ url: String) async throws -> Void
     ) async throws {
         let port = try TestEnvironment.freePort()
         let server = BatonAPIServer(
-            source: FakeSource(Fixture.primary()), configuration: APIConfiguration(port: port, tls: tls),
+            source: FakeSource(Fixture.primary()),
+            configuration: APIConfiguration(port: port, tls: tls, limits: limits),
             logger: Logger(label: "tls", factory: { _ in SwiftLogNoOpLogHandler() }))
         let app = try server.makeApplication()
         let task = Task { try await app.runService(gracefulShutdownSignals: []) }
@@ -111,6 +113,27 @@ import Testing
             // Plain HTTP to the TLS port gets nothing.
             let plain = try APIClient()
             #expect(await Self.status(plain, url.replacingOccurrences(of: "https://", with: "http://")) == nil)
+        }
+    }
+
+    /// A client that connects to the TLS port and never starts (or finishes) the handshake is
+    /// closed at the request timeout; before, it held the connection for ever.
+    @Test func aHandshakeThatNeverComesIsClosed() async throws {
+        let certificates = try Self.makeCertificates()
+        defer { try? FileManager.default.removeItem(at: certificates.directory) }
+        let tls = APIServerTLS(
+            certificateFile: certificates.path("server.crt"), keyFile: certificates.path("server.key"))
+        try await Self.serving(tls, limits: ConnectionLimitSettings(requestTimeout: .seconds(1))) { url in
+            let port = try #require(URL(string: url)?.port)
+            let (closed, elapsed) = try await ConnectionLimitTests.blocking { () -> (Bool, Duration) in
+                let connection = try RawConnection(port: port)
+                connection.send("\u{16}\u{03}\u{01}")  // the first bytes of a ClientHello, and no more
+                let started = ContinuousClock.now
+                let closed = connection.readUntilClosed(within: .seconds(5)).closed
+                return (closed, ContinuousClock.now - started)
+            }
+            #expect(closed, "a connection without a handshake stayed open")
+            #expect(elapsed < .seconds(3), "closed after \(elapsed)")
         }
     }
 

@@ -121,6 +121,16 @@ import Testing
         ),
         Bad(yaml: minimal + "\nrestapi:\n  threads: many", message: "expected a whole number, got 'many'", line: nil),
         Bad(
+            yaml: minimal + "\nrestapi:\n  max_connections: 0",
+            message: "restapi.max_connections: expected 1 to 100000 connections at once, got 0", line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  request_timeout: 0.5",
+            message: "restapi.request_timeout: expected at least 1 second, got 0.5", line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  idle_timeout: 1e300",
+            message: "restapi.idle_timeout: expected seconds from 0",
+            line: nil),
+        Bad(
             yaml: minimal + "\n  hook_timeout: 0",
             message: "postgresql.hook_timeout: expected seconds between 0 and 3600",
             line: nil),

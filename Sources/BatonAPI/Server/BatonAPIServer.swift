@@ -24,6 +24,8 @@ public struct BatonAPIServer: Sendable {
     let statusBodies = StatusBodyCache()
     /// Health checks answered by `HealthFastPath` (for tests and the benchmark's sanity).
     let fastPathAnswers = FastPathCounter()
+    /// The open connections, against `configuration.limits.maxConnections`.
+    let connections = ConnectionCounter()
     static let serverName = "Baton"
 
     public init(source: any APIStateSource, configuration: APIConfiguration, logger: Logger) {

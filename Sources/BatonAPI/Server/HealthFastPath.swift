@@ -48,16 +48,19 @@ final class HealthFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             if pending == nil { context.fireChannelRead(data) }
         case .end:
             guard let request = pending else {
+                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: true), promise: nil)
                 context.fireChannelRead(data)
                 return
             }
             pending = nil
             guard let (head, body) = server.fastHealthAnswer(request) else {
                 forwarded += 1
+                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: true), promise: nil)
                 context.fireChannelRead(wrapInboundOut(.head(request)))
                 context.fireChannelRead(data)
                 return
             }
+            context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: false), promise: nil)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             if let body { context.write(wrapOutboundOut(.body(body)), promise: nil) }
             if request.headerFields[.connection]?.lowercased() == "close" {
@@ -70,7 +73,12 @@ final class HealthFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), forwarded > 0 { forwarded -= 1 }
+        if case .end = unwrapOutboundIn(data) {
+            if forwarded > 0 { forwarded -= 1 }
+            context.write(data, promise: promise)
+            context.triggerUserOutboundEvent(ConnectionEvent.responseEnded, promise: nil)
+            return
+        }
         context.write(data, promise: promise)
     }
 

@@ -31,6 +31,10 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var closing = false
     /// The last answer, sent again while nothing it depends on changed.
     private var memo: RawHealthMemo?
+    /// Set while received requests wait for the peer to read earlier answers.
+    private var waitingForPeer = false
+    /// Set while received requests wait for their next turn of the event loop.
+    private var yielding = false
 
     init(server: BatonAPIServer) { self.server = server }
 
@@ -46,26 +50,76 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
             earlier.writeBuffer(&buffer)
             buffer = earlier
         }
-        var answered = false
+        // Requests already waiting (for the peer to read, or for their turn) go first.
+        if waitingForPeer || yielding {
+            partial = buffer
+            return
+        }
+        process(context, buffer)
+    }
+
+    /// Answers the pipelined health checks already received once the peer reads again.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, waitingForPeer {
+            waitingForPeer = false
+            resume(context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func resume(_ context: ChannelHandlerContext) {
+        guard !closing, !handedOver, !waitingForPeer, let buffer = partial else { return }
+        partial = nil
+        process(context, buffer)
+    }
+
+    /// At most this many pipelined requests are answered in one turn of the event loop; the rest
+    /// wait for the next turn, after the other connections had theirs.
+    static let answersPerTurn = 64
+
+    private func process(_ context: ChannelHandlerContext, _ received: ByteBuffer) {
+        var buffer = received
+        var answered = 0
         // Bounded by the bytes received: every turn consumes a request or returns.
         while buffer.readableBytes > 0 {
+            // Back-pressure: while the peer does not read its answers, the requests it already
+            // sent wait here (no more are read: see ConnectionLimitHandler).
+            if !context.channel.isWritable {
+                partial = buffer
+                waitingForPeer = true
+                if answered > 0 { context.flush() }
+                return
+            }
+            if answered >= Self.answersPerTurn {
+                partial = buffer
+                yielding = true
+                context.flush()
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.yielding = false
+                    handler.resume(context)
+                }
+                return
+            }
             switch Self.parse(buffer) {
             case .incomplete:
                 partial = buffer
-                if answered { context.flush() }
+                if answered > 0 { context.flush() }
                 return
             case .other:
-                handOver(context, buffer, flush: answered)
+                handOver(context, buffer, flush: answered > 0)
                 return
             case .health(let method, let target, let length, let close):
                 guard
                     let response = server.rawHealthResponse(
                         method, target, allocator: context.channel.allocator, memo: &memo)
                 else {
-                    handOver(context, buffer, flush: answered)
+                    handOver(context, buffer, flush: answered > 0)
                     return
                 }
                 buffer.moveReaderIndex(forwardBy: length)
+                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: false), promise: nil)
                 if close {
                     // Whatever follows a request asking to close is not answered.
                     closing = true
@@ -74,10 +128,10 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
                     return
                 }
                 context.write(wrapOutboundOut(response), promise: nil)
-                answered = true
+                answered += 1
             }
         }
-        if answered { context.flush() }
+        if answered > 0 { context.flush() }
     }
 
     private func handOver(_ context: ChannelHandlerContext, _ rest: ByteBuffer, flush: Bool) {
@@ -233,7 +287,19 @@ struct HealthFirstHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         do {
+            try channel.pipeline.syncOperations.addHandler(
+                ConnectionLimitHandler(
+                    settings: server.configuration.limits, counter: server.connections, logger: server.logger))
             try channel.pipeline.syncOperations.addHandler(RawHealthFastPath(server: server))
+            // Small reads and a small send buffer: a client that pipelines requests without
+            // reading the answers is answered a socket buffer's worth (not megabytes) before its
+            // connection stops being read, and one read is a short turn of the event loop.
+            if let options = channel.syncOptions {
+                try options.setOption(
+                    ChannelOptions.recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 16384))
+                try options.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 65536)
+            }
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }

@@ -43,6 +43,13 @@ public struct AgentConfiguration: Sendable {
         public var verifyClient: String = "none"
         /// Event-loop threads of the REST API.
         public var threads: Int = 1
+        /// At most this many connections at once (`max_connections`).
+        public var maxConnections: Int = 1000
+        /// Seconds a request (head and body) may take to arrive, from its first byte or the
+        /// connection's accept (`request_timeout`).
+        public var requestTimeout: Double = 10
+        /// Seconds a connection may sit idle between requests (`idle_timeout`).
+        public var idleTimeout: Double = 60
 
         /// `https` when TLS is configured, else `http`.
         public var scheme: String { certfile == nil ? "http" : "https" }
@@ -156,7 +163,7 @@ public struct AgentConfiguration: Sendable {
         let api = try root.section("restapi")
         try api.rejectUnknownKeys([
             "listen", "connect_address", "authentication", "allowlist", "certfile", "keyfile", "cafile",
-            "verify_client", "threads",
+            "verify_client", "threads", "max_connections", "request_timeout", "idle_timeout",
         ])
         let listen = try api.string("listen", default: "127.0.0.1:8008")
         guard let (listenHost, listenPort) = hostPort(listen) else {
@@ -182,6 +189,17 @@ public struct AgentConfiguration: Sendable {
         guard (1...64).contains(restapi.threads) else {
             throw api.error(
                 "threads", "expected 1 to 64 event-loop threads, got \(restapi.threads) (1 serves >10,000 req/s)")
+        }
+        restapi.maxConnections = try api.int("max_connections") ?? 1000
+        guard (1...100_000).contains(restapi.maxConnections) else {
+            throw api.error(
+                "max_connections", "expected 1 to 100000 connections at once, got \(restapi.maxConnections)")
+        }
+        restapi.requestTimeout = try api.seconds("request_timeout") ?? 10
+        restapi.idleTimeout = try api.seconds("idle_timeout") ?? 60
+        for (key, value) in [("request_timeout", restapi.requestTimeout), ("idle_timeout", restapi.idleTimeout)]
+        where value < 1 {
+            throw api.error(key, "expected at least 1 second, got \(value)")
         }
         guard ["none", "optional", "required"].contains(restapi.verifyClient) else {
             throw api.error("verify_client", "expected none, optional or required, got '\(restapi.verifyClient)'")

@@ -1,0 +1,231 @@
+import BatonCore
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+
+@testable import BatonAPI
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A blocking TCP client on 127.0.0.1 for the tests of the REST server's limits.
+final class RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ConnectionLimitFailure("socket failed: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if connected != 0 {
+            close(fd)
+            throw ConnectionLimitFailure("connect failed: errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends all of `text`; false when the peer closed.
+    @discardableResult
+    func send(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let sent = Glibc.send(fd, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
+                if sent <= 0 { return false }
+                offset += sent
+            }
+            return true
+        }
+    }
+
+    /// Reads until the peer closes or `limit` passes; the bytes read and whether it closed.
+    func readUntilClosed(within limit: Duration) -> (bytes: [UInt8], closed: Bool) {
+        let deadline = ContinuousClock.now + limit
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while ContinuousClock.now < deadline {
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let left = deadline - ContinuousClock.now
+            let milliseconds = Int32(max(1, left / .milliseconds(1)))
+            guard poll(&descriptor, 1, min(milliseconds, 100)) > 0 else { continue }
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { return (received, true) }
+            received += buffer[0..<count]
+        }
+        return (received, false)
+    }
+}
+
+struct ConnectionLimitFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The REST server's limits, on a real socket: a request must arrive whole in time (slowloris), an
+/// idle connection is closed, connections are capped, and a client that pipelines requests without
+/// reading the answers is not answered faster than it reads.
+@Suite(.serialized) struct ConnectionLimitTests {
+    static func server(_ limits: ConnectionLimitSettings) -> BatonAPIServer {
+        BatonAPIServer(
+            source: FakeSource(Fixture.replica()), configuration: APIConfiguration(port: 0, limits: limits),
+            logger: Logger(label: "limits") { _ in SwiftLogNoOpLogHandler() })
+    }
+
+    /// Runs `body` on a thread of its own (the tests block on sockets).
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>, Never>) in
+            Thread { continuation.resume(returning: Result { try body() }) }.start()
+        }
+        return try result.get()
+    }
+
+    /// A client that sends a request head a byte at a time, one every 100 ms, is closed at the
+    /// request timeout. Before, it kept the connection (and its buffer) for as long as it liked.
+    @Test func aSlowlorisClientIsClosedAtTheRequestTimeout() async throws {
+        let server = Self.server(ConnectionLimitSettings(requestTimeout: .seconds(1), idleTimeout: .seconds(30)))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            let (closed, elapsed) = try await Self.blocking { () -> (Bool, Duration) in
+                let connection = try RawConnection(port: port)
+                let started = ContinuousClock.now
+                let head = Array("GET /replica HTTP/1.1\r\nHost: t\r\nX-Slow: " + String(repeating: "a", count: 60))
+                for character in head {
+                    guard connection.send(String(character)) else { return (true, ContinuousClock.now - started) }
+                    if connection.readUntilClosed(within: .milliseconds(100)).closed {
+                        return (true, ContinuousClock.now - started)
+                    }
+                }
+                return (false, ContinuousClock.now - started)
+            }
+            #expect(closed, "a trickling client kept its connection for \(elapsed)")
+            #expect(elapsed < .seconds(4))
+        }
+    }
+
+    /// A connection that sends nothing (a TLS handshake that never comes counts the same) is closed
+    /// at the request timeout; one that goes quiet after an answer, at the idle timeout.
+    @Test func silentAndIdleConnectionsAreClosed() async throws {
+        let server = Self.server(ConnectionLimitSettings(requestTimeout: .seconds(1), idleTimeout: .seconds(2)))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            let silent = try await Self.blocking { () -> (Bool, Duration) in
+                let connection = try RawConnection(port: port)
+                let started = ContinuousClock.now
+                let closed = connection.readUntilClosed(within: .seconds(4)).closed
+                return (closed, ContinuousClock.now - started)
+            }
+            #expect(silent.0, "a silent connection stayed open")
+            #expect(silent.1 < .seconds(3))
+            let idle = try await Self.blocking { () -> (String, Bool, Duration) in
+                let connection = try RawConnection(port: port)
+                connection.send("GET /replica HTTP/1.1\r\nHost: t\r\n\r\n")
+                let started = ContinuousClock.now
+                let (bytes, closed) = connection.readUntilClosed(within: .seconds(5))
+                return (String(decoding: bytes, as: UTF8.self), closed, ContinuousClock.now - started)
+            }
+            #expect(idle.0.hasPrefix("HTTP/1.1 200 OK"), "no answer before the idle close: \(idle.0.prefix(40))")
+            #expect(idle.1, "an idle connection stayed open")
+            // Kept for the idle timeout (2 s), not closed at the request timeout (1 s).
+            #expect(idle.2 > .milliseconds(1500) && idle.2 < .milliseconds(4000), "closed after \(idle.2)")
+        }
+    }
+
+    /// Over the cap, a new connection is closed at once; once one closes, a new one is served.
+    @Test func connectionsAreCapped() async throws {
+        let server = Self.server(
+            ConnectionLimitSettings(maxConnections: 3, requestTimeout: .seconds(20), idleTimeout: .seconds(20)))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            // Expectations stay on the test's task: recorded from another thread, they would be
+            // attributed to no test (or to whichever test is watching for issues).
+            let (counted, refusedClosed, answer, openAfter) = try await Self.blocking {
+                () -> (Int, Bool, String, Int) in
+                var held = try (0..<3).map { _ in try RawConnection(port: port) }
+                // Each held connection is accepted (counted) before the next step.
+                for _ in 0..<250 where server.connections.count < 3 { usleep(20_000) }
+                let counted = server.connections.count
+                let refused = try RawConnection(port: port)
+                let refusedClosed = refused.readUntilClosed(within: .seconds(2)).closed
+                held.removeLast()
+                for _ in 0..<250 where server.connections.count > 2 { usleep(20_000) }
+                let served = try RawConnection(port: port)
+                served.send("GET /replica HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                let answer = String(decoding: served.readUntilClosed(within: .seconds(2)).bytes, as: UTF8.self)
+                _ = held
+                return (counted, refusedClosed, answer, server.connections.count)
+            }
+            #expect(counted == 3)
+            #expect(refusedClosed, "a fourth connection was kept")
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK"), "\(answer.prefix(40)); open connections: \(openAfter)")
+        }
+    }
+
+    /// A client pipelines health checks as fast as it can and never reads an answer: the server
+    /// stops reading once its answers wait for the peer. Before, it answered every request it
+    /// received into memory (hundreds of thousands in a few seconds, without bound).
+    /// Both fast paths: from the raw bytes, and after the codec (once a status request handed
+    /// the connection over).
+    @Test(arguments: [false, true])
+    func aClientThatNeverReadsIsNotAnsweredWithoutBound(handedOver: Bool) async throws {
+        let server = Self.server(ConnectionLimitSettings(requestTimeout: .seconds(30), idleTimeout: .seconds(30)))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            let before = server.fastPathAnswers.value
+            // Meanwhile, another client's health checks are answered promptly.
+            // (On a thread: blocking calls on the concurrency pool would stall the server's accept loop.)
+            async let probe = Self.blocking { () -> Duration in
+                var worst = Duration.zero
+                for _ in 0..<25 {
+                    let started = ContinuousClock.now
+                    if let connection = try? RawConnection(port: port) {
+                        connection.send("GET /replica HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                        _ = connection.readUntilClosed(within: .seconds(5))
+                    }
+                    worst = max(worst, ContinuousClock.now - started)
+                    usleep(100_000)
+                }
+                return worst
+            }
+            let sentRequests = try await Self.blocking { () -> Int in
+                let connection = try RawConnection(port: port)
+                if handedOver { connection.send("GET /patroni HTTP/1.1\r\nHost: t\r\n\r\n") }
+                _ = fcntl(connection.fd, F_SETFL, fcntl(connection.fd, F_GETFL) | O_NONBLOCK)
+                let request = Array("GET /replica HTTP/1.1\r\nHost: t\r\n\r\n".utf8)
+                let batch = Array((0..<2000).map { _ in request }.joined())
+                var sent = 0
+                let deadline = ContinuousClock.now + .seconds(3)
+                while ContinuousClock.now < deadline {
+                    let count = batch.withUnsafeBytes {
+                        Glibc.send(connection.fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL))
+                    }
+                    if count > 0 {
+                        sent += count
+                    } else {
+                        usleep(10_000)
+                    }
+                }
+                return sent / request.count
+            }
+            let answered = server.fastPathAnswers.value - before
+            let worst = try await probe
+            print(
+                "MEASURE never-reading client: handed_over=\(handedOver) sent=\(sentRequests) answered=\(answered) "
+                    + "worst_other_check=\(worst)")
+            #expect(worst < .milliseconds(1500), "another client's health check took \(worst)")
+            // Bounded by the socket buffers and one read's worth, not by what the client sent.
+            #expect(answered < 5_000, "\(answered) answers written for a client that reads none (sent \(sentRequests))")
+        }
+    }
+}
