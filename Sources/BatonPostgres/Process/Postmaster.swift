@@ -93,20 +93,17 @@ final class Postmaster: @unchecked Sendable {
             path = "/usr/bin/setpriv"
             argv = [path, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--init-groups", "--"] + argv
         }
-        // The log file belongs to the postgres user, so that it can reopen it.
-        let logFD = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard logFD >= 0 else {
-            throw PostgresError(
-                .io, "could not open the server log \(logFile)", cause: SystemCallError(call: "open", errno: errno))
-        }
-        if geteuid() == 0, let user = runAs { _ = fchown(logFD, user.uid, user.gid) }
-        close(logFD)
+        // The log file belongs to the postgres user, so that it can reopen it. Opened here, once,
+        // without following a link, and handed to the child as its descriptor: never opened by
+        // path as root again.
+        let logFD = try Posix.openForAppending(logFile, owner: geteuid() == 0 ? runAs : nil)
+        defer { close(logFD) }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logFile, O_WRONLY | O_APPEND, 0)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         // Nothing else of the agent's: a descriptor without FD_CLOEXEC (the REST API's listening
         // socket was one) would otherwise live on in postgres after the agent dies, and keep the

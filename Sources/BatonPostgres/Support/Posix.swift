@@ -62,39 +62,75 @@ enum Posix {
     }
 
     /// Writes `contents` to `path` atomically (temp file + rename) with the given owner and mode.
+    ///
+    /// The agent runs as root and writes into the data directory, which the postgres user owns:
+    /// that user could plant a symbolic link (or anything else) where the agent writes. The
+    /// temporary file is therefore created new (`O_EXCL`, never following a link: a leftover entry
+    /// of that name is removed, not followed), given its owner and mode through its descriptor,
+    /// and renamed onto `path` (a link at `path` is replaced, not followed).
     static func writeFile(_ path: String, contents: String, user: OSUser?, mode: mode_t) throws {
         let temporary = temporaryPath(for: path)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        var fd = open(temporary, flags, mode)
+        if fd < 0, errno == EEXIST {
+            // A leftover of an earlier run, or a planted link: removed (unlink never follows).
+            unlink(temporary)
+            fd = open(temporary, flags, mode)
+        }
         guard fd >= 0 else {
             throw PostgresError(
                 .io, "could not create \(temporary)", cause: SystemCallError(call: "open", errno: errno))
         }
-        var failure: Int32 = 0
+        var failure: (call: String, errno: Int32)?
         let bytes = Array(contents.utf8)
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if written < 0 {
                 if errno == EINTR { continue }
-                failure = errno
+                failure = ("write", errno)
                 break
             }
             offset += written
         }
-        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        if failure == nil, let user, geteuid() == 0, fchown(fd, user.uid, user.gid) != 0 { failure = ("fchown", errno) }
+        if failure == nil, fchmod(fd, mode) != 0 { failure = ("fchmod", errno) }
+        if failure == nil, fsync(fd) != 0 { failure = ("fsync", errno) }
         close(fd)
-        guard failure == 0 else {
+        if let failure {
             unlink(temporary)
             throw PostgresError(
-                .io, "could not write \(temporary)", cause: SystemCallError(call: "write", errno: failure))
+                .io, "could not write \(temporary)",
+                cause: SystemCallError(call: failure.call, errno: failure.errno))
         }
-        try setOwner(temporary, user: user, mode: mode)
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
             throw PostgresError(
                 .io, "could not rename \(temporary) to \(path)", cause: SystemCallError(call: "rename", errno: code))
         }
+    }
+
+    /// Opens (creating it, mode 0600) a file the agent appends to, without following a link and
+    /// only when it is a regular file: a link planted there by the postgres user must not make
+    /// the agent (root) open, and chown, another file.
+    static func openForAppending(_ path: String, owner user: OSUser?) throws -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0o600)
+        guard fd >= 0 else {
+            let code = errno
+            let hint = code == ELOOP ? " (it is a symbolic link; remove it)" : ""
+            throw PostgresError(
+                .io, "could not open \(path)\(hint)", cause: SystemCallError(call: "open", errno: code))
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw PostgresError(.io, "\(path) is not a regular file; remove it and let the agent create it")
+        }
+        // Back to blocking writes (O_NONBLOCK only kept a FIFO from blocking the open).
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        if let user, geteuid() == 0 { _ = fchown(fd, user.uid, user.gid) }
+        return fd
     }
 
     static func readFile(_ path: String) -> String? {
