@@ -11,6 +11,34 @@ import Testing
 /// Real PostgreSQL 15 processes. Serialized: two cores, and timings are measured.
 @Suite("LocalPostgresNode on PostgreSQL 15", .serialized)
 struct LocalPostgresNodeTests {
+    /// Role passwords reach the server as SCRAM verifiers computed by libpq, never as text: with
+    /// every statement logged, the log shows the verifier and not the password, and the password
+    /// still logs in. Before, `ALTER ROLE … PASSWORD '<the password>'` was sent (escaped, in clear).
+    @Test func rolePasswordsTravelAsVerifiers() async throws {
+        let fixture = try PostgresFixture("scram")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("scram")
+        try await node.start(following: nil)
+        let connection = try await fixture.connect(node)
+        _ = try await connection.query("SET log_statement = 'all'")
+        let secret = "plain-text-secret-42"
+        try await connection.setRolePassword("scram_probe", password: secret, attributes: "LOGIN", create: true)
+        try await connection.setRolePassword("scram_probe", password: secret + "b", attributes: "LOGIN", create: false)
+        let stored = try await connection.query("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'")
+        #expect(try stored.single().string("rolpassword")?.hasPrefix("SCRAM-SHA-256$") == true)
+        await connection.close()
+        let login = try await PostgresConnection.connect(
+            ConnectionParameters(
+                host: "127.0.0.1", port: node.configuration.port, user: "scram_probe", password: secret + "b",
+                database: "postgres"))
+        await login.close()
+        let log = try String(contentsOfFile: node.configuration.logFile, encoding: .utf8)
+        #expect(
+            log.contains("ROLE \"scram_probe\" WITH LOGIN PASSWORD 'SCRAM-SHA-256$"), "the statement was not logged")
+        #expect(!log.contains(secret), "the password is in the server log")
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     @Test func bootstrapStartStatusStop() async throws {
         let fixture = try PostgresFixture("bootstrap")
         defer { fixture.cleanUp() }

@@ -103,6 +103,23 @@ public final class PostgresConnection: Sendable {
         return try await thread.run { try handle.escape(text, identifier: false) }
     }
 
+    /// The SCRAM-SHA-256 verifier of `password` for `user`, computed here by libpq
+    /// (`PQencryptPasswordConn`): what `CREATE/ALTER ROLE … PASSWORD` is given instead of the
+    /// password, so that the password never appears in SQL text (a statement log, pg_stat_statements,
+    /// pg_stat_activity).
+    public func scramVerifier(password: String, user: String) async throws -> String {
+        let handle = self.handle
+        return try await thread.run { try handle.encryptPassword(password, user: user) }
+    }
+
+    /// Creates the role or sets its password, sending only the SCRAM verifier.
+    public func setRolePassword(_ role: String, password: String, attributes: String, create: Bool) async throws {
+        let verifier = try await scramVerifier(password: password, user: role)
+        let name = try await escapeIdentifier(role)
+        let literal = try await escapeLiteral(verifier)
+        _ = try await query("\(create ? "CREATE" : "ALTER") ROLE \(name) WITH \(attributes) PASSWORD \(literal)")
+    }
+
     public func escapeIdentifier(_ text: String) async throws -> String {
         let handle = self.handle
         return try await thread.run { try handle.escape(text, identifier: true) }
@@ -271,6 +288,18 @@ extension PostgresConnection {
             }
             defer { PQfreemem(escaped) }
             return String(cString: escaped)
+        }
+
+        func encryptPassword(_ password: String, user: String) throws -> String {
+            guard let conn else { throw PostgresError(.connectionClosed, "the connection is closed; reconnect") }
+            guard let encrypted = PQencryptPasswordConn(conn, password, user, "scram-sha-256") else {
+                throw PostgresError(
+                    .queryFailed,
+                    "could not compute the SCRAM verifier of \(user)'s password: "
+                        + String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            defer { PQfreemem(encrypted) }
+            return String(cString: encrypted)
         }
 
         private func lostConnection(_ conn: OpaquePointer) -> PostgresError {

@@ -50,7 +50,8 @@ extension LocalPostgresNode {
     }
 
     /// The replication role and the pg_rewind role with the least privileges pg_rewind needs.
-    /// Passwords are escaped by libpq and sent with statement logging switched off for the session.
+    /// Passwords are sent as SCRAM verifiers computed by libpq (never as text), with statement
+    /// logging switched off for the session as well.
     func createRoles() async throws {
         let connection = try await sessionConnection()
         _ = try await connection.query("SET log_statement = 'none'")
@@ -58,10 +59,9 @@ extension LocalPostgresNode {
         defer { dropConnection() }  // do not keep a session with those settings around
         func ensureRole(_ credentials: Credentials, attributes: String) async throws {
             let exists = try await connection.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [credentials.username])
-            let name = try await connection.escapeIdentifier(credentials.username)
-            let password = try await connection.escapeLiteral(credentials.password)
-            let verb = exists.rows.isEmpty ? "CREATE" : "ALTER"
-            _ = try await connection.query("\(verb) ROLE \(name) WITH \(attributes) PASSWORD \(password)")
+            try await connection.setRolePassword(
+                credentials.username, password: credentials.password, attributes: attributes,
+                create: exists.rows.isEmpty)
         }
         if configuration.replication.username != configuration.superuser.username {
             try await ensureRole(configuration.replication, attributes: "LOGIN REPLICATION")
