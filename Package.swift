@@ -16,7 +16,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
@@ -67,7 +66,6 @@ let package = Package(
             dependencies: [
                 "BatonCore",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -101,10 +99,8 @@ let package = Package(
         .target(
             name: "BatonAgent",
             dependencies: [
-                "BatonCore", "BatonEtcd", "BatonPostgres", "BatonHA", "BatonAPI", "BatonClient",
+                "BatonCore", "BatonEtcd", "BatonPostgres", "BatonHA", "BatonAPI",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -113,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonAgent", "BatonAPI", "BatonClient", "BatonCore",
+                "BatonAgent", "BatonAPI", "BatonCore", "BatonEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
