@@ -143,6 +143,65 @@ struct ConnectionLimitFailure: Error, CustomStringConvertible {
         }
     }
 
+    /// Review findings: (a) a router request whose response ended before its body did (a body
+    /// the route never reads) left the connection counted as "response owed" for ever, and
+    /// (b) a router response blocked on a peer that does not read never ended: either way the
+    /// idle timer was off and the connection held its slot for ever. Both are closed now.
+    @Test func routerRequestsCannotPinAConnection() async throws {
+        let server = Self.server(ConnectionLimitSettings(requestTimeout: .seconds(10), idleTimeout: .seconds(2)))
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            let (bodyLate, blocked) = try await Self.blocking { () -> ((Bool, Duration), (Bool, Duration)) in
+                let first = try RawConnection(port: port)
+                first.send("GET /patroni HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n")
+                usleep(300_000)
+                first.send("x")
+                let started = ContinuousClock.now
+                let a = first.readUntilClosed(within: .seconds(6)).closed
+                let bodyLate = (a, ContinuousClock.now - started)
+                let second = try RawConnection(port: port)
+                let pipelined = String(repeating: "GET /patroni HTTP/1.1\r\nHost: t\r\n\r\n", count: 5000)
+                _ = fcntl(second.fd, F_SETFL, fcntl(second.fd, F_GETFL) | O_NONBLOCK)
+                _ = Array(pipelined.utf8).withUnsafeBytes {
+                    Glibc.send(second.fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL))
+                }
+                // Never read: wait for the close by watching for an error on a 1-byte send.
+                let blockedStart = ContinuousClock.now
+                var closed = false
+                while !closed, ContinuousClock.now - blockedStart < .seconds(8) {
+                    usleep(200_000)
+                    var info = tcp_info()
+                    var length = socklen_t(MemoryLayout<tcp_info>.size)
+                    if getsockopt(second.fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0,
+                        info.tcpi_state != UInt8(TCP_ESTABLISHED)
+                    {
+                        closed = true
+                    }
+                }
+                return (bodyLate, (closed, ContinuousClock.now - blockedStart))
+            }
+            #expect(bodyLate.0, "a request whose body came after its answer pinned the connection")
+            #expect(blocked.0, "a peer that never reads its router answers kept its connection for \(blocked.1)")
+        }
+    }
+
+    /// Review finding: a client that half-closes after pipelining health checks gets every answer
+    /// (the raw fast path answers in batches; the close waits for them).
+    @Test func aHalfCloseWaitsForTheHeldAnswers() async throws {
+        let server = Self.server(ConnectionLimitSettings())
+        try await server.makeApplication().test(.live) { client in
+            let port = try #require(client.port)
+            let answers = try await Self.blocking { () -> Int in
+                let connection = try RawConnection(port: port)
+                connection.send(String(repeating: "GET /replica HTTP/1.1\r\nHost: t\r\n\r\n", count: 200))
+                shutdown(connection.fd, Int32(SHUT_WR))
+                let bytes = connection.readUntilClosed(within: .seconds(5)).bytes
+                return String(decoding: bytes, as: UTF8.self).components(separatedBy: "HTTP/1.1 200 OK").count - 1
+            }
+            #expect(answers == 200, "\(answers) of 200 pipelined health checks answered before the close")
+        }
+    }
+
     /// Over the cap, a new connection is closed at once; once one closes, a new one is served.
     /// (Served with `runService`, not the testing client, whose own connection would take a slot.)
     @Test func connectionsAreCapped() async throws {

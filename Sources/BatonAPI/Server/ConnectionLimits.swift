@@ -28,8 +28,15 @@ public struct ConnectionLimitSettings: Sendable, Equatable {
 /// arrived whole (answered at once by a fast path, or handed to the router), and the router's
 /// response to one ended.
 enum ConnectionEvent {
-    case requestComplete(routed: Bool)
+    /// A request's head went to the router: its response is owed until `responseEnded`.
+    case routedRequestStarted
+    /// A request arrived whole (head and body), whoever answers it; `bytesLeft`: the start of the
+    /// next one is already here (pipelined), so the next request's clock starts now.
+    case requestComplete(bytesLeft: Bool)
     case responseEnded
+    /// The raw fast path holds received requests it has not answered yet (waiting for its turn or
+    /// for the peer to read), or holds none any more.
+    case holdingRequests(Bool)
 }
 
 /// The open connections of one server, against its cap.
@@ -86,6 +93,12 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var routed = 0
     /// Bytes arrived since the last whole request (the start of the next one).
     private var requestBytesPending = false
+    /// The raw fast path holds received requests not answered yet.
+    private var rawHolding = false
+    /// The peer half-closed while requests were held: close once they are answered.
+    private var closeWhenDrained = false
+    /// Since when the channel has not been writable (the peer does not read).
+    private var unwritableSince: NIODeadline?
     private var lastActivity = NIODeadline.now()
     private var timer: Scheduled<Void>?
     private var timerAt: NIODeadline?
@@ -142,11 +155,20 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     /// The peer closed its side with no request in progress: nothing more can come, and nothing
-    /// is owed. Closed here, on the event loop, so that the slot is free at once.
+    /// is owed. Closed here, on the event loop, so that the slot is free at once; when the raw
+    /// fast path still holds requests, once they are answered.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case ChannelEvent.inputClosed = event, routed == 0, !requestBytesPending {
-            context.close(promise: nil)
-            return
+        if case ChannelEvent.inputClosed = event {
+            // Whole requests held by the raw fast path are answered first (a partial one after
+            // them can never complete now).
+            if rawHolding {
+                closeWhenDrained = true
+                return
+            }
+            if routed == 0, !requestBytesPending {
+                context.close(promise: nil)
+                return
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -163,16 +185,28 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         lastActivity = .now()
         switch event {
-        case .requestComplete(let toRouter):
+        case .routedRequestStarted:
+            routed += 1
+        case .requestComplete(let bytesLeft):
             requestDeadline = nil
-            requestBytesPending = false
-            if toRouter { routed += 1 }
+            requestBytesPending = bytesLeft
+            if bytesLeft { requestDeadline = lastActivity + TimeAmount(settings.requestTimeout) }
         case .responseEnded:
             routed = max(0, routed - 1)
+        case .holdingRequests(let holding):
+            rawHolding = holding
+            if !holding, closeWhenDrained {
+                promise?.succeed()
+                // Closed once what was written before is on the wire (writes complete in order).
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                    channel.close(promise: nil)
+                }
+                return
+            }
         }
-        if routed == 0, requestDeadline == nil {
-            schedule(context, at: lastActivity + TimeAmount(settings.idleTimeout))
-        }
+        // A timer is always armed while the connection lives: the request deadline, or the idle one.
+        schedule(context, at: requestDeadline ?? lastActivity + TimeAmount(settings.idleTimeout))
         promise?.succeed()
     }
 
@@ -186,7 +220,10 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        if !context.channel.isWritable {
+            if unwritableSince == nil { unwritableSince = .now() }
+        } else {
+            unwritableSince = nil
             lastActivity = .now()
             if heldRead {
                 heldRead = false
@@ -213,21 +250,28 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func check(_ context: ChannelHandlerContext) {
         guard admitted else { return }
         let now = NIODeadline.now()
-        if let requestDeadline {
-            if now >= requestDeadline {
-                close(context, "no whole request within \(settings.requestTimeout) of its first byte")
+        let idle = TimeAmount(settings.idleTimeout)
+        // A peer that has not read for the idle timeout while answers wait for it is gone or
+        // hostile, whatever is in progress (a router response blocked on it never ends).
+        if let since = unwritableSince {
+            if now >= since + idle {
+                close(context, "the peer read nothing for \(settings.idleTimeout)")
                 return
             }
-            schedule(context, at: requestDeadline)
+        }
+        if let requestDeadline, now >= requestDeadline {
+            close(context, "no whole request within \(settings.requestTimeout) of its first byte")
             return
         }
-        guard routed == 0 else { return }  // the router's answer is on its way; it reports its end
-        let idleUntil = lastActivity + TimeAmount(settings.idleTimeout)
-        if now >= idleUntil {
+        if requestDeadline == nil, routed == 0, unwritableSince == nil, now >= lastActivity + idle {
             close(context, "idle for \(settings.idleTimeout)")
-        } else {
-            schedule(context, at: idleUntil)
+            return
         }
+        // Always armed again: the earliest of what could end this connection next.
+        var next = requestDeadline ?? (lastActivity + idle)
+        if let since = unwritableSince { next = min(next, since + idle) }
+        if next <= now { next = now + idle }
+        schedule(context, at: next)
     }
 
     private func close(_ context: ChannelHandlerContext, _ reason: String) {

@@ -42,25 +42,27 @@ final class HealthFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             forwarded += 1
+            context.triggerUserOutboundEvent(ConnectionEvent.routedRequestStarted, promise: nil)
             context.fireChannelRead(data)
         case .body:
             // A health check's body means nothing; it is read and dropped.
             if pending == nil { context.fireChannelRead(data) }
         case .end:
             guard let request = pending else {
-                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: true), promise: nil)
+                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(bytesLeft: false), promise: nil)
                 context.fireChannelRead(data)
                 return
             }
             pending = nil
             guard let (head, body) = server.fastHealthAnswer(request) else {
                 forwarded += 1
-                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: true), promise: nil)
+                context.triggerUserOutboundEvent(ConnectionEvent.routedRequestStarted, promise: nil)
+                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(bytesLeft: false), promise: nil)
                 context.fireChannelRead(wrapInboundOut(.head(request)))
                 context.fireChannelRead(data)
                 return
             }
-            context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: false), promise: nil)
+            context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(bytesLeft: false), promise: nil)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             if let body { context.write(wrapOutboundOut(.body(body)), promise: nil) }
             if request.headerFields[.connection]?.lowercased() == "close" {

@@ -35,6 +35,8 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
     private var waitingForPeer = false
     /// Set while received requests wait for their next turn of the event loop.
     private var yielding = false
+    /// What ConnectionLimitHandler was last told about held requests.
+    private var reportedHolding = false
 
     init(server: BatonAPIServer) { self.server = server }
 
@@ -73,8 +75,9 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
         process(context, buffer)
     }
 
-    /// At most this many pipelined requests are answered in one turn of the event loop; the rest
-    /// wait for the next turn, after the other connections had theirs.
+    /// At most this many pipelined requests are answered in one go; the rest in a task queued on
+    /// the event loop (a bounded batch, not a yield to I/O: the loop runs queued tasks before it
+    /// polls again). What bounds a flood is the peer's reading: see the writability checks.
     static let answersPerTurn = 64
 
     private func process(_ context: ChannelHandlerContext, _ received: ByteBuffer) {
@@ -87,12 +90,14 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
             if !context.channel.isWritable {
                 partial = buffer
                 waitingForPeer = true
+                reportHolding(context, true)
                 if answered > 0 { context.flush() }
                 return
             }
             if answered >= Self.answersPerTurn {
                 partial = buffer
                 yielding = true
+                reportHolding(context, true)
                 context.flush()
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.execute {
@@ -106,8 +111,10 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
             case .incomplete:
                 partial = buffer
                 if answered > 0 { context.flush() }
+                reportHolding(context, false)
                 return
             case .other:
+                reportHolding(context, false)
                 handOver(context, buffer, flush: answered > 0)
                 return
             case .health(let method, let target, let length, let close):
@@ -115,11 +122,13 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
                     let response = server.rawHealthResponse(
                         method, target, allocator: context.channel.allocator, memo: &memo)
                 else {
+                    reportHolding(context, false)
                     handOver(context, buffer, flush: answered > 0)
                     return
                 }
                 buffer.moveReaderIndex(forwardBy: length)
-                context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(routed: false), promise: nil)
+                context.triggerUserOutboundEvent(
+                    ConnectionEvent.requestComplete(bytesLeft: buffer.readableBytes > 0), promise: nil)
                 if close {
                     // Whatever follows a request asking to close is not answered.
                     closing = true
@@ -132,6 +141,15 @@ final class RawHealthFastPath: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         if answered > 0 { context.flush() }
+        reportHolding(context, false)
+    }
+
+    /// Tells ConnectionLimitHandler whether received requests wait here (a half-close then waits
+    /// for them to be answered).
+    private func reportHolding(_ context: ChannelHandlerContext, _ holding: Bool) {
+        guard holding != reportedHolding else { return }
+        reportedHolding = holding
+        context.triggerUserOutboundEvent(ConnectionEvent.holdingRequests(holding), promise: nil)
     }
 
     private func handOver(_ context: ChannelHandlerContext, _ rest: ByteBuffer, flush: Bool) {
@@ -301,9 +319,14 @@ struct HealthFirstHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
                 try options.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 65536)
             }
         } catch {
+            // NIO ignores a failed child initializer: close here, or the socket and its slot leak.
+            channel.close(promise: nil)
             return channel.eventLoop.makeFailedFuture(error)
         }
-        return base.setup(channel: channel, logger: logger)
+        return base.setup(channel: channel, logger: logger).flatMapError { error in
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(error)
+        }
     }
 
     func handle(value: Value, logger: Logger) async {
