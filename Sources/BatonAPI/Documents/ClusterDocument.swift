@@ -56,19 +56,6 @@ enum ClusterDocument {
 
     /// Host and port of `postgres://host:port/db` (also `[v6]:port`, userinfo, no port).
     static func hostAndPort(_ url: String) -> (String, Int?)? {
-        guard let scheme = url.firstRange(of: "://") else { return nil }
-        var rest = url[scheme.upperBound...]
-        if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) { rest = rest[..<slash] }
-        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-        guard !rest.isEmpty else { return nil }
-        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
-            let host = String(rest[rest.index(after: rest.startIndex)..<close])
-            let after = rest[rest.index(after: close)...]
-            return (host, after.hasPrefix(":") ? Int(after.dropFirst()) : nil)
-        }
-        if let colon = rest.lastIndex(of: ":") {
-            return (String(rest[..<colon]), Int(rest[rest.index(after: colon)...]))
-        }
-        return (String(rest), nil)
+        HostPort(url: url).map { ($0.host, $0.port) }
     }
 }

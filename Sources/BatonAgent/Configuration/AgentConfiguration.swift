@@ -366,7 +366,8 @@ public struct AgentConfiguration: Sendable {
 
     /// `host:port` (IPv6 in brackets), or nil.
     static func hostPort(_ text: String) -> (String, Int)? {
-        ConnURL.hostAndPort("x://" + text).flatMap { text.contains(":") ? $0 : nil }
+        guard let address = HostPort(parsing: text), let port = address.port else { return nil }
+        return (address.host, port)
     }
 }
 

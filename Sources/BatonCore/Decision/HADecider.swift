@@ -569,38 +569,11 @@ extension ReplicationSource {
     }
 }
 
-/// Reads `postgres://[user@]host[:port][/db][?…]` without Foundation.
+/// Reads `postgres://[user@]host[:port][/db][?…]` (through `HostPort`).
 public enum ConnURL {
+    /// Host and port, the port 5432 when the URL names none; nil when unreadable.
     public static func hostAndPort(_ url: String) -> (String, Int)? {
-        let scalars = Array(url)
-        var start: Int?
-        for index in 0..<max(0, scalars.count - 2)
-        where scalars[index] == ":" && scalars[index + 1] == "/"
-            && scalars[index + 2] == "/"
-        {
-            start = index + 3
-            break
-        }
-        guard let start else { return nil }
-        var rest = String(scalars[start...])[...]
-        if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) { rest = rest[..<slash] }
-        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-        var host = Substring(rest)
-        var port = 5432
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return nil }
-            let after = host[host.index(after: close)...]
-            if after.hasPrefix(":") {
-                guard let value = Int(after.dropFirst()) else { return nil }
-                port = value
-            }
-            host = host[host.index(after: host.startIndex)..<close]
-        } else if let colon = host.lastIndex(of: ":") {
-            guard let value = Int(host[host.index(after: colon)...]) else { return nil }
-            port = value
-            host = host[..<colon]
-        }
-        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
-        return (String(host), port)
+        guard let address = HostPort(url: url) else { return nil }
+        return (address.host, address.port ?? 5432)
     }
 }
