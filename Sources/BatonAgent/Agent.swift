@@ -44,13 +44,15 @@ public final class Agent: Sendable {
             configuration: EtcdConfiguration(
                 endpoints: etcd.endpoints, retryTimeout: dynamic.retryTimeout, credentials: etcdCredentials, tls: tls),
             logger: logger)
-        self.store = EtcdClusterStore(
-            client: self.etcd, namespace: configuration.namespace, scope: configuration.scope, logger: logger)
-        self.apiEtcd = EtcdClient(
+        let apiEtcd = EtcdClient(
             configuration: EtcdConfiguration(
                 endpoints: etcd.endpoints, retryTimeout: dynamic.retryTimeout, credentials: etcdCredentials, tls: tls,
                 maxConcurrentRequests: 4, maxQueuedRequests: 64),
             logger: logger)
+        self.apiEtcd = apiEtcd
+        self.store = EtcdClusterStore(
+            client: self.etcd, namespace: configuration.namespace, scope: configuration.scope, logger: logger,
+            followers: [apiEtcd])
         self.apiStore = EtcdClusterStore(
             client: self.apiEtcd, namespace: configuration.namespace, scope: configuration.scope, logger: logger)
 

@@ -30,6 +30,8 @@ public actor HALoop {
     /// The last `config` key value that passed validation, and the revision of a rejected one.
     var acceptedConfig: DynamicConfig?
     var rejectedConfigRevision: Int64?
+    /// The undecodable keys already logged (see `reportUndecodableKeys`).
+    var reportedKeyProblems = Set<String>()
     /// The retry_timeout the store's requests are bounded by.
     var appliedRetryTimeout: Duration?
     /// When a promotion was last refused because `watchdog.mode: required` could not be met.
@@ -396,7 +398,10 @@ public actor HALoop {
         } catch {
             problem = "\(error)"
         }
-        if let loaded = cluster { cluster = acceptingValidConfig(loaded) }
+        if let loaded = cluster {
+            reportUndecodableKeys(loaded)
+            cluster = acceptingValidConfig(loaded)
+        }
         let pg = await pgStatus
         let config = effectiveConfig(cluster)
         if config.retryTimeout != appliedRetryTimeout {
@@ -437,8 +442,19 @@ public actor HALoop {
     /// keeps the last valid configuration, under the key's revision (so that a `PATCH /config`
     /// merges onto the valid one and replaces the bad one). Logged once per revision.
     func acceptingValidConfig(_ view: ClusterView) -> ClusterView {
-        guard let config = view.config else { return view }
-        let problems = config.value.validationErrors()
+        let config: Versioned<DynamicConfig>
+        let problems: [String]
+        if let present = view.config {
+            config = present
+            problems = present.value.validationErrors()
+        } else if let revision = view.unreadableConfigRevision {
+            // Not a JSON object at all: as invalid as a bad value, and kept out the same way.
+            config = Versioned(DynamicConfig(), modRevision: revision)
+            let detail = view.problems.first { $0.contains("/config") } ?? "unreadable"
+            problems = ["the config key is not a JSON object (\(detail))"]
+        } else {
+            return view
+        }
         if problems.isEmpty {
             acceptedConfig = config.value
             rejectedConfigRevision = nil
@@ -460,6 +476,20 @@ public actor HALoop {
         var view = view
         view.config = Versioned(inForce, modRevision: config.modRevision)
         return view
+    }
+
+    /// Logs each key that could not be decoded (the store reports them in `problems`), once per
+    /// problem while it lasts: the key is ignored (the view goes on without it), and the operator
+    /// learns which key to fix.
+    func reportUndecodableKeys(_ view: ClusterView) {
+        let current = Set(view.problems)
+        // A config key's own problem is logged by acceptingValidConfig, with what stays in force.
+        for problem in view.problems where !reportedKeyProblems.contains(problem) && !problem.contains("/config: ") {
+            logger.error(
+                "a key in the store cannot be read and is ignored: \(problem); rewrite or delete it",
+                metadata: ["ha.store_revision": "\(view.revision)"])
+        }
+        reportedKeyProblems = current
     }
 
     /// The leader this member confirmed in failsafe mode within the last `ttl`, if any.

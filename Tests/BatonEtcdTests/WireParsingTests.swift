@@ -218,4 +218,31 @@ import Testing
         #expect(view.status == nil)
         #expect(view.problems.count == 2, "\(view.problems)")
     }
+
+    /// Values and keys from the store go into log lines and documents: a newline in one would
+    /// forge a log line. Found by the fuzz test (raw NUL and 0xFF bytes ended up in agent logs).
+    @Test func previewsArePrintableOnOneLine() {
+        #expect(WireObject.printable(Array("a\nb\r\tc\u{1}\u{7F}".utf8), limit: 80) == "a\\nb\\r\\tc\\u{1}\\u{7f}")
+        #expect(WireObject.printable([0xFF, 0x00, 0x41], limit: 80) == "\u{FFFD}\\u{0}A")
+        #expect(WireObject.printable(Array(String(repeating: "x", count: 100).utf8), limit: 10) == "xxxxxxxxxx…")
+    }
+
+    @Test func aMemberKeyWithControlCharactersIsNoMember() {
+        let layout = EtcdKeyLayout(scope: "demo")
+        let body = Array(
+            #"{"conn_url":"postgres://h:5432/postgres","api_url":"http://h:8008/patroni","state":"running","role":"replica"}"#
+                .utf8)
+        func kv(_ key: String) -> String {
+            "{\"key\":\"\(Data(key.utf8).base64EncodedString())\",\"value\":\"\(Data(body).base64EncodedString())\",\"mod_revision\":\"3\"}"
+        }
+        let json =
+            "{\"header\":{\"revision\":\"9\"},\"kvs\":[\(kv("/service/demo/members/evil\nname")),\(kv("/service/demo/members/node2"))]}"
+        guard let response = try? EtcdRangeResponse(wire: WireObject(json: Array(json.utf8))) else {
+            Issue.record("could not build the range response")
+            return
+        }
+        let view = EtcdClusterStore.decodeView(response, layout: layout)
+        #expect(view.members.map(\.name) == ["node2"])
+        #expect(view.problems.count == 1 && !view.problems[0].contains("\n"), "\(view.problems)")
+    }
 }

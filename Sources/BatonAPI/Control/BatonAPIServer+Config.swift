@@ -34,7 +34,16 @@ extension BatonAPIServer {
         } catch {
             return storeUnavailable("read the config key", error)
         }
-        let current = cluster.config
+        // A key that is not a JSON object at all is replaced: a patch applies to the configuration
+        // the HA loop keeps in force meanwhile (the last valid one), compared on the bad key's revision.
+        let current: Versioned<DynamicConfig>? =
+            if let config = cluster.config {
+                config
+            } else if let revision = cluster.unreadableConfigRevision {
+                Versioned(await source.status().config, modRevision: revision)
+            } else {
+                nil
+            }
         let updated =
             replace
             ? DynamicConfig(body) : (current?.value ?? DynamicConfig()).merging(patch: .object(body))

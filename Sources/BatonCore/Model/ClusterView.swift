@@ -16,13 +16,17 @@ public struct ClusterView: Hashable, Sendable {
     public var failsafe: [String: String]?
     /// Keys that could not be decoded, each with what was wrong; never fatal.
     public var problems: [String]
+    /// The modification revision of a `config` key that is not a JSON object (so `config` is
+    /// nil although the key exists): the HA loop keeps the last valid configuration under this
+    /// revision, and a `PATCH`/`PUT /config` replaces the key with a compare-and-swap on it.
+    public var unreadableConfigRevision: Int64?
 
     public init(
         revision: Int64 = 0, initialize: String? = nil, initializeRevision: Int64? = nil,
         config: Versioned<DynamicConfig>? = nil,
         leader: LeaderLock? = nil, members: [Member] = [], failover: Versioned<FailoverRequest>? = nil,
         sync: Versioned<SyncState>? = nil, history: [HistoryEntry] = [], status: LeaderStatus? = nil,
-        failsafe: [String: String]? = nil, problems: [String] = []
+        failsafe: [String: String]? = nil, problems: [String] = [], unreadableConfigRevision: Int64? = nil
     ) {
         self.revision = revision
         self.initialize = initialize
@@ -36,6 +40,7 @@ public struct ClusterView: Hashable, Sendable {
         self.status = status
         self.failsafe = failsafe
         self.problems = problems
+        self.unreadableConfigRevision = unreadableConfigRevision
     }
 
     public func member(named name: String) -> Member? { members.first { $0.name == name } }

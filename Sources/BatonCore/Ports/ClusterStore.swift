@@ -139,6 +139,8 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let unavailable = Code(rawValue: "unavailable")
         /// The request did not complete within its deadline.
         public static let timeout = Code(rawValue: "timeout")
+        /// Never sent: this process had too many requests waiting for the store already.
+        public static let overloaded = Code(rawValue: "overloaded")
         public static let leaseNotFound = Code(rawValue: "lease not found")
         /// The requested revision was compacted away.
         public static let compacted = Code(rawValue: "compacted")

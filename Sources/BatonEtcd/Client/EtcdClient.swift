@@ -173,6 +173,8 @@ public final class EtcdClient: Sendable {
                                     deadline: deadline, pinned: index, decode: decode)
                                 race.report(.answer(reply, index: index))
                             } catch let error as StoreError {
+                                // Overloaded (not sent: this process is saturated) is definitive
+                                // too: another endpoint's attempt would wait in the same queue.
                                 race.report(
                                     .failure(error, definitive: error.code != .unavailable && error.code != .timeout))
                             } catch {

@@ -40,7 +40,7 @@ extension StoreError {
         case .connectionLost: code = .unavailable
         case .malformed: code = .malformedReply
         case .aborted: code = .other
-        case .overloaded: code = .timeout
+        case .overloaded: code = .overloaded
         case .other: code = .unavailable
         }
         if failure.requestSent, !idempotent, failure.kind == .timeout || failure.kind == .connectionLost {

@@ -20,8 +20,16 @@ public struct EtcdClusterStore: ClusterStore {
     public let layout: EtcdKeyLayout
     private let logger: Logger
 
-    public init(client: EtcdClient, namespace: String = "/service", scope: String, logger: Logger) {
+    /// Clients whose request timeout follows this store's (`setRequestTimeout`): the agent's
+    /// REST API has an etcd client of its own that must follow the dynamic `retry_timeout` too.
+    let followers: [EtcdClient]
+
+    public init(
+        client: EtcdClient, namespace: String = "/service", scope: String, logger: Logger,
+        followers: [EtcdClient] = []
+    ) {
         self.client = client
+        self.followers = followers
         self.layout = EtcdKeyLayout(namespace: namespace, scope: scope)
         var logger = logger
         logger[metadataKey: "etcd.scope"] = "\(layout.prefix)"
@@ -32,7 +40,10 @@ public struct EtcdClusterStore: ClusterStore {
 
     // MARK: Reading
 
-    public func setRequestTimeout(_ timeout: Duration) { client.setRequestTimeout(timeout) }
+    public func setRequestTimeout(_ timeout: Duration) {
+        client.setRequestTimeout(timeout)
+        for follower in followers { follower.setRequestTimeout(timeout) }
+    }
 
     public func loadCluster() async throws -> ClusterView {
         let response = try await client.range(EtcdRangeRequest(prefix: layout.prefix))
@@ -52,7 +63,9 @@ public struct EtcdClusterStore: ClusterStore {
                     return try decoder.decode(T.self, from: Data(kv.value))
                 } catch {
                     view.problems.append(
-                        "\(name): cannot decode \(T.self): \(Self.describe(error)) in \(kv.valuePreview)")
+                        "\(WireObject.printable(kv.key, limit: 200)): cannot decode \(T.self): "
+                            + "\(WireObject.printable(Array(Self.describe(error).utf8), limit: 300)) in \(kv.valuePreview)"
+                    )
                     return nil
                 }
             }
@@ -67,6 +80,8 @@ public struct EtcdClusterStore: ClusterStore {
             case .config:
                 if let config = decode(DynamicConfig.self) {
                     view.config = Versioned(config, modRevision: kv.modRevision)
+                } else {
+                    view.unreadableConfigRevision = kv.modRevision
                 }
             case .failover:
                 if kv.value.isEmpty || kv.value == Array("{}".utf8) { continue }
@@ -82,6 +97,15 @@ public struct EtcdClusterStore: ClusterStore {
             case .failsafe:
                 if let failsafe = decode([String: String].self) { view.failsafe = failsafe }
             case .member(let memberName):
+                // A name that would break a log line, a table or a URL is not a member's.
+                guard !memberName.isEmpty, memberName.utf8.count <= 256,
+                    memberName.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
+                else {
+                    view.problems.append(
+                        "\(WireObject.printable(kv.key, limit: 200)): not a member name (empty, too long or "
+                            + "with control characters); ignored")
+                    continue
+                }
                 if let body = decode(Member.Body.self) { view.members.append(Member(name: memberName, body: body)) }
             case .other:
                 // Keys of other tools or later versions (e.g. `optime/leader`) are not problems.
@@ -275,8 +299,6 @@ public struct EtcdClusterStore: ClusterStore {
 }
 
 extension EtcdKeyValue {
-    var valuePreview: String {
-        let text = String(decoding: value.prefix(80), as: UTF8.self)
-        return value.count > 80 ? "'\(text)…'" : "'\(text)'"
-    }
+    /// The start of the value, printable on one line (it comes from whoever can write the store).
+    var valuePreview: String { "'" + WireObject.printable(value, limit: 80) + "'" }
 }
