@@ -164,7 +164,8 @@ public enum FenceGuardMain {
                     switch words.first {
                     case "arm" where words.count == 3:
                         if let milliseconds = UInt64(words[1]), let target = Int32(words[2]) {
-                            deadline = monotonicMilliseconds() + milliseconds
+                            // At most a day ahead: a garbled line cannot overflow the deadline.
+                            deadline = monotonicMilliseconds() + min(milliseconds, 86_400_000)
                             pid = target
                             watchUntil = nil
                         }

@@ -87,7 +87,7 @@ FileHandle.standardError.write(Data("topology: \(cluster.topology)\n".utf8))
 /// Runs `body` in `tasks` tasks for `seconds`; returns statements per second.
 func run(tasks: Int, seconds: Double, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
     let count = Counter()
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    let deadline = ContinuousClock.now + (Duration(checkedSeconds: seconds) ?? .seconds(10))
     let started = ContinuousClock.now
     try await withThrowingTaskGroup(of: Void.self) { group in
         for task in 0..<tasks {

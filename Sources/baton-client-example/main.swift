@@ -30,7 +30,7 @@ for argument in CommandLine.arguments.dropFirst() {
     }
     switch parts[0] {
     case "seconds":
-        guard let value = Double(parts[1]), value > 0 else {
+        guard let value = Double(parts[1]), value > 0, value <= 31_536_000 else {
             FileHandle.standardError.write(Data("seconds must be a positive number, got '\(parts[1])'\n".utf8))
             exit(2)
         }

@@ -60,8 +60,15 @@ struct SwitchoverCommand: AsyncParsableCommand {
         if cancel, leader != nil || candidate != nil || scheduled != nil {
             throw ValidationError("--cancel takes no --leader, --candidate or --scheduled")
         }
-        if let scheduled, ISO8601.secondsSince1970(scheduled) == nil {
-            throw ValidationError("--scheduled '\(scheduled)' is not an ISO 8601 time like 2026-11-22T15:00:00+00:00")
+        if let scheduled {
+            // Checked here too: when no REST API answers, the value goes into the failover key as is.
+            guard let at = ISO8601.secondsSince1970(scheduled), ISO8601.hasTimeZone(scheduled) else {
+                throw ValidationError(
+                    "--scheduled '\(scheduled)' is not an ISO 8601 time with its zone, like 2026-11-22T15:00:00+00:00")
+            }
+            guard at > Date().timeIntervalSince1970 else {
+                throw ValidationError("--scheduled '\(scheduled)' is in the past; give a later time or leave it out")
+            }
         }
     }
 

@@ -88,6 +88,16 @@ import Testing
         #expect(throws: (any Error).self) { try HTTPPeerProbe.parseStatus(name: "p", body: Array("[]".utf8)) }
     }
 
+    /// Audit finding: a peer's WAL position beyond UInt64 (or not a whole number) trapped the agent
+    /// that probed it (`UInt64(1e20)`); it is unknown now.
+    @Test func hostilePositionsAreUnknownNotATrap() throws {
+        for value in ["1e20", "18446744073709551616", "1.5e300", "\"inf\"", "-1"] {
+            let json = #"{"state":"running","role":"replica","xlog":{"received_location":"# + value + "}}"
+            let status = try HTTPPeerProbe.parseStatus(name: "p", body: Array(json.utf8))
+            #expect(status.walPosition == nil, "\(value)")
+        }
+    }
+
     /// Unknown is not "replica": a peer whose postgres may accept writes vetoes the race — one that
     /// says it is demoted (stepping down, not yet fenced), one still starting or restarting as a
     /// primary, one that does not say what it is. Before, only `primary`/`master` in state

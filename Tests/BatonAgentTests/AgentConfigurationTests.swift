@@ -17,6 +17,18 @@ import Testing
           data_dir: /var/lib/baton/data
         """
 
+    /// Audit finding: a parameter of 1e19 trapped (`Int64(number)`) at startup and in
+    /// `baton check-config`; it is written as a number now, and a non-finite one is refused.
+    @Test func hugeAndNonFiniteParameterNumbers() throws {
+        let huge = try AgentConfiguration.parse(
+            Self.minimal + "\n  parameters: {work_mem: 1e19, max_connections: 100}", environment: Self.secrets)
+        #expect(huge.postgresql.parameters["work_mem"] == "1e+19")
+        #expect(huge.postgresql.parameters["max_connections"] == "100")
+        #expect(throws: ConfigurationError.self) {
+            try AgentConfiguration.parse(Self.minimal + "\n  parameters: {work_mem: .inf}", environment: Self.secrets)
+        }
+    }
+
     @Test func theAnnotatedExampleLoads() throws {
         let configuration = try AgentConfiguration.load(
             path: Self.root.appendingPathComponent("agent.yml").path, environment: Self.secrets)
@@ -120,6 +132,9 @@ import Testing
             yaml: minimal + "\nrestapi:\n  threads: 0", message: "expected 1 to 64 event-loop threads, got 0", line: nil
         ),
         Bad(yaml: minimal + "\nrestapi:\n  threads: many", message: "expected a whole number, got 'many'", line: nil),
+        Bad(
+            yaml: minimal.replacingOccurrences(of: "[\"127.0.0.1:2379\"]", with: "[\"127.0.0.1:99999\"]"),
+            message: "hosts: '127.0.0.1:99999' is not host:port", line: nil),
         Bad(
             yaml: minimal + "\nrestapi:\n  max_connections: 0",
             message: "restapi.max_connections: expected 1 to 100000 connections at once, got 0", line: nil),

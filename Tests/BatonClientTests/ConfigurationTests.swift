@@ -83,5 +83,16 @@ import Testing
         #expect(SettingsReader.parseDuration("0.5") == .milliseconds(500))
         #expect(SettingsReader.parseDuration("-1") == nil)
         #expect(SettingsReader.parseDuration("x") == nil)
+        // Audit findings: these trapped (Int64 overflow) and took the client process down.
+        #expect(SettingsReader.parseDuration("1e10") == nil)
+        #expect(SettingsReader.parseDuration("1e300ms") == nil)
+    }
+
+    /// Audit finding: weights whose sum overflows trapped on the first weighted read.
+    @Test func replicaWeightsAreBounded() {
+        #expect(
+            error(["host": "a", "user": "app", "replica_weights": "a=9223372036854775807,b=1"])?.contains(
+                "from 0 to 1000000") == true)
+        #expect(error(["host": "a", "user": "app", "replica_weights": "a=-1"])?.contains("from 0 to 1000000") == true)
     }
 }

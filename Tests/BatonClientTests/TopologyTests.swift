@@ -120,6 +120,22 @@ import Testing
         }
     }
 
+    /// Audit finding: an agent's `/cluster` with a lag beyond UInt64 trapped the client
+    /// (`UInt64(1e20)`); the lag is unknown now.
+    @Test func aHostileLagIsUnknown() throws {
+        let json = """
+            {"scope": "demo", "members": [
+              {"name": "n1", "role": "leader", "state": "running", "host": "127.0.0.1", "port": 5001},
+              {"name": "n2", "role": "replica", "state": "streaming", "host": "127.0.0.1", "port": 5002, "lag": 1e20}
+            ]}
+            """
+        var history = LagHistory()
+        let topology = try Topology(
+            clusterDocument: Data(json.utf8), from: "http://a", lagHistory: &history, now: now)
+        #expect(topology.replicas.map(\.name) == ["n2"])
+        #expect(topology.replicas[0].lagBytes == nil)
+    }
+
     @Test func fixedAndDegradedTopologiesUseMultiHost() {
         let primaries = [Endpoint(host: "a", port: 1), Endpoint(host: "b", port: 2)]
         let fixed = Topology.fixed(primaryHosts: primaries, readReplicas: [Endpoint(host: "c", port: 3)])

@@ -665,6 +665,13 @@ import Testing
         #expect(ISO8601.secondsSince1970("2026-11-22 15:00:00.5") == 1_795_359_600.5)
         #expect(ISO8601.secondsSince1970("2026-13-22T15:00:00Z") == nil)
         #expect(ISO8601.secondsSince1970("tomorrow") == nil)
+        // Audit findings: a day past the month's end rolled over (02-31 was March 3rd) and any
+        // offset was taken (+99:99).
+        #expect(ISO8601.secondsSince1970("2026-02-31T15:00:00Z") == nil)
+        #expect(ISO8601.secondsSince1970("2026-04-31T15:00:00Z") == nil)
+        #expect(ISO8601.secondsSince1970("2024-02-29T00:00:00Z") != nil)
+        #expect(ISO8601.secondsSince1970("2100-02-29T00:00:00Z") == nil)
+        #expect(ISO8601.secondsSince1970("2026-11-22T15:00:00+99:99") == nil)
     }
 
     @Test func connURL() {

@@ -69,7 +69,7 @@ extension BatonAPIServer {
                             "schedule: unable to parse '\(text)'. It should be in an unambiguous format, e.g. "
                                 + "ISO 8601 like 2026-11-22T15:00:00+00:00", statusCode: 422))
                 }
-                guard SwitchoverRequest.hasTimeZone(text) else {
+                guard ISO8601.hasTimeZone(text) else {
                     return .failure(
                         APIInputError(
                             "schedule: Timezone information is mandatory for the scheduled restart, "
@@ -98,7 +98,9 @@ extension BatonAPIServer {
                 }
                 request.postgresVersionBelow = version
             case "timeout":
-                guard let seconds = seconds(value), seconds > 0, let timeout = Duration(checkedSeconds: seconds) else {
+                guard let seconds = seconds(value), seconds > 0, let timeout = Duration(checkedSeconds: seconds),
+                    timeout >= .milliseconds(1)
+                else {
                     return .failure(
                         APIInputError(
                             "timeout: Timeout should be a positive number of seconds up to one year (e.g. 60 or \"60s\")"

@@ -66,7 +66,7 @@ struct SwitchoverRequest: Hashable, Sendable {
                     "scheduled_at: unable to parse '\(scheduledAt)'; use ISO 8601 with a time zone, "
                         + "e.g. 2026-11-22T15:00:00+00:00")
             }
-            guard Self.hasTimeZone(scheduledAt) else {
+            guard ISO8601.hasTimeZone(scheduledAt) else {
                 return refuse(
                     400, "scheduled_at: time zone information is mandatory, e.g. 2026-11-22T15:00:00+00:00")
             }
@@ -120,12 +120,5 @@ struct SwitchoverRequest: Hashable, Sendable {
             }
         }
         return .success(FailoverRequest(leader: leader, member: candidate, scheduledAt: scheduledAt))
-    }
-
-    /// Whether an ISO 8601 timestamp names its zone (`Z` or a `±hh:mm` offset after the time).
-    static func hasTimeZone(_ text: String) -> Bool {
-        if text.hasSuffix("Z") || text.hasSuffix("z") { return true }
-        let time = text.dropFirst(min(text.count, 11))
-        return time.contains("+") || time.contains("-")
     }
 }

@@ -79,8 +79,11 @@ public struct HTTPPeerProbe: PeerProbe {
         }
         let xlog = document["xlog"]?.objectValue ?? [:]
         func lsn(_ key: String) -> LSN? {
-            guard let number = xlog[key]?.doubleValue, number >= 0 else { return nil }
-            return LSN(UInt64(number))
+            // A peer's answer: anything but a whole number within UInt64 is unknown, never a trap.
+            guard let number = xlog[key]?.doubleValue, number >= 0, number < 0x1p64,
+                let value = UInt64(exactly: number.rounded(.down))
+            else { return nil }
+            return LSN(value)
         }
         // Unknown is not "replica": a peer whose postgres may accept writes is a possible primary —
         // one that reports itself primary or demoted (stepping down, not yet fenced) while its

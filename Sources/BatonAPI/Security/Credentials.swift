@@ -14,7 +14,7 @@ struct Credentials: Sendable {
     func accepts(_ header: String?) -> Bool {
         guard let header else { return false }
         let given = Array(header.utf8)
-        var difference = UInt8(truncatingIfNeeded: given.count ^ expected.count)
+        var difference: UInt8 = given.count == expected.count ? 0 : 1
         for index in expected.indices {
             let byte = index < given.count ? given[index] : 0
             difference |= byte ^ expected[index]

@@ -145,8 +145,13 @@ public struct AgentConfiguration: Sendable {
         ])
         var hosts = try etcdSection.stringList("hosts") ?? (etcdSection.string("host").map { [$0] } ?? [])
         if let override = env("BATON_ETCD_HOSTS") { hosts = override.split(separator: ",").map { String($0).trimmed } }
+        hosts = hosts.filter { !$0.isEmpty }
         guard !hosts.isEmpty else {
             throw root.error(etcdKey, "is required: give etcd3.hosts, e.g. [\"127.0.0.1:2379\"]")
+        }
+        for host in hosts where (host.contains("://") ? HostPort(url: host) : HostPort(parsing: host)) == nil {
+            throw root.error(
+                etcdKey, "hosts: '\(host)' is not host:port or http(s)://host:port (e.g. 127.0.0.1:2379)")
         }
         let scheme = try etcdSection.string("protocol", default: "http")
         guard scheme == "http" || scheme == "https" else {
@@ -274,7 +279,13 @@ public struct AgentConfiguration: Sendable {
             switch box.value {
             case .string(let text): parameters[key] = text
             case .number(let number):
-                parameters[key] = number.rounded() == number ? String(Int64(number)) : String(number)
+                guard number.isFinite else {
+                    throw pg.error(
+                        "parameters", "\(key): \(number) is not a value PostgreSQL takes; give a finite number")
+                }
+                // Whole numbers print without a fraction while they fit an Int64 exactly.
+                parameters[key] =
+                    number.rounded() == number && abs(number) < 9e15 ? String(Int64(number)) : String(number)
             case .bool(let flag): parameters[key] = flag ? "on" : "off"
             default: throw pg.error("parameters", "\(key): expected a string, number or boolean")
             }

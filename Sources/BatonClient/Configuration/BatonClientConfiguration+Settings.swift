@@ -1,3 +1,4 @@
+import BatonCore
 import BatonEtcd
 
 extension BatonClientConfiguration {
@@ -105,9 +106,11 @@ extension BatonClientConfiguration {
         }
         for item in reader.list("replica_weights") {
             let parts = item.split(separator: "=", maxSplits: 1).map { String($0).trimmed() }
-            guard parts.count == 2, !parts[0].isEmpty, let weight = Int(parts[1]) else {
+            guard parts.count == 2, !parts[0].isEmpty, let weight = Int(parts[1]), (0...1_000_000).contains(weight)
+            else {
                 throw BatonClientError.configuration(
-                    "replica_weights entry '\(item)' must be name=weight (e.g. node2=3,127.0.0.1:5434=1)")
+                    "replica_weights entry '\(item)' must be name=weight with a weight from 0 to 1000000 "
+                        + "(e.g. node2=3,127.0.0.1:5434=1)")
             }
             replicas.weights[parts[0]] = weight
         }
@@ -195,6 +198,6 @@ struct SettingsReader {
             break
         }
         guard let value = Double(number), value.isFinite, value >= 0 else { return nil }
-        return .nanoseconds(Int64((value * scale * 1e9).rounded()))
+        return Duration(checkedSeconds: value * scale)
     }
 }

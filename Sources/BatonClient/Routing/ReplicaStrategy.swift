@@ -70,7 +70,12 @@ struct ReplicaSelector: Sendable {
     /// nginx's smooth weighted round-robin: every candidate gains its weight, the largest wins and
     /// pays back the total. Weight 0 is never picked unless all weigh 0.
     private mutating func pickWeighted(_ candidates: [ReplicaCandidate]) -> ReplicaCandidate? {
-        let weighted = candidates.filter { $0.weight > 0 }
+        // Weights come from settings and members' tags: clamped, so that their sum cannot overflow.
+        let weighted = candidates.filter { $0.weight > 0 }.map { candidate in
+            var clamped = candidate
+            clamped.weight = min(candidate.weight, 1_000_000)
+            return clamped
+        }
         guard !weighted.isEmpty else {
             defer { turn &+= 1 }
             return candidates[Int(turn % UInt64(candidates.count))]

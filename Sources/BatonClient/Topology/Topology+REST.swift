@@ -72,7 +72,7 @@ struct ClusterDocumentWire: Decodable {
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.singleValueContainer()
-            if let number = try? container.decode(Double.self), number >= 0 {
+            if let number = try? container.decode(Double.self), number >= 0, number < 0x1p64 {
                 self = .bytes(UInt64(number))
             } else {
                 self = .unknown

@@ -27,7 +27,8 @@ public enum ISO8601 {
         else { return nil }
         index += 1
         guard let hour = number(2), expect(58), let minute = number(2), expect(58), let second = number(2),
-            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+            (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day), hour < 24, minute < 60,
+            second < 61
         else { return nil }
         var fraction = 0.0
         if index < chars.count, chars[index] == 46 {
@@ -52,7 +53,7 @@ public enum ISO8601 {
                 index += 1
                 guard let hours = number(2) else { return nil }
                 _ = expect(58)
-                guard let minutes = number(2) else { return nil }
+                guard let minutes = number(2), hours <= 23, minutes <= 59 else { return nil }
                 offset = sign * (hours * 3600 + minutes * 60)
             default:
                 return nil
@@ -62,6 +63,23 @@ public enum ISO8601 {
         let days = daysFromCivil(year: year, month: month, day: day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset
         return Double(seconds) + fraction
+    }
+
+    /// Whether a timestamp names its zone (`Z` or a `±hh:mm` offset after the time): one without
+    /// is ambiguous (the writer's local time, or UTC?) and is refused where a person typed it.
+    public static func hasTimeZone(_ text: String) -> Bool {
+        if text.hasSuffix("Z") || text.hasSuffix("z") { return true }
+        let time = text.dropFirst(min(text.count, 11))
+        return time.contains("+") || time.contains("-")
+    }
+
+    /// The days of `month` (1–12) in `year`: 2026-02-31 is no date (it is not March 3rd).
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
     }
 
     /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

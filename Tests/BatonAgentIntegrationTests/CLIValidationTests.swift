@@ -1,0 +1,27 @@
+import BatonTestCluster
+import Foundation
+import Testing
+
+/// Arguments of the `baton` CLI refused before anything is read or written (the real binary).
+@Suite struct CLIValidationTests {
+    static func refusal(_ arguments: [String]) -> String? {
+        do {
+            _ = try AgentCluster.run([AgentCluster.batonBinary] + arguments)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    /// Audit finding: `--scheduled` was only checked to parse. Without a zone it was read as UTC,
+    /// and a past time meant "now", when no REST API answered and the value went into the
+    /// failover key as given.
+    @Test func scheduledNeedsAZoneAndAFutureTime() {
+        let noZone = Self.refusal(["switchover", "-c", "/nonexistent.yml", "--scheduled", "2099-11-22T15:00:00"])
+        #expect(noZone?.contains("with its zone") == true, "\(noZone ?? "accepted")")
+        let past = Self.refusal(["switchover", "-c", "/nonexistent.yml", "--scheduled", "2001-11-22T15:00:00+00:00"])
+        #expect(past?.contains("in the past") == true, "\(past ?? "accepted")")
+        let notADay = Self.refusal(["switchover", "-c", "/nonexistent.yml", "--scheduled", "2099-02-31T15:00:00Z"])
+        #expect(notADay?.contains("ISO 8601") == true, "\(notADay ?? "accepted")")
+    }
+}
