@@ -450,7 +450,7 @@ public actor HALoop {
         } else if let revision = view.unreadableConfigRevision {
             // Not a JSON object at all: as invalid as a bad value, and kept out the same way.
             config = Versioned(DynamicConfig(), modRevision: revision)
-            let detail = view.problems.first { $0.contains("/config") } ?? "unreadable"
+            let detail = view.unreadableConfigProblem ?? "unreadable"
             problems = ["the config key is not a JSON object (\(detail))"]
         } else {
             return view
@@ -483,8 +483,9 @@ public actor HALoop {
     /// learns which key to fix.
     func reportUndecodableKeys(_ view: ClusterView) {
         let current = Set(view.problems)
-        // A config key's own problem is logged by acceptingValidConfig, with what stays in force.
-        for problem in view.problems where !reportedKeyProblems.contains(problem) && !problem.contains("/config: ") {
+        // An unreadable config key is logged by acceptingValidConfig, with what stays in force.
+        for problem in view.problems
+        where !reportedKeyProblems.contains(problem) && problem != view.unreadableConfigProblem {
             logger.error(
                 "a key in the store cannot be read and is ignored: \(problem); rewrite or delete it",
                 metadata: ["ha.store_revision": "\(view.revision)"])

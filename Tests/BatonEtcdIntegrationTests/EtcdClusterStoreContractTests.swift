@@ -60,6 +60,9 @@ struct EtcdClusterStoreContractTests {
             #expect(view.history.count == 1)
             #expect(view.problems.count == 2, "\(view.problems)")
             #expect(view.problems.contains { $0.hasPrefix("/service/bad/config") })
+            // The unreadable config key's revision and problem, for the loop and PATCH /config.
+            #expect(view.unreadableConfigRevision != nil)
+            #expect(view.unreadableConfigProblem?.hasPrefix("/service/bad/config") == true)
         }
     }
 

@@ -20,6 +20,8 @@ public struct ClusterView: Hashable, Sendable {
     /// nil although the key exists): the HA loop keeps the last valid configuration under this
     /// revision, and a `PATCH`/`PUT /config` replaces the key with a compare-and-swap on it.
     public var unreadableConfigRevision: Int64?
+    /// What was wrong with that key (also in `problems`).
+    public var unreadableConfigProblem: String?
 
     public init(
         revision: Int64 = 0, initialize: String? = nil, initializeRevision: Int64? = nil,

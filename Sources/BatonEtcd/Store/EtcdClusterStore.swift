@@ -82,6 +82,7 @@ public struct EtcdClusterStore: ClusterStore {
                     view.config = Versioned(config, modRevision: kv.modRevision)
                 } else {
                     view.unreadableConfigRevision = kv.modRevision
+                    view.unreadableConfigProblem = view.problems.last
                 }
             case .failover:
                 if kv.value.isEmpty || kv.value == Array("{}".utf8) { continue }
