@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "baton", targets: ["baton"]),
+        .executable(name: "baton-fence-guard", targets: ["baton-fence-guard"]),
         .library(name: "BatonClient", targets: ["BatonClient"]),
         .library(name: "BatonCore", targets: ["BatonCore"]),
     ],
@@ -114,6 +115,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
+        ),
+        // The fence backstop the agent starts beside postgres: only the C library, linked statically
+        // on Linux so that it stays a few MB resident (`scripts/bench footprint`).
+        .executableTarget(
+            name: "baton-fence-guard",
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(platforms: [.linux]))]
         ),
         // Writes and reads through BatonClient and prints where each went (`scripts/demo client`).
         .executableTarget(

@@ -23,7 +23,7 @@ public final class Agent: Sendable {
     let fenceGuard: ProcessFenceGuard?
     let logger: Logger
 
-    /// Builds the agent. `executable` is the `baton` binary (for the fence guard process);
+    /// Builds the agent. `executable` is the `baton` binary (baton-fence-guard is installed beside it);
     /// `configurationFile` is re-read by `POST /reload`.
     public init(
         configuration: AgentConfiguration, peers: any PeerProbe, executable: String?, configurationFile: String? = nil,
@@ -72,9 +72,15 @@ public final class Agent: Sendable {
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node
 
-        if configuration.fenceGuard, let executable {
+        if configuration.fenceGuard {
+            guard let executable else {
+                throw FenceGuardUnavailable(
+                    description: "fence_guard is on but the path of the baton binary is unknown (no /proc/self/exe): "
+                        + "cannot find baton-fence-guard beside it")
+            }
             let guardProcess = ProcessFenceGuard(
-                executable: executable, dataDirectory: pg.dataDirectory, postmasterPID: { node.postmasterPID },
+                executable: ProcessFenceGuard.executable(besides: executable), dataDirectory: pg.dataDirectory,
+                postmasterPID: { node.postmasterPID },
                 logger: logger)
             try guardProcess.start()
             self.fenceGuard = guardProcess

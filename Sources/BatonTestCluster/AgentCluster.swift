@@ -67,6 +67,11 @@ public final class AgentCluster: @unchecked Sendable {
             ?? packageRoot.appendingPathComponent(".build/debug/baton").path
     }
 
+    /// The fence guard the agents start: installed beside `baton`.
+    public static var fenceGuardBinary: String {
+        URL(fileURLWithPath: batonBinary).deletingLastPathComponent().appendingPathComponent("baton-fence-guard").path
+    }
+
     public let root: URL
     public let options: ClusterOptions
     public let nodes: [AgentNode]

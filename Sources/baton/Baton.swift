@@ -16,7 +16,7 @@ struct Baton: AsyncParsableCommand {
             AgentCommand.self, ListCommand.self, TopologyCommand.self, HistoryCommand.self,
             SwitchoverCommand.self, FailoverCommand.self, PauseCommand.self, ResumeCommand.self,
             ShowConfigCommand.self, EditConfigCommand.self, RestartCommand.self, ReinitCommand.self,
-            RemoveCommand.self, CheckConfigCommand.self, VersionCommand.self, FenceGuardCommand.self,
+            RemoveCommand.self, CheckConfigCommand.self, VersionCommand.self,
         ]
     )
 
@@ -87,18 +87,6 @@ struct AgentCommand: AsyncParsableCommand {
 
     static func executablePath() -> String? {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments.first
-    }
-}
-
-struct FenceGuardCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "fence-guard", abstract: "Internal: the agent's fencing backstop process.", shouldDisplay: false)
-
-    @Option(name: .customLong("data-dir"), help: "The data directory whose postmaster is fenced.")
-    var dataDirectory: String?
-
-    func run() throws {
-        throw ExitCode(FenceGuardMain.run(dataDirectory: dataDirectory))
     }
 }
 

@@ -8,7 +8,7 @@ import Testing
     import Glibc
 #endif
 
-/// The fence guard process (`baton fence-guard`), run as the agent runs it. A stand-in postmaster
+/// The fence guard process (`baton-fence-guard`), run as the agent runs it. A stand-in postmaster
 /// (`sleep` started under the name `postgres`, in a stand-in data directory with a postmaster.pid)
 /// keeps these tests free of PostgreSQL; what the guard checks (command name, working directory,
 /// postmaster.pid) is the same.
@@ -66,7 +66,8 @@ import Testing
         defer { Self.end(current) }
         let gone: Int32 = 999_999  // the postmaster the guard was armed with, long gone
         let guardProcess = ProcessFenceGuard(
-            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { gone }, logger: Self.logger)
+            executable: AgentCluster.fenceGuardBinary, dataDirectory: data, postmasterPID: { gone }, logger: Self.logger
+        )
         try guardProcess.start()
         defer { guardProcess.stop() }
         await guardProcess.arm(remaining: .milliseconds(300))
@@ -80,7 +81,7 @@ import Testing
         let data = try Self.temporaryDataDirectory("unknown")
         defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
         let guardProcess = ProcessFenceGuard(
-            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { nil }, logger: Self.logger)
+            executable: AgentCluster.fenceGuardBinary, dataDirectory: data, postmasterPID: { nil }, logger: Self.logger)
         try guardProcess.start()
         defer { guardProcess.stop() }
         let first = try Self.standInPostmaster(in: data)
@@ -108,7 +109,7 @@ import Testing
         let data = try Self.temporaryDataDirectory("newer")
         defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
         let guardProcess = ProcessFenceGuard(
-            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { nil }, logger: Self.logger)
+            executable: AgentCluster.fenceGuardBinary, dataDirectory: data, postmasterPID: { nil }, logger: Self.logger)
         try guardProcess.start()
         defer { guardProcess.stop() }
         await guardProcess.arm(remaining: .milliseconds(100))
@@ -183,7 +184,7 @@ import Testing
         defer { Self.end(foreign) }
         try "\(foreign.processIdentifier)\n".write(toFile: data + "/postmaster.pid", atomically: true, encoding: .utf8)
         let guardProcess = ProcessFenceGuard(
-            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { 999_999 },
+            executable: AgentCluster.fenceGuardBinary, dataDirectory: data, postmasterPID: { 999_999 },
             logger: Self.logger)
         try guardProcess.start()
         defer { guardProcess.stop() }
@@ -200,7 +201,7 @@ import Testing
         defer { Self.end(postmaster) }
         let pid = postmaster.processIdentifier
         let guardProcess = ProcessFenceGuard(
-            executable: AgentCluster.batonBinary, dataDirectory: data, postmasterPID: { pid }, logger: Self.logger)
+            executable: AgentCluster.fenceGuardBinary, dataDirectory: data, postmasterPID: { pid }, logger: Self.logger)
         try guardProcess.start()
         defer { guardProcess.stop() }
         let first = try #require(guardProcess.pid)
@@ -211,5 +212,54 @@ import Testing
         #expect(second != first)
         await guardProcess.arm(remaining: .milliseconds(200))
         #expect(await Self.waitForExit(postmaster, within: .seconds(10)), "the new guard did not fence")
+    }
+
+    /// The guard reads its pipe as bytes and takes only well-formed commands: overflowing numbers,
+    /// negative or non-numeric fields, invalid UTF-8 and a 70 KB line without a newline change
+    /// nothing (no trap, no deadline), and the next valid `arm` still fences.
+    @Test func garbageOnThePipeIsIgnoredAndTheGuardStillFences() async throws {
+        let data = try Self.temporaryDataDirectory("garbage")
+        defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
+        let postmaster = try Self.standInPostmaster(in: data)
+        defer { Self.end(postmaster) }
+        let guardProcess = Process()
+        guardProcess.executableURL = URL(fileURLWithPath: AgentCluster.fenceGuardBinary)
+        guardProcess.arguments = ["--data-dir", data]
+        let pipe = Pipe()
+        guardProcess.standardInput = pipe
+        try guardProcess.run()
+        defer {
+            kill(guardProcess.processIdentifier, SIGKILL)
+            guardProcess.waitUntilExit()
+        }
+        let pid = postmaster.processIdentifier
+        var garbage = [
+            "arm 99999999999999999999999 \(pid)", "arm -5 \(pid)", "arm 10 abc", "arm 10 \(pid) extra",
+            "arm 10 -\(pid)", "arm 10 99999999999", "ARM 10 \(pid)", "", "   ", "arm\t10\t\(pid)",
+        ].map { Data(($0 + "\n").utf8) }
+        garbage.append(Data([0xFF, 0xFE, 0x00, 0x0A]))
+        garbage.append(Data(repeating: 0x61, count: 70_000))  // no newline: dropped, not buffered for ever
+        garbage.append(Data("\n".utf8))
+        for chunk in garbage { try pipe.fileHandleForWriting.write(contentsOf: chunk) }
+        #expect(!(await Self.waitForExit(postmaster, within: .seconds(1))), "garbage armed the guard")
+        #expect(guardProcess.isRunning, "the guard died on garbage input")
+        try pipe.fileHandleForWriting.write(contentsOf: Data("arm 100 \(pid)\n".utf8))
+        #expect(await Self.waitForExit(postmaster, within: .seconds(10)), "a valid arm after garbage did not fence")
+    }
+
+    /// Without its guard executable the agent does not start as a leader candidate: the error names
+    /// the path and how to fix it. Before, the guard was a subcommand of `baton` itself.
+    @Test func aMissingGuardExecutableIsAClearError() throws {
+        let guardProcess = ProcessFenceGuard(
+            executable: "/nonexistent/baton-fence-guard", dataDirectory: "/tmp", postmasterPID: { nil },
+            logger: Self.logger)
+        do {
+            try guardProcess.start()
+            Issue.record("a missing guard executable started")
+        } catch let error as FenceGuardUnavailable {
+            #expect(error.description.contains("/nonexistent/baton-fence-guard"))
+            #expect(error.description.contains("fence_guard: false"))
+        }
+        #expect(ProcessFenceGuard.executable(besides: "/usr/local/bin/baton") == "/usr/local/bin/baton-fence-guard")
     }
 }

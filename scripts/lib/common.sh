@@ -65,3 +65,13 @@ pg_bin_dir() {
     done
     return 1
 }
+
+# The agent's two executables, release build in .build-release: `baton` and the fence guard it
+# starts from the same directory (`baton-fence-guard`). Prints errors and the last line of each.
+build_agent_release() {
+    local product
+    for product in baton baton-fence-guard; do
+        swift build -c release --scratch-path .build-release --product "$product" 2>&1 |
+            grep -E "error|complete" | tail -2
+    done
+}

@@ -481,10 +481,21 @@ class Validator:
         package = open(os.path.join(self.root, "Package.swift"), encoding="utf-8").read()
         executables = set(re.findall(r'\.executable(?:Target)?\(\s*name:\s*"([^"]+)"', package))
         healthcheck, copied = False, set()
+
+        def check_guard_beside_baton():
+            # The agent starts its fence guard from the directory it runs from.
+            for destination in copied:
+                if os.path.basename(destination) == "baton":
+                    beside = os.path.join(os.path.dirname(destination), "baton-fence-guard")
+                    if beside not in copied:
+                        self.problem(where, f"copies {destination} but not {beside}: the agent starts its "
+                                            "fence guard from beside itself and refuses to run without it")
+
         for line in lines:
             instruction, _, rest = line.partition(" ")
             instruction = instruction.upper()
             if instruction == "FROM":
+                check_guard_beside_baton()
                 healthcheck, copied = False, set()
             elif instruction in ("COPY", "ADD"):
                 words = rest.split()
@@ -512,6 +523,7 @@ class Validator:
                     if arg.startswith("/usr/local/") and arg not in copied \
                             and os.path.dirname(arg) + "/" not in copied:
                         self.problem(where, f"{instruction} runs {arg}, which no COPY puts into the image")
+        check_guard_beside_baton()
         return healthcheck
 
     @staticmethod
@@ -537,6 +549,9 @@ class Validator:
             for section in ("[Unit]", "[Service]", "[Install]"):
                 if section not in text:
                     self.problem(where, f"has no {section} section")
+            if re.search(r"^ExecStart=\S*/baton agent", text, re.M) and "baton-fence-guard" not in text:
+                self.problem(where, "runs `baton agent` but its install steps do not install baton-fence-guard "
+                                    "beside baton (the agent refuses to run without its fence guard)")
             # The commands the unit runs must be real baton subcommands.
             subcommands = self.baton_subcommands()
             for match in re.finditer(r"^Exec\w+=\S*/baton (\S+)", text, re.M):
@@ -813,6 +828,10 @@ BREAKAGES = [
     ("compose/compose.yaml", "\"9090:9090\"", "\"3000:9090\"", "host port 3000 is also published"),
     ("compose/compose.yaml", "      - \"5001:5001\"", "      - \"5001:5001\"\n      - \"5002:5002\"",
      "HAProxy binds no such port"),
+    ("compose/Dockerfile", "COPY --from=build /out/baton /out/baton-fence-guard ", "COPY --from=build /out/baton ",
+     "but not /usr/local/bin/baton-fence-guard"),
+    ("deploy/systemd/baton-agent.service", "install -m 755 baton baton-fence-guard ", "install -m 755 baton ",
+     "do not install baton-fence-guard"),
     ("compose/Dockerfile", "COPY Sources ./Sources", "COPY Source ./Sources", "COPY Source: not in the build context"),
     ("compose/Dockerfile", "--product baton ", "--product baton-server ", "Package.swift does not declare"),
     ("compose/Dockerfile", "--product baton-client-example", "--product baton-client-sample",
