@@ -36,7 +36,12 @@ public actor HALoop {
     var appliedRetryTimeout: Duration?
     /// When a promotion was last refused because `watchdog.mode: required` could not be met.
     var watchdogRefusedAt: MonotonicInstant?
-    var leaseDeadline: MonotonicInstant?
+    var leaseDeadline: MonotonicInstant? {
+        didSet { if leaseDeadline != oldValue { deadlineChanged.signal("lease deadline changed") } }
+    }
+    /// Wakes the fence task when the lease deadline moves, so that it sleeps until the deadline
+    /// instead of polling (an idle agent used to wake 10 times a second for it).
+    let deadlineChanged = WakeSignal()
     var following: String?
     var appliedSynchronousStandbys: [String]?
     var lastPublished: Member?
@@ -337,18 +342,29 @@ public actor HALoop {
     /// loop is doing.
     func fenceGuard() async {
         while !Task.isCancelled {
-            let deadline = leaseDeadline
             let now = clock.now
-            if let deadline, now >= deadline, mayBePrimary {
+            if let deadline = leaseDeadline, now >= deadline, mayBePrimary {
                 await fence(deadline: deadline)
             }
-            let next = min(
-                deadline.map { max($0, now + .milliseconds(10)) } ?? now + .milliseconds(100), now + .milliseconds(100))
-            try? await clock.sleep(until: next)
+            // Sleep until the deadline or until it moves (a renewal, a new session, a fence).
+            // While this node may be a primary, look again at least every second besides: a timer
+            // that a host suspend delayed must not delay the fence by more than that (the guard
+            // process checks every 100 ms while armed). A deadline that passed on a node that is
+            // not (yet) a primary is looked at every 100 ms, as before, in case it becomes one.
+            let next: MonotonicInstant
+            switch leaseDeadline {
+            case .some(let deadline) where deadline > now:
+                next = min(deadline, now + (mayBePrimary ? .seconds(1) : .seconds(60)))
+            case .some:
+                next = now + .milliseconds(100)
+            case .none:
+                next = now + .seconds(60)
+            }
+            _ = await deadlineChanged.wait(until: next, clock: clock)
         }
     }
 
-    /// Fences now if the lease deadline has passed (what the fence task does every 100 ms).
+    /// Fences now if the lease deadline has passed (what the fence task does at the deadline).
     public func checkFence() async {
         if let deadline = leaseDeadline, clock.now >= deadline {
             await fence(deadline: deadline)

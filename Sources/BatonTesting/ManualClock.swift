@@ -15,6 +15,7 @@ public final class ManualClock: MonotonicClock, @unchecked Sendable {
     private var current: MonotonicInstant
     private var sleepers: [Sleeper] = []
     private var nextID: UInt64 = 0
+    private var started = 0
 
     public init(start: MonotonicInstant = MonotonicInstant(sinceOrigin: .seconds(1000))) {
         self.current = start
@@ -39,9 +40,13 @@ public final class ManualClock: MonotonicClock, @unchecked Sendable {
     /// The number of tasks currently sleeping on this clock.
     public var sleeperCount: Int { lock.withLock { sleepers.count } }
 
+    /// How many sleeps were started on this clock so far (a measure of how often tasks wake).
+    public var sleepsStarted: Int { lock.withLock { started } }
+
     public func sleep(until deadline: MonotonicInstant) async throws {
         let id: UInt64 = lock.withLock {
             nextID += 1
+            started += 1
             return nextID
         }
         try await withTaskCancellationHandler {

@@ -177,4 +177,43 @@ import Testing
         #expect(node.snapshot.fences == 1, "the primary was not fenced after its lease was found gone")
         #expect(!node.isWritablePrimary)
     }
+
+    /// The fence task sleeps until the lease deadline instead of polling: an idle leader used to
+    /// wake it every 100 ms (10 times a second, most of an idle agent's CPU). It still wakes at
+    /// least once a second while it may be primary, follows a deadline that moves earlier, and
+    /// fences at the deadline.
+    @Test func theFenceTaskSleepsUntilTheDeadlineAndFollowsItWhenItMoves() async throws {
+        let (_, _, node, loop) = Self.manualNode1(standby: false)
+        await loop.runCycle()
+        #expect(node.isWritablePrimary)
+        let loopClock = await loop.clock
+        let clock = try #require(loopClock as? ManualClock)
+        let fenceTask = Task { await loop.fenceGuard() }
+        defer { fenceTask.cancel() }
+        func settle() async {
+            for _ in 0..<200 where clock.sleeperCount == 0 { try? await Task.sleep(for: .milliseconds(1)) }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        await settle()
+        await loop.moveLeaseDeadline(to: clock.now + .seconds(60))
+        await settle()
+        let before = clock.sleepsStarted
+        for _ in 0..<100 {  // 5 s of manual time in 50 ms steps
+            clock.advance(by: .milliseconds(50))
+            await settle()
+        }
+        let wakes = clock.sleepsStarted - before
+        #expect(wakes <= 8, "the fence task woke \(wakes) times in 5 s of idle leadership")
+        #expect(node.snapshot.fences == 0)
+        // The deadline moves earlier (a shorter ttl, a lease found gone): the fence follows it.
+        await loop.moveLeaseDeadline(to: clock.now + .milliseconds(300))
+        await settle()
+        clock.advance(by: .milliseconds(300))
+        for _ in 0..<500 where node.snapshot.fences == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        #expect(node.snapshot.fences == 1, "the primary was not fenced at a deadline that moved earlier")
+    }
+}
+
+extension HALoop {
+    func moveLeaseDeadline(to deadline: MonotonicInstant) { leaseDeadline = deadline }
 }
