@@ -33,13 +33,21 @@ enum CurlGlobal {
 /// One libcurl easy handle and the connection cache that comes with it. Not thread-safe: exactly
 /// one thread owns it (a pool worker or a watch thread) and performs every transfer on it, which
 /// is also what lets libcurl reuse its keep-alive connections.
+///
+/// Transfers run through a multi handle of its own rather than `curl_easy_perform`, whose loop
+/// wakes every second (to call the progress callback and check the low-speed limit) even when
+/// nothing happens: an idle watch stream cost one wake-up a second. Here the thread sleeps in
+/// `curl_multi_poll` until data arrives, a libcurl timeout is due, the watch's idle limit passes
+/// or `AbortFlag.set` wakes it (`curl_multi_wakeup`).
 final class CurlConnection {
     private let handle: UnsafeMutableRawPointer?
+    private let multi: UnsafeMutableRawPointer?
     private let errorBuffer: UnsafeMutablePointer<CChar>
 
     init(tls: EtcdTLSConfiguration?) {
         _ = CurlGlobal.initialized
         handle = curl_easy_init()
+        multi = curl_multi_init()
         errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         guard let handle else { return }
@@ -66,19 +74,21 @@ final class CurlConnection {
 
     deinit {
         if let handle { curl_easy_cleanup(handle) }
+        if let multi { curl_multi_cleanup(multi) }
         errorBuffer.deallocate()
     }
 
     /// Performs one transfer, blocking the calling thread until it ends (at the latest at
-    /// `request.timeout`, or within about a second of `abort` being set). `onData`, when given,
+    /// `request.timeout`, or as soon as `abort` is set). `onData`, when given,
     /// receives the body as it arrives instead of it being collected; it returns false to abort.
     func perform(
         _ request: HTTPRequest, abort: AbortFlag, onData: ((UnsafeRawBufferPointer) -> Bool)? = nil
     ) -> Result<HTTPResponse, TransportFailure> {
-        guard let handle else {
+        guard let handle, let multi else {
             return .failure(
                 TransportFailure(
-                    kind: .other, curlCode: -1, message: "curl_easy_init failed", requestSent: false))
+                    kind: .other, curlCode: -1, message: "curl_easy_init or curl_multi_init failed", requestSent: false)
+            )
         }
         let context = TransferContext(abort: abort, maxBytes: request.maxResponseBytes, onData: onData)
         let unmanaged = Unmanaged.passRetained(context)
@@ -98,19 +108,12 @@ final class CurlConnection {
         _ = baton_curl_setopt_pointer(handle, CURLOPT_XFERINFODATA, contextPointer)
         _ = baton_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(request.connectTimeout))
         _ = baton_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, request.timeout.map(Self.milliseconds) ?? 0)
-        if let idle = request.idleTimeout {
-            _ = baton_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
-            _ = baton_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, max(1, Self.milliseconds(idle) / 1000))
-        } else {
-            _ = baton_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 0)
-            _ = baton_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 0)
-        }
 
         let code: CURLcode
         switch request.method {
         case .get:
             _ = baton_curl_setopt_long(handle, CURLOPT_HTTPGET, 1)
-            code = curl_easy_perform(handle)
+            code = run(handle, multi: multi, context: context, idleTimeout: request.idleTimeout)
         case .post:
             // A POST needs a body pointer that lives through the transfer; never an empty one,
             // which would make libcurl read the body from stdin.
@@ -120,7 +123,7 @@ final class CurlConnection {
                 _ = baton_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count))
                 _ = baton_curl_setopt_pointer(
                     handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
-                let code = curl_easy_perform(handle)
+                let code = run(handle, multi: multi, context: context, idleTimeout: request.idleTimeout)
                 _ = baton_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
                 return code
             }
@@ -139,6 +142,42 @@ final class CurlConnection {
         return .failure(failure(code: code, context: context, requestSent: requestSize > 0))
     }
 
+    /// Drives one transfer on the multi handle until it ends, is aborted, or receives nothing for
+    /// `idleTimeout` (reported as CURLE_OPERATION_TIMEDOUT, as libcurl's low-speed limit was).
+    private func run(
+        _ handle: UnsafeMutableRawPointer, multi: UnsafeMutableRawPointer, context: TransferContext,
+        idleTimeout: Duration?
+    ) -> CURLcode {
+        guard curl_multi_add_handle(multi, handle) == CURLM_OK else { return CURLE_FAILED_INIT }
+        defer { curl_multi_remove_handle(multi, handle) }
+        let wakeable = MultiHandle(multi)
+        context.abort.setWaker { curl_multi_wakeup(wakeable.pointer) }
+        defer { context.abort.setWaker(nil) }
+        let clock = ContinuousClock()
+        context.lastData = clock.now
+        while true {
+            var running: Int32 = 0
+            guard curl_multi_perform(multi, &running) == CURLM_OK else { return CURLE_RECV_ERROR }
+            var queued: Int32 = 0
+            while let message = curl_multi_info_read(multi, &queued) {
+                if message.pointee.msg == CURLMSG_DONE { return message.pointee.data.result }
+            }
+            if running == 0 { return CURLE_GOT_NOTHING }
+            if context.abort.isSet { return CURLE_ABORTED_BY_CALLBACK }
+            // libcurl shortens the wait to its own next timeout (connect, TIMEOUT_MS, retries).
+            var wait = 3_600_000
+            if let idleTimeout {
+                let left = idleTimeout - (clock.now - context.lastData)
+                guard left > .zero else {
+                    context.idleExpired = true
+                    return CURLE_OPERATION_TIMEDOUT
+                }
+                wait = min(wait, Self.milliseconds(left))
+            }
+            guard curl_multi_poll(multi, nil, 0, Int32(wait), nil) == CURLM_OK else { return CURLE_RECV_ERROR }
+        }
+    }
+
     private func failure(code: CURLcode, context: TransferContext, requestSent: Bool) -> TransportFailure {
         let detail = String(cString: errorBuffer)
         let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
@@ -152,6 +191,9 @@ final class CurlConnection {
             kind = .connect
         case CURLE_RECV_ERROR where text.contains("chunked"):
             kind = .malformed  // a broken chunked encoding, not a lost connection
+        case CURLE_OPERATION_TIMEDOUT where context.idleExpired:
+            kind = .timeout
+            message = "nothing received for the idle limit"
         case CURLE_OPERATION_TIMEDOUT:
             kind = requestSent ? .timeout : .connect
             if !requestSent { message = "connect timed out: " + text }
@@ -195,6 +237,9 @@ final class TransferContext {
     let onData: ((UnsafeRawBufferPointer) -> Bool)?
     var body: [UInt8] = []
     var tooLarge = false
+    /// When data last arrived (for the idle limit), and whether that limit ended the transfer.
+    var lastData = ContinuousClock.now
+    var idleExpired = false
 
     init(abort: AbortFlag, maxBytes: Int, onData: ((UnsafeRawBufferPointer) -> Bool)?) {
         self.abort = abort
@@ -208,6 +253,7 @@ private let curlWriteCallback: baton_curl_data_callback = { data, size, count, u
     let context = Unmanaged<TransferContext>.fromOpaque(userData).takeUnretainedValue()
     let length = size * count
     if context.abort.isSet { return 0 }
+    context.lastData = ContinuousClock.now
     guard length > 0, let data else { return length }
     let bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(data), count: length)
     if let onData = context.onData {
@@ -225,4 +271,11 @@ private let curlProgressCallback: baton_curl_xferinfo_callback = { userData, _, 
     guard let userData else { return 0 }
     let context = Unmanaged<TransferContext>.fromOpaque(userData).takeUnretainedValue()
     return context.abort.isSet ? 1 : 0
+}
+
+/// A multi handle crossing to the thread that aborts (only `curl_multi_wakeup`, which libcurl
+/// allows from any thread, is called on it there).
+private final class MultiHandle: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
 }

@@ -58,9 +58,21 @@ struct TransportFailure: Error, Sendable, CustomStringConvertible {
 /// A one-way flag a blocked libcurl transfer polls from its progress callback.
 final class AbortFlag: Sendable {
     private let value = Atomic<Bool>(false)
+    /// Wakes the transfer that waits for its socket (libcurl's `curl_multi_wakeup`). Called under
+    /// the lock, so a transfer that clears it cannot free what it wakes while a wake-up runs.
+    private let waker = Mutex<(@Sendable () -> Void)?>(nil)
 
     init() {}
 
-    func set() { value.store(true, ordering: .releasing) }
+    func set() {
+        value.store(true, ordering: .releasing)
+        waker.withLock { $0?() }
+    }
+
     var isSet: Bool { value.load(ordering: .acquiring) }
+
+    /// The transfer that runs under this flag registers how to wake it (nil when it ends).
+    func setWaker(_ wake: (@Sendable () -> Void)?) {
+        waker.withLock { $0 = wake }
+    }
 }
