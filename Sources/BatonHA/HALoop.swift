@@ -346,15 +346,16 @@ public actor HALoop {
             if let deadline = leaseDeadline, now >= deadline, mayBePrimary {
                 await fence(deadline: deadline)
             }
-            // Sleep until the deadline or until it moves (a renewal, a new session, a fence).
-            // While this node may be a primary, look again at least every second besides: a timer
-            // that a host suspend delayed must not delay the fence by more than that (the guard
-            // process checks every 100 ms while armed). A deadline that passed on a node that is
-            // not (yet) a primary is looked at every 100 ms, as before, in case it becomes one.
+            // Sleep until the deadline or until it moves (a renewal, a new session, a fence). The
+            // clock's timers run on CLOCK_BOOTTIME (a continuous-clock sleep is a timerfd on
+            // clockid 7, checked in /proc/PID/fdinfo): a deadline that passes while the host is
+            // suspended fires on resume, so no extra wake-up is needed for that. A deadline that
+            // passed on a node that is not (yet) a primary is looked at every 100 ms, as before,
+            // in case it becomes one.
             let next: MonotonicInstant
             switch leaseDeadline {
             case .some(let deadline) where deadline > now:
-                next = min(deadline, now + (mayBePrimary ? .seconds(1) : .seconds(60)))
+                next = min(deadline, now + .seconds(60))
             case .some:
                 next = now + .milliseconds(100)
             case .none:

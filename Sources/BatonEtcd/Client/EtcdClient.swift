@@ -152,7 +152,7 @@ public final class EtcdClient: Sendable {
         let race = HedgeRace<Reply>(count: count)
         let timeoutText = "no reply within \(requestTimeout) from \(endpoints.joined(separator: ","))"
         // Unstructured attempts: the first answer returns at once, the others are cancelled and
-        // end in the background (a curl transfer notices its abort within about a second).
+        // end in the background (an aborted curl transfer is woken and ends at once).
         let reply = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Reply, any Error>) in
                 race.start(continuation)

@@ -2,7 +2,7 @@ import Foundation
 
 /// One watch connection: a dedicated thread with its own libcurl handle performs the streaming
 /// POST and hands every complete JSON object to the async side. Closing it (or cancelling the
-/// task that iterates `messages`) aborts the transfer within about a second, and the thread ends.
+/// task that iterates `messages`) aborts the transfer at once (curl_multi_wakeup), and the thread ends.
 final class WatchTransfer: Sendable {
     enum Item: Sendable {
         case message([UInt8])
