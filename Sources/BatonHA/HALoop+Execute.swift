@@ -29,6 +29,10 @@ extension HALoop {
             } catch {
                 logger.error("\(action) failed: \(error)", metadata: ["ha.action": "\(action)"])
                 forgetSessionIfLost(error)
+                if case .startPostgres = action {
+                    failedStarts += 1
+                    lastFailedStartAt = clock.now
+                }
                 outcome.completed = false
                 outcome.failed = action
                 if action == .bootstrap {

@@ -40,7 +40,11 @@ extension HALoop {
         let pg = postgres ?? observation.postgres
         status.postgres = pg
         // Unknown is not "replica": a blind cycle keeps the role last seen.
-        if pg.process == .running, let inRecovery = pg.inRecovery { lastRunningRole = inRecovery ? .replica : .primary }
+        if pg.process == .running, let inRecovery = pg.inRecovery {
+            lastRunningRole = inRecovery ? .replica : .primary
+            failedStarts = 0
+            lastFailedStartAt = nil
+        }
         let record = memberRecord(pg)
         let now = clock.now
         let config = effectiveConfig(status.cluster)

@@ -63,6 +63,9 @@ public actor HALoop {
     var longActionsUntil: MonotonicInstant?
     /// Whether the "cycle is stuck" error was logged for the current stall (once per stall).
     var stallLogged = false
+    /// Starts of postgres that failed in a row, and when the last one did (the decider backs off).
+    var failedStarts = 0
+    var lastFailedStartAt: MonotonicInstant?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
@@ -451,7 +454,7 @@ public actor HALoop {
             fenceGuardRunning: fenceBackstop?.isRunning ?? true,
             confirmedFailsafeLeader: recentFailsafeConfirmation(ttl: config.ttl),
             watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true,
-            lastRunningRole: lastRunningRole)
+            lastRunningRole: lastRunningRole, failedStarts: failedStarts, lastFailedStartAt: lastFailedStartAt)
     }
 
     /// A `config` key that fails validation (a ttl of 1e300, a negative loop_wait, a timing that

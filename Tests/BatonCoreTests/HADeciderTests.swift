@@ -426,6 +426,38 @@ import Testing
         #expect(recovered.memory.crashRecoveryStartedAt == nil)
     }
 
+    /// A start that failed is not retried at once: loop_wait after the first failure, doubling
+    /// with each one up to a minute; the leader keeps renewing meanwhile and still gives the key up
+    /// after primary_start_timeout. Found by fault scenario 13: a standby whose postgres could not
+    /// start (a rewind from a source still in recovery) was started 365 times a minute, because
+    /// each postmaster that died during start-up woke the loop for another attempt.
+    @Test func aFailedStartIsRetriedAfterABackoff() {
+        var o = F.observe("b", cluster: F.cluster(), postgres: F.stopped, lastRunningRole: .replica)
+        o.failedStarts = 1
+        o.lastFailedStartAt = F.t0 - .seconds(1)
+        let waiting = HADecider.decide(o)
+        #expect(waiting.actions.isEmpty, "\(waiting.actions)")
+        #expect(waiting.reason.code == "start_backing_off")
+        #expect(!waiting.recheckImmediately)
+        o.now = F.t0 + .seconds(9)  // loop_wait (10 s) after the failure
+        #expect(HADecider.decide(o).reason.code == "starting_replica")
+        // Four failures in a row: 80 s would be the doubling, a minute is the cap.
+        o.failedStarts = 4
+        o.now = F.t0 + .seconds(58)
+        #expect(HADecider.decide(o).reason.code == "start_backing_off")
+        o.now = F.t0 + .seconds(60)
+        #expect(HADecider.decide(o).reason.code == "starting_replica")
+        // The leader renews its lease while it waits, and releases the key after primary_start_timeout.
+        var leader = F.observe("a", cluster: F.cluster(), postgres: F.crashed)
+        leader.failedStarts = 2
+        leader.lastFailedStartAt = F.t0
+        leader.memory.crashRecoveryStartedAt = F.t0 - .seconds(5)
+        let renewing = HADecider.decide(leader)
+        #expect(renewing.actions == [.renewLease], "\(renewing.actions)")
+        leader.memory.crashRecoveryStartedAt = F.t0 - .seconds(301)
+        #expect(HADecider.decide(leader).actions == [.releaseLeader])
+    }
+
     /// Review finding: an agent restarted (a new session) with its postgres stopped found the key
     /// under its own name but the old session's lease, and started postgres as a primary at once.
     /// When the old session then expired, another member could take the key and promote while

@@ -211,6 +211,28 @@ import Testing
         for _ in 0..<500 where node.snapshot.fences == 0 { try await Task.sleep(for: .milliseconds(2)) }
         #expect(node.snapshot.fences == 1, "the primary was not fenced at a deadline that moved earlier")
     }
+
+    /// A postgres that cannot start (here the leader's, restarted in place; a replica's takes the
+    /// same path): the loop does not retry faster than the backoff, however often it is woken (a
+    /// dying postmaster wakes it), and tries again once the backoff passed.
+    @Test func aPostgresThatCannotStartIsNotRestartedInATightLoop() async throws {
+        let (_, _, node, loop) = Self.manualNode1(standby: false)
+        await loop.runCycle()
+        let loopClock = await loop.clock
+        let clock = try #require(loopClock as? ManualClock)
+        node.mutate {
+            $0.running = false
+            $0.crashed = true
+            $0.startFailure = "simulated: FATAL: requested timeline 6 does not contain minimum recovery point"
+        }
+        let before = node.snapshot.starts
+        for _ in 0..<20 { await loop.runCycle() }  // twenty wake-ups within the same second
+        let tight = node.snapshot.starts - before
+        #expect(tight <= 2, "\(tight) starts in one second")
+        clock.advance(by: .seconds(2))  // past loop_wait (1 s) after the first failure
+        await loop.runCycle()
+        #expect(node.snapshot.starts > before + tight, "no new attempt after the backoff")
+    }
 }
 
 extension HALoop {

@@ -246,6 +246,34 @@ struct LocalLiesNodeTests {
         try await b.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// A rewind whose source is still in recovery (a new leader that took the key but has not
+    /// finished promoting) is refused and changes nothing: the member tries again later. Before,
+    /// the checkpoint was skipped and the rewind went on (fault scenario 13: the standby then could
+    /// not start, "requested timeline 6 does not contain minimum recovery point … on timeline 3");
+    /// here the old primary was quietly turned into a standby of a standby.
+    @Test func aRewindFromASourceStillInRecoveryIsRefused() async throws {
+        let fixture = try PostgresFixture("notready")
+        defer { fixture.cleanUp() }
+        let a = try await fixture.nodeFromTemplate("primary")
+        let b = try fixture.node(try fixture.configuration("standby"))
+        try await a.start(following: nil)
+        try await a.syncReplicationSlots(forMembers: ["primary", "standby"])
+        try await b.cloneReplica(from: fixture.source(a))
+        try await b.start(following: fixture.source(a))
+        try await PostgresFixture.eventually("standby streams") { await b.status().streaming }
+        do {
+            try await a.rewind(from: fixture.source(b))
+            Issue.record("a rewind from a source in recovery went on")
+        } catch let error as PostgresError {
+            #expect(error.code == .rewindSourceNotReady, "\(error)")
+        }
+        #expect(
+            !FileManager.default.fileExists(atPath: a.configuration.dataDirectory + "/standby.signal"),
+            "the primary was made a standby of a standby")
+        try? await b.stop(mode: .fast, timeout: .seconds(30))
+        try? await a.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     /// The agent's own backend stopped with SIGSTOP (it honours neither statement_timeout nor a
     /// cancel request): the status query answers "unknown" within its deadline instead of
     /// hanging the HA cycle for ever, and answers again once the backend is gone or resumed.

@@ -88,6 +88,28 @@ public enum HADecider {
         // Postgres is not running.
         if pg.process == .stopped || pg.process == .crashed {
             if paused { return Decision([], .paused("postgres is not running; not starting it"), memory: memory) }
+            // After a failed start, the next one waits: loop_wait, doubling with each failure up to
+            // a minute (never shorter than loop_wait). A postmaster that dies during start-up wakes
+            // the loop; without this, a start that cannot succeed (a broken configuration, a data
+            // directory that needs an operator) was retried several times a second.
+            if o.failedStarts > 0, let last = o.lastFailedStartAt {
+                let doubled = o.config.loopWait * (1 << min(o.failedStarts - 1, 6))
+                let backoff = min(doubled, max(o.config.loopWait, .seconds(60)))
+                let elapsed = o.now - last
+                if elapsed < backoff, !(iAmLeader && cluster.leader?.session != o.lease.session) {
+                    // The leader keeps its lease meanwhile; primary_start_timeout still applies.
+                    if iAmLeader, let started = memory.crashRecoveryStartedAt,
+                        o.now - started > o.config.primaryStartTimeout
+                    {
+                        memory.crashRecoveryStartedAt = nil
+                        return Decision(
+                            [.releaseLeader], .primaryStartTimeout(elapsed: o.now - started), memory: memory)
+                    }
+                    return Decision(
+                        iAmLeader ? [.renewLease] : [],
+                        .startBackingOff(failures: o.failedStarts, retryIn: backoff - elapsed), memory: memory)
+                }
+            }
             if iAmLeader {
                 // The key names this member but another session (this agent restarted): it is not
                 // held yet. Starting as a primary now would run one that nobody's lease covers

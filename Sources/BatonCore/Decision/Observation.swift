@@ -43,6 +43,11 @@ public struct Observation: Hashable, Sendable {
     /// run or the data directory was replaced since. A blind cycle (recovery state unknown) keeps
     /// the role last seen: unknown is not "replica".
     public var lastRunningRole: Member.Role?
+    /// Starts of postgres that failed in a row since it last ran, and when the last one failed: the
+    /// next attempt waits (loop_wait, doubling up to a minute) instead of following the failed
+    /// postmaster's exit at once.
+    public var failedStarts: Int
+    public var lastFailedStartAt: MonotonicInstant?
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
@@ -50,8 +55,11 @@ public struct Observation: Hashable, Sendable {
         appliedSynchronousStandbys: [String]? = nil, lease: LeaseState, config: DynamicConfig,
         tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
         memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true, confirmedFailsafeLeader: String? = nil,
-        watchdogUsable: Bool = true, lastRunningRole: Member.Role? = nil
+        watchdogUsable: Bool = true, lastRunningRole: Member.Role? = nil, failedStarts: Int = 0,
+        lastFailedStartAt: MonotonicInstant? = nil
     ) {
+        self.failedStarts = failedStarts
+        self.lastFailedStartAt = lastFailedStartAt
         self.lastRunningRole = lastRunningRole
         self.watchdogUsable = watchdogUsable
         self.confirmedFailsafeLeader = confirmedFailsafeLeader

@@ -32,6 +32,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case primaryStartTimeout(elapsed: Duration)
     case startingReplica(following: String)
     case startingReadOnly
+    case startBackingOff(failures: Int, retryIn: Duration)
     case postgresStarting
     // Leader
     case holdingLock
@@ -93,6 +94,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .primaryStartTimeout: return "primary_start_timeout"
         case .startingReplica: return "starting_replica"
         case .startingReadOnly: return "starting_read_only"
+        case .startBackingOff: return "start_backing_off"
         case .postgresStarting: return "postgres_starting"
         case .holdingLock: return "holding_lock"
         case .reattachingLock: return "reattaching_lock"
@@ -175,6 +177,9 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
                 + "releasing the leader key for a failover"
         case .startingReplica(let leader): return "postgres is not running: starting it as a replica of \(leader)"
         case .startingReadOnly: return "postgres is not running and there is no leader: starting it read-only"
+        case .startBackingOff(let failures, let retryIn):
+            return "postgres failed to start \(failures) time(s) in a row (see the error above and the server log): "
+                + "next attempt in \(retryIn.secondsText)"
         case .postgresStarting: return "postgres is starting: waiting"
         case .holdingLock: return "no action: I am the leader with the lock"
         case .reattachingLock: return "the leader key is on an old session: re-attaching it to mine"

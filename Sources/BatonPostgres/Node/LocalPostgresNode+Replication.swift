@@ -206,6 +206,13 @@ extension LocalPostgresNode {
     /// "no rewind required" for a target that did diverge, and the standby then cannot follow
     /// ("new timeline forked off … before current recovery point"). Patroni does the same.
     /// Returns the source's timeline (after the checkpoint), when it reports one.
+    ///
+    /// The source must be a primary whose checkpoint names its current timeline; otherwise this
+    /// throws `rewindSourceNotReady` and nothing is rewound. Found by fault scenario 13 (primary
+    /// and synchronous standby die together): a standby saw the new leader's key a moment before
+    /// that leader finished promoting, rewound from it while it was still in recovery (no
+    /// checkpoint, pg_control on timeline 3), and its postgres then refused to start ("requested
+    /// timeline 6 does not contain minimum recovery point … on timeline 3"), 365 times a minute.
     @discardableResult
     func checkpointSource(_ source: ReplicationSource) async throws -> Int? {
         let parameters = ConnectionParameters(
@@ -217,9 +224,28 @@ extension LocalPostgresNode {
         do {
             let primary = try await connection.query("SELECT NOT pg_is_in_recovery() AS primary").single()
                 .bool("primary")
-            if primary == true { _ = try await connection.query("CHECKPOINT") }
-            let timeline = try await connection.query("SELECT timeline_id FROM pg_control_checkpoint()").single()
-                .int("timeline_id")
+            guard primary == true else {
+                throw PostgresError(
+                    .rewindSourceNotReady,
+                    "the rewind source \(source.member) is still in recovery (not promoted yet): not rewinding from it now"
+                )
+            }
+            _ = try await connection.query("CHECKPOINT")
+            let row = try await connection.query(
+                """
+                SELECT timeline_id,
+                       ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS current_timeline
+                FROM pg_control_checkpoint()
+                """
+            ).single()
+            let timeline = try row.int("timeline_id")
+            let current = try row.int("current_timeline")
+            guard let timeline, timeline == current else {
+                throw PostgresError(
+                    .rewindSourceNotReady,
+                    "the rewind source \(source.member)'s checkpoint is on timeline \(timeline.map(String.init) ?? "?") "
+                        + "but it writes timeline \(current.map(String.init) ?? "?"): not rewinding now")
+            }
             await connection.close()
             logger.info("checkpoint requested on the rewind source", metadata: ["pg.upstream": "\(source.member)"])
             return timeline

@@ -29,6 +29,9 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         public static let promoteFailed = Code("promoteFailed")
         public static let rewindNotPossible = Code("rewindNotPossible")
         public static let rewindFailed = Code("rewindFailed")
+        /// The rewind source is not (yet) a primary whose pg_control names its current timeline:
+        /// nothing was changed; try again later (never a reason to re-clone).
+        public static let rewindSourceNotReady = Code("rewindSourceNotReady")
         public static let cloneFailed = Code("cloneFailed")
         public static let invalidConfiguration = Code("invalidConfiguration")
         public static let osUserUnknown = Code("osUserUnknown")

@@ -29,6 +29,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         /// Set by `fence()`; starting as a primary and promoting are refused until `liftFence()`.
         public var fenced = false
         public var fences = 0
+        /// When set, every start fails with this message (a postmaster that exits during start-up).
+        public var startFailure: String?
+        /// Starts attempted (failed ones included).
+        public var starts = 0
     }
 
     /// How the simulated status query answers: the truth; "unknown" (the query failed: an
@@ -152,8 +156,13 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     public func start(following source: ReplicationSource?) async throws {
         if let hook = lock.withLock({ hooks.beforeStart }) { await hook(source) }
         try lock.withLock {
+            state.starts += 1
             if state.fenced, source == nil, !state.standby {
                 throw SimulationError("start as primary refused: fenced")
+            }
+            if let failure = state.startFailure {
+                state.running = false
+                throw SimulationError(failure)
             }
             state.running = true
             state.crashed = false
