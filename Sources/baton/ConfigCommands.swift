@@ -73,14 +73,20 @@ struct EditConfigCommand: AsyncParsableCommand {
     func run() async throws {
         var patch: JSONValue = .object([:])
         if let apply {
-            let text: String
+            let data: Data
             if apply == "-" {
-                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                data = FileHandle.standardInput.readDataToEndOfFile()
             } else {
-                guard let data = FileManager.default.contents(atPath: apply) else {
+                guard let contents = FileManager.default.contents(atPath: apply) else {
                     throw ValidationError("cannot read --apply \(apply): no such readable file")
                 }
-                text = String(decoding: data, as: UTF8.self)
+                data = contents
+            }
+            // Invalid UTF-8 is refused, not replaced with U+FFFD and written into the cluster.
+            guard let text = String(validating: data, as: UTF8.self) else {
+                throw ValidationError(
+                    "--apply \(apply == "-" ? "stdin" : apply) is not valid UTF-8: save the patch as UTF-8 and try again"
+                )
             }
             do {
                 patch = try ConfigEdit.parseDocument(text, source: apply == "-" ? "stdin" : apply)

@@ -24,4 +24,16 @@ import Testing
         let notADay = Self.refusal(["switchover", "-c", "/nonexistent.yml", "--scheduled", "2099-02-31T15:00:00Z"])
         #expect(notADay?.contains("ISO 8601") == true, "\(notADay ?? "accepted")")
     }
+
+    /// Audit finding: a patch file that is not UTF-8 was decoded with U+FFFD in place of the bad
+    /// bytes and written into the cluster's configuration as such.
+    @Test func editConfigRefusesAPatchThatIsNotUTF8() throws {
+        let path = NSTemporaryDirectory() + "baton-cli-latin1-\(getpid()).yml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // "postgresql: {parameters: {application_name: 'caf\xe9'}}" in Latin-1
+        try Data(Array("postgresql: {parameters: {application_name: 'caf".utf8) + [0xE9] + Array("'}}\n".utf8))
+            .write(to: URL(fileURLWithPath: path))
+        let refused = Self.refusal(["edit-config", "-c", "/nonexistent.yml", "--apply", path])
+        #expect(refused?.contains("is not valid UTF-8") == true, "\(refused ?? "accepted")")
+    }
 }

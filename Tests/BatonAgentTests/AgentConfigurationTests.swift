@@ -154,6 +154,14 @@ import Testing
         Bad(
             yaml: minimal + "\nrestapi:\n  certfile: /nonexistent/server.crt\n  keyfile: /nonexistent/server.key",
             message: "cannot read '/nonexistent/server.crt'", line: nil),
+        // Audit findings: checked only when the server started (not by check-config or a reload).
+        Bad(
+            yaml: minimal + "\nrestapi:\n  allowlist: [10.0.0.0/33]",
+            message: "restapi.allowlist: '10.0.0.0/33' is not an address or a network", line: nil),
+        // A rewind password with no rewind user was silently ignored (no rewind role used).
+        Bad(
+            yaml: minimal + "\n  authentication:\n    rewind: {password: secret}",
+            message: "rewind.username: is missing while a password is set", line: nil),
     ]
 
     @Test(arguments: bad)
@@ -177,6 +185,16 @@ import Testing
         #expect(configuration.restapi.scheme == "https")
         #expect(configuration.restapi.verifyClient == "required")
         #expect(configuration.restapi.cafile == "/etc/hostname")
+    }
+
+    /// The same through the environment: BATON_REWIND_PASSWORD without a rewind user.
+    @Test func aRewindPasswordWithoutAUserIsAnError() {
+        #expect {
+            _ = try AgentConfiguration.parse(
+                Self.minimal, environment: Self.secrets.merging(["BATON_REWIND_PASSWORD": "x"]) { $1 })
+        } throws: { error in
+            "\(error)".contains("BATON_REWIND_USERNAME")
+        }
     }
 
     @Test func missingPasswordSaysWhereToSetIt() {

@@ -12,6 +12,14 @@ import Testing
         }
     }
 
+    /// Audit finding: a statement_timeout beyond PostgreSQL's 2^31 - 1 ms was accepted, and every
+    /// connection was then refused by the server ("invalid value for parameter").
+    @Test func statementTimeoutWithinWhatPostgreSQLTakes() {
+        let message = error(["host": "a", "user": "app", "statement_timeout": "3000000s"])
+        #expect(message?.contains("longer than PostgreSQL allows") == true, "\(message ?? "accepted")")
+        #expect(error(["host": "a", "user": "app", "statement_timeout": "86400s"]) == nil)
+    }
+
     @Test func hostAndPrimaryHostsExcludeEachOther() {
         let message = error(["host": "a", "primary_hosts": "a,b", "user": "app"])
         #expect(message?.contains("both 'host' and 'primary_hosts'") == true)

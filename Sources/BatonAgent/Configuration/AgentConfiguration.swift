@@ -1,3 +1,4 @@
+import BatonAPI
 import BatonCore
 import Foundation
 
@@ -186,6 +187,10 @@ public struct AgentConfiguration: Sendable {
             username: try env("BATON_RESTAPI_USERNAME") ?? apiAuth.string("username"),
             password: try env("BATON_RESTAPI_PASSWORD") ?? apiAuth.string("password"),
             allowlist: try api.stringList("allowlist") ?? [])
+        // Checked here, not only when the server starts: check-config and a reload refuse a bad one.
+        for network in restapi.allowlist where (try? CIDRNetwork(network)) == nil {
+            throw api.error("allowlist", "'\(network)' is not an address or a network like 10.0.0.0/8 or fd00::/8")
+        }
         restapi.certfile = try api.string("certfile")
         restapi.keyfile = try api.string("keyfile")
         restapi.cafile = try api.string("cafile")
@@ -256,6 +261,14 @@ public struct AgentConfiguration: Sendable {
             let password = try env("BATON_\(upper)_PASSWORD") ?? section.string("password")
             guard let username else {
                 if required { throw section.error("username", "is required") }
+                // A password with no user to go with it is a mistake, not "no rewind role".
+                if password != nil {
+                    throw section.error(
+                        "username",
+                        "is missing while a password is set (BATON_\(upper)_PASSWORD or "
+                            + "postgresql.authentication.\(role).password): set BATON_\(upper)_USERNAME or "
+                            + "postgresql.authentication.\(role).username, or remove the password")
+                }
                 return nil
             }
             guard let password, !password.isEmpty else {

@@ -76,6 +76,12 @@ extension BatonClientConfiguration {
         applicationName = reader.string("application_name") ?? applicationName
         connectTimeout = try reader.duration("connect_timeout") ?? connectTimeout
         statementTimeout = try reader.duration("statement_timeout") ?? statementTimeout
+        // PostgreSQL takes statement_timeout in milliseconds up to 2^31 - 1 (about 24.8 days).
+        guard statementTimeout <= .milliseconds(Int32.max) else {
+            throw BatonClientError.configuration(
+                "statement_timeout \(statementTimeout) is longer than PostgreSQL allows (2147483647 ms, about 24.8 days); "
+                    + "give a shorter one, or 0 for none")
+        }
         pool.minConnections = try reader.int("min_connections", in: 0...10_000) ?? pool.minConnections
         pool.maxConnections = try reader.int("max_connections", in: 1...10_000) ?? pool.maxConnections
         pool.acquireTimeout = try reader.duration("acquire_timeout") ?? pool.acquireTimeout

@@ -51,7 +51,8 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
             ("application_name", applicationName),
             // libpq's own timeout is a backstop only: the poll loop enforces `connectTimeout`.
             ("connect_timeout", String(max(2, Int(connectTimeout.components.seconds) + 1))),
-            ("options", "-c statement_timeout=\(max(1, statementTimeout.milliseconds))"),
+            // PostgreSQL takes at most 2^31 - 1 ms; a longer timeout (a programmatic one) is that.
+            ("options", "-c statement_timeout=\(min(max(1, statementTimeout.milliseconds), Int64(Int32.max)))"),
             ("keepalives", "1"),
             ("keepalives_idle", "5"),
             ("keepalives_interval", "2"),
