@@ -20,13 +20,15 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
-        // Already in the graph through Hummingbird; BatonAPI's peer probe uses its HTTP/1 client pieces.
+        // Already in the graph through Hummingbird: the REST server's channel handlers, BatonHTTP.
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         // TLS for the REST API (server and clients); already in the graph through Hummingbird.
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
         // HTTP types on the channel (the REST API's health-check fast path); already in the graph
         // through Hummingbird.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
+        // Baton's one HTTP client for members' REST APIs (BatonHTTP): peers, the CLI, BatonClient.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // Property-based tests (random and adversarial input), tests only; no dependencies of its own.
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
@@ -71,10 +73,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The HTTP client for calls to members' REST APIs (AsyncHTTPClient with Baton's deadlines).
+        .target(
+            name: "BatonHTTP",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "BatonAPI",
             dependencies: [
-                "BatonCore", "BatonHA",
+                "BatonCore", "BatonHA", "BatonHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -82,7 +95,6 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
             swiftSettings: strict
@@ -90,7 +102,7 @@ let package = Package(
         .target(
             name: "BatonClient",
             dependencies: [
-                "BatonCore", "BatonEtcd", "BatonPostgres",
+                "BatonCore", "BatonEtcd", "BatonHTTP", "BatonPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -188,7 +200,9 @@ let package = Package(
         .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonCore"], swiftSettings: strict),
         .testTarget(
             name: "BatonClientTests",
-            dependencies: ["BatonClient", "BatonCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BatonClient", "BatonCore", "BatonTesting", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -3,10 +3,6 @@ import BatonAgent
 import BatonCore
 import Foundation
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// Posts `body` to the first member API that answers, in `members` order. nil when none answers.
 func postToFirstAPI(
     _ op: OperatorStore, _ members: [Member], method: String = "POST", path: String, body: JSONValue?,

@@ -1,6 +1,7 @@
 import BatonCore
 import BatonEtcd
 import BatonTestCluster
+import BatonTesting
 import Foundation
 import Testing
 
@@ -15,18 +16,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct HostileInputFuzzTests {
     /// splitmix64: reproducible from the seed printed with the results.
-    struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
-        mutating func pick<T>(_ items: [T]) -> T { items[below(items.count)] }
-    }
+    typealias Generator = SeededGenerator
 
     static let scalars: [String] = [
         "0", "-1", "1", "0.5", "-0", "1e300", "-1e300", "1e309", "-1e309", "4.9e-324", "1.7976931348623157e308",
@@ -170,7 +160,7 @@ struct HostileInputFuzzTests {
         let agents = cluster.nodes.map { ($0.name, cluster.agentPID($0.name)) }
         let seed =
             UInt64(ProcessInfo.processInfo.environment["BATON_FUZZ_SEED"] ?? "") ?? UInt64.random(in: 1...UInt64.max)
-        var g = Generator(state: seed)
+        var g = Generator(seed: seed)
         print("MEASURE fuzz: seed=\(seed)")
 
         var etcdCases = 0

@@ -1,18 +1,7 @@
+import BatonTesting
 import Testing
 
 @testable import BatonClient
-
-/// A deterministic generator for the random strategy.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct ReplicaSelectorTests {
     static func candidate(_ name: String, lag: UInt64? = 0, seconds: Double? = 0, weight: Int = 1) -> ReplicaCandidate {
@@ -20,7 +9,7 @@ struct SplitMix64: RandomNumberGenerator {
     }
 
     func picks(_ selector: inout ReplicaSelector, _ candidates: [ReplicaCandidate], _ n: Int) -> [String] {
-        var generator = SplitMix64(state: 42)
+        var generator = SeededGenerator(seed: 42)
         return (0..<n).compactMap { _ in selector.pick(candidates, using: &generator)?.name }
     }
 

@@ -1,5 +1,6 @@
 import BatonCore
 import BatonHA
+import BatonHTTP
 import Foundation
 import Logging
 import NIOSSL
@@ -9,7 +10,7 @@ import NIOSSL
 public struct HTTPPeerProbe: PeerProbe {
     public let timeout: Duration
     let logger: Logger
-    let client: PeerHTTPClient
+    let tls: TLSConfiguration?
     /// `Authorization` header for unsafe calls (`POST /failsafe`): the members of one cluster share
     /// the REST API's credentials, so a peer with authentication configured accepts the call.
     let authorization: String?
@@ -24,7 +25,7 @@ public struct HTTPPeerProbe: PeerProbe {
     ) throws {
         self.timeout = timeout
         self.logger = logger
-        self.client = PeerHTTPClient(tls: try tls.map { try NIOSSLContext(configuration: $0.configuration()) })
+        self.tls = try tls?.configuration()
         self.authorization = Self.basicAuthorization(username: username, password: password)
     }
 
@@ -46,18 +47,12 @@ public struct HTTPPeerProbe: PeerProbe {
     }
 
     func status(of member: Member) async -> PeerStatus {
-        guard let target = PeerHTTPClient.Target(member.apiURL) else {
-            logger.debug(
-                "peer API URL not usable (http:// or https://host:port/path only)",
-                metadata: ["ha.peer": "\(member.name)", "api.url": "\(member.apiURL)"])
-            return PeerStatus(name: member.name, reachable: false)
-        }
         do {
-            let reply = try await client.send(.GET, to: target, timeout: timeout)
+            let reply = try await BatonHTTP.send("GET", url: member.apiURL, tls: tls, timeout: timeout)
             // Patroni answers /patroni with 200, and with 503 on some versions when postgres is down;
             // both carry the status document.
             guard reply.status == 200 || reply.status == 503 else {
-                throw PeerHTTPClient.Failure(description: "HTTP \(reply.status)")
+                throw BatonHTTP.Failure("HTTP \(reply.status)")
             }
             return try Self.parseStatus(name: member.name, body: reply.body)
         } catch {
@@ -70,12 +65,12 @@ public struct HTTPPeerProbe: PeerProbe {
     public static func parseStatus(name: String, body: [UInt8]) throws -> PeerStatus {
         let value = try JSONDecoder().decode(JSONValue.self, from: Data(body))
         guard let document = value.objectValue else {
-            throw PeerHTTPClient.Failure(description: "status document is not a JSON object")
+            throw BatonHTTP.Failure("status document is not a JSON object")
         }
         let role = document["role"]?.stringValue
         let state = document["state"]?.stringValue
         guard role != nil || state != nil else {
-            throw PeerHTTPClient.Failure(description: "not a status document (no role, no state)")
+            throw BatonHTTP.Failure("not a status document (no role, no state)")
         }
         let xlog = document["xlog"]?.objectValue ?? [:]
         func lsn(_ key: String) -> LSN? {
@@ -105,11 +100,11 @@ public struct HTTPPeerProbe: PeerProbe {
         return await withTaskGroup(of: Bool.self) { group in
             for (name, url) in members {
                 group.addTask {
-                    guard let target = PeerHTTPClient.Target(url)?.with(path: "/failsafe") else { return false }
+                    guard let target = Self.url(url, path: "/failsafe") else { return false }
                     do {
-                        let reply = try await client.send(
-                            .POST, to: target, body: body, headers: authorization.map { [("Authorization", $0)] } ?? [],
-                            timeout: timeout)
+                        let reply = try await BatonHTTP.send(
+                            "POST", url: target, body: body,
+                            headers: authorization.map { [("Authorization", $0)] } ?? [], tls: tls, timeout: timeout)
                         if reply.status == 401 || reply.status == 403 {
                             logger.warning(
                                 "failsafe confirmation refused: check that every member has the same restapi.authentication and allowlist",
@@ -129,6 +124,20 @@ public struct HTTPPeerProbe: PeerProbe {
             }
             return true
         }
+    }
+
+    /// The same server as `apiURL` (`http://host:port/patroni`) with another path; nil when it
+    /// is not an http(s) URL with a host.
+    static func url(_ apiURL: String, path: String) -> String? {
+        guard var components = URLComponents(string: apiURL), let scheme = components.scheme,
+            scheme == "http" || scheme == "https", components.host?.isEmpty == false
+        else { return nil }
+        components.user = nil
+        components.password = nil
+        components.path = path
+        components.query = nil
+        components.fragment = nil
+        return components.string
     }
 
     static func quoted(_ text: String) -> String {

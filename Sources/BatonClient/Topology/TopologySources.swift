@@ -1,12 +1,9 @@
 import BatonCore
 import BatonEtcd
+import BatonHTTP
 import Foundation
 import Logging
 import Synchronization
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
 /// Where topology updates go: the client applies them, or notes that its source is failing.
 protocol TopologyFeed: Sendable {
@@ -90,23 +87,18 @@ final class EtcdTopologySource: TopologySourceDriver {
 
 // MARK: REST
 
-/// Polls `GET /cluster` of the agents in order (the first that answers wins) every `interval`.
-/// `@unchecked`: URLSession is thread-safe; everything else is immutable or lock-protected.
-final class RESTTopologySource: TopologySourceDriver, @unchecked Sendable {
+/// Polls `GET /cluster` of the agents in order (the first that answers wins) every `interval`,
+/// through Baton's one HTTP client (BatonHTTP), each call within 2 s.
+final class RESTTopologySource: TopologySourceDriver, Sendable {
     let agents: [String]
     let interval: Duration
     let logger: Logger
-    private let session: URLSession
     private let lagHistory = Mutex(LagHistory())
 
     init(agents: [String], interval: Duration, logger: Logger) {
         self.agents = agents.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.interval = interval
         self.logger = logger
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = 2
-        configuration.timeoutIntervalForResource = 3
-        self.session = URLSession(configuration: configuration)
     }
 
     func initial() async throws -> Topology {
@@ -140,26 +132,14 @@ final class RESTTopologySource: TopologySourceDriver, @unchecked Sendable {
     }
 
     private func get(_ url: String) async throws -> Data {
-        guard let address = URL(string: url) else {
-            throw BatonClientError(.invalidConfiguration, "'\(url)' is not a URL")
+        let reply = try await BatonHTTP.send("GET", url: url, timeout: .seconds(2))
+        guard reply.status == 200 else {
+            throw BatonClientError(.topologyUnavailable, "\(url) answered HTTP \(reply.status)")
         }
-        let session = self.session
-        return try await withCheckedThrowingContinuation { continuation in
-            let task = session.dataTask(with: URLRequest(url: address, timeoutInterval: 2)) { data, response, error in
-                if let error {
-                    continuation.resume(throwing: error)
-                } else if let http = response as? HTTPURLResponse, http.statusCode != 200 {
-                    continuation.resume(
-                        throwing: BatonClientError(.topologyUnavailable, "\(url) answered HTTP \(http.statusCode)"))
-                } else {
-                    continuation.resume(returning: data ?? Data())
-                }
-            }
-            task.resume()
-        }
+        return Data(reply.body)
     }
 
-    func shutdown() { session.invalidateAndCancel() }
+    func shutdown() {}
 }
 
 // MARK: Fixed
