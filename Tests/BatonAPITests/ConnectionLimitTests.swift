@@ -186,7 +186,7 @@ struct ConnectionLimitFailure: Error, CustomStringConvertible {
     }
 
     /// Review finding: a client that half-closes after pipelining health checks gets every answer
-    /// (the raw fast path answers in batches; the close waits for them).
+    /// (the close waits for them).
     @Test func aHalfCloseWaitsForTheHeldAnswers() async throws {
         let server = Self.server(ConnectionLimitSettings())
         try await server.makeApplication().test(.live) { client in
@@ -260,8 +260,7 @@ struct ConnectionLimitFailure: Error, CustomStringConvertible {
     /// A client pipelines health checks as fast as it can and never reads an answer: the server
     /// stops reading once its answers wait for the peer. Before, it answered every request it
     /// received into memory (hundreds of thousands in a few seconds, without bound).
-    /// Both fast paths: from the raw bytes, and after the codec (once a status request handed
-    /// the connection over).
+    /// Both before and after a routed status request on the same connection.
     @Test(arguments: [false, true])
     func aClientThatNeverReadsIsNotAnsweredWithoutBound(handedOver: Bool) async throws {
         let server = Self.server(ConnectionLimitSettings(requestTimeout: .seconds(30), idleTimeout: .seconds(30)))

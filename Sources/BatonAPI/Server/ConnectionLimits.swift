@@ -1,3 +1,4 @@
+import HummingbirdCore
 import Logging
 import NIOCore
 import Synchronization
@@ -34,9 +35,6 @@ enum ConnectionEvent {
     /// next one is already here (pipelined), so the next request's clock starts now.
     case requestComplete(bytesLeft: Bool)
     case responseEnded
-    /// The raw fast path holds received requests it has not answered yet (waiting for its turn or
-    /// for the peer to read), or holds none any more.
-    case holdingRequests(Bool)
 }
 
 /// The open connections of one server, against its cap.
@@ -75,8 +73,8 @@ final class ConnectionCounter: Sendable {
 /// that pipelines requests and never reads the answers costs one socket buffer, not memory without
 /// bound).
 ///
-/// The handlers behind it (`RawHealthFastPath`, `HealthFastPath`) report complete requests and
-/// ended responses as `ConnectionEvent`s; this one sees only bytes.
+/// The handler behind the HTTP codec (`HealthFastPath`) reports complete requests and ended
+/// responses as `ConnectionEvent`s; this one sees only bytes.
 final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -93,10 +91,6 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var routed = 0
     /// Bytes arrived since the last whole request (the start of the next one).
     private var requestBytesPending = false
-    /// The raw fast path holds received requests not answered yet.
-    private var rawHolding = false
-    /// The peer half-closed while requests were held: close once they are answered.
-    private var closeWhenDrained = false
     /// Since when the channel has not been writable (the peer does not read).
     private var unwritableSince: NIODeadline?
     private var lastActivity = NIODeadline.now()
@@ -155,16 +149,9 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     /// The peer closed its side with no request in progress: nothing more can come, and nothing
-    /// is owed. Closed here, on the event loop, so that the slot is free at once; when the raw
-    /// fast path still holds requests, once they are answered.
+    /// is owed. Closed here, on the event loop, so that the slot is free at once.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
-            // Whole requests held by the raw fast path are answered first (a partial one after
-            // them can never complete now).
-            if rawHolding {
-                closeWhenDrained = true
-                return
-            }
             if routed == 0, !requestBytesPending {
                 context.close(promise: nil)
                 return
@@ -193,17 +180,6 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             if bytesLeft { requestDeadline = lastActivity + TimeAmount(settings.requestTimeout) }
         case .responseEnded:
             routed = max(0, routed - 1)
-        case .holdingRequests(let holding):
-            rawHolding = holding
-            if !holding, closeWhenDrained {
-                promise?.succeed()
-                // Closed once what was written before is on the wire (writes complete in order).
-                let channel = context.channel
-                context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-                    channel.close(promise: nil)
-                }
-                return
-            }
         }
         // A timer is always armed while the connection lives: the request deadline, or the idle one.
         schedule(context, at: requestDeadline ?? lastActivity + TimeAmount(settings.idleTimeout))
@@ -279,5 +255,46 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             "REST API connection closed: \(reason)",
             metadata: ["api.peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "unknown")"])
         context.close(promise: nil)
+    }
+}
+
+/// Hummingbird's HTTP/1.1 channel with the connection limits in front: `ConnectionLimitHandler`
+/// first (behind TLS when TLS is on), small reads and a small send buffer, then the codec with
+/// `HealthFastPath` after it (`HTTP1Channel.Configuration.additionalChannelHandlers`).
+struct LimitedHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = HTTP1Channel.Value
+
+    let base: HTTP1Channel
+    let server: BatonAPIServer
+
+    var responder: HTTPChannelHandler.Responder { base.responder }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        do {
+            try channel.pipeline.syncOperations.addHandler(
+                ConnectionLimitHandler(
+                    settings: server.configuration.limits, counter: server.connections, logger: server.logger))
+            // Small reads and a small send buffer: a client that pipelines requests without
+            // reading the answers is answered a socket buffer's worth (not megabytes) before its
+            // connection stops being read, and one read is a short turn of the event loop.
+            if let options = channel.syncOptions {
+                try options.setOption(
+                    ChannelOptions.recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 16384))
+                try options.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 65536)
+            }
+        } catch {
+            // NIO ignores a failed child initializer: close here, or the socket and its slot leak.
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return base.setup(channel: channel, logger: logger).flatMapError { error in
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
     }
 }

@@ -31,6 +31,8 @@ final class HealthFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var pending: HTTPRequest?
     /// Requests handed to the router whose response has not ended yet.
     private var forwarded = 0
+    /// This connection's last answer, sent again while nothing it depends on changed.
+    private var memo: HealthAnswerMemo?
 
     init(server: BatonAPIServer) { self.server = server }
 
@@ -54,7 +56,7 @@ final class HealthFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             pending = nil
-            guard let (head, body) = server.fastHealthAnswer(request) else {
+            guard let (head, body) = server.fastHealthAnswer(request, memo: &memo) else {
                 forwarded += 1
                 context.triggerUserOutboundEvent(ConnectionEvent.routedRequestStarted, promise: nil)
                 context.triggerUserOutboundEvent(ConnectionEvent.requestComplete(bytesLeft: false), promise: nil)
@@ -104,13 +106,41 @@ extension BatonAPIServer {
     /// The health check's response as the router would send it (same status, headers and body),
     /// or nil when the router must answer: not a health check, a malformed query, or a source
     /// whose snapshot cannot be read without waiting.
-    func fastHealthAnswer(_ request: HTTPRequest) -> (HTTPResponse, ByteBuffer?)? {
-        guard let target = request.path, let (code, body, _) = fastHealthParts(request.method, target) else {
+    ///
+    /// `memo` is the connection's last answer. It is sent again, unchanged, while the request
+    /// (method and target), the snapshot's generation and the wall clock's second (the `Date`
+    /// header's resolution) are the same: a load balancer polling one path over a kept-alive
+    /// connection costs a comparison, not a query parse, a snapshot copy and the headers. The
+    /// status and the document are the snapshot's; only `dcs_last_seen` (whole seconds) may show
+    /// the value of the start of that second. `/liveness` is never reused: its answer depends on
+    /// the time since the last cycle, not on the snapshot alone.
+    func fastHealthAnswer(_ request: HTTPRequest, memo: inout HealthAnswerMemo?) -> (HTTPResponse, ByteBuffer?)? {
+        guard let target = request.path else { return nil }
+        // The generation is read before the snapshot: an answer built from a newer snapshot than
+        // its key says is only ever dropped early, never kept too long.
+        let generation = source.currentGeneration()
+        let second = HTTPDate.currentSecond()
+        if let memo, let generation, memo.generation == generation, memo.second == second,
+            memo.method == request.method, memo.target == target
+        {
+            fastPathAnswers.increment()
+            return (memo.head, memo.body)
+        }
+        guard let (code, body, check) = fastHealthParts(request.method, target) else {
+            memo = nil
             return nil
         }
         var fields = HTTPFields()
         for field in Self.healthHeaders(body) { fields.append(field) }
-        return (HTTPResponse(status: code, headerFields: fields), body)
+        let head = HTTPResponse(status: code, headerFields: fields)
+        if let generation, generation != 0, check != .liveness {
+            memo = HealthAnswerMemo(
+                generation: generation, second: second, method: request.method, target: target, head: head,
+                body: body)
+        } else {
+            memo = nil
+        }
+        return (head, body)
     }
 
     /// The headers of a fast-path answer, in the order and spelling the router's responses have.
@@ -121,66 +151,6 @@ extension BatonAPIServer {
         headers.append(.init(name: .date, value: HTTPDate.now()))
         headers.append(.init(name: .server, value: serverName))
         return headers
-    }
-
-    /// `fastHealthAnswer` as the bytes of a whole HTTP/1.1 response, the headers in the same order
-    /// and spelling as the codec writes them (for `RawHealthFastPath`).
-    ///
-    /// `memo` is the connection's last answer. It is sent again, unchanged, while the request
-    /// (method and target), the snapshot's generation and the wall clock's second (the `Date`
-    /// header's resolution) are the same: a load balancer polling one path over a kept-alive
-    /// connection costs a comparison, not a parse, a snapshot copy and an encoding. The status and
-    /// the document are the snapshot's; only `dcs_last_seen` (whole seconds) may show the value of
-    /// the start of that second. `/liveness` is never reused: its answer depends on the time since
-    /// the last cycle, not on the snapshot alone.
-    func rawHealthResponse(
-        _ method: HTTPRequest.Method, _ target: String, allocator: ByteBufferAllocator, memo: inout RawHealthMemo?
-    ) -> ByteBuffer? {
-        // The generation is read before the snapshot: an answer built from a newer snapshot than
-        // its key says is only ever dropped early, never kept too long.
-        let generation = source.currentGeneration()
-        let second = HTTPDate.currentSecond()
-        if let memo, let generation, memo.generation == generation, memo.second == second, memo.method == method,
-            memo.target == target
-        {
-            fastPathAnswers.increment()
-            return memo.response
-        }
-        guard let (code, body, check) = fastHealthParts(method, target) else {
-            memo = nil
-            return nil
-        }
-        let response = rawResponse(code, body, allocator: allocator)
-        if let generation, generation != 0, check != .liveness {
-            memo = RawHealthMemo(
-                generation: generation, second: second, method: method, target: target, response: response)
-        } else {
-            memo = nil
-        }
-        return response
-    }
-
-    /// A status line, `healthHeaders` and `body`, as bytes (an answer is encoded at most once a
-    /// second per connection and path, so this need not be lean).
-    private func rawResponse(
-        _ code: HTTPResponse.Status, _ body: ByteBuffer?, allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
-        let length = body?.readableBytes ?? 0
-        var out = allocator.buffer(capacity: 160 + length)
-        out.writeStaticString("HTTP/1.1 ")
-        out.writeString(String(code.code))
-        out.writeStaticString(" ")
-        out.writeString(code.reasonPhrase)
-        for field in Self.healthHeaders(body) {
-            out.writeStaticString("\r\n")
-            out.writeString(field.name.rawName)
-            out.writeStaticString(": ")
-            out.writeString(field.value)
-        }
-        out.writeStaticString("\r\n\r\n")
-        // A response to HEAD carries no body (and `healthAnswer` gives it none).
-        if var body { out.writeBuffer(&body) }
-        return out
     }
 
     /// A health check's status and body for `method` and `target` (path and query), counted as a
@@ -198,14 +168,15 @@ extension BatonAPIServer {
     }
 }
 
-/// A connection's last raw health answer and what it was the answer to (see
-/// `BatonAPIServer.rawHealthResponse`).
-struct RawHealthMemo {
+/// A connection's last health answer and what it was the answer to (see
+/// `BatonAPIServer.fastHealthAnswer(_:memo:)`).
+struct HealthAnswerMemo {
     var generation: UInt64
     var second: Int
     var method: HTTPRequest.Method
     var target: String
-    var response: ByteBuffer
+    var head: HTTPResponse
+    var body: ByteBuffer?
 }
 
 /// How many health checks the fast path answered.
