@@ -130,8 +130,10 @@ let package = Package(
         ),
         // The fence backstop the agent starts beside postgres: only the C library, linked statically
         // on Linux so that it stays a few MB resident (`scripts/bench footprint`).
+        .systemLibrary(name: "CTimerFD"),
         .executableTarget(
             name: "baton-fence-guard",
+            dependencies: [.target(name: "CTimerFD", condition: .when(platforms: [.linux]))],
             swiftSettings: strict,
             linkerSettings: [.unsafeFlags(["-static-executable"], .when(platforms: [.linux]))]
         ),

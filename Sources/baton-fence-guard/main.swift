@@ -8,12 +8,13 @@
 // watches the data directory for 5 s for a start that was under way at the deadline. It keeps
 // running when the agent is frozen (SIGSTOP) or killed (SIGKILL): that is its purpose.
 //
-// It imports nothing but the C library and works on bytes, not Strings: it runs on every database
+// It imports nothing but the C library (and <sys/timerfd.h>) and works on bytes, not Strings: it runs on every database
 // node for as long as the agent does, so it is kept small (a few MB resident, see `scripts/bench
 // footprint`) and its inputs (a pipe, files in a directory the postgres user owns, /proc) are read
 // without following links and without blocking.
 
 #if canImport(Glibc)
+    import CTimerFD
     import Glibc
 #elseif canImport(Musl)
     import Musl
@@ -168,6 +169,14 @@ func postmasterOf(_ dataDirectory: [UInt8]) -> Int32? {
     return pid
 }
 
+/// Arms `timer` (a CLOCK_BOOTTIME timerfd) at `milliseconds` on that clock; 0 disarms it.
+func setTimer(_ timer: Int32, at milliseconds: UInt64) -> Bool {
+    var value = itimerspec()
+    value.it_value.tv_sec = Int(milliseconds / 1000)
+    value.it_value.tv_nsec = Int(milliseconds % 1000) * 1_000_000
+    return timerfd_settime(timer, Int32(TFD_TIMER_ABSTIME), &value, nil) == 0
+}
+
 /// Milliseconds on CLOCK_BOOTTIME, which, unlike CLOCK_MONOTONIC, goes on while the host is
 /// suspended: a deadline that passed during a suspend has passed on resume.
 func monotonicMilliseconds() -> UInt64 {
@@ -242,26 +251,44 @@ func run(dataDirectory configured: [UInt8]?) -> Int32 {
     var buffer: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     var inputOpen = true
+    // A timer on CLOCK_BOOTTIME, armed at the deadline: the guard sleeps until a command or the
+    // deadline, also across a host suspend (poll's own timeout does not advance while suspended,
+    // CLOCK_BOOTTIME does). Without one (timerfd_create failed), it wakes every 100 ms instead.
+    let timer = timerfd_create(CLOCK_BOOTTIME, Int32(TFD_CLOEXEC))
+    var timerSetFor: UInt64?
     while true {
         let now = monotonicMilliseconds()
-        // poll's own timeout does not advance while the host is suspended: wake at least every
-        // 100 ms to read CLOCK_BOOTTIME again, so a resume past the deadline fences within 100 ms.
         var timeout: Int32 = -1
-        if let deadline { timeout = deadline > now ? Int32(min(deadline - now, 100)) : 0 }
+        if let deadline {
+            if deadline <= now {
+                timeout = 0
+            } else if timer >= 0 {
+                if timerSetFor != deadline, setTimer(timer, at: deadline) { timerSetFor = deadline }
+                if timerSetFor != deadline { timeout = Int32(min(deadline - now, 100)) }
+            } else {
+                timeout = Int32(min(deadline - now, 100))
+            }
+        } else if timerSetFor != nil {
+            _ = setTimer(timer, at: 0)
+            timerSetFor = nil
+        }
         if let until = watchUntil {
             if now >= until { watchUntil = nil } else { timeout = timeout < 0 ? 100 : min(timeout, 100) }
         }
         if !inputOpen {
             guard deadline != nil || watchUntil != nil else { return 0 }
         }
-        var descriptor = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
-        let ready: Int32
-        if inputOpen {
-            ready = poll(&descriptor, 1, timeout)
-        } else {
-            usleep(UInt32(max(timeout, 1)) * 1000)
-            ready = 0
+        var descriptors = [
+            pollfd(fd: inputOpen ? 0 : -1, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: timerSetFor != nil ? timer : -1, events: Int16(POLLIN), revents: 0),
+        ]
+        let polled = poll(&descriptors, 2, timeout)
+        if polled > 0, descriptors[1].revents != 0 {
+            var expirations: UInt64 = 0
+            _ = read(timer, &expirations, 8)
+            timerSetFor = nil
         }
+        let ready: Int32 = polled > 0 && descriptors[0].revents != 0 ? 1 : 0
         if ready > 0 {
             let count = read(0, &chunk, chunk.count)
             if count < 0 && (errno == EINTR || errno == EAGAIN) { continue }

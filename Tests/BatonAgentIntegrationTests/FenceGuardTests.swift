@@ -247,6 +247,31 @@ import Testing
         #expect(await Self.waitForExit(postmaster, within: .seconds(10)), "a valid arm after garbage did not fence")
     }
 
+    /// Armed, the guard sleeps until its deadline on a CLOCK_BOOTTIME timer: it used to wake every
+    /// 100 ms (poll's timeout stops during a host suspend, so it re-read the clock that often).
+    @Test func anArmedGuardSleepsUntilItsDeadline() async throws {
+        let guardProcess = Process()
+        guardProcess.executableURL = URL(fileURLWithPath: AgentCluster.fenceGuardBinary)
+        let pipe = Pipe()
+        guardProcess.standardInput = pipe
+        try guardProcess.run()
+        defer {
+            kill(guardProcess.processIdentifier, SIGKILL)
+            guardProcess.waitUntilExit()
+        }
+        func wakeUps() -> Int? {
+            let status = try? String(contentsOfFile: "/proc/\(guardProcess.processIdentifier)/status", encoding: .utf8)
+            return status?.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
+                .flatMap { Int($0.split(separator: "\t").last ?? "") }
+        }
+        try pipe.fileHandleForWriting.write(contentsOf: Data("arm 20000 999999\n".utf8))
+        try await Task.sleep(for: .milliseconds(300))
+        let before = try #require(wakeUps())
+        try await Task.sleep(for: .seconds(2))
+        let after = try #require(wakeUps())
+        #expect(after - before <= 3, "the armed guard woke \(after - before) times in 2 s")
+    }
+
     /// Without its guard executable the agent does not start as a leader candidate: the error names
     /// the path and how to fix it. Before, the guard was a subcommand of `baton` itself.
     @Test func aMissingGuardExecutableIsAClearError() throws {
