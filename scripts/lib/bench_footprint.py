@@ -94,8 +94,10 @@ def measure(profile, seconds):
         print(f"   agents {agents}, fence guards {guards}; sampling {seconds} s", file=sys.stderr)
         rss = {"agent": [], "guard": []}
         cpu = {"agent": [], "guard": []}
-        window = 10
-        for start in range(0, seconds, window):
+        # CPU time is counted in clock ticks (1/100 s): over a 10 s window one tick is 0.1 %, too
+        # coarse for an idle agent. Each window is a minute (0.017 % a tick), or the whole run.
+        window = min(60, seconds)
+        for start in range(0, seconds - window + 1, window):
             before = {p: cpu_ticks(p) for p in agents + guards if p}
             t0 = time.monotonic()
             for _ in range(window):
@@ -129,7 +131,7 @@ def main():
     for p, r in results.items():
         print(f"| {p} | {fmt(r['agent_rss_mb'], '')} | {fmt(r['agent_cpu_pct'], '')} | "
               f"{fmt(r['guard_rss_mb'], '')} | {fmt(r['guard_cpu_pct'], '')} |")
-    print("(min / median / max: RSS over 1 s samples of 3 agents; CPU over 10 s windows of 3 agents)")
+    print("(min / median / max: RSS over 1 s samples of 3 agents; CPU over 60 s windows of 3 agents)")
     print(json.dumps({"benchmark": "footprint", "seconds": args.seconds, "results": results}))
 
 
