@@ -5,10 +5,60 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOCore
+import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 
 /// The Hummingbird application serving Baton's REST API.
-public typealias BatonAPIApplication = Application<RouterResponder<APIRequestContext>>
+/// The REST API as a `Service`: Hummingbird's application, run without its date-cache service.
+///
+/// `Application.run()` adds a service that formats the `Date` header once a second on a timer: the
+/// one wake-up a second an idle agent still had besides its own work. This runs the same server
+/// (the same child channel, responder and error handling) and stamps `Date` from `HTTPDate`, which
+/// formats it at most once a second, when a response needs it. HummingbirdTesting runs it through
+/// its own wrapper (the default `run()`); the agent processes of the integration tests run this.
+public struct BatonAPIApplication: ApplicationProtocol {
+    public typealias Responder = RouterResponder<APIRequestContext>
+
+    let routes: RouterResponder<APIRequestContext>
+    public let server: HTTPServerBuilder
+    public let configuration: ApplicationConfiguration
+    let serverConfiguration: ServerConfiguration
+    public let eventLoopGroup: any EventLoopGroup
+    public let logger: Logger
+
+    public var responder: Responder {
+        get async throws { routes }
+    }
+    public var services: [any Service] { [] }
+    public var processesRunBeforeServerStart: [@Sendable () async throws -> Void] { [] }
+    public func onServerRunning(_ channel: any Channel) async {}
+
+    public func run() async throws {
+        let responder = try await self.responder
+        let logger = self.logger
+        let serverName = configuration.serverName
+        let service = try server.buildServer(
+            configuration: serverConfiguration, eventLoopGroup: eventLoopGroup, logger: logger
+        ) { (request, responseWriter: consuming ResponseWriter, channel) in
+            let context = APIRequestContext(source: .init(channel: channel, logger: logger))
+            var response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch let error as HTTPParserError {
+                throw error  // the channel answers a malformed request itself
+            } catch {
+                logger.debug("unrecognised error", metadata: ["error.type": "\(error)"])
+                response = Response(status: .internalServerError, body: .init())
+            }
+            response.headers[.date] = HTTPDate.now()
+            if let serverName { response.headers[.server] = serverName }
+            try await responseWriter.write(response: response.head, body: response.body)
+        }
+        try await service.run()
+    }
+}
 
 /// The REST API: Patroni's endpoints over an `APIStateSource`.
 ///
@@ -115,14 +165,13 @@ public struct BatonAPIServer: Sendable {
             LimitedHTTP1Channel(base: HTTP1Channel(responder: responder, configuration: http1), server: self)
         }
         let group = APIEventLoops.group(threads: configuration.threads)
-        guard let tls = configuration.tls else {
-            return Application(
-                router: makeRouter(), server: server, configuration: applicationConfiguration,
-                eventLoopGroupProvider: .shared(group), logger: logger)
-        }
-        return Application(
-            router: makeRouter(), server: try .tls(server, tlsConfiguration: tls.configuration()),
-            configuration: applicationConfiguration, eventLoopGroupProvider: .shared(group), logger: logger)
+        let serverConfiguration = ServerConfiguration(
+            address: .hostname(configuration.host, port: configuration.port), serverName: Self.serverName)
+        return BatonAPIApplication(
+            routes: makeRouter().buildResponder(),
+            server: try configuration.tls.map { try .tls(server, tlsConfiguration: try $0.configuration()) } ?? server,
+            configuration: applicationConfiguration, serverConfiguration: serverConfiguration, eventLoopGroup: group,
+            logger: logger)
     }
 
     // MARK: Status
