@@ -1,61 +1,44 @@
 import BatonCore
 
-/// `GET /cluster`: the members as the store shows them, in Patroni's layout.
-enum ClusterDocument {
-    static func make(
-        _ cluster: ClusterView, scope: String, config: DynamicConfig, configProblems: [String] = []
-    ) -> [String: JSONValue] {
+extension ClusterDocument {
+    /// `GET /cluster`: the members as the store shows them, in Patroni's layout.
+    init(_ cluster: ClusterView, scope: String, config: DynamicConfig, configProblems: [String] = []) {
         let leaderName = cluster.leader?.member
         let reference = cluster.status?.optime ?? cluster.leaderMember?.xlogLocation
         let synchronous = config.synchronousMode ? cluster.sync?.value : nil
-        var members: [JSONValue] = []
+        var members: [Member] = []
         for member in cluster.members.sorted(by: { $0.name < $1.name }) {
-            var object: [String: JSONValue] = [
-                "name": .string(member.name),
-                "state": .string(member.state.rawValue),
-                "api_url": .string(member.apiURL),
-            ]
+            var entry = Member(name: member.name, state: member.state.rawValue, apiURL: member.apiURL)
             if member.name == leaderName {
-                object["role"] = .string(member.role == .standbyLeader ? "standby_leader" : "leader")
+                entry.role = member.role == .standbyLeader ? "standby_leader" : "leader"
             } else if synchronous?.isSynchronous(member.name) == true {
-                object["role"] = .string("sync_standby")
+                entry.role = "sync_standby"
             } else {
-                object["role"] = .string("replica")
+                entry.role = "replica"
             }
-            if let (host, port) = hostAndPort(member.connURL) {
-                object["host"] = .string(host)
-                if let port { object["port"] = .number(Double(port)) }
+            if let address = HostPort(url: member.connURL) {
+                entry.host = address.host
+                entry.port = address.port
             }
-            if let timeline = member.timeline { object["timeline"] = .number(Double(timeline)) }
-            if !member.tags.isEmpty { object["tags"] = .object(member.tags.values) }
-            if member.pendingRestart { object["pending_restart"] = .bool(true) }
+            entry.timeline = member.timeline
+            if !member.tags.isEmpty { entry.tags = member.tags }
+            if member.pendingRestart { entry.pendingRestart = true }
             if member.name != leaderName {
                 if let location = member.xlogLocation {
-                    let lag = reference.map { $0.bytesAhead(of: location) } ?? 0
-                    object["lag"] = .number(Double(lag))
-                    object["lsn"] = .string(location.description)
+                    entry.lag = .bytes(reference.map { $0.bytesAhead(of: location) } ?? 0)
+                    entry.lsn = location.description
                 } else {
-                    object["lag"] = .string("unknown")
+                    entry.lag = .unknown
                 }
             }
-            members.append(.object(object))
+            members.append(entry)
         }
-        var document: [String: JSONValue] = ["scope": .string(scope), "members": .array(members)]
-        if config.pause { document["pause"] = .bool(true) }
-        // Baton's addition (Patroni has no such field; readers that do not know it skip it): the
-        // config key is invalid and this member runs with the last valid configuration.
-        if !configProblems.isEmpty { document["config_problems"] = .array(configProblems.map(JSONValue.string)) }
+        var scheduled: ScheduledSwitchover?
         if let failover = cluster.failover?.value, let at = failover.scheduled_at {
-            var scheduled: [String: JSONValue] = ["at": .string(at)]
-            if let from = failover.leader { scheduled["from"] = .string(from) }
-            if let to = failover.member { scheduled["to"] = .string(to) }
-            document["scheduled_switchover"] = .object(scheduled)
+            scheduled = ScheduledSwitchover(at: at, from: failover.leader, to: failover.member)
         }
-        return document
-    }
-
-    /// Host and port of `postgres://host:port/db` (also `[v6]:port`, userinfo, no port).
-    static func hostAndPort(_ url: String) -> (String, Int?)? {
-        HostPort(url: url).map { ($0.host, $0.port) }
+        self.init(
+            scope: scope, members: members, pause: config.pause ? true : nil,
+            configProblems: configProblems.isEmpty ? nil : configProblems, scheduledSwitchover: scheduled)
     }
 }

@@ -18,6 +18,16 @@ enum APIResponse {
         return ByteBuffer(bytes: data)
     }
 
+    /// A typed document (one of BatonCore's shared `Codable` documents), with sorted keys.
+    static func json<Document: Encodable>(_ status: HTTPResponse.Status, _ document: Document) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(document)) ?? Data("{}".utf8)
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
     static func json(_ status: HTTPResponse.Status, _ object: [String: JSONValue]) -> Response {
         json(status, .object(object))
     }

@@ -246,8 +246,7 @@ public struct BatonAPIServer: Sendable {
         }
         return APIResponse.json(
             .ok,
-            ClusterDocument.make(
-                cluster, scope: source.scope, config: status.config, configProblems: status.configProblems))
+            ClusterDocument(cluster, scope: source.scope, config: status.config, configProblems: status.configProblems))
     }
 
     func history() async -> Response {

@@ -8,9 +8,9 @@ extension Topology {
     public init(
         clusterDocument data: Data, from agent: String, lagHistory: inout LagHistory, now: ContinuousClock.Instant
     ) throws {
-        let document: ClusterDocumentWire
+        let document: ClusterDocument
         do {
-            document = try JSONDecoder().decode(ClusterDocumentWire.self, from: data)
+            document = try JSONDecoder().decode(ClusterDocument.self, from: data)
         } catch {
             let preview = String(decoding: data.prefix(120), as: UTF8.self)
             throw BatonClientError(
@@ -49,34 +49,5 @@ extension Topology {
         }
         self.init(
             primary: primary, replicas: replicas, lagIsKnown: true, knownEndpoints: known, source: "\(agent)/cluster")
-    }
-}
-
-struct ClusterDocumentWire: Decodable {
-    var members: [MemberWire]
-
-    struct MemberWire: Decodable {
-        var name: String
-        var role: String?
-        var state: String?
-        var host: String?
-        var port: Int?
-        var lag: Lag?
-        var lsn: String?
-        var tags: Tags?
-    }
-
-    enum Lag: Decodable {
-        case bytes(UInt64)
-        case unknown
-
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.singleValueContainer()
-            if let number = try? container.decode(Double.self), number >= 0, number < 0x1p64 {
-                self = .bytes(UInt64(number))
-            } else {
-                self = .unknown
-            }
-        }
     }
 }

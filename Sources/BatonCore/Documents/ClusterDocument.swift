@@ -1,0 +1,95 @@
+/// `GET /cluster` in Patroni's layout: the one declaration of the document, written by the REST
+/// API and read by BatonClient's REST topology source (and anything else that reads an agent's
+/// or a Patroni member's `/cluster`). Keys are Patroni's; optional fields are left out when
+/// absent; unknown keys in a document read from elsewhere are ignored.
+public struct ClusterDocument: Codable, Hashable, Sendable {
+    public var scope: String?
+    public var members: [Member]
+    public var pause: Bool?
+    /// Baton's addition (Patroni has no such field): the `config` key is invalid and the member
+    /// runs with the last valid configuration.
+    public var configProblems: [String]?
+    public var scheduledSwitchover: ScheduledSwitchover?
+
+    enum CodingKeys: String, CodingKey {
+        case scope, members, pause
+        case configProblems = "config_problems"
+        case scheduledSwitchover = "scheduled_switchover"
+    }
+
+    public init(
+        scope: String?, members: [Member], pause: Bool? = nil, configProblems: [String]? = nil,
+        scheduledSwitchover: ScheduledSwitchover? = nil
+    ) {
+        self.scope = scope
+        self.members = members
+        self.pause = pause
+        self.configProblems = configProblems
+        self.scheduledSwitchover = scheduledSwitchover
+    }
+
+    public struct Member: Codable, Hashable, Sendable {
+        public var name: String
+        /// `leader`, `standby_leader`, `sync_standby`, `quorum_standby` or `replica`.
+        public var role: String?
+        public var state: String?
+        public var apiURL: String?
+        public var host: String?
+        public var port: Int?
+        public var timeline: Int?
+        public var tags: Tags?
+        public var pendingRestart: Bool?
+        /// Bytes behind the leader (absent for the leader itself).
+        public var lag: Lag?
+        public var lsn: String?
+
+        enum CodingKeys: String, CodingKey {
+            case name, role, state, host, port, timeline, tags, lag, lsn
+            case apiURL = "api_url"
+            case pendingRestart = "pending_restart"
+        }
+
+        public init(name: String, role: String? = nil, state: String? = nil, apiURL: String? = nil) {
+            self.name = name
+            self.role = role
+            self.state = state
+            self.apiURL = apiURL
+        }
+    }
+
+    /// A member's lag: a number of bytes, or `"unknown"` (Patroni writes that string when it
+    /// cannot tell). A reader takes anything that is not a whole number of bytes as unknown.
+    public enum Lag: Codable, Hashable, Sendable {
+        case bytes(UInt64)
+        case unknown
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let number = try? container.decode(Double.self), number >= 0, number < 0x1p64 {
+                self = .bytes(UInt64(number))
+            } else {
+                self = .unknown
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .bytes(let bytes): try container.encode(bytes)
+            case .unknown: try container.encode("unknown")
+            }
+        }
+    }
+
+    public struct ScheduledSwitchover: Codable, Hashable, Sendable {
+        public var at: String
+        public var from: String?
+        public var to: String?
+
+        public init(at: String, from: String? = nil, to: String? = nil) {
+            self.at = at
+            self.from = from
+            self.to = to
+        }
+    }
+}
