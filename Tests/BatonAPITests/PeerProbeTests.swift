@@ -96,6 +96,16 @@ import Testing
             let status = try HTTPPeerProbe.parseStatus(name: "p", body: Array(json.utf8))
             #expect(status.walPosition == nil, "\(value)")
         }
+        // The document is read field by field (BatonCore.NodeStatusDocument): a field of the wrong
+        // type is absent, the rest still counts; a role of the wrong type is unknown, and unknown
+        // is a possible primary.
+        let odd = try HTTPPeerProbe.parseStatus(
+            name: "p",
+            body: Array(
+                #"{"state":"running","role":"replica","timeline":"x","tags":"y","xlog":{"received_location":9}}"#.utf8))
+        #expect(odd.walPosition == LSN(9) && odd.timeline == nil && !odd.runningAsPrimary)
+        let noRole = try HTTPPeerProbe.parseStatus(name: "p", body: Array(#"{"state":"running","role":5}"#.utf8))
+        #expect(noRole.runningAsPrimary)
     }
 
     /// Unknown is not "replica": a peer whose postgres may accept writes vetoes the race — one that

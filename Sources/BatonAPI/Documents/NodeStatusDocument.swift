@@ -1,53 +1,39 @@
 import BatonCore
 import BatonHA
 
-/// The node status of `GET /patroni` and of every health check's body, in Patroni's field names.
-enum NodeStatusDocument {
-    static func make(
-        _ status: HAStatus, scope: String, now: MonotonicInstant, wallClock: Double
-    ) -> [String: JSONValue] {
+extension NodeStatusDocument {
+    /// The node status of `GET /patroni` and of every health check's body, from the HA loop's
+    /// snapshot.
+    init(_ status: HAStatus, scope: String, now: MonotonicInstant, wallClock: Double) {
+        self.init()
         let node = NodeFacts(status)
         let postgres = status.postgres
-        var document: [String: JSONValue] = [
-            "state": .string(state(of: status).rawValue),
-            "role": .string(status.role.rawValue),
-            "patroni": .object([
-                "version": .string(BatonCore.version), "scope": .string(scope), "name": .string(status.member),
-            ]),
-        ]
-        if let version = postgres.serverVersion { document["server_version"] = .number(Double(version)) }
-        if let started = postgres.postmasterStartTime { document["postmaster_start_time"] = .string(started) }
-        if let timeline = postgres.timeline { document["timeline"] = .number(Double(timeline)) }
-        if let systemID = postgres.systemIdentifier { document["database_system_identifier"] = .string(systemID) }
-
+        state = Self.state(of: status).rawValue
+        role = status.role.rawValue
+        patroni = Patroni(version: BatonCore.version, scope: scope, name: status.member)
+        serverVersion = postgres.serverVersion
+        postmasterStartTime = postgres.postmasterStartTime
+        timeline = postgres.timeline
+        databaseSystemIdentifier = postgres.systemIdentifier
         if postgres.inRecovery == false {
-            if let location = postgres.currentLSN { document["xlog"] = .object(["location": lsn(location)]) }
+            if let location = postgres.currentLSN { xlog = .primary(location: location) }
         } else if postgres.inRecovery == true {
-            var xlog: [String: JSONValue] = ["paused": .bool(false), "replayed_timestamp": .null]
-            if let received = postgres.receiveLSN { xlog["received_location"] = lsn(received) }
-            if let replayed = postgres.replayLSN { xlog["replayed_location"] = lsn(replayed) }
-            document["xlog"] = .object(xlog)
-            if let state = node.replicationState { document["replication_state"] = .string(state) }
+            xlog = .standby(
+                received: postgres.receiveLSN, replayed: postgres.replayLSN, paused: false, replayedTimestamp: nil)
+            replicationState = node.replicationState
         }
-        if !postgres.replication.isEmpty {
-            document["replication"] = .array(postgres.replication.map(replicationRow))
-        }
-        if let cluster = status.cluster, cluster.leader == nil { document["cluster_unlocked"] = .bool(true) }
-        if status.config.pause { document["pause"] = .bool(true) }
-        if let seen = dcsLastSeen(status, now: now, wallClock: wallClock) {
-            document["dcs_last_seen"] = .number(seen)
-        }
-        if !node.tags.isEmpty { document["tags"] = .object(node.tags.values) }
-        if postgres.pendingRestart { document["pending_restart"] = .bool(true) }
-        if node.isSynchronous { document["sync_standby"] = .bool(true) }
+        if !postgres.replication.isEmpty { replication = postgres.replication.map { Self.row($0) } }
+        if let cluster = status.cluster, cluster.leader == nil { clusterUnlocked = true }
+        if status.config.pause { pause = true }
+        dcsLastSeen = Self.dcsLastSeen(status, now: now, wallClock: wallClock)
+        if !node.tags.isEmpty { tags = node.tags }
+        if postgres.pendingRestart { pendingRestart = true }
+        if node.isSynchronous { syncStandby = true }
         if let scheduled = status.scheduledRestart {
-            var restart: [String: JSONValue] = ["schedule": .string(scheduled.scheduledAtText ?? "")]
-            if let role = scheduled.role { restart["role"] = .string(role.rawValue) }
-            if scheduled.onlyIfPending { restart["restart_pending"] = .bool(true) }
-            if let version = scheduled.postgresVersionBelow { restart["postgres_version"] = .number(Double(version)) }
-            document["scheduled_restart"] = .object(restart)
+            scheduledRestart = ScheduledRestart(
+                schedule: scheduled.scheduledAtText ?? "", role: scheduled.role?.rawValue,
+                restartPending: scheduled.onlyIfPending ? true : nil, postgresVersion: scheduled.postgresVersionBelow)
         }
-        return document
     }
 
     /// Wall-clock second when the store was last read (`dcs_last_seen`).
@@ -70,19 +56,14 @@ enum NodeStatusDocument {
         }
     }
 
-    static func lsn(_ value: LSN) -> JSONValue { .number(Double(value.rawValue)) }
-
-    static func replicationRow(_ row: ReplicationRow) -> JSONValue {
-        var object: [String: JSONValue] = [
-            "application_name": .string(row.applicationName),
-            "state": .string(row.state),
-            "sync_state": .string(row.syncState),
-        ]
-        if let address = row.clientAddress { object["client_addr"] = .string(address) }
-        if let sent = row.sentLSN { object["sent_lsn"] = lsn(sent) }
-        if let write = row.writeLSN { object["write_lsn"] = lsn(write) }
-        if let flush = row.flushLSN { object["flush_lsn"] = lsn(flush) }
-        if let replay = row.replayLSN { object["replay_lsn"] = lsn(replay) }
-        return .object(object)
+    static func row(_ row: ReplicationRow) -> Replication {
+        var out = Replication(
+            applicationName: row.applicationName, state: row.state, syncState: row.syncState)
+        out.clientAddr = row.clientAddress
+        out.sentLSN = row.sentLSN.map(LSNNumber.init)
+        out.writeLSN = row.writeLSN.map(LSNNumber.init)
+        out.flushLSN = row.flushLSN.map(LSNNumber.init)
+        out.replayLSN = row.replayLSN.map(LSNNumber.init)
+        return out
     }
 }

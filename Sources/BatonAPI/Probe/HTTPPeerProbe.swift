@@ -61,24 +61,19 @@ public struct HTTPPeerProbe: PeerProbe {
         }
     }
 
-    /// Reads a `GET /patroni` document into what the decision core needs.
+    /// Reads a `GET /patroni` document (BatonCore's `NodeStatusDocument`, read field by field)
+    /// into what the decision core needs.
     public static func parseStatus(name: String, body: [UInt8]) throws -> PeerStatus {
-        let value = try JSONDecoder().decode(JSONValue.self, from: Data(body))
-        guard let document = value.objectValue else {
+        let document: NodeStatusDocument
+        do {
+            document = try JSONDecoder().decode(NodeStatusDocument.self, from: Data(body))
+        } catch {
             throw BatonHTTP.Failure("status document is not a JSON object")
         }
-        let role = document["role"]?.stringValue
-        let state = document["state"]?.stringValue
+        let role = document.role
+        let state = document.state
         guard role != nil || state != nil else {
             throw BatonHTTP.Failure("not a status document (no role, no state)")
-        }
-        let xlog = document["xlog"]?.objectValue ?? [:]
-        func lsn(_ key: String) -> LSN? {
-            // A peer's answer: anything but a whole number within UInt64 is unknown, never a trap.
-            guard let number = xlog[key]?.doubleValue, number >= 0, number < 0x1p64,
-                let value = UInt64(exactly: number.rounded(.down))
-            else { return nil }
-            return LSN(value)
         }
         // Unknown is not "replica": a peer whose postgres may accept writes is a possible primary —
         // one that reports itself primary or demoted (stepping down, not yet fenced) while its
@@ -86,13 +81,14 @@ public struct HTTPPeerProbe: PeerProbe {
         let down: Set<String> = ["stopped", "crashed", "stopping", "stopped after a failure"]
         let mayAcceptWrites = role == nil || role == "primary" || role == "master" || role == "demoted"
         let runningAsPrimary = mayAcceptWrites && !(state.map(down.contains) ?? false)
+        let xlog = document.xlog
         let position =
             runningAsPrimary
-            ? lsn("location") : [lsn("received_location"), lsn("replayed_location")].compactMap { $0 }.max()
-        let tags = document["tags"]?.objectValue.map(Tags.init) ?? Tags()
+            ? xlog?.location?.lsn
+            : [xlog?.receivedLocation?.lsn, xlog?.replayedLocation?.lsn].compactMap { $0 }.max()
         return PeerStatus(
             name: name, reachable: true, runningAsPrimary: runningAsPrimary, walPosition: position,
-            timeline: document["timeline"]?.intValue, tags: tags)
+            timeline: document.timeline, tags: document.tags ?? Tags())
     }
 
     public func confirmFailsafe(leader: String, members: [String: String]) async -> Bool {

@@ -10,22 +10,19 @@ enum APIResponse {
             body: ResponseBody(byteBuffer: encode(value)))
     }
 
-    /// JSON with sorted keys.
-    static func encode(_ value: JSONValue) -> ByteBuffer {
+    /// JSON with sorted keys: a `JSONValue` or one of BatonCore's shared `Codable` documents.
+    static func encode<Document: Encodable>(_ document: Document) -> ByteBuffer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        let data = (try? encoder.encode(document)) ?? Data("{}".utf8)
         return ByteBuffer(bytes: data)
     }
 
     /// A typed document (one of BatonCore's shared `Codable` documents), with sorted keys.
     static func json<Document: Encodable>(_ status: HTTPResponse.Status, _ document: Document) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let data = (try? encoder.encode(document)) ?? Data("{}".utf8)
-        return Response(
+        Response(
             status: status, headers: [.contentType: "application/json"],
-            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+            body: ResponseBody(byteBuffer: encode(document)))
     }
 
     static func json(_ status: HTTPResponse.Status, _ object: [String: JSONValue]) -> Response {

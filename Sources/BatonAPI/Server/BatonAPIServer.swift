@@ -222,13 +222,9 @@ public struct BatonAPIServer: Sendable {
             dcsLastSeen: NodeStatusDocument.dcsLastSeen(status, now: now, wallClock: wallClock))
         if status.generation != 0, let cached = statusBodies.body(for: key) { return cached }
         let body = APIResponse.encode(
-            .object(NodeStatusDocument.make(status, scope: source.scope, now: now, wallClock: wallClock)))
+            NodeStatusDocument(status, scope: source.scope, now: now, wallClock: wallClock))
         if status.generation != 0 { statusBodies.store(body, for: key) }
         return body
-    }
-
-    func nodeDocument(_ status: HAStatus, now: MonotonicInstant) -> [String: JSONValue] {
-        NodeStatusDocument.make(status, scope: source.scope, now: now, wallClock: source.wallClockSeconds())
     }
 
     func nodeStatus() async -> Response {
