@@ -330,7 +330,7 @@ log:
             self.proc.wait(10)
 
     def fence_guard_pids(self):
-        """PIDs of the agent's fence guard processes (`baton fence-guard`, children of the agent)."""
+        """PIDs of the agent's fence guard processes (`baton-fence-guard`, children of the agent)."""
         agent = self.agent_pid()
         found = []
         if not agent:
@@ -347,7 +347,7 @@ log:
                     argv = f.read().split(b"\0")
             except (OSError, ValueError, IndexError):
                 continue
-            if b"fence-guard" in argv and pid_alive(int(entry)):
+            if argv and os.path.basename(argv[0]) == b"baton-fence-guard" and pid_alive(int(entry)):
                 found.append(int(entry))
         return found
 
