@@ -92,23 +92,11 @@ public enum HADecider {
             // a minute (never shorter than loop_wait). A postmaster that dies during start-up wakes
             // the loop; without this, a start that cannot succeed (a broken configuration, a data
             // directory that needs an operator) was retried several times a second.
+            var backingOff: Duration?
             if o.failedStarts > 0, let last = o.lastFailedStartAt {
                 let doubled = o.config.loopWait * (1 << min(o.failedStarts - 1, 6))
                 let backoff = min(doubled, max(o.config.loopWait, .seconds(60)))
-                let elapsed = o.now - last
-                if elapsed < backoff, !(iAmLeader && cluster.leader?.session != o.lease.session) {
-                    // The leader keeps its lease meanwhile; primary_start_timeout still applies.
-                    if iAmLeader, let started = memory.crashRecoveryStartedAt,
-                        o.now - started > o.config.primaryStartTimeout
-                    {
-                        memory.crashRecoveryStartedAt = nil
-                        return Decision(
-                            [.releaseLeader], .primaryStartTimeout(elapsed: o.now - started), memory: memory)
-                    }
-                    return Decision(
-                        iAmLeader ? [.renewLease] : [],
-                        .startBackingOff(failures: o.failedStarts, retryIn: backoff - elapsed), memory: memory)
-                }
+                if o.now - last < backoff { backingOff = backoff - (o.now - last) }
             }
             if iAmLeader {
                 // The key names this member but another session (this agent restarted): it is not
@@ -125,11 +113,18 @@ public enum HADecider {
                     memory.crashRecoveryStartedAt = nil
                     return Decision([.releaseLeader], .primaryStartTimeout(elapsed: elapsed), memory: memory)
                 }
+                if let wait = backingOff {
+                    return Decision(
+                        [.renewLease], .startBackingOff(failures: o.failedStarts, retryIn: wait), memory: memory)
+                }
                 return Decision(
                     [.renewLease, .startPostgres(following: nil, asPrimary: true)],
                     .restartingCrashedPrimary(elapsed: elapsed), memory: memory, recheckImmediately: true)
             }
             memory.crashRecoveryStartedAt = nil
+            if let wait = backingOff {
+                return Decision([], .startBackingOff(failures: o.failedStarts, retryIn: wait), memory: memory)
+            }
             if let source = leaderSource(cluster), cluster.leader != nil {
                 // A member last seen running as a standby, never started read-only from a primary's
                 // data since, has not diverged: no pg_rewind. Anything else (last seen as primary,
