@@ -36,6 +36,18 @@ import Testing
         process.waitUntilExit()
     }
 
+    /// The guard executable run directly, its standard input a pipe the test writes commands to
+    /// (without `ProcessFenceGuard`, which writes only well-formed ones).
+    static func bareGuard(dataDirectory: String?) throws -> (Process, Pipe) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: AgentCluster.fenceGuardBinary)
+        process.arguments = dataDirectory.map { ["--data-dir", $0] } ?? []
+        let pipe = Pipe()
+        process.standardInput = pipe
+        try process.run()
+        return (process, pipe)
+    }
+
     /// Alive and not a zombie (an orphan's reaper may be slow, or not reap at all in a container).
     static func runs(_ pid: Int32) -> Bool {
         let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?
@@ -222,16 +234,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: (data as NSString).deletingLastPathComponent) }
         let postmaster = try Self.standInPostmaster(in: data)
         defer { Self.end(postmaster) }
-        let guardProcess = Process()
-        guardProcess.executableURL = URL(fileURLWithPath: AgentCluster.fenceGuardBinary)
-        guardProcess.arguments = ["--data-dir", data]
-        let pipe = Pipe()
-        guardProcess.standardInput = pipe
-        try guardProcess.run()
-        defer {
-            kill(guardProcess.processIdentifier, SIGKILL)
-            guardProcess.waitUntilExit()
-        }
+        let (guardProcess, pipe) = try Self.bareGuard(dataDirectory: data)
+        defer { Self.end(guardProcess) }
         let pid = postmaster.processIdentifier
         var garbage = [
             "arm 99999999999999999999999 \(pid)", "arm -5 \(pid)", "arm 10 abc", "arm 10 \(pid) extra",
@@ -250,15 +254,8 @@ import Testing
     /// Armed, the guard sleeps until its deadline on a CLOCK_BOOTTIME timer: it used to wake every
     /// 100 ms (poll's timeout stops during a host suspend, so it re-read the clock that often).
     @Test func anArmedGuardSleepsUntilItsDeadline() async throws {
-        let guardProcess = Process()
-        guardProcess.executableURL = URL(fileURLWithPath: AgentCluster.fenceGuardBinary)
-        let pipe = Pipe()
-        guardProcess.standardInput = pipe
-        try guardProcess.run()
-        defer {
-            kill(guardProcess.processIdentifier, SIGKILL)
-            guardProcess.waitUntilExit()
-        }
+        let (guardProcess, pipe) = try Self.bareGuard(dataDirectory: nil)
+        defer { Self.end(guardProcess) }
         func wakeUps() -> Int? {
             let status = try? String(contentsOfFile: "/proc/\(guardProcess.processIdentifier)/status", encoding: .utf8)
             return status?.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
