@@ -566,10 +566,10 @@ extension HALoop {
         }
     }
 
+    /// Now as Patroni writes it in `history`; the clock's answer is not trusted blindly (a wall
+    /// clock outside 0001–9999 writes the epoch rather than trapping).
     static func isoTimestamp(_ seconds: Double) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+        ISO8601.string(secondsSince1970: seconds) ?? "1970-01-01T00:00:00.000+00:00"
     }
 }
 

@@ -82,6 +82,39 @@ public enum ISO8601 {
         }
     }
 
+    /// `2026-11-22T15:00:00.123+00:00`: a UTC timestamp with milliseconds, as Patroni writes them
+    /// in `history`; nil for a time that is not finite or outside the years 0001–9999.
+    public static func string(secondsSince1970 seconds: Double) -> String? {
+        guard seconds.isFinite, seconds >= -62_135_596_800, seconds < 253_402_300_800 else { return nil }
+        let milliseconds = Int((seconds * 1000).rounded(.down))
+        let (days, inDay) = milliseconds.quotientAndRemainderFlooring(dividingBy: 86_400_000)
+        let (year, month, day) = civilFromDays(days)
+        func pad(_ value: Int, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        let hour = inDay / 3_600_000
+        let minute = inDay / 60_000 % 60
+        let second = inDay / 1000 % 60
+        let millisecond = inDay % 1000
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(hour, 2)):\(pad(minute, 2)):"
+            + "\(pad(second, 2)).\(pad(millisecond, 3))+00:00"
+    }
+
+    /// The proleptic Gregorian date of a count of days since 1970-01-01 (the inverse of
+    /// `daysFromCivil`, Howard Hinnant's algorithm).
+    static func civilFromDays(_ days: Int) -> (year: Int, month: Int, day: Int) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shiftedMonth = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
     /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
     static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
         let y = month <= 2 ? year - 1 : year
@@ -90,5 +123,13 @@ public enum ISO8601 {
         let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
         let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
         return era * 146_097 + dayOfEra - 719_468
+    }
+}
+
+extension Int {
+    /// Floor division: the remainder is never negative (-1 ms is 1969-12-31T23:59:59.999).
+    fileprivate func quotientAndRemainderFlooring(dividingBy divisor: Int) -> (Int, Int) {
+        let (q, r) = quotientAndRemainder(dividingBy: divisor)
+        return r < 0 ? (q - 1, r + divisor) : (q, r)
     }
 }
