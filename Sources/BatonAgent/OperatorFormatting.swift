@@ -298,7 +298,7 @@ public enum ConfigEdit {
     public static func parseValue(_ text: String) -> JSONValue {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let value = try? JSONDecoder().decode(JSONValue.self, from: Data(trimmed.utf8)) { return value }
-        if let node = try? Yams.compose(yaml: trimmed),
+        if let node = try? YAMLText.compose(trimmed),
             let value = try? ConfigReader.jsonValue(node, path: "", file: nil).json
         {
             // A plain scalar stays exactly as typed ('a #b' is not a comment here); a quoted one is unquoted.
@@ -326,7 +326,7 @@ public enum ConfigEdit {
     public static func parseDocument(_ text: String, source: String) throws(InputError) -> JSONValue {
         let node: Node?
         do {
-            node = try Yams.compose(yaml: text)
+            node = try YAMLText.compose(text)
         } catch let error as YamlError {
             throw InputError("\(source): not valid YAML or JSON: \(error.summary)")
         } catch {

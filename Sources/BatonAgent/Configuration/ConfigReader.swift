@@ -49,7 +49,7 @@ struct ConfigReader {
 
     static func parse(_ text: String, file: String?) throws -> ConfigReader {
         do {
-            let node = try Yams.compose(yaml: text)
+            let node = try YAMLText.compose(text)
             return try ConfigReader(node: node, path: "", file: file)
         } catch let error as ConfigurationError {
             throw error
