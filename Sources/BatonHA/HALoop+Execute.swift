@@ -20,6 +20,7 @@ extension HALoop {
             defer { noteProgress() }
             do {
                 let succeeded = try await perform(action, observation: observation, outcome: &outcome)
+                if case .rejoinDiverged = action { lastRejoinFailed = !succeeded }
                 if !succeeded {
                     logger.info("\(action) did not succeed; skipping the rest", metadata: ["ha.action": "\(action)"])
                     outcome.completed = false
@@ -33,6 +34,7 @@ extension HALoop {
                     failedStarts += 1
                     lastFailedStartAt = clock.now
                 }
+                if case .rejoinDiverged = action { lastRejoinFailed = true }
                 outcome.completed = false
                 outcome.failed = action
                 if action == .bootstrap {

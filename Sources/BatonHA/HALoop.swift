@@ -65,6 +65,8 @@ public actor HALoop {
     var stallLogged = false
     /// Starts of postgres that failed in a row, and when the last one did (the decider backs off).
     var failedStarts = 0
+    /// Whether the last rejoin (pg_rewind onto a leader) failed; see `Observation.lastRejoinFailed`.
+    var lastRejoinFailed = false
     var lastFailedStartAt: MonotonicInstant?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
@@ -454,7 +456,8 @@ public actor HALoop {
             fenceGuardRunning: fenceBackstop?.isRunning ?? true,
             confirmedFailsafeLeader: recentFailsafeConfirmation(ttl: config.ttl),
             watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true,
-            lastRunningRole: lastRunningRole, failedStarts: failedStarts, lastFailedStartAt: lastFailedStartAt)
+            lastRunningRole: lastRunningRole, failedStarts: failedStarts, lastFailedStartAt: lastFailedStartAt,
+            lastRejoinFailed: lastRejoinFailed)
     }
 
     /// A `config` key that fails validation (a ttl of 1e300, a negative loop_wait, a timing that

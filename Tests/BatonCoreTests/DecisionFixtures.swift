@@ -79,7 +79,7 @@ enum Fixture {
         peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil, memory: HAMemory = HAMemory(),
         now: MonotonicInstant = t0, wallClock: Double = 1_790_000_000, applied: [String]? = nil,
         leaseTTL: Duration? = nil, confirmedFailsafeLeader: String? = nil, watchdogUsable: Bool = true,
-        lastRunningRole: Member.Role? = nil
+        lastRunningRole: Member.Role? = nil, lastRejoinFailed: Bool = false
     ) -> Observation {
         Observation(
             me: me, now: now, wallClockSeconds: wallClock, cluster: cluster,
@@ -89,7 +89,7 @@ enum Fixture {
                 session: session, deadline: leaseValid ? now + .seconds(10) : now - .seconds(1), ttl: leaseTTL),
             config: config, tags: tags, peers: peers, failsafeConfirmed: failsafeConfirmed, memory: memory,
             confirmedFailsafeLeader: confirmedFailsafeLeader, watchdogUsable: watchdogUsable,
-            lastRunningRole: lastRunningRole)
+            lastRunningRole: lastRunningRole, lastRejoinFailed: lastRejoinFailed)
     }
 
     static func peers(_ specs: [(String, UInt64)], primary: String? = nil) -> [PeerStatus] {

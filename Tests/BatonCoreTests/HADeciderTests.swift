@@ -507,6 +507,18 @@ import Testing
         let again = decide(stuck, after: 20, rejoin.memory)
         let later = decide(stuck, after: 60, again.memory)
         #expect(again.actions.isEmpty && later.actions.isEmpty)
+        // Unless that rejoin failed (a source still in recovery, a lost connection): then it did
+        // not happen, and is tried again after another grace (before: never, for this timeline).
+        func afterFailure(_ seconds: Int, _ memory: HAMemory) -> Decision {
+            HADecider.decide(
+                F.observe(
+                    "b", cluster: cluster, postgres: stuck, following: "a", memory: memory,
+                    now: F.t0 + .seconds(seconds), lastRejoinFailed: true))
+        }
+        let failed = afterFailure(21, rejoin.memory)
+        #expect(failed.actions.isEmpty && failed.memory.rewoundWhenStuckOnto == nil)
+        let retry = afterFailure(41, failed.memory)
+        #expect(retry.actions == [.rejoinDiverged(from: Self.sourceA)])
         // On the leader's timeline, or paused: nothing.
         let caughtUp = decide(F.replica(timeline: 3), after: 60, first.memory)
         #expect(caughtUp.actions.isEmpty && caughtUp.memory.stuckOnOlderTimelineSince == nil)

@@ -197,8 +197,9 @@ public enum HADecider {
     /// the leader's forked off (an asynchronous standby ahead of the synchronous one when the old
     /// primary died), and PostgreSQL refuses the new timeline for ever ("new timeline … forked off
     /// current database system timeline … before current recovery point"). pg_rewind then decides
-    /// (a no-op when it did not diverge); once per leader and timeline, so that a standby stuck for
-    /// another reason is not restarted in a loop.
+    /// (a no-op when it did not diverge); once per leader and timeline that it ran through, so that
+    /// a standby stuck for another reason is not restarted in a loop, and again (after the grace)
+    /// when that rejoin failed.
     static func rejoinIfStuck(
         _ o: Observation, _ cluster: ClusterView, leader: String, memory: inout HAMemory
     ) -> Decision? {
@@ -213,6 +214,8 @@ public enum HADecider {
         let since = memory.stuckOnOlderTimelineSince ?? o.now
         memory.stuckOnOlderTimelineSince = since
         let target = "\(leader)@\(leaderTimeline)"
+        // A rejoin that failed did not happen: the standby is tried again after another grace.
+        if o.lastRejoinFailed, memory.rewoundWhenStuckOnto == target { memory.rewoundWhenStuckOnto = nil }
         guard o.now - since >= stuckTimelineGrace(o), memory.rewoundWhenStuckOnto != target, !o.config.pause else {
             return nil
         }

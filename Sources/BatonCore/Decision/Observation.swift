@@ -48,6 +48,10 @@ public struct Observation: Hashable, Sendable {
     /// postmaster's exit at once.
     public var failedStarts: Int
     public var lastFailedStartAt: MonotonicInstant?
+    /// Whether the last rejoin (pg_rewind onto a leader) this agent ran failed or was refused (a
+    /// source still in recovery, a lost connection): a rejoin for a standby stuck on an older
+    /// timeline is then not taken as done, and is tried again after the grace.
+    public var lastRejoinFailed: Bool
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
@@ -56,8 +60,9 @@ public struct Observation: Hashable, Sendable {
         tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
         memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true, confirmedFailsafeLeader: String? = nil,
         watchdogUsable: Bool = true, lastRunningRole: Member.Role? = nil, failedStarts: Int = 0,
-        lastFailedStartAt: MonotonicInstant? = nil
+        lastFailedStartAt: MonotonicInstant? = nil, lastRejoinFailed: Bool = false
     ) {
+        self.lastRejoinFailed = lastRejoinFailed
         self.failedStarts = failedStarts
         self.lastFailedStartAt = lastFailedStartAt
         self.lastRunningRole = lastRunningRole
