@@ -261,6 +261,23 @@ public enum OperatorFormatting {
 }
 
 /// Parsing what the operator types for `baton edit-config`.
+/// What a member's `GET /patroni` says about the pause, for `pause --wait` and `resume --wait`.
+public enum PauseReport {
+    /// True or false when the body is a member's status document (Patroni leaves `pause` out when
+    /// not paused); nil when it is not one, or its `pause` is not a boolean: unknown is not "not
+    /// paused", and the member stays pending.
+    public static func reportedPause(in body: [UInt8]) -> Bool? {
+        guard case .object(let document)? = try? JSONDecoder().decode(JSONValue.self, from: Data(body)),
+            case .string? = document["state"]
+        else { return nil }
+        switch document["pause"] {
+        case nil, .null?: return false
+        case .bool(let paused)?: return paused
+        default: return nil
+        }
+    }
+}
+
 public enum ConfigEdit {
     public struct InputError: Error, CustomStringConvertible, Equatable {
         public let description: String

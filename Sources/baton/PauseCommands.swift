@@ -48,9 +48,8 @@ func setPause(_ options: ConfigOptions, _ paused: Bool, wait: Bool) async throws
         var still: [String] = []
         for member in view.members where pending.contains(member.name) {
             let reply = try? await op.api.call("GET", member.apiURL, path: "/patroni", timeout: 3)
-            let document = reply.flatMap { try? JSONDecoder().decode(NodeStatusDocument.self, from: $0.body) }
-            let reported = document?.pause ?? false
-            if reply == nil || reported != paused { still.append(member.name) }
+            let reported = reply.flatMap { PauseReport.reportedPause(in: Array($0.body)) }
+            if reported != paused { still.append(member.name) }
         }
         pending = still
         if pending.isEmpty {

@@ -195,3 +195,28 @@ extension JSONValue {
         return nil
     }
 }
+
+/// `pause --wait` and `resume --wait` count a member as confirmed only when its `GET /patroni`
+/// says so; before, any body that did not decode counted as "not paused", so `resume --wait`
+/// returned while a member's answer was an error page or garbage.
+@Suite struct PauseReportTests {
+    static func report(_ text: String) -> Bool? { PauseReport.reportedPause(in: Array(text.utf8)) }
+
+    @Test func aMemberStatusDocumentSaysWhetherItIsPaused() {
+        #expect(Self.report(#"{"state": "running", "role": "replica", "pause": true}"#) == true)
+        #expect(Self.report(#"{"state": "running", "role": "replica", "pause": false}"#) == false)
+        // Patroni leaves the field out when the cluster is not paused.
+        #expect(Self.report(#"{"state": "running", "role": "primary"}"#) == false)
+        #expect(Self.report(#"{"state": "stopped", "pause": null}"#) == false)
+    }
+
+    @Test func anythingElseIsUnknownNotUnpaused() {
+        for body in [
+            "", "garbage", "<html>502 Bad Gateway</html>", "{}", "[]", "null", #"{"error": "forbidden"}"#,
+            #"{"state": 5}"#, #"{"state": "running", "pause": "yes"}"#, #"{"state": "running", "pause": 1}"#,
+            #"{"state": "running", "pause": {}}"#, #"{"state": "running""#,
+        ] {
+            #expect(Self.report(body) == nil, "\(body)")
+        }
+    }
+}
