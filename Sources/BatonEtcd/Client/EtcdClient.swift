@@ -139,16 +139,17 @@ public final class EtcdClient: Sendable {
 
     /// An idempotent request, hedged across endpoints: the first endpoint gets the whole deadline;
     /// when it has not answered within its share (the deadline split across the endpoints, at least
-    /// 1 s), or failed, the next one is asked too, and so on. The first answer wins and the others
-    /// are cancelled. An etcd that is slow but alive (every answer close to retry_timeout) is
-    /// still heard; one endpoint that is down or blackholed costs only its share.
+    /// 1 s) after it was sent, or failed, the next one is asked too, and so on. The first answer
+    /// wins and the others are cancelled. An etcd that is slow but alive (every answer close to
+    /// retry_timeout) is still heard; one endpoint that is down or blackholed costs only its share.
+    /// A request still waiting for a worker thread (this process saturated) starts no second one:
+    /// that would only queue behind it.
     private func hedged<Reply: Sendable>(
         _ path: String, body: [UInt8], authenticated: Bool, deadline: ContinuousClock.Instant, count: Int,
         decode: @escaping @Sendable (WireObject) throws(WireError) -> Reply
     ) async throws -> Reply {
         let first = state.withLock { $0.current % max($0.endpoints.count, 1) }
         let share = max(requestTimeout / count, .seconds(1))
-        let started = ContinuousClock.now
         let race = HedgeRace<Reply>(count: count)
         let timeoutText = "no reply within \(requestTimeout) from \(endpoints.joined(separator: ","))"
         // Unstructured attempts: the first answer returns at once, the others are cancelled and
@@ -159,18 +160,16 @@ public final class EtcdClient: Sendable {
                 for offset in 0..<count {
                     race.add(
                         Task {
-                            // This endpoint's turn: its share of time, or every earlier one failed.
-                            while offset > 0, ContinuousClock.now < started + share * offset,
-                                race.failures < offset, !Task.isCancelled
-                            {
-                                try? await Task.sleep(for: .milliseconds(20))
-                            }
-                            if Task.isCancelled { return }
+                            // This endpoint's turn: the previous one was sent its share ago, or
+                            // every earlier one failed.
+                            if offset > 0 { await race.waitForTurn(offset, share: share) }
+                            if Task.isCancelled || race.isFinished { return }
                             let index = (first + offset) % count
                             do {
                                 let reply = try await self.attempt(
                                     path, body: body, idempotent: true, authenticated: authenticated,
-                                    deadline: deadline, pinned: index, decode: decode)
+                                    deadline: deadline, pinned: index, decode: decode,
+                                    onSent: { race.markSent(offset) })
                                 race.report(.answer(reply, index: index))
                             } catch let error as StoreError {
                                 // Overloaded (not sent: this process is saturated) is definitive
@@ -195,7 +194,7 @@ public final class EtcdClient: Sendable {
     private func attempt<Reply: Sendable>(
         _ path: String, body: [UInt8], idempotent: Bool, authenticated: Bool,
         deadline: ContinuousClock.Instant, pinned: Int?,
-        decode: (WireObject) throws(WireError) -> Reply
+        decode: (WireObject) throws(WireError) -> Reply, onSent: (@Sendable () -> Void)? = nil
     ) async throws -> Reply {
         let clock = ContinuousClock()
         var lastError: StoreError?
@@ -227,7 +226,7 @@ public final class EtcdClient: Sendable {
             let request = HTTPRequest(
                 url: endpoint + path, method: .post, body: body, headers: headers,
                 connectTimeout: min(connectTimeout, remaining), timeout: min(share, remaining),
-                queueTimeout: remaining)
+                queueTimeout: remaining, onSent: onSent)
 
             let retryable: StoreError
             switch await pool.run(request) {
@@ -346,6 +345,12 @@ final class HedgeRace<Reply: Sendable>: Sendable {
         var last: StoreError?
         var winner: Int?
         var finished = false
+        /// When each attempt (by offset) first left the queue.
+        var sentAt: [Int: ContinuousClock.Instant] = [:]
+        /// Bumped on every change a waiting attempt may care about (a send, a failure, the end).
+        var version = 0
+        var waiters: [Int: (version: Int, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var nextWaiter = 0
     }
     private let count: Int
     private let state = Mutex(State())
@@ -354,6 +359,65 @@ final class HedgeRace<Reply: Sendable>: Sendable {
 
     var failures: Int { state.withLock { $0.failures } }
     var winner: Int? { state.withLock { $0.winner } }
+    var isFinished: Bool { state.withLock { $0.finished } }
+
+    /// The attempt at `offset` left the queue: the next one's share starts now.
+    func markSent(_ offset: Int) {
+        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard state.sentAt[offset] == nil else { return [] }
+            state.sentAt[offset] = .now
+            return Self.bump(&state)
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Returns when the attempt at `offset` may start: every earlier attempt failed, or the
+    /// previous one has been out for `share` (its time in the queue does not count), or the race
+    /// is over or cancelled.
+    func waitForTurn(_ offset: Int, share: Duration) async {
+        while !Task.isCancelled {
+            let (ready, sentAt, version) = state.withLock { state in
+                (state.finished || state.failures >= offset, state.sentAt[offset - 1], state.version)
+            }
+            if ready { return }
+            let turn = sentAt.map { $0 + share }
+            if let turn, turn <= .now { return }
+            await withTaskGroup(of: Void.self) { group in
+                if let turn { group.addTask { try? await Task.sleep(until: turn, clock: .continuous) } }
+                group.addTask { await self.change(after: version) }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Returns at the next change after `version` (at once if there was one), or when cancelled.
+    private func change(after version: Int) async {
+        let id = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if state.version != version || state.finished { return true }
+                    state.waiters[id] = (version, continuation)
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.continuation.resume()
+        }
+    }
+
+    private static func bump(_ state: inout State) -> [CheckedContinuation<Void, Never>] {
+        state.version += 1
+        let woken = state.waiters.values.map(\.continuation)
+        state.waiters.removeAll()
+        return woken
+    }
 
     func start(_ continuation: CheckedContinuation<Reply, any Error>) {
         // Cancelled before it started (the cancellation handler ran first): answer at once.
@@ -374,6 +438,8 @@ final class HedgeRace<Reply: Sendable>: Sendable {
     }
 
     func report(_ outcome: HedgeOutcome<Reply>) {
+        var woken: [CheckedContinuation<Void, Never>] = []
+        defer { for waiter in woken { waiter.resume() } }
         let (continuation, result, tasks) = state.withLock {
             state -> (CheckedContinuation<Reply, any Error>?, Result<Reply, any Error>?, [Task<Void, Never>]) in
             guard !state.finished else { return (nil, nil, []) }
@@ -389,6 +455,7 @@ final class HedgeRace<Reply: Sendable>: Sendable {
                 state.last = error
                 if state.failures >= count { result = .failure(error) }
             }
+            woken = Self.bump(&state)
             guard let result else { return (nil, nil, []) }
             state.finished = true
             let continuation = state.continuation
@@ -401,10 +468,13 @@ final class HedgeRace<Reply: Sendable>: Sendable {
     }
 
     func cancel() {
+        var woken: [CheckedContinuation<Void, Never>] = []
+        defer { for waiter in woken { waiter.resume() } }
         let (continuation, tasks) = state.withLock {
             state -> (CheckedContinuation<Reply, any Error>?, [Task<Void, Never>]) in
             guard !state.finished else { return (nil, state.tasks) }
             state.finished = true
+            woken = Self.bump(&state)
             let continuation = state.continuation
             state.continuation = nil
             return (continuation, state.tasks)

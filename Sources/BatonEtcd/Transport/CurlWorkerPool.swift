@@ -156,6 +156,7 @@ final class CurlWorkerPool: @unchecked Sendable {
                 request.connectTimeout = min(request.connectTimeout, left)
                 request.timeout = request.timeout.map { min($0, left) }
             }
+            request.onSent?()
             job.complete(connection.perform(request, abort: job.abort))
         }
     }

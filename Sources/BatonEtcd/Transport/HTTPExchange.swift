@@ -18,6 +18,8 @@ struct HTTPRequest: Sendable {
     var maxResponseBytes: Int = 64 << 20
     /// How long it may wait for a worker thread (the caller's whole deadline); nil: `timeout`.
     var queueTimeout: Duration?
+    /// Called when a worker thread takes the request (it leaves this process's queue and goes out).
+    var onSent: (@Sendable () -> Void)? = nil
 }
 
 /// A complete HTTP reply.
