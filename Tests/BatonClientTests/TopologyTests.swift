@@ -118,6 +118,15 @@ import Testing
         #expect(throws: BatonClientError.self) {
             try Topology(clusterDocument: Data("<html>".utf8), from: "http://a", lagHistory: &history, now: now)
         }
+        // What a hostile or broken agent answers goes into the error (and the application's log)
+        // as one printable line: before, a newline in it forged a second log line.
+        let hostile = "<html>\n2026-12-06 level=info forged line\u{1B}[2J" + String(repeating: "x", count: 500)
+        let error = #expect(throws: BatonClientError.self) {
+            try Topology(clusterDocument: Data(hostile.utf8), from: "http://a", lagHistory: &history, now: now)
+        }
+        let message = "\(error.map { "\($0)" } ?? "")"
+        #expect(message.contains("<html>\\n2026-12-06") && message.contains("\\u{1b}[2J"), "\(message)")
+        #expect(!message.contains("\n") && !message.contains("\u{1B}") && message.count < 400, "\(message)")
     }
 
     /// Audit finding: an agent's `/cluster` with a lag beyond UInt64 trapped the client

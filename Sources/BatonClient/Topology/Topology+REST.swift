@@ -12,7 +12,7 @@ extension Topology {
         do {
             document = try JSONDecoder().decode(ClusterDocument.self, from: data)
         } catch {
-            let preview = String(decoding: data.prefix(120), as: UTF8.self)
+            let preview = PrintableText.of(data)
             throw BatonClientError(
                 .topologyUnavailable, "\(agent)/cluster did not answer a cluster document: \(error) in '\(preview)'")
         }

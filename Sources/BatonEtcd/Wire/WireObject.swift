@@ -1,3 +1,4 @@
+import BatonCore
 import Foundation
 
 /// Why a reply could not be read; becomes `StoreError.malformedReply` with the endpoint attached.
@@ -32,22 +33,8 @@ struct WireObject {
 
     static func preview(_ bytes: [UInt8]) -> String { printable(bytes, limit: 120) }
 
-    /// At most `limit` bytes of a value from the network as one printable line: control
-    /// characters (a newline would forge a log line) escaped, invalid UTF-8 replaced.
-    static func printable(_ bytes: [UInt8], limit: Int) -> String {
-        var text = ""
-        for scalar in String(decoding: bytes.prefix(limit), as: UTF8.self).unicodeScalars {
-            switch scalar {
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value):
-                text += "\\u{" + String(scalar.value, radix: 16) + "}"
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        return bytes.count > limit ? text + "…" : text
-    }
+    /// At most `limit` bytes of a value from the network as one printable line.
+    static func printable(_ bytes: [UInt8], limit: Int) -> String { PrintableText.of(bytes, limit: limit) }
 
     func has(_ key: String) -> Bool { fields[key] != nil && !(fields[key] is NSNull) }
 
