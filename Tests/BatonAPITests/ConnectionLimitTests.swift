@@ -12,63 +12,6 @@ import Testing
     import Glibc
 #endif
 
-/// A blocking TCP client on 127.0.0.1 for the tests of the REST server's limits.
-final class RawConnection {
-    let fd: Int32
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ConnectionLimitFailure("socket failed: errno \(errno)") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        if connected != 0 {
-            close(fd)
-            throw ConnectionLimitFailure("connect failed: errno \(errno)")
-        }
-    }
-
-    deinit { close(fd) }
-
-    /// Sends all of `text`; false when the peer closed.
-    @discardableResult
-    func send(_ text: String) -> Bool {
-        let bytes = Array(text.utf8)
-        return bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let sent = Glibc.send(fd, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
-                if sent <= 0 { return false }
-                offset += sent
-            }
-            return true
-        }
-    }
-
-    /// Reads until the peer closes or `limit` passes; the bytes read and whether it closed.
-    func readUntilClosed(within limit: Duration) -> (bytes: [UInt8], closed: Bool) {
-        let deadline = ContinuousClock.now + limit
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while ContinuousClock.now < deadline {
-            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let left = deadline - ContinuousClock.now
-            let milliseconds = Int32(max(1, left / .milliseconds(1)))
-            guard poll(&descriptor, 1, min(milliseconds, 100)) > 0 else { continue }
-            let count = recv(fd, &buffer, buffer.count, 0)
-            if count <= 0 { return (received, true) }
-            received += buffer[0..<count]
-        }
-        return (received, false)
-    }
-}
-
 struct ConnectionLimitFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }

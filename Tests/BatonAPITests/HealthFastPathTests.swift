@@ -1,5 +1,6 @@
 import BatonCore
 import BatonHA
+import BatonTesting
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -98,28 +99,15 @@ import Testing
     static func blockingExchange(port: Int, _ requests: [String], expecting count: Int, splitAt: Int?) throws
         -> [String]
     {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(fd >= 0)
+        let fd = try #require(RawTCP.connect(port: port, timeout: .seconds(5)))
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        try #require(connected == 0)
         let text = Array(requests.joined().utf8)
         // With `splitAt`, the bytes go in two sends 50 ms apart (a head cut in two).
         let cut = min(splitAt ?? text.count, text.count)
-        try #require(send(fd, Array(text[..<cut]), cut, 0) == cut)
+        try #require(RawTCP.sendAll(fd, Array(text[..<cut])))
         if cut < text.count {
             usleep(50_000)
-            try #require(send(fd, Array(text[cut...]), text.count - cut, 0) == text.count - cut)
+            try #require(RawTCP.sendAll(fd, Array(text[cut...])))
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)

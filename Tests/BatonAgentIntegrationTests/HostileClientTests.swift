@@ -1,5 +1,6 @@
 import BatonCore
 import BatonTestCluster
+import BatonTesting
 import Foundation
 import Synchronization
 import Testing
@@ -15,42 +16,6 @@ import Testing
 /// stays bounded.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct HostileClientTests {
-    /// A connected TCP socket to 127.0.0.1:`port`, or nil.
-    static func connectSocket(_ port: Int, nonBlocking: Bool = false) -> Int32? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else {
-            close(fd)
-            return nil
-        }
-        if nonBlocking { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        return fd
-    }
-
-    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let sent = send(fd, buffer.baseAddress! + offset, buffer.count - offset, Int32(MSG_NOSIGNAL))
-                if sent <= 0 { return false }
-                offset += sent
-            }
-            return true
-        }
-    }
-
     /// Every attacker, each on threads of its own, until `stop()`.
     final class Attack: Sendable {
         let running = Atomic<Bool>(true)
@@ -78,12 +43,14 @@ struct HostileClientTests {
                     var sockets: [Int32] = []
                     defer { for fd in sockets { close(fd) } }
                     while isRunning {
-                        while sockets.count < 100, let fd = HostileClientTests.connectSocket(port, nonBlocking: true) {
-                            _ = HostileClientTests.sendAll(fd, Array("GET /primary HTTP/1.1\r\nHost: t\r\nX-A: ".utf8))
+                        while sockets.count < 100,
+                            let fd = RawTCP.connect(port: port, timeout: .seconds(2), nonBlocking: true)
+                        {
+                            _ = RawTCP.sendAll(fd, Array("GET /primary HTTP/1.1\r\nHost: t\r\nX-A: ".utf8))
                             sockets.append(fd)
                         }
                         sockets = sockets.filter { fd in
-                            if HostileClientTests.sendAll(fd, [UInt8(ascii: "a")]) { return true }
+                            if RawTCP.sendAll(fd, [UInt8(ascii: "a")]) { return true }
                             close(fd)
                             slowlorisClosed.add(1, ordering: .relaxed)
                             return false
@@ -98,7 +65,7 @@ struct HostileClientTests {
                     var fd: Int32?
                     defer { if let fd { close(fd) } }
                     while isRunning {
-                        if fd == nil { fd = HostileClientTests.connectSocket(port, nonBlocking: true) }
+                        if fd == nil { fd = RawTCP.connect(port: port, timeout: .seconds(2), nonBlocking: true) }
                         guard let socket = fd else {
                             usleep(100_000)
                             continue
@@ -121,14 +88,14 @@ struct HostileClientTests {
                     thread { [self] in
                         var buffer = [UInt8](repeating: 0, count: 65536)
                         while isRunning {
-                            guard let fd = HostileClientTests.connectSocket(port) else {
+                            guard let fd = RawTCP.connect(port: port, timeout: .seconds(2)) else {
                                 usleep(100_000)
                                 continue
                             }
                             defer { close(fd) }
                             for _ in 0..<200 where isRunning {
                                 guard
-                                    HostileClientTests.sendAll(
+                                    RawTCP.sendAll(
                                         fd, Array("GET /config HTTP/1.1\r\nHost: t\r\n\r\n".utf8)),
                                     recv(fd, &buffer, buffer.count, 0) > 0
                                 else { break }
@@ -143,7 +110,9 @@ struct HostileClientTests {
                 var sockets: [Int32] = []
                 defer { for fd in sockets { close(fd) } }
                 for _ in 0..<2000 where isRunning {
-                    guard let fd = HostileClientTests.connectSocket(leaderPort, nonBlocking: true) else { break }
+                    guard let fd = RawTCP.connect(port: leaderPort, timeout: .seconds(2), nonBlocking: true) else {
+                        break
+                    }
                     sockets.append(fd)
                     idleOpened.add(1, ordering: .relaxed)
                 }
@@ -171,9 +140,9 @@ struct HostileClientTests {
     /// One health check on a fresh connection: its duration, or nil when unanswered within 2 s.
     static func healthCheck(_ port: Int) -> Duration? {
         let started = ContinuousClock.now
-        guard let fd = connectSocket(port) else { return nil }
+        guard let fd = RawTCP.connect(port: port, timeout: .seconds(2)) else { return nil }
         defer { close(fd) }
-        guard sendAll(fd, Array("GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8)) else {
+        guard RawTCP.sendAll(fd, Array("GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8)) else {
             return nil
         }
         var buffer = [UInt8](repeating: 0, count: 4096)

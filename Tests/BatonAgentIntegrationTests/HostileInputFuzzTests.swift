@@ -124,7 +124,7 @@ struct HostileInputFuzzTests {
 
     /// Sends one request on a fresh connection; the status and body, or nil when unanswered.
     static func exchange(port: Int, method: String, path: String, body: String?) -> (Int, String)? {
-        guard let fd = HostileClientTests.connectSocket(port) else { return nil }
+        guard let fd = RawTCP.connect(port: port, timeout: .seconds(2)) else { return nil }
         defer { close(fd) }
         var target = ""
         for scalar in path.unicodeScalars {
@@ -133,7 +133,7 @@ struct HostileInputFuzzTests {
         let bytes = Array((body ?? "").utf8)
         var head = "\(method) \(target) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
         if body != nil { head += "Content-Type: application/json\r\nContent-Length: \(bytes.count)\r\n" }
-        guard HostileClientTests.sendAll(fd, Array((head + "\r\n").utf8) + bytes) else { return nil }
+        guard RawTCP.sendAll(fd, Array((head + "\r\n").utf8) + bytes) else { return nil }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         for _ in 0..<1000 {
