@@ -3,6 +3,21 @@
 #define BATON_CCURL_SHIM_H
 
 #include <curl/curl.h>
+#include <pthread.h>
+#include <time.h>
+
+// glibc's joins and names for the etcd client's worker threads (declared by pthread.h only with
+// _GNU_SOURCE, which Swift's Glibc module does not set).
+extern int pthread_timedjoin_np(pthread_t thread, void **retval, const struct timespec *abstime);
+extern int pthread_setname_np(pthread_t thread, const char *name);
+
+static inline int baton_pthread_timedjoin(pthread_t thread, const struct timespec *abstime) {
+    return pthread_timedjoin_np(thread, NULL, abstime);
+}
+
+static inline int baton_pthread_setname(pthread_t thread, const char *name) {
+    return pthread_setname_np(thread, name);
+}
 
 static inline CURLcode baton_curl_setopt_long(CURL *handle, CURLoption option, long value) {
     return curl_easy_setopt(handle, option, value);

@@ -33,6 +33,10 @@ final class CurlWorkerPool: @unchecked Sendable {
     private var shuttingDown = false
     private var spawned = 0
     private var nextID: UInt64 = 0
+    /// Running worker threads by number, and those that ended on their own (idle) and are to be
+    /// joined.
+    private var workers: [Int: JoinableThread] = [:]
+    private var ended: [Int] = []
 
     init(name: String, tls: EtcdTLSConfiguration?, maxThreads: Int = 16, maxQueued: Int = 256) {
         self.name = name
@@ -82,12 +86,30 @@ final class CurlWorkerPool: @unchecked Sendable {
             message: "waited past its deadline for one of \(threads) busy etcd threads; not sent", requestSent: false)
     }
 
-    /// Stops the threads once the queued work is done; later requests fail at once.
-    func shutdown() {
+    /// Stops the threads once the queued work is done, and waits (at most `timeout`) until they
+    /// have ended; later requests fail at once. A process may exit safely afterwards: no thread of
+    /// this pool is still inside libcurl or OpenSSL.
+    func shutdown(timeout: Duration = .seconds(3)) {
         condition.lock()
         shuttingDown = true
         condition.broadcast()
+        let running = workers
+        workers = [:]
+        ended = []
         condition.unlock()
+        let deadline = ContinuousClock.now + timeout
+        for (_, thread) in running where !thread.join(until: deadline) {
+            thread.detach()
+        }
+    }
+
+    /// Joins the threads that ended on their own (already gone, or finishing their destructors).
+    private func reapEnded() {
+        condition.lock()
+        let finished = ended.compactMap { workers.removeValue(forKey: $0) }
+        ended = []
+        condition.unlock()
+        for thread in finished where !thread.join(until: .now + .seconds(1)) { thread.detach() }
     }
 
     /// Queues a job; returns its id when it must wait (no idle thread and no thread to add), nil
@@ -128,16 +150,22 @@ final class CurlWorkerPool: @unchecked Sendable {
         condition.signal()
         condition.unlock()
         if spawn {
-            let thread = Thread { [self] in workerLoop() }
-            thread.name = "\(name)-\(index)"
-            thread.start()
+            reapEnded()
+            let thread = JoinableThread(name: "\(name)-\(index)") { [self] in workerLoop(index) }
+            condition.lock()
+            if let thread {
+                workers[index] = thread
+            } else {
+                threads -= 1
+            }
+            condition.unlock()
         }
         return mustWait ? job.id : nil
     }
 
-    private func workerLoop() {
+    private func workerLoop(_ index: Int) {
         let connection = CurlConnection(tls: tls)
-        while let job = nextJob() {
+        while let job = nextJob(index) {
             if job.abort.isSet {
                 job.complete(
                     .failure(
@@ -162,7 +190,7 @@ final class CurlWorkerPool: @unchecked Sendable {
     }
 
     /// The next job, or nil when this thread should end.
-    private func nextJob() -> Job? {
+    private func nextJob(_ index: Int) -> Job? {
         condition.lock()
         defer { condition.unlock() }
         while queue.isEmpty {
@@ -175,6 +203,7 @@ final class CurlWorkerPool: @unchecked Sendable {
             idle -= 1
             if !signalled, queue.isEmpty, threads > 1 {
                 threads -= 1
+                ended.append(index)
                 return nil
             }
         }
