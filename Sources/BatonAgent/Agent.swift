@@ -71,6 +71,7 @@ public final class Agent: Sendable {
             useReplicationSlots: pg.useReplicationSlots, dataChecksums: pg.dataChecksums)
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node
+        if let warning = Self.ignoredLocalParameters(pg.parameters) { logger.warning("\(warning)") }
 
         if configuration.fenceGuard {
             guard let executable else {
@@ -176,6 +177,15 @@ public final class Agent: Sendable {
         return hooks
     }
 
+    /// The local `postgresql.parameters` that are not used because every member must share them
+    /// (as Patroni ignores them), said once with how to set them instead; nil when there are none.
+    static func ignoredLocalParameters(_ parameters: [String: String]) -> String? {
+        let ignored = PostgresParameters.effective(defaults: [:], cluster: [:], local: parameters).ignoredLocal
+        guard !ignored.isEmpty else { return nil }
+        return "postgresql.parameters: \(ignored.joined(separator: ", ")) ignored in the agent's file: every member "
+            + "must share them; set them cluster-wide with 'baton edit-config -p NAME=VALUE' (or bootstrap.dcs)"
+    }
+
     /// `POST /reload`: reads `file` again and applies `postgresql.parameters` (written before
     /// postgres reloads); names the other changed sections, which need an agent restart.
     static func reloadConfiguration(
@@ -194,6 +204,7 @@ public final class Agent: Sendable {
             }
             node.setParameters(fresh.postgresql.parameters)
             notes.append("postgresql.parameters changed (\(changed.sorted().joined(separator: ", ")))")
+            if let warning = ignoredLocalParameters(fresh.postgresql.parameters) { notes.append(warning) }
         }
         var needRestart: [String] = []
         if fresh.restapi.listenHost != running.restapi.listenHost

@@ -68,6 +68,12 @@ public actor HALoop {
     /// Whether the last rejoin (pg_rewind onto a leader) failed; see `Observation.lastRejoinFailed`.
     var lastRejoinFailed = false
     var lastFailedStartAt: MonotonicInstant?
+    /// Whether the last observation read the cluster from the store (false: `status.cluster` is
+    /// the last view read, possibly stale).
+    var clusterViewIsFresh = false
+    /// The cluster's `postgresql.parameters` last put in force, and the refusals last logged.
+    var appliedClusterParameters: [String: String]?
+    var refusedClusterParameters: [PostgresParameters.Refusal] = []
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
@@ -195,11 +201,43 @@ public actor HALoop {
             // (A lost race for the key, or any other failed store action, rechecks at once as before.)
             if outcome.failed?.changesPostgres == true { break }
         }
+        await applyClusterParameters()
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
         let finished = clock.now
         status.lastCycleAt = finished
         status.lastCycleDuration = finished - started
         status.cycleDurations.observe(finished - started)
+    }
+
+    /// Puts the `config` key's `postgresql.parameters` in force when they changed (written, and
+    /// reloaded when postgres runs); one log line per change and per refusal. Without a fresh view
+    /// of the cluster nothing changes: unknown is not "no parameters".
+    func applyClusterParameters() async {
+        guard clusterViewIsFresh, let cluster = status.cluster else { return }
+        let (parameters, refused) = PostgresParameters.fromCluster(effectiveConfig(cluster).parameters)
+        if refused != refusedClusterParameters {
+            refusedClusterParameters = refused
+            if !refused.isEmpty {
+                let text = refused.map(\.description).joined(separator: "; ")
+                logger.warning("config key: postgresql.parameters refused, fix them with 'baton edit-config': \(text)")
+            }
+        }
+        guard parameters != appliedClusterParameters else { return }
+        do {
+            let serverRefused = try await node.applyClusterParameters(parameters)
+            let before = appliedClusterParameters ?? [:]
+            let changed = Set(parameters.keys).union(before.keys).filter { parameters[$0] != before[$0] }.sorted()
+            appliedClusterParameters = parameters
+            logger.info(
+                "cluster postgresql.parameters in force: \(changed.isEmpty ? "none changed" : changed.joined(separator: ", "))",
+                metadata: ["ha.parameters": "\(changed)"])
+            if !serverRefused.isEmpty {
+                let text = serverRefused.map(\.description).joined(separator: "; ")
+                logger.warning("PostgreSQL refused parameters, left out of its configuration: \(text)")
+            }
+        } catch {
+            logger.warning("cluster postgresql.parameters not applied yet (tried again next cycle): \(error)")
+        }
     }
 
     func watchStore() async {
@@ -425,6 +463,7 @@ public actor HALoop {
             cluster = acceptingValidConfig(loaded)
         }
         let pg = await pgStatus
+        clusterViewIsFresh = cluster != nil
         let config = effectiveConfig(cluster)
         if config.retryTimeout != appliedRetryTimeout {
             // Every store request is bounded by the retry_timeout in force, from the next one on.

@@ -150,6 +150,32 @@ struct OperatorCLITests {
         try await cluster.insert([1, 2, 3], on: leader)
         try await cluster.waitForIDs([1, 2, 3], on: replica)
 
+        // Cluster-wide parameters (before: accepted and never applied): a reloadable one reaches
+        // every member by a reload, one that needs a restart shows as pending on every member,
+        // and a typo is refused without stopping anyone.
+        let edit = try Self.baton(
+            cluster,
+            ["edit-config", "-p", "work_mem=24MB", "-p", "max_connections=150", "-p", "wokr_mem=1MB", "--force"])
+        #expect(edit.status == 0, "\(edit.stdout)\(edit.stderr)")
+        let names = cluster.nodes.map(\.name).sorted()
+        var applied: [String: String] = [:]
+        var pending: Set<String> = []
+        for _ in 0..<100 {
+            for name in names {
+                applied[name] = try? await cluster.execute(name, "SHOW work_mem").rows.first?.values.first ?? nil
+            }
+            pending = Set(try await cluster.view().members.filter(\.pendingRestart).map(\.name))
+            if applied.values.allSatisfy({ $0 == "24MB" }) && applied.count == names.count
+                && pending.count == names.count
+            {
+                break
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(applied.values.allSatisfy { $0 == "24MB" } && applied.count == names.count, "\(applied)")
+        #expect(pending == Set(names), "pending_restart on \(pending)")
+        #expect(try await cluster.leader() == leader)
+
         // Without --force the CLI asks first; with no answer (stdin closed) nothing happens.
         let before = try await Self.startTime(cluster, replica)
         let unconfirmed = try Self.baton(cluster, ["restart", replica])
@@ -171,6 +197,8 @@ struct OperatorCLITests {
         let after = try await Self.startTime(cluster, replica)
         #expect(after != before, "the postmaster did not restart (start time \(before))")
         #expect(try await Self.inRecovery(cluster, replica) == true)
+        let connections = try await cluster.execute(replica, "SHOW max_connections").rows.first?.values.first
+        #expect(connections == "150", "max_connections after the restart: \(String(describing: connections))")
         #expect(try await cluster.leader() == leader)
 
         // Conditions: a replica is not restarted when asked for primaries only.

@@ -22,6 +22,42 @@ import Testing
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
 
+    /// The `config` key's `postgresql.parameters` reach every member (before: never read), once
+    /// per change; a member that cannot read the store keeps what it has (unknown is not "no
+    /// parameters"); what fails the checks never reaches a node.
+    @Test func clusterParametersReachEveryMemberOncePerChange() async throws {
+        let cluster = try await Self.bootstrapped()
+        let names = ["node1", "node2", "node3"]
+        try await cluster.patchConfig(
+            .object([
+                "postgresql": .object([
+                    "parameters": .object([
+                        "work_mem": .string("64MB"), "max_connections": .number(200), "port": .number(1),
+                        "max_wal_senders": .number(1),
+                    ])
+                ])
+            ]))
+        await cluster.run(seconds: 3)
+        for name in names {
+            let state = try #require(cluster.postgres(named: name)).snapshot
+            #expect(state.clusterParameters == ["work_mem": "64MB", "max_connections": "200"], "\(name)")
+        }
+        let applications = names.map { cluster.postgres(named: $0)?.snapshot.parameterApplications ?? 0 }
+        await cluster.run(seconds: 3)
+        #expect(names.map { cluster.postgres(named: $0)?.snapshot.parameterApplications ?? 0 } == applications)
+        // node3 cannot read the store while the parameters change: it keeps the ones it has.
+        cluster.cutFromStore("node3")
+        try await cluster.patchConfig(
+            .object(["postgresql": .object(["parameters": .object(["work_mem": .string("128MB")])])]))
+        await cluster.run(seconds: 3)
+        #expect(cluster.postgres(named: "node1")?.snapshot.clusterParameters["work_mem"] == "128MB")
+        #expect(cluster.postgres(named: "node3")?.snapshot.clusterParameters["work_mem"] == "64MB")
+        cluster.healAll()
+        await cluster.run(seconds: 3)
+        #expect(cluster.postgres(named: "node3")?.snapshot.clusterParameters["work_mem"] == "128MB")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
     @Test func wholeNodeCrashFailsOverAndTheOldNodeRejoins() async throws {
         let cluster = try await Self.bootstrapped()
         let old = try #require(cluster.writablePrimaries.first)

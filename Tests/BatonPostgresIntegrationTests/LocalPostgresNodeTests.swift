@@ -39,6 +39,54 @@ struct LocalPostgresNodeTests {
         try await node.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// The cluster's `postgresql.parameters` reach a running server by a reload (before, they were
+    /// accepted and never applied); what the server cannot use (an unknown name, an invalid value)
+    /// is left out of its configuration, so that neither the reload nor the next start fails; a
+    /// change that needs a restart shows as pending_restart; the local file still wins.
+    @Test func clusterParametersAreReloadedAndBadOnesLeftOut() async throws {
+        let fixture = try PostgresFixture("params")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("params")
+        node.setParameters(["maintenance_work_mem": "96MB"])
+        try await node.start(following: nil)
+        let connection = try await fixture.connect(node)
+        func show(_ name: String) async throws -> String? {
+            try await connection.query("SHOW \(name)").single().values.first ?? nil
+        }
+        let refused = try await node.applyClusterParameters([
+            "work_mem": "64MB", "wokr_mem": "1MB", "statement_timeout": "not a duration",
+            "maintenance_work_mem": "32MB", "max_connections": "150",
+        ])
+        #expect(Set(refused.map(\.name)) == ["wokr_mem", "statement_timeout"], "\(refused)")
+        #expect(refused.allSatisfy { !$0.reason.isEmpty && !$0.reason.contains("\n") })
+        var applied = false
+        for _ in 0..<50 where !applied {
+            applied = try await show("work_mem") == "64MB"
+            if !applied { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let workMem = try await show("work_mem")
+        #expect(applied, "work_mem is \(workMem ?? "?")")
+        #expect(try await show("maintenance_work_mem") == "96MB")
+        let written = try await connection.query(
+            "SELECT name FROM pg_file_settings WHERE name IN ('wokr_mem', 'statement_timeout', 'work_mem')")
+        #expect(written.rows.map { $0.values.first ?? nil } == ["work_mem"])
+        #expect(await node.status().pendingRestart)
+        // Unchanged parameters are not written or reloaded again.
+        #expect(
+            try await node.applyClusterParameters([
+                "work_mem": "64MB", "wokr_mem": "1MB", "statement_timeout": "not a duration",
+                "maintenance_work_mem": "32MB", "max_connections": "150",
+            ]).isEmpty)
+        await connection.close()
+        // The restart takes max_connections, and the refused lines did not stop it.
+        try await node.restart()
+        let after = try await fixture.connect(node)
+        #expect(try await after.query("SHOW max_connections").single().values.first == "150")
+        #expect(await node.status().pendingRestart == false)
+        await after.close()
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     @Test func bootstrapStartStatusStop() async throws {
         let fixture = try PostgresFixture("bootstrap")
         defer { fixture.cleanUp() }

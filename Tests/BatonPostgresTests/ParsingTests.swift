@@ -162,12 +162,24 @@ struct ManagedFilesTests {
         #expect(!text.contains("password"))
     }
 
-    @Test func configuredParametersWin() {
-        let parameters = ManagedFiles.parameters(configuration)
-        #expect(parameters["wal_keep_size"] == "1GB")
-        #expect(parameters["max_connections"] == "50")
-        #expect(parameters["wal_level"] == "replica")
-        #expect(parameters["port"] == "5433")
+    /// Patroni's precedence: the cluster's parameters over Baton's defaults, the local file's over
+    /// both, except for the parameters every member must share (the local max_connections and
+    /// wal_keep_size are ignored; before, the local file won for those too).
+    @Test func parametersFollowPatronisPrecedence() {
+        let local = ManagedFiles.parameters(configuration)
+        #expect(local["wal_keep_size"] == "128MB")
+        #expect(local["max_connections"] == "100")
+        #expect(local["wal_level"] == "replica")
+        #expect(local["port"] == "5433")
+        let cluster = ManagedFiles.parameters(
+            configuration, cluster: ["max_connections": "200", "work_mem": "8MB", "wal_keep_size": "1GB"])
+        #expect(cluster["max_connections"] == "200" && cluster["wal_keep_size"] == "1GB")
+        #expect(cluster["work_mem"] == "8MB")
+        var withLocal = configuration
+        withLocal.parameters["work_mem"] = "16MB"
+        #expect(ManagedFiles.parameters(withLocal, cluster: ["work_mem": "8MB"])["work_mem"] == "16MB")
+        let text = ManagedFiles.parametersText(configuration, cluster: ["work_mem": "8MB"], synchronousStandbys: ["b"])
+        #expect(text.contains("work_mem = '8MB'") && text.contains(#"synchronous_standby_names = 'FIRST 1 ("b")'"#))
     }
 
     @Test func passfileEscapesSeparators() {

@@ -28,6 +28,11 @@ public protocol PostgresNode: Sendable {
     func rewind(from source: ReplicationSource) async throws
     /// Applies `synchronous_standby_names` on a primary.
     func setSynchronousStandbys(_ names: [String]) async throws
+    /// Puts the cluster's PostgreSQL parameters (from the `config` key, already checked by
+    /// `PostgresParameters.fromCluster`) in force: written for the next start, and reloaded now
+    /// when postgres runs. Returns what the server itself refused (an unknown name, an invalid
+    /// value), which is left out of its configuration.
+    func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal]
     /// On a primary: one physical replication slot per member in `members` (the local member is
     /// skipped); creates missing ones and drops inactive Baton-named slots of members not listed.
     func syncReplicationSlots(forMembers members: [String]) async throws

@@ -28,6 +28,10 @@ public final class LocalPostgresNode: PostgresNode {
         var synchronousStandbys: [String] = []
         /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
         var parameters: [String: String]?
+        /// The cluster's `postgresql.parameters` (from the `config` key).
+        var clusterParameters: [String: String] = [:]
+        /// Cluster parameters the server refused (name → its value then), left out until changed.
+        var refusedByServer: [String: String] = [:]
         /// Set by `fence()`: no start other than as a standby, no promotion, until `liftFence()`.
         var fenced = false
     }
@@ -338,6 +342,82 @@ public final class LocalPostgresNode: PostgresNode {
         logger.info("postgres reloaded", metadata: ["pg.pid": "\(postmaster.pid)"])
     }
 
+    public func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal] {
+        let previous = state.withLock { state -> (parameters: [String: String], refused: [String: String])? in
+            guard state.clusterParameters != parameters else { return nil }
+            defer {
+                state.clusterParameters = parameters
+                // A refused parameter is tried again once its value changes.
+                state.refusedByServer = state.refusedByServer.filter { parameters[$0.key] == $0.value }
+            }
+            return (state.clusterParameters, state.refusedByServer)
+        }
+        guard let previous else { return [] }
+        guard Posix.fileExists(dataDirectory + "/PG_VERSION") else { return [] }
+        do {
+            var refusals: [PostgresParameters.Refusal] = []
+            // The server's own start-up check of the files, until it accepts them: what it names
+            // is left out (on a restart, one bad line would stop it from starting; on a reload,
+            // it would ignore every change in the file). At most one round per parameter.
+            for _ in 0...parameters.count {
+                try writeConfiguration(following: nil, standby: nil)
+                let problems = try await configurationProblems()
+                guard let problems else { break }
+                let newlyRefused = state.withLock { state -> [PostgresParameters.Refusal] in
+                    problems.compactMap { name, reason in
+                        guard let value = state.clusterParameters[name], state.refusedByServer[name] != value else {
+                            return nil
+                        }
+                        state.refusedByServer[name] = value
+                        return PostgresParameters.Refusal(name: name, reason: reason)
+                    }
+                }
+                guard !newlyRefused.isEmpty else {
+                    throw PostgresError(
+                        .commandFailed,
+                        "PostgreSQL refuses its configuration for a reason outside the cluster's parameters: "
+                            + problems.map { "\($0.key): \($0.value)" }.sorted().joined(separator: "; "))
+                }
+                refusals += newlyRefused
+            }
+            if let postmaster = adoptIfRunning() {
+                postmaster.send(SIGHUP)
+                logger.info(
+                    "cluster parameters written and reloaded",
+                    metadata: ["pg.pid": "\(postmaster.pid)", "pg.refused": "\(refusals.map(\.name).sorted())"])
+            }
+            return refusals.sorted { $0.name < $1.name }
+        } catch {
+            // Nothing half-applied: the previous parameters are written back and tried again later.
+            state.withLock { state in
+                state.clusterParameters = previous.parameters
+                state.refusedByServer = previous.refused
+            }
+            try? writeConfiguration(following: nil, standby: nil)
+            throw error
+        }
+    }
+
+    /// Runs `postgres -C port` on the data directory: PostgreSQL reads every configuration file as
+    /// it does at start-up. Nil when it accepts them; otherwise the parameters it names, with its
+    /// message (`invalid value for parameter …`, `unrecognized configuration parameter …`).
+    func configurationProblems() async throws -> [String: String]? {
+        let output = try await runner.run(
+            configuration.binary("postgres"), ["-D", dataDirectory, "-C", "port"], timeout: .seconds(30))
+        guard !output.succeeded else { return nil }
+        var problems: [String: String] = [:]
+        for line in output.text.split(separator: "\n") {
+            guard let start = line.range(of: "parameter \""),
+                let end = line[start.upperBound...].firstIndex(of: "\"")
+            else { continue }
+            let name = String(line[start.upperBound..<end]).lowercased()
+            let message = line.range(of: ":  ").map { String(line[$0.upperBound...]) } ?? String(line)
+            problems[name] = PrintableText.of(Array(message.utf8), limit: 200)
+        }
+        if problems.isEmpty { problems["(configuration)"] = PrintableText.of(Array(output.text.utf8), limit: 300) }
+        return problems
+    }
+
     public func restart() async throws {
         try await stop(mode: .fast, timeout: .seconds(60))
         try await start(following: nil)
@@ -424,14 +504,13 @@ public final class LocalPostgresNode: PostgresNode {
         }
         var parametersConfiguration = configuration
         parametersConfiguration.parameters = parameters
-        let synchronous = state.withLock { $0.synchronousStandbys }
-        if !synchronous.isEmpty {
-            parametersConfiguration.parameters["synchronous_standby_names"] = ManagedFiles.synchronousStandbyNames(
-                synchronous)
+        let (synchronous, cluster) = state.withLock { state in
+            (state.synchronousStandbys, state.clusterParameters.filter { state.refusedByServer[$0.key] != $0.value })
         }
         try Posix.writeFile(
             dataDirectory + "/" + ManagedFiles.parametersFile,
-            contents: ManagedFiles.parametersText(parametersConfiguration),
+            contents: ManagedFiles.parametersText(
+                parametersConfiguration, cluster: cluster, synchronousStandbys: synchronous),
             user: osUser, mode: 0o600)
         let recoveryPath = dataDirectory + "/" + ManagedFiles.recoveryFile
         if let source {

@@ -21,9 +21,20 @@ public enum ManagedFiles {
         "include_if_exists = '\(recoveryFile)'\t# added by Baton",
     ]
 
-    /// The managed parameters: safe HA defaults, then the configured ones (which win).
-    public static func parameters(_ configuration: LocalPostgresConfiguration) -> [String: String] {
-        var parameters: [String: String] = [
+    /// The managed parameters: safe HA defaults, then the cluster's (`postgresql.parameters` of the
+    /// `config` key, already checked), then the local file's, as `PostgresParameters.effective`
+    /// merges them.
+    public static func parameters(_ configuration: LocalPostgresConfiguration, cluster: [String: String] = [:])
+        -> [String: String]
+    {
+        PostgresParameters.effective(
+            defaults: defaults(configuration), cluster: cluster, local: configuration.parameters
+        ).parameters
+    }
+
+    /// Baton's own settings, before the cluster's and the local file's parameters.
+    static func defaults(_ configuration: LocalPostgresConfiguration) -> [String: String] {
+        [
             "listen_addresses": configuration.listenAddress,
             "port": String(configuration.port),
             "unix_socket_directories": configuration.socketDirectory,
@@ -39,8 +50,6 @@ public enum ManagedFiles {
             "log_line_prefix": "%m [%p] ",
             "password_encryption": "scram-sha-256",
         ]
-        parameters.merge(configuration.parameters) { $1 }
-        return parameters
     }
 
     /// `synchronous_standby_names` for the standbys the leader waits for: every one of them
@@ -53,9 +62,19 @@ public enum ManagedFiles {
         return "FIRST \(names.count) (\(quoted.joined(separator: ",")))"
     }
 
-    public static func parametersText(_ configuration: LocalPostgresConfiguration) -> String {
-        "# Managed by Baton: rewritten before every start. Put your settings in the agent's configuration.\n"
-            + PostgresConf.render(parameters(configuration)) + "\n"
+    /// `baton.conf`; `synchronousStandbys` (the leader's, from the `sync` key) win over any
+    /// configured `synchronous_standby_names`.
+    public static func parametersText(
+        _ configuration: LocalPostgresConfiguration, cluster: [String: String] = [:],
+        synchronousStandbys: [String] = []
+    ) -> String {
+        var values = parameters(configuration, cluster: cluster)
+        if !synchronousStandbys.isEmpty {
+            values["synchronous_standby_names"] = synchronousStandbyNames(synchronousStandbys)
+        }
+        return "# Managed by Baton: rewritten before every start and reload. Set parameters with "
+            + "'baton edit-config -p' (every member) or in the agent's configuration (this one).\n"
+            + PostgresConf.render(values) + "\n"
     }
 
     /// How long data sent on a replication connection may stay unacknowledged by the peer's TCP

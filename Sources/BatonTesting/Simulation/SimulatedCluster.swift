@@ -236,6 +236,21 @@ public final class SimulatedCluster: @unchecked Sendable {
         }
     }
 
+    /// Applies a merge patch to the `config` key, as `PATCH /config` or `edit-config` would.
+    public func patchConfig(_ patch: JSONValue) async throws {
+        let view = try await observer.loadCluster()
+        let current = view.config?.value ?? DynamicConfig()
+        let written = try await observer.writeConfig(current.merging(patch: patch), expected: view.config?.modRevision)
+        note("config patched: \(written ? "written" : "lost a race")")
+    }
+
+    /// Cuts one agent from the store until `healAll()`.
+    public func cutFromStore(_ name: String) {
+        guard let agent = agent(name) else { return }
+        agent.store.partitioned = true
+        note("\(name): cut from the store")
+    }
+
     /// Heals every fault and restarts dead agents.
     public func healAll() {
         for agent in agents {

@@ -33,6 +33,11 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var startFailure: String?
         /// Starts attempted (failed ones included).
         public var starts = 0
+        /// The cluster's parameters last applied, how many times they were, and the names the
+        /// simulated server does not know (refused when applied).
+        public var clusterParameters: [String: String] = [:]
+        public var parameterApplications = 0
+        public var unknownParameters: Set<String> = []
     }
 
     /// How the simulated status query answers: the truth; "unknown" (the query failed: an
@@ -236,6 +241,18 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     public func setSynchronousStandbys(_ names: [String]) async throws {
         lock.withLock { state.synchronousStandbys = names }
+    }
+
+    /// Records the cluster's parameters; names in `state.unknownParameters` are refused as a
+    /// server refuses a name it does not know.
+    public func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal] {
+        lock.withLock {
+            state.clusterParameters = parameters
+            state.parameterApplications += 1
+            return parameters.keys.sorted().filter { state.unknownParameters.contains($0) }.map {
+                PostgresParameters.Refusal(name: $0, reason: "unrecognized configuration parameter \"\($0)\"")
+            }
+        }
     }
 
     public func syncReplicationSlots(forMembers members: [String]) async throws {}

@@ -262,7 +262,12 @@ class Node:
         shutil.chown(self.dir, "postgres", "postgres")
         os.chmod(self.dir, 0o700)
         hosts = ", ".join(f'"{ETCD_IP[e]}:2379"' for e in ETCD)
-        dcs = "\n".join(f"    {k}: {json.dumps(v)}" for k, v in self.dynamic.items())
+        # max_connections must be the same on every member: a cluster-wide parameter, as in Patroni.
+        dynamic = dict(self.dynamic)
+        postgresql = dict(dynamic.get("postgresql") or {})
+        postgresql["parameters"] = {"max_connections": 60, **(postgresql.get("parameters") or {})}
+        dynamic["postgresql"] = postgresql
+        dcs = "\n".join(f"    {k}: {json.dumps(v)}" for k, v in dynamic.items())
         text = f"""scope: {SCOPE}
 name: {self.name}
 etcd3:
@@ -280,9 +285,7 @@ postgresql:
   replication_networks: ["{NET}.0/24", "127.0.0.1/32"]
   client_networks: ["{NET}.0/24", "127.0.0.1/32"]
 {self.extra_postgresql}  parameters:
-    max_connections: 60
     shared_buffers: 32MB
-    wal_keep_size: 128MB
 bootstrap:
   dcs:
 {dcs}
