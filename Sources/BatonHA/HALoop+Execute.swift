@@ -21,6 +21,8 @@ extension HALoop {
             do {
                 let succeeded = try await perform(action, observation: observation, outcome: &outcome)
                 if case .rejoinDiverged = action { lastRejoinFailed = !succeeded }
+                // A new data directory starts with a clean slate.
+                if succeeded, action.startsANewDataDirectory { lastRejoinFailed = false }
                 if !succeeded {
                     logger.info("\(action) did not succeed; skipping the rest", metadata: ["ha.action": "\(action)"])
                     outcome.completed = false
@@ -576,6 +578,14 @@ extension HALoop {
 }
 
 extension Action {
+    /// Whether this action replaces the data directory (bootstrap, clone).
+    var startsANewDataDirectory: Bool {
+        switch self {
+        case .bootstrap, .cloneReplica: return true
+        default: return false
+        }
+    }
+
     /// Whether running this action can change the local postgres (so its status must be read again).
     var changesPostgres: Bool {
         switch self {

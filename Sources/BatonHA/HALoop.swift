@@ -74,6 +74,8 @@ public actor HALoop {
     /// The cluster's `postgresql.parameters` last put in force, and the refusals last logged.
     var appliedClusterParameters: [String: String]?
     var refusedClusterParameters: [PostgresParameters.Refusal] = []
+    /// Parameters whose application failed, and when they are tried again.
+    var failedClusterParameters: (parameters: [String: String], retryAt: MonotonicInstant)?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
@@ -185,6 +187,9 @@ public actor HALoop {
         for _ in 0..<8 {
             let observation = await observe(peers: peerStatus, failsafe: failsafe)
             noteProgress()
+            // Before any action: a start (the first after the agent started, or after a clone)
+            // writes the cluster's parameters, not the defaults.
+            await applyClusterParameters()
             let decision = HADecider.decide(observation)
             memory = decision.memory
             logDecision(decision)
@@ -201,7 +206,6 @@ public actor HALoop {
             // (A lost race for the key, or any other failed store action, rechecks at once as before.)
             if outcome.failed?.changesPostgres == true { break }
         }
-        await applyClusterParameters()
         await syncBackstop(primary: status.postgres.process == .running && status.postgres.inRecovery == false)
         let finished = clock.now
         status.lastCycleAt = finished
@@ -210,11 +214,23 @@ public actor HALoop {
     }
 
     /// Puts the `config` key's `postgresql.parameters` in force when they changed (written, and
-    /// reloaded when postgres runs); one log line per change and per refusal. Without a fresh view
-    /// of the cluster nothing changes: unknown is not "no parameters".
+    /// reloaded when postgres runs); one log line per change and per refusal. Without a fresh and
+    /// readable view of them nothing changes: unknown is not "no parameters". A value refused here
+    /// keeps the one in force before it (a typo must not turn max_connections back to 100).
     func applyClusterParameters() async {
         guard clusterViewIsFresh, let cluster = status.cluster else { return }
-        let (parameters, refused) = PostgresParameters.fromCluster(effectiveConfig(cluster).parameters)
+        let config = effectiveConfig(cluster)
+        if let problem = PostgresParameters.structureProblem(config) {
+            if refusedClusterParameters != [PostgresParameters.Refusal(name: "postgresql", reason: problem)] {
+                refusedClusterParameters = [PostgresParameters.Refusal(name: "postgresql", reason: problem)]
+                logger.warning("config key: \(problem); the parameters in force stay until it is fixed")
+            }
+            return
+        }
+        var (parameters, refused) = PostgresParameters.fromCluster(config.parameters)
+        for refusal in refused {
+            if let kept = appliedClusterParameters?[refusal.name] { parameters[refusal.name] = kept }
+        }
         if refused != refusedClusterParameters {
             refusedClusterParameters = refused
             if !refused.isEmpty {
@@ -223,11 +239,15 @@ public actor HALoop {
             }
         }
         guard parameters != appliedClusterParameters else { return }
+        if let failed = failedClusterParameters, failed.parameters == parameters, clock.now < failed.retryAt {
+            return
+        }
         do {
-            let serverRefused = try await node.applyClusterParameters(parameters)
+            guard let serverRefused = try await node.applyClusterParameters(parameters) else { return }
             let before = appliedClusterParameters ?? [:]
             let changed = Set(parameters.keys).union(before.keys).filter { parameters[$0] != before[$0] }.sorted()
             appliedClusterParameters = parameters
+            failedClusterParameters = nil
             logger.info(
                 "cluster postgresql.parameters in force: \(changed.isEmpty ? "none changed" : changed.joined(separator: ", "))",
                 metadata: ["ha.parameters": "\(changed)"])
@@ -236,7 +256,12 @@ public actor HALoop {
                 logger.warning("PostgreSQL refused parameters, left out of its configuration: \(text)")
             }
         } catch {
-            logger.warning("cluster postgresql.parameters not applied yet (tried again next cycle): \(error)")
+            // The same parameters are tried again after a while, not every cycle.
+            let wait = max(effectiveConfig(cluster).loopWait * 3, .seconds(30))
+            if failedClusterParameters?.parameters != parameters {
+                logger.warning("cluster postgresql.parameters not applied (tried again in \(wait)): \(error)")
+            }
+            failedClusterParameters = (parameters, clock.now + wait)
         }
     }
 

@@ -41,6 +41,38 @@ import Testing
         #expect(reason.contains("'10' is not allowed") && reason.contains("default 100"), "\(reason)")
     }
 
+    /// A recovery target or promotion trigger from the config key would make every standby end
+    /// recovery at its next start (or reload) without the leader key: two primaries.
+    @Test func nothingThatCouldPromoteAStandbyIsAccepted() {
+        let (parameters, refused) = PostgresParameters.fromCluster([
+            "recovery_target": .string("immediate"), "recovery_target_action": .string("promote"),
+            "recovery_target_time": .string("2026-01-01"), "recovery_target_lsn": .string("0/1"),
+            "recovery_target_name": .string("x"), "recovery_target_xid": .string("1"),
+            "promote_trigger_file": .string("PG_VERSION"), "Recovery_Target_Inclusive": .bool(false),
+            "restore_command": .string("cp /archive/%f %p"),
+        ])
+        #expect(parameters == ["restore_command": "cp /archive/%f %p"])
+        #expect(refused.count == 8 && refused.allSatisfy { $0.reason.contains("promote itself") }, "\(refused)")
+    }
+
+    @Test func namesAndSizesPostgresWouldRefuseAreRefusedHere() {
+        let (parameters, refused) = PostgresParameters.fromCluster([
+            "x$y": .number(1), "wal_keep_segments": .number(134_217_728), "ok.name": .string("1"),
+        ])
+        #expect(parameters == ["ok.name": "1"])
+        #expect(Set(refused.map(\.name)) == ["x$y", "wal_keep_segments"])
+    }
+
+    @Test func anUnreadableParametersSectionIsAProblemNotNothing() {
+        #expect(PostgresParameters.structureProblem(DynamicConfig(["postgresql": .string("x")])) != nil)
+        #expect(
+            PostgresParameters.structureProblem(DynamicConfig(["postgresql": .object(["parameters": .string("x")])]))
+                != nil)
+        #expect(
+            PostgresParameters.structureProblem(DynamicConfig(["postgresql": .object(["parameters": .null])])) == nil)
+        #expect(PostgresParameters.structureProblem(DynamicConfig([:])) == nil)
+    }
+
     @Test func theLocalFileWinsExceptForWhatEveryMemberMustShare() {
         let (parameters, ignored) = PostgresParameters.effective(
             defaults: ["port": "5432", "wal_level": "replica"],
@@ -54,6 +86,11 @@ import Testing
         #expect(parameters["wal_keep_size"] == "1024MB" && parameters["wal_keep_segments"] == nil)
         #expect(parameters["max_worker_processes"] == "8" && parameters["max_locks_per_transaction"] == "64")
         #expect(ignored == ["max_connections", "port"])
+        // Names are case-insensitive: a local Work_Mem replaces the cluster's work_mem (one line).
+        let mixed = PostgresParameters.effective(
+            defaults: [:], cluster: ["work_mem": "8MB"], local: ["Work_Mem": "16MB", "MAX_CONNECTIONS": "5"])
+        #expect(mixed.parameters["work_mem"] == "16MB" && mixed.parameters["Work_Mem"] == nil)
+        #expect(mixed.ignoredLocal == ["MAX_CONNECTIONS"])
     }
 
     /// Hostile documents: whatever is accepted is a valid name with a value that cannot break a

@@ -55,6 +55,16 @@ import Testing
         cluster.healAll()
         await cluster.run(seconds: 3)
         #expect(cluster.postgres(named: "node3")?.snapshot.clusterParameters["work_mem"] == "128MB")
+        // A value refused at the edge keeps the one in force (not the default), and a parameters
+        // section that is not a mapping changes nothing (before: read as "no parameters").
+        try await cluster.patchConfig(
+            .object(["postgresql": .object(["parameters": .object(["max_connections": .number(500.5)])])]))
+        await cluster.run(seconds: 3)
+        #expect(cluster.postgres(named: "node1")?.snapshot.clusterParameters["max_connections"] == "200")
+        try await cluster.patchConfig(.object(["postgresql": .object(["parameters": .string("oops")])]))
+        await cluster.run(seconds: 3)
+        #expect(cluster.postgres(named: "node2")?.snapshot.clusterParameters["max_connections"] == "200")
+        #expect(cluster.postgres(named: "node2")?.snapshot.clusterParameters["work_mem"] == "128MB")
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
 

@@ -53,10 +53,11 @@ struct LocalPostgresNodeTests {
         func show(_ name: String) async throws -> String? {
             try await connection.query("SHOW \(name)").single().values.first ?? nil
         }
-        let refused = try await node.applyClusterParameters([
-            "work_mem": "64MB", "wokr_mem": "1MB", "statement_timeout": "not a duration",
-            "maintenance_work_mem": "32MB", "max_connections": "150",
-        ])
+        let refused = try #require(
+            try await node.applyClusterParameters([
+                "work_mem": "64MB", "wokr_mem": "1MB", "statement_timeout": "not a duration",
+                "maintenance_work_mem": "32MB", "max_connections": "150",
+            ]))
         #expect(Set(refused.map(\.name)) == ["wokr_mem", "statement_timeout"], "\(refused)")
         #expect(refused.allSatisfy { !$0.reason.isEmpty && !$0.reason.contains("\n") })
         var applied = false
@@ -76,7 +77,7 @@ struct LocalPostgresNodeTests {
             try await node.applyClusterParameters([
                 "work_mem": "64MB", "wokr_mem": "1MB", "statement_timeout": "not a duration",
                 "maintenance_work_mem": "32MB", "max_connections": "150",
-            ]).isEmpty)
+            ])?.isEmpty == true)
         await connection.close()
         // The restart takes max_connections, and the refused lines did not stop it.
         try await node.restart()
@@ -85,6 +86,16 @@ struct LocalPostgresNodeTests {
         #expect(await node.status().pendingRestart == false)
         await after.close()
         try await node.stop(mode: .fast, timeout: .seconds(30))
+        // An agent that starts again and starts postgres before it reads etcd (or cannot) keeps
+        // the parameters last put in force, kept in the data directory (before: the defaults, so
+        // max_connections fell back to 100).
+        let again = try fixture.node(node.configuration)
+        try await again.start(following: nil)
+        let restarted = try await fixture.connect(again)
+        #expect(try await restarted.query("SHOW max_connections").single().values.first == "150")
+        #expect(try await restarted.query("SHOW work_mem").single().values.first == "64MB")
+        await restarted.close()
+        try await again.stop(mode: .fast, timeout: .seconds(30))
     }
 
     @Test func bootstrapStartStatusStop() async throws {

@@ -159,6 +159,9 @@ struct ManagedFilesTests {
         #expect(text.contains("tcp_user_timeout=5000 options=''-c tcp_user_timeout=5000''"))
         #expect(text.contains("primary_slot_name = 'node_b'"))
         #expect(text.contains("recovery_target_timeline = 'latest'"))
+        // Whatever another file sets, a standby has no recovery target to reach (and promote at).
+        #expect(text.contains("recovery_target = ''") && text.contains("recovery_target_time = ''"))
+        #expect(text.contains("recovery_target_action = 'pause'"))
         #expect(!text.contains("password"))
     }
 

@@ -30,7 +30,7 @@ public enum PostgresParameters {
         "hot_standby": ("on", { boolValue($0) == true }),
         "max_connections": ("100", { integer($0, atLeast: 25) }),
         "max_wal_senders": ("10", { integer($0, atLeast: 3) }),
-        "wal_keep_segments": (nil, { integer($0, atLeast: 1) }),
+        "wal_keep_segments": (nil, { integer($0, atLeast: 1) && integer($0, atMost: 134_217_727) }),
         "wal_keep_size": ("128MB", { megabytes($0).map { $0 >= 16 } ?? false }),
         "max_prepared_transactions": ("0", { integer($0, atLeast: 0) }),
         "max_locks_per_transaction": ("64", { integer($0, atLeast: 32) }),
@@ -48,6 +48,15 @@ public enum PostgresParameters {
         "include_dir",
     ]
 
+    /// Recovery targets and promotion triggers: on a standby, each would end recovery (promote it)
+    /// without the leader key. Never taken from the cluster's configuration; the agent's recovery
+    /// file also clears the targets.
+    public static let recoveryControl: Set<String> = [
+        "recovery_target", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
+        "recovery_target_lsn", "recovery_target_inclusive", "recovery_target_action", "promote_trigger_file",
+        "trigger_file", "standby_mode",
+    ]
+
     /// The cluster's `postgresql.parameters` as text values, and what was refused.
     public static func fromCluster(_ document: [String: JSONValue]) -> (
         parameters: [String: String], refused: [Refusal]
@@ -63,6 +72,11 @@ public enum PostgresParameters {
             }
             if agentManaged.contains(name) {
                 refused.append(Refusal(name: name, reason: "set by each agent from its own configuration"))
+                continue
+            }
+            if recoveryControl.contains(name) {
+                refused.append(
+                    Refusal(name: name, reason: "would let a standby promote itself without the leader key"))
                 continue
             }
             if case .null = value { continue }
@@ -97,9 +111,11 @@ public enum PostgresParameters {
         }
         var ignored: [String] = []
         for (name, value) in cluster { parameters[name] = value }
-        for (name, value) in local {
-            if clusterWide[name.lowercased()] != nil {
-                ignored.append(name)
+        for (rawName, value) in local {
+            // GUC names are case-insensitive: `Work_Mem` here replaces the cluster's `work_mem`.
+            let name = rawName.lowercased()
+            if clusterWide[name] != nil {
+                ignored.append(rawName)
                 continue
             }
             parameters[name] = value
@@ -113,15 +129,15 @@ public enum PostgresParameters {
         return (parameters, ignored.sorted())
     }
 
-    /// A GUC name: `[A-Za-z_][A-Za-z0-9_$]*`, optionally `prefix.name` (an extension's), each part
-    /// at most 63 bytes.
+    /// A GUC name as postgresql.conf's lexer reads one: `[A-Za-z_][A-Za-z0-9_]*`, optionally
+    /// `prefix.name` (an extension's), each part at most 63 bytes.
     public static func isValidName(_ name: String) -> Bool {
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count) else { return false }
         return parts.allSatisfy { part in
             guard let first = part.utf8.first, part.utf8.count <= 63 else { return false }
             let letter = { (c: UInt8) in (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || c == 0x5F }
-            return letter(first) && part.utf8.allSatisfy { letter($0) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x24 }
+            return letter(first) && part.utf8.allSatisfy { letter($0) || ($0 >= 0x30 && $0 <= 0x39) }
         }
     }
 
@@ -154,6 +170,22 @@ public enum PostgresParameters {
     static func integer(_ text: String, atLeast minimum: Int) -> Bool {
         guard let value = Int(text.trimmingSpaces) else { return false }
         return value >= minimum
+    }
+
+    static func integer(_ text: String, atMost maximum: Int) -> Bool {
+        guard let value = Int(text.trimmingSpaces) else { return false }
+        return value <= maximum
+    }
+
+    /// Why the `config` key's `postgresql.parameters` cannot be read at all (not a mapping), or
+    /// nil: then the agent keeps the parameters it has rather than taking it for "none".
+    public static func structureProblem(_ config: DynamicConfig) -> String? {
+        guard let postgresql = config.document["postgresql"] else { return nil }
+        guard case .object(let section) = postgresql else { return "postgresql: expected a mapping" }
+        switch section["parameters"] {
+        case nil, .null?, .object?: return nil
+        default: return "postgresql.parameters: expected a mapping of parameter names to values"
+        }
     }
 
     /// A size in MB (`128MB`, `1GB`, `16384kB`, a bare number of MB), nil when not one.

@@ -31,8 +31,9 @@ public protocol PostgresNode: Sendable {
     /// Puts the cluster's PostgreSQL parameters (from the `config` key, already checked by
     /// `PostgresParameters.fromCluster`) in force: written for the next start, and reloaded now
     /// when postgres runs. Returns what the server itself refused (an unknown name, an invalid
-    /// value), which is left out of its configuration.
-    func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal]
+    /// value), which is left out of its configuration; nil when they could not be checked yet (no
+    /// data directory): the caller asks again.
+    func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal]?
     /// On a primary: one physical replication slot per member in `members` (the local member is
     /// skipped); creates missing ones and drops inactive Baton-named slots of members not listed.
     func syncReplicationSlots(forMembers members: [String]) async throws
@@ -143,6 +144,11 @@ public struct PostgresStatus: Hashable, Sendable {
     public var walReceiverStatus: String?
     /// `host:port` the WAL receiver streams from.
     public var upstream: String?
+    /// On a standby: whether WAL replay is paused (`pg_is_wal_replay_paused()`), and when the last
+    /// replayed transaction committed on the primary, as Patroni prints it
+    /// (`2026-12-06 20:00:00.123 UTC`); nil when unknown or none was replayed yet.
+    public var replayPaused: Bool?
+    public var lastReplayTimestamp: String?
     /// `pg_replication_slots`.
     public var slots: [ReplicationSlotRow]
     /// The postmaster's own word when the status query failed: postmaster.pid's status line

@@ -400,7 +400,8 @@ final class HedgeRace<Reply: Sendable>: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { state -> Bool in
-                    if state.version != version || state.finished { return true }
+                    // Cancelled before the waiter is stored: onCancel found nothing to resume.
+                    if state.version != version || state.finished || Task.isCancelled { return true }
                     state.waiters[id] = (version, continuation)
                     return false
                 }

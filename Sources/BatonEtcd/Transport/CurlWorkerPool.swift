@@ -153,12 +153,27 @@ final class CurlWorkerPool: @unchecked Sendable {
             reapEnded()
             let thread = JoinableThread(name: "\(name)-\(index)") { [self] in workerLoop(index) }
             condition.lock()
-            if let thread {
+            let lateForShutdown = shuttingDown
+            var orphan: Job?
+            if let thread, !lateForShutdown {
                 workers[index] = thread
-            } else {
+            } else if thread == nil {
+                // No thread: the job must not wait for one that will never come.
                 threads -= 1
+                if threads == 0, let position = queue.firstIndex(where: { $0.id == job.id }) {
+                    orphan = queue.remove(at: position)
+                }
             }
             condition.unlock()
+            if let thread, lateForShutdown, !thread.join(until: .now + .seconds(3)) { thread.detach() }
+            if let orphan {
+                orphan.complete(
+                    .failure(
+                        TransportFailure(
+                            kind: .overloaded, curlCode: -1, message: "no thread for the etcd request; not sent",
+                            requestSent: false)))
+                return nil
+            }
         }
         return mustWait ? job.id : nil
     }

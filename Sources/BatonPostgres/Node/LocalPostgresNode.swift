@@ -28,8 +28,10 @@ public final class LocalPostgresNode: PostgresNode {
         var synchronousStandbys: [String] = []
         /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
         var parameters: [String: String]?
-        /// The cluster's `postgresql.parameters` (from the `config` key).
+        /// The cluster's `postgresql.parameters` (from the `config` key; at start, those last put
+        /// in force, kept in the data directory), and whether PostgreSQL has checked them.
         var clusterParameters: [String: String] = [:]
+        var clusterParametersChecked = false
         /// Cluster parameters the server refused (name → its value then), left out until changed.
         var refusedByServer: [String: String] = [:]
         /// Set by `fence()`: no start other than as a standby, no promotion, until `liftFence()`.
@@ -55,6 +57,11 @@ public final class LocalPostgresNode: PostgresNode {
         self.logger = logger
         self.osUser = try OSUser.lookup(configuration.osUser)
         self.runner = CommandRunner(runAs: osUser, logger: logger)
+        // The cluster's parameters last put in force: a start before the agent reads etcd (or
+        // while it cannot) keeps them instead of falling back to the defaults.
+        if let kept = Self.keptClusterParameters(configuration.dataDirectory) {
+            state.withLock { $0.clusterParameters = kept }
+        }
     }
 
     deinit {
@@ -342,44 +349,64 @@ public final class LocalPostgresNode: PostgresNode {
         logger.info("postgres reloaded", metadata: ["pg.pid": "\(postmaster.pid)"])
     }
 
-    public func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal] {
-        let previous = state.withLock { state -> (parameters: [String: String], refused: [String: String])? in
-            guard state.clusterParameters != parameters else { return nil }
+    /// Where the cluster's parameters last put in force are kept: in the data directory, so that
+    /// a clone or a rewind copies them from its source with the rest (they are the same on every
+    /// member).
+    static func clusterParametersFile(_ dataDirectory: String) -> String {
+        dataDirectory + "/baton.cluster-parameters.json"
+    }
+
+    /// The kept parameters, read as input (checked again like the `config` key's); nil when there
+    /// are none or the file is not a mapping of names to strings.
+    static func keptClusterParameters(_ dataDirectory: String) -> [String: String]? {
+        guard let text = Posix.readFile(clusterParametersFile(dataDirectory)),
+            let kept = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))
+        else { return nil }
+        return PostgresParameters.fromCluster(kept.mapValues { .string($0) }).parameters
+    }
+
+    public func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal]? {
+        let previous = state.withLock {
+            state -> (parameters: [String: String], refused: [String: String], checked: Bool)? in
+            guard state.clusterParameters != parameters || !state.clusterParametersChecked else { return nil }
             defer {
                 state.clusterParameters = parameters
+                state.clusterParametersChecked = false
                 // A refused parameter is tried again once its value changes.
                 state.refusedByServer = state.refusedByServer.filter { parameters[$0.key] == $0.value }
             }
-            return (state.clusterParameters, state.refusedByServer)
+            return (state.clusterParameters, state.refusedByServer, state.clusterParametersChecked)
         }
         guard let previous else { return [] }
-        guard Posix.fileExists(dataDirectory + "/PG_VERSION") else { return [] }
+        // No cluster yet (before bootstrap or a clone): they are written at the first start, and
+        // checked by the server once there is a data directory (nil: not checked yet).
+        guard Posix.fileExists(dataDirectory + "/PG_VERSION") else { return nil }
         do {
             var refusals: [PostgresParameters.Refusal] = []
             // The server's own start-up check of the files, until it accepts them: what it names
             // is left out (on a restart, one bad line would stop it from starting; on a reload,
-            // it would ignore every change in the file). At most one round per parameter.
+            // it would ignore every change in the file). Each round refuses at least one
+            // parameter or ends.
             for _ in 0...parameters.count {
                 try writeConfiguration(following: nil, standby: nil)
-                let problems = try await configurationProblems()
-                guard let problems else { break }
-                let newlyRefused = state.withLock { state -> [PostgresParameters.Refusal] in
-                    problems.compactMap { name, reason in
-                        guard let value = state.clusterParameters[name], state.refusedByServer[name] != value else {
-                            return nil
-                        }
-                        state.refusedByServer[name] = value
-                        return PostgresParameters.Refusal(name: name, reason: reason)
-                    }
-                }
-                guard !newlyRefused.isEmpty else {
+                guard let problems = try await configurationProblems() else { break }
+                let newly = refuse(problems, changedSince: previous.parameters)
+                guard !newly.isEmpty else {
                     throw PostgresError(
                         .commandFailed,
                         "PostgreSQL refuses its configuration for a reason outside the cluster's parameters: "
                             + problems.map { "\($0.key): \($0.value)" }.sorted().joined(separator: "; "))
                 }
-                refusals += newlyRefused
+                refusals += newly
             }
+            // Kept without what the server refused: the next agent starts with what passed.
+            let accepted = state.withLock { state in
+                state.clusterParametersChecked = true
+                return parameters.filter { state.refusedByServer[$0.key] != $0.value }
+            }
+            let kept = String(decoding: try JSONEncoder().encode(accepted), as: UTF8.self)
+            try Posix.writeFile(
+                Self.clusterParametersFile(dataDirectory), contents: kept, user: osUser, mode: 0o600)
             if let postmaster = adoptIfRunning() {
                 postmaster.send(SIGHUP)
                 logger.info(
@@ -392,9 +419,38 @@ public final class LocalPostgresNode: PostgresNode {
             state.withLock { state in
                 state.clusterParameters = previous.parameters
                 state.refusedByServer = previous.refused
+                state.clusterParametersChecked = previous.checked
             }
             try? writeConfiguration(following: nil, standby: nil)
             throw error
+        }
+    }
+
+    /// Leaves out the cluster parameters PostgreSQL named. When it named none of them (its message
+    /// hid the name, or the problem is elsewhere), the ones that changed are left out, since the
+    /// files were accepted without them; when none changed, the problem is not theirs.
+    private func refuse(_ problems: [String: String], changedSince previous: [String: String])
+        -> [PostgresParameters.Refusal]
+    {
+        state.withLock { state -> [PostgresParameters.Refusal] in
+            var refusals: [PostgresParameters.Refusal] = problems.compactMap { name, reason in
+                guard let value = state.clusterParameters[name], state.refusedByServer[name] != value else {
+                    return nil
+                }
+                state.refusedByServer[name] = value
+                return PostgresParameters.Refusal(name: name, reason: reason)
+            }
+            if refusals.isEmpty {
+                let message = problems.values.sorted().joined(separator: "; ")
+                for (name, value) in state.clusterParameters
+                where previous[name] != value && state.refusedByServer[name] != value {
+                    state.refusedByServer[name] = value
+                    refusals.append(
+                        PostgresParameters.Refusal(
+                            name: name, reason: "PostgreSQL refused the files with it: \(message)"))
+                }
+            }
+            return refusals
         }
     }
 

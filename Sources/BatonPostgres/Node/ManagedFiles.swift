@@ -108,6 +108,10 @@ public enum ManagedFiles {
         var parameters: [String: String] = [
             "primary_conninfo": conninfo,
             "recovery_target_timeline": "latest",
+            // No recovery target, whatever another file says: reaching one would end recovery
+            // (promote, or shut down) without the leader key.
+            "recovery_target": "", "recovery_target_lsn": "", "recovery_target_name": "",
+            "recovery_target_time": "", "recovery_target_xid": "", "recovery_target_action": "pause",
         ]
         if configuration.useReplicationSlots {
             parameters["primary_slot_name"] = PostgresConf.slotName(forMember: configuration.memberName)

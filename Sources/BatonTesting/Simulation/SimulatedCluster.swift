@@ -244,6 +244,9 @@ public final class SimulatedCluster: @unchecked Sendable {
         note("config patched: \(written ? "written" : "lost a race")")
     }
 
+    /// The cluster as a client of the store sees it now.
+    public func loadCluster() async throws -> ClusterView { try await observer.loadCluster() }
+
     /// Cuts one agent from the store until `healAll()`.
     public func cutFromStore(_ name: String) {
         guard let agent = agent(name) else { return }

@@ -245,7 +245,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     /// Records the cluster's parameters; names in `state.unknownParameters` are refused as a
     /// server refuses a name it does not know.
-    public func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal] {
+    public func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal]? {
         lock.withLock {
             state.clusterParameters = parameters
             state.parameterApplications += 1
