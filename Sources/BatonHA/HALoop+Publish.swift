@@ -26,7 +26,8 @@ extension HALoop {
             receiveLSN: primary ? nil : pg.receiveLSN, replayLSN: primary ? nil : pg.replayLSN,
             replicationState: primary || pg.process != .running
                 ? nil : (pg.streaming ? "streaming" : "in archive recovery"),
-            timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart)
+            timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart,
+            paused: effectiveConfig(status.cluster).pause)
     }
 
     /// Writes the member key when it changed (WAL-position-only changes at most every

@@ -97,9 +97,19 @@ import Testing
         #expect(node2["lag"] == .number(1_000_000))
         #expect(node2["port"] == .number(5433))
         #expect(node2["tags"] == .object(["zone": .string("a")]))
+        // As Patroni 4 shows replicas: how they replicate, and where each position is (before:
+        // "running", and no receive/replay positions).
+        #expect(node2["state"] == .string("streaming"))
+        #expect(node2["lsn"] == .string(LSN(49_000_000).description))
+        #expect(
+            node2["receive_lsn"] == .string(LSN(49_500_000).description) && node2["receive_lag"] == .number(500_000))
+        #expect(
+            node2["replay_lsn"] == .string(LSN(49_000_000).description) && node2["replay_lag"] == .number(1_000_000))
         let node3 = members[2].objectValue ?? [:]
         #expect(node3["role"] == .string("replica"))
-        #expect(node3["lag"] == .string("unknown"))
+        #expect(node3["state"] == .string("running"))
+        #expect(node3["lag"] == .string("unknown") && node3["lsn"] == .string("unknown"))
+        #expect(node3["receive_lag"] == .string("unknown") && node3["replay_lsn"] == .string("unknown"))
         #expect(
             json["scheduled_switchover"]
                 == .object([

@@ -70,7 +70,8 @@ enum Fixture {
             state: .running, role: .primary, xlogLocation: LSN(50_000_000), timeline: 3),
         Member(
             name: "node2", connURL: "postgres://10.0.0.2:5433/postgres", apiURL: "http://10.0.0.2:8008/patroni",
-            state: .running, role: .replica, xlogLocation: LSN(49_000_000), replicationState: "streaming",
+            state: .running, role: .replica, xlogLocation: LSN(49_000_000), receiveLSN: LSN(49_500_000),
+            replayLSN: LSN(49_000_000), replicationState: "streaming",
             timeline: 3, tags: Tags(["zone": .string("a")])),
         Member(
             name: "node3", connURL: "postgres://10.0.0.3:5432/postgres", apiURL: "http://10.0.0.3:8008/patroni",

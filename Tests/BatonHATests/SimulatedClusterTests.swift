@@ -68,6 +68,21 @@ import Testing
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
 
+    /// Member keys say `"pause": true` while the cluster is paused, as Patroni's do: patronictl's
+    /// `pause --wait` waited for it and reported "members didn't recognize pause state".
+    @Test func memberKeysCarryThePause() async throws {
+        let cluster = try await Self.bootstrapped()
+        try await cluster.patchConfig(.object(["pause": .bool(true)]))
+        await cluster.run(seconds: 3)
+        let paused = try await cluster.loadCluster().members
+        #expect(paused.count == 3 && paused.allSatisfy(\.paused), "\(paused.map { ($0.name, $0.paused) })")
+        #expect(paused.first?.body.pause == true)
+        try await cluster.patchConfig(.object(["pause": .null]))
+        await cluster.run(seconds: 3)
+        let resumed = try await cluster.loadCluster().members
+        #expect(resumed.allSatisfy { !$0.paused && $0.body.pause == nil })
+    }
+
     @Test func wholeNodeCrashFailsOverAndTheOldNodeRejoins() async throws {
         let cluster = try await Self.bootstrapped()
         let old = try #require(cluster.writablePrimaries.first)

@@ -167,6 +167,21 @@ struct LocalPostgresNodeTests {
         }
         #expect(await a.status().slots.first?.active == true)
         #expect(await b.status().upstream == "127.0.0.1:\(a.configuration.port)")
+        // What /patroni shows as xlog.paused and xlog.replayed_timestamp (before: always false
+        // and null): a standby whose replay an operator paused says so.
+        #expect(await b.status().replayPaused == false)
+        _ = try await sessionA.query("INSERT INTO t VALUES (1001, 'a')")
+        try await PostgresFixture.eventually("node-b shows when it replayed the last commit") {
+            await b.status().lastReplayTimestamp?.hasSuffix(" UTC") == true
+        }
+        let standbySession = try await fixture.connect(b)
+        _ = try await standbySession.query("SELECT pg_wal_replay_pause()")
+        try await PostgresFixture.eventually("node-b reports its replay paused") {
+            await b.status().replayPaused == true
+        }
+        _ = try await standbySession.query("SELECT pg_wal_replay_resume()")
+        await standbySession.close()
+        #expect(await a.status().replayPaused == false)
 
         // Promote B while A keeps running (a partition), and see writes on timeline 2.
         let promoteStart = ContinuousClock.now

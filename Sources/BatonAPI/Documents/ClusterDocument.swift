@@ -8,7 +8,11 @@ extension ClusterDocument {
         let synchronous = config.synchronousMode ? cluster.sync?.value : nil
         var members: [Member] = []
         for member in cluster.members.sorted(by: { $0.name < $1.name }) {
-            var entry = Member(name: member.name, state: member.state.rawValue, apiURL: member.apiURL)
+            // A replica's state is how it replicates (`streaming`, `in archive recovery`) when it
+            // published that, as Patroni shows it; the leader's is its postgres state.
+            let state =
+                member.name == leaderName ? member.state.rawValue : member.replicationState ?? member.state.rawValue
+            var entry = Member(name: member.name, state: state, apiURL: member.apiURL)
             if member.name == leaderName {
                 entry.role = member.role == .standbyLeader ? "standby_leader" : "leader"
             } else if synchronous?.isSynchronous(member.name) == true {
@@ -24,12 +28,15 @@ extension ClusterDocument {
             if !member.tags.isEmpty { entry.tags = member.tags }
             if member.pendingRestart { entry.pendingRestart = true }
             if member.name != leaderName {
-                if let location = member.xlogLocation {
-                    entry.lag = .bytes(reference.map { $0.bytesAhead(of: location) } ?? 0)
-                    entry.lsn = location.description
-                } else {
-                    entry.lag = .unknown
+                // Patroni's rule: a position behind the reference is lag in bytes, one ahead of it
+                // (the status key lags the leader) is no lag, a missing one is "unknown".
+                func position(_ location: LSN?) -> (Lag, String) {
+                    guard let location else { return (.unknown, "unknown") }
+                    return (.bytes(reference.map { $0.bytesAhead(of: location) } ?? 0), location.description)
                 }
+                (entry.lag, entry.lsn) = position(member.xlogLocation)
+                (entry.receiveLag, entry.receiveLSN) = position(member.receiveLSN)
+                (entry.replayLag, entry.replayLSN) = position(member.replayLSN)
             }
             members.append(entry)
         }

@@ -19,7 +19,8 @@ extension NodeStatusDocument {
             if let location = postgres.currentLSN { xlog = .primary(location: location) }
         } else if postgres.inRecovery == true {
             xlog = .standby(
-                received: postgres.receiveLSN, replayed: postgres.replayLSN, paused: false, replayedTimestamp: nil)
+                received: postgres.receiveLSN, replayed: postgres.replayLSN, paused: postgres.replayPaused ?? false,
+                replayedTimestamp: postgres.lastReplayTimestamp)
             replicationState = node.replicationState
         }
         if !postgres.replication.isEmpty { replication = postgres.replication.map { Self.row($0) } }

@@ -39,14 +39,24 @@ public struct ClusterDocument: Codable, Hashable, Sendable {
         public var timeline: Int?
         public var tags: Tags?
         public var pendingRestart: Bool?
-        /// Bytes behind the leader (absent for the leader itself).
+        /// Bytes behind the leader (absent for the leader itself), and the position it is at
+        /// (`"unknown"` when the member did not publish one, as Patroni writes it).
         public var lag: Lag?
         public var lsn: String?
+        /// The same for what a replica received and what it replayed (Patroni 4).
+        public var receiveLag: Lag?
+        public var receiveLSN: String?
+        public var replayLag: Lag?
+        public var replayLSN: String?
 
         enum CodingKeys: String, CodingKey {
             case name, role, state, host, port, timeline, tags, lag, lsn
             case apiURL = "api_url"
             case pendingRestart = "pending_restart"
+            case receiveLag = "receive_lag"
+            case receiveLSN = "receive_lsn"
+            case replayLag = "replay_lag"
+            case replayLSN = "replay_lsn"
         }
 
         public init(name: String, role: String? = nil, state: String? = nil, apiURL: String? = nil) {

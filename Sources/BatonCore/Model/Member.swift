@@ -44,13 +44,17 @@ public struct Member: Hashable, Sendable {
     public var timeline: Int?
     public var tags: Tags
     public var pendingRestart: Bool
+    /// Whether this member saw the cluster paused when it wrote its key (`"pause": true`, as
+    /// Patroni writes it; patronictl's `pause --wait` and `resume --wait` wait for it).
+    public var paused: Bool
 
     public init(
         name: String, connURL: String = "", apiURL: String = "", state: State = .stopped,
         role: Role = .uninitialized, version: String = BatonCore.version, xlogLocation: LSN? = nil,
         receiveLSN: LSN? = nil, replayLSN: LSN? = nil, replicationState: String? = nil,
-        timeline: Int? = nil, tags: Tags = Tags(), pendingRestart: Bool = false
+        timeline: Int? = nil, tags: Tags = Tags(), pendingRestart: Bool = false, paused: Bool = false
     ) {
+        self.paused = paused
         self.name = name
         self.connURL = connURL
         self.apiURL = apiURL
@@ -82,6 +86,7 @@ extension Member {
         public var timeline: Int?
         public var tags: Tags?
         public var pending_restart: Bool?
+        public var pause: Bool?
     }
 
     public var body: Body {
@@ -89,7 +94,7 @@ extension Member {
             conn_url: connURL, api_url: apiURL, state: state, role: role, version: version,
             xlog_location: xlogLocation, receive_lsn: receiveLSN, replay_lsn: replayLSN,
             replication_state: replicationState, timeline: timeline,
-            tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil)
+            tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil, pause: paused ? true : nil)
     }
 
     public init(name: String, body: Body) {
@@ -99,7 +104,7 @@ extension Member {
             version: body.version ?? "", xlogLocation: body.xlog_location,
             receiveLSN: body.receive_lsn, replayLSN: body.replay_lsn,
             replicationState: body.replication_state, timeline: body.timeline,
-            tags: body.tags ?? Tags(), pendingRestart: body.pending_restart ?? false)
+            tags: body.tags ?? Tags(), pendingRestart: body.pending_restart ?? false, paused: body.pause ?? false)
     }
 }
 

@@ -14,7 +14,9 @@ extension LocalPostgresNode {
                     THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
                (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
-               pg_postmaster_start_time()::text AS postmaster_start_time,
+               to_char(pg_postmaster_start_time(), 'YYYY-MM-DD HH24:MI:SS.MS TZ') AS postmaster_start_time,
+               pg_is_in_recovery() AND pg_is_wal_replay_paused() AS replay_paused,
+               to_char(pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.MS TZ') AS replay_timestamp,
                current_setting('server_version_num')::int AS server_version,
                EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending_restart,
                (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
@@ -123,6 +125,8 @@ extension LocalPostgresNode {
         status.timeline = try instance.int("timeline")
         status.systemIdentifier = try instance.string("system_identifier")
         status.postmasterStartTime = try instance.string("postmaster_start_time")
+        status.replayPaused = try instance.bool("replay_paused")
+        status.lastReplayTimestamp = try instance.string("replay_timestamp")
         status.serverVersion = try instance.int("server_version")
         status.pendingRestart = try instance.bool("pending_restart") ?? false
         status.walReceiverStatus = try instance.string("receiver_status")
