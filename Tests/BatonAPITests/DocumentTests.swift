@@ -146,6 +146,26 @@ import Testing
         #expect(text.contains("# TYPE baton_promotions_total counter"))
         let replica = try await get("/metrics", Fixture.laggingReplica()).text
         #expect(replica.contains(#"baton_lag_bytes{name="node2",scope="demo"} 40000000"#))
+        // Patroni 4's metric set beside Baton's, same names and labels, so that Patroni's
+        // dashboards and alerts keep working (before: baton_* only).
+        for name in [
+            "patroni_version", "patroni_postgres_running", "patroni_postmaster_start_time", "patroni_primary",
+            "patroni_xlog_location", "patroni_standby_leader", "patroni_replica", "patroni_sync_standby",
+            "patroni_quorum_standby", "patroni_xlog_received_location", "patroni_xlog_replayed_location",
+            "patroni_xlog_replayed_timestamp", "patroni_xlog_paused", "patroni_postgres_streaming",
+            "patroni_postgres_in_archive_recovery", "patroni_postgres_server_version", "patroni_cluster_unlocked",
+            "patroni_failsafe_mode_is_active", "patroni_postgres_timeline", "patroni_dcs_last_seen",
+            "patroni_pending_restart", "patroni_is_paused", "patroni_postgres_state",
+        ] {
+            #expect(text.contains("# TYPE \(name) "), "\(name) is missing")
+            #expect(text.contains("\(name){name=\"node1\",scope=\"demo\"} "), "\(name) has no sample")
+        }
+        #expect(text.contains(#"patroni_primary{name="node1",scope="demo"} 1"#))
+        #expect(text.contains(#"patroni_xlog_location{name="node1",scope="demo"} 50000000"#))
+        #expect(text.contains(#"patroni_postgres_timeline{name="node1",scope="demo"} 3"#))
+        #expect(text.contains(#"patroni_postgres_state{name="node1",scope="demo"} 5"#))
+        #expect(replica.contains(#"patroni_replica{name="node2",scope="demo"} 1"#))
+        #expect(replica.contains(#"patroni_primary{name="node2",scope="demo"} 0"#))
     }
 
     @Test func unknownPathIsAJSON404() async throws {

@@ -59,7 +59,10 @@ import Testing
                 }
                 continue
             }
-            guard !line.isEmpty, !line.hasPrefix("#") else { throw ParseError(description: "stray line, \(at)") }
+            // Any other line starting with '#' is a comment (the format ignores it; Patroni's
+            // patroni_postgres_state HELP goes on with one); empty lines are not allowed here.
+            if line.hasPrefix("#") { continue }
+            guard !line.isEmpty else { throw ParseError(description: "stray line, \(at)") }
             guard let brace = line.firstIndex(of: "{"), let close = line.lastIndex(of: "}") else {
                 throw ParseError(description: "samples carry labels here, \(at)")
             }

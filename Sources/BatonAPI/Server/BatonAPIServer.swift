@@ -267,7 +267,8 @@ public struct BatonAPIServer: Sendable {
     func metrics() async -> Response {
         let status = await source.status()
         let text = MetricsDocument.make(
-            status, scope: source.scope, now: source.clock.now, store: source.storeRequestStats())
+            status, scope: source.scope, now: source.clock.now, wallClock: source.wallClockSeconds(),
+            store: source.storeRequestStats())
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: text)))

@@ -138,7 +138,7 @@ public struct PostgresStatus: Hashable, Sendable {
     public var problem: String?
     /// The postmaster's PID when one is known to be running.
     public var postmasterPID: Int32?
-    /// `pg_postmaster_start_time()` as PostgreSQL prints it.
+    /// `pg_postmaster_start_time()` as Patroni shows it (`2026-12-06 20:00:00.123456+00:00`).
     public var postmasterStartTime: String?
     /// `pg_stat_wal_receiver.status` on a standby (`streaming`, `catchup`, …); nil when no receiver.
     public var walReceiverStatus: String?
@@ -149,6 +149,9 @@ public struct PostgresStatus: Hashable, Sendable {
     /// (`2026-12-06 20:00:00.123 UTC`); nil when unknown or none was replayed yet.
     public var replayPaused: Bool?
     public var lastReplayTimestamp: String?
+    /// The postmaster's start and the last replayed commit in seconds since 1970 (for metrics).
+    public var postmasterStartEpoch: Double?
+    public var lastReplayEpoch: Double?
     /// `pg_replication_slots`.
     public var slots: [ReplicationSlotRow]
     /// The postmaster's own word when the status query failed: postmaster.pid's status line

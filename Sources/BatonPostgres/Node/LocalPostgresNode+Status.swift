@@ -14,9 +14,12 @@ extension LocalPostgresNode {
                     THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
                (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
-               to_char(pg_postmaster_start_time(), 'YYYY-MM-DD HH24:MI:SS.MS TZ') AS postmaster_start_time,
+               to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00'
+                   AS postmaster_start_time,
+               extract(epoch FROM pg_postmaster_start_time())::float8 AS postmaster_start_epoch,
                pg_is_in_recovery() AND pg_is_wal_replay_paused() AS replay_paused,
                to_char(pg_last_xact_replay_timestamp(), 'YYYY-MM-DD HH24:MI:SS.MS TZ') AS replay_timestamp,
+               extract(epoch FROM pg_last_xact_replay_timestamp())::float8 AS replay_epoch,
                current_setting('server_version_num')::int AS server_version,
                EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending_restart,
                (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
@@ -127,6 +130,8 @@ extension LocalPostgresNode {
         status.postmasterStartTime = try instance.string("postmaster_start_time")
         status.replayPaused = try instance.bool("replay_paused")
         status.lastReplayTimestamp = try instance.string("replay_timestamp")
+        status.postmasterStartEpoch = try instance.string("postmaster_start_epoch").flatMap(Double.init)
+        status.lastReplayEpoch = try instance.string("replay_epoch").flatMap(Double.init)
         status.serverVersion = try instance.int("server_version")
         status.pendingRestart = try instance.bool("pending_restart") ?? false
         status.walReceiverStatus = try instance.string("receiver_status")
