@@ -30,7 +30,10 @@ import Testing
     @Test func primary() async throws {
         expect(
             try await codes(Fixture.primary()),
-            ok: ["/", "/primary", "/read-write", "/leader", "/read-only", "/health", "/liveness", "/readiness"])
+            ok: [
+                "/", "/primary", "/read-write", "/master", "/leader", "/read-only", "/health", "/liveness",
+                "/readiness", "/read-only-sync", "/read-only-synchronous", "/read-only-quorum",
+            ])
     }
 
     @Test func replica() async throws {
@@ -58,7 +61,11 @@ import Testing
     @Test func pausedClusterPrimaryStillAnswersAsPrimary() async throws {
         let codes = try await codes(Fixture.paused())
         expect(
-            codes, ok: ["/", "/primary", "/read-write", "/leader", "/read-only", "/health", "/liveness", "/readiness"])
+            codes,
+            ok: [
+                "/", "/primary", "/read-write", "/master", "/leader", "/read-only", "/health", "/liveness",
+                "/readiness", "/read-only-sync", "/read-only-synchronous", "/read-only-quorum",
+            ])
     }
 
     @Test func livenessFailsWhenTheLoopIsStuck() async throws {
@@ -70,6 +77,50 @@ import Testing
         #expect(try await codes(replica)["/liveness"] == 200, "a replica gets two ttl")
         replica.lastCycleAt = nil
         #expect(try await codes(replica)["/liveness"] == 503)
+        // In maintenance mode a stuck loop is no reason to restart the agent (Patroni: 200).
+        var paused = Fixture.paused()
+        paused.lastCycleAt = Fixture.now - .seconds(300)
+        #expect(try await codes(paused)["/liveness"] == 200)
+    }
+
+    /// `/readiness?mode=`: the replayed position by default (Patroni's apply), the received one
+    /// with `mode=write`. Before, the larger of the two counted whatever was asked.
+    @Test func readinessMeasuresReplayOrReceive() async throws {
+        var replica = Fixture.replica()
+        replica.postgres.receiveLSN = LSN(50_000_000)
+        replica.postgres.replayLSN = LSN(40_000_000)
+        #expect(try await codes(replica)["/readiness"] == 503)
+        #expect(try await codes(replica, query: "?mode=apply")["/readiness"] == 503)
+        #expect(try await codes(replica, query: "?mode=write")["/readiness"] == 200)
+        #expect(try await codes(replica, query: "?lag=20MB")["/readiness"] == 200)
+    }
+
+    /// The synchronous and quorum read-only checks Patroni 4 answers (before: 404).
+    @Test func readOnlySyncAndQuorum() async throws {
+        var synchronous = Fixture.replica()
+        synchronous.cluster = Fixture.cluster(sync: ["node2"])
+        synchronous.config = synchronous.cluster?.dynamicConfig ?? DynamicConfig()
+        let sync = try await codes(synchronous)
+        #expect(sync["/read-only-sync"] == 200 && sync["/read-only-synchronous"] == 200)
+        #expect(sync["/quorum"] == 503 && sync["/read-only-quorum"] == 503)
+        let asynchronous = try await codes(Fixture.replica())
+        #expect(asynchronous["/read-only-sync"] == 503)
+    }
+
+    @Test func failsafeMembersAreAnsweredAsPatroniDoes() async throws {
+        var status = Fixture.primary()
+        let app = try Fixture.application(FakeSource(status))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/failsafe", method: .get) { #expect($0.status == .badGateway) }
+        }
+        status.cluster?.failsafe = ["node1": "http://10.0.0.1:8008/patroni", "node2": "http://10.0.0.2:8008/patroni"]
+        let withKey = try Fixture.application(FakeSource(status))
+        try await withKey.test(.router) { client in
+            try await client.execute(uri: "/failsafe", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.json["node2"] == .string("http://10.0.0.2:8008/patroni"))
+            }
+        }
     }
 
     @Test func synchronousStandby() async throws {

@@ -130,6 +130,8 @@ import Testing
             let isArray: Bool
             if case .array? = response.json["members"] { isArray = true } else { isArray = false }
             #expect(isArray, "\(response.text)", sourceLocation: sourceLocation)
+        case "Failsafe":
+            #expect(contentType.hasPrefix("application/json"), sourceLocation: sourceLocation)
         case "Config":
             #expect(contentType.hasPrefix("application/json"), sourceLocation: sourceLocation)
             #expect(!response.json.isEmpty, "\(response.text)", sourceLocation: sourceLocation)
@@ -178,7 +180,7 @@ import Testing
             Exchange(method: .get, path: "/replica?lag=lots"), Exchange(method: .get, path: "/replica?lag=1MB"),
             Exchange(method: .get, path: "/patroni"), Exchange(method: .get, path: "/cluster"),
             Exchange(method: .get, path: "/history"), Exchange(method: .get, path: "/metrics"),
-            Exchange(method: .get, path: "/config"),
+            Exchange(method: .get, path: "/config"), Exchange(method: .get, path: "/failsafe"),
         ]
         var seen: Set<String> = []
         for status in [

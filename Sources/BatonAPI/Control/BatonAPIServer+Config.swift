@@ -20,6 +20,17 @@ extension BatonAPIServer {
         return APIResponse.json(.ok, config.value.document)
     }
 
+    /// `GET /failsafe`: the members the leader wrote into the `failsafe` key (name → REST API URL),
+    /// as Patroni answers it; 502 when there is no such key (failsafe mode off, or not written yet).
+    func readFailsafe() async -> Response {
+        let status = await source.status()
+        guard let failsafe = status.cluster?.failsafe else {
+            return APIResponse.error(
+                .badGateway, "no failsafe key: failsafe_mode is off, or the leader has not written it yet")
+        }
+        return APIResponse.json(.ok, .object(failsafe.mapValues { .string($0) }))
+    }
+
     /// `PATCH /config` (RFC 7386 merge patch) and `PUT /config` (replace), validated, written
     /// with a compare-and-swap on the revision that was read.
     func changeConfig(_ request: Request, context: APIRequestContext, replace: Bool) async -> Response {

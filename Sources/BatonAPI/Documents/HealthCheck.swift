@@ -4,11 +4,12 @@ import BatonHA
 /// The health-check endpoints and the rule each one answers 200 for (else 503).
 public enum HealthCheck: String, CaseIterable, Sendable {
     case primary, leader, standbyLeader, replica, readOnly, synchronous, asynchronous, health, liveness, readiness
+    case readOnlySync, quorum, readOnlyQuorum
 
     /// The paths answering this check.
     public var paths: [String] {
         switch self {
-        case .primary: return ["/", "/primary", "/read-write"]
+        case .primary: return ["/", "/primary", "/read-write", "/master"]
         case .leader: return ["/leader"]
         case .standbyLeader: return ["/standby-leader"]
         case .replica: return ["/replica"]
@@ -18,6 +19,9 @@ public enum HealthCheck: String, CaseIterable, Sendable {
         case .health: return ["/health"]
         case .liveness: return ["/liveness"]
         case .readiness: return ["/readiness"]
+        case .readOnlySync: return ["/read-only-sync", "/read-only-synchronous"]
+        case .quorum: return ["/quorum"]
+        case .readOnlyQuorum: return ["/read-only-quorum"]
         }
     }
 
@@ -37,14 +41,27 @@ public enum HealthCheck: String, CaseIterable, Sendable {
         case .health: return node.isRunning
         case .liveness:
             // Patroni's thresholds: a primary is unhealthy after one ttl without a cycle (its lease
-            // would be gone); a replica gets two.
+            // would be gone); a replica gets two. Paused (maintenance), a stuck loop is no reason
+            // for an orchestrator to restart the agent, as in Patroni.
+            if status.config.pause { return true }
             guard let last = status.lastCycleAt else { return false }
             let threshold = node.isRunningPrimary || node.isStandbyLeader ? status.config.ttl : status.config.ttl * 2
             return now - last <= threshold
         case .readiness:
             if node.isRunning && status.holdsLeaderKey { return true }
-            guard node.isReplica, node.isStreaming, let lag = node.lag else { return false }
+            // Patroni's `mode`: the lag of what was replayed (apply, the default) or received (write).
+            let position = query.mode == .write ? status.postgres.receiveLSN : status.postgres.replayLSN
+            guard node.isReplica, node.isStreaming, let position else { return false }
+            let lag = node.clusterOptime.map { $0.bytesAhead(of: position) } ?? 0
             return lag <= (query.lag ?? status.config.maximumLagOnFailover)
+        case .readOnlySync:
+            return node.isRunningPrimary || node.isStandbyLeader
+                || (node.passesReplicaRule(query) && node.isSynchronous)
+        case .quorum:
+            // No quorum commit yet: no member is a quorum standby.
+            return false
+        case .readOnlyQuorum:
+            return node.isRunningPrimary || node.isStandbyLeader
         }
     }
 }
@@ -56,6 +73,10 @@ public struct HealthQuery: Hashable, Sendable {
     public var replicationState: String?
     /// Tags that must match, as text (`tag_zone=a` → `["zone": "a"]`).
     public var tags: [String: String]
+    /// `/readiness?mode=`: `write` measures the received position, anything else the replayed one.
+    public var mode: ReadinessMode?
+
+    public enum ReadinessMode: Hashable, Sendable { case apply, write }
 
     public init(lag: UInt64? = nil, replicationState: String? = nil, tags: [String: String] = [:]) {
         self.lag = lag
@@ -76,6 +97,8 @@ public struct HealthQuery: Hashable, Sendable {
                 lag = bytes
             } else if key == "replication_state" {
                 replicationState = value
+            } else if key == "mode" {
+                mode = value == "write" ? .write : .apply
             } else if key.hasPrefix("tag_"), key.count > 4 {
                 tags[String(key.dropFirst(4))] = value
             }

@@ -127,6 +127,7 @@ public struct BatonAPIServer: Sendable {
             Route(method: .delete, path: "/switchover") { _, context in
                 await cancelSwitchover(context: context)
             },
+            Route(method: .get, path: "/failsafe") { _, _ in await readFailsafe() },
             Route(method: .post, path: "/failsafe") { request, context in
                 await acceptFailsafe(request, context: context)
             },
