@@ -183,7 +183,7 @@ public final class AgentCluster: @unchecked Sendable {
               authentication:
                 superuser: {username: postgres}
                 replication: {username: replicator}
-              parameters: {shared_buffers: "16MB", max_connections: 30, fsync: "off", max_wal_size: "64MB"}
+              parameters: {shared_buffers: "16MB", fsync: "off", max_wal_size: "64MB"}
             bootstrap:
               dcs:
                 ttl: \(options.ttl)
@@ -191,6 +191,7 @@ public final class AgentCluster: @unchecked Sendable {
                 retry_timeout: \(options.retryTimeout)
                 maximum_lag_on_failover: \(options.maximumLagOnFailover)
                 synchronous_mode: \(options.synchronousMode)
+                postgresql: {parameters: {max_connections: 30}}
             log:
               level: info
 
