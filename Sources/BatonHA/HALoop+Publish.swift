@@ -27,7 +27,7 @@ extension HALoop {
             replicationState: primary || pg.process != .running
                 ? nil : (pg.streaming ? "streaming" : "in archive recovery"),
             timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart,
-            paused: effectiveConfig(status.cluster).pause)
+            paused: effectiveConfig(status.cluster).pause, pendingRestartReason: pg.pendingRestartReason)
     }
 
     /// Writes the member key when it changed (WAL-position-only changes at most every

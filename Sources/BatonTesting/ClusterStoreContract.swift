@@ -62,7 +62,8 @@ public enum ClusterStoreContract {
         state: .running, role: .replica, version: "0.1.0", xlogLocation: LSN(0x3000_0060),
         receiveLSN: LSN(0x3000_0060), replayLSN: LSN(0x3000_0000), replicationState: "streaming", timeline: 2,
         tags: Tags(["nofailover": .bool(false), "failover_priority": .number(3), "zone": .string("b")]),
-        pendingRestart: true, paused: true)
+        pendingRestart: true, paused: true,
+        pendingRestartReason: ["max_connections": PendingChange(oldValue: "100", newValue: "200")])
 
     static let checks: [(name: String, body: Check)] = [
         (

@@ -72,6 +72,10 @@ struct LocalPostgresNodeTests {
             "SELECT name FROM pg_file_settings WHERE name IN ('wokr_mem', 'statement_timeout', 'work_mem')")
         #expect(written.rows.map { $0.values.first ?? nil } == ["work_mem"])
         #expect(await node.status().pendingRestart)
+        // Which change waits for the restart, as Patroni 4's pending_restart_reason says it.
+        let reason = await node.status().pendingRestartReason
+        #expect(
+            reason["max_connections"]?.newValue == "150" && reason["max_connections"]?.oldValue != "150", "\(reason)")
         // Unchanged parameters are not written or reloaded again.
         #expect(
             try await node.applyClusterParameters([

@@ -27,6 +27,7 @@ extension ClusterDocument {
             entry.timeline = member.timeline
             if !member.tags.isEmpty { entry.tags = member.tags }
             if member.pendingRestart { entry.pendingRestart = true }
+            if !member.pendingRestartReason.isEmpty { entry.pendingRestartReason = member.pendingRestartReason }
             if member.name != leaderName {
                 // Patroni's rule: a position behind the reference is lag in bytes, one ahead of it
                 // (the status key lags the leader) is no lag, a missing one is "unknown".

@@ -29,6 +29,7 @@ extension NodeStatusDocument {
         dcsLastSeen = Self.dcsLastSeen(status, now: now, wallClock: wallClock)
         if !node.tags.isEmpty { tags = node.tags }
         if postgres.pendingRestart { pendingRestart = true }
+        if !postgres.pendingRestartReason.isEmpty { pendingRestartReason = postgres.pendingRestartReason }
         if node.isSynchronous { syncStandby = true }
         if let scheduled = status.scheduledRestart {
             scheduledRestart = ScheduledRestart(

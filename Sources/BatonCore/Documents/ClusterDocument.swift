@@ -39,6 +39,7 @@ public struct ClusterDocument: Codable, Hashable, Sendable {
         public var timeline: Int?
         public var tags: Tags?
         public var pendingRestart: Bool?
+        public var pendingRestartReason: [String: PendingChange]?
         /// Bytes behind the leader (absent for the leader itself), and the position it is at
         /// (`"unknown"` when the member did not publish one, as Patroni writes it).
         public var lag: Lag?
@@ -53,6 +54,7 @@ public struct ClusterDocument: Codable, Hashable, Sendable {
             case name, role, state, host, port, timeline, tags, lag, lsn
             case apiURL = "api_url"
             case pendingRestart = "pending_restart"
+            case pendingRestartReason = "pending_restart_reason"
             case receiveLag = "receive_lag"
             case receiveLSN = "receive_lsn"
             case replayLag = "replay_lag"

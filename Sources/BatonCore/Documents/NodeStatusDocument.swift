@@ -22,6 +22,7 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
     public var dcsLastSeen: Double?
     public var tags: Tags?
     public var pendingRestart: Bool?
+    public var pendingRestartReason: [String: PendingChange]?
     public var syncStandby: Bool?
     public var scheduledRestart: ScheduledRestart?
 
@@ -34,6 +35,7 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
         case clusterUnlocked = "cluster_unlocked"
         case dcsLastSeen = "dcs_last_seen"
         case pendingRestart = "pending_restart"
+        case pendingRestartReason = "pending_restart_reason"
         case syncStandby = "sync_standby"
         case scheduledRestart = "scheduled_restart"
     }
@@ -59,6 +61,7 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
         }
         tags = try? c.decodeIfPresent(Tags.self, forKey: .tags)
         pendingRestart = try? c.decodeIfPresent(Bool.self, forKey: .pendingRestart)
+        pendingRestartReason = try? c.decodeIfPresent([String: PendingChange].self, forKey: .pendingRestartReason)
         syncStandby = try? c.decodeIfPresent(Bool.self, forKey: .syncStandby)
         scheduledRestart = try? c.decodeIfPresent(ScheduledRestart.self, forKey: .scheduledRestart)
     }

@@ -44,6 +44,9 @@ public struct Member: Hashable, Sendable {
     public var timeline: Int?
     public var tags: Tags
     public var pendingRestart: Bool
+    /// What needs the restart: parameter → its value in force and the one the files set
+    /// (`pending_restart_reason`, Patroni 4).
+    public var pendingRestartReason: [String: PendingChange]
     /// Whether this member saw the cluster paused when it wrote its key (`"pause": true`, as
     /// Patroni writes it; patronictl's `pause --wait` and `resume --wait` wait for it).
     public var paused: Bool
@@ -52,8 +55,10 @@ public struct Member: Hashable, Sendable {
         name: String, connURL: String = "", apiURL: String = "", state: State = .stopped,
         role: Role = .uninitialized, version: String = BatonCore.version, xlogLocation: LSN? = nil,
         receiveLSN: LSN? = nil, replayLSN: LSN? = nil, replicationState: String? = nil,
-        timeline: Int? = nil, tags: Tags = Tags(), pendingRestart: Bool = false, paused: Bool = false
+        timeline: Int? = nil, tags: Tags = Tags(), pendingRestart: Bool = false, paused: Bool = false,
+        pendingRestartReason: [String: PendingChange] = [:]
     ) {
+        self.pendingRestartReason = pendingRestartReason
         self.paused = paused
         self.name = name
         self.connURL = connURL
@@ -86,6 +91,7 @@ extension Member {
         public var timeline: Int?
         public var tags: Tags?
         public var pending_restart: Bool?
+        public var pending_restart_reason: [String: PendingChange]?
         public var pause: Bool?
     }
 
@@ -94,7 +100,9 @@ extension Member {
             conn_url: connURL, api_url: apiURL, state: state, role: role, version: version,
             xlog_location: xlogLocation, receive_lsn: receiveLSN, replay_lsn: replayLSN,
             replication_state: replicationState, timeline: timeline,
-            tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil, pause: paused ? true : nil)
+            tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil,
+            pending_restart_reason: pendingRestartReason.isEmpty ? nil : pendingRestartReason,
+            pause: paused ? true : nil)
     }
 
     public init(name: String, body: Body) {
@@ -104,7 +112,8 @@ extension Member {
             version: body.version ?? "", xlogLocation: body.xlog_location,
             receiveLSN: body.receive_lsn, replayLSN: body.replay_lsn,
             replicationState: body.replication_state, timeline: body.timeline,
-            tags: body.tags ?? Tags(), pendingRestart: body.pending_restart ?? false, paused: body.pause ?? false)
+            tags: body.tags ?? Tags(), pendingRestart: body.pending_restart ?? false, paused: body.pause ?? false,
+            pendingRestartReason: body.pending_restart_reason ?? [:])
     }
 }
 
@@ -140,4 +149,20 @@ public struct Tags: Hashable, Sendable, Codable {
     public var noLoadBalance: Bool { values["noloadbalance"]?.boolValue == true }
     public var noSync: Bool { values["nosync"]?.boolValue == true }
     public var cloneFrom: Bool { values["clonefrom"]?.boolValue == true }
+}
+
+/// A parameter change that waits for a restart: the value in force and the one the files set.
+public struct PendingChange: Hashable, Sendable, Codable {
+    public var oldValue: String
+    public var newValue: String
+
+    enum CodingKeys: String, CodingKey {
+        case oldValue = "old_value"
+        case newValue = "new_value"
+    }
+
+    public init(oldValue: String, newValue: String) {
+        self.oldValue = oldValue
+        self.newValue = newValue
+    }
 }

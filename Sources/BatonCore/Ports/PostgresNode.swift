@@ -133,6 +133,8 @@ public struct PostgresStatus: Hashable, Sendable {
     public var systemIdentifier: String?
     public var serverVersion: Int?
     public var pendingRestart: Bool
+    /// The parameters waiting for a restart, when `pendingRestart` (read only then).
+    public var pendingRestartReason: [String: PendingChange] = [:]
     public var replication: [ReplicationRow]
     /// Why the status is incomplete (connection refused, query failed, …).
     public var problem: String?

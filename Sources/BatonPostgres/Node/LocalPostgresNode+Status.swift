@@ -30,6 +30,17 @@ extension LocalPostgresNode {
         SELECT slot_name, slot_type, active, restart_lsn FROM pg_replication_slots ORDER BY slot_name
         """
 
+    /// The parameters waiting for a restart: the value in force (as SHOW prints it) and the last
+    /// one the configuration files set.
+    static let pendingRestartQuery = """
+        SELECT s.name, current_setting(s.name) AS old_value, f.setting AS new_value
+          FROM pg_settings s
+          LEFT JOIN LATERAL (SELECT setting FROM pg_file_settings fs
+                              WHERE fs.name = s.name
+                              ORDER BY fs.seqno DESC LIMIT 1) f ON true
+         WHERE s.pending_restart ORDER BY s.name
+        """
+
     public func status() async -> PostgresStatus {
         switch inspectDataDirectory() {
         case .valid:
@@ -65,6 +76,17 @@ extension LocalPostgresNode {
                     .unexpectedResult, "the status query returned \(results.count) results instead of 3")
             }
             try Self.fill(&status, instance: results[0].single(), replication: results[1], slots: results[2])
+            if status.pendingRestart {
+                // Only then: pg_file_settings reads the configuration files.
+                let pending = try await Self.withDeadline(configuration.statusTimeout) {
+                    try await connection.query(Self.pendingRestartQuery)
+                }
+                for row in pending.rows {
+                    guard let name = try row.string("name") else { continue }
+                    status.pendingRestartReason[name] = PendingChange(
+                        oldValue: try row.string("old_value") ?? "", newValue: try row.string("new_value") ?? "")
+                }
+            }
         } catch let error as PostgresError {
             if error.code == .connectionClosed || error.code == .connectionFailed || error.code == .serverStarting
                 || error.code == .connectTimeout || error.code == .statementTimeout
