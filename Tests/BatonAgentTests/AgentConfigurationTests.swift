@@ -208,3 +208,68 @@ import Testing
         }
     }
 }
+
+/// A Patroni deployment configured through PATRONI_* environment variables (containers, Helm
+/// charts) keeps them when it moves to Baton; BATON_* wins where both are set.
+@Suite struct PatroniEnvironmentTests {
+    static let file = """
+        scope: from-file
+        name: node-file
+        etcd3:
+          hosts: ["10.9.9.9:2379"]
+        postgresql:
+          data_dir: /var/lib/file/data
+        """
+
+    @Test func patroniVariablesOverrideTheFile() throws {
+        let configuration = try AgentConfiguration.parse(
+            Self.file,
+            environment: [
+                "PATRONI_SCOPE": "batman", "PATRONI_NAME": "pg-1", "PATRONI_NAMESPACE": "/db",
+                "PATRONI_ETCD3_HOSTS": "'10.0.0.1:2379','10.0.0.2:2379', '10.0.0.3:2379'",
+                "PATRONI_RESTAPI_LISTEN": "0.0.0.0:8009", "PATRONI_RESTAPI_CONNECT_ADDRESS": "10.0.0.7:8009",
+                "PATRONI_RESTAPI_USERNAME": "admin", "PATRONI_RESTAPI_PASSWORD": "api-secret",
+                "PATRONI_POSTGRESQL_LISTEN": "0.0.0.0:5433", "PATRONI_POSTGRESQL_CONNECT_ADDRESS": "10.0.0.7:5433",
+                "PATRONI_POSTGRESQL_DATA_DIR": "/pgdata/data",
+                "PATRONI_POSTGRESQL_BIN_DIR": "/usr/lib/postgresql/16/bin",
+                "PATRONI_SUPERUSER_USERNAME": "root", "PATRONI_SUPERUSER_PASSWORD": "su-secret",
+                "PATRONI_REPLICATION_USERNAME": "standby", "PATRONI_REPLICATION_PASSWORD": "repl-secret",
+                "PATRONI_LOG_LEVEL": "WARNING",
+            ])
+        #expect(configuration.scope == "batman" && configuration.name == "pg-1" && configuration.namespace == "/db")
+        #expect(configuration.etcd.hosts == ["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"])
+        #expect(configuration.restapi.listenPort == 8009 && configuration.restapi.connectAddress == "10.0.0.7:8009")
+        #expect(configuration.restapi.username == "admin" && configuration.restapi.password == "api-secret")
+        #expect(configuration.postgresql.port == 5433 && configuration.postgresql.connectAddress == "10.0.0.7:5433")
+        #expect(configuration.postgresql.dataDirectory == "/pgdata/data")
+        #expect(configuration.postgresql.binDirectory == "/usr/lib/postgresql/16/bin")
+        #expect(configuration.postgresql.superuser.username == "root")
+        #expect(configuration.postgresql.superuser.password == "su-secret")
+        #expect(configuration.postgresql.replication.username == "standby")
+        #expect(configuration.postgresql.replication.password == "repl-secret")
+        #expect(configuration.logLevel == "warning")
+    }
+
+    @Test func batonVariablesWinOverPatronis() throws {
+        let configuration = try AgentConfiguration.parse(
+            Self.file,
+            environment: [
+                "PATRONI_SCOPE": "patroni-scope", "BATON_SCOPE": "baton-scope",
+                "PATRONI_SUPERUSER_PASSWORD": "p", "BATON_SUPERUSER_PASSWORD": "b",
+                "PATRONI_REPLICATION_PASSWORD": "r", "PATRONI_ETCD3_HOSTS": "10.0.0.1:2379",
+                "BATON_ETCD_HOSTS": "10.0.0.2:2379",
+            ])
+        #expect(configuration.scope == "baton-scope")
+        #expect(configuration.postgresql.superuser.password == "b")
+        #expect(configuration.etcd.hosts == ["10.0.0.2:2379"])
+        // A bad value from the environment is refused like one in the file.
+        #expect(throws: ConfigurationError.self) {
+            try AgentConfiguration.parse(
+                Self.file,
+                environment: [
+                    "PATRONI_RESTAPI_LISTEN": "nowhere", "BATON_SUPERUSER_PASSWORD": "s",
+                    "BATON_REPLICATION_PASSWORD": "r",
+                ])
+        }
+    }
+}

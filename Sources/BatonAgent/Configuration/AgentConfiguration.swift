@@ -128,14 +128,18 @@ public struct AgentConfiguration: Sendable {
             "scope", "namespace", "name", "etcd3", "etcd", "restapi", "postgresql", "bootstrap", "tags", "watchdog",
             "log", "stop_timeout", "fence_guard",
         ])
-        func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        // The first of `names` set and not empty: BATON_* before Patroni's PATRONI_* (which an
+        // existing Patroni deployment may already set), both before the file.
+        func env(_ names: String...) -> String? {
+            names.lazy.compactMap { environment[$0].flatMap { $0.isEmpty ? nil : $0 } }.first
+        }
 
-        let scope = try env("BATON_SCOPE") ?? root.requiredString("scope")
-        let name = try env("BATON_NAME") ?? root.requiredString("name")
+        let scope = try env("BATON_SCOPE", "PATRONI_SCOPE") ?? root.requiredString("scope")
+        let name = try env("BATON_NAME", "PATRONI_NAME") ?? root.requiredString("name")
         for (key, value) in [("scope", scope), ("name", name)] where !isSafeName(value) {
             throw root.error(key, "'\(value)' may contain only letters, digits, '-', '_' and '.'")
         }
-        var namespace = try root.string("namespace", default: "/service")
+        var namespace = try env("BATON_NAMESPACE", "PATRONI_NAMESPACE") ?? root.string("namespace", default: "/service")
         if !namespace.hasPrefix("/") { namespace = "/" + namespace }
 
         // etcd
@@ -145,7 +149,12 @@ public struct AgentConfiguration: Sendable {
             "hosts", "host", "protocol", "username", "password", "cacert", "cert", "key",
         ])
         var hosts = try etcdSection.stringList("hosts") ?? (etcdSection.string("host").map { [$0] } ?? [])
-        if let override = env("BATON_ETCD_HOSTS") { hosts = override.split(separator: ",").map { String($0).trimmed } }
+        // PATRONI_ETCD3_HOSTS is written 'host1:port1','host2:port2' (quotes optional).
+        if let override = env("BATON_ETCD_HOSTS", "PATRONI_ETCD3_HOSTS", "PATRONI_ETCD3_HOST") {
+            hosts = override.split(separator: ",").map { part in
+                String(part).trimmed.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
+            }
+        }
         hosts = hosts.filter { !$0.isEmpty }
         guard !hosts.isEmpty else {
             throw root.error(etcdKey, "is required: give etcd3.hosts, e.g. [\"127.0.0.1:2379\"]")
@@ -154,16 +163,17 @@ public struct AgentConfiguration: Sendable {
             throw root.error(
                 etcdKey, "hosts: '\(host)' is not host:port or http(s)://host:port (e.g. 127.0.0.1:2379)")
         }
-        let scheme = try etcdSection.string("protocol", default: "http")
+        let scheme = try env("PATRONI_ETCD3_PROTOCOL") ?? etcdSection.string("protocol", default: "http")
         guard scheme == "http" || scheme == "https" else {
             throw etcdSection.error("protocol", "must be http or https, got '\(scheme)'")
         }
         let etcd = Etcd(
             hosts: hosts, protocolScheme: scheme,
-            username: try env("BATON_ETCD_USERNAME") ?? etcdSection.string("username"),
-            password: try env("BATON_ETCD_PASSWORD") ?? etcdSection.string("password"),
-            cacert: try etcdSection.string("cacert"), cert: try etcdSection.string("cert"),
-            key: try etcdSection.string("key"))
+            username: try env("BATON_ETCD_USERNAME", "PATRONI_ETCD3_USERNAME") ?? etcdSection.string("username"),
+            password: try env("BATON_ETCD_PASSWORD", "PATRONI_ETCD3_PASSWORD") ?? etcdSection.string("password"),
+            cacert: try env("PATRONI_ETCD3_CACERT") ?? etcdSection.string("cacert"),
+            cert: try env("PATRONI_ETCD3_CERT") ?? etcdSection.string("cert"),
+            key: try env("PATRONI_ETCD3_KEY") ?? etcdSection.string("key"))
 
         // REST API
         let api = try root.section("restapi")
@@ -171,12 +181,14 @@ public struct AgentConfiguration: Sendable {
             "listen", "connect_address", "authentication", "allowlist", "certfile", "keyfile", "cafile",
             "verify_client", "threads", "max_connections", "request_timeout", "idle_timeout",
         ])
-        let listen = try api.string("listen", default: "127.0.0.1:8008")
+        let listen = try env("PATRONI_RESTAPI_LISTEN") ?? api.string("listen", default: "127.0.0.1:8008")
         guard let (listenHost, listenPort) = hostPort(listen) else {
             throw api.error("listen", "expected host:port, got '\(listen)'")
         }
-        let connect = try api.string(
-            "connect_address", default: "\(listenHost == "0.0.0.0" ? "127.0.0.1" : listenHost):\(listenPort)")
+        let connect =
+            try env("PATRONI_RESTAPI_CONNECT_ADDRESS")
+            ?? api.string(
+                "connect_address", default: "\(listenHost == "0.0.0.0" ? "127.0.0.1" : listenHost):\(listenPort)")
         guard hostPort(connect) != nil else {
             throw api.error("connect_address", "expected host:port, got '\(connect)'")
         }
@@ -184,16 +196,16 @@ public struct AgentConfiguration: Sendable {
         try apiAuth.rejectUnknownKeys(["username", "password"])
         var restapi = RestAPI(
             listenHost: listenHost, listenPort: listenPort, connectAddress: connect,
-            username: try env("BATON_RESTAPI_USERNAME") ?? apiAuth.string("username"),
-            password: try env("BATON_RESTAPI_PASSWORD") ?? apiAuth.string("password"),
+            username: try env("BATON_RESTAPI_USERNAME", "PATRONI_RESTAPI_USERNAME") ?? apiAuth.string("username"),
+            password: try env("BATON_RESTAPI_PASSWORD", "PATRONI_RESTAPI_PASSWORD") ?? apiAuth.string("password"),
             allowlist: try api.stringList("allowlist") ?? [])
         // Checked here, not only when the server starts: check-config and a reload refuse a bad one.
         for network in restapi.allowlist where (try? CIDRNetwork(network)) == nil {
             throw api.error("allowlist", "'\(network)' is not an address or a network like 10.0.0.0/8 or fd00::/8")
         }
-        restapi.certfile = try api.string("certfile")
-        restapi.keyfile = try api.string("keyfile")
-        restapi.cafile = try api.string("cafile")
+        restapi.certfile = try env("PATRONI_RESTAPI_CERTFILE") ?? api.string("certfile")
+        restapi.keyfile = try env("PATRONI_RESTAPI_KEYFILE") ?? api.string("keyfile")
+        restapi.cafile = try env("PATRONI_RESTAPI_CAFILE") ?? api.string("cafile")
         restapi.verifyClient = try api.string("verify_client", default: "none")
         restapi.threads = try api.int("threads") ?? 1
         guard (1...64).contains(restapi.threads) else {
@@ -240,16 +252,17 @@ public struct AgentConfiguration: Sendable {
             "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
             "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
         ])
-        let pgListen = try pg.string("listen", default: "127.0.0.1:5432")
+        let pgListen = try env("PATRONI_POSTGRESQL_LISTEN") ?? pg.string("listen", default: "127.0.0.1:5432")
         guard let (pgHost, pgPort) = hostPort(pgListen) else {
             throw pg.error("listen", "expected host:port, got '\(pgListen)'")
         }
-        let pgConnect = try pg.string(
-            "connect_address", default: "\(pgHost == "0.0.0.0" ? "127.0.0.1" : pgHost):\(pgPort)")
+        let pgConnect =
+            try env("PATRONI_POSTGRESQL_CONNECT_ADDRESS")
+            ?? pg.string("connect_address", default: "\(pgHost == "0.0.0.0" ? "127.0.0.1" : pgHost):\(pgPort)")
         guard hostPort(pgConnect) != nil else {
             throw pg.error("connect_address", "expected host:port, got '\(pgConnect)'")
         }
-        let dataDir = try pg.requiredString("data_dir")
+        let dataDir = try env("PATRONI_POSTGRESQL_DATA_DIR") ?? pg.requiredString("data_dir")
         guard dataDir.hasPrefix("/") else { throw pg.error("data_dir", "must be an absolute path, got '\(dataDir)'") }
         let auth = try pg.section("authentication")
         try auth.rejectUnknownKeys(["superuser", "replication", "rewind"])
@@ -257,8 +270,10 @@ public struct AgentConfiguration: Sendable {
             let section = try auth.section(role)
             try section.rejectUnknownKeys(["username", "password"])
             let upper = role.uppercased()
-            let username = try env("BATON_\(upper)_USERNAME") ?? section.string("username") ?? defaultUser
-            let password = try env("BATON_\(upper)_PASSWORD") ?? section.string("password")
+            let username =
+                try env("BATON_\(upper)_USERNAME", "PATRONI_\(upper)_USERNAME") ?? section.string("username")
+                ?? defaultUser
+            let password = try env("BATON_\(upper)_PASSWORD", "PATRONI_\(upper)_PASSWORD") ?? section.string("password")
             guard let username else {
                 if required { throw section.error("username", "is required") }
                 // A password with no user to go with it is a mistake, not "no rewind role".
@@ -315,7 +330,8 @@ public struct AgentConfiguration: Sendable {
         }
         let postgres = Postgres(
             listenHost: pgHost, port: pgPort, connectAddress: pgConnect, dataDirectory: dataDir,
-            binDirectory: try pg.string("bin_dir", default: "/usr/lib/postgresql/15/bin"),
+            binDirectory: try env("PATRONI_POSTGRESQL_BIN_DIR")
+                ?? pg.string("bin_dir", default: "/usr/lib/postgresql/15/bin"),
             osUser: try pg.string("os_user", default: "postgres"), superuser: superuser, replication: replication,
             rewind: rewind, parameters: parameters, usePgRewind: try pg.bool("use_pg_rewind") ?? true,
             removeDataDirectoryOnRewindFailure: try pg.bool("remove_data_directory_on_rewind_failure") ?? false,
@@ -361,7 +377,8 @@ public struct AgentConfiguration: Sendable {
         }
         let log = try root.section("log")
         try log.rejectUnknownKeys(["level"])
-        let level = try log.string("level", default: "info")
+        // Patroni's PATRONI_LOG_LEVEL uses Python's names (INFO, WARNING, …).
+        let level = try env("PATRONI_LOG_LEVEL").map { $0.lowercased() } ?? log.string("level", default: "info")
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
             throw log.error("level", "must be one of trace, debug, info, notice, warning, error, critical")
         }
