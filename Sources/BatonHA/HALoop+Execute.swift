@@ -508,7 +508,8 @@ extension HALoop {
             timeline: endedTimeline, lsn: before.walPosition ?? .zero, reason: reason,
             timestamp: Self.isoTimestamp(wallClock()), newLeader: configuration.name)
         do {
-            try await store.writeHistory((observation.cluster?.history ?? []) + [entry])
+            try await store.writeHistory(
+                observation.config.history(observation.cluster?.history ?? [], appending: entry))
         } catch {
             logger.warning("could not record the promotion in the history key: \(error)")
         }

@@ -83,6 +83,23 @@ import Testing
         #expect(resumed.allSatisfy { !$0.paused && $0.body.pause == nil })
     }
 
+    /// `max_timelines_history` bounds the history key to its newest entries (before: ignored, the
+    /// key grew with every promotion).
+    @Test func historyKeepsItsNewestEntries() async throws {
+        let cluster = try await Self.bootstrapped()
+        try await cluster.patchConfig(.object(["max_timelines_history": .number(2)]))
+        var rng = SeededGenerator(seed: 7)
+        for _ in 0..<4 {
+            await cluster.inject(.switchover, using: &rng)
+            await cluster.run(seconds: 8)
+        }
+        let history = try await cluster.loadCluster().history
+        #expect(history.count == 2, "\(history)\n\(cluster.events)")
+        #expect(history.map(\.timeline) == history.map(\.timeline).sorted(), "\(history)")
+        #expect((history.last?.timeline ?? 0) >= 3, "four promotions, the last ends timeline 4: \(history)")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
     @Test func wholeNodeCrashFailsOverAndTheOldNodeRejoins() async throws {
         let cluster = try await Self.bootstrapped()
         let old = try #require(cluster.writablePrimaries.first)

@@ -43,6 +43,19 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     public var postgresql: [String: JSONValue] { document["postgresql"]?.objectValue ?? [:] }
     public var parameters: [String: JSONValue] { postgresql["parameters"]?.objectValue ?? [:] }
     public var usePgRewind: Bool { postgresql["use_pg_rewind"]?.boolValue ?? true }
+    /// How many entries the `history` key keeps (the newest); 0 keeps them all (Patroni's
+    /// `max_timelines_history`).
+    public var maxTimelinesHistory: Int {
+        guard let value = document["max_timelines_history"]?.intValue, value > 0 else { return 0 }
+        return value
+    }
+
+    /// `history` with `entry` appended, trimmed to `maxTimelinesHistory`.
+    public func history(_ history: [HistoryEntry], appending entry: HistoryEntry) -> [HistoryEntry] {
+        let all = history + [entry]
+        let keep = maxTimelinesHistory
+        return keep > 0 && all.count > keep ? Array(all.suffix(keep)) : all
+    }
 
     /// Applies an RFC 7386 merge patch.
     public func merging(patch: JSONValue) -> DynamicConfig {
@@ -70,6 +83,9 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
             } else if key == "maximum_lag_on_failover", raw.intValue == nil {
                 errors.append("\(key): expected a whole number of bytes below 9e15, got \(value)")
             }
+        }
+        if let raw = document["max_timelines_history"], !(raw.intValue.map { $0 >= 0 } ?? false) {
+            errors.append("max_timelines_history: expected a whole number, 0 or more (0 keeps all), got \(raw)")
         }
         if let raw = document["synchronous_node_count"] {
             if !(raw.intValue.map { (1...1000).contains($0) } ?? false) {
