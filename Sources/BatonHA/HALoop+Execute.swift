@@ -563,7 +563,9 @@ extension HALoop {
     /// fence into an immediate shutdown that loses what the standbys have not received yet.
     func stopKeepingTheKey(mode: StopMode) async throws {
         let node = self.node
-        let timeout = configuration.stopTimeout
+        let config = effectiveConfig(status.cluster)
+        let timeout = config.stopTimeout(
+            primary: status.postgres.inRecovery == false, agentDefault: configuration.stopTimeout)
         if status.holdsLeaderKey, mode != .immediate {
             try await whileRenewing(limit: timeout + .seconds(15)) { try await node.stop(mode: mode, timeout: timeout) }
         } else {

@@ -29,3 +29,24 @@ import Testing
         #expect(DynamicConfig(["max_timelines_history": .number(4)]).validationErrors().isEmpty)
     }
 }
+
+/// `primary_stop_timeout` (Patroni): a primary's stop in synchronous mode is cut short after it;
+/// otherwise, and for a replica, the agent's own stop timeout applies. Before, it was refused at
+/// bootstrap and ignored in the config key.
+@Suite struct PrimaryStopTimeoutTests {
+    @Test func onlyASynchronousPrimaryUsesIt() {
+        let agent = Duration.seconds(30)
+        let sync = DynamicConfig(["synchronous_mode": .bool(true), "primary_stop_timeout": .number(5)])
+        #expect(sync.stopTimeout(primary: true, agentDefault: agent) == .seconds(5))
+        #expect(sync.stopTimeout(primary: false, agentDefault: agent) == agent)
+        let async = DynamicConfig(["primary_stop_timeout": .number(5)])
+        #expect(async.stopTimeout(primary: true, agentDefault: agent) == agent)
+        let unset = DynamicConfig(["synchronous_mode": .bool(true), "primary_stop_timeout": .number(0)])
+        #expect(unset.stopTimeout(primary: true, agentDefault: agent) == agent)
+        for bad: JSONValue in [.number(-1), .string("soon"), .number(1e300)] {
+            let config = DynamicConfig(["synchronous_mode": .bool(true), "primary_stop_timeout": bad])
+            #expect(!config.validationErrors().isEmpty, "\(bad)")
+            #expect(config.stopTimeout(primary: true, agentDefault: agent) == agent, "\(bad)")
+        }
+    }
+}

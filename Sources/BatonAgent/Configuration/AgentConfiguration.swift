@@ -353,7 +353,7 @@ public struct AgentConfiguration: Sendable {
                 "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
                 "check_timeline",
                 "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
-                "postgresql", "max_timelines_history",
+                "postgresql", "max_timelines_history", "primary_stop_timeout",
             ]
             let dcsSection = try bootstrap.section("dcs")
             try dcsSection.rejectUnknownKeys(known)

@@ -31,6 +31,24 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     public var loopWait: Duration { seconds("loop_wait", Self.defaultLoopWait) }
     public var retryTimeout: Duration { seconds("retry_timeout", Self.defaultRetryTimeout) }
     public var primaryStartTimeout: Duration { seconds("primary_start_timeout", 300) }
+    /// How long a stop of postgres may take before it is cut short (an immediate shutdown): the
+    /// agent's own `stop_timeout`, or for a primary in synchronous mode `primary_stop_timeout`
+    /// when set (Patroni: availability over a clean shutdown checkpoint; the synchronous
+    /// standbys have every commit).
+    public func stopTimeout(primary: Bool, agentDefault: Duration) -> Duration {
+        guard primary, synchronousMode, let limit = primaryStopTimeout else { return agentDefault }
+        return limit
+    }
+
+    /// Patroni's `primary_stop_timeout`: in synchronous mode, how long a primary's stop may take
+    /// before it is cut short (an immediate shutdown); nil when unset or 0 (the agent's own
+    /// `stop_timeout` applies).
+    public var primaryStopTimeout: Duration? {
+        guard let value = document["primary_stop_timeout"]?.doubleValue, value > 0,
+            let duration = Duration(checkedSeconds: value)
+        else { return nil }
+        return duration
+    }
     public var maximumLagOnFailover: UInt64 {
         document["maximum_lag_on_failover"]?.intValue.map { UInt64(max(0, $0)) } ?? Self.defaultMaximumLagOnFailover
     }
@@ -65,8 +83,11 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     /// Problems that make this configuration unsafe or meaningless; empty when it may be used.
     public func validationErrors() -> [String] {
         var errors: [String] = []
-        let durations: Set = ["ttl", "loop_wait", "retry_timeout", "primary_start_timeout"]
-        let numeric = ["ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout"]
+        let durations: Set = ["ttl", "loop_wait", "retry_timeout", "primary_start_timeout", "primary_stop_timeout"]
+        let numeric = [
+            "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
+            "primary_stop_timeout",
+        ]
         for key in numeric {
             guard let raw = document[key] else { continue }
             guard let value = raw.doubleValue else {
