@@ -60,21 +60,24 @@ final class FakeHTTPServer: @unchecked Sendable {
 
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
+    /// Stops answering. Sockets are only shut down here; each thread closes its own descriptor
+    /// when it notices. Closing them here let a thread still sleeping (a delayed reply) or still
+    /// in accept() use the number after the kernel had handed it to a new socket of a later test:
+    /// a "silent" server then answered with another server's bytes (the flaky
+    /// aSilentEndpointCostsOnlyItsShare: the silent endpoint "won" and stayed preferred).
     func stop() {
         lock.lock()
         stopped = true
         let open = connections
-        connections = []
         lock.unlock()
-        for fd in open {
-            shutdown(fd, Int32(SHUT_RDWR))
-            close(fd)
-        }
+        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
+    private var isStopped: Bool { lock.withLock { stopped } }
+
     private func acceptLoop() {
+        defer { close(listener) }
         while true {
             let fd = accept(listener, nil, nil)
             if fd < 0 { return }
@@ -91,7 +94,12 @@ final class FakeHTTPServer: @unchecked Sendable {
         }
     }
 
+    /// Serves one connection and closes it (the only place that closes it).
     private func serve(_ fd: Int32) {
+        defer {
+            lock.withLock { connections.removeAll { $0 == fd } }
+            close(fd)
+        }
         readRequest(fd)
         lock.withLock { requestsRead += 1 }
         var behaviour = self.behaviour
@@ -102,6 +110,7 @@ final class FakeHTTPServer: @unchecked Sendable {
         }
         switch behaviour {
         case .reply(let bytes):
+            guard !isStopped else { return }
             bytes.withUnsafeBytes { buffer in
                 var offset = 0
                 while offset < buffer.count {
@@ -111,16 +120,11 @@ final class FakeHTTPServer: @unchecked Sendable {
                     offset += written
                 }
             }
-            lock.lock()
-            let mine = connections.contains(fd)
-            connections.removeAll { $0 == fd }
-            lock.unlock()
-            if mine {
-                shutdown(fd, Int32(SHUT_RDWR))
-                close(fd)
-            }
+            shutdown(fd, Int32(SHUT_RDWR))
         case .silent, .delayed:
-            break  // closed by stop()
+            // Never answers: holds the connection until the client closes it or stop() shuts it.
+            var byte: UInt8 = 0
+            while recv(fd, &byte, 1, 0) > 0 {}
         }
     }
 
