@@ -554,6 +554,26 @@ public final class AgentCluster: @unchecked Sendable {
         return pid
     }
 
+    /// Spawns `argv` (stdin closed, output as `spawn` writes it) and waits for it; killed with
+    /// SIGKILL and reported as a failure past `timeout`. The exit status, or 128 + the signal.
+    public static func runToCompletion(
+        _ argv: [String], environment: [String: String], output: String, errors: String? = nil,
+        timeout: Duration
+    ) throws -> Int32 {
+        let pid = try spawn(argv, environment: environment, output: output, errors: errors)
+        let deadline = ContinuousClock.now + timeout
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) != pid {
+            if ContinuousClock.now > deadline {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                throw ClusterFailure(description: "\(argv.joined(separator: " ")) did not finish within \(timeout)")
+            }
+            usleep(50_000)
+        }
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
     /// Runs a command to completion (output through a file), throwing on a non-zero exit.
     @discardableResult
     public static func run(_ argv: [String]) throws -> String {

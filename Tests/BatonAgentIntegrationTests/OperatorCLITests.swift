@@ -24,22 +24,9 @@ struct OperatorCLITests {
             try? FileManager.default.removeItem(atPath: base + ".out")
             try? FileManager.default.removeItem(atPath: base + ".err")
         }
-        let pid = try AgentCluster.spawn(
+        let code = try AgentCluster.runToCompletion(
             [AgentCluster.batonBinary] + arguments + ["-c", config], environment: ProcessInfo.processInfo.environment,
-            output: base + ".out", errors: base + ".err")
-        let deadline = ContinuousClock.now + timeout
-        var status: Int32 = 0
-        while true {
-            let done = waitpid(pid, &status, WNOHANG)
-            if done == pid { break }
-            if ContinuousClock.now > deadline {
-                kill(pid, SIGKILL)
-                _ = waitpid(pid, &status, 0)
-                throw ClusterFailure(description: "baton \(arguments.joined(separator: " ")) did not finish in time")
-            }
-            usleep(50_000)
-        }
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            output: base + ".out", errors: base + ".err", timeout: timeout)
         return Output(
             status: code,
             stdout: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",

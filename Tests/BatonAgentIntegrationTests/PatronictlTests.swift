@@ -41,19 +41,9 @@ struct PatronictlTests {
     static func run(_ argv: [String], output: String, timeout: Duration, environment: [String: String]? = nil)
         throws -> Int32
     {
-        let pid = try AgentCluster.spawn(
-            argv, environment: environment ?? ProcessInfo.processInfo.environment, output: output, errors: output)
-        let deadline = ContinuousClock.now + timeout
-        var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) != pid {
-            if ContinuousClock.now > deadline {
-                kill(pid, SIGKILL)
-                _ = waitpid(pid, &status, 0)
-                throw ClusterFailure(description: "\(argv.joined(separator: " ")) did not finish within \(timeout)")
-            }
-            usleep(50_000)
-        }
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        try AgentCluster.runToCompletion(
+            argv, environment: environment ?? ProcessInfo.processInfo.environment, output: output, errors: output,
+            timeout: timeout)
     }
 
     /// `patronictl -c <a config naming the cluster's etcd> ARGS`.
