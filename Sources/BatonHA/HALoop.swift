@@ -221,8 +221,9 @@ public actor HALoop {
         guard clusterViewIsFresh, let cluster = status.cluster else { return }
         let config = effectiveConfig(cluster)
         if let problem = PostgresParameters.structureProblem(config) {
-            if refusedClusterParameters != [PostgresParameters.Refusal(name: "postgresql", reason: problem)] {
-                refusedClusterParameters = [PostgresParameters.Refusal(name: "postgresql", reason: problem)]
+            let refusal = [PostgresParameters.Refusal(name: "postgresql", reason: problem)]
+            if refusedClusterParameters != refusal {
+                refusedClusterParameters = refusal
                 logger.warning("config key: \(problem); the parameters in force stay until it is fixed")
             }
             return
@@ -257,7 +258,7 @@ public actor HALoop {
             }
         } catch {
             // The same parameters are tried again after a while, not every cycle.
-            let wait = max(effectiveConfig(cluster).loopWait * 3, .seconds(30))
+            let wait = max(config.loopWait * 3, .seconds(30))
             if failedClusterParameters?.parameters != parameters {
                 logger.warning("cluster postgresql.parameters not applied (tried again in \(wait)): \(error)")
             }

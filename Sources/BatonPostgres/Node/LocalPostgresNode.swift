@@ -34,6 +34,11 @@ public final class LocalPostgresNode: PostgresNode {
         var clusterParametersChecked = false
         /// Cluster parameters the server refused (name → its value then), left out until changed.
         var refusedByServer: [String: String] = [:]
+
+        /// The cluster's parameters without those the server refused: what is written and kept.
+        var acceptedClusterParameters: [String: String] {
+            clusterParameters.filter { refusedByServer[$0.key] != $0.value }
+        }
         /// Set by `fence()`: no start other than as a standby, no promotion, until `liftFence()`.
         var fenced = false
     }
@@ -402,7 +407,7 @@ public final class LocalPostgresNode: PostgresNode {
             // Kept without what the server refused: the next agent starts with what passed.
             let accepted = state.withLock { state in
                 state.clusterParametersChecked = true
-                return parameters.filter { state.refusedByServer[$0.key] != $0.value }
+                return state.acceptedClusterParameters
             }
             let kept = String(decoding: try JSONEncoder().encode(accepted), as: UTF8.self)
             try Posix.writeFile(
@@ -560,9 +565,7 @@ public final class LocalPostgresNode: PostgresNode {
         }
         var parametersConfiguration = configuration
         parametersConfiguration.parameters = parameters
-        let (synchronous, cluster) = state.withLock { state in
-            (state.synchronousStandbys, state.clusterParameters.filter { state.refusedByServer[$0.key] != $0.value })
-        }
+        let (synchronous, cluster) = state.withLock { ($0.synchronousStandbys, $0.acceptedClusterParameters) }
         try Posix.writeFile(
             dataDirectory + "/" + ManagedFiles.parametersFile,
             contents: ManagedFiles.parametersText(
