@@ -153,6 +153,30 @@ struct MalformedReplyTests {
         #expect(second < .milliseconds(900), "the second read took \(second), current \(client.currentEndpoint ?? "-")")
     }
 
+    /// Fault scenario 4 (one etcd member lost): the preferred endpoint refuses every connection
+    /// (its etcd was killed). The next endpoint is asked as soon as the first refusal comes, not
+    /// after the refusing endpoint's share: before, a lease keepalive (retry_timeout 1.5 s, share
+    /// 1 s) spent 1 s retrying the dead member, and with etcd electing a new leader meanwhile the
+    /// renewal could miss the leader's fencing deadline.
+    @Test func aRefusingEndpointCostsNoShare() async throws {
+        let refusing = try FakeHTTPServer(.silent)
+        let refusedEndpoint = refusing.endpoint
+        refusing.stop()  // the port is closed now: connections are refused
+        let good = try FakeHTTPServer(.reply(Self.emptyRange))
+        defer { good.stop() }
+        let client = EtcdClient(
+            configuration: EtcdConfiguration(
+                endpoints: [refusedEndpoint, good.endpoint], requestTimeout: .seconds(8)),
+            logger: testLogger("refused"))
+        #expect(client.currentEndpoint == refusedEndpoint)
+        let started = ContinuousClock.now
+        let reply = try await client.range(EtcdRangeRequest(key: "/x"))
+        #expect(reply.header.revision == 5)
+        let elapsed = ContinuousClock.now - started
+        // The share is 4 s (8 s over two endpoints): well under it means the refusal handed over.
+        #expect(elapsed < .seconds(2), "took \(elapsed)")
+    }
+
     /// The request timeout follows a dynamic `retry_timeout`: set to 10 s at start, lowered to
     /// 1 s, a call to a server that never answers ends after ~1 s. Before, the timeout was fixed
     /// when the agent started.

@@ -54,6 +54,25 @@ import Testing
         await thirdTask.value
     }
 
+    /// An attempt that failed once and retries its own endpoint hands the next endpoint its turn
+    /// at once; the one after waits until that one stumbles too.
+    @Test func anAttemptThatFailedOnceHandsOverWhileItRetries() async throws {
+        let race = HedgeRace<Int>(count: 3)
+        race.markSent(0)
+        let (turn, task) = Self.waitInBackground(race, offset: 1, share: .seconds(30))
+        let (third, thirdTask) = Self.waitInBackground(race, offset: 2, share: .seconds(30))
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(!turn.returned)
+        race.markStumbled(0)
+        await task.value
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(!third.returned, "the third endpoint's turn came before the second one failed")
+        race.markSent(1)
+        race.markStumbled(1)
+        await thirdTask.value
+        #expect(race.failures == 0, "a stumble is not a failure: the race goes on")
+    }
+
     @Test func aWaitingAttemptEndsWithTheRaceOrItsTask() async throws {
         let race = HedgeRace<Int>(count: 2)
         let (_, waiting) = Self.waitInBackground(race, offset: 1, share: .seconds(30))

@@ -169,7 +169,7 @@ public final class EtcdClient: Sendable {
                                 let reply = try await self.attempt(
                                     path, body: body, idempotent: true, authenticated: authenticated,
                                     deadline: deadline, pinned: index, decode: decode,
-                                    onSent: { race.markSent(offset) })
+                                    onSent: { race.markSent(offset) }, onRetry: { race.markStumbled(offset) })
                                 race.report(.answer(reply, index: index))
                             } catch let error as StoreError {
                                 // Overloaded (not sent: this process is saturated) is definitive
@@ -190,11 +190,13 @@ public final class EtcdClient: Sendable {
     }
 
     /// One request, with retries: across the endpoints in turn (`pinned` nil: each gets its share
-    /// of the deadline), or on one endpoint only (`pinned`: it gets the whole deadline).
+    /// of the deadline), or on one endpoint only (`pinned`: it gets the whole deadline). `onRetry`
+    /// hears each failure that is about to be retried.
     private func attempt<Reply: Sendable>(
         _ path: String, body: [UInt8], idempotent: Bool, authenticated: Bool,
         deadline: ContinuousClock.Instant, pinned: Int?,
-        decode: (WireObject) throws(WireError) -> Reply, onSent: (@Sendable () -> Void)? = nil
+        decode: (WireObject) throws(WireError) -> Reply, onSent: (@Sendable () -> Void)? = nil,
+        onRetry: (@Sendable () -> Void)? = nil
     ) async throws -> Reply {
         let clock = ContinuousClock()
         var lastError: StoreError?
@@ -266,6 +268,7 @@ public final class EtcdClient: Sendable {
             }
 
             lastError = retryable
+            onRetry?()
             logger.debug(
                 "etcd call failed; trying the next endpoint",
                 metadata: ["etcd.endpoint": "\(endpoint)", "etcd.path": "\(path)", "etcd.error": "\(retryable)"])
@@ -347,6 +350,8 @@ final class HedgeRace<Reply: Sendable>: Sendable {
         var finished = false
         /// When each attempt (by offset) first left the queue.
         var sentAt: [Int: ContinuousClock.Instant] = [:]
+        /// The attempts (by offset) that failed once and are retrying their own endpoint.
+        var stumbled: Set<Int> = []
         /// Bumped on every change a waiting attempt may care about (a send, a failure, the end).
         var version = 0
         var waiters: [Int: (version: Int, continuation: CheckedContinuation<Void, Never>)] = [:]
@@ -371,13 +376,29 @@ final class HedgeRace<Reply: Sendable>: Sendable {
         for waiter in woken { waiter.resume() }
     }
 
-    /// Returns when the attempt at `offset` may start: every earlier attempt failed, or the
-    /// previous one has been out for `share` (its time in the queue does not count), or the race
-    /// is over or cancelled.
+    /// The attempt at `offset` failed once and retries its own endpoint (refused, reset, "no
+    /// leader"): the next one's turn starts now, not when the failing one's share is over. Before,
+    /// an endpoint that refused every connection (its etcd killed) was retried alone for a whole
+    /// share (1 s of a leader's 1.5 s keepalive) before another endpoint was asked.
+    func markStumbled(_ offset: Int) {
+        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard !state.stumbled.contains(offset) else { return [] }
+            state.stumbled.insert(offset)
+            return Self.bump(&state)
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Returns when the attempt at `offset` may start: every earlier attempt failed, the previous
+    /// one failed once (and retries), or has been out for `share` (its time in the queue does not
+    /// count), or the race is over or cancelled.
     func waitForTurn(_ offset: Int, share: Duration) async {
         while !Task.isCancelled {
             let (ready, sentAt, version) = state.withLock { state in
-                (state.finished || state.failures >= offset, state.sentAt[offset - 1], state.version)
+                (
+                    state.finished || state.failures >= offset || state.stumbled.contains(offset - 1),
+                    state.sentAt[offset - 1], state.version
+                )
             }
             if ready { return }
             let turn = sentAt.map { $0 + share }
