@@ -290,7 +290,7 @@ bootstrap:
   dcs:
 {dcs}
 log:
-  level: info
+  level: {os.environ.get('FAULTS_LOG_LEVEL', 'info')}
 """
         with open(self.config, "w") as f:
             f.write(text)

@@ -10,7 +10,7 @@ import json, os, random, signal, subprocess, time
 
 import psycopg2
 
-from harness import BASE, ETCD, MULTI_HOST, SCOPE, log, run
+from harness import BASE, ETCD, ETCD_IP, MULTI_HOST, SCOPE, log, run
 
 
 class Ctx:
@@ -68,6 +68,37 @@ def s3_agent_frozen(cluster, obs, ctx):
 
 def s4_etcd_member_lost(cluster, obs, ctx):
     member = random.choice(ETCD)
+    ctx.notes["member"] = member
+    obs.mark("fault")
+    cluster.etcd.kill(member)
+    time.sleep(10)
+    cluster.etcd.start(member)
+    time.sleep(2)
+    u = obs.unavailability()
+    return [check("R = 0", obs.leader_changes() == 0, f"R={obs.leader_changes()}"),
+            check("U = 0 (no gap over 1 s)", u is not None and u < 1.0, f"U={u:.2f}s" if u else "no writes")]
+
+
+def etcd_raft_leader(cluster):
+    """The etcd member that is raft leader now, as the members themselves report it."""
+    import urllib.request
+    for member in ETCD:
+        try:
+            req = urllib.request.Request(f"http://{ETCD_IP[member]}:2379/v3/maintenance/status", data=b"{}",
+                                         method="POST")
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                status = json.load(resp)
+            if str(status.get("leader")) == str(status.get("header", {}).get("member_id")):
+                return member
+        except OSError:
+            continue
+    return None
+
+
+def s4b_etcd_leader_lost(cluster, obs, ctx):
+    """Scenario 4 with the member killed chosen as etcd's raft leader: the two others elect a new
+    one (election timeout 1 s), during which no lease keepalive can be answered."""
+    member = etcd_raft_leader(cluster) or random.choice(ETCD)
     ctx.notes["member"] = member
     obs.mark("fault")
     cluster.etcd.kill(member)
@@ -348,6 +379,7 @@ SCENARIOS = {
     "2": ("agent killed on the primary", s2_agent_killed, None),
     "3": ("agent frozen 2 × ttl", s3_agent_frozen, None),
     "4": ("one etcd member lost", s4_etcd_member_lost, None),
+    "4b": ("etcd's raft leader lost", s4b_etcd_leader_lost, None),
     "5": ("etcd quorum lost", s5_quorum_lost, None),
     "6": ("primary cut from etcd", s6_primary_cut_from_etcd, None),
     "7a": ("asymmetric: primary ← etcd dropped", s7a_primary_deaf_to_etcd, None),
@@ -362,4 +394,4 @@ SCENARIOS = {
 }
 # Scenarios in which the primary is cut off or orphaned: F (fence latency) is reported for these.
 FENCED = {"2", "3", "5", "6", "7a", "14"}
-ORDER = ["1", "2", "3", "4", "5", "6", "7a", "7b", "8", "9", "10", "11", "12", "13", "14"]
+ORDER = ["1", "2", "3", "4", "4b", "5", "6", "7a", "7b", "8", "9", "10", "11", "12", "13", "14"]
