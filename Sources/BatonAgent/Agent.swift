@@ -5,6 +5,7 @@ import BatonPostgres
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// One Baton agent, wired: the etcd store, the local PostgreSQL node, the fence guard process and
 /// the HA loop, built from a validated `AgentConfiguration`. The executable adds the REST API and
@@ -148,9 +149,12 @@ public final class Agent: Sendable {
         let callbacks = configuration.callbacks
         let scope = configuration.scope
         var hooks = HAHooks()
+        let localAccessRules = LocalAccessRules(configuration.postgresql.accessRules)
+        hooks.localAccessRules = { localAccessRules.rules.withLock { $0 } }
         if let file {
             hooks.reloadConfiguration = {
-                try Self.reloadConfiguration(from: file, running: configuration, node: node, logger: logger)
+                try Self.reloadConfiguration(
+                    from: file, running: configuration, node: node, accessRules: localAccessRules, logger: logger)
             }
         }
         let timeout = Duration(checkedSeconds: configuration.hookTimeout) ?? .seconds(60)
@@ -189,7 +193,8 @@ public final class Agent: Sendable {
     /// `POST /reload`: reads `file` again and applies `postgresql.parameters` (written before
     /// postgres reloads); names the other changed sections, which need an agent restart.
     static func reloadConfiguration(
-        from file: String, running: AgentConfiguration, node: LocalPostgresNode, logger: Logger
+        from file: String, running: AgentConfiguration, node: LocalPostgresNode,
+        accessRules: LocalAccessRules? = nil, logger: Logger
     ) throws -> String {
         let fresh = try AgentConfiguration.load(path: file)
         guard fresh.name == running.name, fresh.scope == running.scope else {
@@ -205,6 +210,10 @@ public final class Agent: Sendable {
             node.setParameters(fresh.postgresql.parameters)
             notes.append("postgresql.parameters changed (\(changed.sorted().joined(separator: ", ")))")
             if let warning = ignoredLocalParameters(fresh.postgresql.parameters) { notes.append(warning) }
+        }
+        if let accessRules, accessRules.rules.withLock({ $0 }) != fresh.postgresql.accessRules {
+            accessRules.rules.withLock { $0 = fresh.postgresql.accessRules }
+            notes.append("postgresql.pg_hba/pg_ident changed (put in force by the next cycle)")
         }
         var needRestart: [String] = []
         if fresh.restapi.listenHost != running.restapi.listenHost
@@ -242,4 +251,11 @@ struct AgentHAService: Service {
         try await HAService(loop: agent.loop).run()
         agent.finish()
     }
+}
+
+/// The agent file's `postgresql.pg_hba`/`pg_ident` as last read, shared by the reload hook that
+/// replaces them and the loop that puts them in force.
+final class LocalAccessRules: Sendable {
+    let rules: Mutex<AccessRules>
+    init(_ rules: AccessRules) { self.rules = Mutex(rules) }
 }

@@ -67,6 +67,9 @@ public struct HAHooks: Sendable {
     /// without an agent restart; returns a sentence saying what changed, or throws why the file
     /// could not be used (postgres is then not reloaded).
     public var reloadConfiguration: (@Sendable () async throws -> String)?
+    /// `postgresql.pg_hba`/`pg_ident` of the agent's file as last read (they win over the
+    /// `config` key's); nil: none given.
+    public var localAccessRules: (@Sendable () -> AccessRules)?
 
     public init(
         prePromote: (@Sendable () async -> Bool)? = nil,

@@ -76,6 +76,12 @@ public actor HALoop {
     var refusedClusterParameters: [PostgresParameters.Refusal] = []
     /// Parameters whose application failed, and when they are tried again.
     var failedClusterParameters: (parameters: [String: String], retryAt: MonotonicInstant)?
+    /// `postgresql.pg_hba`/`pg_ident` last put in force (from the agent's file or the config key),
+    /// the config key's lists last accepted, the problems last logged, and a failed application.
+    var appliedAccessRules: AccessRules?
+    var acceptedClusterAccessRules = AccessRules()
+    var accessProblems: [String] = []
+    var failedAccessRules: (rules: AccessRules, retryAt: MonotonicInstant)?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
     var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
@@ -190,6 +196,7 @@ public actor HALoop {
             // Before any action: a start (the first after the agent started, or after a clone)
             // writes the cluster's parameters, not the defaults.
             await applyClusterParameters()
+            await applyAccessRules()
             let decision = HADecider.decide(observation)
             memory = decision.memory
             logDecision(decision)
@@ -263,6 +270,51 @@ public actor HALoop {
                 logger.warning("cluster postgresql.parameters not applied (tried again in \(wait)): \(error)")
             }
             failedClusterParameters = (parameters, clock.now + wait)
+        }
+    }
+
+    /// Puts `postgresql.pg_hba`/`pg_ident` in force when they changed: the agent's file wins
+    /// over the `config` key, list by list (Patroni's precedence). Without a fresh view of the key
+    /// nothing changes; a bad list in the key is logged once and the one accepted before it stays
+    /// (half a pg_hba could lock clients out). What PostgreSQL refuses leaves the previous file.
+    func applyAccessRules() async {
+        guard clusterViewIsFresh, let cluster = status.cluster else { return }
+        let config = effectiveConfig(cluster)
+        let (fromKey, problems) = AccessRules.fromCluster(config.postgresql)
+        if problems != accessProblems {
+            accessProblems = problems
+            if !problems.isEmpty {
+                logger.warning(
+                    "config key: \(problems.joined(separator: "; ")); the rules accepted before stay until it is fixed")
+            }
+        }
+        var clusterRules = acceptedClusterAccessRules
+        if !problems.contains(where: { $0.hasPrefix("postgresql.pg_hba") }) { clusterRules.hba = fromKey.hba }
+        if !problems.contains(where: { $0.hasPrefix("postgresql.pg_ident") }) { clusterRules.ident = fromKey.ident }
+        acceptedClusterAccessRules = clusterRules
+        let local = hooks.localAccessRules?() ?? AccessRules()
+        let rules = AccessRules.effective(local: local, cluster: clusterRules)
+        guard rules != appliedAccessRules, rules.hba != nil || rules.ident != nil || appliedAccessRules != nil else {
+            return
+        }
+        if let failed = failedAccessRules, failed.rules == rules, clock.now < failed.retryAt { return }
+        let fromFile = [local.hba, local.ident].contains { $0 != nil }
+        let fromKeyUsed =
+            (local.hba == nil && clusterRules.hba != nil) || (local.ident == nil && clusterRules.ident != nil)
+        let source =
+            fromFile && fromKeyUsed ? "agent's file and config key" : fromFile ? "agent's file" : "config key"
+        do {
+            let refused = try await node.applyAccessRules(rules, source: source)
+            appliedAccessRules = rules
+            failedAccessRules = nil
+            logger.info("postgresql.pg_hba/pg_ident in force from the \(source): \(rules)")
+            for refusal in refused { logger.error("\(refusal)") }
+        } catch {
+            let wait = max(config.loopWait * 3, .seconds(30))
+            if failedAccessRules?.rules != rules {
+                logger.warning("postgresql.pg_hba/pg_ident not applied (tried again in \(wait)): \(error)")
+            }
+            failedAccessRules = (rules, clock.now + wait)
         }
     }
 

@@ -59,6 +59,30 @@ import Testing
         }
     }
 
+    /// Patroni's `postgresql.pg_hba`/`pg_ident` (before: refused as unknown keys) and
+    /// `bootstrap.dcs.postgresql.pg_hba` as Patroni's example configuration writes them.
+    @Test func accessRulesLoad() throws {
+        let yaml =
+            Self.minimal + """
+
+                  pg_hba:
+                    - host replication replicator 127.0.0.1/32 md5
+                    - host all all 0.0.0.0/0 md5
+                  pg_ident:
+                    - omicron bryanh guest1
+                bootstrap:
+                  dcs:
+                    postgresql:
+                      pg_hba:
+                        - host all all 10.0.0.0/8 scram-sha-256
+                """
+        let configuration = try AgentConfiguration.parse(yaml, environment: Self.secrets)
+        #expect(configuration.postgresql.accessRules.hba?.count == 2)
+        #expect(configuration.postgresql.accessRules.ident == ["omicron bryanh guest1"])
+        let fromKey = AccessRules.fromCluster(configuration.dynamicConfig.postgresql)
+        #expect(fromKey.rules.hba == ["host all all 10.0.0.0/8 scram-sha-256"] && fromKey.problems.isEmpty)
+    }
+
     @Test func defaultsAndSecretsFromTheEnvironment() throws {
         let configuration = try AgentConfiguration.parse(Self.minimal, environment: Self.secrets)
         #expect(configuration.namespace == "/service")
@@ -158,6 +182,19 @@ import Testing
         Bad(
             yaml: minimal + "\nrestapi:\n  allowlist: [10.0.0.0/33]",
             message: "restapi.allowlist: '10.0.0.0/33' is not an address or a network", line: nil),
+        // pg_hba/pg_ident lines are checked by shape at load, named by item and line.
+        Bad(
+            yaml: minimal + "\n  pg_hba:\n    - local all all peer\n    - hots all all 10.0.0.0/8 md5",
+            message: "postgresql.pg_hba[1]: 'hots' is not a connection type", line: 9),
+        Bad(
+            yaml: minimal + "\n  pg_hba: local all all peer", message: "postgresql.pg_hba: expected a list of lines",
+            line: nil),
+        Bad(
+            yaml: minimal + "\n  pg_ident:\n    - just two", message: "expected 'MAPNAME SYSTEM-USERNAME PG-USERNAME'",
+            line: nil),
+        Bad(
+            yaml: minimal + "\nbootstrap:\n  dcs:\n    postgresql:\n      pg_hba: [host all all md5]",
+            message: "postgresql.pg_hba[0]: expected 'host DATABASE USER ADDRESS METHOD", line: nil),
         // A rewind password with no rewind user was silently ignored (no rewind role used).
         Bad(
             yaml: minimal + "\n  authentication:\n    rewind: {password: secret}",

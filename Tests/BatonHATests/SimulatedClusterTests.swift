@@ -68,6 +68,35 @@ import Testing
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
 
+    /// The `config` key's `postgresql.pg_hba`/`pg_ident` reach every member once per change
+    /// (before: a patroni.yml with them was refused at load, and the key's were never read); a
+    /// list with a bad line keeps the one in force (half a pg_hba could lock clients out).
+    @Test func accessRulesReachEveryMemberOncePerChange() async throws {
+        let cluster = try await Self.bootstrapped()
+        let names = ["node1", "node2", "node3"]
+        let lines = ["local all all peer", "host all all 10.0.0.0/8 scram-sha-256"]
+        try await cluster.patchConfig(
+            .object(["postgresql": .object(["pg_hba": .array(lines.map { .string($0) })])]))
+        await cluster.run(seconds: 3)
+        for name in names {
+            let state = try #require(cluster.postgres(named: name)).snapshot
+            #expect(state.accessRules == AccessRules(hba: lines), "\(name): \(state.accessRules)")
+            #expect(state.accessApplications == 1, "\(name)")
+        }
+        await cluster.run(seconds: 3)
+        #expect(names.allSatisfy { cluster.postgres(named: $0)?.snapshot.accessApplications == 1 })
+        // A line that is not a pg_hba line, written behind the edge's back: nothing changes.
+        try await cluster.patchConfig(
+            .object([
+                "postgresql": .object(["pg_hba": .array([.string("local all all peer"), .string("hots all all md5")])])
+            ]))
+        await cluster.run(seconds: 3)
+        for name in names {
+            #expect(cluster.postgres(named: name)?.snapshot.accessRules == AccessRules(hba: lines), "\(name)")
+        }
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
     /// Member keys say `"pause": true` while the cluster is paused, as Patroni's do: patronictl's
     /// `pause --wait` waited for it and reported "members didn't recognize pause state".
     @Test func memberKeysCarryThePause() async throws {

@@ -102,6 +102,65 @@ struct LocalPostgresNodeTests {
         try await again.stop(mode: .fast, timeout: .seconds(30))
     }
 
+    /// `postgresql.pg_hba`/`pg_ident` (before: refused at load): written and reloaded; a file
+    /// PostgreSQL cannot read (a bad address) is refused with its own message and the previous
+    /// one stays; rules that would lock the agent's session out are put back; remembered rules
+    /// are written again at the next start (a clone brings its source's file).
+    @Test func accessRulesAreCheckedByPostgresBeforeTheyAreUsed() async throws {
+        let fixture = try PostgresFixture("hba")
+        defer { fixture.cleanUp() }
+        let node = try await fixture.nodeFromTemplate("hba")
+        try await node.start(following: nil)
+        let hbaPath = node.configuration.dataDirectory + "/pg_hba.conf"
+        let identPath = node.configuration.dataDirectory + "/pg_ident.conf"
+        let good = [
+            "local all all peer map=baton_test",
+            "host all all 127.0.0.1/32 scram-sha-256",
+            "host replication all 127.0.0.1/32 scram-sha-256",
+            "host all probe_user 10.9.8.0/24 reject",
+        ]
+        let refused = try await node.applyAccessRules(
+            AccessRules(hba: good, ident: ["baton_test postgres postgres"]), source: "agent's file")
+        #expect(refused.isEmpty, "\(refused)")
+        let hba = try String(contentsOfFile: hbaPath, encoding: .utf8)
+        #expect(hba.contains("10.9.8.0/24 reject") && hba.hasPrefix("# Managed by Baton from postgresql.pg_hba"))
+        let connection = try await fixture.connect(node)
+        let rules = try await connection.query(
+            "SELECT count(*) FROM pg_hba_file_rules WHERE address = '10.9.8.0' AND error IS NULL")
+        #expect(try rules.single().int("count") == 1)
+        let maps = try await connection.query("SELECT map_name FROM pg_ident_file_mappings WHERE error IS NULL")
+        #expect(maps.rows.map { $0.values.first ?? nil } == ["baton_test"])
+
+        // PostgreSQL refuses the address: the file in force stays, with PostgreSQL's reason.
+        let bad = try await node.applyAccessRules(
+            AccessRules(hba: good + ["host all all 10.0.0.0/33 md5"], ident: ["baton_test postgres postgres"]),
+            source: "config key")
+        #expect(bad.count == 1 && bad[0].contains("postgresql.pg_hba") && bad[0].contains("line 6"), "\(bad)")
+        #expect(try String(contentsOfFile: hbaPath, encoding: .utf8) == hba)
+
+        // Rules that admit nobody over TCP from 127.0.0.1 would lock the agent out: put back.
+        let lockout = try await node.applyAccessRules(
+            AccessRules(hba: ["local all all peer", "host all all 127.0.0.1/32 reject"], ident: nil),
+            source: "config key")
+        #expect(lockout.count == 1 && lockout[0].contains("refuses the agent's own connection"), "\(lockout)")
+        #expect(try String(contentsOfFile: hbaPath, encoding: .utf8) == hba)
+        let still = try await fixture.connect(node)
+        await still.close()
+
+        // Remembered while postgres is down, written at the next start over whatever is there.
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+        let next = good.dropLast() + ["host all probe_user 10.9.9.0/24 reject"]
+        #expect(
+            try await node.applyAccessRules(AccessRules(hba: Array(next), ident: nil), source: "config key").isEmpty)
+        try "host all all 0.0.0.0/0 trust\n".write(toFile: hbaPath, atomically: true, encoding: .utf8)
+        try await node.start(following: nil)
+        let written = try String(contentsOfFile: hbaPath, encoding: .utf8)
+        #expect(written.contains("10.9.9.0/24 reject") && !written.contains("trust"), "\(written)")
+        #expect(FileManager.default.fileExists(atPath: identPath))
+        await connection.close()
+        try await node.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     @Test func bootstrapStartStatusStop() async throws {
         let fixture = try PostgresFixture("bootstrap")
         defer { fixture.cleanUp() }

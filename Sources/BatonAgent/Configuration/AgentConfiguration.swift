@@ -73,6 +73,8 @@ public struct AgentConfiguration: Sendable {
         public var dataChecksums: Bool
         public var replicationNetworks: [String]
         public var clientNetworks: [String]
+        /// `postgresql.pg_hba` and `pg_ident`: they win over the `config` key's.
+        public var accessRules = AccessRules()
     }
 
     public struct Watchdog: Sendable {
@@ -251,6 +253,7 @@ public struct AgentConfiguration: Sendable {
             "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
             "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
             "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
+            "pg_hba", "pg_ident",
         ])
         let pgListen = try env("PATRONI_POSTGRESQL_LISTEN") ?? pg.string("listen", default: "127.0.0.1:5432")
         guard let (pgHost, pgPort) = hostPort(pgListen) else {
@@ -328,7 +331,10 @@ public struct AgentConfiguration: Sendable {
         guard hookTimeout.isFinite, hookTimeout > 0, hookTimeout <= 3600 else {
             throw pg.error("hook_timeout", "expected seconds between 0 and 3600, got \(hookTimeout)")
         }
-        let postgres = Postgres(
+        let accessRules = AccessRules(
+            hba: try pg.lines("pg_hba", check: AccessRules.hbaProblem),
+            ident: try pg.lines("pg_ident", check: AccessRules.identProblem))
+        var postgres = Postgres(
             listenHost: pgHost, port: pgPort, connectAddress: pgConnect, dataDirectory: dataDir,
             binDirectory: try env("PATRONI_POSTGRESQL_BIN_DIR")
                 ?? pg.string("bin_dir", default: "/usr/lib/postgresql/15/bin"),
@@ -338,6 +344,7 @@ public struct AgentConfiguration: Sendable {
             useReplicationSlots: try pg.bool("use_slots") ?? true, dataChecksums: try pg.bool("data_checksums") ?? true,
             replicationNetworks: try pg.stringList("replication_networks") ?? ["127.0.0.1/32"],
             clientNetworks: try pg.stringList("client_networks") ?? ["127.0.0.1/32"])
+        postgres.accessRules = accessRules
 
         // bootstrap.dcs
         let bootstrap = try root.section("bootstrap")

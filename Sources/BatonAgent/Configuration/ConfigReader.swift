@@ -163,6 +163,27 @@ struct ConfigReader {
         }
     }
 
+    /// A list of configuration-file lines (`pg_hba`, `pg_ident`), each checked by `check`; the
+    /// error names the item's line in this file.
+    func lines(_ key: String, check: (String) -> String?) throws -> [String]? {
+        guard let node = value(key) else { return nil }
+        guard let sequence = node.sequence else {
+            throw error(key, "expected a list of lines, one item per line (- host all all 10.0.0.0/8 scram-sha-256)")
+        }
+        return try sequence.enumerated().map { index, item in
+            guard let text = item.string, item.scalar != nil else {
+                throw ConfigurationError(
+                    path: childPath(key) + "[\(index)]", line: item.line, message: "expected a string (one line)",
+                    file: file)
+            }
+            if let problem = check(text) {
+                throw ConfigurationError(
+                    path: childPath(key) + "[\(index)]", line: item.line, message: problem, file: file)
+            }
+            return text
+        }
+    }
+
     /// A free-form mapping (PostgreSQL parameters, tags) as JSON values.
     func json(_ key: String) throws -> [String: JSONValueBox]? {
         guard let node = value(key) else { return nil }

@@ -124,6 +124,7 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
         } catch {
             errors.append(error.description)
         }
+        errors += AccessRules.fromCluster(postgresql).problems
         return errors
     }
 }

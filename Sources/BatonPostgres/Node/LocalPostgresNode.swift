@@ -41,6 +41,10 @@ public final class LocalPostgresNode: PostgresNode {
         }
         /// Set by `fence()`: no start other than as a standby, no promotion, until `liftFence()`.
         var fenced = false
+        /// `postgresql.pg_hba`/`pg_ident` in force (nil lists: the files are left alone), and
+        /// where they came from.
+        var accessRules = AccessRules()
+        var accessSource = "local configuration"
     }
 
     /// The operator's `postgresql.parameters` in force (written on the next start or reload).
@@ -588,6 +592,7 @@ public final class LocalPostgresNode: PostgresNode {
         case false?: unlink(signal)
         case nil: break
         }
+        try writeAccessFiles()
         try writePassfile()
     }
 

@@ -38,6 +38,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var clusterParameters: [String: String] = [:]
         public var parameterApplications = 0
         public var unknownParameters: Set<String> = []
+        /// `postgresql.pg_hba`/`pg_ident` last put in force, how often, and the lines refused.
+        public var accessRules = AccessRules()
+        public var accessApplications = 0
+        public var refusedAccessLines: Set<String> = []
     }
 
     /// How the simulated status query answers: the truth; "unknown" (the query failed: an
@@ -252,6 +256,18 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
             return parameters.keys.sorted().filter { state.unknownParameters.contains($0) }.map {
                 PostgresParameters.Refusal(name: $0, reason: "unrecognized configuration parameter \"\($0)\"")
             }
+        }
+    }
+
+    /// Records the access rules; a line listed in `state.refusedAccessLines` is refused as
+    /// PostgreSQL refuses a file it cannot read.
+    public func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String] {
+        lock.withLock {
+            let bad = (rules.hba ?? []).filter { state.refusedAccessLines.contains($0) }
+            guard bad.isEmpty else { return ["postgresql.pg_hba: PostgreSQL refuses \(bad)"] }
+            state.accessRules = rules
+            state.accessApplications += 1
+            return []
         }
     }
 
