@@ -62,14 +62,15 @@ public final class Agent: Sendable {
             BatonPostgres.Credentials(username: c.username, password: c.password)
         }
         let connectHost = AgentConfiguration.hostPort(pg.connectAddress)?.0 ?? "127.0.0.1"
-        let pgConfiguration = LocalPostgresConfiguration(
+        var pgConfiguration = LocalPostgresConfiguration(
             memberName: configuration.name, dataDirectory: pg.dataDirectory, binDirectory: pg.binDirectory,
-            listenAddress: pg.listenHost, connectAddress: connectHost, localAddress: "127.0.0.1", port: pg.port,
+            listenAddress: pg.listenHost, connectAddress: connectHost, localAddress: pg.localAddress, port: pg.port,
             osUser: pg.osUser, superuser: pgCredentials(pg.superuser), replication: pgCredentials(pg.replication),
             rewind: pg.rewind.map(pgCredentials), parameters: pg.parameters,
             replicationNetworks: pg.replicationNetworks, clientNetworks: pg.clientNetworks,
             usePgRewind: pg.usePgRewind, removeDataDirectoryOnRewindFailure: pg.removeDataDirectoryOnRewindFailure,
-            useReplicationSlots: pg.useReplicationSlots, dataChecksums: pg.dataChecksums)
+            useReplicationSlots: pg.useReplicationSlots, dataChecksums: pg.dataChecksums, passfile: pg.pgpass)
+        pgConfiguration.initdbOptions = pg.initdbOptions
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node
         if let warning = Self.ignoredLocalParameters(pg.parameters) { logger.warning("\(warning)") }

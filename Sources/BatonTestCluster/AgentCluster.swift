@@ -24,6 +24,9 @@ public struct ClusterOptions: Sendable {
     public var initdbDelay: Double?
     /// Extra YAML lines for every node's `restapi:` section (each indented by two spaces).
     public var restapiExtra: [String] = []
+    /// When set, each node's whole configuration file (given the node and etcd's `host:port`s)
+    /// instead of the generated one: a file written as an operator moving from Patroni has it.
+    public var configurationText: (@Sendable (AgentNode, [String]) -> String)?
 
     public init() {}
 }
@@ -134,8 +137,11 @@ public final class AgentCluster: @unchecked Sendable {
                     apiPort: try TestEnvironment.freePort(), directory: directory,
                     configPath: root.appendingPathComponent("\(name).yml").path,
                     logPath: root.appendingPathComponent("\(name).agent.log").path)
-                try configuration(node, endpoints: endpoints, options: options, binDirectory: binDirectory)
-                    .write(toFile: node.configPath, atomically: true, encoding: .utf8)
+                let hosts = endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
+                let text =
+                    options.configurationText?(node, hosts)
+                    ?? configuration(node, endpoints: endpoints, options: options, binDirectory: binDirectory)
+                try text.write(toFile: node.configPath, atomically: true, encoding: .utf8)
                 nodes.append(node)
             }
         } catch {

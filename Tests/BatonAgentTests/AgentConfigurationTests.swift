@@ -83,6 +83,45 @@ import Testing
         #expect(fromKey.rules.hba == ["host all all 10.0.0.0/8 scram-sha-256"] && fromKey.problems.isEmpty)
     }
 
+    /// `bootstrap.initdb` and `postgresql.pgpass` as Patroni's example writes them (before:
+    /// refused as unknown keys).
+    @Test func initdbOptionsAndPgpassLoad() throws {
+        let yaml =
+            Self.minimal + """
+
+                  pgpass: /tmp/pgpass0
+                  listen: 10.0.0.5:5432
+                bootstrap:
+                  initdb:
+                  - encoding: UTF8
+                  - data-checksums
+                  - locale: en_US.UTF-8
+                """
+        let configuration = try AgentConfiguration.parse(yaml, environment: Self.secrets)
+        #expect(
+            configuration.postgresql.initdbOptions == ["--encoding=UTF8", "--data-checksums", "--locale=en_US.UTF-8"])
+        #expect(configuration.postgresql.pgpass == "/tmp/pgpass0")
+        // The agent's own session goes to the one address postgres listens on (before: always
+        // 127.0.0.1, where such a postgres does not listen).
+        #expect(configuration.postgresql.localAddress == "10.0.0.5")
+        let mapping = try AgentConfiguration.parse(
+            Self.minimal + "\nbootstrap:\n  initdb: {encoding: UTF8, data-checksums: true}", environment: Self.secrets)
+        #expect(mapping.postgresql.initdbOptions.sorted() == ["--data-checksums=true", "--encoding=UTF8"])
+        let all = try AgentConfiguration.parse(
+            Self.minimal.replacingOccurrences(of: "data_dir:", with: "listen: 0.0.0.0:5432\n  data_dir:"),
+            environment: Self.secrets)
+        #expect(all.postgresql.localAddress == "127.0.0.1")
+    }
+
+    /// Sections of a patroni.yml that mean nothing to the agent are accepted, not refused:
+    /// patronictl's `ctl`, Python's thread tunings.
+    @Test func patronictlsSectionAndThreadTuningsAreAccepted() throws {
+        let yaml =
+            Self.minimal
+            + "\nctl:\n  insecure: false\n  cacert: /etc/ssl/ca.pem\nthread_pool_size: 5\nthread_stack_size: 512kB"
+        _ = try AgentConfiguration.parse(yaml, environment: Self.secrets)
+    }
+
     @Test func defaultsAndSecretsFromTheEnvironment() throws {
         let configuration = try AgentConfiguration.parse(Self.minimal, environment: Self.secrets)
         #expect(configuration.namespace == "/service")
@@ -195,6 +234,30 @@ import Testing
         Bad(
             yaml: minimal + "\nbootstrap:\n  dcs:\n    postgresql:\n      pg_hba: [host all all md5]",
             message: "postgresql.pg_hba[0]: expected 'host DATABASE USER ADDRESS METHOD", line: nil),
+        Bad(
+            yaml: minimal + "\nbootstrap:\n  initdb:\n  - pgdata: /elsewhere",
+            message: "bootstrap.initdb: 'pgdata' is set by Baton", line: 9),
+        Bad(
+            yaml: minimal + "\nbootstrap:\n  initdb:\n  - 'encoding; rm -rf /'",
+            message: "is not an initdb option name", line: nil),
+        Bad(
+            yaml: minimal + "\n  pgpass: /var/lib/baton/data/pgpass",
+            message: "postgresql.pgpass: '/var/lib/baton/data/pgpass' is inside the data directory", line: nil),
+        Bad(yaml: minimal + "\n  pgpass: pgpass0", message: "expected the absolute path of a file", line: nil),
+        // Patroni keys Baton does not take are refused by name with the reason, not as typos.
+        Bad(
+            yaml: minimal.replacingOccurrences(of: "etcd3:", with: "etcd:"),
+            message: "etcd: refused: Patroni's etcd: section speaks etcd's v2 API", line: 3),
+        Bad(
+            yaml: minimal + "\nkubernetes:\n  namespace: x",
+            message: "kubernetes: refused: Baton keeps the cluster's state in etcd", line: nil),
+        Bad(
+            yaml: minimal + "\n  create_replica_methods: [wal_g]",
+            message: "postgresql.create_replica_methods: refused: replicas are cloned with pg_basebackup", line: nil),
+        Bad(
+            yaml: minimal.replacingOccurrences(of: "hosts: [", with: "srv: x\n  hosts: ["),
+            message: "etcd3.srv: refused: DNS SRV discovery is not supported", line: nil),
+        Bad(yaml: minimal + "\nctl:\n  insecur: true", message: "unknown key 'insecur'", line: nil),
         // A rewind password with no rewind user was silently ignored (no rewind role used).
         Bad(
             yaml: minimal + "\n  authentication:\n    rewind: {password: secret}",

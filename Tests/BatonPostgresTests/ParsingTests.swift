@@ -147,6 +147,23 @@ struct ManagedFilesTests {
         #expect(configuration.logFile == "/data/pg.log")
     }
 
+    /// Patroni's `bootstrap.initdb` (before: refused at load, initdb's arguments fixed): an option
+    /// given there replaces Baton's default for it; the rest of the defaults stay.
+    @Test func initdbOptionsReplaceTheDefaultsTheyName() {
+        #expect(
+            ManagedFiles.initdbArguments(configuration) == [
+                "--auth-local=peer", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8",
+                "--data-checksums",
+            ])
+        var patroni = configuration
+        patroni.initdbOptions = ["--encoding=SQL_ASCII", "--data-checksums", "--auth-host=md5", "--lc-messages=C"]
+        #expect(
+            ManagedFiles.initdbArguments(patroni) == [
+                "--auth-local=peer", "--locale=C.UTF-8", "--encoding=SQL_ASCII", "--data-checksums",
+                "--auth-host=md5", "--lc-messages=C",
+            ])
+    }
+
     @Test func recoveryConfigurationPointsAtTheSource() {
         let text = ManagedFiles.recoveryText(
             configuration, source: ReplicationSource(member: "node-a", host: "10.0.0.1", port: 5432))

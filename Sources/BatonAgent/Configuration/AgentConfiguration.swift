@@ -1,6 +1,7 @@
 import BatonAPI
 import BatonCore
 import Foundation
+import Yams
 
 /// Everything in agent.yml, typed and validated. `AgentConfiguration.load(path:)` rejects unknown
 /// keys and wrong types with the key path and line, reads secrets from the environment
@@ -73,8 +74,22 @@ public struct AgentConfiguration: Sendable {
         public var dataChecksums: Bool
         public var replicationNetworks: [String]
         public var clientNetworks: [String]
+
+        /// The address the agent's own session connects to: the listen address when it is one
+        /// address, the loopback when postgres listens on all of them.
+        public var localAddress: String {
+            switch listenHost {
+            case "0.0.0.0", "*", "", "localhost": return "127.0.0.1"
+            case "::": return "::1"
+            default: return listenHost
+            }
+        }
         /// `postgresql.pg_hba` and `pg_ident`: they win over the `config` key's.
         public var accessRules = AccessRules()
+        /// `postgresql.pgpass`: where the 0600 libpq passfile goes (default `<data_dir>.pgpass`).
+        public var pgpass: String?
+        /// `bootstrap.initdb` as initdb arguments (`--encoding=UTF8`, `--data-checksums`).
+        public var initdbOptions: [String] = []
     }
 
     public struct Watchdog: Sendable {
@@ -127,9 +142,15 @@ public struct AgentConfiguration: Sendable {
     ) throws -> AgentConfiguration {
         let root = try ConfigReader.parse(text, file: file)
         try root.rejectUnknownKeys([
-            "scope", "namespace", "name", "etcd3", "etcd", "restapi", "postgresql", "bootstrap", "tags", "watchdog",
-            "log", "stop_timeout", "fence_guard",
+            "scope", "namespace", "name", "etcd3", "restapi", "postgresql", "bootstrap", "tags", "watchdog",
+            "log", "stop_timeout", "fence_guard", "ctl", "thread_pool_size", "thread_stack_size",
         ])
+        // patronictl's own section (its client certificates): checked, not used by the agent.
+        try root.section("ctl").rejectUnknownKeys([
+            "insecure", "certfile", "keyfile", "keyfile_password", "cacert", "authentication",
+        ])
+        // Python thread tunings of Patroni (a count, a size like 512kB): no meaning for Baton.
+        for key in ["thread_pool_size", "thread_stack_size"] { _ = try root.string(key) }
         // The first of `names` set and not empty: BATON_* before Patroni's PATRONI_* (which an
         // existing Patroni deployment may already set), both before the file.
         func env(_ names: String...) -> String? {
@@ -145,7 +166,7 @@ public struct AgentConfiguration: Sendable {
         if !namespace.hasPrefix("/") { namespace = "/" + namespace }
 
         // etcd
-        let etcdKey = root.value("etcd3") != nil ? "etcd3" : "etcd"
+        let etcdKey = "etcd3"
         let etcdSection = try root.section(etcdKey)
         try etcdSection.rejectUnknownKeys([
             "hosts", "host", "protocol", "username", "password", "cacert", "cert", "key",
@@ -253,7 +274,7 @@ public struct AgentConfiguration: Sendable {
             "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
             "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
             "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
-            "pg_hba", "pg_ident",
+            "pg_hba", "pg_ident", "pgpass",
         ])
         let pgListen = try env("PATRONI_POSTGRESQL_LISTEN") ?? pg.string("listen", default: "127.0.0.1:5432")
         guard let (pgHost, pgPort) = hostPort(pgListen) else {
@@ -345,10 +366,22 @@ public struct AgentConfiguration: Sendable {
             replicationNetworks: try pg.stringList("replication_networks") ?? ["127.0.0.1/32"],
             clientNetworks: try pg.stringList("client_networks") ?? ["127.0.0.1/32"])
         postgres.accessRules = accessRules
+        if let pgpass = try pg.string("pgpass") {
+            guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/") else {
+                throw pg.error("pgpass", "expected the absolute path of a file, got '\(pgpass)'")
+            }
+            guard pgpass != dataDir, !pgpass.hasPrefix(dataDir.hasSuffix("/") ? dataDir : dataDir + "/") else {
+                throw pg.error(
+                    "pgpass",
+                    "'\(pgpass)' is inside the data directory, where backups and clones would copy it; put it beside")
+            }
+            postgres.pgpass = pgpass
+        }
 
         // bootstrap.dcs
         let bootstrap = try root.section("bootstrap")
-        try bootstrap.rejectUnknownKeys(["dcs"])
+        try bootstrap.rejectUnknownKeys(["dcs", "initdb"])
+        postgres.initdbOptions = try Self.initdbOptions(bootstrap)
         var document: [String: JSONValue] = [
             "ttl": .number(Double(DynamicConfig.defaultTTL)),
             "loop_wait": .number(Double(DynamicConfig.defaultLoopWait)),
@@ -400,6 +433,65 @@ public struct AgentConfiguration: Sendable {
             fenceGuard: try root.bool("fence_guard") ?? true, callbacks: callbacks,
             prePromote: try pg.string("pre_promote"), beforeStop: try pg.string("before_stop"),
             hookTimeout: hookTimeout)
+    }
+
+    /// initdb options Baton sets itself (Patroni refuses the first ones too).
+    static let managedInitdbOptions: Set<String> = [
+        "pgdata", "D", "nosync", "N", "pwfile", "sync-only", "S", "version", "V", "username", "U", "help",
+        "show", "pwprompt", "W",
+    ]
+
+    /// `bootstrap.initdb` as Patroni writes it: a list of switches (`data-checksums`) and
+    /// one-key mappings (`encoding: UTF8`), or one mapping; as initdb arguments.
+    static func initdbOptions(_ bootstrap: ConfigReader) throws -> [String] {
+        guard let node = bootstrap.value("initdb") else { return [] }
+        var pairs: [(name: String, value: String?, line: Int?)] = []
+        func scalarText(_ node: Node) -> String? { node.scalar != nil ? node.string : nil }
+        func add(mapping: Node.Mapping) throws {
+            for (key, value) in mapping {
+                guard let name = key.string, let text = scalarText(value) else {
+                    throw bootstrap.error("initdb", "expected option: value with a single value, e.g. encoding: UTF8")
+                }
+                pairs.append((name, text, key.line))
+            }
+        }
+        if let mapping = node.mapping {
+            try add(mapping: mapping)
+        } else if let sequence = node.sequence {
+            for item in sequence {
+                if let mapping = item.mapping {
+                    try add(mapping: mapping)
+                } else if let name = scalarText(item) {
+                    pairs.append((name, nil, item.line))
+                } else {
+                    throw bootstrap.error(
+                        "initdb", "expected a switch (data-checksums) or option: value (encoding: UTF8)")
+                }
+            }
+        } else {
+            throw bootstrap.error("initdb", "expected a list, e.g. [data-checksums, {encoding: UTF8}]")
+        }
+        return try pairs.map { pair in
+            let name = pair.name.hasPrefix("--") ? String(pair.name.dropFirst(2)) : pair.name
+            let where_ = ConfigurationError(
+                path: "bootstrap.initdb", line: pair.line, message: "", file: bootstrap.file)
+            func fail(_ message: String) -> ConfigurationError {
+                var error = where_
+                error.message = message
+                return error
+            }
+            guard !name.isEmpty, name.first?.isLetter == true,
+                name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
+            else { throw fail("'\(pair.name)' is not an initdb option name") }
+            guard !managedInitdbOptions.contains(name) else {
+                throw fail("'\(name)' is set by Baton (data directory, superuser, password file); leave it out")
+            }
+            guard let value = pair.value else { return "--\(name)" }
+            guard !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                throw fail("the value of '\(name)' contains a control character")
+            }
+            return "--\(name)=\(value)"
+        }
     }
 
     /// Patroni's callback events, all accepted.

@@ -88,6 +88,10 @@ struct ConfigReader {
                     path: childPath(name), line: key.line,
                     message: "duplicate key '\(name)': give each key once (the second would silently win)", file: file)
             }
+            if !allowed.contains(name), let reason = PatroniKeys.refused[childPath(name)] {
+                throw ConfigurationError(
+                    path: childPath(name), line: key.line ?? value.line, message: "refused: \(reason)", file: file)
+            }
             if !allowed.contains(name) {
                 let suggestion = allowed.min { editDistance($0, name) < editDistance($1, name) }
                 var message = "unknown key '\(name)'"
@@ -284,4 +288,48 @@ func editDistance(_ a: String, _ b: String) -> Int {
         previous = current
     }
     return previous[b.count]
+}
+
+/// Patroni keys Baton knows and does not take, each with the reason and what to do instead: a
+/// `patroni.yml` that uses one is refused by name, not as a typo.
+enum PatroniKeys {
+    static let otherStores =
+        "Baton keeps the cluster's state in etcd through its v3 API only; move the cluster to etcd 3.4+ and write etcd3:"
+    static let refused: [String: String] = [
+        "etcd":
+            "Patroni's etcd: section speaks etcd's v2 API, whose keys the v3 API does not see (a Baton agent beside "
+            + "Patroni agents would not see their leader key); write the same settings under etcd3: (etcd 3.4+)",
+        "consul": otherStores, "zookeeper": otherStores, "exhibitor": otherStores, "kubernetes": otherStores,
+        "raft": otherStores,
+        "citus": "Citus clusters (coordinator and worker groups) are not supported",
+        "etcd3.url": "give the endpoints as etcd3.hosts (url with a path prefix is not supported)",
+        "etcd3.proxy": "an etcd proxy is not supported; list the members in etcd3.hosts",
+        "etcd3.srv": "DNS SRV discovery is not supported; list the members in etcd3.hosts",
+        "etcd3.srv_suffix": "DNS SRV discovery is not supported; list the members in etcd3.hosts",
+        "etcd3.use_proxies": "member discovery is not used; list the members in etcd3.hosts",
+        "etcd3.cert_reqs": "the server certificate is always verified against etcd3.cacert",
+        "etcd3.ca_cert": "write it as etcd3.cacert",
+        "postgresql.config_dir":
+            "Baton keeps postgresql.conf in the data directory; PostgreSQL with a separate configuration directory "
+            + "(Debian's /etc/postgresql layout) is not supported yet",
+        "postgresql.custom_conf": "not supported yet: put its parameters under postgresql.parameters",
+        "postgresql.bin_name": "not supported yet: PostgreSQL's programs must have their standard names in bin_dir",
+        "postgresql.use_unix_socket":
+            "the agent connects over TCP to its listen address (admit it in pg_hba); not supported yet",
+        "postgresql.use_unix_socket_repl": "replication connects over TCP; not supported yet",
+        "postgresql.proxy_address": "not supported yet",
+        "postgresql.create_replica_methods":
+            "replicas are cloned with pg_basebackup; other methods are issue 'Patroni drop-in, part 2'",
+        "postgresql.basebackup": "pg_basebackup's options are Baton's; issue 'Patroni drop-in, part 2'",
+        "postgresql.recovery_conf": "restore_command for replicas is issue 'Patroni drop-in, part 2'",
+        "postgresql.pg_ctl_timeout": "Baton supervises postgres directly; use stop_timeout",
+        "postgresql.remove_data_directory_on_diverged_timelines":
+            "use remove_data_directory_on_rewind_failure (a diverged replica is rewound first)",
+        "postgresql.pg_ctl": "Baton supervises postgres directly, not through pg_ctl",
+        "bootstrap.method": "custom bootstrap methods are issue 'Patroni drop-in, part 2'; Baton runs initdb",
+        "bootstrap.post_bootstrap": "not supported yet: run the script once after the cluster is up",
+        "bootstrap.post_init": "not supported yet: run the script once after the cluster is up",
+        "bootstrap.users": "Patroni 4 removed it too: create roles with SQL after bootstrap",
+        "bootstrap.pg_hba": "Patroni 4 removed it too: write bootstrap.dcs.postgresql.pg_hba",
+    ]
 }

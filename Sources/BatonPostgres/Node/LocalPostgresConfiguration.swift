@@ -52,6 +52,9 @@ public struct LocalPostgresConfiguration: Sendable {
     /// initdb's `--data-checksums`.
     public var dataChecksums: Bool
     public var initdbLocale: String
+    /// Patroni's `bootstrap.initdb`: extra initdb arguments (`--encoding=UTF8`,
+    /// `--data-checksums`); an option given here replaces Baton's default for it.
+    public var initdbOptions: [String] = []
     /// The 0600 libpq passfile holding the replication and rewind passwords; default: next to the
     /// data directory (`<data_dir>.pgpass`), outside it so that backups do not copy it.
     public var passfile: String

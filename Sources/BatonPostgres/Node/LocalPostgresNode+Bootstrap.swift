@@ -21,11 +21,9 @@ extension LocalPostgresNode {
         let pwfile = dataDirectory + ".pwfile"
         try Posix.writeFile(pwfile, contents: configuration.superuser.password + "\n", user: osUser, mode: 0o600)
         defer { unlink(pwfile) }
-        var arguments = [
-            "-D", dataDirectory, "-U", configuration.superuser.username, "--pwfile=\(pwfile)",
-            "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=\(configuration.initdbLocale)",
-        ]
-        if configuration.dataChecksums { arguments.append("--data-checksums") }
+        let arguments =
+            ["-D", dataDirectory, "-U", configuration.superuser.username, "--pwfile=\(pwfile)"]
+            + ManagedFiles.initdbArguments(configuration)
         let output = try await runner.run(configuration.binary("initdb"), arguments, timeout: .seconds(300))
         guard output.succeeded else {
             throw PostgresError(

@@ -141,6 +141,24 @@ public enum ManagedFiles {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// initdb's arguments after the data directory, the superuser and its password file: Baton's
+    /// defaults (peer locally, scram-sha-256 over TCP, UTF8, the locale, checksums), each left out
+    /// when `bootstrap.initdb` gives the same option, then `bootstrap.initdb`'s.
+    public static func initdbArguments(_ configuration: LocalPostgresConfiguration) -> [String] {
+        let given = Set(
+            configuration.initdbOptions.map { option in
+                String(option.drop { $0 == "-" }.prefix { $0 != "=" })
+            })
+        func overridden(_ names: String...) -> Bool { names.contains { given.contains($0) } }
+        var arguments: [String] = []
+        if !overridden("auth-local", "auth", "A") { arguments.append("--auth-local=peer") }
+        if !overridden("auth-host", "auth", "A") { arguments.append("--auth-host=scram-sha-256") }
+        if !overridden("encoding", "E") { arguments.append("--encoding=UTF8") }
+        if !overridden("locale") { arguments.append("--locale=\(configuration.initdbLocale)") }
+        if configuration.dataChecksums, !overridden("data-checksums", "k") { arguments.append("--data-checksums") }
+        return arguments + configuration.initdbOptions
+    }
+
     /// A libpq passfile: `host:port:database:user:password`, `:` and `\` escaped.
     public static func passfileText(_ configuration: LocalPostgresConfiguration) -> String {
         func escape(_ value: String) -> String {
