@@ -72,12 +72,11 @@ struct AgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load(requireSecrets: true)
-        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let settings = configuration.log
+        let sink = AgentLogHandler.makeSink(settings)
+        LoggingSystem.bootstrap { label in AgentLogHandler(label: label, settings: settings, sink: sink) }
+        // Every line written before the agent ends reaches the sink (it writes on its own queue).
+        defer { sink.flush() }
         var logger = Logger(label: "baton")
         logger[metadataKey: "ha.scope"] = "\(configuration.scope)"
         try await AgentRunner.run(

@@ -110,6 +110,8 @@ public struct AgentConfiguration: Sendable {
     public var tags: Tags
     public var watchdog: Watchdog
     public var logLevel: String
+    /// The `log` section (Patroni's): format, destination, rotation, per-logger levels.
+    public var log = LogSettings()
     public var stopTimeout: Double
     /// Whether the agent runs the fence guard process (the backstop against a frozen agent).
     public var fenceGuard: Bool
@@ -415,13 +417,7 @@ public struct AgentConfiguration: Sendable {
         guard let mode = Watchdog.Mode(rawValue: modeText) else {
             throw watchdogSection.error("mode", "must be off, automatic or required, got '\(modeText)'")
         }
-        let log = try root.section("log")
-        try log.rejectUnknownKeys(["level"])
-        // Patroni's PATRONI_LOG_LEVEL uses Python's names (INFO, WARNING, …).
-        let level = try env("PATRONI_LOG_LEVEL").map { $0.lowercased() } ?? log.string("level", default: "info")
-        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
-            throw log.error("level", "must be one of trace, debug, info, notice, warning, error, critical")
-        }
+        let logSettings = try Self.logSettings(try root.section("log"), env: env)
 
         return AgentConfiguration(
             scope: scope, namespace: namespace, name: name, etcd: etcd, restapi: restapi, postgresql: postgres,
@@ -429,10 +425,140 @@ public struct AgentConfiguration: Sendable {
             watchdog: Watchdog(
                 mode: mode, device: try watchdogSection.string("device", default: "/dev/watchdog"),
                 safetyMargin: try watchdogSection.seconds("safety_margin") ?? 5),
-            logLevel: level, stopTimeout: try root.seconds("stop_timeout") ?? 30,
+            logLevel: "\(logSettings.level)", log: logSettings, stopTimeout: try root.seconds("stop_timeout") ?? 30,
             fenceGuard: try root.bool("fence_guard") ?? true, callbacks: callbacks,
             prePromote: try pg.string("pre_promote"), beforeStop: try pg.string("before_stop"),
             hookTimeout: hookTimeout)
+    }
+
+    /// Patroni's `log` section and its `PATRONI_LOG_*` variables.
+    static func logSettings(_ log: ConfigReader, env: (String...) -> String?) throws -> LogSettings {
+        try log.rejectUnknownKeys([
+            "level", "type", "format", "dateformat", "static_fields", "max_queue_size", "dir", "mode", "file_num",
+            "file_size", "loggers", "traceback_level", "deduplicate_heartbeat_logs",
+        ])
+        var settings = LogSettings()
+        let levelText = try env("PATRONI_LOG_LEVEL") ?? log.string("level", default: "info")
+        guard let level = LogSettings.level(levelText) else {
+            throw log.error(
+                "level",
+                "must be one of trace, debug, info, notice, warning, error, critical (or DEBUG, INFO, WARNING, …)")
+        }
+        settings.level = level
+        let kind = try env("PATRONI_LOG_TYPE") ?? log.string("type", default: "plain")
+        guard let parsedKind = LogSettings.Kind(rawValue: kind.lowercased()) else {
+            throw log.error("type", "must be plain or json, got '\(kind)'")
+        }
+        settings.kind = parsedKind
+        // format: a string (plain and json), a list of fields or a mapping field → key (json).
+        func pieces(_ text: String) throws -> [LogSettings.Piece] {
+            switch LogSettings.parsePlainFormat(text) {
+            case .success(let pieces): return pieces
+            case .failure(let problem): throw log.error("format", problem.message)
+            }
+        }
+        func field(_ name: String) throws -> LogSettings.Field {
+            guard let field = LogSettings.Field(rawValue: name) else {
+                throw log.error(
+                    "format",
+                    "unknown field '\(name)'; known: \(LogSettings.Field.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            return field
+        }
+        if let text = env("PATRONI_LOG_FORMAT") {
+            settings.plainFormat = try pieces(text)
+        } else if let node = log.value("format") {
+            if node.scalar != nil, let text = node.string {
+                settings.plainFormat = try pieces(text)
+            } else if settings.kind == .json, let items = node.sequence {
+                settings.jsonFields = try items.map { item in
+                    guard let name = item.string, item.scalar != nil else {
+                        throw log.error("format", "expected field names")
+                    }
+                    return (try field(name), name)
+                }
+            } else if settings.kind == .json, let mapping = node.mapping {
+                settings.jsonFields = try mapping.map { key, value in
+                    guard let name = key.string, let renamed = value.string, value.scalar != nil else {
+                        throw log.error("format", "expected field: key pairs")
+                    }
+                    return (try field(name), renamed)
+                }
+            } else {
+                throw log.error("format", "expected a format string (a list or mapping of fields with type: json)")
+            }
+        }
+        if settings.kind == .json, let pieces = settings.plainFormat {
+            // A format string with type json names the fields to write, as in Patroni.
+            settings.jsonFields = pieces.compactMap { piece -> (LogSettings.Field, String)? in
+                if case .field(let field, _, _) = piece { return (field, field.rawValue) }
+                return nil
+            }
+            settings.plainFormat = nil
+        }
+        settings.dateFormat = try env("PATRONI_LOG_DATEFORMAT") ?? log.string("dateformat")
+        if let dateFormat = settings.dateFormat,
+            dateFormat.isEmpty || dateFormat.count > 100
+                || dateFormat.unicodeScalars.contains(where: { $0.value < 0x20 })
+        {
+            throw log.error("dateformat", "expected a strftime pattern like %Y-%m-%d %H:%M:%S")
+        }
+        for (key, box) in try log.json("static_fields") ?? [:] {
+            guard case .string(let text) = box.value.json else {
+                throw log.error("static_fields", "\(key): expected a string")
+            }
+            settings.staticFields[key] = text
+        }
+        func bounded(_ key: String, _ variable: String, _ range: ClosedRange<Int>, _ what: String) throws -> Int? {
+            let value: Int?
+            if let text = env(variable) {
+                guard let number = Int(text) else {
+                    throw log.error(key, "\(variable)='\(text)' is not a whole number")
+                }
+                value = number
+            } else {
+                value = try log.int(key)
+            }
+            if let value, !range.contains(value) {
+                throw log.error(key, "expected \(what) from \(range.lowerBound) to \(range.upperBound), got \(value)")
+            }
+            return value
+        }
+        settings.maxQueueSize =
+            try bounded("max_queue_size", "PATRONI_LOG_MAX_QUEUE_SIZE", 1...1_000_000, "lines") ?? 1000
+        settings.fileSize =
+            try bounded("file_size", "PATRONI_LOG_FILE_SIZE", 0...1_000_000_000_000, "bytes") ?? 25_000_000
+        settings.fileNum = try bounded("file_num", "PATRONI_LOG_FILE_NUM", 0...1000, "files") ?? 4
+        if let dir = try env("PATRONI_LOG_DIR") ?? log.string("dir") {
+            guard dir.hasPrefix("/") else { throw log.error("dir", "expected an absolute directory, got '\(dir)'") }
+            settings.directory = dir
+        }
+        if let modeText = try env("PATRONI_LOG_MODE") ?? log.string("mode") {
+            // 0644 (octal, as chmod takes it), 0o644, or Python's decimal 420.
+            let digits = modeText.hasPrefix("0o") ? String(modeText.dropFirst(2)) : modeText
+            let mode = digits.hasPrefix("0") || modeText.hasPrefix("0o") ? Int(digits, radix: 8) : Int(digits)
+            guard let mode, (0...0o777).contains(mode) else {
+                throw log.error("mode", "expected file permissions like 0644, got '\(modeText)'")
+            }
+            settings.mode = mode
+        }
+        let loggers = try log.section("loggers")
+        for (name, box) in try log.json("loggers") ?? [:] {
+            guard case .string(let text) = box.value.json, let level = LogSettings.level(text) else {
+                throw loggers.error(name, "expected a level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+            }
+            guard let modules = LogSettings.modules(forLogger: name) else {
+                throw loggers.error(
+                    name,
+                    "is not a logger Baton has; use patroni, patroni.ha, patroni.dcs, patroni.postgresql, patroni.api, "
+                        + "urllib3, or Baton's modules (BatonHA, BatonEtcd, BatonPostgres, BatonAPI, BatonAgent)")
+            }
+            for module in modules { settings.moduleLevels[module] = level }
+        }
+        _ = try log.string("traceback_level")
+        _ = try log.bool("deduplicate_heartbeat_logs")
+        return settings
     }
 
     /// initdb options Baton sets itself (Patroni refuses the first ones too).
