@@ -304,10 +304,14 @@ public actor HALoop {
         let source =
             fromFile && fromKeyUsed ? "agent's file and config key" : fromFile ? "agent's file" : "config key"
         do {
-            let refused = try await node.applyAccessRules(rules, source: source)
+            // Nil: postgres does not run; asked again next cycle (a start writes only checked rules).
+            guard let refused = try await node.applyAccessRules(rules, source: source) else { return }
             appliedAccessRules = rules
             failedAccessRules = nil
-            logger.info("postgresql.pg_hba/pg_ident in force from the \(source): \(rules)")
+            if refused.isEmpty {
+                logger.info("postgresql.pg_hba/pg_ident in force from the \(source): \(rules)")
+            }
+            // Refused rules are not tried again until they change; the previous files stay.
             for refusal in refused { logger.error("\(refusal)") }
         } catch {
             let wait = max(config.loopWait * 3, .seconds(30))

@@ -115,6 +115,15 @@ import Testing
 
     /// Sections of a patroni.yml that mean nothing to the agent are accepted, not refused:
     /// patronictl's `ctl`, Python's thread tunings.
+    /// Patroni keys whose value is what Baton does anyway are accepted with that value.
+    @Test func patronisNoOpValuesAreAccepted() throws {
+        let yaml =
+            Self.minimal
+            + "\n  use_unix_socket: false\n  use_unix_socket_repl: false\n  pg_ctl_timeout: 60"
+            + "\n  remove_data_directory_on_diverged_timelines: false\nbootstrap:\n  method: initdb"
+        _ = try AgentConfiguration.parse(yaml, environment: Self.secrets)
+    }
+
     @Test func patronictlsSectionAndThreadTuningsAreAccepted() throws {
         let yaml =
             Self.minimal
@@ -244,6 +253,19 @@ import Testing
             yaml: minimal + "\n  pgpass: /var/lib/baton/data/pgpass",
             message: "postgresql.pgpass: '/var/lib/baton/data/pgpass' is inside the data directory", line: nil),
         Bad(yaml: minimal + "\n  pgpass: pgpass0", message: "expected the absolute path of a file", line: nil),
+        Bad(
+            yaml: minimal + "\n  pgpass: /var/lib/x/../baton/data/pgpass", message: "expected the absolute path",
+            line: nil),
+        // getopt takes unique prefixes: 'user' would be --username and lock the agent out.
+        Bad(
+            yaml: minimal + "\nbootstrap:\n  initdb:\n  - user: admin", message: "'user' is not an initdb option",
+            line: nil),
+        Bad(yaml: minimal + "\nbootstrap:\n  initdb:\n  - no-sync", message: "'no-sync' is set by Baton", line: nil),
+        Bad(yaml: minimal + "\n  use_unix_socket: true", message: "use_unix_socket: refused", line: nil),
+        Bad(yaml: minimal + "\nbootstrap:\n  method: wal_e", message: "bootstrap.method: refused", line: nil),
+        Bad(
+            yaml: minimal + "\n  pg_hba:\n    - '# no rule at all'", message: "postgresql.pg_hba: has no rule",
+            line: nil),
         // Patroni keys Baton does not take are refused by name with the reason, not as typos.
         Bad(
             yaml: minimal.replacingOccurrences(of: "etcd3:", with: "etcd:"),

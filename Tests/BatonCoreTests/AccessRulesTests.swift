@@ -29,12 +29,24 @@ import Testing
             ("host all all 10.0.0.0/8 mdfive", "no authentication method"),
             ("host all all 10.0.0.0/8 md5\nlocal all all trust", "line break"),
             ("host all all 10.0.0.0/8 md5\u{0}", "control character"),
+            // PostgreSQL 15 joins it with the next line: a comment would swallow the next rule.
+            ("# replication from the old site \\", "ends with a backslash"),
         ]
         for (line, reason) in cases {
             let problem = AccessRules.hbaProblem(line)
             #expect(problem?.contains(reason) == true, "\(line): \(problem ?? "accepted")")
         }
         #expect(AccessRules.identProblem("map user")?.contains("MAPNAME") == true)
+    }
+
+    /// An hba list without a rule: PostgreSQL admits nobody, refuses to start, and on a reload
+    /// keeps its old rules without an error row (so the check after the reload would pass).
+    @Test func anHbaListWithoutARuleIsRefused() {
+        #expect(AccessRules.hbaListProblem([])?.contains("has no rule") == true)
+        #expect(AccessRules.hbaListProblem(["# only", ""])?.contains("has no rule") == true)
+        #expect(AccessRules.hbaListProblem(["local all all peer"]) == nil)
+        let (rules, problems) = AccessRules.fromCluster(["pg_hba": .array([])])
+        #expect(rules.hba == nil && problems.first?.contains("postgresql.pg_hba: has no rule") == true, "\(problems)")
     }
 
     /// The agent's file wins over the config key list by list, as in Patroni.

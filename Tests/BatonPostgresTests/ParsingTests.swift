@@ -155,6 +155,8 @@ struct ManagedFilesTests {
                 "--auth-local=peer", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8",
                 "--data-checksums",
             ])
+        // Baton's own arguments (data directory, superuser, password file) come after these in
+        // bootstrap(): initdb takes the last of a repeated option.
         var patroni = configuration
         patroni.initdbOptions = ["--encoding=SQL_ASCII", "--data-checksums", "--auth-host=md5", "--lc-messages=C"]
         #expect(

@@ -276,8 +276,16 @@ public struct AgentConfiguration: Sendable {
             "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
             "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
             "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
-            "pg_hba", "pg_ident", "pgpass",
+            "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
+            "remove_data_directory_on_diverged_timelines",
         ])
+        // Patroni keys whose value Baton accepts when it is what Baton does anyway.
+        for key in ["use_unix_socket", "use_unix_socket_repl", "remove_data_directory_on_diverged_timelines"]
+        where try pg.bool(key) == true {
+            throw pg.error(
+                key, "refused: \(PatroniKeys.refused["postgresql." + key] ?? "not supported") (false is accepted)")
+        }
+        _ = try pg.seconds("pg_ctl_timeout")  // Baton supervises postgres directly: stop_timeout applies
         let pgListen = try env("PATRONI_POSTGRESQL_LISTEN") ?? pg.string("listen", default: "127.0.0.1:5432")
         guard let (pgHost, pgPort) = hostPort(pgListen) else {
             throw pg.error("listen", "expected host:port, got '\(pgListen)'")
@@ -357,6 +365,9 @@ public struct AgentConfiguration: Sendable {
         let accessRules = AccessRules(
             hba: try pg.lines("pg_hba", check: AccessRules.hbaProblem),
             ident: try pg.lines("pg_ident", check: AccessRules.identProblem))
+        if let hba = accessRules.hba, let problem = AccessRules.hbaListProblem(hba) {
+            throw pg.error("pg_hba", problem)
+        }
         var postgres = Postgres(
             listenHost: pgHost, port: pgPort, connectAddress: pgConnect, dataDirectory: dataDir,
             binDirectory: try env("PATRONI_POSTGRESQL_BIN_DIR")
@@ -369,7 +380,7 @@ public struct AgentConfiguration: Sendable {
             clientNetworks: try pg.stringList("client_networks") ?? ["127.0.0.1/32"])
         postgres.accessRules = accessRules
         if let pgpass = try pg.string("pgpass") {
-            guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/") else {
+            guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/"), !pgpass.split(separator: "/").contains("..") else {
                 throw pg.error("pgpass", "expected the absolute path of a file, got '\(pgpass)'")
             }
             guard pgpass != dataDir, !pgpass.hasPrefix(dataDir.hasSuffix("/") ? dataDir : dataDir + "/") else {
@@ -382,7 +393,11 @@ public struct AgentConfiguration: Sendable {
 
         // bootstrap.dcs
         let bootstrap = try root.section("bootstrap")
-        try bootstrap.rejectUnknownKeys(["dcs", "initdb"])
+        try bootstrap.rejectUnknownKeys(["dcs", "initdb", "method"])
+        if let method = try bootstrap.string("method"), method != "initdb" {
+            throw bootstrap.error(
+                "method", "refused: \(PatroniKeys.refused["bootstrap.method"] ?? "") (initdb is accepted)")
+        }
         postgres.initdbOptions = try Self.initdbOptions(bootstrap)
         var document: [String: JSONValue] = [
             "ttl": .number(Double(DynamicConfig.defaultTTL)),
@@ -563,8 +578,16 @@ public struct AgentConfiguration: Sendable {
 
     /// initdb options Baton sets itself (Patroni refuses the first ones too).
     static let managedInitdbOptions: Set<String> = [
-        "pgdata", "D", "nosync", "N", "pwfile", "sync-only", "S", "version", "V", "username", "U", "help",
-        "show", "pwprompt", "W",
+        "pgdata", "D", "nosync", "N", "no-sync", "pwfile", "sync-only", "S", "version", "V", "username", "U", "help",
+        "show", "pwprompt", "W", "no-clean", "n", "noclean",
+    ]
+    /// PostgreSQL 15's initdb options an operator may give, by their exact names: initdb (getopt)
+    /// takes any unique prefix (`user` for `username`), so nothing else is passed on.
+    static let operatorInitdbOptions: Set<String> = [
+        "auth", "A", "auth-host", "auth-local", "encoding", "E", "allow-group-access", "g", "icu-locale",
+        "locale", "lc-collate", "lc-ctype", "lc-messages", "lc-monetary", "lc-numeric", "lc-time", "no-locale",
+        "locale-provider", "text-search-config", "T", "waldir", "X", "wal-segsize", "data-checksums", "k",
+        "no-instructions", "debug", "d", "discard-caches",
     ]
 
     /// `bootstrap.initdb` as Patroni writes it: a list of switches (`data-checksums`) and
@@ -611,6 +634,11 @@ public struct AgentConfiguration: Sendable {
             else { throw fail("'\(pair.name)' is not an initdb option name") }
             guard !managedInitdbOptions.contains(name) else {
                 throw fail("'\(name)' is set by Baton (data directory, superuser, password file); leave it out")
+            }
+            guard operatorInitdbOptions.contains(name) else {
+                throw fail(
+                    "'\(name)' is not an initdb option of PostgreSQL 15 (give the full name; known: "
+                        + operatorInitdbOptions.filter { $0.count > 1 }.sorted().joined(separator: ", ") + ")")
             }
             guard let value = pair.value else { return "--\(name)" }
             guard !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {

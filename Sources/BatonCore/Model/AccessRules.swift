@@ -31,6 +31,10 @@ public struct AccessRules: Sendable, Equatable, CustomStringConvertible {
                 problems.append("postgresql.\(key): expected a list of lines")
                 return nil
             }
+            if key == "pg_hba", let problem = hbaListProblem(items.compactMap(\.stringValue)) {
+                problems.append("postgresql.\(key): \(problem)")
+                return nil
+            }
             var lines: [String] = []
             for (index, item) in items.enumerated() {
                 guard case .string(let line) = item else {
@@ -92,7 +96,20 @@ public struct AccessRules: Sendable, Equatable, CustomStringConvertible {
         return nil
     }
 
+    /// Why a whole pg_hba list cannot be used, or nil: without one rule PostgreSQL admits nobody,
+    /// refuses to start, and keeps its old rules on a reload (so a reload would look fine).
+    public static func hbaListProblem(_ lines: [String]) -> String? {
+        lines.contains { !fields($0).isEmpty }
+            ? nil
+            : "has no rule (only blank lines or comments): PostgreSQL would admit nobody and refuse to start"
+    }
+
     static func characterProblem(_ line: String) -> String? {
+        // PostgreSQL joins a line ending in a backslash with the next one (a comment would
+        // swallow the following rule).
+        if line.reversed().drop(while: { $0 == " " || $0 == "\t" }).first == "\\" {
+            return "ends with a backslash, which joins it to the next line in PostgreSQL 15; remove it"
+        }
         if line.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7F }) {
             return "contains a line break or another control character; give one line per list item"
         }

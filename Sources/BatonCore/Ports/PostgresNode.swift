@@ -34,10 +34,11 @@ public protocol PostgresNode: Sendable {
     /// value), which is left out of its configuration; nil when they could not be checked yet (no
     /// data directory): the caller asks again.
     func applyClusterParameters(_ parameters: [String: String]) async throws -> [PostgresParameters.Refusal]?
-    /// Puts `postgresql.pg_hba`/`pg_ident` in force (`source`: where they came from): written for
-    /// the next start, and while postgres runs written, checked by PostgreSQL, and reloaded.
-    /// Returns what was refused (the previous file then stays in force).
-    func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String]
+    /// Puts `postgresql.pg_hba`/`pg_ident` in force (`source`: where they came from) while postgres
+    /// runs: written, read by PostgreSQL, reloaded, and kept only when the agent still gets in.
+    /// Returns what was refused (the previous files then stay in force); nil when postgres does
+    /// not run (nothing written: the caller asks again).
+    func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String]?
     /// On a primary: one physical replication slot per member in `members` (the local member is
     /// skipped); creates missing ones and drops inactive Baton-named slots of members not listed.
     func syncReplicationSlots(forMembers members: [String]) async throws

@@ -403,6 +403,13 @@ func classifyConnectError(_ text: String, _ parameters: ConnectionParameters) ->
                 + "or reset it with ALTER ROLE \(parameters.user) PASSWORD … — libpq said: \(text)",
             sqlState: "28P01")
     }
+    if lower.contains("pg_hba.conf rejects") {
+        return PostgresError(
+            .authenticationFailed,
+            "the server at \(target) has a pg_hba.conf rule rejecting user '\(parameters.user)' to database "
+                + "'\(parameters.database)' from this host; change it and reload — libpq said: \(text)",
+            sqlState: "28000")
+    }
     if lower.contains("no pg_hba.conf entry") {
         return PostgresError(
             .authenticationFailed,

@@ -21,9 +21,10 @@ extension LocalPostgresNode {
         let pwfile = dataDirectory + ".pwfile"
         try Posix.writeFile(pwfile, contents: configuration.superuser.password + "\n", user: osUser, mode: 0o600)
         defer { unlink(pwfile) }
+        // Baton's own arguments last: initdb takes the last of a repeated option.
         let arguments =
-            ["-D", dataDirectory, "-U", configuration.superuser.username, "--pwfile=\(pwfile)"]
-            + ManagedFiles.initdbArguments(configuration)
+            ManagedFiles.initdbArguments(configuration)
+            + ["-D", dataDirectory, "-U", configuration.superuser.username, "--pwfile=\(pwfile)"]
         let output = try await runner.run(configuration.binary("initdb"), arguments, timeout: .seconds(300))
         guard output.succeeded else {
             throw PostgresError(

@@ -41,10 +41,13 @@ public final class LocalPostgresNode: PostgresNode {
         }
         /// Set by `fence()`: no start other than as a standby, no promotion, until `liftFence()`.
         var fenced = false
-        /// `postgresql.pg_hba`/`pg_ident` in force (nil lists: the files are left alone), and
-        /// where they came from.
-        var accessRules = AccessRules()
-        var accessSource = "local configuration"
+        /// `postgresql.pg_hba`/`pg_ident` that PostgreSQL has read and that admit the agent
+        /// (nil lists: the files are left alone), and where they came from: the only rules ever
+        /// written without a check (before a start, a reload).
+        var checkedAccessRules = AccessRules()
+        var checkedAccessSource = "agent's file"
+        /// A check of new rules is running: the files on disk are its candidates until it ends.
+        var accessCheckRunning = false
     }
 
     /// The operator's `postgresql.parameters` in force (written on the next start or reload).

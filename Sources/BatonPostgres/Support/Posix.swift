@@ -69,7 +69,11 @@ enum Posix {
     /// of that name is removed, not followed), given its owner and mode through its descriptor,
     /// and renamed onto `path` (a link at `path` is replaced, not followed).
     static func writeFile(_ path: String, contents: String, user: OSUser?, mode: mode_t) throws {
-        let temporary = temporaryPath(for: path)
+        try writeFile(path, bytes: Array(contents.utf8), user: user, mode: mode)
+    }
+
+    static func writeFile(_ path: String, bytes: [UInt8], user: OSUser?, mode: mode_t) throws {
+        var temporary = temporaryPath(for: path)
         let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
         var fd = open(temporary, flags, mode)
         if fd < 0, errno == EEXIST {
@@ -77,12 +81,17 @@ enum Posix {
             unlink(temporary)
             fd = open(temporary, flags, mode)
         }
+        if fd < 0, errno == EEXIST {
+            // Planted again at once (a directory others may write, like /tmp): a name nobody can
+            // guess instead.
+            temporary += ".\(UInt64.random(in: 0...UInt64.max))"
+            fd = open(temporary, flags, mode)
+        }
         guard fd >= 0 else {
             throw PostgresError(
                 .io, "could not create \(temporary)", cause: SystemCallError(call: "open", errno: errno))
         }
         var failure: (call: String, errno: Int32)?
-        let bytes = Array(contents.utf8)
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -131,6 +140,28 @@ enum Posix {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         if let user, geteuid() == 0 { _ = fchown(fd, user.uid, user.gid) }
         return fd
+    }
+
+    /// A file's bytes; nil when it does not exist; throws when it exists and cannot be read (a
+    /// copy to put back must not be mistaken for "there was none").
+    static func readBytes(_ path: String) throws -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw PostgresError(.io, "could not read \(path)", cause: SystemCallError(call: "open", errno: errno))
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else {
+                throw PostgresError(.io, "could not read \(path)", cause: SystemCallError(call: "read", errno: errno))
+            }
+            if count == 0 { return bytes }
+            bytes += buffer[0..<count]
+        }
     }
 
     static func readFile(_ path: String) -> String? {

@@ -261,8 +261,9 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     /// Records the access rules; a line listed in `state.refusedAccessLines` is refused as
     /// PostgreSQL refuses a file it cannot read.
-    public func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String] {
+    public func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String]? {
         lock.withLock {
+            guard state.running else { return nil }
             let bad = (rules.hba ?? []).filter { state.refusedAccessLines.contains($0) }
             guard bad.isEmpty else { return ["postgresql.pg_hba: PostgreSQL refuses \(bad)"] }
             state.accessRules = rules
