@@ -70,7 +70,8 @@ public struct AgentConfiguration: Sendable {
         public var parameters: [String: String]
         public var usePgRewind: Bool
         public var removeDataDirectoryOnRewindFailure: Bool
-        public var useReplicationSlots: Bool
+        /// `postgresql.use_slots` in this file (it wins over the `config` key's); nil: not given.
+        public var useReplicationSlots: Bool?
         public var dataChecksums: Bool
         public var replicationNetworks: [String]
         public var clientNetworks: [String]
@@ -375,7 +376,7 @@ public struct AgentConfiguration: Sendable {
             osUser: try pg.string("os_user", default: "postgres"), superuser: superuser, replication: replication,
             rewind: rewind, parameters: parameters, usePgRewind: try pg.bool("use_pg_rewind") ?? true,
             removeDataDirectoryOnRewindFailure: try pg.bool("remove_data_directory_on_rewind_failure") ?? false,
-            useReplicationSlots: try pg.bool("use_slots") ?? true, dataChecksums: try pg.bool("data_checksums") ?? true,
+            useReplicationSlots: try pg.bool("use_slots"), dataChecksums: try pg.bool("data_checksums") ?? true,
             replicationNetworks: try pg.stringList("replication_networks") ?? ["127.0.0.1/32"],
             clientNetworks: try pg.stringList("client_networks") ?? ["127.0.0.1/32"])
         postgres.accessRules = accessRules
@@ -410,7 +411,7 @@ public struct AgentConfiguration: Sendable {
                 "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
                 "check_timeline",
                 "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
-                "postgresql", "max_timelines_history", "primary_stop_timeout",
+                "postgresql", "max_timelines_history", "primary_stop_timeout", "member_slots_ttl",
             ]
             let dcsSection = try bootstrap.section("dcs")
             try dcsSection.rejectUnknownKeys(known)
@@ -569,7 +570,9 @@ public struct AgentConfiguration: Sendable {
                     "is not a logger Baton has; use patroni, patroni.ha, patroni.dcs, patroni.postgresql, patroni.api, "
                         + "urllib3, or Baton's modules (BatonHA, BatonEtcd, BatonPostgres, BatonAPI, BatonAgent)")
             }
-            for module in modules { settings.moduleLevels[module] = level }
+            // Several loggers on one module (urllib3 and patroni.dcs on BatonEtcd): the most
+            // verbose wins, whatever order the mapping is read in.
+            for module in modules { settings.moduleLevels[module] = min(level, settings.moduleLevels[module] ?? level) }
         }
         _ = try log.string("traceback_level")
         _ = try log.bool("deduplicate_heartbeat_logs")
