@@ -124,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonAgent", "BatonAPI", "BatonCore", "BatonEtcd",
+                "BatonAgent", "BatonAPI", "BatonCore", "BatonEtcd", "BatonPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

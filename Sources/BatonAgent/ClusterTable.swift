@@ -90,7 +90,7 @@ public enum ClusterTable {
         return lines
     }
 
-    static func table(header: [String], rows: [[String]]) -> [String] {
+    public static func table(header: [String], rows: [[String]]) -> [String] {
         var widths = header.map(\.count)
         for row in rows {
             for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }

@@ -16,7 +16,8 @@ struct Baton: AsyncParsableCommand {
             AgentCommand.self, ListCommand.self, TopologyCommand.self, HistoryCommand.self,
             SwitchoverCommand.self, FailoverCommand.self, PauseCommand.self, ResumeCommand.self,
             ShowConfigCommand.self, EditConfigCommand.self, RestartCommand.self, ReinitCommand.self,
-            RemoveCommand.self, CheckConfigCommand.self, VersionCommand.self,
+            RemoveCommand.self, ReloadCommand.self, FlushCommand.self, DSNCommand.self, QueryCommand.self,
+            CheckConfigCommand.self, VersionCommand.self,
         ]
     )
 

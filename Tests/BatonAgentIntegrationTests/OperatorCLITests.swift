@@ -15,9 +15,10 @@ struct OperatorCLITests {
     }
 
     /// Runs `baton ARGS -c <node1's config>` to completion, stdin closed.
-    static func baton(_ cluster: AgentCluster, _ arguments: [String], timeout: Duration = .seconds(120)) throws
-        -> Output
-    {
+    static func baton(
+        _ cluster: AgentCluster, _ arguments: [String], timeout: Duration = .seconds(120),
+        environment extra: [String: String] = [:]
+    ) throws -> Output {
         let config = try cluster.node("node1").configPath
         let base = cluster.root.appendingPathComponent("cli-\(UUID().uuidString)").path
         defer {
@@ -25,7 +26,8 @@ struct OperatorCLITests {
             try? FileManager.default.removeItem(atPath: base + ".err")
         }
         let code = try AgentCluster.runToCompletion(
-            [AgentCluster.batonBinary] + arguments + ["-c", config], environment: ProcessInfo.processInfo.environment,
+            [AgentCluster.batonBinary] + arguments + ["-c", config],
+            environment: ProcessInfo.processInfo.environment.merging(extra) { $1 },
             output: base + ".out", errors: base + ".err", timeout: timeout)
         return Output(
             status: code,
@@ -101,6 +103,42 @@ struct OperatorCLITests {
         #expect(trees.first?["member"] as? String == leader)
         let children = (trees.first?["replicas"] as? [[String: Any]])?.compactMap { $0["member"] as? String }
         #expect(children?.sorted() == names.filter { $0 != leader })
+
+        // dsn, query, reload and flush as patronictl has them (before: missing from baton).
+        let dsn = try Self.baton(cluster, ["dsn"])
+        let leaderPort = try cluster.node(leader).pgPort
+        #expect(dsn.status == 0 && dsn.stdout == "host=127.0.0.1 port=\(leaderPort)\n", "\(dsn.stdout)\(dsn.stderr)")
+        let replicaDSN = try Self.baton(cluster, ["dsn", "--role", "replica"])
+        #expect(replicaDSN.status == 0 && !replicaDSN.stdout.contains("port=\(leaderPort)"), "\(replicaDSN.stdout)")
+        let password = ["PGPASSWORD": AgentCluster.superuserPassword]
+        let query = try Self.baton(
+            cluster,
+            ["query", "--command", "SELECT 40 + 2 AS answer, pg_is_in_recovery() AS standby", "--format", "json"],
+            environment: password)
+        #expect(query.status == 0, "\(query.stderr)")
+        #expect(
+            query.stdout.contains("\"answer\":\"42\"") && query.stdout.contains("\"standby\":\"f\""), "\(query.stdout)")
+        let queryTable = try Self.baton(
+            cluster, ["query", "--role", "replica", "--command", "SELECT pg_is_in_recovery() AS standby"],
+            environment: password)
+        #expect(
+            queryTable.status == 0 && queryTable.stdout.contains("standby") && queryTable.stdout.contains(" t "),
+            "\(queryTable.stdout)")
+        let badSQL = try Self.baton(cluster, ["query", "--command", "SELEC 1"], environment: password)
+        #expect(badSQL.status == 1 && badSQL.stderr.contains("syntax error"), "\(badSQL.stderr)")
+        let reload = try Self.baton(cluster, ["reload", "--force"])
+        #expect(reload.status == 0, "\(reload.stdout)\(reload.stderr)")
+        #expect(names.allSatisfy { name in reload.stdout.contains("\(name): ") }, "\(reload.stdout)")
+        let replica = try #require(names.first { $0 != leader })
+        let scheduled = try Self.baton(
+            cluster, ["restart", replica, "--scheduled", "2099-01-01T00:00:00+00:00", "--force"])
+        #expect(scheduled.status == 0, "\(scheduled.stdout)\(scheduled.stderr)")
+        let flush = try Self.baton(cluster, ["flush", replica, "restart", "--force"])
+        #expect(flush.status == 0, "\(flush.stdout)\(flush.stderr)")
+        let noSwitchover = try Self.baton(cluster, ["flush", "switchover", "--force"])
+        #expect(noSwitchover.status == 0 && noSwitchover.stdout.contains("no scheduled switchover"))
+        let unknown = try Self.baton(cluster, ["reload", "nobody", "--force"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("nobody not a member"), "\(unknown.stderr)")
 
         // A switchover writes the first history entry.
         let candidate = try #require(names.first { $0 != leader })
