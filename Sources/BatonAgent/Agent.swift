@@ -69,7 +69,8 @@ public final class Agent: Sendable {
             rewind: pg.rewind.map(pgCredentials), parameters: pg.parameters,
             replicationNetworks: pg.replicationNetworks, clientNetworks: pg.clientNetworks,
             usePgRewind: pg.usePgRewind, removeDataDirectoryOnRewindFailure: pg.removeDataDirectoryOnRewindFailure,
-            useReplicationSlots: pg.useReplicationSlots, dataChecksums: pg.dataChecksums, passfile: pg.pgpass)
+            useReplicationSlots: pg.useReplicationSlots ?? configuration.dynamicConfig.useSlots ?? true,
+            dataChecksums: pg.dataChecksums, passfile: pg.pgpass)
         pgConfiguration.initdbOptions = pg.initdbOptions
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node
@@ -104,6 +105,7 @@ public final class Agent: Sendable {
             stopTimeout: Duration(checkedSeconds: configuration.stopTimeout) ?? .seconds(30),
             watchdogRequired: configuration.watchdog.mode == .required)
         haConfiguration.hookTimeout = Duration(checkedSeconds: configuration.hookTimeout) ?? .seconds(60)
+        haConfiguration.localUseSlots = pg.useReplicationSlots
         var watchdog: DeviceWatchdog?
         let margin = Duration(checkedSeconds: configuration.watchdog.safetyMargin) ?? .seconds(5)
         switch configuration.watchdog.mode {

@@ -31,6 +31,8 @@ public struct HAConfiguration: Sendable {
     public var hookTimeout: Duration = .seconds(60)
     /// How long postgres may take to accept connections after a start (crash recovery included).
     public var startTimeout: Duration = .seconds(60)
+    /// `postgresql.use_slots` in the agent's file (it wins over the `config` key's); nil: not set.
+    public var localUseSlots: Bool?
 
     public init(
         name: String, connURL: String, apiURL: String, tags: Tags = Tags(),

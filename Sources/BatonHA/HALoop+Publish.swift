@@ -73,12 +73,15 @@ extension HALoop {
         // Each bounded step counts as progress for the lease keeper (a publish can be several).
         noteProgress()
         guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else { return }
+        let retained = await maintainMemberSlots(observation, config: config, now: now)
         if let optime = pg.currentLSN,
-            lastStatusWrite.map({ $0.optime != optime && now - $0.at >= max(config.loopWait, .seconds(2)) }) ?? true
+            lastStatusWrite.map({
+                ($0.optime != optime || $0.retained != retained) && now - $0.at >= max(config.loopWait, .seconds(2))
+            }) ?? true
         {
             do {
-                try await store.writeStatus(LeaderStatus(optime: optime))
-                lastStatusWrite = (optime, now)
+                try await store.writeStatus(LeaderStatus(optime: optime, retainSlots: retained))
+                lastStatusWrite = (optime, retained, now)
             } catch {
                 logger.warning("could not write the status key: \(error)")
             }
@@ -89,12 +92,41 @@ extension HALoop {
                 logger.info("wrote the initial dynamic configuration to the config key")
             }
         }
-        if let cluster = observation.cluster {
-            do {
-                try await node.syncReplicationSlots(forMembers: cluster.members.map(\.name))
-            } catch {
-                logger.debug("replication slots not synchronised: \(error)")
+    }
+
+    /// On the leader: member slots as `MemberSlots.plan` decides (members seen now, and those a
+    /// previous leader retained, kept for `member_slots_ttl`); returns the slots to name in the
+    /// status key's `retain_slots`, nil when they could not be read (the key then keeps none
+    /// rather than a guess).
+    func maintainMemberSlots(_ observation: Observation, config: DynamicConfig, now: MonotonicInstant) async
+        -> [String]?
+    {
+        guard let cluster = observation.cluster else { return nil }
+        MemberSlots.noteSeen(
+            &memberSlotsSeen, members: cluster.members, retained: cluster.status?.retainSlots ?? [],
+            me: configuration.name, now: now)
+        do {
+            let existing = try await node.physicalReplicationSlots()
+            let plan = MemberSlots.plan(
+                me: configuration.name, members: cluster.members, existing: existing, lastSeen: memberSlotsSeen,
+                now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config))
+            if !plan.create.isEmpty || !plan.drop.isEmpty {
+                try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
+                if !plan.drop.isEmpty {
+                    logger.info(
+                        "member slots dropped: \(plan.drop.joined(separator: ", ")) (members gone for member_slots_ttl, or use_slots off)"
+                    )
+                }
             }
+            return plan.retain
+        } catch {
+            logger.debug("replication slots not maintained: \(error)")
+            return nil
         }
+    }
+
+    /// `use_slots`: the agent's file, else the `config` key, else true (Patroni's default).
+    func effectiveUseSlots(_ config: DynamicConfig) -> Bool {
+        configuration.localUseSlots ?? config.useSlots ?? true
     }
 }

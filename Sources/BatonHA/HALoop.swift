@@ -84,7 +84,12 @@ public actor HALoop {
     var failedAccessRules: (rules: AccessRules, retryAt: MonotonicInstant)?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
-    var lastStatusWrite: (optime: LSN, at: MonotonicInstant)?
+    var lastStatusWrite: (optime: LSN, retained: [String]?, at: MonotonicInstant)?
+    /// Member slot name → when this agent (as leader) last saw its member, or first read it in
+    /// the status key's `retain_slots`: only these slots are ever dropped.
+    var memberSlotsSeen: [String: MonotonicInstant] = [:]
+    /// The `use_slots` last given to the node.
+    var appliedUseSlots: Bool?
     var lastReasonCode: String?
     var activity: Member.State?
     /// Operator requests waiting for the next cycle, with who waits for each answer.
@@ -197,6 +202,7 @@ public actor HALoop {
             // writes the cluster's parameters, not the defaults.
             await applyClusterParameters()
             await applyAccessRules()
+            await applyReplicationSlotUse()
             let decision = HADecider.decide(observation)
             memory = decision.memory
             logDecision(decision)
@@ -319,6 +325,21 @@ public actor HALoop {
                 logger.warning("postgresql.pg_hba/pg_ident not applied (tried again in \(wait)): \(error)")
             }
             failedAccessRules = (rules, clock.now + wait)
+        }
+    }
+
+    /// Tells the node whether standbys name their slot (`use_slots`), when it changed; unknown
+    /// (no fresh view) changes nothing.
+    func applyReplicationSlotUse() async {
+        guard clusterViewIsFresh, let cluster = status.cluster else { return }
+        let use = effectiveUseSlots(effectiveConfig(cluster))
+        guard use != appliedUseSlots else { return }
+        do {
+            try await node.setReplicationSlotUse(use)
+            if appliedUseSlots != nil { logger.info("use_slots is now \(use)") }
+            appliedUseSlots = use
+        } catch {
+            logger.warning("use_slots \(use) not applied: \(error)")
         }
     }
 

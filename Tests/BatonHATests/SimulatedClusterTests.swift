@@ -97,6 +97,43 @@ import Testing
         #expect(cluster.violations.isEmpty, "\(cluster.violations)")
     }
 
+    /// The leader keeps a gone member's slot for member_slots_ttl (named in the status key's
+    /// retain_slots), then drops it; a slot it never saw as a member's is never dropped (before,
+    /// every inactive physical slot not named after a current member was dropped at once).
+    @Test func memberSlotsOutliveTheirMemberForTheTTLOnly() async throws {
+        let cluster = try await Self.bootstrapped()
+        try await cluster.patchConfig(.object(["member_slots_ttl": .string("1min")]))
+        await cluster.run(seconds: 3)
+        let leader = try #require(cluster.writablePrimaries.first)
+        let gone = try #require(["node1", "node2", "node3"].first { $0 != leader })
+        let primary = try #require(cluster.postgres(named: leader))
+        primary.mutate { $0.slots["pgbackrest"] = false }
+        #expect(primary.snapshot.slots[gone] == false, "\(primary.snapshot.slots)")
+        cluster.crashWholeNode(gone)
+        await cluster.run(seconds: 30)
+        #expect(try await cluster.loadCluster().members.contains { $0.name == gone } == false)
+        #expect(primary.snapshot.slots[gone] != nil, "dropped before member_slots_ttl")
+        #expect(try await cluster.loadCluster().status?.retainSlots?.contains(gone) == true)
+        await cluster.run(seconds: 40)
+        #expect(primary.snapshot.slots[gone] == nil, "kept past member_slots_ttl: \(primary.snapshot.slots)")
+        #expect(primary.snapshot.slots["pgbackrest"] == false, "a slot Baton never made was dropped")
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
+    /// use_slots: false in the config key: the leader keeps no member slots, and every node is
+    /// told to name none.
+    @Test func useSlotsFalseKeepsNoMemberSlots() async throws {
+        let cluster = try await Self.bootstrapped()
+        let leader = try #require(cluster.writablePrimaries.first)
+        try await cluster.patchConfig(.object(["postgresql": .object(["use_slots": .bool(false)])]))
+        await cluster.run(seconds: 3)
+        let slots = try #require(cluster.postgres(named: leader)).snapshot.slots
+        #expect(slots.isEmpty, "\(slots)")
+        for name in ["node1", "node2", "node3"] {
+            #expect(cluster.postgres(named: name)?.snapshot.useSlots == false, "\(name)")
+        }
+    }
+
     /// Member keys say `"pause": true` while the cluster is paused, as Patroni's do: patronictl's
     /// `pause --wait` waited for it and reported "members didn't recognize pause state".
     @Test func memberKeysCarryThePause() async throws {

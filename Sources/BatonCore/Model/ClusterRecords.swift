@@ -107,10 +107,19 @@ public struct HistoryEntry: Hashable, Sendable, Codable {
 public struct LeaderStatus: Hashable, Sendable, Codable {
     public var optime: LSN
     public var slots: [String: LSN]?
+    /// Patroni 4: the member slots the leader keeps, so that a new leader keeps them too (for
+    /// `member_slots_ttl` from when it reads them).
+    public var retainSlots: [String]?
 
-    public init(optime: LSN, slots: [String: LSN]? = nil) {
+    enum CodingKeys: String, CodingKey {
+        case optime, slots
+        case retainSlots = "retain_slots"
+    }
+
+    public init(optime: LSN, slots: [String: LSN]? = nil, retainSlots: [String]? = nil) {
         self.optime = optime
         self.slots = slots
+        self.retainSlots = retainSlots
     }
 }
 

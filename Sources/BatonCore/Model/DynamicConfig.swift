@@ -61,6 +61,35 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     public var postgresql: [String: JSONValue] { document["postgresql"]?.objectValue ?? [:] }
     public var parameters: [String: JSONValue] { postgresql["parameters"]?.objectValue ?? [:] }
     public var usePgRewind: Bool { postgresql["use_pg_rewind"]?.boolValue ?? true }
+    /// `postgresql.use_slots`: one physical replication slot per member on the leader (Patroni's
+    /// default true); nil when the key does not say (the agent's file may).
+    public var useSlots: Bool? { postgresql["use_slots"]?.boolValue }
+    /// Patroni 4's `member_slots_ttl`: how long the leader keeps the slot of a member whose key
+    /// is gone (seconds, or `30min`, `1h`, `90s`); default 30 minutes, 0 drops it at once.
+    public var memberSlotsTTL: Duration {
+        guard let raw = document["member_slots_ttl"] else { return .seconds(1800) }
+        return Self.duration(raw) ?? .seconds(1800)
+    }
+
+    /// A duration as Patroni takes it: a number of seconds, or a number with a unit (`ms`, `s`,
+    /// `min`, `h`, `d`); nil when it is neither or out of range.
+    static func duration(_ value: JSONValue) -> Duration? {
+        if let seconds = value.doubleValue { return seconds >= 0 ? Duration(checkedSeconds: seconds) : nil }
+        guard case .string(let text) = value else { return nil }
+        let trimmed = text.trimmingWhitespace()
+        let digits = trimmed.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
+        guard let number = Double(digits), number >= 0 else { return nil }
+        let factor: Double
+        switch String(trimmed.dropFirst(digits.count)).trimmingWhitespace().lowercased() {
+        case "ms": factor = 0.001
+        case "", "s", "sec": factor = 1
+        case "min", "m": factor = 60
+        case "h": factor = 3600
+        case "d": factor = 86400
+        default: return nil
+        }
+        return Duration(checkedSeconds: number * factor)
+    }
     /// How many entries the `history` key keeps (the newest); 0 keeps them all (Patroni's
     /// `max_timelines_history`).
     public var maxTimelinesHistory: Int {
@@ -125,6 +154,12 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
             errors.append(error.description)
         }
         errors += AccessRules.fromCluster(postgresql).problems
+        if let raw = postgresql["use_slots"], raw.boolValue == nil {
+            errors.append("postgresql.use_slots: expected true or false, got \(raw)")
+        }
+        if let raw = document["member_slots_ttl"], Self.duration(raw) == nil {
+            errors.append("member_slots_ttl: expected seconds or a duration like 30min, got \(raw)")
+        }
         return errors
     }
 }

@@ -149,6 +149,8 @@ public struct Tags: Hashable, Sendable, Codable {
     public var noLoadBalance: Bool { values["noloadbalance"]?.boolValue == true }
     public var noSync: Bool { values["nosync"]?.boolValue == true }
     public var cloneFrom: Bool { values["clonefrom"]?.boolValue == true }
+    /// `nostream`: the member does not stream from the primary, so no slot is kept for it.
+    public var noStream: Bool { values["nostream"]?.boolValue == true }
 }
 
 /// A parameter change that waits for a restart: the value in force and the one the files set.

@@ -39,9 +39,13 @@ public protocol PostgresNode: Sendable {
     /// Returns what was refused (the previous files then stay in force); nil when postgres does
     /// not run (nothing written: the caller asks again).
     func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String]?
-    /// On a primary: one physical replication slot per member in `members` (the local member is
-    /// skipped); creates missing ones and drops inactive Baton-named slots of members not listed.
-    func syncReplicationSlots(forMembers members: [String]) async throws
+    /// The physical replication slots on this server: name → active (unknown counts as active).
+    func physicalReplicationSlots() async throws -> [String: Bool]
+    /// Creates and drops physical slots as `MemberSlots.plan` decided; a slot that became active
+    /// meanwhile is not dropped.
+    func applyReplicationSlots(create: [String], drop: [String]) async throws
+    /// Whether a standby names its slot on the primary (the cluster's `use_slots`).
+    func setReplicationSlotUse(_ use: Bool) async throws
     /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).
     func terminations() -> AsyncStream<PostmasterExit>
     /// Empties the data directory before a re-clone the agent has proven it may do (an operator's

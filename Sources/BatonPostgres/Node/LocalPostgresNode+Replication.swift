@@ -154,23 +154,61 @@ extension LocalPostgresNode {
         logger.info("synchronous standbys set", metadata: ["pg.sync": "\(names.joined(separator: ","))"])
     }
 
-    public func syncReplicationSlots(forMembers members: [String]) async throws {
-        let wanted = Set(
-            members.filter { $0 != configuration.memberName }.map { PostgresConf.slotName(forMember: $0) })
+    /// The physical replication slots on this server: name → active.
+    public func physicalReplicationSlots() async throws -> [String: Bool] {
         let existing = try await execute(
             "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
-        var present: Set<String> = []
+        var slots: [String: Bool] = [:]
         for row in existing.rows {
             guard let name = try row.string("slot_name") else { continue }
-            present.insert(name)
-            if !wanted.contains(name), try row.bool("active") == false {
-                _ = try await execute("SELECT pg_drop_replication_slot($1)", [name])
-                logger.info("replication slot dropped", metadata: ["pg.slot": "\(name)"])
-            }
+            slots[name] = try row.bool("active") ?? true  // unknown counts as in use: never dropped
         }
-        for name in wanted.subtracting(present).sorted() {
-            _ = try await execute("SELECT pg_create_physical_replication_slot($1, true)", [name])
-            logger.info("replication slot created", metadata: ["pg.slot": "\(name)"])
+        return slots
+    }
+
+    /// Creates and drops physical slots as `MemberSlots.plan` decided. A slot is dropped only if
+    /// it is still inactive when the statement runs (one that became active since is kept).
+    public func applyReplicationSlots(create: [String], drop: [String]) async throws {
+        for name in drop {
+            let dropped = try await execute(
+                """
+                SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
+                WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active
+                """, [name])
+            if !dropped.rows.isEmpty { logger.info("replication slot dropped", metadata: ["pg.slot": "\(name)"]) }
+        }
+        for name in create {
+            let created = try await execute(
+                """
+                SELECT pg_catalog.pg_create_physical_replication_slot($1, true)
+                WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)
+                """, [name])
+            if !created.rows.isEmpty { logger.info("replication slot created", metadata: ["pg.slot": "\(name)"]) }
+        }
+    }
+
+    /// Creates the slots of `members` (the local member skipped); drops nothing.
+    public func syncReplicationSlots(forMembers members: [String]) async throws {
+        let existing = try await physicalReplicationSlots()
+        let wanted = members.filter { $0 != configuration.memberName }.map { PostgresConf.slotName(forMember: $0) }
+        try await applyReplicationSlots(create: wanted.filter { existing[$0] == nil }.sorted(), drop: [])
+    }
+
+    /// Whether a standby names its slot on the primary (`primary_slot_name`): the cluster's
+    /// `use_slots` as the loop reads it. A change on a running standby rewrites its recovery
+    /// settings for the upstream it follows and reloads.
+    public func setReplicationSlotUse(_ use: Bool) async throws {
+        let (changed, upstream) = state.withLock { state -> (Bool, ReplicationSource?) in
+            defer { state.useSlots = use }
+            return (state.useSlots != use, state.upstream)
+        }
+        guard changed, let upstream else { return }
+        try writeConfiguration(following: upstream, standby: nil)
+        if let postmaster = runningPostmaster {
+            postmaster.send(SIGHUP)
+            logger.info(
+                "replication slot use changed: \(use ? "primary_slot_name set" : "no primary_slot_name")",
+                metadata: ["pg.upstream": "\(upstream.member)"])
         }
     }
 

@@ -48,6 +48,10 @@ public final class LocalPostgresNode: PostgresNode {
         var checkedAccessSource = "agent's file"
         /// A check of new rules is running: the files on disk are its candidates until it ends.
         var accessCheckRunning = false
+        /// The cluster's `use_slots` as last set by the loop (nil: the configuration's), and the
+        /// upstream the recovery settings last named.
+        var useSlots: Bool?
+        var upstream: ReplicationSource?
     }
 
     /// The operator's `postgresql.parameters` in force (written on the next start or reload).
@@ -580,8 +584,13 @@ public final class LocalPostgresNode: PostgresNode {
             user: osUser, mode: 0o600)
         let recoveryPath = dataDirectory + "/" + ManagedFiles.recoveryFile
         if let source {
+            var recoveryConfiguration = configuration
+            recoveryConfiguration.useReplicationSlots = state.withLock { state in
+                state.upstream = source
+                return state.useSlots ?? configuration.useReplicationSlots
+            }
             try Posix.writeFile(
-                recoveryPath, contents: ManagedFiles.recoveryText(configuration, source: source), user: osUser,
+                recoveryPath, contents: ManagedFiles.recoveryText(recoveryConfiguration, source: source), user: osUser,
                 mode: 0o600)
         } else if !Posix.fileExists(recoveryPath) {
             try Posix.writeFile(

@@ -1,3 +1,5 @@
+import BatonCore
+
 /// Quoting for libpq connection strings and postgresql.conf values.
 public enum ConnInfo {
     /// `key=value` pairs as a libpq conninfo string; values are single-quoted, with `\` and `'`
@@ -42,13 +44,5 @@ public enum PostgresConf {
     }
 
     /// A physical replication slot name for a member: lower case, `[a-z0-9_]`, at most 63 bytes.
-    public static func slotName(forMember member: String) -> String {
-        var name = ""
-        for scalar in member.lowercased().unicodeScalars {
-            let ok = (scalar >= "a" && scalar <= "z") || (scalar >= "0" && scalar <= "9") || scalar == "_"
-            name.unicodeScalars.append(ok ? scalar : "_")
-        }
-        if name.isEmpty { name = "member" }
-        return String(name.prefix(63))
-    }
+    public static func slotName(forMember member: String) -> String { MemberSlots.slotName(forMember: member) }
 }

@@ -42,6 +42,9 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var accessRules = AccessRules()
         public var accessApplications = 0
         public var refusedAccessLines: Set<String> = []
+        /// Physical slots (name → active) and the slot use the loop last set.
+        public var slots: [String: Bool] = [:]
+        public var useSlots: Bool?
     }
 
     /// How the simulated status query answers: the truth; "unknown" (the query failed: an
@@ -272,7 +275,20 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         }
     }
 
-    public func syncReplicationSlots(forMembers members: [String]) async throws {}
+    public func physicalReplicationSlots() async throws -> [String: Bool] {
+        lock.withLock { state.slots }
+    }
+
+    public func applyReplicationSlots(create: [String], drop: [String]) async throws {
+        lock.withLock {
+            for name in drop where state.slots[name] == false { state.slots[name] = nil }
+            for name in create where state.slots[name] == nil { state.slots[name] = false }
+        }
+    }
+
+    public func setReplicationSlotUse(_ use: Bool) async throws {
+        lock.withLock { state.useSlots = use }
+    }
 
     public func terminations() -> AsyncStream<PostmasterExit> {
         AsyncStream { _ in }
