@@ -108,8 +108,10 @@ struct FlushCommand: AsyncParsableCommand {
         defer { op.client.shutdown() }
         let view = try await op.load()
         if words.last == "switchover" {
-            guard let failover = view.failover else {
-                print("no scheduled switchover")
+            // Only a scheduled one: an immediate switchover or failover is already under way.
+            guard let failover = view.failover, failover.value.scheduled_at != nil else {
+                print(
+                    view.failover == nil ? "no scheduled switchover" : "no scheduled switchover (one is under way now)")
                 return
             }
             if !force, !confirm("Cancel the scheduled switchover?") { op.fail("aborted") }
@@ -161,7 +163,8 @@ struct DSNCommand: AsyncParsableCommand {
         guard let target = chosen.first, let words = connectionWords(target.connURL) else {
             op.fail("\(chosen.first?.name ?? "the member") publishes no usable conn_url")
         }
-        print("host=\(words.host) port=\(words.port)")
+        // Quoted as libpq reads it: a conn_url from etcd cannot add keywords (host=a host=evil).
+        print(ConnInfo.make([("host", words.host), ("port", String(words.port))]))
     }
 }
 
@@ -206,12 +209,11 @@ struct QueryCommand: AsyncParsableCommand {
         } else {
             op.fail("cannot read \(file ?? "the SQL file")")
         }
-        // The password: PGPASSWORD, else the agent file's superuser password for the superuser.
-        let superuser = op.configuration.postgresql.superuser
-        let user = username ?? superuser.username
-        let password =
-            ProcessInfo.processInfo.environment["PGPASSWORD"]
-            ?? (user == superuser.username && !superuser.password.isEmpty ? superuser.password : nil)
+        // The password comes from libpq's own sources (PGPASSWORD, PGPASSFILE, ~/.pgpass), never
+        // from the agent's file: the host is whatever conn_url etcd holds, and a server there could
+        // ask for the password in clear text.
+        let user = username ?? op.configuration.postgresql.superuser.username
+        let password = ProcessInfo.processInfo.environment["PGPASSWORD"]
         let parameters = ConnectionParameters(
             host: words.host, port: words.port, user: user, password: password, database: database,
             applicationName: "baton-query", connectTimeout: .seconds(5), statementTimeout: .seconds(300))
