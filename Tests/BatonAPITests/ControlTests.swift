@@ -82,6 +82,27 @@ import Testing
         }
     }
 
+    /// `GET /cluster` before the HA loop's first read (an agent just started): one read of the
+    /// store, as Patroni answers it from etcd (before: 503 until the first cycle); 503 when the
+    /// store cannot be read either.
+    @Test func clusterBeforeTheLoopsFirstReadAsksTheStore() async throws {
+        let source = try await Self.seeded()
+        source.update { $0.cluster = nil }
+        try await Fixture.application(source).test(.router) { client in
+            try await client.execute(uri: "/cluster", method: .get) { response in
+                #expect(response.status == .ok, "\(response.text)")
+                #expect(response.text.contains("node1"), "\(response.text)")
+            }
+        }
+        source.memoryStore.partitioned = true
+        try await Fixture.application(source).test(.router) { client in
+            try await client.execute(uri: "/cluster", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.json["error"]?.stringValue?.contains("not read the cluster") == true)
+            }
+        }
+    }
+
     @Test func putReplaces() async throws {
         let source = try await Self.seeded()
         try await Fixture.application(source).test(.router) { client in

@@ -118,14 +118,6 @@ import Testing
         #expect(json["pause"] == nil)
     }
 
-    @Test func clusterBeforeTheFirstReadIs503() async throws {
-        var status = Fixture.primary()
-        status.cluster = nil
-        let response = try await get("/cluster", status)
-        #expect(response.status == .serviceUnavailable)
-        #expect(response.json["error"] != nil)
-    }
-
     @Test func history() async throws {
         let response = try await get("/history", Fixture.primary())
         #expect(response.text == #"[[2,40000000,"no recovery target specified","2026-01-01T00:00:00+00:00","node1"]]"#)

@@ -9,6 +9,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// The Hummingbird application serving Baton's REST API.
 /// The REST API as a `Service`: Hummingbird's application, run without its date-cache service.
@@ -76,6 +77,9 @@ public struct BatonAPIServer: Sendable {
     let fastPathAnswers = FastPathCounter()
     /// The open connections, against `configuration.limits.maxConnections`.
     let connections = ConnectionCounter()
+    /// Whether a read of the cluster for `GET /cluster` (before the loop's first read) is under
+    /// way: at most one at a time, whatever the number of requests.
+    let clusterRead = SingleFlight()
     static let serverName = "Baton"
 
     public init(source: any APIStateSource, configuration: APIConfiguration, logger: Logger) {
@@ -235,7 +239,9 @@ public struct BatonAPIServer: Sendable {
 
     func clusterStatus() async -> Response {
         let status = await source.status()
-        guard let cluster = status.cluster else {
+        var cluster = status.cluster
+        if cluster == nil { cluster = await firstClusterRead() }
+        guard let cluster else {
             return APIResponse.error(
                 .serviceUnavailable,
                 "this member has not read the cluster from the store yet; retry in a few seconds, "
@@ -244,6 +250,15 @@ public struct BatonAPIServer: Sendable {
         return APIResponse.json(
             .ok,
             ClusterDocument(cluster, scope: source.scope, config: status.config, configProblems: status.configProblems))
+    }
+
+    /// Before the HA loop's first read of the store (the agent just started): one read of the
+    /// cluster on the API's own store client, as Patroni answers `GET /cluster` from etcd; nil
+    /// when another such read is under way (no flood of reads) or it failed.
+    func firstClusterRead() async -> ClusterView? {
+        guard clusterRead.begin() else { return nil }
+        defer { clusterRead.end() }
+        return try? await source.store.loadCluster()
     }
 
     func history() async -> Response {
@@ -343,4 +358,11 @@ extension APIResponse {
     static func error(_ error: APIInputError) -> Response {
         APIResponse.error(HTTPResponse.Status(code: error.statusCode), error.message)
     }
+}
+
+/// At most one of something at a time: `begin()` says whether this caller may start.
+final class SingleFlight: Sendable {
+    private let running = Atomic<Bool>(false)
+    func begin() -> Bool { running.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged }
+    func end() { running.store(false, ordering: .releasing) }
 }
