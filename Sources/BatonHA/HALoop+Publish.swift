@@ -72,16 +72,24 @@ extension HALoop {
         }
         // Each bounded step counts as progress for the lease keeper (a publish can be several).
         noteProgress()
-        guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else { return }
-        let retained = await maintainMemberSlots(observation, config: config, now: now)
+        guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else {
+            // What a leader remembers about member slots is its own: a later term starts afresh.
+            if !status.holdsLeaderKey {
+                memberSlotMemory = MemberSlots.Memory()
+                lastRetainedSlots = nil
+            }
+            return
+        }
+        let kept = await maintainMemberSlots(observation, config: config, now: now, optime: pg.currentLSN)
         if let optime = pg.currentLSN,
             lastStatusWrite.map({
-                ($0.optime != optime || $0.retained != retained) && now - $0.at >= max(config.loopWait, .seconds(2))
+                ($0.optime != optime || $0.retained != kept?.retain || $0.slots != kept?.slots)
+                    && now - $0.at >= max(config.loopWait, .seconds(2))
             }) ?? true
         {
             do {
-                try await store.writeStatus(LeaderStatus(optime: optime, retainSlots: retained))
-                lastStatusWrite = (optime, retained, now)
+                try await store.writeStatus(LeaderStatus(optime: optime, slots: kept?.slots, retainSlots: kept?.retain))
+                lastStatusWrite = (optime, kept?.retain, kept?.slots, now)
             } catch {
                 logger.warning("could not write the status key: \(error)")
             }
@@ -94,39 +102,49 @@ extension HALoop {
         }
     }
 
-    /// On the leader: member slots as `MemberSlots.plan` decides (members seen now, and those a
-    /// previous leader retained, kept for `member_slots_ttl`); returns the slots to name in the
-    /// status key's `retain_slots`, nil when they could not be read (the key then keeps none
-    /// rather than a guess).
-    func maintainMemberSlots(_ observation: Observation, config: DynamicConfig, now: MonotonicInstant) async
-        -> [String]?
-    {
-        guard let cluster = observation.cluster else { return nil }
-        MemberSlots.noteSeen(
-            &memberSlotsSeen, members: cluster.members, retained: cluster.status?.retainSlots ?? [],
-            me: configuration.name, now: now)
+    /// On the leader: member slots as `MemberSlots.plan` decides (members seen now, those a
+    /// previous leader retained, kept for `member_slots_ttl`); returns what the status key names
+    /// (`retain_slots`, and `slots`: each kept slot's restart LSN and this leader's optime, as
+    /// Patroni writes them). When the slots cannot be read, the last ones written stay.
+    func maintainMemberSlots(
+        _ observation: Observation, config: DynamicConfig, now: MonotonicInstant, optime: LSN?
+    ) async -> (retain: [String], slots: [String: LSN])? {
+        guard let cluster = observation.cluster else { return lastRetainedSlots }
+        memberSlotMemory.note(
+            members: cluster.members, retained: cluster.status?.retainSlots ?? [], me: configuration.name, now: now)
         do {
             let existing = try await node.physicalReplicationSlots()
             let plan = MemberSlots.plan(
-                me: configuration.name, members: cluster.members, existing: existing, lastSeen: memberSlotsSeen,
-                now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config))
+                me: configuration.name, members: cluster.members, existing: existing.mapValues(\.active),
+                memory: memberSlotMemory, now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config))
             if !plan.create.isEmpty || !plan.drop.isEmpty {
                 try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
+                memberSlotMemory.created.formUnion(plan.create)
                 if !plan.drop.isEmpty {
+                    for name in plan.drop {
+                        memberSlotMemory.seen[name] = nil
+                        memberSlotMemory.retained[name] = nil
+                        memberSlotMemory.created.remove(name)
+                    }
                     logger.info(
                         "member slots dropped: \(plan.drop.joined(separator: ", ")) (members gone for member_slots_ttl, or use_slots off)"
                     )
                 }
             }
-            return plan.retain
+            var positions: [String: LSN] = [:]
+            for name in plan.retain { if let lsn = existing[name]?.restartLSN { positions[name] = lsn } }
+            if let optime { positions[MemberSlots.slotName(forMember: configuration.name)] = optime }
+            lastRetainedSlots = (plan.retain, positions)
+            return lastRetainedSlots
         } catch {
             logger.debug("replication slots not maintained: \(error)")
-            return nil
+            return lastRetainedSlots
         }
     }
 
-    /// `use_slots`: the agent's file, else the `config` key, else true (Patroni's default).
+    /// `use_slots`: the `config` key's (one value for the whole cluster: a leader and its
+    /// standbys must agree), else the agent's file, else true (Patroni's default).
     func effectiveUseSlots(_ config: DynamicConfig) -> Bool {
-        configuration.localUseSlots ?? config.useSlots ?? true
+        config.useSlots ?? configuration.localUseSlots ?? true
     }
 }

@@ -84,10 +84,11 @@ public actor HALoop {
     var failedAccessRules: (rules: AccessRules, retryAt: MonotonicInstant)?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
-    var lastStatusWrite: (optime: LSN, retained: [String]?, at: MonotonicInstant)?
-    /// Member slot name → when this agent (as leader) last saw its member, or first read it in
-    /// the status key's `retain_slots`: only these slots are ever dropped.
-    var memberSlotsSeen: [String: MonotonicInstant] = [:]
+    var lastStatusWrite: (optime: LSN, retained: [String]?, slots: [String: LSN]?, at: MonotonicInstant)?
+    /// What this agent remembers about member slots while it leads (reset when it does not).
+    var memberSlotMemory = MemberSlots.Memory()
+    /// The last `retain_slots`/`slots` written: kept when the slots cannot be read in a cycle.
+    var lastRetainedSlots: (retain: [String], slots: [String: LSN])?
     /// The `use_slots` last given to the node.
     var appliedUseSlots: Bool?
     var lastReasonCode: String?
@@ -332,7 +333,8 @@ public actor HALoop {
     /// (no fresh view) changes nothing.
     func applyReplicationSlotUse() async {
         guard clusterViewIsFresh, let cluster = status.cluster else { return }
-        let use = effectiveUseSlots(effectiveConfig(cluster))
+        // A nostream member names no slot: the leader keeps none for it.
+        let use = effectiveUseSlots(effectiveConfig(cluster)) && !configuration.tags.noStream
         guard use != appliedUseSlots else { return }
         do {
             try await node.setReplicationSlotUse(use)

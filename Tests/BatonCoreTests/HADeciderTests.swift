@@ -679,6 +679,38 @@ import Testing
         #expect(HADecider.decide(standby).reason.code == "racing")
     }
 
+    /// maximum_lag_on_syncnode (before: not read): a synchronous standby further behind than the
+    /// limit gives its place to a healthy asynchronous one; the key shrinks first, as always.
+    @Test func aLaggingSynchronousStandbyIsSwappedForAHealthyOne() {
+        let config = F.config(["synchronous_mode": .bool(true), "maximum_lag_on_syncnode": .number(1_048_576)])
+        var pg = F.primary
+        pg.replication = [
+            ReplicationRow(
+                applicationName: "b", state: "streaming", syncState: "sync", flushLSN: LSN(0x500_0000 - 0x20_0000)),
+            ReplicationRow(applicationName: "c", state: "streaming", syncState: "async", flushLSN: LSN(0x500_0000)),
+        ]
+        let observation = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: pg, config: config,
+            applied: ["b"])
+        #expect(
+            HADecider.decide(observation).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: 88),
+                .setSynchronousStandbys(["c"]),
+            ])
+        // Without a healthy one to take its place, the lagging standby stays synchronous.
+        pg.replication = [pg.replication[0]]
+        let alone = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: pg, config: config,
+            applied: ["b"])
+        #expect(HADecider.decide(alone).actions == [.renewLease])
+        // Off (-1, Patroni's default): no swap.
+        pg.replication = observation.postgres.replication
+        let off = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: pg,
+            config: F.config(["synchronous_mode": .bool(true), "maximum_lag_on_syncnode": .number(-1)]), applied: ["b"])
+        #expect(HADecider.decide(off).actions == [.renewLease])
+    }
+
     @Test func turningSyncModeOffClearsKeyAndSetting() {
         let observation = F.observe(
             "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,

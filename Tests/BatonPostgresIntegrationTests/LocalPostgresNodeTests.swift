@@ -242,19 +242,19 @@ struct LocalPostgresNodeTests {
         #expect(await b.status().upstream == "127.0.0.1:\(a.configuration.port)")
         // Slots: an active one is never dropped, whatever the plan says; an inactive one is.
         try await a.applyReplicationSlots(create: ["pgbackrest"], drop: [])
-        #expect(try await a.physicalReplicationSlots() == ["node_b": true, "pgbackrest": false])
+        #expect(try await a.physicalReplicationSlots().mapValues(\.active) == ["node_b": true, "pgbackrest": false])
         try await a.applyReplicationSlots(create: [], drop: ["node_b", "pgbackrest"])
-        #expect(try await a.physicalReplicationSlots() == ["node_b": true])
+        #expect(try await a.physicalReplicationSlots().mapValues(\.active) == ["node_b": true])
         // use_slots off on a running standby: it stops naming its slot (reloaded), and back.
         try await b.setReplicationSlotUse(false)
         try await PostgresFixture.eventually("node-b streams without its slot") {
-            let slots = try? await a.physicalReplicationSlots()
+            let slots = try? await a.physicalReplicationSlots().mapValues(\.active)
             let streaming = await a.status().replication.first { $0.applicationName == "node-b" }?.state
             return slots == ["node_b": false] && streaming == "streaming"
         }
         try await b.setReplicationSlotUse(true)
         try await PostgresFixture.eventually("node-b streams through its slot again") {
-            (try? await a.physicalReplicationSlots()) == ["node_b": true]
+            (try? await a.physicalReplicationSlots().mapValues(\.active)) == ["node_b": true]
         }
         // What /patroni shows as xlog.paused and xlog.replayed_timestamp (before: always false
         // and null): a standby whose replay an operator paused says so.

@@ -66,6 +66,8 @@ extension NodeStatusDocument {
         out.writeLSN = row.writeLSN.map(LSNNumber.init)
         out.flushLSN = row.flushLSN.map(LSNNumber.init)
         out.replayLSN = row.replayLSN.map(LSNNumber.init)
+        out.usename = row.userName
+        out.syncPriority = row.syncPriority
         return out
     }
 }

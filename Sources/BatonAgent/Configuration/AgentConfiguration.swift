@@ -409,6 +409,7 @@ public struct AgentConfiguration: Sendable {
         if let dcs = try bootstrap.json("dcs") {
             let known: Set<String> = [
                 "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
+                "maximum_lag_on_syncnode",
                 "check_timeline",
                 "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
                 "postgresql", "max_timelines_history", "primary_stop_timeout", "member_slots_ttl",

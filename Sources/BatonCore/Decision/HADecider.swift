@@ -420,8 +420,31 @@ public enum HADecider {
         let sync = cluster.sync
         let keyNames = Set(sync?.value.leader == o.me ? sync?.value.syncStandbys ?? [] : [])
 
-        // Prefer the standbys already synchronous, then the rest by name, up to the count.
-        let preferred = streaming.intersection(keyNames).sorted() + streaming.subtracting(keyNames).sorted()
+        // maximum_lag_on_syncnode: a standby further behind than that (or whose position is
+        // unknown) is chosen only when no healthy one can take its place. The lag counts from the
+        // furthest standby when there are several, else from this primary (Patroni's rule).
+        var lagging: Set<String> = []
+        if let limit = o.config.maximumLagOnSyncNode {
+            let positions = rows.filter { streaming.contains($0.applicationName) }
+            let reference =
+                positions.count > 1
+                ? positions.compactMap(\.flushLSN).max() ?? o.postgres.currentLSN : o.postgres.currentLSN
+            for row in positions {
+                guard let reference, let flushed = row.flushLSN else {
+                    lagging.insert(row.applicationName)
+                    continue
+                }
+                if reference.rawValue > flushed.rawValue, reference.rawValue - flushed.rawValue > limit {
+                    lagging.insert(row.applicationName)
+                }
+            }
+        }
+        let healthy = streaming.subtracting(lagging)
+        // Prefer healthy standbys, those already synchronous first, then the rest by name, up to
+        // the count; lagging ones last.
+        let preferred =
+            healthy.intersection(keyNames).sorted() + healthy.subtracting(keyNames).sorted()
+            + lagging.intersection(keyNames).sorted() + lagging.subtracting(keyNames).sorted()
         let desired = Set(preferred.prefix(count))
         let wantedSetting = desired.isEmpty ? (strict ? ["*"] : []) : desired.sorted()
 

@@ -1,63 +1,98 @@
 /// The leader's physical replication slots for its members: which to create, which to drop, and
-/// which to name in the status key's `retain_slots` (Patroni 4), so that a new leader keeps them.
+/// which to name in the status key (Patroni 4's `retain_slots` and `slots`), so that a new leader
+/// keeps them.
 ///
 /// Only slots Baton has proven are its own are ever dropped: a slot named after a member this
-/// leader saw in the cluster (or found in `retain_slots`), inactive, whose member has been gone
-/// for `member_slots_ttl`. A slot of a backup tool or an operator is never touched (before, every
-/// inactive physical slot not named after a current member was dropped).
+/// leader saw in the cluster, or one it created, inactive, whose member has been gone for
+/// `member_slots_ttl`. A name read from the status key (which anyone with etcd access can write)
+/// keeps a slot for the ttl but never makes one droppable: a backup tool's or an operator's slot
+/// is never touched (before, every inactive physical slot not named after a current member was
+/// dropped at once).
 public enum MemberSlots {
-    /// A member's slot name: lower case, anything but `[a-z0-9_]` as `_`, at most 63 bytes
-    /// (Patroni's `slot_name_from_member_name`).
+    /// A member's slot name as Patroni derives it (`slot_name_from_member_name`): lower case,
+    /// `-` and `.` as `_`, any other character outside `[a-z0-9_]` as `u` and its code point in
+    /// four or more decimal digits, at most 63 bytes.
     public static func slotName(forMember member: String) -> String {
         var name = ""
         for scalar in member.lowercased().unicodeScalars {
-            let ok = (scalar >= "a" && scalar <= "z") || (scalar >= "0" && scalar <= "9") || scalar == "_"
-            name.unicodeScalars.append(ok ? scalar : "_")
+            if (scalar >= "a" && scalar <= "z") || (scalar >= "0" && scalar <= "9") || scalar == "_" {
+                name.unicodeScalars.append(scalar)
+            } else if scalar == "-" || scalar == "." {
+                name += "_"
+            } else {
+                let digits = String(scalar.value)
+                name += "u" + String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+            }
         }
         if name.isEmpty { name = "member" }
         return String(name.prefix(63))
     }
 
+    /// Whether `name` could be a member slot name at all (what `retain_slots` may hold).
+    public static func isSlotName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 63
+            && name.unicodeScalars.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "_" }
+    }
+
+    /// What the leader remembers between cycles (reset when it loses the leader key).
+    public struct Memory: Equatable, Sendable {
+        /// Slot name → when this agent, as leader, last saw its member.
+        public var seen: [String: MonotonicInstant] = [:]
+        /// Slot name → when this agent, as leader, first read it in the status key's
+        /// `retain_slots` (a previous leader's members).
+        public var retained: [String: MonotonicInstant] = [:]
+        /// Slots this agent created as leader.
+        public var created: Set<String> = []
+
+        public init() {}
+
+        /// At most this many names are taken from `retain_slots` (a hostile status key cannot
+        /// grow the memory without bound).
+        public static let maximumRetained = 1000
+
+        /// Records the members seen now, and the names a previous leader retained.
+        public mutating func note(members: [Member], retained names: [String], me: String, now: MonotonicInstant) {
+            for member in members where member.name != me { seen[slotName(forMember: member.name)] = now }
+            for name in names.prefix(Self.maximumRetained) where isSlotName(name) && retained[name] == nil {
+                retained[name] = now
+            }
+        }
+    }
+
     public struct Plan: Equatable, Sendable {
         public var create: [String]
         public var drop: [String]
-        /// Member slots kept: the members' and those of members gone for less than the ttl.
+        /// Member slots kept (and this leader's own name, as Patroni lists it): `retain_slots`.
         public var retain: [String]
     }
 
     /// - Parameters:
     ///   - members: the cluster's members now, with their tags.
     ///   - existing: the physical slots on this primary: name → active.
-    ///   - lastSeen: member slot name → when this leader last saw its member (or found it in
-    ///     `retain_slots`); the caller keeps it up to date with `noteSeen`.
     public static func plan(
-        me: String, members: [Member], existing: [String: Bool], lastSeen: [String: MonotonicInstant],
-        now: MonotonicInstant, ttl: Duration, useSlots: Bool
+        me: String, members: [Member], existing: [String: Bool], memory: Memory, now: MonotonicInstant,
+        ttl: Duration, useSlots: Bool
     ) -> Plan {
-        let wanted: Set<String> =
-            useSlots
-            ? Set(members.filter { $0.name != me && !$0.tags.noStream }.map { slotName(forMember: $0.name) })
-            : []
         let mine = slotName(forMember: me)
-        let kept: Set<String> =
-            useSlots
-            ? Set(lastSeen.filter { $0.key != mine && now - $0.value < ttl }.keys)
-            : []
-        let create = wanted.subtracting(existing.keys).sorted()
-        let drop = existing.filter { name, active in
-            !active && !wanted.contains(name) && !kept.contains(name) && lastSeen[name] != nil
-        }.keys.sorted()
-        let retain = wanted.union(kept.intersection(existing.keys)).sorted()
+        guard useSlots else {
+            // Without slots: the inactive ones Baton made or saw for members go; nothing is kept.
+            let droppable = Set(memory.seen.keys).union(memory.created)
+            let drop = existing.filter { !$0.value && droppable.contains($0.key) }.keys.sorted()
+            return Plan(create: [], drop: drop, retain: [])
+        }
+        let wanted = Set(
+            members.filter { $0.name != me && !$0.tags.noStream }.map { slotName(forMember: $0.name) })
+        let recent = { (times: [String: MonotonicInstant]) in
+            Set(times.filter { $0.key != mine && now - $0.value < ttl }.keys)
+        }
+        let keep = wanted.union(recent(memory.seen)).union(recent(memory.retained))
+        // Missing ones are created, those a previous leader retained too (as Patroni does): a
+        // member coming back finds its slot on the new leader.
+        let create = wanted.union(recent(memory.retained)).subtracting(existing.keys).sorted()
+        let droppable = Set(memory.seen.keys).union(memory.created)
+        let drop = existing.filter { name, active in !active && droppable.contains(name) && !keep.contains(name) }
+            .keys.sorted()
+        let retain = keep.intersection(Set(existing.keys).union(create)).union([mine]).sorted()
         return Plan(create: create, drop: drop, retain: retain)
-    }
-
-    /// Records that the members (and the slots a previous leader retained) were seen now.
-    public static func noteSeen(
-        _ lastSeen: inout [String: MonotonicInstant], members: [Member], retained: [String], me: String,
-        now: MonotonicInstant
-    ) {
-        for member in members where member.name != me { lastSeen[slotName(forMember: member.name)] = now }
-        // Retained by the previous leader: counted from when this one first read them.
-        for name in retained where lastSeen[name] == nil { lastSeen[name] = now }
     }
 }

@@ -175,9 +175,12 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
         public var writeLSN: LSNNumber?
         public var flushLSN: LSNNumber?
         public var replayLSN: LSNNumber?
+        public var usename: String?
+        public var syncPriority: Int?
 
         enum CodingKeys: String, CodingKey {
-            case state
+            case state, usename
+            case syncPriority = "sync_priority"
             case applicationName = "application_name"
             case syncState = "sync_state"
             case clientAddr = "client_addr"

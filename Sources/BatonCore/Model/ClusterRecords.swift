@@ -121,6 +121,15 @@ public struct LeaderStatus: Hashable, Sendable, Codable {
         self.slots = slots
         self.retainSlots = retainSlots
     }
+
+    /// The optime must be readable; `slots` and `retain_slots` of another shape (another tool's,
+    /// a hostile write) are read as absent rather than making the whole key unreadable.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        optime = try container.decode(LSN.self, forKey: .optime)
+        slots = try? container.decodeIfPresent([String: LSN].self, forKey: .slots)
+        retainSlots = try? container.decodeIfPresent([String].self, forKey: .retainSlots)
+    }
 }
 
 extension String {

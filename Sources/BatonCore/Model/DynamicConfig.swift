@@ -52,6 +52,12 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     public var maximumLagOnFailover: UInt64 {
         document["maximum_lag_on_failover"]?.intValue.map { UInt64(max(0, $0)) } ?? Self.defaultMaximumLagOnFailover
     }
+    /// Patroni's `maximum_lag_on_syncnode`: bytes a synchronous standby may fall behind before a
+    /// healthy asynchronous one takes its place; nil when unset or not positive (off).
+    public var maximumLagOnSyncNode: UInt64? {
+        guard let value = document["maximum_lag_on_syncnode"]?.intValue, value > 0 else { return nil }
+        return UInt64(value)
+    }
     public var checkTimeline: Bool { document["check_timeline"]?.boolValue ?? false }
     public var synchronousMode: Bool { document["synchronous_mode"]?.boolValue ?? false }
     public var synchronousModeStrict: Bool { document["synchronous_mode_strict"]?.boolValue ?? false }
@@ -68,27 +74,32 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     /// is gone (seconds, or `30min`, `1h`, `90s`); default 30 minutes, 0 drops it at once.
     public var memberSlotsTTL: Duration {
         guard let raw = document["member_slots_ttl"] else { return .seconds(1800) }
-        return Self.duration(raw) ?? .seconds(1800)
+        // Unreadable (validationErrors names it): slots are kept rather than dropped early.
+        return Self.duration(raw) ?? .seconds(Duration.maximumSettingSeconds)
     }
 
     /// A duration as Patroni takes it: a number of seconds, or a number with a unit (`ms`, `s`,
     /// `min`, `h`, `d`); nil when it is neither or out of range.
     static func duration(_ value: JSONValue) -> Duration? {
-        if let seconds = value.doubleValue { return seconds >= 0 ? Duration(checkedSeconds: seconds) : nil }
+        if let seconds = value.doubleValue {
+            guard seconds.isFinite, seconds >= 0 else { return nil }
+            // Longer than Baton's longest setting (a year): that longest, not a fallback.
+            return Duration(checkedSeconds: min(seconds, Duration.maximumSettingSeconds))
+        }
         guard case .string(let text) = value else { return nil }
         let trimmed = text.trimmingWhitespace()
         let digits = trimmed.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
-        guard let number = Double(digits), number >= 0 else { return nil }
+        guard let number = Double(digits), number.isFinite, number >= 0 else { return nil }
         let factor: Double
         switch String(trimmed.dropFirst(digits.count)).trimmingWhitespace().lowercased() {
         case "ms": factor = 0.001
-        case "", "s", "sec": factor = 1
-        case "min", "m": factor = 60
+        case "", "s": factor = 1
+        case "min": factor = 60
         case "h": factor = 3600
         case "d": factor = 86400
         default: return nil
         }
-        return Duration(checkedSeconds: number * factor)
+        return Duration(checkedSeconds: min(number * factor, Duration.maximumSettingSeconds))
     }
     /// How many entries the `history` key keeps (the newest); 0 keeps them all (Patroni's
     /// `max_timelines_history`).
@@ -133,6 +144,9 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
             } else if key == "maximum_lag_on_failover", raw.intValue == nil {
                 errors.append("\(key): expected a whole number of bytes below 9e15, got \(value)")
             }
+        }
+        if let raw = document["maximum_lag_on_syncnode"], raw.intValue == nil {
+            errors.append("maximum_lag_on_syncnode: expected a whole number of bytes (-1 or 0: off), got \(raw)")
         }
         if let raw = document["max_timelines_history"], !(raw.intValue.map { $0 >= 0 } ?? false) {
             errors.append("max_timelines_history: expected a whole number, 0 or more (0 keeps all), got \(raw)")

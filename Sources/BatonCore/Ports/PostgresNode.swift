@@ -39,8 +39,9 @@ public protocol PostgresNode: Sendable {
     /// Returns what was refused (the previous files then stay in force); nil when postgres does
     /// not run (nothing written: the caller asks again).
     func applyAccessRules(_ rules: AccessRules, source: String) async throws -> [String]?
-    /// The physical replication slots on this server: name → active (unknown counts as active).
-    func physicalReplicationSlots() async throws -> [String: Bool]
+    /// The physical replication slots on this server, by name (an unknown `active` counts as
+    /// active: never dropped).
+    func physicalReplicationSlots() async throws -> [String: PhysicalSlot]
     /// Creates and drops physical slots as `MemberSlots.plan` decided; a slot that became active
     /// meanwhile is not dropped.
     func applyReplicationSlots(create: [String], drop: [String]) async throws
@@ -215,11 +216,17 @@ public struct ReplicationRow: Hashable, Sendable, Codable {
     public var writeLSN: LSN?
     public var flushLSN: LSN?
     public var replayLSN: LSN?
+    /// `usename` (the role the standby connected as) and `sync_priority`, as Patroni shows them.
+    public var userName: String?
+    public var syncPriority: Int?
 
     public init(
         applicationName: String, clientAddress: String? = nil, state: String, syncState: String,
-        sentLSN: LSN? = nil, writeLSN: LSN? = nil, flushLSN: LSN? = nil, replayLSN: LSN? = nil
+        sentLSN: LSN? = nil, writeLSN: LSN? = nil, flushLSN: LSN? = nil, replayLSN: LSN? = nil,
+        userName: String? = nil, syncPriority: Int? = nil
     ) {
+        self.userName = userName
+        self.syncPriority = syncPriority
         self.applicationName = applicationName
         self.clientAddress = clientAddress
         self.state = state
@@ -242,6 +249,18 @@ public struct ReplicationSlotRow: Hashable, Sendable, Codable {
     public init(name: String, type: String, active: Bool, restartLSN: LSN? = nil) {
         self.name = name
         self.type = type
+        self.active = active
+        self.restartLSN = restartLSN
+    }
+}
+
+/// One physical replication slot as the server shows it.
+public struct PhysicalSlot: Hashable, Sendable {
+    public var active: Bool
+    /// `restart_lsn`: the oldest WAL the slot holds (nil before its first use).
+    public var restartLSN: LSN?
+
+    public init(active: Bool, restartLSN: LSN? = nil) {
         self.active = active
         self.restartLSN = restartLSN
     }

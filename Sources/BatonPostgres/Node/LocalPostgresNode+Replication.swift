@@ -110,6 +110,8 @@ extension LocalPostgresNode {
             dataDirectory + "/" + ManagedFiles.recoveryFile,
             contents: ManagedFiles.recoveryText(configuration, source: nil),
             user: osUser, mode: 0o600)
+        // A primary follows nobody: a later slot-use change must not write the old upstream back.
+        state.withLock { $0.upstream = nil }
         let lsn = try? await execute("SELECT pg_current_wal_lsn() AS lsn").single().lsn("lsn")
         logger.info(
             "promoted; accepting writes",
@@ -154,14 +156,17 @@ extension LocalPostgresNode {
         logger.info("synchronous standbys set", metadata: ["pg.sync": "\(names.joined(separator: ","))"])
     }
 
-    /// The physical replication slots on this server: name → active.
-    public func physicalReplicationSlots() async throws -> [String: Bool] {
+    /// The physical replication slots on this server, by name.
+    public func physicalReplicationSlots() async throws -> [String: PhysicalSlot] {
         let existing = try await execute(
-            "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
-        var slots: [String: Bool] = [:]
+            "SELECT slot_name, active, restart_lsn::text AS restart FROM pg_replication_slots WHERE slot_type = 'physical'"
+        )
+        var slots: [String: PhysicalSlot] = [:]
         for row in existing.rows {
             guard let name = try row.string("slot_name") else { continue }
-            slots[name] = try row.bool("active") ?? true  // unknown counts as in use: never dropped
+            // Unknown counts as in use: never dropped.
+            slots[name] = PhysicalSlot(
+                active: try row.bool("active") ?? true, restartLSN: try row.string("restart").flatMap(LSN.init(text:)))
         }
         return slots
     }
@@ -198,12 +203,18 @@ extension LocalPostgresNode {
     /// `use_slots` as the loop reads it. A change on a running standby rewrites its recovery
     /// settings for the upstream it follows and reloads.
     public func setReplicationSlotUse(_ use: Bool) async throws {
-        let (changed, upstream) = state.withLock { state -> (Bool, ReplicationSource?) in
+        let (previous, upstream) = state.withLock { state -> (Bool?, ReplicationSource?) in
             defer { state.useSlots = use }
-            return (state.useSlots != use, state.upstream)
+            return (state.useSlots, state.upstream)
         }
-        guard changed, let upstream else { return }
-        try writeConfiguration(following: upstream, standby: nil)
+        guard previous != use, let upstream else { return }
+        do {
+            try writeConfiguration(following: upstream, standby: nil)
+        } catch {
+            // Not in force: the next call tries again.
+            state.withLock { $0.useSlots = previous }
+            throw error
+        }
         if let postmaster = runningPostmaster {
             postmaster.send(SIGHUP)
             logger.info(

@@ -25,7 +25,7 @@ extension LocalPostgresNode {
                (SELECT status FROM pg_stat_wal_receiver) AS receiver_status,
                (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver) AS upstream;
         SELECT application_name, client_addr::text AS client_addr, state, sync_state,
-               sent_lsn, write_lsn, flush_lsn, replay_lsn
+               sent_lsn, write_lsn, flush_lsn, replay_lsn, usename::text AS usename, sync_priority
           FROM pg_stat_replication ORDER BY application_name;
         SELECT slot_name, slot_type, active, restart_lsn FROM pg_replication_slots ORDER BY slot_name
         """
@@ -165,7 +165,8 @@ extension LocalPostgresNode {
                 state: try row.string("state") ?? "", syncState: try row.string("sync_state") ?? "",
                 sentLSN: try row.lsn("sent_lsn"), writeLSN: try row.lsn("write_lsn"),
                 flushLSN: try row.lsn("flush_lsn"),
-                replayLSN: try row.lsn("replay_lsn"))
+                replayLSN: try row.lsn("replay_lsn"), userName: try row.string("usename"),
+                syncPriority: try row.int("sync_priority"))
         }
         status.slots = try slots.rows.map { row in
             ReplicationSlotRow(

@@ -275,8 +275,8 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         }
     }
 
-    public func physicalReplicationSlots() async throws -> [String: Bool] {
-        lock.withLock { state.slots }
+    public func physicalReplicationSlots() async throws -> [String: PhysicalSlot] {
+        lock.withLock { state.slots.mapValues { PhysicalSlot(active: $0) } }
     }
 
     public func applyReplicationSlots(create: [String], drop: [String]) async throws {

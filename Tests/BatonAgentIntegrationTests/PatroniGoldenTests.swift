@@ -1,0 +1,258 @@
+import BatonCore
+import BatonEtcd
+import BatonTestCluster
+import BatonTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Patroni 4.1.5 itself as the oracle for what tools read: a real two-node Patroni cluster
+/// (from the venv PatronictlTests installs, running as the postgres user on the same etcd, its
+/// own scope) beside a two-node Baton cluster. The member keys, the status key, `GET /patroni`,
+/// `GET /cluster` and `/metrics` are captured from both and compared field by field: every field
+/// Patroni writes or answers, Baton writes or answers too, with a value of the same JSON type.
+/// Fields Baton adds are allowed (tools ignore them).
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct PatroniGoldenTests {
+    /// One Patroni node: its process (by PID), ports and files.
+    struct PatroniNode {
+        let name: String
+        let apiPort: Int
+        let pgPort: Int
+        let directory: String
+        let pid: pid_t
+        var dataDirectory: String { directory + "/data" }
+        var api: String { "http://127.0.0.1:\(apiPort)" }
+    }
+
+    static func startPatroni(_ name: String, cluster: AgentCluster, scope: String) throws -> PatroniNode {
+        let patroni = URL(fileURLWithPath: try PatronictlTests.patronictl()).deletingLastPathComponent()
+            .appendingPathComponent("patroni").path
+        let directory = cluster.root.appendingPathComponent("patroni-\(name)").path
+        try AgentCluster.makePostgresDirectory(directory)
+        let apiPort = try TestEnvironment.freePort()
+        let pgPort = try TestEnvironment.freePort()
+        let hosts = cluster.endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
+        let config = """
+            scope: \(scope)
+            name: \(name)
+            restapi:
+              listen: 127.0.0.1:\(apiPort)
+              connect_address: 127.0.0.1:\(apiPort)
+            etcd3:
+              hosts: \(hosts.joined(separator: ","))
+            bootstrap:
+              dcs:
+                ttl: 20
+                loop_wait: 1
+                retry_timeout: 5
+                maximum_lag_on_failover: 1048576
+                postgresql:
+                  use_pg_rewind: true
+                  pg_hba:
+                  - local all all trust
+                  - host all all 127.0.0.1/32 md5
+                  - host replication replicator 127.0.0.1/32 md5
+                  parameters: {max_connections: 30}
+              initdb:
+              - encoding: UTF8
+              - data-checksums
+            postgresql:
+              listen: 127.0.0.1:\(pgPort)
+              connect_address: 127.0.0.1:\(pgPort)
+              data_dir: \(directory)/data
+              bin_dir: \(AgentCluster.binDirectory)
+              pgpass: \(directory)/pgpass
+              authentication:
+                replication: {username: replicator, password: \(AgentCluster.replicationPassword)}
+                superuser: {username: postgres, password: \(AgentCluster.superuserPassword)}
+              parameters: {unix_socket_directories: '\(directory)', shared_buffers: 16MB, fsync: 'off'}
+
+            """
+        let configPath = directory + ".yml"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        chmod(configPath, 0o644)
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PATRONI") }
+        environment["HOME"] = directory
+        let pid = try AgentCluster.spawn(
+            [
+                "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", patroni,
+                configPath,
+            ], environment: environment, output: directory + ".log")
+        return PatroniNode(name: name, apiPort: apiPort, pgPort: pgPort, directory: directory, pid: pid)
+    }
+
+    /// SIGTERM to Patroni (it stops its postgres), then to the postmaster still running, by the
+    /// PIDs they wrote; SIGKILL after 20 s.
+    static func stop(_ node: PatroniNode) {
+        kill(node.pid, SIGTERM)
+        let postmaster = (try? String(contentsOfFile: node.dataDirectory + "/postmaster.pid", encoding: .utf8))
+            .flatMap { $0.split(separator: "\n").first.flatMap { pid_t($0) } }
+        for _ in 0..<100 {
+            var status: Int32 = 0
+            if waitpid(node.pid, &status, WNOHANG) == node.pid { break }
+            usleep(200_000)
+        }
+        kill(node.pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(node.pid, &status, 0)
+        if let postmaster, kill(postmaster, 0) == 0 {
+            kill(postmaster, SIGINT)
+            for _ in 0..<50 where kill(postmaster, 0) == 0 { usleep(200_000) }
+            if kill(postmaster, 0) == 0 { kill(postmaster, SIGKILL) }
+        }
+    }
+
+    /// `curl -s URL`: the body, or nil.
+    static func get(_ url: String, cluster: AgentCluster) -> String? {
+        let output = cluster.root.appendingPathComponent("golden-\(UUID().uuidString).out").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        guard
+            let status = try? AgentCluster.runToCompletion(
+                ["/usr/bin/curl", "-s", "--max-time", "5", url], environment: ProcessInfo.processInfo.environment,
+                output: output, timeout: .seconds(10)), status == 0
+        else { return nil }
+        return try? String(contentsOfFile: output, encoding: .utf8)
+    }
+
+    static func json(_ text: String?) -> JSONValue? {
+        text.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+    }
+
+    static func key(_ cluster: AgentCluster, _ path: String) async -> JSONValue? {
+        guard let value = try? await cluster.etcdClient.get(path) else { return nil }
+        return try? JSONDecoder().decode(JSONValue.self, from: Data(value.value))
+    }
+
+    static func kind(_ value: JSONValue) -> String {
+        switch value {
+        case .null: return "null"
+        case .bool: return "boolean"
+        case .number: return "number"
+        case .string: return "string"
+        case .array: return "array"
+        case .object: return "object"
+        }
+    }
+
+    /// Objects whose keys are member or slot names, not field names.
+    static let mapsByMember: Set<String> = ["slots"]
+
+    /// Every field of `patroni` that `baton` lacks or holds with another JSON type, by path.
+    static func differences(_ patroni: JSONValue, _ baton: JSONValue, path: String = "") -> [String] {
+        switch (patroni, baton) {
+        case (.object(let expected), .object(let actual)) where mapsByMember.contains(path):
+            // Keyed by member or slot name (the clusters' members differ): as many entries, and
+            // values of the same shape.
+            guard actual.count >= expected.count else {
+                return ["\(path): \(actual.count) entries (Patroni: \(expected.count))"]
+            }
+            guard let first = expected.values.first, let other = actual.values.first else { return [] }
+            return differences(first, other, path: path + "[*]")
+        case (.object(let expected), .object(let actual)):
+            return expected.keys.sorted().flatMap { key -> [String] in
+                let here = path.isEmpty ? key : "\(path).\(key)"
+                guard let value = actual[key] else { return ["\(here): missing (Patroni: \(expected[key]!))"] }
+                return differences(expected[key]!, value, path: here)
+            }
+        case (.array(let expected), .array(let actual)):
+            // Shapes of the first elements: lists of members, of replication rows.
+            guard let first = expected.first else { return [] }
+            guard let other = actual.first else { return ["\(path): empty (Patroni: \(expected.count) items)"] }
+            return differences(first, other, path: path + "[0]")
+        case (.null, _), (_, .null):
+            return []  // null where the other has a value (replayed_timestamp): the type is open
+        default:
+            return kind(patroni) == kind(baton) ? [] : ["\(path): \(kind(baton)) (Patroni: \(kind(patroni)))"]
+        }
+    }
+
+    @Test("member keys, status, /patroni, /cluster and /metrics carry every field Patroni 4.1.5 writes")
+    func batonWritesWhatPatroniWrites() async throws {
+        var options = ClusterOptions()
+        options.nodes = 2
+        let cluster = try AgentCluster.start("golden", options)
+        defer { cluster.stop() }
+        let scope = "golden"
+        let p1 = try Self.startPatroni("p1", cluster: cluster, scope: scope)
+        defer { Self.stop(p1) }
+        let batonLeader = try await cluster.waitHealthy(nodes: 2)
+        let batonReplica = try #require(cluster.nodes.map(\.name).first { $0 != batonLeader })
+        // p2 joins once p1 leads, so that p1 is the one that bootstraps.
+        var p1Leads = false
+        for _ in 0..<150 where !p1Leads {
+            p1Leads =
+                Self.json(Self.get(p1.api + "/patroni", cluster: cluster))?.objectValue?["role"]?.stringValue
+                == "primary"
+            if !p1Leads { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        try #require(p1Leads, "Patroni p1 did not become primary: \(cluster.tail(p1.directory + ".log", lines: 30))")
+        let p2 = try Self.startPatroni("p2", cluster: cluster, scope: scope)
+        defer { Self.stop(p2) }
+        var streaming = false
+        for _ in 0..<300 where !streaming {
+            let member = await Self.key(cluster, "/service/\(scope)/members/p2")
+            streaming = member?.objectValue?["replication_state"]?.stringValue == "streaming"
+            if !streaming { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        try #require(streaming, "Patroni p2 does not stream: \(cluster.tail(p2.directory + ".log", lines: 30))")
+        // Both leaders have had a cycle with a streaming replica (status slots, xlog positions).
+        try await Task.sleep(for: .seconds(4))
+
+        var problems: [String] = []
+        func compare(_ what: String, _ patroni: JSONValue?, _ baton: JSONValue?) {
+            guard let patroni else { return problems.append("\(what): Patroni's could not be read") }
+            guard let baton else { return problems.append("\(what): Baton's could not be read") }
+            problems += Self.differences(patroni, baton).map { "\(what): \($0)" }
+        }
+        let batonPrefix = "/service/\(AgentCluster.scope)"
+        compare(
+            "member key (primary)", await Self.key(cluster, "/service/\(scope)/members/p1"),
+            await Self.key(cluster, "\(batonPrefix)/members/\(batonLeader)"))
+        compare(
+            "member key (replica)", await Self.key(cluster, "/service/\(scope)/members/p2"),
+            await Self.key(cluster, "\(batonPrefix)/members/\(batonReplica)"))
+        compare(
+            "status key", await Self.key(cluster, "/service/\(scope)/status"),
+            await Self.key(cluster, "\(batonPrefix)/status"))
+        let batonLeaderAPI = "http://127.0.0.1:\(try cluster.node(batonLeader).apiPort)"
+        let batonReplicaAPI = "http://127.0.0.1:\(try cluster.node(batonReplica).apiPort)"
+        compare(
+            "GET /patroni (primary)", Self.json(Self.get(p1.api + "/patroni", cluster: cluster)),
+            Self.json(Self.get(batonLeaderAPI + "/patroni", cluster: cluster)))
+        compare(
+            "GET /patroni (replica)", Self.json(Self.get(p2.api + "/patroni", cluster: cluster)),
+            Self.json(Self.get(batonReplicaAPI + "/patroni", cluster: cluster)))
+        // /cluster: each role's entry separately (the order of members differs).
+        let patroniCluster = Self.json(Self.get(p1.api + "/cluster", cluster: cluster))
+        let batonCluster = Self.json(Self.get(batonLeaderAPI + "/cluster", cluster: cluster))
+        func entry(_ document: JSONValue?, role: String) -> JSONValue? {
+            guard case .array(let members)? = document?.objectValue?["members"] else { return nil }
+            return members.first { $0.objectValue?["role"]?.stringValue == role }
+        }
+        compare(
+            "GET /cluster (leader entry)", entry(patroniCluster, role: "leader"), entry(batonCluster, role: "leader"))
+        compare(
+            "GET /cluster (replica entry)", entry(patroniCluster, role: "replica"), entry(batonCluster, role: "replica")
+        )
+        compare(
+            "GET /cluster", patroniCluster.map { .object(($0.objectValue ?? [:]).filter { $0.key != "members" }) },
+            batonCluster.map { .object(($0.objectValue ?? [:]).filter { $0.key != "members" }) })
+        // /metrics: every metric name Patroni exports.
+        func names(_ text: String?) -> Set<String> {
+            Set(
+                (text ?? "").split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap {
+                    $0.split(whereSeparator: { $0 == "{" || $0 == " " }).first.map(String.init)
+                })
+        }
+        let patroniMetrics = names(Self.get(p1.api + "/metrics", cluster: cluster))
+        let batonMetrics = names(Self.get(batonLeaderAPI + "/metrics", cluster: cluster))
+        #expect(patroniMetrics.count > 15, "Patroni's /metrics: \(patroniMetrics)")
+        for name in patroniMetrics.subtracting(batonMetrics).sorted() { problems.append("/metrics: \(name) missing") }
+        #expect(
+            problems.isEmpty, "\(problems.count) differences from Patroni 4.1.5:\n\(problems.joined(separator: "\n"))")
+    }
+}
