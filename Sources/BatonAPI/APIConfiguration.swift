@@ -38,6 +38,9 @@ public struct APIConfiguration: Sendable {
     public var threads: Int
     /// Connection cap, request and idle timeouts.
     public var limits: ConnectionLimitSettings
+    /// Headers added to every answer (Patroni's `http_extra_headers`, and with TLS also
+    /// `https_extra_headers`), checked by `ExtraHeaders.problem`.
+    public var extraHeaders: [(name: String, value: String)] = []
 
     public init(
         host: String = "127.0.0.1", port: Int = 8008, auth: BasicAuth? = nil, allowlist: [CIDRNetwork] = [],
@@ -70,5 +73,32 @@ enum APIEventLoops {
             groups[threads] = group
             return group
         }
+    }
+}
+
+/// Patroni's `http_extra_headers`/`https_extra_headers`: what a header may be.
+public enum ExtraHeaders {
+    /// Headers that frame or route the answer, which the server sets itself.
+    static let reserved: Set<String> = [
+        "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "date", "server",
+        "content-type", "trailer", "te", "proxy-connection", "www-authenticate",
+    ]
+
+    /// Why `name: value` cannot be an extra header, or nil.
+    public static func problem(name: String, value: String) -> String? {
+        let token = "!#$%&'*+-.^_`|~"
+        guard !name.isEmpty, name.utf8.count <= 100,
+            name.unicodeScalars.allSatisfy({
+                $0.isASCII
+                    && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || token.unicodeScalars.contains($0))
+            })
+        else { return "'\(name)' is not a header name (letters, digits and !#$%&'*+-.^_`|~)" }
+        guard !reserved.contains(name.lowercased()) else {
+            return "'\(name)' is set by the server itself and cannot be replaced"
+        }
+        guard value.utf8.count <= 4096,
+            !value.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F })
+        else { return "the value of '\(name)' contains a line break or another control character" }
+        return nil
     }
 }

@@ -219,11 +219,15 @@ public final class Agent: Sendable {
             notes.append("postgresql.pg_hba/pg_ident changed (put in force by the next cycle)")
         }
         var needRestart: [String] = []
+        func headerLines(_ rest: AgentConfiguration.RestAPI) -> [String] {
+            (rest.httpExtraHeaders + rest.httpsExtraHeaders).map { "\($0.name): \($0.value)" }
+        }
         if fresh.restapi.listenHost != running.restapi.listenHost
             || fresh.restapi.listenPort != running.restapi.listenPort
             || fresh.restapi.allowlist != running.restapi.allowlist
             || fresh.restapi.username != running.restapi.username
             || fresh.restapi.password != running.restapi.password
+            || headerLines(fresh.restapi) != headerLines(running.restapi)
         {
             needRestart.append("restapi")
         }

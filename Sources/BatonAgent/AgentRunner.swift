@@ -89,16 +89,16 @@ public enum AgentRunner {
                     verifyClient: APIServerTLS.ClientVerification(rawValue: rest.verifyClient) ?? .none)
             }
         }
-        let server = BatonAPIServer(
-            source: source,
-            configuration: APIConfiguration(
-                host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist, tls: tls,
-                threads: rest.threads,
-                limits: ConnectionLimitSettings(
-                    maxConnections: min(rest.maxConnections, budget),
-                    requestTimeout: Duration(checkedSeconds: rest.requestTimeout) ?? .seconds(10),
-                    idleTimeout: Duration(checkedSeconds: rest.idleTimeout) ?? .seconds(60))),
-            logger: logger)
+        var apiConfiguration = APIConfiguration(
+            host: rest.listenHost, port: rest.listenPort, auth: auth, allowlist: allowlist, tls: tls,
+            threads: rest.threads,
+            limits: ConnectionLimitSettings(
+                maxConnections: min(rest.maxConnections, budget),
+                requestTimeout: Duration(checkedSeconds: rest.requestTimeout) ?? .seconds(10),
+                idleTimeout: Duration(checkedSeconds: rest.idleTimeout) ?? .seconds(60)))
+        // Patroni: http_extra_headers always, https_extra_headers too when the API speaks TLS.
+        apiConfiguration.extraHeaders = rest.httpExtraHeaders + (tls == nil ? [] : rest.httpsExtraHeaders)
+        let server = BatonAPIServer(source: source, configuration: apiConfiguration, logger: logger)
         do {
             return try server.makeApplication()
         } catch {

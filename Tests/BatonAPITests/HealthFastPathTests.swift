@@ -78,6 +78,31 @@ import Testing
         #expect(server.fastPathAnswers.value - before == viaRouter.count - malformed)
     }
 
+    /// Patroni's http_extra_headers (before: refused at load): on every answer, the fast path's
+    /// health checks as well as the router's answers and its errors.
+    @Test func extraHeadersAreOnEveryAnswer() async throws {
+        var configuration = APIConfiguration(port: 0)
+        configuration.extraHeaders = [("X-Frame-Options", "DENY"), ("Strict-Transport-Security", "max-age=31536000")]
+        let source = FakeSource(Fixture.primary())
+        let server = BatonAPIServer(source: source, configuration: configuration, logger: Logger(label: "t"))
+        for mode in [TestingSetup.router, .live] {
+            try await server.makeApplication().test(mode) { client in
+                for path in ["/primary", "/health", "/patroni", "/nowhere"] {
+                    try await client.execute(uri: path, method: .get) { response in
+                        #expect(response.headers[HTTPField.Name("X-Frame-Options")!] == "DENY", "\(mode) \(path)")
+                        #expect(
+                            response.headers[HTTPField.Name("Strict-Transport-Security")!] == "max-age=31536000",
+                            "\(mode) \(path)")
+                    }
+                }
+            }
+        }
+        #expect(server.fastPathAnswers.value > 0, "the fast path answered some of them")
+        #expect(ExtraHeaders.problem(name: "Content-Length", value: "1")?.contains("set by the server") == true)
+        #expect(ExtraHeaders.problem(name: "X-A", value: "a\r\nSet-Cookie: x")?.contains("line break") == true)
+        #expect(ExtraHeaders.problem(name: "X A", value: "b")?.contains("not a header name") == true)
+    }
+
     /// Raw HTTP/1.1 over one socket: requests written at once, responses read back in order.
     /// Runs on a thread of its own: its blocking socket calls must not hold one of the few threads
     /// of the concurrency pool, which the server's router needs (on two cores, two such tests at

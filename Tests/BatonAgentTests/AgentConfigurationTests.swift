@@ -124,6 +124,19 @@ import Testing
         _ = try AgentConfiguration.parse(yaml, environment: Self.secrets)
     }
 
+    @Test func extraHeadersLoad() throws {
+        let yaml =
+            Self.minimal
+            + "\nrestapi:\n  http_extra_headers:\n    X-Frame-Options: SAMEORIGIN\n    X-Count: 3\n"
+            + "  https_extra_headers:\n    Strict-Transport-Security: max-age=31536000"
+        let configuration = try AgentConfiguration.parse(yaml, environment: Self.secrets)
+        #expect(
+            configuration.restapi.httpExtraHeaders.map { "\($0.name)=\($0.value)" } == [
+                "X-Count=3", "X-Frame-Options=SAMEORIGIN",
+            ])
+        #expect(configuration.restapi.httpsExtraHeaders.map(\.name) == ["Strict-Transport-Security"])
+    }
+
     @Test func patronictlsSectionAndThreadTuningsAreAccepted() throws {
         let yaml =
             Self.minimal
@@ -280,6 +293,12 @@ import Testing
             yaml: minimal.replacingOccurrences(of: "hosts: [", with: "srv: x\n  hosts: ["),
             message: "etcd3.srv: refused: DNS SRV discovery is not supported", line: nil),
         Bad(yaml: minimal + "\nctl:\n  insecur: true", message: "unknown key 'insecur'", line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  http_extra_headers: {Content-Length: '5'}",
+            message: "restapi.http_extra_headers: 'Content-Length' is set by the server itself", line: nil),
+        Bad(
+            yaml: minimal + "\nrestapi:\n  https_extra_headers: {X-A: [1, 2]}",
+            message: "restapi.https_extra_headers: X-A: expected a text value", line: nil),
         // A rewind password with no rewind user was silently ignored (no rewind role used).
         Bad(
             yaml: minimal + "\n  authentication:\n    rewind: {password: secret}",

@@ -81,3 +81,18 @@ struct ErrorMiddleware: RouterMiddleware {
         }
     }
 }
+
+/// Adds the configured extra headers (`http_extra_headers`, `https_extra_headers`) to every
+/// answer of the router, errors included.
+struct ExtraHeadersMiddleware: RouterMiddleware {
+    typealias Context = APIRequestContext
+    let headers: [(name: HTTPFields.Element.Name, value: String)]
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var response = try await next(request, context)
+        for header in headers { response.headers[header.name] = header.value }
+        return response
+    }
+}

@@ -82,7 +82,14 @@ public struct BatonAPIServer: Sendable {
     let clusterRead = SingleFlight()
     static let serverName = "Baton"
 
+    /// The configured extra headers as header fields (names checked when the configuration was
+    /// loaded; one that is still not a field name is left out).
+    let extraHeaderFields: [(name: HTTPFields.Element.Name, value: String)]
+
     public init(source: any APIStateSource, configuration: APIConfiguration, logger: Logger) {
+        self.extraHeaderFields = configuration.extraHeaders.compactMap { header in
+            HTTPFields.Element.Name(header.name).map { ($0, header.value) }
+        }
         self.source = source
         self.configuration = configuration
         var logger = logger
@@ -146,6 +153,7 @@ public struct BatonAPIServer: Sendable {
     /// The router with every route, behind the error and access-control middleware.
     public func makeRouter() -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
+        if !extraHeaderFields.isEmpty { router.add(middleware: ExtraHeadersMiddleware(headers: extraHeaderFields)) }
         router.add(middleware: ErrorMiddleware())
         router.add(
             middleware: AccessControlMiddleware(

@@ -132,6 +132,7 @@ extension BatonAPIServer {
         }
         var fields = HTTPFields()
         for field in Self.healthHeaders(body) { fields.append(field) }
+        for header in extraHeaderFields { fields[header.name] = header.value }
         let head = HTTPResponse(status: code, headerFields: fields)
         if let generation, generation != 0, check != .liveness {
             memo = HealthAnswerMemo(

@@ -52,6 +52,9 @@ public struct AgentConfiguration: Sendable {
         public var requestTimeout: Double = 10
         /// Seconds a connection may sit idle between requests (`idle_timeout`).
         public var idleTimeout: Double = 60
+        /// Patroni's `http_extra_headers` (every answer) and `https_extra_headers` (with TLS).
+        public var httpExtraHeaders: [(name: String, value: String)] = []
+        public var httpsExtraHeaders: [(name: String, value: String)] = []
 
         /// `https` when TLS is configured, else `http`.
         public var scheme: String { certfile == nil ? "http" : "https" }
@@ -205,7 +208,8 @@ public struct AgentConfiguration: Sendable {
         let api = try root.section("restapi")
         try api.rejectUnknownKeys([
             "listen", "connect_address", "authentication", "allowlist", "certfile", "keyfile", "cafile",
-            "verify_client", "threads", "max_connections", "request_timeout", "idle_timeout",
+            "verify_client", "threads", "max_connections", "request_timeout", "idle_timeout", "http_extra_headers",
+            "https_extra_headers",
         ])
         let listen = try env("PATRONI_RESTAPI_LISTEN") ?? api.string("listen", default: "127.0.0.1:8008")
         guard let (listenHost, listenPort) = hostPort(listen) else {
@@ -228,6 +232,26 @@ public struct AgentConfiguration: Sendable {
         // Checked here, not only when the server starts: check-config and a reload refuse a bad one.
         for network in restapi.allowlist where (try? CIDRNetwork(network)) == nil {
             throw api.error("allowlist", "'\(network)' is not an address or a network like 10.0.0.0/8 or fd00::/8")
+        }
+        for key in ["http_extra_headers", "https_extra_headers"] {
+            var headers: [(name: String, value: String)] = []
+            for (name, box) in (try api.json(key) ?? [:]).sorted(by: { $0.key < $1.key }) {
+                let value: String
+                switch box.value.json {
+                case .string(let text): value = text
+                case .number(let number) where number.isFinite:
+                    value = number.rounded() == number && abs(number) < 9e15 ? String(Int64(number)) : String(number)
+                case .bool(let flag): value = flag ? "true" : "false"
+                default: throw api.error(key, "\(name): expected a text value")
+                }
+                if let problem = ExtraHeaders.problem(name: name, value: value) { throw api.error(key, problem) }
+                headers.append((name, value))
+            }
+            if key == "http_extra_headers" {
+                restapi.httpExtraHeaders = headers
+            } else {
+                restapi.httpsExtraHeaders = headers
+            }
         }
         restapi.certfile = try env("PATRONI_RESTAPI_CERTFILE") ?? api.string("certfile")
         restapi.keyfile = try env("PATRONI_RESTAPI_KEYFILE") ?? api.string("keyfile")
