@@ -41,6 +41,9 @@ public struct APIConfiguration: Sendable {
     /// Headers added to every answer (Patroni's `http_extra_headers`, and with TLS also
     /// `https_extra_headers`), checked by `ExtraHeaders.problem`.
     public var extraHeaders: [(name: String, value: String)] = []
+    /// Patroni's `allowlist_include_members`: unsafe methods are also accepted from the address
+    /// of each member's `api_url` (an IP address; a host name there is not resolved).
+    public var allowlistIncludeMembers = false
 
     public init(
         host: String = "127.0.0.1", port: Int = 8008, auth: BasicAuth? = nil, allowlist: [CIDRNetwork] = [],

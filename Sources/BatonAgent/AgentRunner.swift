@@ -98,6 +98,7 @@ public enum AgentRunner {
                 idleTimeout: Duration(checkedSeconds: rest.idleTimeout) ?? .seconds(60)))
         // Patroni: http_extra_headers always, https_extra_headers too when the API speaks TLS.
         apiConfiguration.extraHeaders = rest.httpExtraHeaders + (tls == nil ? [] : rest.httpsExtraHeaders)
+        apiConfiguration.allowlistIncludeMembers = rest.allowlistIncludeMembers
         let server = BatonAPIServer(source: source, configuration: apiConfiguration, logger: logger)
         do {
             return try server.makeApplication()

@@ -58,6 +58,28 @@ import Testing
         }
     }
 
+    /// Patroni's allowlist_include_members (before: refused at load): a member's api_url address
+    /// is allowed beside the allowlist; anyone else still gets 403.
+    @Test func allowlistIncludesTheMembersWhenAsked() async throws {
+        let source = try await ControlTests.seeded()
+        var configuration = APIConfiguration(port: 0)
+        configuration.allowlist = [try CIDRNetwork("10.9.0.0/16")]
+        configuration.allowlistIncludeMembers = true
+        try await Fixture.application(source, configuration: configuration).test(.live) { client in
+            try await client.execute(uri: "/config", method: .patch, body: jsonBody(#"{"loop_wait": 5}"#)) {
+                #expect($0.status == .forbidden, "127.0.0.1 is no member's address yet")
+            }
+        }
+        source.update { status in
+            status.cluster?.members[2].apiURL = "http://127.0.0.1:8008/patroni"
+        }
+        try await Fixture.application(source, configuration: configuration).test(.live) { client in
+            try await client.execute(uri: "/config", method: .patch, body: jsonBody(#"{"loop_wait": 5}"#)) {
+                #expect($0.status == .ok, "a member's address is allowed")
+            }
+        }
+    }
+
     @Test func networks() throws {
         let v4 = try CIDRNetwork("192.168.1.77/24")
         #expect(v4.description == "192.168.1.0/24")

@@ -9,6 +9,9 @@ struct AccessControlMiddleware: RouterMiddleware {
 
     let credentials: Credentials?
     let allowlist: [CIDRNetwork]
+    /// Patroni's `allowlist_include_members`: the addresses of the members' `api_url` (as this
+    /// agent last read them) are allowed too; nil when off.
+    var memberAddresses: (@Sendable () async -> [String])? = nil
 
     static let unsafeMethods: Set<HTTPRequest.Method> = [.put, .post, .patch, .delete]
 
@@ -16,8 +19,14 @@ struct AccessControlMiddleware: RouterMiddleware {
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         guard Self.unsafeMethods.contains(request.method) else { return try await next(request, context) }
-        if !allowlist.isEmpty {
-            let allowed = context.remoteIP.map { ip in allowlist.contains { $0.contains(ip) } } ?? false
+        if !allowlist.isEmpty || memberAddresses != nil {
+            var allowed = false
+            if let ip = context.remoteIP {
+                allowed = allowlist.contains { $0.contains(ip) }
+                if !allowed, let memberAddresses {
+                    allowed = await memberAddresses().contains { (try? CIDRNetwork($0))?.contains(ip) ?? false }
+                }
+            }
             if !allowed {
                 context.logger.notice(
                     "refused a request from outside the allowlist",
@@ -25,7 +34,7 @@ struct AccessControlMiddleware: RouterMiddleware {
                 return APIResponse.error(
                     .forbidden,
                     "client \(context.remoteIP ?? "(unknown address)") is not in the REST API allowlist; "
-                        + "send the request from an allowed network or extend restapi.allowlist")
+                        + "send the request from an allowed network or a member, or extend restapi.allowlist")
             }
         }
         if let credentials, !credentials.accepts(request.headers[.authorization]) {

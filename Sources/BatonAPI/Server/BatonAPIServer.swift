@@ -155,14 +155,27 @@ public struct BatonAPIServer: Sendable {
         let router = Router(context: APIRequestContext.self)
         if !extraHeaderFields.isEmpty { router.add(middleware: ExtraHeadersMiddleware(headers: extraHeaderFields)) }
         router.add(middleware: ErrorMiddleware())
+        let source = self.source
+        var members: (@Sendable () async -> [String])?
+        if configuration.allowlistIncludeMembers {
+            members = { Self.memberAddresses(await source.status().cluster) }
+        }
         router.add(
             middleware: AccessControlMiddleware(
                 credentials: configuration.auth.map { Credentials(username: $0.username, password: $0.password) },
-                allowlist: configuration.allowlist))
+                allowlist: configuration.allowlist, memberAddresses: members))
         for route in routes {
             router.on(RouterPath(route.path), method: route.method, use: route.handler)
         }
         return router
+    }
+
+    /// The IP addresses of the members' `api_url`, as the loop last read the cluster.
+    static func memberAddresses(_ cluster: ClusterView?) -> [String] {
+        (cluster?.members ?? []).compactMap { member in
+            guard let host = URLComponents(string: member.apiURL)?.host, !host.isEmpty else { return nil }
+            return host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        }
     }
 
     /// The application, a `Service`: run it in the agent's `ServiceGroup`. Speaks TLS when

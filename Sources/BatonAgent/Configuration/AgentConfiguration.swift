@@ -55,6 +55,8 @@ public struct AgentConfiguration: Sendable {
         /// Patroni's `http_extra_headers` (every answer) and `https_extra_headers` (with TLS).
         public var httpExtraHeaders: [(name: String, value: String)] = []
         public var httpsExtraHeaders: [(name: String, value: String)] = []
+        /// Patroni's `allowlist_include_members`.
+        public var allowlistIncludeMembers = false
 
         /// `https` when TLS is configured, else `http`.
         public var scheme: String { certfile == nil ? "http" : "https" }
@@ -209,7 +211,7 @@ public struct AgentConfiguration: Sendable {
         try api.rejectUnknownKeys([
             "listen", "connect_address", "authentication", "allowlist", "certfile", "keyfile", "cafile",
             "verify_client", "threads", "max_connections", "request_timeout", "idle_timeout", "http_extra_headers",
-            "https_extra_headers",
+            "https_extra_headers", "allowlist_include_members",
         ])
         let listen = try env("PATRONI_RESTAPI_LISTEN") ?? api.string("listen", default: "127.0.0.1:8008")
         guard let (listenHost, listenPort) = hostPort(listen) else {
@@ -253,6 +255,7 @@ public struct AgentConfiguration: Sendable {
                 restapi.httpsExtraHeaders = headers
             }
         }
+        restapi.allowlistIncludeMembers = try api.bool("allowlist_include_members") ?? false
         restapi.certfile = try env("PATRONI_RESTAPI_CERTFILE") ?? api.string("certfile")
         restapi.keyfile = try env("PATRONI_RESTAPI_KEYFILE") ?? api.string("keyfile")
         restapi.cafile = try env("PATRONI_RESTAPI_CAFILE") ?? api.string("cafile")
