@@ -17,6 +17,7 @@ public struct ClusterOptions: Sendable {
     public var retryTimeout = 1.5
     public var maximumLagOnFailover = 1_048_576
     public var synchronousMode = false
+    public var failsafeMode = false
     /// Extra YAML for a node's `tags:` section, by node index (1-based), e.g. `{nofailover: true}`.
     public var tags: [Int: String] = [:]
     /// When set, every agent's bin_dir is a copy of PostgreSQL's made of symlinks, except initdb,
@@ -197,6 +198,7 @@ public final class AgentCluster: @unchecked Sendable {
                 retry_timeout: \(options.retryTimeout)
                 maximum_lag_on_failover: \(options.maximumLagOnFailover)
                 synchronous_mode: \(options.synchronousMode)
+                failsafe_mode: \(options.failsafeMode)
                 postgresql: {parameters: {max_connections: 30}}
             log:
               level: info

@@ -50,6 +50,8 @@ struct PatroniGoldenTests {
                 loop_wait: 1
                 retry_timeout: 5
                 maximum_lag_on_failover: 1048576
+                synchronous_mode: true
+                failsafe_mode: true
                 postgresql:
                   use_pg_rewind: true
                   pg_hba:
@@ -139,7 +141,7 @@ struct PatroniGoldenTests {
     }
 
     /// Objects whose keys are member or slot names, not field names.
-    static let mapsByMember: Set<String> = ["slots"]
+    static let mapsByMember: Set<String> = ["slots", "members"]
 
     /// Every field of `patroni` that `baton` lacks or holds with another JSON type, by path.
     static func differences(_ patroni: JSONValue, _ baton: JSONValue, path: String = "") -> [String] {
@@ -172,8 +174,11 @@ struct PatroniGoldenTests {
 
     @Test("member keys, status, /patroni, /cluster and /metrics carry every field Patroni 4.1.5 writes")
     func batonWritesWhatPatroniWrites() async throws {
+        // Both in synchronous mode with failsafe on: the sync and failsafe keys are compared too.
         var options = ClusterOptions()
         options.nodes = 2
+        options.synchronousMode = true
+        options.failsafeMode = true
         let cluster = try AgentCluster.start("golden", options)
         defer { cluster.stop() }
         let scope = "golden"
@@ -215,9 +220,17 @@ struct PatroniGoldenTests {
         compare(
             "member key (replica)", await Self.key(cluster, "/service/\(scope)/members/p2"),
             await Self.key(cluster, "\(batonPrefix)/members/\(batonReplica)"))
+        for key in ["status", "sync"] {
+            compare(
+                "\(key) key", await Self.key(cluster, "/service/\(scope)/\(key)"),
+                await Self.key(cluster, "\(batonPrefix)/\(key)"))
+        }
+        // failsafe: member name → api_url, so compared by shape (both clusters' names differ).
+        let patroniFailsafe = await Self.key(cluster, "/service/\(scope)/failsafe")
+        let batonFailsafe = await Self.key(cluster, "\(batonPrefix)/failsafe")
         compare(
-            "status key", await Self.key(cluster, "/service/\(scope)/status"),
-            await Self.key(cluster, "\(batonPrefix)/status"))
+            "failsafe key", patroniFailsafe.map { .object(["members": $0]) },
+            batonFailsafe.map { .object(["members": $0]) })
         let batonLeaderAPI = "http://127.0.0.1:\(try cluster.node(batonLeader).apiPort)"
         let batonReplicaAPI = "http://127.0.0.1:\(try cluster.node(batonReplica).apiPort)"
         compare(
@@ -236,8 +249,8 @@ struct PatroniGoldenTests {
         compare(
             "GET /cluster (leader entry)", entry(patroniCluster, role: "leader"), entry(batonCluster, role: "leader"))
         compare(
-            "GET /cluster (replica entry)", entry(patroniCluster, role: "replica"), entry(batonCluster, role: "replica")
-        )
+            "GET /cluster (sync standby entry)", entry(patroniCluster, role: "sync_standby"),
+            entry(batonCluster, role: "sync_standby"))
         compare(
             "GET /cluster", patroniCluster.map { .object(($0.objectValue ?? [:]).filter { $0.key != "members" }) },
             batonCluster.map { .object(($0.objectValue ?? [:]).filter { $0.key != "members" }) })

@@ -52,10 +52,25 @@ public struct SyncState: Hashable, Sendable, Codable {
     public var leader: String?
     /// Comma-separated member names, as Patroni writes it.
     public var sync_standby: String?
+    /// Patroni 4's `quorum`: how many of the standbys must acknowledge in quorum mode; 0 outside
+    /// it (Baton writes 0; a key without it reads as 0).
+    public var quorum: Int
 
-    public init(leader: String?, syncStandbys: [String]) {
+    public init(leader: String?, syncStandbys: [String], quorum: Int = 0) {
         self.leader = leader
         self.sync_standby = syncStandbys.isEmpty ? nil : syncStandbys.sorted().joined(separator: ",")
+        self.quorum = quorum
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case leader, sync_standby, quorum
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        leader = try container.decodeIfPresent(String.self, forKey: .leader)
+        sync_standby = try container.decodeIfPresent(String.self, forKey: .sync_standby)
+        quorum = (try? container.decodeIfPresent(Int.self, forKey: .quorum)) ?? 0
     }
 
     public var syncStandbys: [String] {
