@@ -36,6 +36,33 @@ extension ClusterView {
     }
 }
 
+extension OperatorStore {
+    /// The members `names` (or those in `role`) of `view`; exits with the problem otherwise.
+    func members(of view: ClusterView, _ names: [String], role: MemberRole) -> [Member] {
+        switch view.select(names, role: role) {
+        case .success(let found): return found
+        case .failure(let problem): fail(problem.description)
+        }
+    }
+
+    /// `method path` on each member's REST API, one line per member; exit status 1 when any
+    /// failed or did not answer.
+    func callEach(_ members: [Member], _ method: String, path: String, timeout: Double = 10) async throws {
+        var failed = false
+        for member in members {
+            do {
+                let reply = try await api.call(method, member.apiURL, path: path, timeout: timeout)
+                print("\(member.name): \(reply.ok ? "" : "failed: ")\(reply.message)")
+                failed = failed || !reply.ok
+            } catch {
+                print("\(member.name): failed: its REST API did not answer (\(error))")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
 struct CLIProblem: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
@@ -62,26 +89,10 @@ struct ReloadCommand: AsyncParsableCommand {
     func run() async throws {
         let op = try OperatorStore(options)
         defer { op.client.shutdown() }
-        let view = try await op.load()
-        let chosen: [Member]
-        switch view.select(members, role: role) {
-        case .success(let found): chosen = found
-        case .failure(let problem): op.fail(problem.description)
-        }
+        let chosen = op.members(of: try await op.load(), members, role: role)
         let names = chosen.map(\.name).joined(separator: ", ")
         if !force, !confirm("Reload \(names)?") { op.fail("aborted") }
-        var failed = false
-        for member in chosen {
-            do {
-                let reply = try await op.api.call("POST", member.apiURL, path: "/reload", timeout: 30)
-                print("\(member.name): \(reply.ok ? "" : "failed: ")\(reply.message)")
-                failed = failed || !reply.ok
-            } catch {
-                print("\(member.name): failed: its REST API did not answer (\(error))")
-                failed = true
-            }
-        }
-        if failed { throw ExitCode(1) }
+        try await op.callEach(chosen, "POST", path: "/reload", timeout: 30)
     }
 }
 
@@ -121,26 +132,11 @@ struct FlushCommand: AsyncParsableCommand {
             print("scheduled switchover cancelled")
             return
         }
-        let chosen: [Member]
-        switch view.select(Array(words.dropLast()), role: role) {
-        case .success(let found): chosen = found
-        case .failure(let problem): op.fail(problem.description)
-        }
+        let chosen = op.members(of: view, Array(words.dropLast()), role: role)
         if !force, !confirm("Cancel the scheduled restart of \(chosen.map(\.name).joined(separator: ", "))?") {
             op.fail("aborted")
         }
-        var failed = false
-        for member in chosen {
-            do {
-                let reply = try await op.api.call("DELETE", member.apiURL, path: "/restart")
-                print("\(member.name): \(reply.ok ? "" : "failed: ")\(reply.message)")
-                failed = failed || !reply.ok
-            } catch {
-                print("\(member.name): failed: its REST API did not answer (\(error))")
-                failed = true
-            }
-        }
-        if failed { throw ExitCode(1) }
+        try await op.callEach(chosen, "DELETE", path: "/restart")
     }
 }
 
@@ -155,11 +151,7 @@ struct DSNCommand: AsyncParsableCommand {
         let op = try OperatorStore(options)
         defer { op.client.shutdown() }
         let view = try await op.load()
-        let chosen: [Member]
-        switch view.select(member.map { [$0] } ?? [], role: role) {
-        case .success(let found): chosen = found
-        case .failure(let problem): op.fail(problem.description)
-        }
+        let chosen = op.members(of: view, member.map { [$0] } ?? [], role: role)
         guard let target = chosen.first, let words = connectionWords(target.connURL) else {
             op.fail("\(chosen.first?.name ?? "the member") publishes no usable conn_url")
         }
@@ -193,11 +185,7 @@ struct QueryCommand: AsyncParsableCommand {
         let op = try OperatorStore(options)
         defer { op.client.shutdown() }
         let view = try await op.load()
-        let chosen: [Member]
-        switch view.select(member.map { [$0] } ?? [], role: role) {
-        case .success(let found): chosen = found
-        case .failure(let problem): op.fail(problem.description)
-        }
+        let chosen = op.members(of: view, member.map { [$0] } ?? [], role: role)
         guard let target = chosen.first, let words = connectionWords(target.connURL) else {
             op.fail("\(chosen.first?.name ?? "the member") publishes no usable conn_url")
         }

@@ -8,19 +8,10 @@ import Testing
 /// refused at load): parsed at the edge, lines formatted as Patroni writes them, rotation as
 /// Python's RotatingFileHandler does it.
 @Suite struct LogSettingsTests {
-    static let secrets = ["BATON_SUPERUSER_PASSWORD": "s", "BATON_REPLICATION_PASSWORD": "r"]
-    static let minimal = """
-        scope: demo
-        name: node1
-        etcd3:
-          hosts: ["127.0.0.1:2379"]
-        postgresql:
-          data_dir: /var/lib/baton/data
-        """
-
     static func settings(_ log: String, environment: [String: String] = [:]) throws -> LogSettings {
         try AgentConfiguration.parse(
-            Self.minimal + "\nlog:\n" + log, environment: Self.secrets.merging(environment) { $1 }
+            AgentConfigurationTests.minimal + "\nlog:\n" + log,
+            environment: AgentConfigurationTests.secrets.merging(environment) { $1 }
         )
         .log
     }
