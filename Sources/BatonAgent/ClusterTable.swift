@@ -33,7 +33,7 @@ public enum ClusterTable {
             if member.name == leader {
                 role = "Leader"
             } else if sync.contains(member.name) {
-                role = "Sync Standby"
+                role = view.config?.value.quorumCommit == true ? "Quorum Standby" : "Sync Standby"
             } else {
                 role = member.role == .primary ? "Primary (no lock)" : "Replica"
             }

@@ -182,9 +182,11 @@ extension HALoop {
             return true
 
         case .promote:
+            forgetSynchronousSetting()
             return try await promote(observation)
 
         case .demote(let mode):
+            forgetSynchronousSetting()
             try await demote(mode)
             return true
 
@@ -210,9 +212,12 @@ extension HALoop {
         case .writeSync(let state, let expected):
             return try await store.writeSync(state, expected: expected)
 
-        case .setSynchronousStandbys(let names):
-            try await node.setSynchronousStandbys(names)
-            appliedSynchronousStandbys = names
+        case .setSynchronousStandbys(let setting):
+            // Unknown while it is applied: a failure leaves it unknown, not the old value.
+            appliedSynchronousStandbys = nil
+            synchronousAppliedAt = nil
+            synchronousAppliedAt = try await node.setSynchronousStandbys(setting)
+            appliedSynchronousStandbys = setting
             return true
 
         case .fetchPeers:
@@ -251,6 +256,12 @@ extension HALoop {
     /// Renews the session now, whatever its age (a replica's member key hangs on it too). Failures
     /// are left to the decision: an expired session is forgotten, and the core then asks for a
     /// new one.
+    /// A promotion or demotion leaves what postgres waits for unknown to the decider (it asks again).
+    func forgetSynchronousSetting() {
+        appliedSynchronousStandbys = nil
+        synchronousAppliedAt = nil
+    }
+
     func keepSessionAlive() async {
         guard let current = session else { return }
         do {

@@ -43,7 +43,10 @@ public actor HALoop {
     /// instead of polling (an idle agent used to wake 10 times a second for it).
     let deadlineChanged = WakeSignal()
     var following: String?
-    var appliedSynchronousStandbys: [String]?
+    /// What this agent last asked postgres to wait for, and the WAL position from which every
+    /// commit waited for it; forgotten on every promotion and demotion (unknown: asked again).
+    var appliedSynchronousStandbys: SynchronousSetting?
+    var synchronousAppliedAt: LSN?
     var lastPublished: Member?
     var lastPublishedAt: MonotonicInstant?
     var lastPublishedSession: SessionID?
@@ -593,7 +596,7 @@ public actor HALoop {
         return Observation(
             me: configuration.name, now: clock.now, wallClockSeconds: wallClock(), cluster: cluster,
             storeProblem: problem, postgres: pg, following: following,
-            appliedSynchronousStandbys: appliedSynchronousStandbys,
+            appliedSynchronousStandbys: appliedSynchronousStandbys, synchronousAppliedAt: synchronousAppliedAt,
             lease: LeaseState(session: session, deadline: leaseDeadline, ttl: sessionTTL), config: config,
             tags: configuration.tags,
             peers: peers, failsafeConfirmed: failsafe, memory: memory,

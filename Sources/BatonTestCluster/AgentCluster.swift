@@ -17,6 +17,9 @@ public struct ClusterOptions: Sendable {
     public var retryTimeout = 1.5
     public var maximumLagOnFailover = 1_048_576
     public var synchronousMode = false
+    /// `synchronous_mode: quorum` (quorum commit) instead of true/false.
+    public var quorumCommit = false
+    public var synchronousNodeCount = 1
     public var failsafeMode = false
     /// Extra YAML for a node's `tags:` section, by node index (1-based), e.g. `{nofailover: true}`.
     public var tags: [Int: String] = [:]
@@ -197,7 +200,8 @@ public final class AgentCluster: @unchecked Sendable {
                 loop_wait: \(options.loopWait)
                 retry_timeout: \(options.retryTimeout)
                 maximum_lag_on_failover: \(options.maximumLagOnFailover)
-                synchronous_mode: \(options.synchronousMode)
+                synchronous_mode: \(options.quorumCommit ? "quorum" : "\(options.synchronousMode)")
+                synchronous_node_count: \(options.synchronousNodeCount)
                 failsafe_mode: \(options.failsafeMode)
                 postgresql: {parameters: {max_connections: 30}}
             log:

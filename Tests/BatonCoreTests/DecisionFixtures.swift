@@ -77,14 +77,15 @@ enum Fixture {
         _ me: String, cluster: ClusterView?, postgres: PostgresStatus, following: String? = nil,
         leaseValid: Bool = true, config: DynamicConfig = config(), tags: Tags = Tags(),
         peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil, memory: HAMemory = HAMemory(),
-        now: MonotonicInstant = t0, wallClock: Double = 1_790_000_000, applied: [String]? = nil,
+        now: MonotonicInstant = t0, wallClock: Double = 1_790_000_000, applied: SynchronousSetting? = nil,
+        appliedAt: LSN? = nil,
         leaseTTL: Duration? = nil, confirmedFailsafeLeader: String? = nil, watchdogUsable: Bool = true,
         lastRunningRole: Member.Role? = nil, lastRejoinFailed: Bool = false
     ) -> Observation {
         Observation(
             me: me, now: now, wallClockSeconds: wallClock, cluster: cluster,
             storeProblem: cluster == nil ? "connection refused" : nil, postgres: postgres, following: following,
-            appliedSynchronousStandbys: applied,
+            appliedSynchronousStandbys: applied, synchronousAppliedAt: appliedAt,
             lease: LeaseState(
                 session: session, deadline: leaseValid ? now + .seconds(10) : now - .seconds(1), ttl: leaseTTL),
             config: config, tags: tags, peers: peers, failsafeConfirmed: failsafeConfirmed, memory: memory,

@@ -613,24 +613,58 @@ import Testing
         #expect(
             decision.actions == [
                 .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: nil),
-                .setSynchronousStandbys(["b"]),
+                .setSynchronousStandbys(.empty),
             ])
+        let claimed = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg, config: Self.syncOn,
+            applied: .empty)
+        #expect(HADecider.decide(claimed).actions == [.renewLease, .setSynchronousStandbys(["b"])])
     }
 
+    /// A standby enters the key once postgres reports it synchronous and it has flushed every
+    /// commit made before the setting took effect (before: at once, while commits acknowledged
+    /// without it were still missing on it).
     @Test func standbyJoinsTheKeyOnlyAfterPostgresReportsItSynchronous() {
         var pg = F.primary
-        pg.replication = Self.rows([("b", "streaming", "async")])
+        let key = F.cluster(sync: SyncState(leader: "a", syncStandbys: []))
+        let appliedAt = LSN(0x500_0000)
+        pg.replication = [
+            ReplicationRow(applicationName: "b", state: "streaming", syncState: "async", flushLSN: appliedAt)
+        ]
         let waiting = F.observe(
-            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg, config: Self.syncOn,
-            applied: ["b"])
+            "a", cluster: key, postgres: pg, config: Self.syncOn, applied: ["b"], appliedAt: appliedAt)
         #expect(HADecider.decide(waiting).actions == [.renewLease])
-        pg.replication = Self.rows([("b", "streaming", "sync")])
+        // Reported synchronous, but behind the position at which the setting took effect.
+        pg.replication = [
+            ReplicationRow(applicationName: "b", state: "streaming", syncState: "sync", flushLSN: LSN(0x4FF_0000))
+        ]
+        let behind = F.observe(
+            "a", cluster: key, postgres: pg, config: Self.syncOn, applied: ["b"], appliedAt: appliedAt)
+        #expect(HADecider.decide(behind).actions == [.renewLease])
+        // That position unknown (the reload was not confirmed): not counted either.
+        pg.replication = [
+            ReplicationRow(applicationName: "b", state: "streaming", syncState: "sync", flushLSN: appliedAt)
+        ]
+        let unknown = F.observe("a", cluster: key, postgres: pg, config: Self.syncOn, applied: ["b"], appliedAt: nil)
+        #expect(HADecider.decide(unknown).actions == [.renewLease])
         let confirmed = F.observe(
-            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg, config: Self.syncOn,
-            applied: ["b"])
+            "a", cluster: key, postgres: pg, config: Self.syncOn, applied: ["b"], appliedAt: appliedAt)
         #expect(
             HADecider.decide(confirmed).actions == [
                 .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: ["b"]), expected: 88),
+            ])
+    }
+
+    /// After the agent's start the leader does not know what postgres waits for (it may have been
+    /// rewritten without the standbys): the key stops naming them until the setting is known.
+    @Test func anUnknownSettingEmptiesTheKeyFirst() {
+        let observation = F.observe(
+            "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,
+            config: Self.syncOn, applied: nil)
+        #expect(
+            HADecider.decide(observation).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: 88),
+                .setSynchronousStandbys(.empty),
             ])
     }
 
@@ -790,5 +824,105 @@ import Testing
         #expect(!Tags(["failover_priority": .number(2)]).noFailover)
         #expect(Tags(["failover_priority": .number(2)]).failoverPriority == 2)
         #expect(Tags().failoverPriority == 1)
+    }
+}
+
+/// `synchronous_mode: quorum` (Patroni 4's quorum commit) in the decision core.
+@Suite struct QuorumModeTests {
+    typealias F = Fixture
+    static let quorumOn = F.config(["synchronous_mode": .string("quorum")])
+    static let at = LSN(0x500_0000)
+
+    static func rows(_ names: [String], flushed: LSN) -> [ReplicationRow] {
+        names.map { ReplicationRow(applicationName: $0, state: "streaming", syncState: "quorum", flushLSN: flushed) }
+    }
+
+    @Test func theLeaderListsBothStandbysBeforeTheKeyCountsOnThem() {
+        var pg = F.primary
+        pg.replication = Self.rows(["b", "c"], flushed: Self.at)
+        let key = F.cluster(sync: SyncState(leader: "a", syncStandbys: []))
+        let start = F.observe(
+            "a", cluster: key, postgres: pg, config: Self.quorumOn, applied: .empty, appliedAt: Self.at)
+        #expect(
+            HADecider.decide(start).actions == [
+                .renewLease, .setSynchronousStandbys(SynchronousSetting(names: ["b", "c"], count: 1, quorum: true)),
+            ])
+        // Listed, but neither has flushed what was committed before: the key waits.
+        let listed = SynchronousSetting(names: ["b", "c"], count: 1, quorum: true)
+        pg.replication = Self.rows(["b", "c"], flushed: LSN(0x4FF_0000))
+        let behind = F.observe(
+            "a", cluster: key, postgres: pg, config: Self.quorumOn, applied: listed, appliedAt: Self.at)
+        #expect(HADecider.decide(behind).actions == [.renewLease])
+        // One caught up: any one of b, c (quorum 1 of 2) holds every commit from now on.
+        pg.replication = [pg.replication[0], Self.rows(["c"], flushed: Self.at)[0]]
+        let caughtUp = F.observe(
+            "a", cluster: key, postgres: pg, config: Self.quorumOn, applied: listed, appliedAt: Self.at)
+        #expect(
+            HADecider.decide(caughtUp).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: ["b", "c"], quorum: 1), expected: 88),
+            ])
+    }
+
+    /// synchronous_node_count 2 of two standbys: postgres first waits for both, then the key
+    /// lowers its quorum to 0 (each of them alone may promote).
+    @Test func raisingTheCountAsksPostgresFirst() {
+        var pg = F.primary
+        pg.replication = Self.rows(["b", "c"], flushed: Self.at)
+        let key = F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b", "c"], quorum: 1))
+        let config = F.config(["synchronous_mode": .string("quorum"), "synchronous_node_count": .number(2)])
+        let one = SynchronousSetting(names: ["b", "c"], count: 1, quorum: true)
+        let two = SynchronousSetting(names: ["b", "c"], count: 2, quorum: true)
+        let first = F.observe("a", cluster: key, postgres: pg, config: config, applied: one, appliedAt: Self.at)
+        #expect(HADecider.decide(first).actions == [.renewLease, .setSynchronousStandbys(two)])
+        let then = F.observe("a", cluster: key, postgres: pg, config: config, applied: two, appliedAt: Self.at)
+        #expect(
+            HADecider.decide(then).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: ["b", "c"], quorum: 0), expected: 88),
+            ])
+    }
+
+    static let lost = F.cluster(
+        leader: nil, members: [F.member("b"), F.member("c"), F.member("d")],
+        sync: SyncState(leader: "a", syncStandbys: ["b", "c"], quorum: 1))
+
+    /// After the leader is lost, a member promotes only with quorum + 1 votes of the voters and
+    /// the old leader (itself included), none of them ahead.
+    @Test func theRaceCountsQuorumVotes() {
+        let alone = F.observe(
+            "b", cluster: Self.lost, postgres: F.replica(), config: Self.quorumOn, peers: F.peers([("d", 0x500_0000)]))
+        #expect(HADecider.decide(alone).reason == .quorumNotReached(votes: 1, needed: 2, voters: ["a", "b", "c"]))
+        let withC = F.observe(
+            "b", cluster: Self.lost, postgres: F.replica(), config: Self.quorumOn,
+            peers: F.peers([("c", 0x500_0000), ("d", 0x500_0000)]))
+        #expect(HADecider.decide(withC).reason.code == "racing")
+        // A member outside the voters may win too, with quorum + 1 votes.
+        let outsider = F.observe(
+            "d", cluster: Self.lost, postgres: F.replica(), config: Self.quorumOn,
+            peers: F.peers([("b", 0x500_0000), ("c", 0x500_0000)]))
+        #expect(HADecider.decide(outsider).reason.code == "racing")
+        let outsiderAlone = F.observe(
+            "d", cluster: Self.lost, postgres: F.replica(), config: Self.quorumOn,
+            peers: F.peers([("b", 0x500_0000)]))
+        #expect(HADecider.decide(outsiderAlone).reason.code == "quorum_not_reached")
+        // A voter that does not answer with a position (postgres down) is no vote.
+        var down = F.peers([("c", 0x500_0000)])
+        down[0].walPosition = nil
+        let unknown = F.observe("b", cluster: Self.lost, postgres: F.replica(), config: Self.quorumOn, peers: down)
+        #expect(HADecider.decide(unknown).reason.code == "quorum_not_reached")
+        // A quorum no leader writes (negative): every voter must answer.
+        let hostile = F.cluster(
+            leader: nil, members: [F.member("b"), F.member("c")],
+            sync: SyncState(leader: "a", syncStandbys: ["b", "c"], quorum: -1))
+        let strict = F.observe(
+            "b", cluster: hostile, postgres: F.replica(), config: Self.quorumOn, peers: F.peers([("c", 0x500_0000)]))
+        #expect(HADecider.decide(strict).reason == .quorumNotReached(votes: 2, needed: 3, voters: ["a", "b", "c"]))
+    }
+
+    @Test func quorumIsAValidSynchronousMode() {
+        #expect(Self.quorumOn.validationErrors().isEmpty)
+        #expect(Self.quorumOn.synchronousMode && Self.quorumOn.quorumCommit)
+        let bad = F.config(["synchronous_mode": .string("sometimes")])
+        #expect(bad.validationErrors().contains { $0.hasPrefix("synchronous_mode:") })
+        #expect(!bad.synchronousMode)
     }
 }

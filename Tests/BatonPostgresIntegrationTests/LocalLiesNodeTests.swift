@@ -195,19 +195,31 @@ struct LocalLiesNodeTests {
         defer { fixture.cleanUp() }
         let node = try await fixture.nodeFromTemplate("syncp")
         try await node.start(following: nil)
-        try await node.setSynchronousStandbys(["b", "c"])
+        let appliedAt = try await node.setSynchronousStandbys(["b", "c"])
+        // Returned once postgres shows the value: the flush position from which commits wait.
+        #expect(appliedAt != nil)
         let session = try await fixture.connect(node)
         try await PostgresFixture.eventually("the setting is reloaded") {
             let value = try? await session.query("SHOW synchronous_standby_names").single().string(
                 "synchronous_standby_names")
             return value == #"FIRST 2 ("b","c")"#
         }
-        try await node.setSynchronousStandbys(["b"])
+        _ = try await node.setSynchronousStandbys(["b"])
         try await PostgresFixture.eventually("narrowed to one") {
             let value = try? await session.query("SHOW synchronous_standby_names").single().string(
                 "synchronous_standby_names")
             return value == #"FIRST 1 ("b")"#
         }
+        // Quorum commit: any 1 of the two.
+        let quorumAt = try await node.setSynchronousStandbys(
+            SynchronousSetting(names: ["c", "b"], count: 1, quorum: true))
+        let shown = try await session.query("SHOW synchronous_standby_names").single().string(
+            "synchronous_standby_names")
+        #expect(shown == #"ANY 1 ("b","c")"#)
+        let flushed = try await session.query("SELECT pg_current_wal_flush_lsn() AS lsn").single().lsn("lsn")
+        #expect(quorumAt != nil && flushed != nil && quorumAt! <= flushed!)
+        // Back to none: the value the configuration has (none here).
+        #expect(try await node.setSynchronousStandbys(.empty) != nil)
         await session.close()
         try await node.stop(mode: .fast, timeout: .seconds(30))
     }

@@ -384,7 +384,7 @@ struct LocalPostgresNodeTests {
         try await a.syncReplicationSlots(forMembers: ["sw-a", "sw-b"])
         try await b.cloneReplica(from: fixture.source(a))
         try await b.start(following: fixture.source(a))
-        try await a.setSynchronousStandbys(["sw-b"])
+        _ = try await a.setSynchronousStandbys(["sw-b"])
         try await PostgresFixture.eventually("sw-b is a synchronous standby") {
             await a.status().replication.first { $0.applicationName == "sw-b" }?.syncState == "sync"
         }

@@ -16,7 +16,7 @@ extension ClusterDocument {
             if member.name == leaderName {
                 entry.role = member.role == .standbyLeader ? "standby_leader" : "leader"
             } else if synchronous?.isSynchronous(member.name) == true {
-                entry.role = "sync_standby"
+                entry.role = config.quorumCommit ? "quorum_standby" : "sync_standby"
             } else {
                 entry.role = "replica"
             }

@@ -37,7 +37,7 @@ public enum HealthCheck: String, CaseIterable, Sendable {
         case .replica: return node.passesReplicaRule(query)
         case .readOnly: return node.isRunningPrimary || node.isStandbyLeader || node.passesReplicaRule(query)
         case .synchronous: return node.passesReplicaRule(query) && node.isSynchronous
-        case .asynchronous: return node.passesReplicaRule(query) && !node.isSynchronous
+        case .asynchronous: return node.passesReplicaRule(query) && !node.isSynchronous && !node.isQuorumStandby
         case .health: return node.isRunning
         case .liveness:
             // Patroni's thresholds: a primary is unhealthy after one ttl without a cycle (its lease
@@ -58,10 +58,10 @@ public enum HealthCheck: String, CaseIterable, Sendable {
             return node.isRunningPrimary || node.isStandbyLeader
                 || (node.passesReplicaRule(query) && node.isSynchronous)
         case .quorum:
-            // No quorum commit yet: no member is a quorum standby.
-            return false
+            return node.passesReplicaRule(query) && node.isQuorumStandby
         case .readOnlyQuorum:
             return node.isRunningPrimary || node.isStandbyLeader
+                || (node.passesReplicaRule(query) && node.isQuorumStandby)
         }
     }
 }
@@ -146,8 +146,16 @@ struct NodeFacts {
         return isStreaming ? "streaming" : "in archive recovery"
     }
 
+    /// A synchronous standby (synchronous mode, not quorum commit: there it is a quorum standby).
     var isSynchronous: Bool {
-        guard status.config.synchronousMode, let sync = status.cluster?.sync?.value else { return false }
+        guard status.config.synchronousMode, !status.config.quorumCommit, let sync = status.cluster?.sync?.value
+        else { return false }
+        return sync.isSynchronous(status.member)
+    }
+
+    /// Quorum commit: one of the `sync` key's voters.
+    var isQuorumStandby: Bool {
+        guard status.config.quorumCommit, let sync = status.cluster?.sync?.value else { return false }
         return sync.isSynchronous(status.member)
     }
 

@@ -124,7 +124,8 @@ enum MetricsDocument {
             "patroni_sync_standby", "Value is 1 if this node is a sync standby replica, 0 otherwise.",
             node.isSynchronous ? 1 : 0)
         text.gauge(
-            "patroni_quorum_standby", "Value is 1 if this node is a quorum standby replica, 0 otherwise.", 0)
+            "patroni_quorum_standby", "Value is 1 if this node is a quorum standby, 0 otherwise.",
+            node.isQuorumStandby ? 1 : 0)
         text.header(
             "patroni_xlog_received_location",
             "Current location of the received Postgres transaction log, 0 if this node is not a replica.",

@@ -49,7 +49,7 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
     /// Compare-and-swap the `sync` key.
     case writeSync(SyncState, expected: Int64?)
     /// Apply `synchronous_standby_names`.
-    case setSynchronousStandbys([String])
+    case setSynchronousStandbys(SynchronousSetting)
     /// Ask peers for their status (REST), then decide again.
     case fetchPeers
     /// Ask every member to confirm this primary while the store is unreachable (failsafe mode);
@@ -83,7 +83,7 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
         case .clearFailover: return "clear failover key"
         case .clearSync: return "clear sync key"
         case .writeSync(let state, _): return "write sync key (\(state.sync_standby ?? "none"))"
-        case .setSynchronousStandbys(let names): return "set synchronous standbys [\(names.joined(separator: ","))]"
+        case .setSynchronousStandbys(let setting): return "set synchronous standbys \(setting)"
         case .fetchPeers: return "fetch peers' status"
         case .askFailsafeConfirmation: return "ask members to confirm failsafe"
         case .writeFailsafe(let members?): return "write failsafe key (\(members.count) members)"

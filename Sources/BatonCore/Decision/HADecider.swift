@@ -286,9 +286,11 @@ public enum HADecider {
         }
         if inRecovery {
             if o.config.synchronousMode {
+                // Quorum commit: the race counted the votes the key asks for (a member outside
+                // its voters may win them). Otherwise only a member the key names may promote.
                 let sync = cluster.sync
                 let listed = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
-                if !listed {
+                if !listed, !o.config.quorumCommit {
                     return Decision([.releaseLeader], .notSynchronousReleasing, memory: memory)
                 }
                 if let sync, sync.value.leader != o.me {
@@ -310,7 +312,9 @@ public enum HADecider {
         if let failover = cluster.failover {
             if let decision = switchover(o, cluster, failover, actions: actions, memory: memory) { return decision }
         }
-        if o.config.synchronousMode {
+        if o.config.quorumCommit {
+            if let decision = quorumStandbys(o, cluster, actions: actions, memory: memory) { return decision }
+        } else if o.config.synchronousMode {
             if let decision = synchronousStandbys(o, cluster, actions: actions, memory: memory) { return decision }
         } else {
             if let sync = cluster.sync { actions.append(.clearSync(expected: sync.modRevision)) }
@@ -404,41 +408,29 @@ public enum HADecider {
     }
 
     /// Keeps `synchronous_standby_names` and the `sync` key in step: a standby is added to the key
-    /// only after postgres reports it synchronous, and removed from the key before postgres stops
-    /// waiting for it, so the key never names a standby that might lack an acknowledged commit.
+    /// only after postgres reports it synchronous and it has flushed every commit made before the
+    /// setting took effect, and removed from the key before postgres stops waiting for it, so the
+    /// key never names a standby that might lack an acknowledged commit.
     static func synchronousStandbys(
         _ o: Observation, _ cluster: ClusterView, actions: [Action], memory: HAMemory
     ) -> Decision? {
         let count = o.config.synchronousNodeCount
         let strict = o.config.synchronousModeStrict
+        let sync = cluster.sync
+        if let (claim, why) = claimSyncKey(o, sync) {
+            var steps = actions + [claim]
+            let wanted: SynchronousSetting = strict ? ["*"] : .empty
+            if o.appliedSynchronousStandbys == nil { steps.append(.setSynchronousStandbys(wanted)) }
+            return Decision(steps, .synchronousStandbys(why), memory: memory, recheckImmediately: true)
+        }
         let eligible = Set(
             cluster.members.filter { $0.name != o.me && !$0.tags.noSync && $0.state == .running }.map(\.name))
         let rows = o.postgres.replication.filter { eligible.contains($0.applicationName) }
         let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
-        let reportedSync = Set(
-            rows.filter { $0.syncState == "sync" || $0.syncState == "quorum" }.map(\.applicationName))
-        let sync = cluster.sync
-        let keyNames = Set(sync?.value.leader == o.me ? sync?.value.syncStandbys ?? [] : [])
+        let reportedSync = confirmedSynchronous(o, rows: rows, states: ["sync", "quorum"])
+        let keyNames = Set(sync?.value.syncStandbys ?? [])
 
-        // maximum_lag_on_syncnode: a standby further behind than that (or whose position is
-        // unknown) is chosen only when no healthy one can take its place. The lag counts from the
-        // furthest standby when there are several, else from this primary (Patroni's rule).
-        var lagging: Set<String> = []
-        if let limit = o.config.maximumLagOnSyncNode {
-            let positions = rows.filter { streaming.contains($0.applicationName) }
-            let reference =
-                positions.count > 1
-                ? positions.compactMap(\.flushLSN).max() ?? o.postgres.currentLSN : o.postgres.currentLSN
-            for row in positions {
-                guard let reference, let flushed = row.flushLSN else {
-                    lagging.insert(row.applicationName)
-                    continue
-                }
-                if reference.rawValue > flushed.rawValue, reference.rawValue - flushed.rawValue > limit {
-                    lagging.insert(row.applicationName)
-                }
-            }
-        }
+        let lagging = laggingStandbys(o, rows: rows, streaming: streaming)
         let healthy = streaming.subtracting(lagging)
         // Prefer healthy standbys, those already synchronous first, then the rest by name, up to
         // the count; lagging ones last.
@@ -446,12 +438,12 @@ public enum HADecider {
             healthy.intersection(keyNames).sorted() + healthy.subtracting(keyNames).sorted()
             + lagging.intersection(keyNames).sorted() + lagging.subtracting(keyNames).sorted()
         let desired = Set(preferred.prefix(count))
-        let wantedSetting = desired.isEmpty ? (strict ? ["*"] : []) : desired.sorted()
+        let wantedSetting: SynchronousSetting = desired.isEmpty ? (strict ? ["*"] : .empty) : .init(all: Array(desired))
 
         var steps = actions
         let keep = keyNames.intersection(desired)
-        if keep != keyNames || sync?.value.leader != o.me {
-            // Shrink (or claim) the key first; postgres may keep waiting for more than the key says.
+        if keep != keyNames {
+            // Shrink the key first; postgres may keep waiting for more than the key says.
             let confirmed = keep.union(desired.intersection(reportedSync))
             steps.append(
                 .writeSync(SyncState(leader: o.me, syncStandbys: confirmed.sorted()), expected: sync?.modRevision))
@@ -462,9 +454,7 @@ public enum HADecider {
         }
         if o.appliedSynchronousStandbys != wantedSetting {
             steps.append(.setSynchronousStandbys(wantedSetting))
-            return Decision(
-                steps, .synchronousStandbys("asking postgres for [\(wantedSetting.joined(separator: ","))]"),
-                memory: memory)
+            return Decision(steps, .synchronousStandbys("asking postgres for \(wantedSetting)"), memory: memory)
         }
         let promotable = desired.subtracting(keyNames).intersection(reportedSync)
         if !promotable.isEmpty {
@@ -475,6 +465,125 @@ public enum HADecider {
                 memory: memory)
         }
         return nil
+    }
+
+    /// The write that makes the `sync` key one this leader may build on, when it is not: a key of
+    /// another leader, of quorum mode outside it, with a quorum that cannot be met, or written
+    /// while this agent does not know what postgres was asked for (after the agent's start,
+    /// postgres may have run with other standbys or none) is replaced by one naming no standby —
+    /// only this leader may then promote, which has every commit.
+    static func claimSyncKey(_ o: Observation, _ sync: Versioned<SyncState>?) -> (Action, String)? {
+        let mine = sync?.value.leader == o.me
+        let names = sync?.value.syncStandbys ?? []
+        let quorum = sync?.value.quorum ?? 0
+        let foreignShape = !o.config.quorumCommit && quorum != 0
+        let unknownSetting = o.appliedSynchronousStandbys == nil && !names.isEmpty
+        let invalid = quorum < 0 || (!names.isEmpty && quorum >= names.count) || (names.isEmpty && quorum != 0)
+        guard !mine || foreignShape || unknownSetting || invalid else { return nil }
+        let why =
+            !mine
+            ? "claiming the sync key"
+            : unknownSetting
+                ? "the standbys postgres waits for are unknown: only the leader may promote until they are set"
+                : "sync key reset (quorum \(quorum) of [\(names.joined(separator: ","))])"
+        return (.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision), why)
+    }
+
+    /// Standbys postgres reports in one of `states` that have flushed every commit made before the
+    /// setting in force took effect (none when that position is unknown).
+    static func confirmedSynchronous(_ o: Observation, rows: [ReplicationRow], states: Set<String>) -> Set<String> {
+        guard let from = o.synchronousAppliedAt else { return [] }
+        return Set(
+            rows.filter { row in
+                states.contains(row.syncState) && row.flushLSN.map { $0 >= from } == true
+            }.map(\.applicationName))
+    }
+
+    /// maximum_lag_on_syncnode: standbys further behind than that (or whose position is unknown).
+    /// The lag counts from the furthest standby when there are several, else from this primary
+    /// (Patroni's rule).
+    static func laggingStandbys(_ o: Observation, rows: [ReplicationRow], streaming: Set<String>) -> Set<String> {
+        guard let limit = o.config.maximumLagOnSyncNode else { return [] }
+        var lagging: Set<String> = []
+        let positions = rows.filter { streaming.contains($0.applicationName) }
+        let reference =
+            positions.count > 1
+            ? positions.compactMap(\.flushLSN).max() ?? o.postgres.currentLSN : o.postgres.currentLSN
+        for row in positions {
+            guard let reference, let flushed = row.flushLSN else {
+                lagging.insert(row.applicationName)
+                continue
+            }
+            if reference.rawValue > flushed.rawValue, reference.rawValue - flushed.rawValue > limit {
+                lagging.insert(row.applicationName)
+            }
+        }
+        return lagging
+    }
+
+    /// Quorum commit (`synchronous_mode: quorum`): one step of `QuorumCommit` per cycle, the key
+    /// (voters, quorum) or postgres' `ANY k (…)`, each safe on its own.
+    static func quorumStandbys(
+        _ o: Observation, _ cluster: ClusterView, actions: [Action], memory: HAMemory
+    ) -> Decision? {
+        let sync = cluster.sync
+        if let (claim, why) = claimSyncKey(o, sync) {
+            return Decision(actions + [claim], .synchronousStandbys(why), memory: memory, recheckImmediately: true)
+        }
+        let wanted = o.config.synchronousNodeCount
+        let strict = o.config.synchronousModeStrict
+        let members = cluster.members.filter { $0.name != o.me && !$0.tags.noSync && $0.state == .running }
+        let rows = o.postgres.replication.filter { row in members.contains { $0.name == row.applicationName } }
+        let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
+        let healthy = streaming.subtracting(laggingStandbys(o, rows: rows, streaming: streaming))
+        // Members tagged nofailover take part only where others are too few for the count (as in
+        // Patroni: a vote must come from a member that may be promoted).
+        let noFailover = Set(members.filter(\.tags.noFailover).map(\.name))
+        let promotable = healthy.subtracting(noFailover)
+        let active = promotable.union(
+            healthy.intersection(noFailover).sorted().prefix(max(0, wanted - promotable.count)))
+
+        let applied = o.appliedSynchronousStandbys ?? .empty
+        let current = QuorumCommit.State(
+            voters: Set(sync?.value.syncStandbys ?? []), quorum: sync?.value.quorum ?? 0,
+            sync: Set(applied.names), count: applied.count)
+        let confirmed = confirmedSynchronous(o, rows: rows, states: ["quorum", "sync", "potential"])
+            .intersection(current.sync)
+        var steps = actions
+        if o.appliedSynchronousStandbys == nil || (!applied.quorum && !applied.isEmpty) {
+            // Unknown (the key names no standby then), or written in synchronous mode: the same
+            // standbys in the quorum form. Baton's FIRST n lists n names: ANY n of them is the same.
+            let setting =
+                applied.names.isEmpty && strict
+                ? SynchronousSetting(names: ["*"], count: 1, quorum: true)
+                : SynchronousSetting(names: applied.names, count: applied.count, quorum: true)
+            let next = QuorumCommit.State(
+                voters: current.voters, quorum: current.quorum, sync: Set(setting.names), count: setting.count)
+            if !QuorumCommit.settingChangeIsSafe(from: current, to: next) {
+                steps.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision))
+            }
+            steps.append(.setSynchronousStandbys(setting))
+            return Decision(
+                steps, .synchronousStandbys("asking postgres for \(setting)"), memory: memory, recheckImmediately: true)
+        }
+        switch QuorumCommit.nextStep(
+            from: current, confirmed: confirmed, active: active, wanted: wanted, strict: strict)
+        {
+        case nil:
+            return nil
+        case .key(let voters, let quorum):
+            steps.append(
+                .writeSync(SyncState(leader: o.me, syncStandbys: voters, quorum: quorum), expected: sync?.modRevision))
+            return Decision(
+                steps,
+                .synchronousStandbys(
+                    "quorum \(quorum) of [\(voters.joined(separator: ","))] (\(current.sync.count) listed)"),
+                memory: memory, recheckImmediately: true)
+        case .postgres(let setting):
+            steps.append(.setSynchronousStandbys(setting))
+            return Decision(
+                steps, .synchronousStandbys("asking postgres for \(setting)"), memory: memory, recheckImmediately: true)
+        }
     }
 
     // MARK: Leader race
@@ -519,7 +628,8 @@ public enum HADecider {
             let sync = cluster.sync
             let restricted = sync.map { $0.value.leader != nil || !$0.value.syncStandbys.isEmpty } ?? false
             let named = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
-            if restricted, !named {
+            // In quorum commit any member may race; it needs the key's votes (below).
+            if restricted, !named, !o.config.quorumCommit {
                 return Decision([], .notSynchronousStandby, memory: memory)
             }
             actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision))
@@ -562,11 +672,37 @@ public enum HADecider {
                 return Decision([], .peerHasPriority(peer.name), memory: memory)
             }
         }
+        if let needed = quorumVotesMissing(o, cluster, peers: peers, myPosition: myPosition) {
+            return Decision([], needed, memory: memory)
+        }
         actions.append(.promote)
         if let failover { actions.append(.clearFailover(expected: failover.modRevision)) }
         return Decision(
             actions, .racing(lag: lag, local: myPosition, reference: reference), memory: memory,
             recheckImmediately: true)
+    }
+
+    /// Quorum commit: a commit was acknowledged once `k` standbys of the setting had it, and the
+    /// key's `quorum` q is such that any q + 1 members of its voters and leader include one of
+    /// them. So a member may promote only after q + 1 of them (itself included when it is one)
+    /// answered, running, and none is ahead of it (checked before). The leader the key names
+    /// needs no votes: it has every commit it acknowledged. Nil when the votes are there.
+    static func quorumVotesMissing(_ o: Observation, _ cluster: ClusterView, peers: [PeerStatus], myPosition: LSN)
+        -> Reason?
+    {
+        guard o.config.quorumCommit, let sync = cluster.sync?.value, let leader = sync.leader, leader != o.me else {
+            return nil
+        }
+        let voters = Set(sync.syncStandbys).union([leader])
+        // A quorum no Patroni or Baton leader writes: every voter must answer.
+        let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count
+        var voted: Set<String> = voters.contains(o.me) ? [o.me] : []
+        for peer in peers where peer.name != o.me && peer.reachable && !peer.runningAsPrimary {
+            guard voters.contains(peer.name), let position = peer.walPosition, position <= myPosition else { continue }
+            voted.insert(peer.name)
+        }
+        let votes = voted.count
+        return votes >= needed ? nil : .quorumNotReached(votes: votes, needed: needed, voters: voters.sorted())
     }
 
     /// Whether a failover candidate looks able to win the race: a member, not tagged nofailover,

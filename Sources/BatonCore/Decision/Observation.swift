@@ -16,7 +16,11 @@ public struct Observation: Hashable, Sendable {
     /// The member the local standby is configured to stream from, when known.
     public var following: String?
     /// The `synchronous_standby_names` this agent last applied, when known.
-    public var appliedSynchronousStandbys: [String]?
+    public var appliedSynchronousStandbys: SynchronousSetting?
+    /// The WAL position up to which every commit was made under an earlier setting, read once
+    /// PostgreSQL had taken the last one in: a standby newly listed counts as synchronous only
+    /// once it has flushed this far. Nil when unknown (no standby newly counts).
+    public var synchronousAppliedAt: LSN?
     /// This agent's session and self-fencing deadline.
     public var lease: LeaseState
     /// Configuration in force: the cluster's dynamic config merged with local overrides.
@@ -56,7 +60,8 @@ public struct Observation: Hashable, Sendable {
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,
         storeProblem: String? = nil, postgres: PostgresStatus, following: String? = nil,
-        appliedSynchronousStandbys: [String]? = nil, lease: LeaseState, config: DynamicConfig,
+        appliedSynchronousStandbys: SynchronousSetting? = nil, synchronousAppliedAt: LSN? = nil, lease: LeaseState,
+        config: DynamicConfig,
         tags: Tags = Tags(), peers: [PeerStatus]? = nil, failsafeConfirmed: Bool? = nil,
         memory: HAMemory = HAMemory(), fenceGuardRunning: Bool = true, confirmedFailsafeLeader: String? = nil,
         watchdogUsable: Bool = true, lastRunningRole: Member.Role? = nil, failedStarts: Int = 0,
@@ -77,6 +82,7 @@ public struct Observation: Hashable, Sendable {
         self.postgres = postgres
         self.following = following
         self.appliedSynchronousStandbys = appliedSynchronousStandbys
+        self.synchronousAppliedAt = synchronousAppliedAt
         self.lease = lease
         self.config = config
         self.tags = tags

@@ -54,6 +54,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case steppingDownNotRacing
     case noFailoverTag
     case notSynchronousStandby
+    case quorumNotReached(votes: Int, needed: Int, voters: [String])
     case lagTooHigh(lag: UInt64, limit: UInt64)
     case timelineBehind(local: Int, cluster: Int)
     case askingPeers
@@ -113,6 +114,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .steppingDownNotRacing: return "stepping_down_not_racing"
         case .noFailoverTag: return "nofailover_tag"
         case .notSynchronousStandby: return "not_synchronous_standby"
+        case .quorumNotReached: return "quorum_not_reached"
         case .lagTooHigh: return "lag_too_high"
         case .timelineBehind: return "timeline_behind"
         case .askingPeers: return "asking_peers"
@@ -205,6 +207,9 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .noFailoverTag: return "leader key free but this member is tagged nofailover: not racing"
         case .notSynchronousStandby:
             return "leader key free but this member is not a synchronous standby: not racing"
+        case .quorumNotReached(let votes, let needed, let voters):
+            return "leader key free but only \(votes) of the \(needed) votes quorum commit needs from "
+                + "[\(voters.joined(separator: ","))] (members reachable, running, not ahead): not racing"
         case .lagTooHigh(let lag, let limit):
             return "leader key free but not eligible: lag \(lag) bytes exceeds maximum_lag_on_failover \(limit)"
         case .timelineBehind(let local, let cluster):

@@ -24,6 +24,8 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
     public var pendingRestart: Bool?
     public var pendingRestartReason: [String: PendingChange]?
     public var syncStandby: Bool?
+    /// Quorum commit: this replica is one of the `sync` key's voters (Patroni 4's `quorum_standby`).
+    public var quorumStandby: Bool?
     public var scheduledRestart: ScheduledRestart?
 
     enum CodingKeys: String, CodingKey {
@@ -37,6 +39,7 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
         case pendingRestart = "pending_restart"
         case pendingRestartReason = "pending_restart_reason"
         case syncStandby = "sync_standby"
+        case quorumStandby = "quorum_standby"
         case scheduledRestart = "scheduled_restart"
     }
 
@@ -63,6 +66,7 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
         pendingRestart = try? c.decodeIfPresent(Bool.self, forKey: .pendingRestart)
         pendingRestartReason = try? c.decodeIfPresent([String: PendingChange].self, forKey: .pendingRestartReason)
         syncStandby = try? c.decodeIfPresent(Bool.self, forKey: .syncStandby)
+        quorumStandby = try? c.decodeIfPresent(Bool.self, forKey: .quorumStandby)
         scheduledRestart = try? c.decodeIfPresent(ScheduledRestart.self, forKey: .scheduledRestart)
     }
 

@@ -59,7 +59,15 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
         return UInt64(value)
     }
     public var checkTimeline: Bool { document["check_timeline"]?.boolValue ?? false }
-    public var synchronousMode: Bool { document["synchronous_mode"]?.boolValue ?? false }
+    /// `synchronous_mode`: true, or `quorum` (Patroni 4's quorum commit, which is synchronous
+    /// mode too).
+    public var synchronousMode: Bool { quorumCommit || (document["synchronous_mode"]?.boolValue ?? false) }
+    /// `synchronous_mode: quorum`: commits wait for any `synchronous_node_count` of the listed
+    /// standbys (`ANY n`), and a new leader needs the votes the `sync` key's `quorum` asks for.
+    public var quorumCommit: Bool {
+        guard case .string(let text) = document["synchronous_mode"] else { return false }
+        return text.trimmingWhitespace().lowercased() == "quorum"
+    }
     public var synchronousModeStrict: Bool { document["synchronous_mode_strict"]?.boolValue ?? false }
     public var synchronousNodeCount: Int { max(1, document["synchronous_node_count"]?.intValue ?? 1) }
     public var failsafeMode: Bool { document["failsafe_mode"]?.boolValue ?? false }
@@ -156,7 +164,10 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
                 errors.append("synchronous_node_count: expected a whole number from 1 to 1000, got \(raw)")
             }
         }
-        let booleans = ["check_timeline", "synchronous_mode", "synchronous_mode_strict", "failsafe_mode", "pause"]
+        if let value = document["synchronous_mode"], value.boolValue == nil, !quorumCommit {
+            errors.append("synchronous_mode: expected true, false or quorum, got \(value)")
+        }
+        let booleans = ["check_timeline", "synchronous_mode_strict", "failsafe_mode", "pause"]
         for key in booleans {
             if let value = document[key], value.boolValue == nil {
                 errors.append("\(key): expected true or false, got \(value)")

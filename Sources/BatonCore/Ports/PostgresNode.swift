@@ -26,8 +26,10 @@ public protocol PostgresNode: Sendable {
     func follow(_ source: ReplicationSource) async throws
     /// Rejoins an old primary after a promotion elsewhere: pg_rewind if needed and possible.
     func rewind(from source: ReplicationSource) async throws
-    /// Applies `synchronous_standby_names` on a primary.
-    func setSynchronousStandbys(_ names: [String]) async throws
+    /// Applies `synchronous_standby_names` on a primary. Returns the WAL position from which every
+    /// commit waits for the new setting (read once PostgreSQL has taken it in), or nil when that
+    /// could not be confirmed.
+    func setSynchronousStandbys(_ setting: SynchronousSetting) async throws -> LSN?
     /// Puts the cluster's PostgreSQL parameters (from the `config` key, already checked by
     /// `PostgresParameters.fromCluster`) in force: written for the next start, and reloaded now
     /// when postgres runs. Returns what the server itself refused (an unknown name, an invalid

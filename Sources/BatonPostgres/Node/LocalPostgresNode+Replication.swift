@@ -149,11 +149,33 @@ extension LocalPostgresNode {
             metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
     }
 
-    public func setSynchronousStandbys(_ names: [String]) async throws {
-        state.withLock { $0.synchronousStandbys = names }
+    public func setSynchronousStandbys(_ setting: SynchronousSetting) async throws -> LSN? {
+        state.withLock { $0.synchronousStandbys = setting }
         try writeConfiguration(following: nil, standby: nil)
-        if let postmaster = runningPostmaster { postmaster.send(SIGHUP) }
-        logger.info("synchronous standbys set", metadata: ["pg.sync": "\(names.joined(separator: ","))"])
+        guard let postmaster = runningPostmaster else { return nil }
+        postmaster.send(SIGHUP)
+        logger.info("synchronous standbys set", metadata: ["pg.sync": "\(setting)"])
+        // A new session reads the configuration the postmaster has now: once it shows the new
+        // value, the flush position bounds every commit that may have waited for the old one.
+        var parametersConfiguration = configuration
+        parametersConfiguration.parameters = parameters
+        let wanted =
+            ManagedFiles.synchronousStandbyNames(
+                parametersConfiguration, cluster: state.withLock { $0.acceptedClusterParameters },
+                synchronousStandbys: setting) ?? ""
+        let deadline = ContinuousClock.now + Self.reloadDeadline
+        while ContinuousClock.now < deadline {
+            if let shown = try? await freshSessionQuery("SHOW synchronous_standby_names", connectTimeout: .seconds(1)),
+                shown == wanted
+            {
+                return try await execute("SELECT pg_catalog.pg_current_wal_flush_lsn() AS lsn").single().lsn("lsn")
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        logger.warning(
+            "synchronous_standby_names: the reload was not confirmed; no standby newly counts as synchronous",
+            metadata: ["pg.sync": "\(setting)"])
+        return nil
     }
 
     /// The physical replication slots on this server, by name.

@@ -25,7 +25,7 @@ public final class LocalPostgresNode: PostgresNode {
         var connection: PostgresConnection?
         var subscribers: [Int: AsyncStream<PostmasterExit>.Continuation] = [:]
         var nextSubscriber = 0
-        var synchronousStandbys: [String] = []
+        var synchronousStandbys: SynchronousSetting = .empty
         /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
         var parameters: [String: String]?
         /// The cluster's `postgresql.parameters` (from the `config` key; at start, those last put

@@ -52,26 +52,27 @@ public enum ManagedFiles {
         ]
     }
 
-    /// `synchronous_standby_names` for the standbys the leader waits for: every one of them
-    /// (`FIRST n` with n the number of names, as Patroni writes it), so that a standby the `sync`
-    /// key names has acknowledged every commit. With `FIRST 1 (a,b)` postgres would wait for `a`
-    /// only, and `b`, named in the key, could be promoted without commits only `a` confirmed.
-    public static func synchronousStandbyNames(_ names: [String]) -> String {
-        guard !names.isEmpty else { return "" }
-        let quoted = names.map { "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" }
-        return "FIRST \(names.count) (\(quoted.joined(separator: ",")))"
+    /// The `synchronous_standby_names` `baton.conf` sets: the leader's setting — FIRST n with the n
+    /// names (each has every acknowledged commit, as the sync key says), or ANY k in quorum mode —
+    /// else what the configuration says (nil: not set).
+    public static func synchronousStandbyNames(
+        _ configuration: LocalPostgresConfiguration, cluster: [String: String] = [:],
+        synchronousStandbys: SynchronousSetting
+    ) -> String? {
+        synchronousStandbys.isEmpty
+            ? parameters(configuration, cluster: cluster)["synchronous_standby_names"]
+            : synchronousStandbys.postgresValue
     }
 
     /// `baton.conf`; `synchronousStandbys` (the leader's, from the `sync` key) win over any
     /// configured `synchronous_standby_names`.
     public static func parametersText(
         _ configuration: LocalPostgresConfiguration, cluster: [String: String] = [:],
-        synchronousStandbys: [String] = []
+        synchronousStandbys: SynchronousSetting = .empty
     ) -> String {
         var values = parameters(configuration, cluster: cluster)
-        if !synchronousStandbys.isEmpty {
-            values["synchronous_standby_names"] = synchronousStandbyNames(synchronousStandbys)
-        }
+        values["synchronous_standby_names"] = synchronousStandbyNames(
+            configuration, cluster: cluster, synchronousStandbys: synchronousStandbys)
         return "# Managed by Baton: rewritten before every start and reload. Set parameters with "
             + "'baton edit-config -p' (every member) or in the agent's configuration (this one).\n"
             + PostgresConf.render(values) + "\n"

@@ -16,7 +16,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var systemID: String?
         /// When true, the node does not receive WAL (a lagging or cut-off replica).
         public var replicationPaused = false
-        public var synchronousStandbys: [String] = []
+        public var synchronousStandbys: SynchronousSetting = .empty
         public var promotions: [(timeline: Int, lsn: UInt64)] = []
         /// How many times `restart()` and `reload()` ran, and clones were taken.
         public var restarts = 0
@@ -246,8 +246,11 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         }
     }
 
-    public func setSynchronousStandbys(_ names: [String]) async throws {
-        lock.withLock { state.synchronousStandbys = names }
+    public func setSynchronousStandbys(_ setting: SynchronousSetting) async throws -> LSN? {
+        lock.withLock {
+            state.synchronousStandbys = setting
+            return state.running && !state.standby ? LSN(state.lsn) : nil
+        }
     }
 
     /// Records the cluster's parameters; names in `state.unknownParameters` are refused as a
