@@ -123,6 +123,7 @@ extension HALoop {
                 if !plan.drop.isEmpty {
                     for name in plan.drop {
                         memberSlotMemory.seen[name] = nil
+                        memberSlotMemory.wanted[name] = nil
                         memberSlotMemory.retained[name] = nil
                         memberSlotMemory.created.remove(name)
                     }

@@ -336,8 +336,11 @@ public actor HALoop {
     /// (no fresh view) changes nothing.
     func applyReplicationSlotUse() async {
         guard clusterViewIsFresh, let cluster = status.cluster else { return }
-        // A nostream member names no slot: the leader keeps none for it.
-        let use = effectiveUseSlots(effectiveConfig(cluster)) && !configuration.tags.noStream
+        // A nostream member names no slot, nor one cascading from another member: the leader
+        // keeps none for them.
+        let cascading = MemberSlots.cascades(
+            configuration.name, tags: configuration.tags, members: cluster.members, leader: cluster.leader?.member)
+        let use = effectiveUseSlots(effectiveConfig(cluster)) && !configuration.tags.noStream && !cascading
         guard use != appliedUseSlots else { return }
         do {
             try await node.setReplicationSlotUse(use)

@@ -926,3 +926,43 @@ import Testing
         #expect(!bad.synchronousMode)
     }
 }
+
+/// `replicatefrom` (cascading; before: shown, not acted on).
+@Suite struct CascadingTests {
+    typealias F = Fixture
+
+    static func cluster(upstream: Member) -> ClusterView {
+        F.cluster(members: [
+            F.member("a", role: .primary), upstream, F.member("c", tags: Tags(["replicatefrom": .string("b")])),
+        ])
+    }
+
+    static func observe(_ cluster: ClusterView, following: String?) -> Observation {
+        F.observe(
+            "c", cluster: cluster, postgres: F.replica(), following: following,
+            tags: Tags(["replicatefrom": .string("b")]), lastRunningRole: .replica)
+    }
+
+    @Test func aReplicaStreamsFromTheMemberItsTagNames() {
+        let view = Self.cluster(upstream: F.member("b"))
+        let decision = HADecider.decide(Self.observe(view, following: "a"))
+        #expect(decision.reason == .followingUpstream("b"))
+        #expect(decision.actions == [.follow(ReplicationSource(member: "b", host: "127.0.0.1", port: 5433))])
+        #expect(HADecider.decide(Self.observe(view, following: "b")).reason == .following(leader: "a"))
+    }
+
+    @Test func itFallsBackToTheLeaderWhenTheUpstreamCannotServe() {
+        let stopped = Self.cluster(upstream: F.member("b", state: .stopped))
+        #expect(HADecider.decide(Self.observe(stopped, following: "b")).reason == .followingNewLeader(leader: "a"))
+        let oldTimeline = Self.cluster(upstream: F.member("b", timeline: 0))
+        #expect(HADecider.decide(Self.observe(oldTimeline, following: "b")).reason == .followingNewLeader(leader: "a"))
+        // b streams from c and c from b: neither would get WAL.
+        let loop = Self.cluster(upstream: F.member("b", tags: Tags(["replicatefrom": .string("c")])))
+        #expect(HADecider.decide(Self.observe(loop, following: "b")).reason == .followingNewLeader(leader: "a"))
+        var notStreaming = F.member("b")
+        notStreaming.replicationState = "in archive recovery"
+        #expect(
+            HADecider.decide(Self.observe(Self.cluster(upstream: notStreaming), following: "b")).reason
+                == .followingNewLeader(leader: "a"))
+    }
+}

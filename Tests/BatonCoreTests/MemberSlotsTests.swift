@@ -30,6 +30,34 @@ import Testing
         #expect(plan.retain == ["node1", "node_2"], "the leader's own name too, as Patroni lists it")
     }
 
+    /// replicatefrom (cascading): a member streaming from another member gets no slot on the
+    /// leader (one it never uses would hold the leader's WAL for good); one naming the leader,
+    /// itself or no member does. A slot it had before is kept for member_slots_ttl, then dropped.
+    @Test func aCascadingMemberHasNoSlotOnTheLeader() {
+        let members = [
+            Self.member("node1"), Self.member("node2"), Self.member("node3", ["replicatefrom": .string("node2")]),
+            Self.member("node4", ["replicatefrom": .string("node1")]),
+            Self.member("node5", ["replicatefrom": .string("gone")]),
+        ]
+        let plan = MemberSlots.plan(
+            me: "node1", members: members, existing: [:], memory: MemberSlots.Memory(), now: Self.t0,
+            ttl: .seconds(1800), useSlots: true)
+        #expect(plan.create == ["node2", "node4", "node5"])
+        let before = Self.memory([Self.member("node1"), Self.member("node3")], me: "node1")
+        var memory = before
+        memory.note(members: members, retained: [], me: "node1", now: Self.t0 + .seconds(10))
+        let within = MemberSlots.plan(
+            me: "node1", members: members, existing: ["node3": false], memory: memory, now: Self.t0 + .seconds(100),
+            ttl: .seconds(1800), useSlots: true)
+        #expect(within.drop.isEmpty)
+        let after = MemberSlots.plan(
+            me: "node1", members: members, existing: ["node3": false], memory: memory, now: Self.t0 + .seconds(1900),
+            ttl: .seconds(1800), useSlots: true)
+        #expect(after.drop == ["node3"])
+        #expect(MemberSlots.cascades("node3", tags: members[2].tags, members: members, leader: "node1"))
+        #expect(!MemberSlots.cascades("node3", tags: members[2].tags, members: members, leader: "node2"))
+    }
+
     /// A slot Baton never saw as a member's, nor created, is never dropped, however inactive.
     @Test func aForeignSlotIsNeverDropped() {
         let plan = MemberSlots.plan(

@@ -128,12 +128,14 @@ public enum HADecider {
             if let source = leaderSource(cluster), cluster.leader != nil {
                 // A member last seen running as a standby, never started read-only from a primary's
                 // data since, has not diverged: no pg_rewind. Anything else (last seen as primary,
-                // never seen, possibly diverged) goes through pg_rewind, which finds out.
-                let start = Action.startPostgres(following: source, asPrimary: false)
+                // never seen, possibly diverged) goes through pg_rewind from the leader, which
+                // finds out. It then streams from its upstream (the leader, or `replicatefrom`).
+                let upstream = upstreamSource(o, cluster) ?? source
+                let start = Action.startPostgres(following: upstream, asPrimary: false)
                 let cleanStandby = o.lastRunningRole == .replica && !memory.mayHaveDiverged
                 return Decision(
                     cleanStandby ? [start] : [.rewindIfNeeded(from: source), start],
-                    .startingReplica(following: source.member), memory: memory, recheckImmediately: true)
+                    .startingReplica(following: upstream.member), memory: memory, recheckImmediately: true)
             }
             // Read-only, with no leader to follow: a data directory that may have run as a primary
             // must be rewound before it follows whoever leads next.
@@ -169,18 +171,25 @@ public enum HADecider {
                     [.demote(.immediateNoLock)], .demotingForOtherLeader(leader: leader.member), memory: memory,
                     recheckImmediately: true)
             }
-            if o.following != leader.member, let source = leaderSource(cluster) {
+            let upstream = upstreamSource(o, cluster)
+            if let upstream, o.following != upstream.member, let source = leaderSource(cluster) {
                 if paused { return Decision([], .paused("not re-pointing replication"), memory: memory) }
                 // Started read-only from a data directory that may have run as a primary, or found
                 // running and not streaming with a history this agent never saw (it restarted): a
                 // plain re-point would leave it refusing the new timeline for ever if it holds WAL
-                // past the fork point. pg_rewind finds out.
+                // past the fork point. pg_rewind (from the leader) finds out.
                 let mayHaveDiverged = memory.mayHaveDiverged || (o.lastRunningRole == nil && !pg.streaming)
+                if mayHaveDiverged {
+                    return Decision(
+                        [.rejoinDiverged(from: source)], .followingNewLeader(leader: leader.member), memory: memory)
+                }
                 return Decision(
-                    [mayHaveDiverged ? .rejoinDiverged(from: source) : .follow(source)],
-                    .followingNewLeader(leader: leader.member), memory: memory)
+                    [.follow(upstream)],
+                    upstream.member == leader.member
+                        ? .followingNewLeader(leader: leader.member) : .followingUpstream(upstream.member),
+                    memory: memory)
             }
-            if pg.inRecovery == true, o.following == leader.member { memory.mayHaveDiverged = false }
+            if pg.inRecovery == true, o.following == upstream?.member { memory.mayHaveDiverged = false }
             if let rejoin = rejoinIfStuck(o, cluster, leader: leader.member, memory: &memory) { return rejoin }
             return Decision([], .following(leader: leader.member), memory: memory)
         }
@@ -737,6 +746,26 @@ public enum HADecider {
 
     static func leaderSource(_ cluster: ClusterView) -> ReplicationSource? {
         cluster.leaderMember.flatMap(ReplicationSource.init(member:))
+    }
+
+    /// What a replica streams from: the member its `replicatefrom` tag names (cascading) while
+    /// that one is a running replica streaming on the leader's timeline and does not lead back
+    /// to this member through its own tag; the leader otherwise (as Patroni falls back).
+    static func upstreamSource(_ o: Observation, _ cluster: ClusterView) -> ReplicationSource? {
+        let leader = leaderSource(cluster)
+        guard let name = o.tags.replicateFrom, name != o.me, name != cluster.leader?.member,
+            let upstream = cluster.member(named: name), upstream.state == .running, upstream.role == .replica,
+            upstream.replicationState == "streaming"
+        else { return leader }
+        if let leaderTimeline = cluster.leaderMember?.timeline, upstream.timeline != leaderTimeline { return leader }
+        // A chain that comes back here (b from c, c from b) would stream from nobody.
+        var hop: Member? = upstream
+        for _ in 0..<16 {
+            guard let next = hop?.tags.replicateFrom, next != cluster.leader?.member else { break }
+            if next == o.me { return leader }
+            hop = cluster.member(named: next)
+        }
+        return ReplicationSource(member: upstream) ?? leader
     }
 }
 

@@ -28,6 +28,15 @@ public enum MemberSlots {
         return String(name.prefix(63))
     }
 
+    /// Whether `member` is tagged to stream from another member than the leader (`replicatefrom`
+    /// naming an existing member). Such a member uses no slot, anywhere: its upstream keeps WAL
+    /// for it only as `wal_keep_size` allows, and the leader keeps none (a slot it never uses
+    /// would hold the leader's WAL for good).
+    public static func cascades(_ name: String, tags: Tags, members: [Member], leader: String?) -> Bool {
+        guard let upstream = tags.replicateFrom, upstream != name, upstream != leader else { return false }
+        return members.contains { $0.name == upstream }
+    }
+
     /// Whether `name` could be a member slot name at all (what `retain_slots` may hold).
     public static func isSlotName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 63
@@ -36,8 +45,10 @@ public enum MemberSlots {
 
     /// What the leader remembers between cycles (reset when it loses the leader key).
     public struct Memory: Equatable, Sendable {
-        /// Slot name → when this agent, as leader, last saw its member.
+        /// Slot name → when this agent, as leader, last saw its member (proof the slot is a
+        /// member's), and when that member last wanted a slot on this leader.
         public var seen: [String: MonotonicInstant] = [:]
+        public var wanted: [String: MonotonicInstant] = [:]
         /// Slot name → when this agent, as leader, first read it in the status key's
         /// `retain_slots` (a previous leader's members).
         public var retained: [String: MonotonicInstant] = [:]
@@ -52,7 +63,15 @@ public enum MemberSlots {
 
         /// Records the members seen now, and the names a previous leader retained.
         public mutating func note(members: [Member], retained names: [String], me: String, now: MonotonicInstant) {
-            for member in members where member.name != me { seen[slotName(forMember: member.name)] = now }
+            for member in members where member.name != me {
+                let name = slotName(forMember: member.name)
+                seen[name] = now
+                // A member that wants no slot here (nostream, or cascading from another member)
+                // has its slot kept only for member_slots_ttl after it last wanted one.
+                if !member.tags.noStream, !cascades(member.name, tags: member.tags, members: members, leader: me) {
+                    wanted[name] = now
+                }
+            }
             for name in names.prefix(Self.maximumRetained) where isSlotName(name) && retained[name] == nil {
                 retained[name] = now
             }
@@ -81,11 +100,14 @@ public enum MemberSlots {
             return Plan(create: [], drop: drop, retain: [])
         }
         let wanted = Set(
-            members.filter { $0.name != me && !$0.tags.noStream }.map { slotName(forMember: $0.name) })
+            members.filter {
+                $0.name != me && !$0.tags.noStream && !cascades($0.name, tags: $0.tags, members: members, leader: me)
+            }
+            .map { slotName(forMember: $0.name) })
         let recent = { (times: [String: MonotonicInstant]) in
             Set(times.filter { $0.key != mine && now - $0.value < ttl }.keys)
         }
-        let keep = wanted.union(recent(memory.seen)).union(recent(memory.retained))
+        let keep = wanted.union(recent(memory.wanted)).union(recent(memory.retained))
         // Missing ones are created, those a previous leader retained too (as Patroni does): a
         // member coming back finds its slot on the new leader.
         let create = wanted.union(recent(memory.retained)).subtracting(existing.keys).sorted()

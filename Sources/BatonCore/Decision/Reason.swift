@@ -46,6 +46,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     // Replica with a leader
     case demotingForOtherLeader(leader: String)
     case followingNewLeader(leader: String)
+    case followingUpstream(String)
     case following(leader: String)
     case standbyStuckOnOlderTimeline(leader: String, local: Int, leaderTimeline: Int, waited: Duration)
     // Race
@@ -109,6 +110,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .followingNewLeader: return "following_new_leader"
         case .standbyStuckOnOlderTimeline: return "standby_stuck_on_older_timeline"
         case .following: return "following"
+        case .followingUpstream: return "following_upstream"
         case .paused: return "paused"
         case .waitingForCandidate: return "waiting_for_candidate"
         case .steppingDownNotRacing: return "stepping_down_not_racing"
@@ -196,6 +198,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .demotingForOtherLeader(let leader):
             return "running as primary but \(leader) holds the leader key: demoting"
         case .followingNewLeader(let leader): return "re-pointing replication to the new leader \(leader)"
+        case .followingUpstream(let upstream):
+            return "re-pointing replication to \(upstream) (replicatefrom: cascading from a replica)"
         case .following(let leader): return "no action: streaming from the leader \(leader)"
         case .standbyStuckOnOlderTimeline(let leader, let local, let leaderTimeline, let waited):
             return "not streaming for \(waited.secondsText) on timeline \(local) while the leader \(leader) is on "

@@ -151,6 +151,12 @@ public struct Tags: Hashable, Sendable, Codable {
     public var cloneFrom: Bool { values["clonefrom"]?.boolValue == true }
     /// `nostream`: the member does not stream from the primary, so no slot is kept for it.
     public var noStream: Bool { values["nostream"]?.boolValue == true }
+    /// `replicatefrom`: the member this one streams from instead of the leader (cascading).
+    public var replicateFrom: String? {
+        guard case .string(let name)? = values["replicatefrom"] else { return nil }
+        let trimmed = name.trimmingWhitespace()
+        return trimmed.isEmpty ? nil : trimmed
+    }
 }
 
 /// A parameter change that waits for a restart: the value in force and the one the files set.
