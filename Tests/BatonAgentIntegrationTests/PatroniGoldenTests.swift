@@ -28,7 +28,9 @@ struct PatroniGoldenTests {
         var api: String { "http://127.0.0.1:\(apiPort)" }
     }
 
-    static func startPatroni(_ name: String, cluster: AgentCluster, scope: String) throws -> PatroniNode {
+    static func startPatroni(_ name: String, cluster: AgentCluster, scope: String, synchronousMode: String = "true")
+        throws -> PatroniNode
+    {
         let patroni = URL(fileURLWithPath: try PatronictlTests.patronictl()).deletingLastPathComponent()
             .appendingPathComponent("patroni").path
         let directory = cluster.root.appendingPathComponent("patroni-\(name)").path
@@ -50,7 +52,7 @@ struct PatroniGoldenTests {
                 loop_wait: 1
                 retry_timeout: 5
                 maximum_lag_on_failover: 1048576
-                synchronous_mode: true
+                synchronous_mode: \(synchronousMode)
                 failsafe_mode: true
                 postgresql:
                   use_pg_rewind: true
@@ -172,17 +174,22 @@ struct PatroniGoldenTests {
         }
     }
 
-    @Test("member keys, status, /patroni, /cluster and /metrics carry every field Patroni 4.1.5 writes")
-    func batonWritesWhatPatroniWrites() async throws {
-        // Both in synchronous mode with failsafe on: the sync and failsafe keys are compared too.
+    @Test(
+        "member keys, status, /patroni, /cluster, /metrics and patronictl list as Patroni 4.1.5 writes them",
+        arguments: ["true", "quorum"])
+    func batonWritesWhatPatroniWrites(synchronousMode: String) async throws {
+        // Both in synchronous mode (or quorum commit) with failsafe on: the sync and failsafe keys
+        // are compared too.
         var options = ClusterOptions()
         options.nodes = 2
         options.synchronousMode = true
+        options.quorumCommit = synchronousMode == "quorum"
         options.failsafeMode = true
         let cluster = try AgentCluster.start("golden", options)
         defer { cluster.stop() }
         let scope = "golden"
-        let p1 = try Self.startPatroni("p1", cluster: cluster, scope: scope)
+        let standbyRole = synchronousMode == "quorum" ? "quorum_standby" : "sync_standby"
+        let p1 = try Self.startPatroni("p1", cluster: cluster, scope: scope, synchronousMode: synchronousMode)
         defer { Self.stop(p1) }
         let batonLeader = try await cluster.waitHealthy(nodes: 2)
         let batonReplica = try #require(cluster.nodes.map(\.name).first { $0 != batonLeader })
@@ -195,7 +202,7 @@ struct PatroniGoldenTests {
             if !p1Leads { try await Task.sleep(for: .milliseconds(200)) }
         }
         try #require(p1Leads, "Patroni p1 did not become primary: \(cluster.tail(p1.directory + ".log", lines: 30))")
-        let p2 = try Self.startPatroni("p2", cluster: cluster, scope: scope)
+        let p2 = try Self.startPatroni("p2", cluster: cluster, scope: scope, synchronousMode: synchronousMode)
         defer { Self.stop(p2) }
         var streaming = false
         for _ in 0..<300 where !streaming {
@@ -204,8 +211,19 @@ struct PatroniGoldenTests {
             if !streaming { try await Task.sleep(for: .milliseconds(200)) }
         }
         try #require(streaming, "Patroni p2 does not stream: \(cluster.tail(p2.directory + ".log", lines: 30))")
-        // Both leaders have had a cycle with a streaming replica (status slots, xlog positions).
+        // Both leaders have had a cycle with a streaming replica (status slots, xlog positions),
+        // and both sync keys name their standby.
         try await Task.sleep(for: .seconds(4))
+        for _ in 0..<100 {
+            let patroniSync = await Self.key(cluster, "/service/\(scope)/sync")
+            let batonSync = await Self.key(cluster, "/service/\(AgentCluster.scope)/sync")
+            if patroniSync?.objectValue?["sync_standby"]?.stringValue != nil,
+                batonSync?.objectValue?["sync_standby"]?.stringValue != nil
+            {
+                break
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
 
         var problems: [String] = []
         func compare(_ what: String, _ patroni: JSONValue?, _ baton: JSONValue?) {
@@ -249,8 +267,13 @@ struct PatroniGoldenTests {
         compare(
             "GET /cluster (leader entry)", entry(patroniCluster, role: "leader"), entry(batonCluster, role: "leader"))
         compare(
-            "GET /cluster (sync standby entry)", entry(patroniCluster, role: "sync_standby"),
-            entry(batonCluster, role: "sync_standby"))
+            "GET /cluster (\(standbyRole) entry)", entry(patroniCluster, role: standbyRole),
+            entry(batonCluster, role: standbyRole))
+        // The sync key's values where both clusters must agree (a standby named, the quorum).
+        let patroniSync = await Self.key(cluster, "/service/\(scope)/sync")?.objectValue
+        let batonSync = await Self.key(cluster, "\(batonPrefix)/sync")?.objectValue
+        #expect(
+            patroniSync?["quorum"] == batonSync?["quorum"], "sync quorum: \(patroniSync ?? [:]) \(batonSync ?? [:])")
         compare(
             "GET /cluster", patroniCluster.map { .object(($0.objectValue ?? [:]).filter { $0.key != "members" }) },
             batonCluster.map { .object(($0.objectValue ?? [:]).filter { $0.key != "members" }) })
@@ -265,6 +288,49 @@ struct PatroniGoldenTests {
         let batonMetrics = names(Self.get(batonLeaderAPI + "/metrics", cluster: cluster))
         #expect(patroniMetrics.count > 15, "Patroni's /metrics: \(patroniMetrics)")
         for name in patroniMetrics.subtracting(batonMetrics).sorted() { problems.append("/metrics: \(name) missing") }
+        // The values that say what a member is must be the same on members in the same role.
+        func values(_ text: String?) -> [String: String] {
+            var found: [String: String] = [:]
+            for line in (text ?? "").split(separator: "\n") where !line.hasPrefix("#") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 2, let name = parts[0].split(separator: "{").first else { continue }
+                found[String(name)] = String(parts[1])
+            }
+            return found
+        }
+        let facts = [
+            "patroni_primary", "patroni_replica", "patroni_standby_leader", "patroni_sync_standby",
+            "patroni_quorum_standby", "patroni_postgres_running", "patroni_postgres_streaming",
+            "patroni_postgres_in_archive_recovery", "patroni_postgres_timeline", "patroni_cluster_unlocked",
+            "patroni_failsafe_mode_is_active", "patroni_is_paused", "patroni_pending_restart",
+        ]
+        for (role, patroniAPI, batonAPI) in [("leader", p1.api, batonLeaderAPI), ("replica", p2.api, batonReplicaAPI)] {
+            let patroniValues = values(Self.get(patroniAPI + "/metrics", cluster: cluster))
+            let batonValues = values(Self.get(batonAPI + "/metrics", cluster: cluster))
+            for name in facts where patroniValues[name] != batonValues[name] {
+                problems.append(
+                    "/metrics (\(role)): \(name) is \(batonValues[name] ?? "missing"), Patroni's \(patroniValues[name] ?? "missing")"
+                )
+            }
+        }
+        // patronictl list: the same columns, and each role's row with the same fields and kinds.
+        let patroniList = try PatronictlTests.patronictl(cluster, ["list", scope, "-f", "json"])
+        let batonList = try PatronictlTests.patronictl(cluster, ["list", AgentCluster.scope, "-f", "json"])
+        func row(_ output: PatronictlTests.Output, _ role: String) -> JSONValue? {
+            guard case .array(let rows)? = PatronictlTests.json(output.text) else { return nil }
+            return rows.first { $0.objectValue?["Role"]?.stringValue == role }
+        }
+        for role in ["Leader", standbyRole == "quorum_standby" ? "Quorum Standby" : "Sync Standby"] {
+            compare("patronictl list (\(role))", row(patroniList, role), row(batonList, role))
+        }
+        func header(_ output: PatronictlTests.Output) -> String? {
+            output.text.split(separator: "\n").first { $0.hasPrefix("| Member") }.map(String.init)
+        }
+        let patroniTable = try PatronictlTests.patronictl(cluster, ["list", scope])
+        let batonTable = try PatronictlTests.patronictl(cluster, ["list", AgentCluster.scope])
+        #expect(
+            header(patroniTable) != nil && header(patroniTable) == header(batonTable),
+            "patronictl list columns:\n\(patroniTable.text)\n\(batonTable.text)")
         #expect(
             problems.isEmpty, "\(problems.count) differences from Patroni 4.1.5:\n\(problems.joined(separator: "\n"))")
     }
