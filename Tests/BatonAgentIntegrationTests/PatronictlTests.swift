@@ -152,7 +152,7 @@ extension PatronictlTests {
     }
 
     @Test(
-        "patronictl 4.1.5 operates a Baton cluster: edit-config, pause/resume --wait, switchover, failover, restart, reload, reinit, flush, query"
+        "patronictl 4.1.5 operates a Baton cluster: edit-config, pause/resume --wait, switchover, failover, restart, reload, reinit, flush, query, remove"
     )
     func operates() async throws {
         let cluster = try AgentCluster.start("patronictl-write")
@@ -218,5 +218,21 @@ extension PatronictlTests {
             cluster, ["query", "--role", "leader", "-U", "postgres", "-c", "SELECT 40 + 2 AS answer"])
         #expect(query.status == 0 && query.text.contains("42"), "\(query.text)")
         #expect(try await cluster.leader() == leader)
+
+        // remove: every agent stopped (their nodes down), then the scope's keys deleted after
+        // patronictl's three confirmations (the leader's name while its key has not expired).
+        for name in names { try cluster.killNode(name) }
+        let config = cluster.root.appendingPathComponent("patronictl.yml").path
+        let removeOutput = cluster.root.appendingPathComponent("patronictl-remove.out").path
+        let answers = "\(scope)\nYes I am aware\n\(leader)\n"
+        let removed = try Self.run(
+            ["/bin/sh", "-c", "printf '\(answers)' | \"$0\" -c \"$1\" remove \"$2\"", try Self.patronictl(), config, scope],
+            output: removeOutput, timeout: .seconds(60))
+        let removeText = (try? String(contentsOfFile: removeOutput, encoding: .utf8)) ?? ""
+        #expect(removed == 0, "\(removeText)")
+        let after = try await cluster.view()
+        #expect(
+            after.initialize == nil && after.members.isEmpty && after.leader == nil && after.config == nil,
+            "keys left after remove: \(cluster.describe(after))")
     }
 }
