@@ -72,6 +72,7 @@ public final class Agent: Sendable {
             useReplicationSlots: pg.useReplicationSlots ?? configuration.dynamicConfig.useSlots ?? true,
             dataChecksums: pg.dataChecksums, passfile: pg.pgpass)
         pgConfiguration.initdbOptions = pg.initdbOptions
+        pgConfiguration.streams = !configuration.tags.noStream
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node
         if let warning = Self.ignoredLocalParameters(pg.parameters) { logger.warning("\(warning)") }

@@ -97,11 +97,13 @@ extension HALoop {
             // the fence while the store answers; when it does not, the fence stops the node and
             // its latch keeps the restart from bringing a primary back.
             let node = self.node
+            let stopTimeout = effectiveConfig(status.cluster).stopTimeout(
+                primary: status.postgres.inRecovery == false, agentDefault: configuration.stopTimeout)
             if leader {
-                let limit = configuration.stopTimeout + configuration.startTimeout + .seconds(15)
-                try await whileRenewing(limit: limit) { try await node.restart() }
+                let limit = stopTimeout + configuration.startTimeout + .seconds(15)
+                try await whileRenewing(limit: limit) { try await node.restart(stopTimeout: stopTimeout) }
             } else {
-                try await node.restart()
+                try await node.restart(stopTimeout: stopTimeout)
             }
         } catch {
             activity = nil

@@ -33,7 +33,10 @@ extension HALoop {
         let stopPostgres = configuration.stopPostgresOnShutdown || (wasLeader && !status.config.pause)
         if stopPostgres {
             do {
-                try await node.stop(mode: .fast, timeout: configuration.stopTimeout)
+                // primary_stop_timeout (synchronous mode) cuts a primary's stop short, as in Patroni.
+                let timeout = effectiveConfig(status.cluster).stopTimeout(
+                    primary: status.postgres.inRecovery == false, agentDefault: configuration.stopTimeout)
+                try await node.stop(mode: .fast, timeout: timeout)
                 logger.info("shutdown: postgres stopped")
             } catch {
                 logger.error("shutdown: stopping postgres failed: \(error)")

@@ -26,6 +26,10 @@ public struct ClusterOptions: Sendable {
     /// When set, every agent's bin_dir is a copy of PostgreSQL's made of symlinks, except initdb,
     /// which sleeps this many seconds first (a slow bootstrap).
     public var initdbDelay: Double?
+    /// Extra `bootstrap.dcs` lines (`member_slots_ttl: 5`) and `postgresql.parameters` entries
+    /// of the DCS (`archive_mode: 'on'`).
+    public var dcsExtra: [String] = []
+    public var dcsParameters: [String] = []
     /// Extra YAML lines for every node's `restapi:` section (each indented by two spaces).
     public var restapiExtra: [String] = []
     /// When set, each node's whole configuration file (given the node and etcd's `host:port`s)
@@ -203,7 +207,8 @@ public final class AgentCluster: @unchecked Sendable {
                 synchronous_mode: \(options.quorumCommit ? "quorum" : "\(options.synchronousMode)")
                 synchronous_node_count: \(options.synchronousNodeCount)
                 failsafe_mode: \(options.failsafeMode)
-                postgresql: {parameters: {max_connections: 30}}
+                postgresql: {parameters: {\((["max_connections: 30"] + options.dcsParameters).joined(separator: ", "))}}
+            \(options.dcsExtra.map { "    " + $0 + "\n" }.joined())
             log:
               level: info
 

@@ -226,7 +226,10 @@ extension PatronictlTests {
         let removeOutput = cluster.root.appendingPathComponent("patronictl-remove.out").path
         let answers = "\(scope)\nYes I am aware\n\(leader)\n"
         let removed = try Self.run(
-            ["/bin/sh", "-c", "printf '\(answers)' | \"$0\" -c \"$1\" remove \"$2\"", try Self.patronictl(), config, scope],
+            [
+                "/bin/sh", "-c", "printf '\(answers)' | \"$0\" -c \"$1\" remove \"$2\"", try Self.patronictl(), config,
+                scope,
+            ],
             output: removeOutput, timeout: .seconds(60))
         let removeText = (try? String(contentsOfFile: removeOutput, encoding: .utf8)) ?? ""
         #expect(removed == 0, "\(removeText)")

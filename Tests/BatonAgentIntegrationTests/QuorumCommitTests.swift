@@ -9,13 +9,15 @@ import Testing
 /// `synchronous_node_count: 2` (every commit on all three) is put in force postgres first.
 @Suite(.serialized, .timeLimit(.minutes(4)))
 struct QuorumCommitTests {
-    static func curl(_ cluster: AgentCluster, _ arguments: [String]) -> (Int, String)? {
+    static func curl(_ cluster: AgentCluster, _ arguments: [String], maxTime: Int = 5) -> (Int, String)? {
         let output = cluster.root.appendingPathComponent("quorum-\(UUID().uuidString).out").path
         defer { try? FileManager.default.removeItem(atPath: output) }
         guard
             let status = try? AgentCluster.runToCompletion(
-                ["/usr/bin/curl", "-s", "--max-time", "5", "-o", output + ".body", "-w", "%{http_code}"] + arguments,
-                environment: ProcessInfo.processInfo.environment, output: output, timeout: .seconds(10)), status == 0,
+                ["/usr/bin/curl", "-s", "--max-time", "\(maxTime)", "-o", output + ".body", "-w", "%{http_code}"]
+                    + arguments,
+                environment: ProcessInfo.processInfo.environment, output: output, timeout: .seconds(maxTime + 5)),
+            status == 0,
             let code = (try? String(contentsOfFile: output, encoding: .utf8)).flatMap({ Int($0) })
         else { return nil }
         defer { try? FileManager.default.removeItem(atPath: output + ".body") }

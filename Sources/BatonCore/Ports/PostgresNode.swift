@@ -16,7 +16,9 @@ public protocol PostgresNode: Sendable {
     /// already running on the data directory instead of starting a second one.
     func start(following source: ReplicationSource?) async throws
     func stop(mode: StopMode, timeout: Duration) async throws
-    func restart() async throws
+    /// Restarts postgres: a fast stop cut short after `stopTimeout` (an immediate shutdown), then
+    /// a start.
+    func restart(stopTimeout: Duration) async throws
     func reload() async throws
     /// Promotes a standby and returns once it accepts writes.
     func promote(timeout: Duration) async throws

@@ -49,6 +49,9 @@ public struct LocalPostgresConfiguration: Sendable {
     public var removeDataDirectoryOnRewindFailure: Bool
     /// Use one physical replication slot per member (`primary_slot_name`).
     public var useReplicationSlots: Bool
+    /// False for a member tagged `nostream`: it does not stream (no `primary_conninfo`); it
+    /// replays what `restore_command` fetches and what appears in pg_wal, as in Patroni.
+    public var streams = true
     /// initdb's `--data-checksums`.
     public var dataChecksums: Bool
     public var initdbLocale: String

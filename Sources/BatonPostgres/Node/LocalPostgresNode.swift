@@ -490,8 +490,8 @@ public final class LocalPostgresNode: PostgresNode {
         return problems
     }
 
-    public func restart() async throws {
-        try await stop(mode: .fast, timeout: .seconds(60))
+    public func restart(stopTimeout: Duration = .seconds(60)) async throws {
+        try await stop(mode: .fast, timeout: stopTimeout)
         try await start(following: nil)
     }
 

@@ -117,6 +117,12 @@ public enum ManagedFiles {
         if configuration.useReplicationSlots {
             parameters["primary_slot_name"] = PostgresConf.slotName(forMember: configuration.memberName)
         }
+        if !configuration.streams {
+            // nostream: no replication connection; archive recovery (restore_command) and pg_wal.
+            text += "# \(source.member) leads; this member is tagged nostream: it does not stream.\n"
+            parameters["primary_conninfo"] = ""
+            parameters["primary_slot_name"] = ""
+        }
         text += PostgresConf.render(parameters) + "\n"
         return text
     }

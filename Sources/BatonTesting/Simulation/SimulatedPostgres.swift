@@ -192,7 +192,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         }
     }
 
-    public func restart() async throws {
+    public func restart(stopTimeout: Duration) async throws {
         try lock.withLock {
             if state.fenced, !state.standby { throw SimulationError("restart as primary refused: fenced") }
             state.running = true
