@@ -216,7 +216,20 @@ extension HALoop {
             // Unknown while it is applied: a failure leaves it unknown, not the old value.
             appliedSynchronousStandbys = nil
             synchronousAppliedAt = nil
-            synchronousAppliedAt = try await node.setSynchronousStandbys(setting)
+            // Waits (up to seconds) for postgres to show the value: the lease is renewed meanwhile.
+            let node = self.node
+            let appliedAt = try await whileRenewing(limit: .seconds(15)) {
+                try await node.setSynchronousStandbys(setting)
+            }
+            guard let appliedAt else {
+                // Not confirmed (an ALTER SYSTEM value over Baton's, a reload refused): what
+                // postgres waits for stays unknown; the sync key names no standby until it is.
+                logger.warning(
+                    "synchronous_standby_names \(setting) not confirmed by postgres: the sync key names no standby; asked again next cycle"
+                )
+                return false
+            }
+            synchronousAppliedAt = appliedAt
             appliedSynchronousStandbys = setting
             return true
 

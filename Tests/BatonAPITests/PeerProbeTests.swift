@@ -88,6 +88,18 @@ import Testing
         #expect(throws: (any Error).self) { try HTTPPeerProbe.parseStatus(name: "p", body: Array("[]".utf8)) }
     }
 
+    /// Review finding: two member keys naming one API address made one node's answer count as
+    /// two members' votes in quorum commit. An answer signed by another member gives no position
+    /// (no vote); its claim to be a primary still counts.
+    @Test func anAnswerSignedByAnotherMemberIsNoVote() throws {
+        let replica = #"{"state":"running","role":"replica","patroni":{"name":"b"},"xlog":{"received_location":9}}"#
+        #expect(try HTTPPeerProbe.parseStatus(name: "b", body: Array(replica.utf8)).walPosition == LSN(9))
+        let other = try HTTPPeerProbe.parseStatus(name: "c", body: Array(replica.utf8))
+        #expect(other.walPosition == nil && other.reachable)
+        let primary = #"{"state":"running","role":"primary","patroni":{"name":"b"},"xlog":{"location":9}}"#
+        #expect(try HTTPPeerProbe.parseStatus(name: "c", body: Array(primary.utf8)).runningAsPrimary)
+    }
+
     /// Audit finding: a peer's WAL position beyond UInt64 (or not a whole number) trapped the agent
     /// that probed it (`UInt64(1e20)`); it is unknown now.
     @Test func hostilePositionsAreUnknownNotATrap() throws {

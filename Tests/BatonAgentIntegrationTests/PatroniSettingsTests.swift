@@ -12,7 +12,7 @@ struct PatroniSettingsTests {
     }
 
     static func patch(_ cluster: AgentCluster, _ name: String, _ body: String) throws -> Int? {
-        QuorumCommitTests.curl(
+        QuorumCommitNodeTests.curl(
             cluster, ["-X", "PATCH", "-d", body, "http://127.0.0.1:\(try cluster.node(name).apiPort)/config"])?.0
     }
 
@@ -121,7 +121,7 @@ struct PatroniSettingsTests {
         cluster.suspend(receiver)
         defer { cluster.resume(receiver) }
         let started = ContinuousClock.now
-        let answer = QuorumCommitTests.curl(
+        let answer = QuorumCommitNodeTests.curl(
             cluster, ["-X", "POST", "-d", "{}", "http://127.0.0.1:\(try cluster.node(leader).apiPort)/restart"],
             maxTime: 120)
         let took = ContinuousClock.now - started

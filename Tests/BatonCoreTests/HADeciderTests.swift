@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Testing
 
 @Suite struct HADeciderTests {
@@ -916,6 +917,109 @@ import Testing
         let strict = F.observe(
             "b", cluster: hostile, postgres: F.replica(), config: Self.quorumOn, peers: F.peers([("c", 0x500_0000)]))
         #expect(HADecider.decide(strict).reason == .quorumNotReached(votes: 2, needed: 3, voters: ["a", "b", "c"]))
+    }
+
+    /// Review finding: synchronous_mode switched from quorum to true while the leader was down
+    /// left a quorum key (quorum 1) that named b; b raced alone. A quorum key asks for votes
+    /// whatever the mode says now.
+    @Test func aQuorumKeyAsksForVotesInAnyMode() {
+        let syncOn = F.config(["synchronous_mode": .bool(true)])
+        let observation = F.observe("b", cluster: Self.lost, postgres: F.replica(), config: syncOn, peers: [])
+        #expect(HADecider.decide(observation).reason.code == "quorum_not_reached")
+        // Off altogether: the same.
+        let off = F.observe("b", cluster: Self.lost, postgres: F.replica(), peers: [])
+        #expect(HADecider.decide(off).reason.code == "quorum_not_reached")
+        // A key naming voters but no leader: the voters' votes.
+        var leaderless = Self.lost
+        leaderless.sync = Versioned(SyncState(leader: nil, syncStandbys: ["b", "c"], quorum: 1), modRevision: 88)
+        let none = F.observe("d", cluster: leaderless, postgres: F.replica(), config: Self.quorumOn, peers: [])
+        #expect(HADecider.decide(none).reason == .quorumNotReached(votes: 0, needed: 2, voters: ["b", "c"]))
+    }
+
+    /// Review finding: an unreadable sync key read as "no key": anyone raced, and the leader's
+    /// claim (create-only) failed for ever. Nobody races on it; the leader replaces it.
+    @Test func anUnreadableSyncKeyStopsTheRaceAndIsReplaced() throws {
+        var unreadable = F.cluster(leader: nil, members: [F.member("b"), F.member("c")])
+        unreadable.unreadableSyncRevision = 91
+        let racer = F.observe("b", cluster: unreadable, postgres: F.replica(), config: Self.quorumOn, peers: [])
+        #expect(HADecider.decide(racer).reason == .syncKeyUnreadable)
+        var leading = F.cluster()
+        leading.unreadableSyncRevision = 91
+        let leader = F.observe("a", cluster: leading, postgres: F.primary, config: Self.quorumOn, applied: .empty)
+        #expect(
+            HADecider.decide(leader).actions == [
+                .renewLease, .writeSync(SyncState(leader: "a", syncStandbys: []), expected: 91),
+            ])
+        // A quorum written as text is read as Patroni reads it; anything else is the strictest.
+        func quorum(_ json: String) throws -> Int {
+            try JSONDecoder().decode(SyncState.self, from: Data(json.utf8)).quorum
+        }
+        #expect(try quorum(#"{"leader":"a","sync_standby":"b,c","quorum":"1"}"#) == 1)
+        #expect(try quorum(#"{"leader":"a","sync_standby":"b,c","quorum":true}"#) == -1)
+        #expect(try quorum(#"{"leader":"a","sync_standby":"b,c","quorum":1e20}"#) == -1)
+        #expect(try quorum(#"{"leader":"a","sync_standby":"b,c"}"#) == 0)
+    }
+
+    /// Review finding: a member holding the leader key while in recovery promoted in quorum mode
+    /// without being named in the sync key (a leader key written by a tool): released instead.
+    @Test func aLockHolderTheKeyDoesNotNameReleasesIt() {
+        let view = F.cluster(
+            leader: "d", members: [F.member("b"), F.member("d")],
+            sync: SyncState(
+                leader: "a", syncStandbys: ["b", "c"], quorum: 1))
+        let observation = F.observe("d", cluster: view, postgres: F.replica(), config: Self.quorumOn)
+        #expect(HADecider.decide(observation).actions == [.releaseLeader])
+    }
+
+    /// Review finding: a switchover demoted a healthy primary whose candidate could not gather
+    /// its votes; and the others waited for a requested candidate that could never promote.
+    @Test func aCandidateWithoutItsVotesIsNeitherHandedOverToNorWaitedFor() {
+        var pg = F.primary
+        pg.replication = Self.rows(["b"], flushed: Self.at)
+        let key = SyncState(leader: "a", syncStandbys: ["b", "c", "d"], quorum: 2)
+        let members = [F.member("a", role: .primary), F.member("b"), F.member("c"), F.member("d")]
+        let switchover = F.observe(
+            "a", cluster: F.cluster(members: members, failover: FailoverRequest(leader: "a", member: "b"), sync: key),
+            postgres: pg, config: Self.quorumOn,
+            peers: F.peers([("b", 0x500_0000), ("c", 0x500_0000), ("d", 0x500_0000)]),
+            applied: SynchronousSetting(names: ["b", "c", "d"], count: 1, quorum: true), appliedAt: Self.at)
+        #expect(HADecider.decide(switchover).reason.code == "switchover_rejected")
+        pg.replication = Self.rows(["b", "c"], flushed: Self.at)
+        let enough = F.observe(
+            "a", cluster: F.cluster(members: members, failover: FailoverRequest(leader: "a", member: "b"), sync: key),
+            postgres: pg, config: Self.quorumOn,
+            peers: F.peers([("b", 0x500_0000), ("c", 0x500_0000), ("d", 0x500_0000)]),
+            applied: SynchronousSetting(names: ["b", "c", "d"], count: 1, quorum: true), appliedAt: Self.at)
+        #expect(HADecider.decide(enough).reason.code == "switchover_stepping_down")
+        // The leader is gone and c cannot be reached; a failover to b is requested, but d is ahead
+        // of b: b has one vote (itself) of the three it needs. d does not wait for it.
+        let lost = F.cluster(
+            leader: nil, members: Array(members.dropFirst()), failover: FailoverRequest(member: "b"), sync: key)
+        let d = F.observe(
+            "d", cluster: lost, postgres: F.replica(lsn: 0x500_1000), config: Self.quorumOn,
+            peers: F.peers([("b", 0x500_0000)]) + [PeerStatus(name: "c", reachable: false)])
+        #expect(HADecider.decide(d).reason.code == "quorum_not_reached")
+        // With c answering (not ahead of b), b can gather b, c, d: d waits for it.
+        let waiting = F.observe(
+            "d", cluster: lost, postgres: F.replica(), config: Self.quorumOn,
+            peers: F.peers([("b", 0x500_0000), ("c", 0x500_0000)]))
+        #expect(HADecider.decide(waiting).reason == .waitingForCandidate("b"))
+    }
+
+    /// Review finding: PostgreSQL matches synchronous_standby_names without case, so with members
+    /// b and B, B's walsender would count for a listed b. Neither is a candidate.
+    @Test func membersWhoseNamesDifferOnlyByCaseAreNotSynchronous() {
+        var pg = F.primary
+        pg.replication = Self.rows(["b", "B", "c"], flushed: Self.at)
+        let view = F.cluster(
+            members: [F.member("a", role: .primary), F.member("b"), F.member("B"), F.member("c")],
+            sync: SyncState(leader: "a", syncStandbys: []))
+        let observation = F.observe(
+            "a", cluster: view, postgres: pg, config: Self.quorumOn, applied: .empty, appliedAt: Self.at)
+        #expect(
+            HADecider.decide(observation).actions == [
+                .renewLease, .setSynchronousStandbys(SynchronousSetting(names: ["c"], count: 1, quorum: true)),
+            ])
     }
 
     @Test func quorumIsAValidSynchronousMode() {

@@ -210,6 +210,14 @@ struct LocalLiesNodeTests {
                 "synchronous_standby_names")
             return value == #"FIRST 1 ("b")"#
         }
+        // The agent restarts (a new node object on the same running server) and rewrites the
+        // managed files before its leader sets anything: the value in force is kept (review
+        // finding: it was dropped, and commits stopped waiting while the key still counted on b).
+        let restarted = try fixture.node(node.configuration)
+        _ = try await restarted.applyClusterParameters(["work_mem": "8MB"])
+        let file = try String(
+            contentsOfFile: node.configuration.dataDirectory + "/" + ManagedFiles.parametersFile, encoding: .utf8)
+        #expect(file.contains(#"synchronous_standby_names = 'FIRST 1 ("b")'"#), "\(file)")
         // Quorum commit: any 1 of the two.
         let quorumAt = try await node.setSynchronousStandbys(
             SynchronousSetting(names: ["c", "b"], count: 1, quorum: true))

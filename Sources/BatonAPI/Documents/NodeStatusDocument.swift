@@ -31,7 +31,7 @@ extension NodeStatusDocument {
         if postgres.pendingRestart { pendingRestart = true }
         if !postgres.pendingRestartReason.isEmpty { pendingRestartReason = postgres.pendingRestartReason }
         if node.isSynchronous { syncStandby = true }
-        if node.isQuorumStandby { quorumStandby = true }
+        if node.isQuorumStandby, node.isReplica { quorumStandby = true }
         if let scheduled = status.scheduledRestart {
             scheduledRestart = ScheduledRestart(
                 schedule: scheduled.scheduledAtText ?? "", role: scheduled.role?.rawValue,

@@ -82,6 +82,13 @@ public struct HTTPPeerProbe: PeerProbe {
         let mayAcceptWrites = role == nil || role == "primary" || role == "master" || role == "demoted"
         let runningAsPrimary = mayAcceptWrites && !(state.map(down.contains) ?? false)
         let xlog = document.xlog
+        // An answer signed with another member's name (two member keys naming one API address)
+        // gives no position: it would count as this member's vote in quorum commit. Its claim
+        // to be a primary still counts: whoever it is, a primary runs there.
+        if let signed = document.patroni?.name, signed != name {
+            return PeerStatus(
+                name: name, reachable: true, runningAsPrimary: runningAsPrimary, tags: document.tags ?? Tags())
+        }
         let position =
             runningAsPrimary
             ? xlog?.location?.lsn

@@ -294,12 +294,14 @@ public enum HADecider {
                 recheckImmediately: true)
         }
         if inRecovery {
-            if o.config.synchronousMode {
-                // Quorum commit: the race counted the votes the key asks for (a member outside
-                // its voters may win them). Otherwise only a member the key names may promote.
+            if o.config.synchronousMode || (cluster.sync?.value.quorum ?? 0) != 0 {
+                // Only a member the key names may promote here. A member outside the quorum's
+                // voters that won the race (with its votes) wrote itself in as the key's leader
+                // before taking the lock; a leader key found otherwise (written by a tool, or
+                // reattached) gives no votes: released.
                 let sync = cluster.sync
                 let listed = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
-                if !listed, !o.config.quorumCommit {
+                if !listed {
                     return Decision([.releaseLeader], .notSynchronousReleasing, memory: memory)
                 }
                 if let sync, sync.value.leader != o.me {
@@ -411,6 +413,23 @@ public enum HADecider {
             return Decision(
                 clear, .switchoverRejected("candidate \(candidate.name) is not a synchronous standby"), memory: memory)
         }
+        // Quorum commit: after this leader steps down the candidate needs quorum + 1 votes of the
+        // key's voters and this leader. Count those that can give one now (this leader, the
+        // candidate, voters streaming from here); too few, and stepping down would leave the
+        // cluster without a primary.
+        if let sync = cluster.sync?.value, o.config.quorumCommit || sync.quorum != 0, !sync.syncStandbys.isEmpty {
+            let voters = Set(sync.syncStandbys)
+            let streamingHere = Set(o.postgres.replication.filter { $0.state == "streaming" }.map(\.applicationName))
+            let able = voters.intersection(streamingHere.union([candidate.name])).union([o.me])
+            let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count + 1
+            if able.count < needed {
+                return Decision(
+                    clear,
+                    .switchoverRejected(
+                        "candidate \(candidate.name) could gather \(able.count) of the \(needed) votes quorum commit "
+                            + "needs ([\(able.sorted().joined(separator: ","))] can vote)"), memory: memory)
+            }
+        }
         return Decision(
             [.demote(.graceful)], .switchoverSteppingDown(candidate: request.member), memory: memory,
             recheckImmediately: true)
@@ -426,14 +445,13 @@ public enum HADecider {
         let count = o.config.synchronousNodeCount
         let strict = o.config.synchronousModeStrict
         let sync = cluster.sync
-        if let (claim, why) = claimSyncKey(o, sync) {
+        if let (claim, why) = claimSyncKey(o, cluster) {
             var steps = actions + [claim]
             let wanted: SynchronousSetting = strict ? ["*"] : .empty
             if o.appliedSynchronousStandbys == nil { steps.append(.setSynchronousStandbys(wanted)) }
             return Decision(steps, .synchronousStandbys(why), memory: memory, recheckImmediately: true)
         }
-        let eligible = Set(
-            cluster.members.filter { $0.name != o.me && !$0.tags.noSync && $0.state == .running }.map(\.name))
+        let eligible = Set(synchronousCandidates(o, cluster).map(\.name))
         let rows = o.postgres.replication.filter { eligible.contains($0.applicationName) }
         let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
         let reportedSync = confirmedSynchronous(o, rows: rows, states: ["sync", "quorum"])
@@ -481,13 +499,17 @@ public enum HADecider {
     /// while this agent does not know what postgres was asked for (after the agent's start,
     /// postgres may have run with other standbys or none) is replaced by one naming no standby —
     /// only this leader may then promote, which has every commit.
-    static func claimSyncKey(_ o: Observation, _ sync: Versioned<SyncState>?) -> (Action, String)? {
+    static func claimSyncKey(_ o: Observation, _ cluster: ClusterView) -> (Action, String)? {
+        let sync = cluster.sync
         let mine = sync?.value.leader == o.me
         let names = sync?.value.syncStandbys ?? []
         let quorum = sync?.value.quorum ?? 0
         let foreignShape = !o.config.quorumCommit && quorum != 0
         let unknownSetting = o.appliedSynchronousStandbys == nil && !names.isEmpty
-        let invalid = quorum < 0 || (!names.isEmpty && quorum >= names.count) || (names.isEmpty && quorum != 0)
+        // Voters beyond any cluster's size (a hostile key) would make every step a long search.
+        let invalid =
+            quorum < 0 || (!names.isEmpty && quorum >= names.count) || (names.isEmpty && quorum != 0)
+            || names.count > max(64, cluster.members.count * 2)
         guard !mine || foreignShape || unknownSetting || invalid else { return nil }
         let why =
             !mine
@@ -495,16 +517,37 @@ public enum HADecider {
             : unknownSetting
                 ? "the standbys postgres waits for are unknown: only the leader may promote until they are set"
                 : "sync key reset (quorum \(quorum) of [\(names.joined(separator: ","))])"
-        return (.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision), why)
+        return (
+            .writeSync(
+                SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision ?? cluster.unreadableSyncRevision
+            ),
+            why
+        )
+    }
+
+    /// The members that may be synchronous standbys: running, not tagged nosync, and with a name
+    /// no other member has but for case — PostgreSQL matches `synchronous_standby_names`
+    /// without case, so `B` streaming would count for a `b` listed.
+    static func synchronousCandidates(_ o: Observation, _ cluster: ClusterView) -> [Member] {
+        var seen: [String: Int] = [:]
+        for member in cluster.members { seen[member.name.lowercased(), default: 0] += 1 }
+        return cluster.members.filter {
+            $0.name != o.me && !$0.tags.noSync && $0.state == .running && seen[$0.name.lowercased()] == 1
+        }
     }
 
     /// Standbys postgres reports in one of `states` that have flushed every commit made before the
-    /// setting in force took effect (none when that position is unknown).
+    /// setting in force took effect (none when that position is unknown). A name with more than
+    /// one walsender (another client using it as application_name) is not counted: which of them
+    /// acknowledges is unknown.
     static func confirmedSynchronous(_ o: Observation, rows: [ReplicationRow], states: Set<String>) -> Set<String> {
         guard let from = o.synchronousAppliedAt else { return [] }
+        var count: [String: Int] = [:]
+        for row in o.postgres.replication { count[row.applicationName.lowercased(), default: 0] += 1 }
         return Set(
             rows.filter { row in
                 states.contains(row.syncState) && row.flushLSN.map { $0 >= from } == true
+                    && count[row.applicationName.lowercased()] == 1
             }.map(\.applicationName))
     }
 
@@ -536,12 +579,12 @@ public enum HADecider {
         _ o: Observation, _ cluster: ClusterView, actions: [Action], memory: HAMemory
     ) -> Decision? {
         let sync = cluster.sync
-        if let (claim, why) = claimSyncKey(o, sync) {
+        if let (claim, why) = claimSyncKey(o, cluster) {
             return Decision(actions + [claim], .synchronousStandbys(why), memory: memory, recheckImmediately: true)
         }
         let wanted = o.config.synchronousNodeCount
         let strict = o.config.synchronousModeStrict
-        let members = cluster.members.filter { $0.name != o.me && !$0.tags.noSync && $0.state == .running }
+        let members = synchronousCandidates(o, cluster)
         let rows = o.postgres.replication.filter { row in members.contains { $0.name == row.applicationName } }
         let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
         let healthy = streaming.subtracting(laggingStandbys(o, rows: rows, streaming: streaming))
@@ -628,7 +671,14 @@ public enum HADecider {
             return Decision([], .noFailoverTag, memory: memory)
         }
         var actions: [Action] = [.acquireLeader]
-        if o.config.synchronousMode {
+        // A sync key that restricts who may promote, whatever the mode says now: one written in
+        // quorum commit (the mode may have been switched while the leader was down), or one
+        // that could not be read (unknown is not "no restriction").
+        let quorumKey = (cluster.sync?.value.quorum ?? 0) != 0
+        if o.config.synchronousMode || quorumKey {
+            if cluster.sync == nil, cluster.unreadableSyncRevision != nil {
+                return Decision([], .syncKeyUnreadable, memory: memory)
+            }
             // An empty sync key (no leader ever confirmed a synchronous standby) restricts nobody,
             // as in Patroni: no write can have been acknowledged synchronously yet.
             // Otherwise only the members the key names may race: its synchronous standbys, and
@@ -638,7 +688,7 @@ public enum HADecider {
             let restricted = sync.map { $0.value.leader != nil || !$0.value.syncStandbys.isEmpty } ?? false
             let named = sync.map { $0.value.leader == o.me || $0.value.isSynchronous(o.me) } ?? false
             // In quorum commit any member may race; it needs the key's votes (below).
-            if restricted, !named, !o.config.quorumCommit {
+            if restricted, !named, !o.config.quorumCommit, !quorumKey {
                 return Decision([], .notSynchronousStandby, memory: memory)
             }
             actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision))
@@ -663,7 +713,9 @@ public enum HADecider {
         // A requested candidate is deferred to only while it can actually win; a stale request
         // (candidate gone, down or lagging) must not leave the cluster without a primary.
         if let request = failover?.value, let candidate = request.member, candidate != o.me,
-            candidateViable(candidate, cluster: cluster, peers: peers, reference: reference, config: o.config)
+            candidateViable(
+                candidate, cluster: cluster, peers: peers, reference: reference, config: o.config, me: o.me,
+                myPosition: myPosition)
         {
             return Decision(
                 [], request.leader == o.me ? .steppingDownNotRacing : .waitingForCandidate(candidate), memory: memory)
@@ -699,10 +751,12 @@ public enum HADecider {
     static func quorumVotesMissing(_ o: Observation, _ cluster: ClusterView, peers: [PeerStatus], myPosition: LSN)
         -> Reason?
     {
-        guard o.config.quorumCommit, let sync = cluster.sync?.value, let leader = sync.leader, leader != o.me else {
+        guard let sync = cluster.sync?.value, o.config.quorumCommit || sync.quorum != 0, sync.leader != o.me else {
             return nil
         }
-        let voters = Set(sync.syncStandbys).union([leader])
+        // No leader named but voters: the voters alone.
+        let voters = Set(sync.syncStandbys).union(sync.leader.map { [$0] } ?? [])
+        guard !voters.isEmpty else { return nil }
         // A quorum no Patroni or Baton leader writes: every voter must answer.
         let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count
         var voted: Set<String> = voters.contains(o.me) ? [o.me] : []
@@ -718,9 +772,27 @@ public enum HADecider {
     /// running and within the lag limit — by its own REST answer, or by its member key when its
     /// API cannot be reached.
     static func candidateViable(
-        _ name: String, cluster: ClusterView, peers: [PeerStatus], reference: LSN, config: DynamicConfig
+        _ name: String, cluster: ClusterView, peers: [PeerStatus], reference: LSN, config: DynamicConfig,
+        me: String? = nil, myPosition: LSN? = nil
     ) -> Bool {
         guard let member = cluster.member(named: name), !member.tags.noFailover else { return false }
+        // Quorum commit: a candidate that cannot gather its votes will not promote; waiting for
+        // it would leave the cluster without a primary. Its votes as this member can see them:
+        // itself if a voter, each reachable voter not ahead of it, and this member.
+        if let sync = cluster.sync?.value, config.quorumCommit || sync.quorum != 0, sync.leader != name {
+            let voters = Set(sync.syncStandbys).union(sync.leader.map { [$0] } ?? [])
+            if !voters.isEmpty {
+                let candidatePosition =
+                    peers.first { $0.name == name && $0.reachable }?.walPosition ?? member.xlogLocation ?? .zero
+                var able: Set<String> = voters.contains(name) ? [name] : []
+                for peer in peers where peer.reachable && !peer.runningAsPrimary && voters.contains(peer.name) {
+                    if let position = peer.walPosition, position <= candidatePosition { able.insert(peer.name) }
+                }
+                if let me, voters.contains(me), let myPosition, myPosition <= candidatePosition { able.insert(me) }
+                let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count
+                if able.count < needed { return false }
+            }
+        }
         if let peer = peers.first(where: { $0.name == name }), peer.reachable {
             if peer.runningAsPrimary { return true }
             guard let position = peer.walPosition else { return false }

@@ -159,7 +159,6 @@ public enum QuorumCommit {
         }
         key(goal.voters, goal.quorum)
         setting(goal.sync, goal.count)
-        key([], 0)
         for q in [state.quorum - 1, state.quorum + 1] { key(state.voters, q) }
         for k in [state.count - 1, state.count + 1] { setting(state.sync, k) }
         for name in members.sorted() where name != "*" {
@@ -175,6 +174,10 @@ public enum QuorumCommit {
                 for k in [state.count, state.count + 1] { setting(named.union([name]), max(k, 1)) }
             }
         }
+        // Last: a key naming no standby (only the leader may promote) is always safe, but a path
+        // through it leaves the cluster without a failover target meanwhile; breadth-first
+        // search takes the first shortest path, so any other of the same length wins.
+        key([], 0)
         return keys.filter { $0 != state && keyChangeIsSafe(from: state, to: $0, confirmed: confirmed) }
             + settings.filter { $0 != state && settingChangeIsSafe(from: state, to: $0) }
     }

@@ -56,6 +56,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case noFailoverTag
     case notSynchronousStandby
     case quorumNotReached(votes: Int, needed: Int, voters: [String])
+    case syncKeyUnreadable
     case lagTooHigh(lag: UInt64, limit: UInt64)
     case timelineBehind(local: Int, cluster: Int)
     case askingPeers
@@ -117,6 +118,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .noFailoverTag: return "nofailover_tag"
         case .notSynchronousStandby: return "not_synchronous_standby"
         case .quorumNotReached: return "quorum_not_reached"
+        case .syncKeyUnreadable: return "sync_key_unreadable"
         case .lagTooHigh: return "lag_too_high"
         case .timelineBehind: return "timeline_behind"
         case .askingPeers: return "asking_peers"
@@ -211,6 +213,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .noFailoverTag: return "leader key free but this member is tagged nofailover: not racing"
         case .notSynchronousStandby:
             return "leader key free but this member is not a synchronous standby: not racing"
+        case .syncKeyUnreadable:
+            return "leader key free but the sync key cannot be read (who may promote is unknown): not racing"
         case .quorumNotReached(let votes, let needed, let voters):
             return "leader key free but only \(votes) of the \(needed) votes quorum commit needs from "
                 + "[\(voters.joined(separator: ","))] (members reachable, running, not ahead): not racing"

@@ -70,7 +70,18 @@ public struct SyncState: Hashable, Sendable, Codable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         leader = try container.decodeIfPresent(String.self, forKey: .leader)
         sync_standby = try container.decodeIfPresent(String.self, forKey: .sync_standby)
-        quorum = (try? container.decodeIfPresent(Int.self, forKey: .quorum)) ?? 0
+        // Patroni reads a quorum written as text ("1") as a number. Anything else that is not a
+        // whole number from 0 up is kept as -1: a quorum no leader writes, which the race reads
+        // as "every voter must answer" and a leader replaces.
+        if let value = try? container.decodeIfPresent(Int.self, forKey: .quorum) {
+            quorum = value
+        } else if let text = try? container.decodeIfPresent(String.self, forKey: .quorum) {
+            quorum = Int(text.trimmingWhitespace()) ?? -1
+        } else if container.contains(.quorum), (try? container.decodeNil(forKey: .quorum)) != true {
+            quorum = -1
+        } else {
+            quorum = 0
+        }
     }
 
     public var syncStandbys: [String] {

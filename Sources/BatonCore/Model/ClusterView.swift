@@ -22,6 +22,9 @@ public struct ClusterView: Hashable, Sendable {
     public var unreadableConfigRevision: Int64?
     /// What was wrong with that key (also in `problems`).
     public var unreadableConfigProblem: String?
+    /// The modification revision of a `sync` key that could not be read (so `sync` is nil
+    /// although the key exists): nobody races on it, and the leader replaces it.
+    public var unreadableSyncRevision: Int64?
 
     public init(
         revision: Int64 = 0, initialize: String? = nil, initializeRevision: Int64? = nil,

@@ -90,7 +90,12 @@ public struct EtcdClusterStore: ClusterStore {
                     view.failover = Versioned(request, modRevision: kv.modRevision)
                 }
             case .sync:
-                if let sync = decode(SyncState.self) { view.sync = Versioned(sync, modRevision: kv.modRevision) }
+                if let sync = decode(SyncState.self) {
+                    view.sync = Versioned(sync, modRevision: kv.modRevision)
+                } else if !kv.value.isEmpty {
+                    // Unreadable is not "no key": nobody races on it, and the leader overwrites it.
+                    view.unreadableSyncRevision = kv.modRevision
+                }
             case .history:
                 if let history = decode([HistoryEntry].self) { view.history = history }
             case .status:

@@ -166,7 +166,7 @@ extension LocalPostgresNode {
         let deadline = ContinuousClock.now + Self.reloadDeadline
         while ContinuousClock.now < deadline {
             if let shown = try? await freshSessionQuery("SHOW synchronous_standby_names", connectTimeout: .seconds(1)),
-                shown == wanted
+                shown == wanted, try await walSendersFollow(setting)
             {
                 return try await execute("SELECT pg_catalog.pg_current_wal_flush_lsn() AS lsn").single().lsn("lsn")
             }
@@ -176,6 +176,25 @@ extension LocalPostgresNode {
             "synchronous_standby_names: the reload was not confirmed; no standby newly counts as synchronous",
             metadata: ["pg.sync": "\(setting)"])
         return nil
+    }
+
+    /// Whether every walsender has taken the setting in: each decides on its own which of its
+    /// acknowledgements release a commit, from its own copy of the configuration; its
+    /// `sync_priority` shows that copy (above 0 when listed, 0 when not). Before they all show
+    /// it, a commit may still be released by a standby the setting no longer lists.
+    func walSendersFollow(_ setting: SynchronousSetting) async throws -> Bool {
+        // None (the sync key then names no standby either) or the configuration's own value.
+        if setting.isEmpty { return true }
+        let names = Set(setting.names.map { $0.lowercased() })
+        let rows = try await execute(
+            "SELECT application_name AS name, sync_priority::text AS priority FROM pg_catalog.pg_stat_replication")
+        for row in rows.rows {
+            let name = (try row.string("name") ?? "").lowercased()
+            guard let priority = try row.string("priority").flatMap({ Int($0) }) else { return false }
+            let listed = names.contains("*") || names.contains(name)
+            if listed != (priority > 0) { return false }
+        }
+        return true
     }
 
     /// The physical replication slots on this server, by name.

@@ -25,7 +25,10 @@ public final class LocalPostgresNode: PostgresNode {
         var connection: PostgresConnection?
         var subscribers: [Int: AsyncStream<PostmasterExit>.Continuation] = [:]
         var nextSubscriber = 0
-        var synchronousStandbys: SynchronousSetting = .empty
+        /// What the leader last asked for; nil until it asks (the agent just started): the value
+        /// in the file is then kept, not dropped — postgres may be a primary whose standbys'
+        /// commits the sync key counts on.
+        var synchronousStandbys: SynchronousSetting?
         /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
         var parameters: [String: String]?
         /// The cluster's `postgresql.parameters` (from the `config` key; at start, those last put
@@ -577,10 +580,17 @@ public final class LocalPostgresNode: PostgresNode {
         var parametersConfiguration = configuration
         parametersConfiguration.parameters = parameters
         let (synchronous, cluster) = state.withLock { ($0.synchronousStandbys, $0.acceptedClusterParameters) }
+        let parametersPath = dataDirectory + "/" + ManagedFiles.parametersFile
+        var kept = ""
+        if synchronous == nil, let previous = Posix.readFile(parametersPath),
+            let line = previous.split(separator: "\n").last(where: { $0.hasPrefix("synchronous_standby_names = ") })
+        {
+            kept = "# Kept until the leader sets it:\n" + line + "\n"
+        }
         try Posix.writeFile(
-            dataDirectory + "/" + ManagedFiles.parametersFile,
+            parametersPath,
             contents: ManagedFiles.parametersText(
-                parametersConfiguration, cluster: cluster, synchronousStandbys: synchronous),
+                parametersConfiguration, cluster: cluster, synchronousStandbys: synchronous ?? .empty) + kept,
             user: osUser, mode: 0o600)
         let recoveryPath = dataDirectory + "/" + ManagedFiles.recoveryFile
         if let source {

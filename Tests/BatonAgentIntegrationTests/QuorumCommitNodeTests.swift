@@ -8,7 +8,7 @@ import Testing
 /// taken over by a standby that heard from the other one, losing no acknowledged write; then
 /// `synchronous_node_count: 2` (every commit on all three) is put in force postgres first.
 @Suite(.serialized, .timeLimit(.minutes(4)))
-struct QuorumCommitTests {
+struct QuorumCommitNodeTests {
     static func curl(_ cluster: AgentCluster, _ arguments: [String], maxTime: Int = 5) -> (Int, String)? {
         let output = cluster.root.appendingPathComponent("quorum-\(UUID().uuidString).out").path
         defer { try? FileManager.default.removeItem(atPath: output) }
