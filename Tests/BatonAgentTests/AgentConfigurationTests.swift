@@ -413,4 +413,51 @@ import Testing
                 ])
         }
     }
+
+    static let secrets = ["PATRONI_SUPERUSER_PASSWORD": "s", "PATRONI_REPLICATION_PASSWORD": "r"]
+
+    /// Every variable Patroni 4.1.5 reads (before: a fixed list of 35; the rest were ignored
+    /// silently — a PATRONI_RESTAPI_ALLOWLIST moved over was lost, the API open to all).
+    @Test func everyPatroniVariableIsReadAsPatroniReadsIt() throws {
+        let configuration = try AgentConfiguration.parse(
+            Self.file,
+            environment: Self.secrets.merging([
+                "PATRONI_RESTAPI_ALLOWLIST": "10.0.0.0/8, 192.168.1.5",
+                "PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS": "true",
+                "PATRONI_RESTAPI_HTTP_EXTRA_HEADERS": "X-Frame-Options: DENY",
+                "PATRONI_POSTGRESQL_PGPASS": "/pgdata/pgpass",
+                "PATRONI_LOG_DIR": "/var/log/patroni", "PATRONI_LOG_FILE_NUM": "7",
+                "PATRONI_LOG_STATIC_FIELDS": "{app: patroni}",
+                "PATRONI_LOGLEVEL": "ERROR",
+                "PATRONI_CTL_INSECURE": "true",
+                "PATRONI_REWIND_USERNAME": "rewinder", "PATRONI_REWIND_PASSWORD": "rw",
+            ]) { $1 })
+        #expect(configuration.restapi.allowlist == ["10.0.0.0/8", "192.168.1.5"])
+        #expect(configuration.restapi.allowlistIncludeMembers)
+        #expect(configuration.restapi.httpExtraHeaders.contains { $0.0 == "X-Frame-Options" && $0.1 == "DENY" })
+        #expect(configuration.postgresql.pgpass == "/pgdata/pgpass")
+        #expect(configuration.log.fileNum == 7)
+        #expect(configuration.logLevel == "error")
+        #expect(configuration.postgresql.rewind?.username == "rewinder")
+    }
+
+    /// A variable for a key Baton refuses is refused by name, as the key in a file is.
+    @Test(arguments: [
+        ("PATRONI_ETCD3_SRV", "db.example.com", "etcd3.srv"),
+        ("PATRONI_ETCD_HOSTS", "10.0.0.1:2379", "etcd"),
+        ("PATRONI_KUBERNETES_NAMESPACE", "db", "kubernetes"),
+        ("PATRONI_POSTGRESQL_CONFIG_DIR", "/etc/postgresql/15/main", "postgresql.config_dir"),
+        ("PATRONI_SUPERUSER_SSLMODE", "verify-full", "postgresql.authentication.superuser.sslmode"),
+    ])
+    func aVariableForARefusedKeyIsRefusedByName(_ variable: String, _ value: String, _ key: String) {
+        do {
+            _ = try AgentConfiguration.parse(Self.file, environment: Self.secrets.merging([variable: value]) { $1 })
+            Issue.record("\(variable) was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.path == key, "\(error)")
+            #expect(error.message.hasPrefix("refused:"), "\(error)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
 }

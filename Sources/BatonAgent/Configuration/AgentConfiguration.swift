@@ -148,7 +148,7 @@ public struct AgentConfiguration: Sendable {
     public static func parse(
         _ text: String, file: String? = nil, environment: [String: String] = [:], requireSecrets: Bool = true
     ) throws -> AgentConfiguration {
-        let root = try ConfigReader.parse(text, file: file)
+        let root = try ConfigReader.parse(text, file: file, overlay: PatroniEnvironment.entries(environment))
         try root.rejectUnknownKeys([
             "scope", "namespace", "name", "etcd3", "restapi", "postgresql", "bootstrap", "tags", "watchdog",
             "log", "stop_timeout", "fence_guard", "ctl", "thread_pool_size", "thread_stack_size",

@@ -47,9 +47,10 @@ struct ConfigReader {
         }
     }
 
-    static func parse(_ text: String, file: String?) throws -> ConfigReader {
+    /// `overlay`: keys set as if the file had them (Patroni's environment variables).
+    static func parse(_ text: String, file: String?, overlay: [PatroniEnvironment.Entry] = []) throws -> ConfigReader {
         do {
-            let node = try YAMLText.compose(text)
+            let node = PatroniEnvironment.overlay(try YAMLText.compose(text), overlay)
             return try ConfigReader(node: node, path: "", file: file)
         } catch let error as ConfigurationError {
             throw error
@@ -331,5 +332,21 @@ enum PatroniKeys {
         "bootstrap.post_init": "not supported yet: run the script once after the cluster is up",
         "bootstrap.users": "Patroni 4 removed it too: create roles with SQL after bootstrap",
         "bootstrap.pg_hba": "Patroni 4 removed it too: write bootstrap.dcs.postgresql.pg_hba",
-    ]
+    ].merging(authenticationTLS) { first, _ in first }
+
+    /// libpq's TLS and GSS settings of the agent's roles (`PATRONI_SUPERUSER_SSLMODE`, …).
+    static let authenticationTLS: [String: String] = {
+        var refused: [String: String] = [:]
+        for role in ["superuser", "replication", "rewind"] {
+            for key in [
+                "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl", "sslcrldir", "gssencmode",
+                "channel_binding",
+            ] {
+                refused["postgresql.authentication.\(role).\(key)"] =
+                    "the agent's and the standbys' connections use sslmode=prefer and a password; libpq's TLS "
+                    + "settings per role are not supported yet"
+            }
+        }
+        return refused
+    }()
 }
