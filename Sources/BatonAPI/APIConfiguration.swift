@@ -44,6 +44,8 @@ public struct APIConfiguration: Sendable {
     /// Patroni's `allowlist_include_members`: unsafe methods are also accepted from the address
     /// of each member's `api_url` (an IP address; a host name there is not resolved).
     public var allowlistIncludeMembers = false
+    /// Patroni's `request_queue_size`: the listen backlog (connections not yet accepted).
+    public var backlog = 256
 
     public init(
         host: String = "127.0.0.1", port: Int = 8008, auth: BasicAuth? = nil, allowlist: [CIDRNetwork] = [],

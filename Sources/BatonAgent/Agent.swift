@@ -107,6 +107,7 @@ public final class Agent: Sendable {
             watchdogRequired: configuration.watchdog.mode == .required)
         haConfiguration.hookTimeout = Duration(checkedSeconds: configuration.hookTimeout) ?? .seconds(60)
         haConfiguration.localUseSlots = pg.useReplicationSlots
+        haConfiguration.proxyURL = pg.proxyAddress.map { "postgres://\($0)/postgres" }
         var watchdog: DeviceWatchdog?
         let margin = Duration(checkedSeconds: configuration.watchdog.safetyMargin) ?? .seconds(5)
         switch configuration.watchdog.mode {

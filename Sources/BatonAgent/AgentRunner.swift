@@ -86,7 +86,8 @@ public enum AgentRunner {
             rest.keyfile.map { keyfile in
                 APIServerTLS(
                     certificateFile: certfile, keyFile: keyfile, caFile: rest.cafile,
-                    verifyClient: APIServerTLS.ClientVerification(rawValue: rest.verifyClient) ?? .none)
+                    verifyClient: APIServerTLS.ClientVerification(rawValue: rest.verifyClient) ?? .none,
+                    keyPassword: rest.keyfilePassword, ciphers: rest.ciphers)
             }
         }
         var apiConfiguration = APIConfiguration(
@@ -99,6 +100,7 @@ public enum AgentRunner {
         // Patroni: http_extra_headers always, https_extra_headers too when the API speaks TLS.
         apiConfiguration.extraHeaders = rest.httpExtraHeaders + (tls == nil ? [] : rest.httpsExtraHeaders)
         apiConfiguration.allowlistIncludeMembers = rest.allowlistIncludeMembers
+        apiConfiguration.backlog = rest.requestQueueSize
         let server = BatonAPIServer(source: source, configuration: apiConfiguration, logger: logger)
         do {
             return try server.makeApplication()
@@ -111,6 +113,8 @@ public enum AgentRunner {
     /// a client certificate (for members that verify clients); nil when TLS is not configured.
     public static func clientTLS(_ rest: AgentConfiguration.RestAPI) -> APIClientTLS? {
         guard rest.certfile != nil || rest.cafile != nil else { return nil }
-        return APIClientTLS(caFile: rest.cafile, certificateFile: rest.certfile, keyFile: rest.keyfile)
+        return APIClientTLS(
+            caFile: rest.cafile, certificateFile: rest.certfile, keyFile: rest.keyfile,
+            keyPassword: rest.keyfilePassword)
     }
 }

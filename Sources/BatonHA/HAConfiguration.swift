@@ -6,6 +6,8 @@ public struct HAConfiguration: Sendable {
     public var name: String
     /// `postgres://host:port/postgres`: how peers and clients reach this member's postgres.
     public var connURL: String
+    /// `postgres://<postgresql.proxy_address>/postgres`, published as the member's `proxy_url`.
+    public var proxyURL: String?
     /// `http://host:port/patroni`: this member's REST API.
     public var apiURL: String
     public var tags: Tags

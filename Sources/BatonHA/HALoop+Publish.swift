@@ -20,7 +20,7 @@ extension HALoop {
         let blindExPrimary = pg.process == .running && pg.inRecovery == nil && lastRunningRole == .primary
         var role: Member.Role = primary || blindExPrimary ? .primary : .replica
         if pg.process == .uninitialized && activity == nil { role = .uninitialized }
-        return Member(
+        var member = Member(
             name: configuration.name, connURL: configuration.connURL, apiURL: configuration.apiURL, state: state,
             role: role, version: BatonCore.version, xlogLocation: pg.walPosition,
             receiveLSN: primary ? nil : pg.receiveLSN, replayLSN: primary ? nil : pg.replayLSN,
@@ -28,6 +28,13 @@ extension HALoop {
                 ? nil : (pg.streaming ? "streaming" : "in archive recovery"),
             timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart,
             paused: effectiveConfig(status.cluster).pause, pendingRestartReason: pg.pendingRestartReason)
+        member.proxyURL = configuration.proxyURL
+        member.scheduledRestart = scheduledRestart.map { request in
+            NodeStatusDocument.ScheduledRestart(
+                schedule: request.scheduledAtText ?? "", role: request.role?.rawValue,
+                restartPending: request.onlyIfPending ? true : nil, postgresVersion: request.postgresVersionBelow)
+        }
+        return member
     }
 
     /// Writes the member key when it changed (WAL-position-only changes at most every

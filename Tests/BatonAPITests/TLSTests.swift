@@ -159,6 +159,44 @@ import Testing
         }
     }
 
+    /// restapi.keyfile_password and restapi.ciphers (before: refused as unknown keys).
+    @Test func anEncryptedKeyAndACipherList() async throws {
+        let certificates = try Self.makeCertificates()
+        defer { try? FileManager.default.removeItem(at: certificates.directory) }
+        try Self.openssl(
+            ["pkey", "-in", "server.key", "-aes256", "-passout", "pass:key-secret", "-out", "server.enc.key"],
+            in: certificates.directory)
+        let encrypted = APIServerTLS(
+            certificateFile: certificates.path("server.crt"), keyFile: certificates.path("server.enc.key"),
+            keyPassword: "key-secret", ciphers: "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")
+        try await Self.serving(encrypted) { url in
+            let client = try APIClient(tls: APIClientTLS(caFile: certificates.path("ca.crt")))
+            #expect(await Self.status(client, url) == 200)
+        }
+        // Without the password, with a wrong one, or a cipher list OpenSSL refuses: named.
+        for (tls, key) in [
+            (
+                APIServerTLS(
+                    certificateFile: certificates.path("server.crt"), keyFile: certificates.path("server.enc.key")),
+                "restapi.keyfile"
+            ),
+            (
+                APIServerTLS(
+                    certificateFile: certificates.path("server.crt"), keyFile: certificates.path("server.enc.key"),
+                    keyPassword: "wrong"), "restapi.keyfile"
+            ),
+            (
+                APIServerTLS(
+                    certificateFile: certificates.path("server.crt"), keyFile: certificates.path("server.key"),
+                    ciphers: "HIGH:!aNULL"), "restapi.ciphers"
+            ),
+        ] {
+            #expect(
+                "\((try? tls.configuration()) == nil ? (Result { try tls.configuration() }).failureText : "")".contains(
+                    key))
+        }
+    }
+
     @Test func unreadableFilesAreNamed() throws {
         let server = BatonAPIServer(
             source: FakeSource(Fixture.primary()),
@@ -193,5 +231,12 @@ enum Socket {
                 connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
             }
         }
+    }
+}
+
+extension Result where Failure == any Error {
+    var failureText: String {
+        if case .failure(let error) = self { return "\(error)" }
+        return ""
     }
 }

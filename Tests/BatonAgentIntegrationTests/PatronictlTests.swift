@@ -210,6 +210,11 @@ extension PatronictlTests {
         let scheduled = try Self.patronictl(
             cluster, ["restart", scope, replica, "--scheduled", "2099-01-01T00:00:00+00:00", "--force"])
         #expect(scheduled.status == 0, "\(scheduled.text)")
+        // The member key carries it, so that patronictl list -e shows it (as for Patroni).
+        let shown = await Self.eventually(.seconds(10)) {
+            (try? Self.patronictl(cluster, ["list", "-e"]))?.text.contains("2099-01-01") == true
+        }
+        #expect(shown, "patronictl list -e does not show the scheduled restart")
         let flush = try Self.patronictl(cluster, ["flush", scope, replica, "restart", "--force"])
         #expect(flush.status == 0 && !flush.text.lowercased().contains("failed"), "\(flush.text)")
 

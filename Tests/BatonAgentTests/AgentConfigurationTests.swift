@@ -461,3 +461,69 @@ import Testing
         }
     }
 }
+
+/// Patroni keys that were refused and are taken now: etcd3.url/proxy, postgresql.proxy_address,
+/// restapi.keyfile_password/ciphers/request_queue_size/server_tokens.
+@Suite struct PatroniKeysTakenTests {
+    static let secrets = ["BATON_SUPERUSER_PASSWORD": "s", "BATON_REPLICATION_PASSWORD": "r"]
+
+    static func parse(etcd: String, postgresql: String = "", restapi: String = "") throws -> AgentConfiguration {
+        try AgentConfiguration.parse(
+            """
+            scope: demo
+            name: node1
+            etcd3:
+            \(etcd)
+            restapi:
+              listen: 127.0.0.1:8008
+            \(restapi)
+            postgresql:
+              data_dir: /var/lib/baton/data
+            \(postgresql)
+            """, environment: secrets)
+    }
+
+    @Test func etcdURLAndProxyAreOneEndpoint() throws {
+        let url = try Self.parse(etcd: "  url: https://etcd.example:2379")
+        #expect(url.etcd.hosts == ["etcd.example:2379"] && url.etcd.protocolScheme == "https")
+        // proxy first, as Patroni takes them; either before hosts.
+        let both = try Self.parse(
+            etcd: "  url: http://a:2379\n  proxy: http://gateway:23790\n  hosts: [\"b:2379\"]")
+        #expect(both.etcd.hosts == ["gateway:23790"] && both.etcd.protocolScheme == "http")
+        for bad in ["http://a:2379/v2", "ftp://a:2379", "a:2379"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") { try Self.parse(etcd: "  url: \(bad)") }
+        }
+    }
+
+    @Test func proxyAddressIsPublishedAsProxyURL() throws {
+        let configuration = try Self.parse(
+            etcd: "  hosts: [\"127.0.0.1:2379\"]", postgresql: "  proxy_address: 10.0.0.9:6432")
+        #expect(configuration.postgresql.proxyAddress == "10.0.0.9:6432")
+        #expect(throws: ConfigurationError.self) {
+            try Self.parse(etcd: "  hosts: [\"127.0.0.1:2379\"]", postgresql: "  proxy_address: nowhere")
+        }
+        let member = Member(
+            name: "n",
+            body: try JSONDecoder().decode(
+                Member.Body.self,
+                from: Data(#"{"conn_url":"postgres://a:5432/postgres","proxy_url":"postgres://p:6432/postgres"}"#.utf8))
+        )
+        #expect(member.proxyURL == "postgres://p:6432/postgres")
+        #expect(member.body.proxy_url == "postgres://p:6432/postgres")
+    }
+
+    @Test func restapiKeysPatroniHas() throws {
+        let configuration = try Self.parse(
+            etcd: "  hosts: [\"127.0.0.1:2379\"]",
+            restapi: "  keyfile_password: k\n  ciphers: ECDHE-RSA-AES128-GCM-SHA256\n  request_queue_size: 64\n"
+                + "  server_tokens: ProductOnly")
+        #expect(configuration.restapi.keyfilePassword == "k")
+        #expect(configuration.restapi.ciphers == "ECDHE-RSA-AES128-GCM-SHA256")
+        #expect(configuration.restapi.requestQueueSize == 64)
+        for bad in ["  ciphers: HIGH:!aNULL", "  request_queue_size: 0", "  server_tokens: Full"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") {
+                try Self.parse(etcd: "  hosts: [\"127.0.0.1:2379\"]", restapi: bad)
+            }
+        }
+    }
+}

@@ -746,6 +746,32 @@ import Testing
         #expect(HADecider.decide(off).actions == [.renewLease])
     }
 
+    /// Patroni 4.1's sync_priority (before: not read): the higher is chosen first; 0 never.
+    @Test func syncPriorityChoosesTheStandby() {
+        var pg = F.primary
+        pg.replication = Self.rows([
+            ("b", "streaming", "async"), ("c", "streaming", "async"), ("d", "streaming", "async"),
+        ])
+        let members = [
+            F.member("a", role: .primary), F.member("b"), F.member("c", tags: Tags(["sync_priority": .number(5)])),
+            F.member("d", tags: Tags(["sync_priority": .number(0)])),
+        ]
+        let observation = F.observe(
+            "a", cluster: F.cluster(members: members, sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg,
+            config: Self.syncOn, applied: .empty)
+        #expect(HADecider.decide(observation).actions == [.renewLease, .setSynchronousStandbys(["c"])])
+        let two = F.config(["synchronous_mode": .bool(true), "synchronous_node_count": .number(3)])
+        let all = F.observe(
+            "a", cluster: F.cluster(members: members, sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg,
+            config: two, applied: .empty)
+        #expect(HADecider.decide(all).actions == [.renewLease, .setSynchronousStandbys(["b", "c"])])
+        // Patroni's reading: the boolean tag wins when given.
+        #expect(!Tags(["nosync": .bool(false), "sync_priority": .number(0)]).noSync)
+        #expect(Tags(["sync_priority": .number(0)]).noSync)
+        #expect(Tags(["nosync": .bool(true), "sync_priority": .number(7)]).syncPriority == 0)
+        #expect(!Tags(["nofailover": .bool(false), "failover_priority": .number(0)]).noFailover)
+    }
+
     @Test func turningSyncModeOffClearsKeyAndSetting() {
         let observation = F.observe(
             "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,

@@ -192,7 +192,8 @@ public struct BatonAPIServer: Sendable {
         }
         let group = APIEventLoops.group(threads: configuration.threads)
         let serverConfiguration = ServerConfiguration(
-            address: .hostname(configuration.host, port: configuration.port), serverName: Self.serverName)
+            address: .hostname(configuration.host, port: configuration.port), serverName: Self.serverName,
+            backlog: configuration.backlog)
         return BatonAPIApplication(
             routes: makeRouter().buildResponder(),
             server: try configuration.tls.map { try .tls(server, tlsConfiguration: try $0.configuration()) } ?? server,

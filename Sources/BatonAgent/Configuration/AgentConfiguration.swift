@@ -57,12 +57,18 @@ public struct AgentConfiguration: Sendable {
         public var httpsExtraHeaders: [(name: String, value: String)] = []
         /// Patroni's `allowlist_include_members`.
         public var allowlistIncludeMembers = false
+        /// `keyfile_password`, `ciphers`, `request_queue_size` (the listen backlog).
+        public var keyfilePassword: String?
+        public var ciphers: String?
+        public var requestQueueSize = 256
 
         /// `https` when TLS is configured, else `http`.
         public var scheme: String { certfile == nil ? "http" : "https" }
     }
 
     public struct Postgres: Sendable {
+        /// `proxy_address`: published as the member's `proxy_url`.
+        public var proxyAddress: String?
         public var listenHost: String
         public var port: Int
         public var connectAddress: String
@@ -177,9 +183,25 @@ public struct AgentConfiguration: Sendable {
         let etcdKey = "etcd3"
         let etcdSection = try root.section(etcdKey)
         try etcdSection.rejectUnknownKeys([
-            "hosts", "host", "protocol", "username", "password", "cacert", "cert", "key",
+            "hosts", "host", "protocol", "username", "password", "cacert", "cert", "key", "url", "proxy",
         ])
         var hosts = try etcdSection.stringList("hosts") ?? (etcdSection.string("host").map { [$0] } ?? [])
+        // Patroni's `proxy` (an etcd gRPC proxy or gateway) and `url`: one endpoint, taken before
+        // hosts in that order, as Patroni takes them. A path after host:port is refused (the v3
+        // JSON API is at /v3/ of the endpoint).
+        var urlScheme: String?
+        for key in ["url", "proxy"].reversed() {
+            guard let url = try etcdSection.string(key) else { continue }
+            guard let address = HostPort(url: url), let scheme = url.split(separator: ":").first.map(String.init),
+                scheme == "http" || scheme == "https",
+                url.dropFirst(scheme.count + 3).drop(while: { $0 != "/" }).allSatisfy({ $0 == "/" })
+            else {
+                throw etcdSection.error(key, "expected http(s)://host:port without a path, got '\(url)'")
+            }
+            hosts = ["\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port ?? 2379)"]
+            urlScheme = scheme
+            break
+        }
         // PATRONI_ETCD3_HOSTS is written 'host1:port1','host2:port2' (quotes optional).
         if let override = env("BATON_ETCD_HOSTS", "PATRONI_ETCD3_HOSTS", "PATRONI_ETCD3_HOST") {
             hosts = override.split(separator: ",").map { part in
@@ -194,7 +216,7 @@ public struct AgentConfiguration: Sendable {
             throw root.error(
                 etcdKey, "hosts: '\(host)' is not host:port or http(s)://host:port (e.g. 127.0.0.1:2379)")
         }
-        let scheme = try env("PATRONI_ETCD3_PROTOCOL") ?? etcdSection.string("protocol", default: "http")
+        let scheme = try env("PATRONI_ETCD3_PROTOCOL") ?? etcdSection.string("protocol") ?? urlScheme ?? "http"
         guard scheme == "http" || scheme == "https" else {
             throw etcdSection.error("protocol", "must be http or https, got '\(scheme)'")
         }
@@ -211,7 +233,8 @@ public struct AgentConfiguration: Sendable {
         try api.rejectUnknownKeys([
             "listen", "connect_address", "authentication", "allowlist", "certfile", "keyfile", "cafile",
             "verify_client", "threads", "max_connections", "request_timeout", "idle_timeout", "http_extra_headers",
-            "https_extra_headers", "allowlist_include_members",
+            "https_extra_headers", "allowlist_include_members", "keyfile_password", "ciphers", "request_queue_size",
+            "server_tokens",
         ])
         let listen = try env("PATRONI_RESTAPI_LISTEN") ?? api.string("listen", default: "127.0.0.1:8008")
         guard let (listenHost, listenPort) = hostPort(listen) else {
@@ -256,6 +279,27 @@ public struct AgentConfiguration: Sendable {
             }
         }
         restapi.allowlistIncludeMembers = try api.bool("allowlist_include_members") ?? false
+        restapi.keyfilePassword = try env("BATON_RESTAPI_KEYFILE_PASSWORD") ?? api.string("keyfile_password")
+        restapi.ciphers = try api.string("ciphers")
+        if let ciphers = restapi.ciphers {
+            do {
+                _ = try APIServerTLS.cipherSuites(ciphers)
+            } catch {
+                throw api.error("ciphers", "\(error)".replacingOccurrences(of: "restapi.ciphers: ", with: ""))
+            }
+        }
+        if let size = try api.int("request_queue_size") {
+            guard (1...65535).contains(size) else {
+                throw api.error("request_queue_size", "expected a number of connections from 1 to 65535, got \(size)")
+            }
+            restapi.requestQueueSize = size
+        }
+        // Patroni's Server header choice; Baton's header is `Baton` whatever it says (no versions).
+        if let tokens = try api.string("server_tokens") {
+            guard ["original", "productonly", "minimal"].contains(tokens.lowercased()) else {
+                throw api.error("server_tokens", "expected Original, ProductOnly or Minimal, got '\(tokens)'")
+            }
+        }
         restapi.certfile = try env("PATRONI_RESTAPI_CERTFILE") ?? api.string("certfile")
         restapi.keyfile = try env("PATRONI_RESTAPI_KEYFILE") ?? api.string("keyfile")
         restapi.cafile = try env("PATRONI_RESTAPI_CAFILE") ?? api.string("cafile")
@@ -305,7 +349,7 @@ public struct AgentConfiguration: Sendable {
             "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
             "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
             "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
-            "remove_data_directory_on_diverged_timelines",
+            "remove_data_directory_on_diverged_timelines", "proxy_address",
         ])
         // Patroni keys whose value Baton accepts when it is what Baton does anyway.
         for key in ["use_unix_socket", "use_unix_socket_repl", "remove_data_directory_on_diverged_timelines"]
@@ -406,6 +450,13 @@ public struct AgentConfiguration: Sendable {
             useReplicationSlots: try pg.bool("use_slots"), dataChecksums: try pg.bool("data_checksums") ?? true,
             replicationNetworks: try pg.stringList("replication_networks") ?? ["127.0.0.1/32"],
             clientNetworks: try pg.stringList("client_networks") ?? ["127.0.0.1/32"])
+        if let proxy = try pg.string("proxy_address") {
+            guard hostPort(proxy) != nil else {
+                throw pg.error(
+                    "proxy_address", "expected host:port (a pooler or proxy in front of this member), got '\(proxy)'")
+            }
+            postgres.proxyAddress = proxy
+        }
         postgres.accessRules = accessRules
         if let pgpass = try pg.string("pgpass") {
             guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/"), !pgpass.split(separator: "/").contains("..") else {

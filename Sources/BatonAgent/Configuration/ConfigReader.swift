@@ -303,8 +303,6 @@ enum PatroniKeys {
         "consul": otherStores, "zookeeper": otherStores, "exhibitor": otherStores, "kubernetes": otherStores,
         "raft": otherStores,
         "citus": "Citus clusters (coordinator and worker groups) are not supported",
-        "etcd3.url": "give the endpoints as etcd3.hosts (url with a path prefix is not supported)",
-        "etcd3.proxy": "an etcd proxy is not supported; list the members in etcd3.hosts",
         "etcd3.srv": "DNS SRV discovery is not supported; list the members in etcd3.hosts",
         "etcd3.srv_suffix": "DNS SRV discovery is not supported; list the members in etcd3.hosts",
         "etcd3.use_proxies": "member discovery is not used; list the members in etcd3.hosts",
@@ -318,7 +316,6 @@ enum PatroniKeys {
         "postgresql.use_unix_socket":
             "the agent connects over TCP to its listen address (admit it in pg_hba); not supported yet",
         "postgresql.use_unix_socket_repl": "replication connects over TCP; not supported yet",
-        "postgresql.proxy_address": "not supported yet",
         "postgresql.create_replica_methods":
             "replicas are cloned with pg_basebackup; other methods are issue 'Patroni drop-in, part 2'",
         "postgresql.basebackup": "pg_basebackup's options are Baton's; issue 'Patroni drop-in, part 2'",

@@ -54,7 +54,9 @@ enum PatroniEnvironment {
         ),
         ("raft", [("data_dir", .text), ("self_addr", .text), ("partner_addrs", .list), ("password", .text)]),
     ]
-    static let programs = ["pg_ctl", "initdb", "pg_controldata", "pg_basebackup", "postgres", "pg_isready", "pg_rewind"]
+    static let programs = [
+        "pg_ctl", "initdb", "pg_controldata", "pg_basebackup", "postgres", "pg_isready", "pg_rewind",
+    ]
     static let authenticationSettings = [
         "username", "password", "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl", "sslcrldir",
         "gssencmode", "channel_binding",

@@ -459,11 +459,20 @@ public enum HADecider {
 
         let lagging = laggingStandbys(o, rows: rows, streaming: streaming)
         let healthy = streaming.subtracting(lagging)
-        // Prefer healthy standbys, those already synchronous first, then the rest by name, up to
-        // the count; lagging ones last.
-        let preferred =
-            healthy.intersection(keyNames).sorted() + healthy.subtracting(keyNames).sorted()
-            + lagging.intersection(keyNames).sorted() + lagging.subtracting(keyNames).sorted()
+        // Prefer healthy standbys: by sync_priority (higher first), those already synchronous
+        // first, then by name, up to the count; lagging ones last.
+        let priority = Dictionary(
+            cluster.members.map { ($0.name, $0.tags.syncPriority) }, uniquingKeysWith: { first, _ in first })
+        func ordered(_ names: Set<String>) -> [String] {
+            names.sorted { a, b in
+                let (pa, pb) = (priority[a] ?? 1, priority[b] ?? 1)
+                if pa != pb { return pa > pb }
+                let (ka, kb) = (keyNames.contains(a), keyNames.contains(b))
+                if ka != kb { return ka }
+                return a < b
+            }
+        }
+        let preferred = ordered(healthy) + ordered(lagging)
         let desired = Set(preferred.prefix(count))
         let wantedSetting: SynchronousSetting = desired.isEmpty ? (strict ? ["*"] : .empty) : .init(all: Array(desired))
 

@@ -31,6 +31,11 @@ public struct Member: Hashable, Sendable {
     /// The member's name: the last path element of its key, not part of the JSON.
     public var name: String
     public var connURL: String
+    /// Patroni's `proxy_url` (`postgresql.proxy_address`): where clients reach this member through
+    /// a connection pooler or proxy; published, not used by the agent.
+    public var proxyURL: String?
+    /// A restart scheduled on this member (Patroni's `scheduled_restart`; `patronictl list -e`).
+    public var scheduledRestart: NodeStatusDocument.ScheduledRestart?
     public var apiURL: String
     public var state: State
     public var role: Role
@@ -93,6 +98,8 @@ extension Member {
         public var pending_restart: Bool?
         public var pending_restart_reason: [String: PendingChange]?
         public var pause: Bool?
+        public var proxy_url: String?
+        public var scheduled_restart: NodeStatusDocument.ScheduledRestart?
     }
 
     public var body: Body {
@@ -102,7 +109,7 @@ extension Member {
             replication_state: replicationState, timeline: timeline,
             tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil,
             pending_restart_reason: pendingRestartReason.isEmpty ? nil : pendingRestartReason,
-            pause: paused ? true : nil)
+            pause: paused ? true : nil, proxy_url: proxyURL, scheduled_restart: scheduledRestart)
     }
 
     public init(name: String, body: Body) {
@@ -114,6 +121,8 @@ extension Member {
             replicationState: body.replication_state, timeline: body.timeline,
             tags: body.tags ?? Tags(), pendingRestart: body.pending_restart ?? false, paused: body.pause ?? false,
             pendingRestartReason: body.pending_restart_reason ?? [:])
+        self.proxyURL = body.proxy_url
+        self.scheduledRestart = body.scheduled_restart
     }
 }
 
@@ -138,16 +147,28 @@ public struct Tags: Hashable, Sendable, Codable {
     }
 
     /// `nofailover: true`, or a `failover_priority` of 0 or less, keeps a member out of every race.
-    public var noFailover: Bool {
-        if values["nofailover"]?.boolValue == true { return true }
-        if let priority = values["failover_priority"]?.intValue, priority <= 0 { return true }
-        return false
+    /// As Patroni reads it: the boolean tag wins when it is given; else a priority of 0 or less.
+    public var noFailover: Bool { boolTag("nofailover", priority: "failover_priority") }
+
+    /// Higher wins among equally advanced candidates; default 1 (0 with nofailover).
+    public var failoverPriority: Int { priorityTag("nofailover", priority: "failover_priority") }
+
+    /// Patroni 4.1's `sync_priority`: higher is preferred as a synchronous standby; 0 (or nosync)
+    /// never is one.
+    public var syncPriority: Int { priorityTag("nosync", priority: "sync_priority") }
+
+    func boolTag(_ name: String, priority: String) -> Bool {
+        if let flag = values[name], flag != .null { return flag.boolValue ?? true }
+        guard let value = values[priority]?.intValue else { return false }
+        return value <= 0
     }
 
-    /// Higher wins among equally advanced candidates; default 1.
-    public var failoverPriority: Int { values["failover_priority"]?.intValue ?? 1 }
+    func priorityTag(_ name: String, priority: String) -> Int {
+        if values[name]?.boolValue == true { return 0 }
+        return values[priority]?.intValue ?? 1
+    }
     public var noLoadBalance: Bool { values["noloadbalance"]?.boolValue == true }
-    public var noSync: Bool { values["nosync"]?.boolValue == true }
+    public var noSync: Bool { boolTag("nosync", priority: "sync_priority") }
     public var cloneFrom: Bool { values["clonefrom"]?.boolValue == true }
     /// `nostream`: the member does not stream from the primary, so no slot is kept for it.
     public var noStream: Bool { values["nostream"]?.boolValue == true }
