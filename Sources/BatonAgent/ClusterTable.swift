@@ -12,6 +12,8 @@ public enum ClusterTable {
         var timeline: Int?
         var lag: UInt64?
         var tags: [String: String]?
+        var pendingRestart: Bool?
+        var pendingRestartReason: [String: String]?
 
         var cells: [String] {
             [
@@ -22,6 +24,16 @@ public enum ClusterTable {
     }
 
     static let header = ["Member", "Host", "Role", "State", "TL", "Lag in MB"]
+    static let extendedHeader = header + ["Pending restart", "Pending restart reason", "Tags"]
+
+    static func extendedCells(_ row: Row) -> [String] {
+        row.cells + [
+            row.pendingRestart == true ? "*" : "",
+            (row.pendingRestartReason ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+                .joined(separator: ", "),
+            (row.tags ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "),
+        ]
+    }
 
     static func rows(_ view: ClusterView) -> [Row] {
         let leader = view.leader?.member
@@ -43,13 +55,15 @@ public enum ClusterTable {
             }
             let lag = member.name == leader ? nil : optime.map { $0.bytesAhead(of: member.xlogLocation ?? .zero) }
             let tags = member.tags.values.isEmpty ? nil : member.tags.values.mapValues { "\($0)" }
+            let reasons = member.pendingRestartReason.mapValues { "\($0.oldValue)->\($0.newValue)" }
             return Row(
                 member: member.name, host: host, role: role, state: state, timeline: member.timeline, lag: lag,
-                tags: tags)
+                tags: tags, pendingRestart: member.pendingRestart ? true : nil,
+                pendingRestartReason: reasons.isEmpty ? nil : reasons)
         }
     }
 
-    public static func render(_ view: ClusterView, scope: String, format: String) -> String {
+    public static func render(_ view: ClusterView, scope: String, format: String, extended: Bool = false) -> String {
         let rows = rows(view)
         if format == "json" || format == "yaml" {
             let encoder = JSONEncoder()
@@ -60,7 +74,10 @@ public enum ClusterTable {
             return String(OperatorFormatting.yaml(value).dropLast())
         }
         var lines = [title(view, scope: scope)]
-        lines += table(header: header, rows: rows.map(\.cells))
+        lines +=
+            extended
+            ? table(header: extendedHeader, rows: rows.map(extendedCells))
+            : table(header: header, rows: rows.map(\.cells))
         lines += footer(view)
         return lines.joined(separator: "\n")
     }

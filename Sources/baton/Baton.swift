@@ -55,10 +55,60 @@ struct Baton: AsyncParsableCommand {
 struct ConfigOptions: ParsableArguments {
     @Option(name: [.short, .customLong("config")], help: "Path to agent.yml.")
     var config: String = ProcessInfo.processInfo.environment["BATON_CONFIG"] ?? "agent.yml"
+    @Option(
+        name: .customLong("dcs-url"),
+        help: ArgumentHelp(
+            "etcd to use instead of the file's (patronictl's -d): etcd3://host:port[,host:port]; with --scope, no file is needed.",
+            valueName: "URL"))
+    var dcsURL: String?
+    @Option(help: "The cluster's scope, instead of the file's.") var scope: String?
+    @Flag(
+        name: [.short, .customLong("insecure")],
+        help: "Do not verify the REST APIs' TLS certificates (patronictl's -k).")
+    var insecure = false
+
+    func validate() throws { _ = try Self.endpoints(dcsURL) }
+
+    /// The endpoints of `--dcs-url` (etcd3://h:p,h:p, or http(s)://h:p) and their protocol.
+    static func endpoints(_ url: String?) throws -> (hosts: String, scheme: String)? {
+        guard let url else { return nil }
+        guard let separator = url.range(of: "://") else {
+            throw ValidationError("--dcs-url: expected etcd3://host:port, got '\(url)'")
+        }
+        let scheme = String(url[..<separator.lowerBound])
+        let rest = String(url[separator.upperBound...]).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        let protocolScheme: String
+        switch scheme {
+        case "etcd3", "http": protocolScheme = "http"
+        case "https": protocolScheme = "https"
+        case "etcd":
+            throw ValidationError("--dcs-url: etcd:// is etcd's v2 API, which Baton does not use; write etcd3://")
+        default:
+            throw ValidationError(
+                "--dcs-url: Baton keeps the cluster in etcd 3; expected etcd3://host:port, got '\(url)'")
+        }
+        let hosts = rest.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        guard !hosts.isEmpty, hosts.allSatisfy({ HostPort(parsing: $0) != nil }) else {
+            throw ValidationError("--dcs-url: expected host:port after \(scheme)://, got '\(rest)'")
+        }
+        return (hosts.joined(separator: ","), protocolScheme)
+    }
 
     func load(requireSecrets: Bool = false) throws -> AgentConfiguration {
+        var environment = ProcessInfo.processInfo.environment
+        if let (hosts, scheme) = try Self.endpoints(dcsURL) {
+            environment["BATON_ETCD_HOSTS"] = hosts
+            environment["PATRONI_ETCD3_PROTOCOL"] = scheme
+        }
+        if let scope { environment["BATON_SCOPE"] = scope }
         do {
-            return try AgentConfiguration.load(path: config, requireSecrets: requireSecrets)
+            if dcsURL != nil, scope != nil, !FileManager.default.fileExists(atPath: config) {
+                // No file: enough of one to reach the cluster (the commands that need more say so).
+                return try AgentConfiguration.parse(
+                    "name: baton-cli\netcd3: {hosts: []}\npostgresql: {data_dir: /nonexistent}\n",
+                    file: "(--dcs-url)", environment: environment, requireSecrets: false)
+            }
+            return try AgentConfiguration.load(path: config, environment: environment, requireSecrets: requireSecrets)
         } catch let error as ConfigurationError {
             throw ValidationError("\(error)")
         }

@@ -10,6 +10,10 @@ struct WatchOptions: ParsableArguments {
         help: ArgumentHelp(
             "Redraw every SECONDS (2 when --watch is given alone) until Ctrl-C.", valueName: "SECONDS"))
     var watch: Double?
+    @Flag(name: .customShort("W"), help: "Redraw every 2 seconds until Ctrl-C (patronictl's -W).")
+    var watchEveryTwoSeconds = false
+
+    var interval: Double? { watch ?? (watchEveryTwoSeconds ? 2 : nil) }
 
     func validate() throws {
         if let watch, !(watch >= 0.1) || Duration(checkedSeconds: watch, maximum: 86_400) == nil {
@@ -19,7 +23,7 @@ struct WatchOptions: ParsableArguments {
 
     /// Runs `render` once, or forever with a cleared screen and a timestamp when watching.
     func run(_ render: () async throws -> String) async throws {
-        guard let watch else {
+        guard let watch = interval else {
             print(try await render())
             return
         }
@@ -52,13 +56,18 @@ struct ListCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "Output format: table, json or yaml.") var format: OutputFormat = .table
+    @Flag(name: [.short, .long], help: "More columns: pending restart (and why) and tags.") var extended = false
+    @Flag(name: [.short, .long], help: "Print the time before the table.") var timestamp = false
     @OptionGroup var watch: WatchOptions
 
     func run() async throws {
         let op = try OperatorStore(options)
         defer { op.client.shutdown() }
         try await watch.run {
-            ClusterTable.render(try await op.load(), scope: op.configuration.scope, format: format.rawValue)
+            let text = ClusterTable.render(
+                try await op.load(), scope: op.configuration.scope, format: format.rawValue, extended: extended)
+            guard timestamp else { return text }
+            return Date().formatted(.iso8601) + "\n" + text
         }
     }
 }

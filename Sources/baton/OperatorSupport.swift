@@ -11,10 +11,13 @@ struct OperatorStore {
     let client: EtcdClient
     let store: EtcdClusterStore
     let configuration: AgentConfiguration
+    /// `-k`: REST answers are taken without checking the server's certificate.
+    let insecure: Bool
 
     init(_ options: ConfigOptions) throws {
         let configuration = try options.load()
         self.configuration = configuration
+        self.insecure = options.insecure
         let quiet = Logger(label: "baton", factory: { _ in SwiftLogNoOpLogHandler() })
         let credentials = configuration.etcd.username.flatMap { user in
             configuration.etcd.password.map { EtcdConfiguration.Credentials(user: user, password: $0) }
@@ -44,9 +47,13 @@ struct OperatorStore {
 
     /// The REST API client with this configuration's credentials and TLS files.
     var api: OperatorAPI {
-        OperatorAPI(
-            username: configuration.restapi.username, password: configuration.restapi.password,
-            tls: AgentRunner.clientTLS(configuration.restapi))
+        var tls = AgentRunner.clientTLS(configuration.restapi)
+        if insecure {
+            tls = tls ?? APIClientTLS()
+            tls?.insecure = true
+        }
+        return OperatorAPI(
+            username: configuration.restapi.username, password: configuration.restapi.password, tls: tls)
     }
 
     func fail(_ message: String, code: Int32 = 1) -> Never {

@@ -76,6 +76,19 @@ struct OperatorCLITests {
             }
         }
 
+        // --dcs-url and --scope (patronictl's -d): no configuration file needed.
+        let hosts = cluster.endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
+        let noFile = cluster.root.appendingPathComponent("cli-nofile.out").path
+        let status = try AgentCluster.runToCompletion(
+            [
+                AgentCluster.batonBinary, "list", "-c", "/nonexistent/agent.yml", "--dcs-url",
+                "etcd3://" + hosts.joined(separator: ","), "--scope", AgentCluster.scope,
+            ], environment: ProcessInfo.processInfo.environment, output: noFile, timeout: .seconds(30))
+        let listed = (try? String(contentsOfFile: noFile, encoding: .utf8)) ?? ""
+        #expect(status == 0 && names.allSatisfy { listed.contains($0) }, "\(listed)")
+        let v2 = try Self.baton(cluster, ["list", "--dcs-url", "etcd://127.0.0.1:2379"])
+        #expect(v2.status != 0 && v2.stderr.contains("etcd3://"), "\(v2.stderr)")
+
         let json = try Self.baton(cluster, ["list", "--format", "json"])
         #expect(json.status == 0, "\(json.stderr)")
         let rows = try #require(
@@ -201,6 +214,28 @@ struct OperatorCLITests {
         #expect(pending == Set(names), "pending_restart on \(pending)")
         #expect(try await cluster.leader() == leader)
 
+        // list -e: the pending restart and why, per member; -t: the time first.
+        let extended = try Self.baton(cluster, ["list", "-e", "-t"])
+        #expect(extended.status == 0 && extended.stdout.contains("Pending restart"), "\(extended.stdout)")
+        #expect(extended.stdout.contains("max_connections: 30->150"), "\(extended.stdout)")
+        #expect(extended.stdout.split(separator: "\n").first?.contains("T") == true, "\(extended.stdout)")
+
+        // edit-config in an editor ($EDITOR here changes check_timeline), --replace a whole
+        // document, -q without the difference.
+        let editor = try Self.baton(
+            cluster, ["edit-config", "--force"],
+            environment: ["EDITOR": "sed -i '$a check_timeline: true'"])
+        #expect(editor.status == 0 && editor.stdout.contains("check_timeline"), "\(editor.stdout)\(editor.stderr)")
+        #expect(try await cluster.view().config?.value.checkTimeline == true)
+        var whole = try #require(try await cluster.view().config?.value.document)
+        whole["maximum_lag_on_failover"] = .number(2_097_152)
+        let replacement = cluster.root.appendingPathComponent("replacement.json").path
+        try String(decoding: try JSONEncoder().encode(JSONValue.object(whole)), as: UTF8.self).write(
+            toFile: replacement, atomically: true, encoding: .utf8)
+        let replaced = try Self.baton(cluster, ["edit-config", "--replace", replacement, "-q", "--force"])
+        #expect(replaced.status == 0 && !replaced.stdout.contains("maximum_lag_on_failover"), "\(replaced.stdout)")
+        #expect(try await cluster.view().config?.value.maximumLagOnFailover == 2_097_152)
+
         // Without --force the CLI asks first; with no answer (stdin closed) nothing happens.
         let before = try await Self.startTime(cluster, replica)
         let unconfirmed = try Self.baton(cluster, ["restart", replica])
@@ -241,16 +276,31 @@ struct OperatorCLITests {
         #expect(try await cluster.leader() == leader, "a restart must not cause a failover")
         #expect(try await cluster.view().history.isEmpty, "no promotion happened")
 
+        // No member named: every replica (--role replica), one after the other; --any: one of them.
+        let replicas = names.filter { $0 != leader }
+        var startedBefore: [String: String] = [:]
+        for name in replicas { startedBefore[name] = try await Self.startTime(cluster, name) }
+        let all = try Self.baton(cluster, ["restart", "--role", "replica", "--force"])
+        #expect(all.status == 0, "\(all.stdout)\(all.stderr)")
+        for name in replicas {
+            try await Self.waitForSQL(cluster, name)
+            #expect(try await Self.startTime(cluster, name) != startedBefore[name], "\(name) was not restarted")
+        }
+        let one = try Self.baton(cluster, ["restart", "--role", "replica", "--any", "--force"])
+        #expect(one.status == 0 && one.stdout.split(separator: "\n").count == 1, "\(one.stdout)\(one.stderr)")
+        for name in replicas { try await Self.waitForSQL(cluster, name) }
+
         // Reinit on the leader is refused; on a replica it re-clones and streams again.
         let onLeader = try Self.baton(cluster, ["reinit", leader, "--force"])
         #expect(onLeader.status == 1)
         #expect(onLeader.stderr.contains("I am the leader, can not reinitialize"), "\(onLeader.stderr)")
+        let beforeReinit = try await Self.startTime(cluster, replica)
         let reinit = try Self.baton(cluster, ["reinit", replica, "--force", "--wait"], timeout: .seconds(180))
         if reinit.status != 0 { await cluster.fail("reinit: \(reinit.stdout)\(reinit.stderr)") }
         #expect(reinit.stdout.contains("reinitialize started"), "\(reinit.stdout)")
         try await cluster.insert([4], on: leader)
         try await cluster.waitForIDs([1, 2, 3, 4], on: replica, timeout: .seconds(60))
-        #expect(try await Self.startTime(cluster, replica) != after)
+        #expect(try await Self.startTime(cluster, replica) != beforeReinit)
         #expect(try await cluster.leader() == leader)
     }
 }

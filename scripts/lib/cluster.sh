@@ -13,6 +13,7 @@ API_BASE_PORT=${API_BASE_PORT:-28008}
 TTL=${TTL:-10}
 LOOP_WAIT=${LOOP_WAIT:-2}
 RETRY_TIMEOUT=${RETRY_TIMEOUT:-3}
+SYNC_MODE=${SYNC_MODE:-false}
 
 cluster_write_configs() {
     local endpoints=$1 i name
@@ -39,6 +40,7 @@ bootstrap:
     loop_wait: $LOOP_WAIT
     retry_timeout: $RETRY_TIMEOUT
     maximum_lag_on_failover: 1048576
+    synchronous_mode: $SYNC_MODE
 log:
   level: info
 YAML
