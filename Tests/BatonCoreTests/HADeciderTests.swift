@@ -1096,3 +1096,25 @@ import Testing
                 == .followingNewLeader(leader: "a"))
     }
 }
+
+/// Found by scripts/bench failover (sync profile): a switchover with no candidate named picked the
+/// most advanced replica, which in synchronous mode was not the synchronous standby: rejected
+/// after the leader had been asked. Only synchronous standbys are picked now.
+@Suite struct SynchronousSwitchoverTests {
+    typealias F = Fixture
+
+    @Test func withNoCandidateNamedTheSynchronousStandbyIsPicked() {
+        let members = [F.member("a", role: .primary), F.member("b", lsn: 0x500_0000), F.member("c", lsn: 0x500_0000)]
+        let peers = F.peers([("b", 0x500_0000), ("c", 0x600_0000)])
+        let config = F.config(["synchronous_mode": .bool(true)])
+        let view = F.cluster(
+            members: members, failover: FailoverRequest(leader: "a"), sync: SyncState(leader: "a", syncStandbys: ["b"]))
+        let observation = F.observe(
+            "a", cluster: view, postgres: F.primary, config: config, peers: peers, applied: ["b"])
+        #expect(HADecider.decide(observation).reason == .switchoverSteppingDown(candidate: nil))
+        let none = F.cluster(
+            members: members, failover: FailoverRequest(leader: "a"), sync: SyncState(leader: "a", syncStandbys: []))
+        let refused = F.observe("a", cluster: none, postgres: F.primary, config: config, peers: peers, applied: .empty)
+        #expect(HADecider.decide(refused).reason.code == "switchover_rejected")
+    }
+}

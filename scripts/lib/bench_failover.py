@@ -237,8 +237,18 @@ def one_run(env, conn, probe_bin, out_dir, profile, scenario, run, loop_wait):
         elif scenario == "postgres":
             sh(f"kill -9 $(cluster_postmaster_pid {index})", env)
         else:
-            sh(f"$BATON_BIN switchover -c $CLUSTER_DIR/node1.yml --candidate {random.choice(others)} --force --no-wait",
-               env)
+            # In synchronous mode the candidate must be a synchronous standby: the agent picks it,
+            # and refuses while none is confirmed yet (right after the previous switchover).
+            candidate = "" if env.get("SYNC_MODE", "false") != "false" else f"--candidate {random.choice(others)}"
+            for attempt in range(20):
+                try:
+                    sh(f"$BATON_BIN switchover -c $CLUSTER_DIR/node1.yml {candidate} --force --no-wait", env)
+                    break
+                except RuntimeError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.5)
+            fault = time.monotonic() if attempt else fault
         new_at = wait(lambda: (leader(env) not in (None, old)) or (
             scenario == "postgres" and leader(env) == old and
             any(m["member"] == old and m["state"] == "running" for m in members(env)) and

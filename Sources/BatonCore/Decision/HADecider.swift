@@ -395,7 +395,21 @@ public enum HADecider {
             }
             return member.xlogLocation ?? .zero
         }
-        guard let candidate = candidates.max(by: { livePosition($0) < livePosition($1) }) else {
+        // In synchronous mode only a synchronous standby may take over (Patroni's rule); with no
+        // candidate named, the leader picks among them, not among every replica.
+        var eligible = candidates
+        if o.config.synchronousMode, request.member == nil {
+            let synchronous = Set(cluster.sync?.value.syncStandbys ?? [])
+            eligible = candidates.filter { synchronous.contains($0.name) }
+            if eligible.isEmpty {
+                return Decision(
+                    clear,
+                    .switchoverRejected(
+                        "no synchronous standby to hand over to yet (the sync key names none that streams on this "
+                            + "timeline); retry once one is"), memory: memory)
+            }
+        }
+        guard let candidate = eligible.max(by: { livePosition($0) < livePosition($1) }) else {
             let why =
                 request.member.map {
                     "candidate \($0) is not a replica streaming on timeline \(myTimeline.map(String.init) ?? "?") "
