@@ -230,6 +230,11 @@ public final class Agent: Sendable {
             || fresh.restapi.username != running.restapi.username
             || fresh.restapi.password != running.restapi.password
             || headerLines(fresh.restapi) != headerLines(running.restapi)
+            || fresh.restapi.allowlistIncludeMembers != running.restapi.allowlistIncludeMembers
+            || fresh.restapi.ciphers != running.restapi.ciphers
+            || fresh.restapi.keyfilePassword != running.restapi.keyfilePassword
+            || fresh.restapi.requestQueueSize != running.restapi.requestQueueSize
+            || fresh.restapi.certfile != running.restapi.certfile || fresh.restapi.keyfile != running.restapi.keyfile
         {
             needRestart.append("restapi")
         }
@@ -241,8 +246,9 @@ public final class Agent: Sendable {
         if fresh.tags != running.tags { needRestart.append("tags") }
         if fresh.postgresql.port != running.postgresql.port
             || fresh.postgresql.dataDirectory != running.postgresql.dataDirectory
+            || fresh.postgresql.proxyAddress != running.postgresql.proxyAddress
         {
-            needRestart.append("postgresql (port, data_dir)")
+            needRestart.append("postgresql (port, data_dir, proxy_address)")
         }
         if !needRestart.isEmpty {
             notes.append("changed but applied only after an agent restart: \(needRestart.joined(separator: ", "))")

@@ -27,11 +27,17 @@ public enum ClusterTable {
     static let extendedHeader = header + ["Pending restart", "Pending restart reason", "Tags"]
 
     static func extendedCells(_ row: Row) -> [String] {
-        row.cells + [
+        // Member keys are anyone's with etcd access: no control characters reach the terminal.
+        func printable(_ text: String) -> String {
+            String(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : Character($0) })
+        }
+        return row.cells + [
             row.pendingRestart == true ? "*" : "",
-            (row.pendingRestartReason ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
-                .joined(separator: ", "),
-            (row.tags ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "),
+            printable(
+                (row.pendingRestartReason ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+                    .joined(separator: ", ")),
+            printable(
+                (row.tags ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")),
         ]
     }
 

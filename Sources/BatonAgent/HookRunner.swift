@@ -31,10 +31,17 @@ enum HookRunner {
         }
     }
 
+    /// The agent's environment without its own settings: `BATON_*` and `PATRONI_*` may hold the
+    /// superuser's, etcd's or the REST API's password (Patroni removes the ones it reads too).
+    static func hookEnvironment(_ environment: [String: String]) -> [String: String] {
+        environment.filter { !$0.key.hasPrefix("BATON_") && !$0.key.hasPrefix("PATRONI_") }
+    }
+
     static func runBlocking(_ command: String, arguments: [String], timeout: Duration, logger: Logger) -> Int32? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command + " \"$@\"", "baton-hook"] + arguments
+        process.environment = hookEnvironment(ProcessInfo.processInfo.environment)
         let exited = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in exited.signal() }
         do {

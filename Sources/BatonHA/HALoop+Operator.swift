@@ -97,8 +97,10 @@ extension HALoop {
             // the fence while the store answers; when it does not, the fence stops the node and
             // its latch keeps the restart from bringing a primary back.
             let node = self.node
+            // A clean shutdown may take its time (60 s, as before), except a primary's in
+            // synchronous mode with primary_stop_timeout.
             let stopTimeout = effectiveConfig(status.cluster).stopTimeout(
-                primary: status.postgres.inRecovery == false, agentDefault: configuration.stopTimeout)
+                primary: status.postgres.inRecovery == false, agentDefault: .seconds(60))
             if leader {
                 let limit = stopTimeout + configuration.startTimeout + .seconds(15)
                 try await whileRenewing(limit: limit) { try await node.restart(stopTimeout: stopTimeout) }

@@ -96,22 +96,37 @@ struct ConfigOptions: ParsableArguments {
 
     func load(requireSecrets: Bool = false) throws -> AgentConfiguration {
         var environment = ProcessInfo.processInfo.environment
-        if let (hosts, scheme) = try Self.endpoints(dcsURL) {
-            environment["BATON_ETCD_HOSTS"] = hosts
-            environment["PATRONI_ETCD3_PROTOCOL"] = scheme
-        }
+        let endpoints = try Self.endpoints(dcsURL)
+        if let (hosts, _) = endpoints { environment["BATON_ETCD_HOSTS"] = hosts }
         if let scope { environment["BATON_SCOPE"] = scope }
+        var configuration: AgentConfiguration
         do {
             if dcsURL != nil, scope != nil, !FileManager.default.fileExists(atPath: config) {
                 // No file: enough of one to reach the cluster (the commands that need more say so).
-                return try AgentConfiguration.parse(
+                configuration = try AgentConfiguration.parse(
                     "name: baton-cli\netcd3: {hosts: []}\npostgresql: {data_dir: /nonexistent}\n",
                     file: "(--dcs-url)", environment: environment, requireSecrets: false)
+            } else {
+                configuration = try AgentConfiguration.load(
+                    path: config, environment: environment, requireSecrets: requireSecrets)
             }
-            return try AgentConfiguration.load(path: config, environment: environment, requireSecrets: requireSecrets)
         } catch let error as ConfigurationError {
             throw ValidationError("\(error)")
         }
+        if let (_, scheme) = endpoints {
+            // The etcd named replaces the file's, as patronictl -d does: its protocol from the URL, and
+            // none of the file's credentials or certificates (they may belong to another etcd);
+            // BATON_ETCD_USERNAME/PASSWORD still apply.
+            configuration.etcd.protocolScheme = scheme
+            configuration.etcd.cacert = nil
+            configuration.etcd.cert = nil
+            configuration.etcd.key = nil
+            if environment["BATON_ETCD_USERNAME"] == nil {
+                configuration.etcd.username = nil
+                configuration.etcd.password = nil
+            }
+        }
+        return configuration
     }
 }
 

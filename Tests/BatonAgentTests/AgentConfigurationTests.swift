@@ -441,6 +441,35 @@ import Testing
         #expect(configuration.postgresql.rewind?.username == "rewinder")
     }
 
+    /// Review findings: a Kubernetes service link (PATRONI_SERVICE_HOST, PATRONI_ETCD_PORT=tcp://…)
+    /// stopped the agent; a list that did not parse was dropped (the API open to all); a Citus
+    /// group from the environment was ignored while citus: in a file is refused.
+    @Test func whatPatroniIgnoresIsIgnoredAndWhatItCannotReadIsRefused() throws {
+        let ignored = try AgentConfiguration.parse(
+            Self.file,
+            environment: Self.secrets.merging([
+                "PATRONI_SERVICE_HOST": "10.96.0.7", "PATRONI_SERVICE_PORT": "8008",
+                "PATRONI_ETCD_PORT": "tcp://10.96.0.9:2379", "PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS": "1",
+                "PATRONI_RESTAPI_REQUEST_QUEUE_SIZE": "many",
+            ]) { $1 })
+        #expect(ignored.restapi.allowlistIncludeMembers)
+        #expect(ignored.restapi.requestQueueSize == 256)
+        do {
+            _ = try AgentConfiguration.parse(
+                Self.file, environment: Self.secrets.merging(["PATRONI_RESTAPI_ALLOWLIST": "[10.0.0.0/8"]) { $1 })
+            Issue.record("an unreadable allowlist was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.message.hasPrefix("PATRONI_RESTAPI_ALLOWLIST:"), "\(error)")
+        }
+        do {
+            _ = try AgentConfiguration.parse(
+                Self.file, environment: Self.secrets.merging(["PATRONI_CITUS_GROUP": "1"]) { $1 })
+            Issue.record("a Citus group was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.path == "citus" && error.message.hasPrefix("refused:"), "\(error)")
+        }
+    }
+
     /// A variable for a key Baton refuses is refused by name, as the key in a file is.
     @Test(arguments: [
         ("PATRONI_ETCD3_SRV", "db.example.com", "etcd3.srv"),

@@ -69,3 +69,13 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: marker), "the callback still runs to its end")
     }
 }
+
+@Suite struct HookEnvironmentTests {
+    /// Review finding: hooks inherited PATRONI_SUPERUSER_PASSWORD and the other secrets.
+    @Test func hooksGetNoAgentSettings() {
+        let cleaned = HookRunner.hookEnvironment([
+            "PATH": "/usr/bin", "PATRONI_SUPERUSER_PASSWORD": "s", "BATON_ETCD_PASSWORD": "e", "HOME": "/root",
+        ])
+        #expect(cleaned == ["PATH": "/usr/bin", "HOME": "/root"])
+    }
+}

@@ -1118,3 +1118,37 @@ import Testing
         #expect(HADecider.decide(refused).reason.code == "switchover_rejected")
     }
 }
+
+/// Review findings on member keys and nostream.
+@Suite struct MemberKeyLeniencyTests {
+    typealias F = Fixture
+
+    /// Patroni writes scheduled_restart.postgres_version as text; a hostile key anything: the
+    /// member stays in the view (before: the whole member key failed to decode and it vanished).
+    @Test func oddDisplayFieldsDoNotHideAMember() throws {
+        for body in [
+            #"{"conn_url":"postgres://a:5432/postgres","scheduled_restart":{"schedule":"2099-01-01T00:00:00+00:00","postgres_version":"15.4","postmaster_start_time":"x"}}"#,
+            #"{"conn_url":"postgres://a:5432/postgres","scheduled_restart":{},"proxy_url":5}"#,
+        ] {
+            let decoded = try JSONDecoder().decode(Member.Body.self, from: Data(body.utf8))
+            #expect(decoded.conn_url == "postgres://a:5432/postgres")
+        }
+        let patroni = try JSONDecoder().decode(
+            Member.Body.self,
+            from: Data(
+                #"{"scheduled_restart":{"schedule":"2099-01-01T00:00:00+00:00","postgres_version":"150004"}}"#.utf8))
+        #expect(patroni.scheduled_restart?.postgresVersion == 150004)
+    }
+
+    /// A nostream replica never streams: after the agent's restart that is no sign of divergence
+    /// (before: stopped and rewound at every agent start).
+    @Test func aNostreamReplicaIsNotRewoundAfterTheAgentsRestart() {
+        var pg = F.replica()
+        pg.streaming = false
+        let tags = Tags(["nostream": .bool(true)])
+        let observation = F.observe("b", cluster: F.cluster(), postgres: pg, following: nil, tags: tags)
+        #expect(HADecider.decide(observation).actions.contains { if case .follow = $0 { true } else { false } })
+        let streaming = F.observe("b", cluster: F.cluster(), postgres: pg, following: nil)
+        #expect(HADecider.decide(streaming).actions.contains { if case .rejoinDiverged = $0 { true } else { false } })
+    }
+}

@@ -154,7 +154,16 @@ public struct AgentConfiguration: Sendable {
     public static func parse(
         _ text: String, file: String? = nil, environment: [String: String] = [:], requireSecrets: Bool = true
     ) throws -> AgentConfiguration {
-        let root = try ConfigReader.parse(text, file: file, overlay: PatroniEnvironment.entries(environment))
+        let overlay: [PatroniEnvironment.Entry]
+        do {
+            overlay = try PatroniEnvironment.entries(environment)
+        } catch {
+            let what = error.kind == .mapping ? "a mapping (Name: value, …)" : "a list (a, b or [a, b])"
+            throw ConfigurationError(
+                path: "", message: "\(error.variable): expected \(what) that YAML can read; fix or unset it", file: file
+            )
+        }
+        let root = try ConfigReader.parse(text, file: file, overlay: overlay)
         try root.rejectUnknownKeys([
             "scope", "namespace", "name", "etcd3", "restapi", "postgresql", "bootstrap", "tags", "watchdog",
             "log", "stop_timeout", "fence_guard", "ctl", "thread_pool_size", "thread_stack_size",
@@ -192,6 +201,10 @@ public struct AgentConfiguration: Sendable {
         var urlScheme: String?
         for key in ["url", "proxy"].reversed() {
             guard let url = try etcdSection.string(key) else { continue }
+            if let at = url.firstIndex(of: "@"), url[..<at].contains(":") || url.contains("://") {
+                throw etcdSection.error(
+                    key, "a user or password in the URL is not taken: give etcd3.username and etcd3.password")
+            }
             guard let address = HostPort(url: url), let scheme = url.split(separator: ":").first.map(String.init),
                 scheme == "http" || scheme == "https",
                 url.dropFirst(scheme.count + 3).drop(while: { $0 != "/" }).allSatisfy({ $0 == "/" })
@@ -203,7 +216,9 @@ public struct AgentConfiguration: Sendable {
             break
         }
         // PATRONI_ETCD3_HOSTS is written 'host1:port1','host2:port2' (quotes optional).
-        if let override = env("BATON_ETCD_HOSTS", "PATRONI_ETCD3_HOSTS", "PATRONI_ETCD3_HOST") {
+        // PATRONI_ETCD3_HOSTS/HOST come through the file's keys (PatroniEnvironment, YAML list
+        // forms included); BATON_ETCD_HOSTS wins over everything.
+        if let override = env("BATON_ETCD_HOSTS") {
             hosts = override.split(separator: ",").map { part in
                 String(part).trimmed.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
             }
@@ -216,7 +231,9 @@ public struct AgentConfiguration: Sendable {
             throw root.error(
                 etcdKey, "hosts: '\(host)' is not host:port or http(s)://host:port (e.g. 127.0.0.1:2379)")
         }
-        let scheme = try env("PATRONI_ETCD3_PROTOCOL") ?? etcdSection.string("protocol") ?? urlScheme ?? "http"
+        // A url's scheme wins over protocol, as in Patroni (http with an https:// URL would send
+        // the credentials in clear).
+        let scheme = try urlScheme ?? etcdSection.string("protocol") ?? "http"
         guard scheme == "http" || scheme == "https" else {
             throw etcdSection.error("protocol", "must be http or https, got '\(scheme)'")
         }
@@ -561,9 +578,9 @@ public struct AgentConfiguration: Sendable {
             }
             return field
         }
-        if let text = env("PATRONI_LOG_FORMAT") {
-            settings.plainFormat = try pieces(text)
-        } else if let node = log.value("format") {
+        // PATRONI_LOG_FORMAT comes through the file's keys (PatroniEnvironment): a %-format or a
+        // list of field names, as Patroni reads it.
+        if let node = log.value("format") {
             if node.scalar != nil, let text = node.string {
                 settings.plainFormat = try pieces(text)
             } else if settings.kind == .json, let items = node.sequence {

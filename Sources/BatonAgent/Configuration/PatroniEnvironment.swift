@@ -61,17 +61,39 @@ enum PatroniEnvironment {
         "username", "password", "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl", "sslcrldir",
         "gssencmode", "channel_binding",
     ]
-    /// Patroni's suffixes of `PATRONI_<STORE>_<SUFFIX>` (its other stores' too: they are then
-    /// refused by name, as in a file).
-    static let storeSuffixes: [String: Kind] = [
-        "HOST": .text, "HOSTS": .list, "PORT": .integer, "USE_PROXIES": .boolean, "PROTOCOL": .text, "SRV": .text,
-        "SRV_SUFFIX": .text, "URL": .text, "PROXY": .text, "CACERT": .text, "CERT": .text, "KEY": .text,
-        "VERIFY": .boolean, "TOKEN": .text, "KEY_PASSWORD": .text, "NAMESPACE": .text, "CONTEXT": .text,
-        "USE_ENDPOINTS": .boolean, "LABELS": .mapping, "PORTS": .list, "CHECKS": .list, "DC": .text,
-        "CONSISTENCY": .text, "REGISTER_SERVICE": .boolean, "USE_SSL": .boolean,
+    /// The stores Patroni knows: only their `PATRONI_<STORE>_<SUFFIX>` variables are read (a
+    /// Kubernetes service link such as `PATRONI_SERVICE_HOST` is nobody's setting). Other stores
+    /// than etcd3 are then refused by name, as in a file.
+    static let stores: Set<String> = [
+        "ETCD", "ETCD3", "CONSUL", "ZOOKEEPER", "EXHIBITOR", "KUBERNETES", "RAFT", "CITUS",
     ]
+    /// Patroni's suffixes of `PATRONI_<STORE>_<SUFFIX>`, with their types.
+    static let storeSuffixes: [String: Kind] = {
+        var kinds: [String: Kind] = [:]
+        for text in [
+            "HOST", "PROTOCOL", "SRV", "SRV_SUFFIX", "URL", "PROXY", "CACERT", "CERT", "KEY", "TOKEN", "DC",
+            "CONSISTENCY", "SERVICE_CHECK_INTERVAL", "SERVICE_CHECK_TLS_SERVER_NAME", "NAMESPACE", "CONTEXT",
+            "SCOPE_LABEL", "ROLE_LABEL", "POD_IP", "KEY_PASSWORD", "DATABASE", "LEADER_LABEL_VALUE",
+            "FOLLOWER_LABEL_VALUE", "STANDBY_LEADER_LABEL_VALUE", "TMP_ROLE_LABEL",
+        ] { kinds[text] = .text }
+        for list in ["HOSTS", "PORTS", "CHECKS", "SERVICE_TAGS", "RETRIABLE_HTTP_CODES"] { kinds[list] = .list }
+        for mapping in ["LABELS", "SET_ACLS", "AUTH_DATA", "BOOTSTRAP_LABELS"] { kinds[mapping] = .mapping }
+        for flag in ["USE_PROXIES", "REGISTER_SERVICE", "USE_ENDPOINTS", "BYPASS_API_SERVICE", "VERIFY", "USE_SSL"] {
+            kinds[flag] = .boolean
+        }
+        kinds["PORT"] = .integer
+        kinds["GROUP"] = .integer
+        return kinds
+    }()
 
-    static func entries(_ environment: [String: String]) -> [Entry] {
+    /// A variable whose list or mapping does not parse: refused rather than dropped (a lost
+    /// allowlist would leave the API open to all).
+    struct Unreadable: Error {
+        let variable: String
+        let kind: Kind
+    }
+
+    static func entries(_ environment: [String: String]) throws(Unreadable) -> [Entry] {
         var left = environment.filter { $0.key.hasPrefix("PATRONI_") && !$0.value.isEmpty }
         // Patroni's older names of three log variables; the new name wins.
         for (old, new) in [("LOGLEVEL", "LOG_LEVEL"), ("LOGFORMAT", "LOG_FORMAT"), ("LOG_DATEFMT", "LOG_DATEFORMAT")] {
@@ -80,9 +102,17 @@ enum PatroniEnvironment {
             }
         }
         var result: [Entry] = []
+        var unreadable: Unreadable?
         func take(_ suffix: String, _ path: [String], _ kind: Kind) {
             let variable = "PATRONI_" + suffix
-            guard let text = left.removeValue(forKey: variable), let node = Self.node(text, kind) else { return }
+            guard let text = left.removeValue(forKey: variable) else { return }
+            guard let node = Self.node(text, kind) else {
+                // Patroni drops a number or a boolean it cannot read; a list or mapping is refused.
+                if kind == .list || kind == .mapping || kind == .logFormat {
+                    unreadable = unreadable ?? Unreadable(variable: variable, kind: kind)
+                }
+                return
+            }
             result.append(Entry(variable: variable, path: path, value: node))
         }
         for key in topLevel { take(key.uppercased(), [key], .text) }
@@ -107,12 +137,13 @@ enum PatroniEnvironment {
             guard let separator = rest.firstIndex(of: "_") else { continue }
             let store = String(rest[..<separator])
             let suffix = String(rest[rest.index(after: separator)...])
-            guard !store.isEmpty, let kind = storeSuffixes[suffix] else { continue }
+            guard stores.contains(store), let kind = storeSuffixes[suffix] else { continue }
             take(String(rest), [store.lowercased(), suffix.lowercased()], kind)
         }
         for store in Set(result.filter { $0.path.count == 2 && $0.path[0].hasPrefix("etcd") }.map { $0.path[0] }) {
             for key in ["username", "password"] { take("\(store)_\(key)".uppercased(), [store, key], .text) }
         }
+        if let unreadable { throw unreadable }
         return result
     }
 
@@ -123,9 +154,17 @@ enum PatroniEnvironment {
         switch kind {
         case .text:
             return .scalar(Node.Scalar(text, Tag(.str), .doubleQuoted))
-        case .integer, .boolean:
-            // Typed as YAML types a plain scalar (true/yes/on, 7): checked like the file's.
-            return YAMLText.resolved(.scalar(Node.Scalar(text.trimmed)))
+        case .integer:
+            // As Patroni's parse_int: a whole number, or nothing (dropped).
+            guard let number = Int(text.trimmed) else { return nil }
+            return .scalar(Node.Scalar(String(number), Tag(.int)))
+        case .boolean:
+            // As Patroni's parse_bool: on/true/yes/1 and off/false/no/0, or nothing (dropped).
+            switch text.trimmed.lowercased() {
+            case "on", "true", "yes", "1": return .scalar(Node.Scalar("true", Tag(.bool)))
+            case "off", "false", "no", "0": return .scalar(Node.Scalar("false", Tag(.bool)))
+            default: return nil
+            }
         case .list:
             let trimmed = text.trimmed
             return yaml(trimmed.hasPrefix("-") || trimmed.contains("[") ? text : "[\(text)]")?.sequence.map {

@@ -178,7 +178,9 @@ public enum HADecider {
                 // running and not streaming with a history this agent never saw (it restarted): a
                 // plain re-point would leave it refusing the new timeline for ever if it holds WAL
                 // past the fork point. pg_rewind (from the leader) finds out.
-                let mayHaveDiverged = memory.mayHaveDiverged || (o.lastRunningRole == nil && !pg.streaming)
+                // (A nostream member never streams: that says nothing about divergence.)
+                let mayHaveDiverged =
+                    memory.mayHaveDiverged || (o.lastRunningRole == nil && !pg.streaming && !o.tags.noStream)
                 if mayHaveDiverged {
                     return Decision(
                         [.rejoinDiverged(from: source)], .followingNewLeader(leader: leader.member), memory: memory)

@@ -219,5 +219,16 @@ public struct NodeStatusDocument: Codable, Hashable, Sendable {
             self.restartPending = restartPending
             self.postgresVersion = postgresVersion
         }
+
+        /// Patroni writes `postgres_version` as text (`15.4`): read as a number when it is one.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            schedule = try c.decode(String.self, forKey: .schedule)
+            role = try? c.decodeIfPresent(String.self, forKey: .role)
+            restartPending = try? c.decodeIfPresent(Bool.self, forKey: .restartPending)
+            postgresVersion =
+                (try? c.decodeIfPresent(Int.self, forKey: .postgresVersion))
+                ?? (try? c.decodeIfPresent(String.self, forKey: .postgresVersion)).flatMap { $0.flatMap { Int($0) } }
+        }
     }
 }

@@ -195,3 +195,36 @@ public struct PendingChange: Hashable, Sendable, Codable {
         self.newValue = newValue
     }
 }
+
+extension Member.Body {
+    enum CodingKeys: String, CodingKey {
+        case conn_url, api_url, state, role, version, xlog_location, receive_lsn, replay_lsn, replication_state
+        case timeline, tags, pending_restart, pending_restart_reason, pause, proxy_url, scheduled_restart
+    }
+
+    /// As synthesized, except the fields only shown (`proxy_url`, `scheduled_restart`): one of an
+    /// unexpected shape (Patroni writes `postgres_version` as text; a hostile key anything) is
+    /// left out instead of hiding the whole member.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            conn_url: try c.decodeIfPresent(String.self, forKey: .conn_url),
+            api_url: try c.decodeIfPresent(String.self, forKey: .api_url),
+            state: try c.decodeIfPresent(Member.State.self, forKey: .state),
+            role: try c.decodeIfPresent(Member.Role.self, forKey: .role),
+            version: try c.decodeIfPresent(String.self, forKey: .version),
+            xlog_location: try c.decodeIfPresent(LSN.self, forKey: .xlog_location),
+            receive_lsn: try c.decodeIfPresent(LSN.self, forKey: .receive_lsn),
+            replay_lsn: try c.decodeIfPresent(LSN.self, forKey: .replay_lsn),
+            replication_state: try c.decodeIfPresent(String.self, forKey: .replication_state),
+            timeline: try c.decodeIfPresent(Int.self, forKey: .timeline),
+            tags: try c.decodeIfPresent(Tags.self, forKey: .tags),
+            pending_restart: try c.decodeIfPresent(Bool.self, forKey: .pending_restart),
+            pending_restart_reason: try c.decodeIfPresent(
+                [String: PendingChange].self, forKey: .pending_restart_reason),
+            pause: try c.decodeIfPresent(Bool.self, forKey: .pause),
+            proxy_url: (try? c.decodeIfPresent(String.self, forKey: .proxy_url)) ?? nil,
+            scheduled_restart: (try? c.decodeIfPresent(
+                NodeStatusDocument.ScheduledRestart.self, forKey: .scheduled_restart)) ?? nil)
+    }
+}
