@@ -375,6 +375,27 @@ struct LocalPostgresNodeTests {
     /// A planned switchover: the old primary is demoted (clean stop, restarted as a standby), the
     /// replica that received all of its WAL is promoted, and the old primary follows it by reload,
     /// without a rewind.
+    /// Patroni's rule (before: not applied): a standby whose primary runs with a higher
+    /// max_connections than the standby's configuration starts with the primary's (from
+    /// pg_controldata). Without it PostgreSQL refuses to run recovery.
+    @Test func aStandbyStartsWithThePrimarysHigherMaxConnections() async throws {
+        let fixture = try PostgresFixture("floors")
+        defer { fixture.cleanUp() }
+        let a = try await fixture.nodeFromTemplate("fl-a")
+        let b = try fixture.node(try fixture.configuration("fl-b"))
+        try await a.start(following: nil)
+        _ = try await a.applyClusterParameters(["max_connections": "150"])
+        try await a.restart()
+        try await b.cloneReplica(from: fixture.source(a))
+        try await b.start(following: fixture.source(a))
+        let session = try await fixture.connect(b)
+        let value = try await session.query("SHOW max_connections").single().string("max_connections")
+        await session.close()
+        #expect(value == "150")
+        try await b.stop(mode: .fast, timeout: .seconds(30))
+        try await a.stop(mode: .fast, timeout: .seconds(30))
+    }
+
     @Test func switchoverDemoteAndFollow() async throws {
         let fixture = try PostgresFixture("switchover")
         defer { fixture.cleanUp() }

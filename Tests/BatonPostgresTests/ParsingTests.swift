@@ -243,3 +243,33 @@ struct ConnectErrorTests {
         #expect(error.sqlState == "57P03")
     }
 }
+
+/// Patroni's rule (before: not applied): a hot standby runs with at least the max_connections,
+/// max_worker_processes, max_wal_senders, max_prepared_transactions and
+/// max_locks_per_transaction its primary recorded in pg_controldata, or PostgreSQL refuses to run
+/// recovery; a configured value that is higher stays.
+@Suite struct StandbyFloorTests {
+    @Test func floorsFromControlDataRaiseOnlyLowerValues() {
+        let control = ToolOutput.controlData(
+            """
+            max_connections setting:              150
+            max_worker_processes setting:         8
+            max_wal_senders setting:              10
+            max_prepared_xacts setting:           5
+            max_locks_per_xact setting:           64
+            """)
+        let floors = ManagedFiles.standbyFloors(controlData: control)
+        #expect(floors["max_connections"] == 150 && floors["max_prepared_transactions"] == 5)
+        let configuration = LocalPostgresConfiguration(
+            memberName: "node-b", dataDirectory: "/data/pg/", port: 5433,
+            superuser: Credentials(username: "postgres", password: "s"),
+            replication: Credentials(username: "replicator", password: "r"),
+            parameters: [:])
+        let text = ManagedFiles.parametersText(
+            configuration, cluster: ["max_connections": "100", "max_locks_per_transaction": "128"],
+            standbyFloors: floors)
+        #expect(text.contains("max_connections = '150'"), "\(text)")
+        #expect(text.contains("max_prepared_transactions = '5'"), "\(text)")
+        #expect(text.contains("max_locks_per_transaction = '128'"), "\(text)")
+    }
+}

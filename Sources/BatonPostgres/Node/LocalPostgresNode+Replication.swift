@@ -67,6 +67,8 @@ extension LocalPostgresNode {
     // MARK: Promote, demote, follow
 
     public func promote(timeout: Duration) async throws {
+        // A primary runs with its own settings again (in force from its next restart).
+        state.withLock { $0.standbyFloors = [:] }
         if state.withLock({ $0.fenced }) {
             throw PostgresError(
                 .fenced, "not promoting \(dataDirectory): the node is fenced until its agent holds a valid lease again")

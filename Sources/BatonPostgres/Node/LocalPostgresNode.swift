@@ -29,6 +29,9 @@ public final class LocalPostgresNode: PostgresNode {
         /// in the file is then kept, not dropped — postgres may be a primary whose standbys'
         /// commits the sync key counts on.
         var synchronousStandbys: SynchronousSetting?
+        /// A standby's floors for the settings it may not have lower than its primary (read from
+        /// pg_controldata before each standby start); none for a primary.
+        var standbyFloors: [String: Int] = [:]
         /// `postgresql.parameters` as last reloaded from the agent's file; nil: the configuration's.
         var parameters: [String: String]?
         /// The cluster's `postgresql.parameters` (from the `config` key; at start, those last put
@@ -176,6 +179,12 @@ public final class LocalPostgresNode: PostgresNode {
             return
         }
         try checkDataDirectory()
+        // A standby must not run with lower max_connections & co. than its primary recorded:
+        // PostgreSQL would refuse to run recovery. Unknown (pg_controldata failed): the
+        // configured values, as before.
+        let standby = source != nil || Posix.fileExists(dataDirectory + "/standby.signal")
+        let floors = standby ? ((try? await controlData()).map(ManagedFiles.standbyFloors) ?? [:]) : [:]
+        state.withLock { $0.standbyFloors = floors }
         try writeConfiguration(following: source, standby: source != nil ? true : nil)
         // A start "as it was" of a data directory without standby.signal may come up as a primary.
         let mayBePrimary = source == nil && !Posix.fileExists(dataDirectory + "/standby.signal")
@@ -579,7 +588,9 @@ public final class LocalPostgresNode: PostgresNode {
         }
         var parametersConfiguration = configuration
         parametersConfiguration.parameters = parameters
-        let (synchronous, cluster) = state.withLock { ($0.synchronousStandbys, $0.acceptedClusterParameters) }
+        let (synchronous, cluster, floors) = state.withLock {
+            ($0.synchronousStandbys, $0.acceptedClusterParameters, $0.standbyFloors)
+        }
         let parametersPath = dataDirectory + "/" + ManagedFiles.parametersFile
         var kept = ""
         if synchronous == nil, let previous = Posix.readFile(parametersPath),
@@ -590,7 +601,8 @@ public final class LocalPostgresNode: PostgresNode {
         try Posix.writeFile(
             parametersPath,
             contents: ManagedFiles.parametersText(
-                parametersConfiguration, cluster: cluster, synchronousStandbys: synchronous ?? .empty) + kept,
+                parametersConfiguration, cluster: cluster, synchronousStandbys: synchronous ?? .empty,
+                standbyFloors: floors) + kept,
             user: osUser, mode: 0o600)
         let recoveryPath = dataDirectory + "/" + ManagedFiles.recoveryFile
         if let source {

@@ -68,14 +68,42 @@ public enum ManagedFiles {
     /// configured `synchronous_standby_names`.
     public static func parametersText(
         _ configuration: LocalPostgresConfiguration, cluster: [String: String] = [:],
-        synchronousStandbys: SynchronousSetting = .empty
+        synchronousStandbys: SynchronousSetting = .empty, standbyFloors: [String: Int] = [:]
     ) -> String {
         var values = parameters(configuration, cluster: cluster)
         values["synchronous_standby_names"] = synchronousStandbyNames(
             configuration, cluster: cluster, synchronousStandbys: synchronousStandbys)
+        for (name, floor) in standbyFloors {
+            let current = values[name].flatMap { Int($0) } ?? postgresDefaults[name] ?? 0
+            if current < floor { values[name] = String(floor) }
+        }
         return "# Managed by Baton: rewritten before every start and reload. Set parameters with "
             + "'baton edit-config -p' (every member) or in the agent's configuration (this one).\n"
             + PostgresConf.render(values) + "\n"
+    }
+
+    /// The settings a hot standby may not have lower than its primary had (PostgreSQL refuses to
+    /// run recovery otherwise), with PostgreSQL 15's defaults, and their names in pg_controldata.
+    public static let postgresDefaults: [String: Int] = [
+        "max_connections": 100, "max_worker_processes": 8, "max_wal_senders": 10, "max_prepared_transactions": 0,
+        "max_locks_per_transaction": 64,
+    ]
+    static let controlDataNames: [String: String] = [
+        "max_connections setting": "max_connections", "max_worker_processes setting": "max_worker_processes",
+        "max_wal_senders setting": "max_wal_senders", "max_prepared_xacts setting": "max_prepared_transactions",
+        "max_locks_per_xact setting": "max_locks_per_transaction",
+    ]
+
+    /// A standby's floors for those settings, from its pg_controldata (what the primary ran with,
+    /// as last recorded), as Patroni takes them: the configured value when higher, else this.
+    public static func standbyFloors(controlData: [String: String]) -> [String: Int] {
+        var floors: [String: Int] = [:]
+        for (field, name) in controlDataNames {
+            if let value = controlData[field].flatMap({ Int($0) }), value > 0 || name == "max_prepared_transactions" {
+                floors[name] = value
+            }
+        }
+        return floors
     }
 
     /// How long data sent on a replication connection may stay unacknowledged by the peer's TCP
