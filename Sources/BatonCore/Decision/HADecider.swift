@@ -433,11 +433,11 @@ public enum HADecider {
         // key's voters and this leader. Count those that can give one now (this leader, the
         // candidate, voters streaming from here); too few, and stepping down would leave the
         // cluster without a primary.
-        if let sync = cluster.sync?.value, o.config.quorumCommit || sync.quorum != 0, !sync.syncStandbys.isEmpty {
-            let voters = Set(sync.syncStandbys)
+        if let sync = cluster.sync?.value, !sync.syncStandbys.isEmpty,
+            let (voters, needed) = quorumVotes(sync, config: o.config)
+        {
             let streamingHere = Set(o.postgres.replication.filter { $0.state == "streaming" }.map(\.applicationName))
-            let able = voters.intersection(streamingHere.union([candidate.name])).union([o.me])
-            let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count + 1
+            let able = voters.intersection(streamingHere.union([candidate.name, o.me]))
             if able.count < needed {
                 return Decision(
                     clear,
@@ -610,7 +610,8 @@ public enum HADecider {
         let wanted = o.config.synchronousNodeCount
         let strict = o.config.synchronousModeStrict
         let members = synchronousCandidates(o, cluster)
-        let rows = o.postgres.replication.filter { row in members.contains { $0.name == row.applicationName } }
+        let eligible = Set(members.map(\.name))
+        let rows = o.postgres.replication.filter { eligible.contains($0.applicationName) }
         let streaming = Set(rows.filter { $0.state == "streaming" }.map(\.applicationName))
         let healthy = streaming.subtracting(laggingStandbys(o, rows: rows, streaming: streaming))
         // Members tagged nofailover take part only where others are too few for the count (as in
@@ -768,6 +769,26 @@ public enum HADecider {
             recheckImmediately: true)
     }
 
+    /// The members whose votes a quorum-shaped `sync` key asks for (its standbys and its leader)
+    /// and how many are needed, quorum + 1; nil when the key asks for none (no quorum commit and
+    /// quorum 0, or nobody named). A quorum no Patroni or Baton leader writes: every one of them.
+    static func quorumVotes(_ sync: SyncState?, config: DynamicConfig) -> (voters: Set<String>, needed: Int)? {
+        guard let sync, config.quorumCommit || sync.quorum != 0 else { return nil }
+        let voters = Set(sync.syncStandbys).union(sync.leader.map { [$0] } ?? [])
+        guard !voters.isEmpty else { return nil }
+        return (voters, (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count)
+    }
+
+    /// The voters that vote for `name` at `position`: itself when it is one, and each reachable
+    /// voter running as a standby at a known position not ahead of it.
+    static func votes(for name: String, at position: LSN, voters: Set<String>, peers: [PeerStatus]) -> Set<String> {
+        var voted: Set<String> = voters.contains(name) ? [name] : []
+        for peer in peers where peer.reachable && !peer.runningAsPrimary && voters.contains(peer.name) {
+            if let at = peer.walPosition, at <= position { voted.insert(peer.name) }
+        }
+        return voted
+    }
+
     /// Quorum commit: a commit was acknowledged once `k` standbys of the setting had it, and the
     /// key's `quorum` q is such that any q + 1 members of its voters and leader include one of
     /// them. So a member may promote only after q + 1 of them (itself included when it is one)
@@ -776,21 +797,10 @@ public enum HADecider {
     static func quorumVotesMissing(_ o: Observation, _ cluster: ClusterView, peers: [PeerStatus], myPosition: LSN)
         -> Reason?
     {
-        guard let sync = cluster.sync?.value, o.config.quorumCommit || sync.quorum != 0, sync.leader != o.me else {
-            return nil
-        }
-        // No leader named but voters: the voters alone.
-        let voters = Set(sync.syncStandbys).union(sync.leader.map { [$0] } ?? [])
-        guard !voters.isEmpty else { return nil }
-        // A quorum no Patroni or Baton leader writes: every voter must answer.
-        let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count
-        var voted: Set<String> = voters.contains(o.me) ? [o.me] : []
-        for peer in peers where peer.name != o.me && peer.reachable && !peer.runningAsPrimary {
-            guard voters.contains(peer.name), let position = peer.walPosition, position <= myPosition else { continue }
-            voted.insert(peer.name)
-        }
-        let votes = voted.count
-        return votes >= needed ? nil : .quorumNotReached(votes: votes, needed: needed, voters: voters.sorted())
+        let sync = cluster.sync?.value
+        guard sync?.leader != o.me, let (voters, needed) = quorumVotes(sync, config: o.config) else { return nil }
+        let count = votes(for: o.me, at: myPosition, voters: voters, peers: peers.filter { $0.name != o.me }).count
+        return count >= needed ? nil : .quorumNotReached(votes: count, needed: needed, voters: voters.sorted())
     }
 
     /// Whether a failover candidate looks able to win the race: a member, not tagged nofailover,
@@ -804,18 +814,14 @@ public enum HADecider {
         // Quorum commit: a candidate that cannot gather its votes will not promote; waiting for
         // it would leave the cluster without a primary. Its votes as this member can see them:
         // itself if a voter, each reachable voter not ahead of it, and this member.
-        if let sync = cluster.sync?.value, config.quorumCommit || sync.quorum != 0, sync.leader != name {
-            let voters = Set(sync.syncStandbys).union(sync.leader.map { [$0] } ?? [])
-            if !voters.isEmpty {
-                let candidatePosition =
-                    peers.first { $0.name == name && $0.reachable }?.walPosition ?? member.xlogLocation ?? .zero
-                var able: Set<String> = voters.contains(name) ? [name] : []
-                for peer in peers where peer.reachable && !peer.runningAsPrimary && voters.contains(peer.name) {
-                    if let position = peer.walPosition, position <= candidatePosition { able.insert(peer.name) }
-                }
-                if let me, voters.contains(me), let myPosition, myPosition <= candidatePosition { able.insert(me) }
-                let needed = (0..<voters.count).contains(sync.quorum) ? sync.quorum + 1 : voters.count
-                if able.count < needed { return false }
+        let sync = cluster.sync?.value
+        if sync?.leader != name, let (voters, needed) = quorumVotes(sync, config: config) {
+            let candidatePosition =
+                peers.first { $0.name == name && $0.reachable }?.walPosition ?? member.xlogLocation ?? .zero
+            // This member votes too, as a peer at its own position.
+            let me = me.map { [PeerStatus(name: $0, reachable: true, walPosition: myPosition)] } ?? []
+            if votes(for: name, at: candidatePosition, voters: voters, peers: peers + me).count < needed {
+                return false
             }
         }
         if let peer = peers.first(where: { $0.name == name }), peer.reachable {
