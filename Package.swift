@@ -244,6 +244,8 @@ let package = Package(
             dependencies: [
                 "BatonClient", "BatonCore", "BatonPostgres", "BatonTestCluster",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),

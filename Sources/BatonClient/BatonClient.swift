@@ -1,6 +1,7 @@
 import BatonCore
 import BatonPostgres
 import Logging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -25,13 +26,23 @@ public final class BatonClient: Service, Sendable {
     let primaryPool: PrimaryPool
     let replicaPool: ReplicaPool
     private let source: any TopologySourceDriver
+    /// The configured source: etcd, the REST agents, or fixed.
+    private let preferredSource: TopologySourceKind
     private let state: Mutex<State>
     /// Set once by `shutdown()`, under the state lock; read without it on every request.
     private let isShutdown = Atomic<Bool>(false)
 
+    private let topologyMetrics = TopologyMetrics()
+
     private struct State {
         var topology: Topology = .empty
         var lastPublished: Topology = .empty
+        /// Where `topology` came from.
+        var source: TopologySourceKind
+        /// When a source last answered (the topology's age counts from it).
+        var lastAnswer: ContinuousClock.Instant = .now
+        /// Since when the configured source (etcd, or the REST agents) has been failing; cleared
+        /// by its next answer, not by the fallback's.
         var failingSince: ContinuousClock.Instant?
         var degraded = false
         var background: Task<Void, Never>?
@@ -46,14 +57,20 @@ public final class BatonClient: Service, Sendable {
         self.logger = logger
         self.primaryPool = PrimaryPool(configuration: configuration, logger: logger)
         self.replicaPool = ReplicaPool(configuration: configuration, logger: logger)
+        let kind: TopologySourceKind
         switch configuration.topology {
-        case .etcd(let options): source = EtcdTopologySource(options, logger: logger)
+        case .etcd(let options):
+            source = EtcdTopologySource(options, logger: logger)
+            kind = .etcd
         case .rest(let agents, let interval):
             source = RESTTopologySource(agents: agents, interval: interval, logger: logger)
+            kind = .rest
         case .fixed(let primaries, let replicas):
             source = FixedTopologySource(topology: .fixed(primaryHosts: primaries, readReplicas: replicas))
+            kind = .fixed
         }
-        self.state = Mutex(State())
+        self.preferredSource = kind
+        self.state = Mutex(State(source: kind))
         let initial: Topology
         do {
             initial = try await Self.withTimeout(configuration.topologyTimeout) { [source] in try await source.initial()
@@ -66,7 +83,7 @@ public final class BatonClient: Service, Sendable {
                     + "check that the topology source is reachable and the scope is right",
                 cause: error)
         }
-        apply(initial)
+        apply(initial, from: initial.source.hasPrefix("etcd") || kind != .etcd ? kind : .rest)
         let source = self.source
         let background = Task { [self] in
             await withTaskGroup(of: Void.self) { group in
@@ -94,22 +111,81 @@ public final class BatonClient: Service, Sendable {
         }
     }
 
-    /// `write` inside `BEGIN` … `COMMIT`: a body that throws rolls the transaction back.
+    /// `write` inside `BEGIN` … `COMMIT` (at `level`, default the server's, and read-only when
+    /// `readOnly`): a body that throws rolls the transaction back. When `COMMIT` answers that the
+    /// server rolled back instead (a statement failed and the body caught its error), throws
+    /// `.transactionRolledBack`: nothing committed.
     @discardableResult
     public func transaction<T>(
-        isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
+        level: TransactionIsolation? = nil, readOnly: Bool = false, isolation: isolated (any Actor)? = #isolation,
+        _ body: (BatonConnection) async throws -> T
     ) async throws -> (T, WriteToken) {
         try await withPrimaryLease(purpose: "transaction") { connection in
-            try await connection.query("BEGIN")
+            var begin = "BEGIN"
+            if let level { begin += " ISOLATION LEVEL \(level.rawValue)" }
+            if readOnly { begin += " READ ONLY" }
+            try await connection.query(begin)
             let value: T
             do {
                 value = try await body(connection)
             } catch {
-                if !connection.isBroken { _ = try? await connection.query("ROLLBACK") }
+                if !connection.isBroken && connection.isInTransaction { _ = try? await connection.query("ROLLBACK") }
                 throw error
             }
-            try await connection.query("COMMIT")
+            let commit = try await connection.query("COMMIT")
+            if commit.commandTag != "COMMIT" {
+                throw BatonClientError(
+                    .transactionRolledBack,
+                    "COMMIT answered \(commit.commandTag): a statement of the transaction failed and its error was "
+                        + "caught inside the body, so the server rolled the whole transaction back; nothing committed. "
+                        + "Let the error propagate (or use a SAVEPOINT to recover from it inside the transaction)",
+                    server: connection.server)
+            }
             return (value, await self.token(after: connection))
+        }
+    }
+
+    /// Runs `operation` again, up to `attempts` times in all, when it failed in a way that is safe
+    /// to retry (`BatonClient.isRetryable`): a serialization failure or a deadlock (SQLSTATE
+    /// 40001, 40P01), or work cut short with nothing committed. Waits `backoff` before the second
+    /// attempt, doubling (with jitter) after each, and rethrows the last error.
+    ///
+    ///     let (id, _) = try await client.retrying {
+    ///         try await client.transaction(level: .serializable) { conn in … }
+    ///     }
+    public func retrying<T>(
+        attempts: Int = 3, backoff: Duration = .milliseconds(20), isolation: isolated (any Actor)? = #isolation,
+        _ operation: () async throws -> T
+    ) async throws -> T {
+        var delay = backoff
+        for attempt in 1... {
+            do {
+                return try await operation()
+            } catch {
+                guard attempt < attempts, Self.isRetryable(error) else { throw error }
+                logger.debug(
+                    "retrying after an error that left nothing committed",
+                    metadata: ["client.attempt": "\(attempt)", "client.error": "\(error)"])
+                try await Task.sleep(for: delay * Double.random(in: 0.5...1.5))
+                delay *= 2
+            }
+        }
+        fatalError("unreachable: the loop returns or throws")
+    }
+
+    /// Whether `error` is known to have left nothing committed and may succeed if run again:
+    /// SQLSTATE 40001 (serialization failure) or 40P01 (deadlock detected); `.primaryChanged`,
+    /// `.connectionLost` and `.noPrimary` without `commitOutcomeUnknown`. Not a statement's own
+    /// error, nor `.transactionRolledBack` or `.transactionLeftOpen` (a bug in the body).
+    public static func isRetryable(_ error: any Error) -> Bool {
+        if let failure = error as? PostgresError, let state = failure.sqlState {
+            return state == "40001" || state == "40P01"
+        }
+        guard let failure = error as? BatonClientError else { return false }
+        switch failure.code {
+        case .primaryChanged, .connectionLost: return !failure.commitOutcomeUnknown
+        case .noPrimary: return true
+        default: return false
         }
     }
 
@@ -162,16 +238,22 @@ public final class BatonClient: Service, Sendable {
                 "read routed to a replica",
                 metadata: ["client.consistency": "\(level)", "client.server": "\(choice.pool.server)"])
             let connection = BatonConnection(pool: choice.pool, pooled: pooled)
+            let value: T
             do {
-                let value = try await body(connection)
-                let now = if let now = releaseAtOnce(connection) { now } else { await finish(connection) }
-                replicaPool.record(choice, success: true, now: now)
-                return value
+                value = try await body(connection)
             } catch {
-                let now = if let now = releaseAtOnce(connection) { now } else { await finish(connection) }
+                let now = if let now = releaseAtOnce(connection) { now } else { await finish(connection).now }
                 replicaPool.record(choice, success: !connection.isBroken, now: now)
                 throw error
             }
+            if let now = releaseAtOnce(connection) {
+                replicaPool.record(choice, success: true, now: now)
+                return value
+            }
+            let (now, leftOpen) = await finish(connection)
+            replicaPool.record(choice, success: true, now: now)
+            if leftOpen { throw self.leftOpen(connection) }
+            return value
         }
         if token == nil && configuration.replicas.whenNoReplica == .fail {
             let excluded = replicaPool.candidates(now: .now).excluded
@@ -196,6 +278,16 @@ public final class BatonClient: Service, Sendable {
 
     /// The topology the client routes by now.
     public var topology: Topology { state.withLock { $0.topology } }
+
+    /// Where the topology comes from now and how old it is.
+    public var topologyStatus: TopologyStatus {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            TopologyStatus(
+                source: state.source, age: preferredSource == .fixed ? .zero : now - state.lastAnswer,
+                failingFor: state.failingSince.map { now - $0 })
+        }
+    }
 
     /// Replicas that cannot take reads now, by member name, with the reason (state, tag, lag,
     /// breaker).
@@ -243,14 +335,23 @@ public final class BatonClient: Service, Sendable {
             if let idle = primaryPool.acquireIdle(now: .now) { idle } else { try await primaryPool.acquire() }
         logger.debug("\(purpose) on the primary", metadata: ["client.server": "\(pool.server)"])
         let connection = BatonConnection(pool: pool, pooled: pooled)
+        let value: T
         do {
-            let value = try await body(connection)
-            if releaseAtOnce(connection) == nil { await finish(connection) }
-            return value
+            value = try await body(connection)
         } catch {
             if releaseAtOnce(connection) == nil { await finish(connection) }
             throw error
         }
+        if releaseAtOnce(connection) == nil, await finish(connection).leftOpen { throw leftOpen(connection) }
+        return value
+    }
+
+    private func leftOpen(_ connection: BatonConnection) -> BatonClientError {
+        BatonClientError(
+            .transactionLeftOpen,
+            "the body returned with a transaction still open (BEGIN without COMMIT), so it was rolled back: "
+                + "nothing of it committed. End it with COMMIT inside the body, or use transaction { }",
+            server: connection.server)
     }
 
     /// The WAL insert position after a write: every record the body produced lies before it.
@@ -267,20 +368,25 @@ public final class BatonClient: Service, Sendable {
         return WriteToken(lsn: LSN(UInt64.max))
     }
 
-    /// `finish` without a suspension when no transaction is left open (the common case): returns
-    /// the connection and the instant the pool read, else nil (then call `finish`).
+    /// `finish` without a suspension when no transaction is left open (the common case): ends the
+    /// lease, returns the connection and the instant the pool read, else nil (then call `finish`).
     private func releaseAtOnce(_ connection: BatonConnection) -> ContinuousClock.Instant? {
         guard connection.isBroken || !connection.postgres.isInTransaction else { return nil }
+        connection.endLease()
         return connection.pool.release(connection.pooled, reusable: !connection.isBroken)
     }
 
-    /// Returns a connection to its pool: closed if it failed or its pool closed (`release` sees
-    /// to that), rolled back first if the body left a transaction open. Returns the instant the
-    /// pool read.
+    /// Ends the lease and returns a connection to its pool: closed if it failed or its pool closed
+    /// (`release` sees to that), rolled back first if the body left a transaction open
+    /// (`leftOpen`). Returns the instant the pool read.
     @discardableResult
-    private nonisolated(nonsending) func finish(_ connection: BatonConnection) async -> ContinuousClock.Instant {
-        if let now = releaseAtOnce(connection) { return now }
-        // Not broken, a transaction left open: roll it back unless the pool is closing anyway.
+    private nonisolated(nonsending) func finish(
+        _ connection: BatonConnection
+    ) async -> (now: ContinuousClock.Instant, leftOpen: Bool) {
+        if let now = releaseAtOnce(connection) { return (now, false) }
+        connection.endLease()
+        // Not broken, a transaction left open: roll it back unless the pool is closing anyway
+        // (closing the connection rolls it back too).
         var reusable = true
         if connection.pool.closedReason == nil {
             do {
@@ -289,7 +395,7 @@ public final class BatonClient: Service, Sendable {
                 reusable = false
             }
         }
-        return connection.pool.release(connection.pooled, reusable: reusable)
+        return (connection.pool.release(connection.pooled, reusable: reusable), true)
     }
 
     /// A replica connection for a read (nil when none is usable): by the strategy, skipping
@@ -369,24 +475,28 @@ public final class BatonClient: Service, Sendable {
             replicaPool.recordBreakerGauges()
             if isShutdown.load(ordering: .acquiring) { return }
             sourceHealthCheck()
+            topologyMetrics.record(topologyStatus)
         }
     }
 
-    /// While the source keeps failing, switches to the degraded topology after `degradedAfter`.
+    /// When no source has answered for `degradedAfter` and the configured one is failing, stops
+    /// trusting the last published primary (the degraded path).
     private func sourceHealthCheck() {
         let now = ContinuousClock.now
         let degraded = state.withLock { state -> Topology? in
-            guard let since = state.failingSince, !state.degraded, now - since >= configuration.degradedAfter,
+            guard state.failingSince != nil, !state.degraded, now - state.lastAnswer >= configuration.degradedAfter,
                 !state.lastPublished.knownEndpoints.isEmpty
             else { return nil }
             state.degraded = true
+            state.source = .degraded
             state.topology = state.lastPublished.degraded()
             return state.topology
         }
         if let degraded {
             logger.warning(
-                "the topology source has failed for \(configuration.degradedAfter); writes go to whichever known member accepts a read-write connection (libpq target_session_attrs=read-write)",
+                "no topology source has answered for degraded_after (\(configuration.degradedAfter)); writes go to whichever known member accepts a read-write connection (libpq target_session_attrs=read-write)",
                 metadata: ["client.topology": "\(degraded)"])
+            topologyMetrics.record(topologyStatus)
             primaryPool.update(degraded.primary)
         }
     }
@@ -410,17 +520,26 @@ public final class BatonClient: Service, Sendable {
 }
 
 extension BatonClient: TopologyFeed {
-    func apply(_ topology: Topology) {
-        let previous = state.withLock { state -> Topology? in
+    func apply(_ topology: Topology, from source: TopologySourceKind) {
+        let now = ContinuousClock.now
+        let previous = state.withLock { state -> (Topology, TopologySourceKind)? in
             guard !isShutdown.load(ordering: .acquiring) else { return nil }
-            let previous = state.topology
+            let previous = (state.topology, state.source)
             state.topology = topology
             state.lastPublished = topology
-            state.failingSince = nil
+            state.source = source
+            state.lastAnswer = now
+            if source == preferredSource { state.failingSince = nil }
             state.degraded = false
             return previous
         }
-        guard let previous else { return }
+        guard let (previous, previousSource) = previous else { return }
+        if previousSource != source {
+            logger.info(
+                "routing by the \(source.rawValue) topology source",
+                metadata: ["client.previous_source": "\(previousSource.rawValue)", "client.topology": "\(topology)"])
+            topologyMetrics.record(topologyStatus)
+        }
         if !previous.sameRouting(as: topology) {
             if previous.primary != topology.primary || previous.replicas.map(\.name) != topology.replicas.map(\.name) {
                 logger.info("topology changed", metadata: ["client.topology": "\(topology)"])
@@ -432,15 +551,79 @@ extension BatonClient: TopologyFeed {
         replicaPool.update(topology.replicas, lagIsKnown: topology.lagIsKnown)
     }
 
-    func sourceFailed(_ error: any Error) {
+    func sourceFailed(_ error: any Error, source: TopologySourceKind, since: ContinuousClock.Instant) {
+        topologyMetrics.countFailure(of: source)
+        guard source == preferredSource else {
+            logger.debug("the fallback topology source failed", metadata: ["client.error": "\(error)"])
+            return
+        }
         let first = state.withLock { state -> Bool in
             guard state.failingSince == nil else { return false }
-            state.failingSince = .now
+            state.failingSince = since
             return true
         }
         if first {
             logger.warning(
-                "the topology source failed; routing by the last topology", metadata: ["client.error": "\(error)"])
+                "the \(source.rawValue) topology source failed; routing by the last topology",
+                metadata: ["client.error": "\(error)"])
         }
     }
+}
+
+/// A transaction's isolation level (`BEGIN ISOLATION LEVEL …`).
+public enum TransactionIsolation: String, Sendable {
+    case readCommitted = "READ COMMITTED"
+    case repeatableRead = "REPEATABLE READ"
+    case serializable = "SERIALIZABLE"
+}
+
+/// Where the topology the client routes by came from.
+public enum TopologySourceKind: String, Sendable, CaseIterable {
+    /// Read and watched in etcd.
+    case etcd
+    /// An agent's `GET /cluster` (the configured source, or etcd's fallback while etcd fails).
+    case rest
+    /// The configuration's fixed lists.
+    case fixed
+    /// No source answered for `degraded_after`: writes go to whichever known member accepts a
+    /// read-write connection.
+    case degraded
+}
+
+/// Where the client's topology comes from now, how old it is and how long its source has failed.
+public struct TopologyStatus: Sendable, Equatable {
+    public var source: TopologySourceKind
+    /// Time since a source last answered (zero for a fixed topology).
+    public var age: Duration
+    /// How long the configured source (etcd, or the REST agents) has been failing; nil while it
+    /// answers.
+    public var failingFor: Duration?
+}
+
+/// The topology's instruments: `baton_client_topology_age_seconds`, `baton_client_topology_source`
+/// (1 for the source in use, 0 for the others, by `source`), and
+/// `baton_client_topology_source_failures_total` (by `source`).
+struct TopologyMetrics: Sendable {
+    let age = Gauge(label: "baton_client_topology_age_seconds")
+    let inUse: [TopologySourceKind: Gauge]
+    let failureCounters: [TopologySourceKind: Counter]
+
+    init() {
+        var inUse: [TopologySourceKind: Gauge] = [:]
+        var failures: [TopologySourceKind: Counter] = [:]
+        for kind in TopologySourceKind.allCases {
+            inUse[kind] = Gauge(label: "baton_client_topology_source", dimensions: [("source", kind.rawValue)])
+            failures[kind] = Counter(
+                label: "baton_client_topology_source_failures_total", dimensions: [("source", kind.rawValue)])
+        }
+        self.inUse = inUse
+        self.failureCounters = failures
+    }
+
+    func record(_ status: TopologyStatus) {
+        age.record(status.age.inSeconds)
+        for (kind, gauge) in inUse { gauge.record(kind == status.source ? 1 : 0) }
+    }
+
+    func countFailure(of kind: TopologySourceKind) { failureCounters[kind]?.increment() }
 }

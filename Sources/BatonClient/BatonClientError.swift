@@ -29,13 +29,23 @@ public struct BatonClientError: Error, CustomStringConvertible, Sendable {
         public static let roleMismatch = Code("roleMismatch")
         /// The client is shutting down or has shut down.
         public static let shutdown = Code("shutdown")
+        /// `COMMIT` answered `ROLLBACK`: a statement of the transaction failed (and its error was
+        /// caught inside the body), so the server rolled everything back. Nothing committed.
+        public static let transactionRolledBack = Code("transactionRolledBack")
+        /// The body returned with a transaction block still open (`BEGIN` without `COMMIT`); the
+        /// client rolled it back. Nothing of it committed.
+        public static let transactionLeftOpen = Code("transactionLeftOpen")
+        /// A `BatonConnection` was used after the body it was lent to returned; the connection may
+        /// already serve another task, so the statement was not sent.
+        public static let connectionReleased = Code("connectionReleased")
     }
 
     public var code: Code
     public var message: String
-    /// For work cut short: true when a statement that may have committed (an autocommit write or
-    /// a COMMIT) was in flight, so the write may or may not have happened and the application must
-    /// check before retrying; false when nothing can have committed (safe to retry).
+    /// For work cut short: true when a statement that may have committed was in flight (on the
+    /// primary, anything outside a transaction block, even a `SELECT` that calls a function, and a
+    /// `COMMIT`), so the work may or may not have happened and the application must check before
+    /// retrying; false when nothing can have committed (safe to retry).
     public var commitOutcomeUnknown: Bool
     /// The server involved (`name (host:port)`), when there is one.
     public var server: String?

@@ -23,14 +23,16 @@ struct ClientFailoverTests {
     }
 
     /// Inserts one id every 10 ms through `client.write` until cancelled.
-    static func write(_ client: BatonClient, _ cluster: AgentCluster, _ ledger: Ledger) async {
+    static func write(
+        _ client: BatonClient, _ cluster: AgentCluster, _ ledger: Ledger, table: String = "client_failover"
+    ) async {
         var id = 0
         while !Task.isCancelled {
             id += 1
             do {
                 let (port, _) = try await client.write { conn in
                     try await conn.query(
-                        "INSERT INTO client_failover (id) VALUES ($1) RETURNING inet_server_port() AS port",
+                        "INSERT INTO \(table) (id) VALUES ($1) RETURNING inet_server_port() AS port",
                         [String(id)]
                     ).single().int("port")
                 }

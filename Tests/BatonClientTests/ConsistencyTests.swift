@@ -1,4 +1,5 @@
 import BatonCore
+import BatonPostgres
 import Logging
 import Testing
 
@@ -31,10 +32,51 @@ import Testing
         #expect(!BatonConnection.mayCommit("INSERT INTO t VALUES (1)", inTransaction: true))
         #expect(BatonConnection.mayCommit("commit", inTransaction: true))
         #expect(BatonConnection.mayCommit("  END;", inTransaction: true))
-        #expect(!BatonConnection.mayCommit("SELECT 1", inTransaction: false))
+        #expect(BatonConnection.mayCommit("PREPARE TRANSACTION 'x'", inTransaction: true))
         #expect(!BatonConnection.mayCommit("BEGIN", inTransaction: false))
         #expect(!BatonConnection.mayCommit("ROLLBACK", inTransaction: true))
+        #expect(!BatonConnection.mayCommit("SET statement_timeout = 0", inTransaction: false))
         #expect(BatonConnection.mayCommit("WITH x AS (DELETE FROM t RETURNING *) SELECT 1", inTransaction: false))
+        // A read may call a function that writes, or run its statement (EXPLAIN ANALYZE): on the
+        // primary, outside a transaction block, anything may have committed.
+        #expect(BatonConnection.mayCommit("SELECT create_order(1)", inTransaction: false))
+        #expect(BatonConnection.mayCommit("select nextval('s')", inTransaction: false))
+        #expect(BatonConnection.mayCommit("SELECT 1", inTransaction: false))
+        #expect(BatonConnection.mayCommit("EXPLAIN ANALYZE INSERT INTO t VALUES (1)", inTransaction: false))
+        #expect(BatonConnection.mayCommit("CALL archive_orders()", inTransaction: false))
+        // Comments and parentheses do not hide the statement.
+        #expect(BatonConnection.mayCommit("/* begin */ INSERT INTO t VALUES (1)", inTransaction: false))
+        #expect(BatonConnection.mayCommit("-- set\nDELETE FROM t", inTransaction: false))
+        #expect(BatonConnection.mayCommit("/* a /* nested */ rollback */ COMMIT", inTransaction: true))
+        #expect(BatonConnection.mayCommit("(SELECT f())", inTransaction: false))
+        // A replica writes nothing.
+        #expect(!BatonConnection.mayCommit("SELECT create_order(1)", inTransaction: false, role: .replica))
+        #expect(!BatonConnection.mayCommit("COMMIT", inTransaction: true, role: .replica))
+        // Several statements at once.
+        #expect(BatonConnection.batchMayCommit("SELECT 1; SELECT 2", inTransaction: false))
+        #expect(!BatonConnection.batchMayCommit("INSERT INTO t VALUES (1); UPDATE t SET v = 2", inTransaction: true))
+        #expect(BatonConnection.batchMayCommit("INSERT INTO t VALUES (1);commit", inTransaction: true))
+        #expect(!BatonConnection.batchMayCommit("DELETE FROM t", inTransaction: false, role: .replica))
+    }
+
+    @Test func firstKeywordSkipsCommentsAndIsBounded() {
+        #expect(BatonConnection.firstKeyword("  -- x\n /* y */ ( select 1") == "SELECT")
+        #expect(BatonConnection.firstKeyword("/* unterminated") == "")
+        #expect(BatonConnection.firstKeyword(String(repeating: "(", count: 10_000) + "SELECT") == "")
+        #expect(BatonConnection.firstKeyword("verylongkeywordindeed") == "VERYLONGKEY")
+    }
+
+    @Test func whatIsSafeToRetry() {
+        #expect(BatonClient.isRetryable(PostgresError(.queryFailed, "x", sqlState: "40001")))
+        #expect(BatonClient.isRetryable(PostgresError(.queryFailed, "x", sqlState: "40P01")))
+        #expect(!BatonClient.isRetryable(PostgresError(.queryFailed, "x", sqlState: "23505")))
+        #expect(BatonClient.isRetryable(BatonClientError(.primaryChanged, "x", commitOutcomeUnknown: false)))
+        #expect(!BatonClient.isRetryable(BatonClientError(.primaryChanged, "x", commitOutcomeUnknown: true)))
+        #expect(!BatonClient.isRetryable(BatonClientError(.connectionLost, "x", commitOutcomeUnknown: true)))
+        #expect(BatonClient.isRetryable(BatonClientError(.noPrimary, "x")))
+        #expect(!BatonClient.isRetryable(BatonClientError(.transactionRolledBack, "x")))
+        #expect(!BatonClient.isRetryable(BatonClientError(.transactionLeftOpen, "x")))
+        #expect(!BatonClient.isRetryable(CancellationError()))
     }
 }
 

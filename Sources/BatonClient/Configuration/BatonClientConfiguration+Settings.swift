@@ -6,6 +6,7 @@ extension BatonClientConfiguration {
     public static let settingKeys: [String] = [
         "host", "port", "primary_hosts", "read_replicas",
         "etcd_hosts", "namespace", "scope", "etcd_user", "etcd_password", "agents", "poll_interval",
+        "etcd_request_timeout", "etcd_check_interval",
         "user", "password", "passfile", "dbname", "application_name", "connect_timeout", "statement_timeout",
         "min_connections", "max_connections", "acquire_timeout", "max_lifetime", "idle_timeout",
         "health_check_after_idle", "replica_strategy", "max_replica_lag_bytes", "max_replica_lag",
@@ -48,7 +49,10 @@ extension BatonClientConfiguration {
             source = .etcd(
                 EtcdTopologyOptions(
                     endpoints: etcdHosts, namespace: reader.string("namespace") ?? "/service", scope: scope,
-                    credentials: credentials, fallbackAgents: agents, fallbackPollInterval: pollInterval))
+                    credentials: credentials,
+                    requestTimeout: try reader.duration("etcd_request_timeout") ?? .seconds(2),
+                    fallbackAgents: agents, fallbackPollInterval: pollInterval,
+                    checkInterval: try reader.duration("etcd_check_interval") ?? .seconds(1)))
         } else if !agents.isEmpty {
             source = .rest(agents: agents, pollInterval: pollInterval)
         } else {

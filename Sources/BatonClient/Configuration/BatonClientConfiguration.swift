@@ -27,13 +27,17 @@ public struct BatonClientConfiguration: Sendable {
         public var requestTimeout: Duration
         public var fallbackAgents: [String]
         public var fallbackPollInterval: Duration
+        /// How often etcd is read besides the watch, to notice an outage the watch does not report
+        /// (a connection that went quiet) and to keep the topology's age current.
+        public var checkInterval: Duration
 
         public init(
             endpoints: [String], namespace: String = "/service", scope: String,
             credentials: EtcdConfiguration.Credentials? = nil, tls: EtcdTLSConfiguration? = nil,
             requestTimeout: Duration = .seconds(2), fallbackAgents: [String] = [],
-            fallbackPollInterval: Duration = .seconds(1)
+            fallbackPollInterval: Duration = .seconds(1), checkInterval: Duration = .seconds(1)
         ) {
+            self.checkInterval = checkInterval
             self.endpoints = endpoints
             self.namespace = namespace
             self.scope = scope
@@ -178,8 +182,9 @@ public struct BatonClientConfiguration: Sendable {
                 throw BatonClientError.configuration(
                     "scope '\(etcd.scope)' is invalid: give the cluster's scope (its name, without '/')")
             }
-            try positive(etcd.requestTimeout, "etcd request timeout")
+            try positive(etcd.requestTimeout, "etcd_request_timeout")
             try positive(etcd.fallbackPollInterval, "poll_interval")
+            try positive(etcd.checkInterval, "etcd_check_interval")
             for agent in etcd.fallbackAgents { try Self.checkAgentURL(agent) }
         case .rest(let agents, let interval):
             guard !agents.isEmpty else {

@@ -7,6 +7,8 @@ struct HostMetrics: Sendable {
     let queries: Counter
     /// Statements and acquisitions that failed (`baton_client_errors_total`).
     let errors: Counter
+    /// How long statements took, as the client saw them (`baton_client_statement_seconds`).
+    let statement: Timer
     /// Time spent acquiring a connection (`baton_client_acquire_wait_seconds`).
     let acquireWait: Timer
     /// Connections handed out (`baton_client_connections_in_use`).
@@ -20,6 +22,8 @@ struct HostMetrics: Sendable {
         let dimensions = [("host", server), ("pool", pool)]
         queries = Counter(label: "baton_client_queries_total", dimensions: dimensions)
         errors = Counter(label: "baton_client_errors_total", dimensions: dimensions)
+        statement = Timer(
+            label: "baton_client_statement_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
         acquireWait = Timer(
             label: "baton_client_acquire_wait_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
         inUse = Gauge(label: "baton_client_connections_in_use", dimensions: dimensions)

@@ -1,5 +1,6 @@
 import BatonPostgres
 import Logging
+import Metrics
 import Synchronization
 
 /// Connections to the published primary only. A change of primary closes the old pool (its
@@ -9,6 +10,9 @@ import Synchronization
 final class PrimaryPool: Sendable {
     let configuration: BatonClientConfiguration
     let logger: Logger
+    /// Changes of the server the pool targets, from one primary to another or to none
+    /// (`baton_client_primary_changes_total`).
+    let changes = Counter(label: "baton_client_primary_changes_total")
     private let state: Mutex<State>
 
     private struct State {
@@ -42,6 +46,7 @@ final class PrimaryPool: Sendable {
             return (old, waiters)
         }
         if let old {
+            changes.increment()
             let now = target.map { "the primary is now \($0)" } ?? "no primary is published"
             old.close(
                 because: BatonClientError(
@@ -183,9 +188,12 @@ final class PrimaryPool: Sendable {
 
 extension BatonClientConfiguration {
     /// libpq parameters for a pool (host and port are filled in by the pool).
+    /// Cancelling a task cancels its statement (`cancelsWithTask`).
     func connectionParameters(for role: ServerRole) -> ConnectionParameters {
-        ConnectionParameters(
+        var parameters = ConnectionParameters(
             host: "", port: 5432, user: user, password: password, passfile: passfile, database: database,
             applicationName: applicationName, connectTimeout: connectTimeout, statementTimeout: statementTimeout)
+        parameters.cancelsWithTask = true
+        return parameters
     }
 }

@@ -5,10 +5,13 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Where topology updates go: the client applies them, or notes that its source is failing.
+/// Where topology updates go: the client applies them, or notes that a source is failing.
 protocol TopologyFeed: Sendable {
-    func apply(_ topology: Topology)
-    func sourceFailed(_ error: any Error)
+    /// A topology just read from `source`: the client routes by it.
+    func apply(_ topology: Topology, from source: TopologySourceKind)
+    /// A read of `source` failed (or did not answer in time); `since` is when the first read of
+    /// the current run of failures started.
+    func sourceFailed(_ error: any Error, source: TopologySourceKind, since: ContinuousClock.Instant)
 }
 
 /// A topology source: an initial read, then updates until the task is cancelled.
@@ -21,15 +24,31 @@ protocol TopologySourceDriver: Sendable {
 // MARK: etcd
 
 /// Reads the scope once, then watches it; every event reloads the scope (one range read, a few
-/// milliseconds) and feeds the new topology. While etcd fails, REST fallback agents (if any) are
-/// polled instead.
+/// milliseconds) and feeds the new topology.
+///
+/// A watch cannot be trusted to report an outage: it reconnects by itself, and a connection whose
+/// peer vanished (host down, packets dropped) just goes quiet. So beside it a check reads the scope
+/// every `checkInterval` (bounded by the etcd client's request timeout): each answer refreshes the
+/// topology's age, each failure is reported (the client's degraded path counts from it), and while
+/// etcd fails the REST fallback agents (if any) are polled every `fallbackPollInterval` instead.
+/// The first answer after a failure restarts the watch, which may have died silently.
 final class EtcdTopologySource: TopologySourceDriver {
     let client: EtcdClient
     let store: EtcdClusterStore
     let fallback: RESTTopologySource?
+    let checkInterval: Duration
+    let fallbackPollInterval: Duration
     let logger: Logger
     private let lagHistory = Mutex(LagHistory())
-    private let revision = Mutex<Int64>(0)
+    private let state = Mutex(FeedState())
+
+    private struct FeedState {
+        /// The newest revision fed: older reads are not fed (the check and the watch read
+        /// concurrently and may finish out of order).
+        var revision: Int64 = 0
+        /// When the current run of failed etcd reads began; nil while etcd answers.
+        var failingSince: ContinuousClock.Instant?
+    }
 
     init(_ options: BatonClientConfiguration.EtcdTopologyOptions, logger: Logger) {
         var etcdLogger = logger
@@ -44,19 +63,35 @@ final class EtcdTopologySource: TopologySourceDriver {
             options.fallbackAgents.isEmpty
             ? nil
             : RESTTopologySource(agents: options.fallbackAgents, interval: options.fallbackPollInterval, logger: logger)
+        checkInterval = options.checkInterval
+        fallbackPollInterval = options.fallbackPollInterval
         self.logger = logger
     }
 
-    func load() async throws -> Topology {
+    func load() async throws -> (Topology, revision: Int64) {
         let view = try await store.loadCluster()
-        revision.withLock { $0 = max($0, view.revision) }
         let now = ContinuousClock.now
-        return lagHistory.withLock { Topology(view: view, lagHistory: &$0, now: now) }
+        let topology = lagHistory.withLock { Topology(view: view, lagHistory: &$0, now: now) }
+        return (topology, view.revision)
+    }
+
+    /// Feeds an etcd read unless a newer revision was fed already (the read still counts as an
+    /// answer then: the newer topology is fed again, refreshing its age).
+    private func feed(_ read: (Topology, revision: Int64), to feed: any TopologyFeed) {
+        state.withLock { state in
+            guard read.revision >= state.revision else { return }
+            state.revision = read.revision
+            // Under the lock: reads finishing together are fed in revision order, and a fallback
+            // poll that ends after etcd came back is not fed over it.
+            feed.apply(read.0, from: .etcd)
+        }
     }
 
     func initial() async throws -> Topology {
         do {
-            return try await load()
+            let read = try await load()
+            state.withLock { $0.revision = max($0.revision, read.revision) }
+            return read.0
         } catch {
             guard let fallback else { throw error }
             logger.warning(
@@ -68,16 +103,76 @@ final class EtcdTopologySource: TopologySourceDriver {
 
     func run(_ feed: any TopologyFeed) async {
         while !Task.isCancelled {
-            let after = revision.withLock { $0 }
-            for await _ in store.watch(after: after) {
-                do {
-                    feed.apply(try await load())
-                } catch is CancellationError {
-                    return
-                } catch {
-                    feed.sourceFailed(error)
-                    if let fallback, let topology = try? await fallback.initial() { feed.apply(topology) }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.follow(feed) }
+                group.addTask { await self.check(feed) }
+                if fallback != nil { group.addTask { await self.pollFallback(feed) } }
+                // `check` returns when etcd answers again after failing: start all afresh.
+                await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Reloads the scope on every watch event. Failures are left to `check` to report.
+    private func follow(_ feed: any TopologyFeed) async {
+        let after = state.withLock { $0.revision }
+        for await _ in store.watch(after: after) {
+            do {
+                self.feed(try await load(), to: feed)
+            } catch {
+                if Task.isCancelled { return }
+                logger.debug("reload after a watch event failed", metadata: ["client.error": "\(error)"])
+            }
+        }
+    }
+
+    /// Reads the scope every `checkInterval`; returns after the first answer that follows a
+    /// failure (the watch may have died silently meanwhile).
+    private func check(_ feed: any TopologyFeed) async {
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            do {
+                let read = try await load()
+                let outage = state.withLock { state -> Duration? in
+                    defer { state.failingSince = nil }
+                    return state.failingSince.map { started - $0 }
                 }
+                self.feed(read, to: feed)
+                if let outage {
+                    logger.info(
+                        "etcd answers again; following it (and watching it afresh)",
+                        metadata: ["client.outage": "\(outage)"])
+                    return
+                }
+            } catch {
+                if Task.isCancelled { return }
+                let since = state.withLock { state in
+                    let since = state.failingSince ?? started
+                    state.failingSince = since
+                    return since
+                }
+                feed.sourceFailed(error, source: .etcd, since: since)
+            }
+            try? await Task.sleep(until: started + checkInterval, clock: .continuous)
+        }
+    }
+
+    /// While etcd fails, polls the REST fallback every `fallbackPollInterval` and feeds what it
+    /// answers (on its own schedule: an etcd read that hangs until its timeout does not slow it).
+    private func pollFallback(_ feed: any TopologyFeed) async {
+        guard let fallback else { return }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: fallbackPollInterval)
+            guard let since = state.withLock({ $0.failingSince }) else { continue }
+            do {
+                let topology = try await fallback.initial()
+                state.withLock { state in
+                    if state.failingSince != nil { feed.apply(topology, from: .rest) }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                feed.sourceFailed(error, source: .rest, since: since)
             }
         }
     }
@@ -119,14 +214,18 @@ final class RESTTopologySource: TopologySourceDriver, Sendable {
     }
 
     func run(_ feed: any TopologyFeed) async {
+        var failingSince: ContinuousClock.Instant?
         while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            let started = ContinuousClock.now
             do {
-                try await Task.sleep(for: interval)
-                feed.apply(try await initial())
-            } catch is CancellationError {
-                return
+                feed.apply(try await initial(), from: .rest)
+                failingSince = nil
             } catch {
-                feed.sourceFailed(error)
+                if Task.isCancelled { return }
+                let since = failingSince ?? started
+                failingSince = since
+                feed.sourceFailed(error, source: .rest, since: since)
             }
         }
     }

@@ -1,0 +1,186 @@
+import BatonClient
+import BatonCore
+import BatonPostgres
+import BatonTestCluster
+import Foundation
+import Synchronization
+import Testing
+
+/// What the client reports when work is cut short, rolled back or misused, against a real
+/// cluster: the commit outcome of each case, the lease ending with its body, a task's
+/// cancellation reaching the server, and the retry helper.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct ClientCommitOutcomeTests {
+    /// Runs `sql` through `client.write`, terminates its backend from another session once it is
+    /// running, and returns what the write threw.
+    static func cutShort(
+        _ client: BatonClient, _ cluster: AgentCluster, leader: String, marker: String,
+        _ body: @escaping @Sendable (BatonConnection) async throws -> Void
+    ) async throws -> BatonClientError? {
+        let task = Task { try await client.write { conn in try await body(conn) } }
+        // Bounded: 100 × 50 ms.
+        var terminated = false
+        for _ in 0..<100 where !terminated {
+            try await Task.sleep(for: .milliseconds(50))
+            let result = try await cluster.execute(
+                leader,
+                "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+                    + "WHERE query LIKE '%\(marker)%' AND pid <> pg_backend_pid() AND state = 'active'")
+            terminated = (try result.single().int("n") ?? 0) > 0
+        }
+        #expect(terminated, "the statement marked \(marker) never ran")
+        do {
+            _ = try await task.value
+            Issue.record("the write marked \(marker) succeeded although its backend was terminated")
+            return nil
+        } catch let error as BatonClientError {
+            return error
+        }
+    }
+
+    @Test("commit outcomes: writing functions, WITH … INSERT, swallowed errors, open BEGIN, use after the body")
+    func commitOutcomes() async throws {
+        let cluster = try AgentCluster.start("client-outcome")
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy()
+        let client = try await cluster.client(["statement_timeout": "30s"])
+        defer { Task { await client.shutdown() } }
+        try await client.write { conn in
+            _ = try await conn.queryBatch(
+                """
+                CREATE TABLE outcome (id bigint PRIMARY KEY);
+                CREATE FUNCTION create_order(i bigint, marker text) RETURNS bigint LANGUAGE plpgsql AS $$
+                BEGIN
+                    INSERT INTO outcome (id) VALUES (i);
+                    PERFORM pg_sleep(20);
+                    RETURN i;
+                END $$;
+                """)
+        }
+        func ids() async throws -> Set<Int> {
+            try await client.read { conn in
+                Set(try await conn.query("SELECT id FROM outcome").rows.compactMap { try $0.int("id") })
+            }
+        }
+
+        // A SELECT that calls a function that writes, cut short: the outcome is unknown.
+        let function = try await Self.cutShort(client, cluster, leader: leader, marker: "outcome-fn") { conn in
+            try await conn.query("SELECT create_order(1, 'outcome-fn')")
+        }
+        #expect(function?.code == .connectionLost)
+        #expect(
+            function?.commitOutcomeUnknown == true, "SELECT create_order(…) cut short: \(String(describing: function))")
+
+        // WITH … INSERT outside a transaction block: unknown; inside one: nothing committed.
+        let with = try await Self.cutShort(client, cluster, leader: leader, marker: "outcome-with") { conn in
+            try await conn.query(
+                "WITH x AS (INSERT INTO outcome (id) VALUES (2) RETURNING id) SELECT pg_sleep(20), 'outcome-with' FROM x"
+            )
+        }
+        #expect(with?.commitOutcomeUnknown == true, "WITH … INSERT cut short: \(String(describing: with))")
+        let inBlock = try await Self.cutShort(client, cluster, leader: leader, marker: "outcome-block") { conn in
+            try await conn.query("BEGIN")
+            try await conn.query(
+                "WITH x AS (INSERT INTO outcome (id) VALUES (3) RETURNING id) SELECT pg_sleep(20), 'outcome-block' FROM x"
+            )
+        }
+        #expect(inBlock?.commitOutcomeUnknown == false, "cut short inside BEGIN: \(String(describing: inBlock))")
+        #expect(inBlock.map { BatonClient.isRetryable($0) } == true)
+
+        // A transaction whose body swallowed an SQL error: COMMIT answers ROLLBACK, and so do we.
+        do {
+            try await client.transaction { conn in
+                try await conn.query("INSERT INTO outcome (id) VALUES (10)")
+                _ = try? await conn.query("SELECT 1 / 0")
+            }
+            Issue.record("a transaction the server rolled back was reported as committed")
+        } catch let error as BatonClientError {
+            #expect(error.code == .transactionRolledBack, "\(error)")
+            #expect(!error.commitOutcomeUnknown)
+        }
+        #expect(try await !ids().contains(10))
+
+        // A write whose body leaves BEGIN open: rolled back, and the caller is told.
+        do {
+            try await client.write { conn in
+                try await conn.query("BEGIN")
+                try await conn.query("INSERT INTO outcome (id) VALUES (20)")
+            }
+            Issue.record("a write that left its transaction open was reported as a success")
+        } catch let error as BatonClientError {
+            #expect(error.code == .transactionLeftOpen, "\(error)")
+        }
+        #expect(try await !ids().contains(20))
+        // The connection was rolled back, not lost: the next write on it works.
+        try await client.write { conn in try await conn.query("INSERT INTO outcome (id) VALUES (21)") }
+        #expect(try await ids().contains(21))
+
+        // A connection used after its body returned: refused, nothing sent.
+        let escaped = try await client.withPrimaryConnection { $0 }
+        do {
+            try await escaped.query("INSERT INTO outcome (id) VALUES (30)")
+            Issue.record("a connection was used after its lease ended")
+        } catch let error as BatonClientError {
+            #expect(error.code == .connectionReleased, "\(error)")
+        }
+        #expect(try await !ids().contains(30))
+
+        // Isolation levels and read-only transactions.
+        let (level, _) = try await client.transaction(level: .serializable, readOnly: true) { conn in
+            try await conn.query("SHOW transaction_isolation").single().string("transaction_isolation")
+        }
+        #expect(level == "serializable")
+
+        // The retry helper runs again after a serialization failure, not after other errors.
+        let attempts = AttemptCounter()
+        let (value, _) = try await client.retrying {
+            try await client.transaction(level: .serializable) { conn in
+                if attempts.next() == 1 {
+                    try await conn.query(
+                        "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$")
+                }
+                return try await conn.query("SELECT 7 AS v").single().int("v")
+            }
+        }
+        #expect(value == 7 && attempts.value == 2)
+        let duplicate = AttemptCounter()
+        await #expect(throws: PostgresError.self) {
+            try await client.retrying {
+                _ = duplicate.next()
+                try await client.write { conn in try await conn.query("INSERT INTO outcome (id) VALUES (21)") }
+            }
+        }
+        #expect(duplicate.value == 1, "a unique violation was retried")
+
+        // Cancelling the task cancels the statement on the server, and the connection survives.
+        let sleeper = Task {
+            try await client.write { conn in try await conn.query("SELECT pg_sleep(20), 'outcome-cancel'") }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let cancelled = ContinuousClock.now
+        sleeper.cancel()
+        let outcome = await sleeper.result
+        let cancelTook = ContinuousClock.now - cancelled
+        #expect(throws: CancellationError.self) { try outcome.get() }
+        let stillRunning = try await cluster.execute(
+            leader,
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE '%outcome-cancel%' AND pid <> pg_backend_pid() "
+                + "AND state = 'active'")
+        #expect(try stillRunning.single().int("n") == 0, "the cancelled statement still runs on the server")
+        measure("commit-outcomes", ["cancel_took": seconds(cancelTook)])
+        #expect(cancelTook < .seconds(3), "cancelling took \(cancelTook)")
+        try await client.write { conn in try await conn.query("INSERT INTO outcome (id) VALUES (40)") }
+    }
+}
+
+/// A thread-safe attempt counter for the retry tests.
+final class AttemptCounter: Sendable {
+    private let count = Mutex(0)
+    func next() -> Int {
+        count.withLock {
+            $0 += 1
+            return $0
+        }
+    }
+    var value: Int { count.withLock { $0 } }
+}
