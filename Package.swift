@@ -29,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
         // Baton's one HTTP client for members' REST APIs (BatonHTTP): peers, the CLI, BatonClient.
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // BatonClient's connections: the Swift server ecosystem's PostgreSQL driver (the agent keeps
+        // libpq).
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         // Property-based tests (random and adversarial input), tests only; no dependencies of its own.
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
@@ -104,9 +107,13 @@ let package = Package(
         .target(
             name: "BatonClient",
             dependencies: [
-                "BatonCore", "BatonEtcd", "BatonHTTP", "BatonPostgres",
+                "BatonCore", "BatonEtcd", "BatonHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -142,7 +149,10 @@ let package = Package(
         // Writes and reads through BatonClient and prints where each went (`scripts/demo client`).
         .executableTarget(
             name: "baton-client-example",
-            dependencies: ["BatonClient", "BatonPostgres", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BatonClient", .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
             swiftSettings: strict
         ),
         // `scripts/bench client`: pooled vs raw libpq throughput, routing overhead, failover latency.
@@ -151,13 +161,17 @@ let package = Package(
             dependencies: [
                 "BatonClient", "BatonCore", "BatonEtcd", "BatonPostgres",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict
         ),
         // `scripts/bench failover`: the BatonClient write prober (one JSON line per attempt).
         .executableTarget(
             name: "baton-bench-probe",
-            dependencies: ["BatonClient", "BatonPostgres", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BatonClient", .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
             swiftSettings: strict
         ),
         // `scripts/bench etcd`: latency and throughput of one EtcdClient.
@@ -206,6 +220,7 @@ let package = Package(
             name: "BatonClientTests",
             dependencies: [
                 "BatonClient", "BatonCore", "BatonTesting", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -245,6 +260,7 @@ let package = Package(
                 "BatonClient", "BatonCore", "BatonPostgres", "BatonTestCluster",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: strict

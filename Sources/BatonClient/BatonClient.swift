@@ -1,7 +1,7 @@
 import BatonCore
-import BatonPostgres
 import Logging
 import Metrics
+import PostgresNIO
 import ServiceLifecycle
 import Synchronization
 
@@ -11,10 +11,10 @@ import Synchronization
 ///
 ///     let client = try await BatonClient(configuration)
 ///     let (id, token) = try await client.write { conn in
-///         try await conn.query("INSERT INTO t (v) VALUES ($1) RETURNING id", ["x"]).single().int("id")
+///         try await conn.query("INSERT INTO t (v) VALUES (\(value)) RETURNING id").decode(Int.self).first { _ in true }
 ///     }
-///     let rows = try await client.read(consistency: .readYourWrites(token)) { conn in
-///         try await conn.query("SELECT v FROM t WHERE id = $1", [String(id!)])
+///     let values = try await client.read(consistency: .readYourWrites(token)) { conn in
+///         try await conn.query("SELECT v FROM t WHERE id = \(id)").decode(String.self).reduce(into: []) { $0.append($1) }
 ///     }
 ///     await client.shutdown()   // or run it in a ServiceGroup: graceful shutdown drains the pools
 ///
@@ -55,8 +55,9 @@ public final class BatonClient: Service, Sendable {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        self.primaryPool = PrimaryPool(configuration: configuration, logger: logger)
-        self.replicaPool = ReplicaPool(configuration: configuration, logger: logger)
+        let settings = try configuration.sessionSettings()
+        self.primaryPool = PrimaryPool(configuration: configuration, settings: settings, logger: logger)
+        self.replicaPool = ReplicaPool(configuration: configuration, settings: settings, logger: logger)
         let kind: TopologySourceKind
         switch configuration.topology {
         case .etcd(let options):
@@ -107,6 +108,9 @@ public final class BatonClient: Service, Sendable {
     ) async throws -> (T, WriteToken) {
         try await withPrimaryLease(purpose: "write") { connection in
             let value = try await body(connection)
+            // The token is read on the same connection: first make sure the body's last statement
+            // finished (a failure of it must not pass for a failure of the token's read).
+            try await connection.awaitLastStatement()
             return (value, await self.token(after: connection))
         }
     }
@@ -124,19 +128,25 @@ public final class BatonClient: Service, Sendable {
             var begin = "BEGIN"
             if let level { begin += " ISOLATION LEVEL \(level.rawValue)" }
             if readOnly { begin += " READ ONLY" }
-            try await connection.query(begin)
-            let value: T
-            do {
-                value = try await body(connection)
-            } catch {
-                if !connection.isBroken && connection.isInTransaction { _ = try? await connection.query("ROLLBACK") }
-                throw error
+            let tracker = connection.connection.tracker
+            let blocksBefore = tracker.blocksEnded
+            try await connection.query(PostgresQuery(unsafeSQL: begin))
+            // A body that throws leaves the block open: the lease's end rolls it back.
+            let value = try await body(connection)
+            try await connection.awaitLastStatement()
+            if tracker.blocksEnded != blocksBefore || tracker.transaction == .idle {
+                throw BatonClientError(
+                    .transactionEndedInBody,
+                    "the body ended the transaction itself (COMMIT, ROLLBACK or PREPARE TRANSACTION inside "
+                        + "transaction { }), so what it committed is the body's to know; leave ending it to "
+                        + "transaction { }, or use write { } to manage BEGIN/COMMIT yourself",
+                    commitOutcomeUnknown: true, server: connection.server)
             }
-            let commit = try await connection.query("COMMIT")
-            if commit.commandTag != "COMMIT" {
+            let tag = try await connection.commit()
+            if tag != "COMMIT" {
                 throw BatonClientError(
                     .transactionRolledBack,
-                    "COMMIT answered \(commit.commandTag): a statement of the transaction failed and its error was "
+                    "COMMIT answered \(tag): a statement of the transaction failed and its error was "
                         + "caught inside the body, so the server rolled the whole transaction back; nothing committed. "
                         + "Let the error propagate (or use a SAVEPOINT to recover from it inside the transaction)",
                     server: connection.server)
@@ -177,10 +187,12 @@ public final class BatonClient: Service, Sendable {
     /// SQLSTATE 40001 (serialization failure) or 40P01 (deadlock detected); `.primaryChanged`,
     /// `.connectionLost` and `.noPrimary` without `commitOutcomeUnknown`. Not a statement's own
     /// error, nor `.transactionRolledBack` or `.transactionLeftOpen` (a bug in the body).
+    /// SQLSTATEs after which a whole transaction may simply run again: serialization_failure and
+    /// deadlock_detected.
+    static let retryableStates: Set<String> = ["40001", "40P01"]
+
     public static func isRetryable(_ error: any Error) -> Bool {
-        if let failure = error as? PostgresError, let state = failure.sqlState {
-            return state == "40001" || state == "40P01"
-        }
+        if let state = BatonClientError.sqlState(of: error) { return retryableStates.contains(state) }
         guard let failure = error as? BatonClientError else { return false }
         switch failure.code {
         case .primaryChanged, .connectionLost: return !failure.commitOutcomeUnknown
@@ -194,6 +206,63 @@ public final class BatonClient: Service, Sendable {
         isolation: isolated (any Actor)? = #isolation, _ body: (BatonConnection) async throws -> T
     ) async throws -> T {
         try await withPrimaryLease(purpose: "primary", body)
+    }
+
+    // MARK: Notifications
+
+    /// The notifications sent on `channel` (`NOTIFY channel, 'payload'` or `pg_notify`) on the
+    /// primary, following it across failovers and switchovers: the subscription holds a connection
+    /// of its own to the primary (outside the pools) and, when the primary changes or the
+    /// connection fails, subscribes again on the primary then published, every 100 ms until it
+    /// succeeds. A notification sent while no subscription is in place is not delivered (as with
+    /// any LISTEN). The stream ends when the task iterating it is cancelled or the client shuts
+    /// down.
+    public func notifications(channel: String) -> AsyncThrowingStream<PostgresNotification, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<PostgresNotification, any Error>.makeStream()
+        let task = Task { [self] in
+            while !Task.isCancelled, !isShutdown.load(ordering: .acquiring) {
+                guard let pool = primaryPool.current.pool else {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
+                let connection: ServerConnection
+                do {
+                    connection = try await pool.openDedicated()
+                } catch {
+                    logger.debug(
+                        "LISTEN: no connection to the primary yet",
+                        metadata: ["client.channel": "\(channel)", "client.error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
+                logger.info(
+                    "LISTEN subscribed on the primary",
+                    metadata: ["client.channel": "\(channel)", "client.server": "\(pool.server)"])
+                // Ends the subscription when the primary changes (the old one may stay up, demoted).
+                let watcher = Task { [self] in
+                    while !Task.isCancelled, primaryPool.current.pool === pool {
+                        try? await Task.sleep(for: .milliseconds(50))
+                    }
+                    connection.interrupt()
+                }
+                do {
+                    try await connection.postgres.listen(on: channel) { notifications in
+                        for try await notification in notifications { continuation.yield(notification) }
+                    }
+                } catch {
+                    logger.info(
+                        "LISTEN subscription ended; subscribing again on the primary",
+                        metadata: [
+                            "client.channel": "\(channel)", "client.error": "\(ServerConnection.describe(error))",
+                        ])
+                }
+                watcher.cancel()
+                await connection.close()
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
     }
 
     // MARK: Reads
@@ -250,10 +319,13 @@ public final class BatonClient: Service, Sendable {
                 replicaPool.record(choice, success: true, now: now)
                 return value
             }
-            let (now, leftOpen) = await finish(connection)
-            replicaPool.record(choice, success: true, now: now)
-            if leftOpen { throw self.leftOpen(connection) }
-            return value
+            let (now, end) = await finish(connection)
+            replicaPool.record(choice, success: end != .cutShort, now: now)
+            switch end {
+            case .clean: return value
+            case .leftOpen: throw self.leftOpen(connection)
+            case .cutShort: throw connection.cutShortError()
+            }
         }
         if token == nil && configuration.replicas.whenNoReplica == .fail {
             let excluded = replicaPool.candidates(now: .now).excluded
@@ -340,9 +412,25 @@ public final class BatonClient: Service, Sendable {
             value = try await body(connection)
         } catch {
             if releaseAtOnce(connection) == nil { await finish(connection) }
+            // An error that alone would be safe to retry is not, once a statement of the body may
+            // have committed on its own before it: running the body again would repeat that.
+            if connection.mayHaveCommitted, Self.isRetryable(error) {
+                throw BatonClientError(
+                    .partiallyCommitted,
+                    "the body failed after one of its statements may have committed on its own (outside a "
+                        + "transaction block), so it cannot simply run again; use transaction { } to make it "
+                        + "all-or-nothing",
+                    commitOutcomeUnknown: true, server: connection.server, cause: error)
+            }
             throw error
         }
-        if releaseAtOnce(connection) == nil, await finish(connection).leftOpen { throw leftOpen(connection) }
+        if releaseAtOnce(connection) == nil {
+            switch await finish(connection).end {
+            case .clean: break
+            case .leftOpen: throw leftOpen(connection)
+            case .cutShort: throw connection.cutShortError()
+            }
+        }
         return value
     }
 
@@ -350,7 +438,8 @@ public final class BatonClient: Service, Sendable {
         BatonClientError(
             .transactionLeftOpen,
             "the body returned with a transaction still open (BEGIN without COMMIT), so it was rolled back: "
-                + "nothing of it committed. End it with COMMIT inside the body, or use transaction { }",
+                + "nothing of that transaction committed (statements before its BEGIN did, on their own). End it "
+                + "with COMMIT inside the body, or use transaction { }",
             server: connection.server)
     }
 
@@ -358,8 +447,8 @@ public final class BatonClient: Service, Sendable {
     /// When it cannot be read, a token no replica can reach (reads then go to the primary).
     private func token(after connection: BatonConnection) async -> WriteToken {
         do {
-            let row = try await connection.query("SELECT pg_current_wal_insert_lsn() AS lsn").single()
-            if let lsn = try row.lsn("lsn") { return WriteToken(lsn: lsn) }
+            let rows = try await connection.query("SELECT pg_current_wal_insert_lsn()::text").decode(String.self)
+            for try await text in rows { if let lsn = LSN(text: text) { return WriteToken(lsn: lsn) } }
         } catch {
             logger.warning(
                 "could not read the write's WAL position; its read-your-writes reads will use the primary",
@@ -371,9 +460,9 @@ public final class BatonClient: Service, Sendable {
     /// `finish` without a suspension when no transaction is left open (the common case): ends the
     /// lease, returns the connection and the instant the pool read, else nil (then call `finish`).
     private func releaseAtOnce(_ connection: BatonConnection) -> ContinuousClock.Instant? {
-        guard connection.isBroken || !connection.postgres.isInTransaction else { return nil }
-        connection.endLease()
-        return connection.pool.release(connection.pooled, reusable: !connection.isBroken)
+        guard connection.isBroken || connection.connection.tracker.transaction == .idle else { return nil }
+        let quiet = connection.endLease()
+        return connection.pool.release(connection.pooled, reusable: quiet && !connection.isBroken)
     }
 
     /// Ends the lease and returns a connection to its pool: closed if it failed or its pool closed
@@ -382,20 +471,41 @@ public final class BatonClient: Service, Sendable {
     @discardableResult
     private nonisolated(nonsending) func finish(
         _ connection: BatonConnection
-    ) async -> (now: ContinuousClock.Instant, leftOpen: Bool) {
-        if let now = releaseAtOnce(connection) { return (now, false) }
-        connection.endLease()
-        // Not broken, a transaction left open: roll it back unless the pool is closing anyway
-        // (closing the connection rolls it back too).
-        var reusable = true
-        if connection.pool.closedReason == nil {
-            do {
-                _ = try await connection.postgres.query("ROLLBACK")
-            } catch {
-                reusable = false
-            }
+    ) async -> (now: ContinuousClock.Instant, end: LeaseEnd) {
+        if let now = releaseAtOnce(connection) { return (now, .clean) }
+        guard connection.endLease() else {
+            // A statement still in flight from a task that outlived the body.
+            return (connection.pool.release(connection.pooled, reusable: false), .clean)
         }
-        return (connection.pool.release(connection.pooled, reusable: reusable), true)
+        // A statement's answer not yet in (its rows not consumed), or a transaction left open.
+        let server = connection.connection
+        let state = await server.tracker.settled(within: server.settings.statementTimeout + .seconds(1)) {
+            !server.isClosed
+        }
+        switch state {
+        case .idle:
+            return (connection.pool.release(connection.pooled, reusable: true), .clean)
+        case .unknown:
+            // No answer: the connection failed, or the statement outlived its backstop. It cannot
+            // be trusted with another body; closing it rolls back whatever it had open.
+            if !server.isClosed {
+                logger.warning(
+                    "a connection's last statement never finished; closing it",
+                    metadata: ["client.server": "\(server.address)"])
+            }
+            return (connection.pool.release(connection.pooled, reusable: false), .cutShort)
+        case .open, .failed:
+            // Roll it back unless the pool is closing anyway (closing rolls it back too).
+            var reusable = connection.pool.closedReason == nil
+            if reusable {
+                do {
+                    for try await _ in try await server.query("ROLLBACK", backstop: server.settings.statementTimeout) {}
+                } catch {
+                    reusable = false
+                }
+            }
+            return (connection.pool.release(connection.pooled, reusable: reusable), .leftOpen)
+        }
     }
 
     /// A replica connection for a read (nil when none is usable): by the strategy, skipping
@@ -432,9 +542,7 @@ public final class BatonClient: Service, Sendable {
                 replicaPool.releaseAdmission(name)
                 throw CancellationError()
             } catch {
-                let serverFault =
-                    (error as? PostgresError)?.isConnectionFailure == true
-                    || (error as? BatonClientError)?.code == .roleMismatch
+                let serverFault = BatonClientError.isServerFailure(error)
                 if serverFault {
                     replicaPool.record(choice, success: false)
                 } else {
@@ -450,14 +558,17 @@ public final class BatonClient: Service, Sendable {
             // Not tried again this round (the set is filled only off the fast path).
             tried.insert(name)
             do {
-                let row = try await pooled.postgres.query(
-                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS ok", [token.description]
-                ).single()
-                if try row.bool("ok") == true { return (choice, pooled) }
+                var replayed = false
+                let rows = try await pooled.postgres.query(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= \(token.description)::pg_lsn, false)",
+                    backstop: pooled.postgres.settings.connectTimeout
+                ).decode(Bool.self)
+                for try await value in rows { replayed = value }
+                if replayed { return (choice, pooled) }
                 let now = pool.release(pooled, reusable: true)
                 replicaPool.record(choice, success: true, now: now)
             } catch {
-                let failed = (error as? PostgresError)?.isConnectionFailure == true
+                let failed = BatonClientError.isServerFailure(error) || error is CancellationError
                 let now = pool.release(pooled, reusable: !failed)
                 replicaPool.record(choice, success: !failed, now: now)
                 if error is CancellationError { throw error }
@@ -568,6 +679,15 @@ extension BatonClient: TopologyFeed {
                 metadata: ["client.error": "\(error)"])
         }
     }
+}
+
+/// How a lease ended, past returning the connection.
+enum LeaseEnd: Equatable {
+    case clean
+    /// The body left a transaction block open; it was rolled back.
+    case leftOpen
+    /// The body returned before its last statement's answer was in, and the connection failed.
+    case cutShort
 }
 
 /// A transaction's isolation level (`BEGIN ISOLATION LEVEL …`).

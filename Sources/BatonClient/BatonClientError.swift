@@ -1,8 +1,9 @@
-import BatonPostgres
+import NIOCore
+import PostgresNIO
 
 /// An error of the client itself: routing, pooling, topology, configuration, and work in flight
 /// that a failover or a lost connection cut short. SQL errors of statements the application sent
-/// stay `PostgresError` (with their SQLSTATE).
+/// stay postgres-nio's `PSQLError` (with their SQLSTATE in `serverInfo[.sqlState]`).
 public struct BatonClientError: Error, CustomStringConvertible, Sendable {
     /// An extensible error code; compare with the static members.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -23,6 +24,9 @@ public struct BatonClientError: Error, CustomStringConvertible, Sendable {
         public static let connectionLost = Code("connectionLost")
         /// No replica was usable and the policy is `.fail`.
         public static let noReplicaAvailable = Code("noReplicaAvailable")
+        /// A connection could not be opened (refused, unreachable, TLS or login failed, or not
+        /// within `connect_timeout`); the message says which, `cause` has the driver's error.
+        public static let connectFailed = Code("connectFailed")
         /// A host's pool had no free connection within `acquireTimeout`.
         public static let acquireTimeout = Code("acquireTimeout")
         /// A server answered with a role other than the one the topology gave it.
@@ -35,6 +39,13 @@ public struct BatonClientError: Error, CustomStringConvertible, Sendable {
         /// The body returned with a transaction block still open (`BEGIN` without `COMMIT`); the
         /// client rolled it back. Nothing of it committed.
         public static let transactionLeftOpen = Code("transactionLeftOpen")
+        /// The body of `transaction { }` ended the transaction itself (COMMIT, ROLLBACK or PREPARE
+        /// TRANSACTION); the client did not commit, and what the body committed is unknown to it.
+        public static let transactionEndedInBody = Code("transactionEndedInBody")
+        /// The body failed with an error that alone would be safe to retry, but one of its
+        /// statements may have committed on its own before (outside a transaction block):
+        /// running the body again could repeat that. `cause` has the error.
+        public static let partiallyCommitted = Code("partiallyCommitted")
         /// A `BatonConnection` was used after the body it was lent to returned; the connection may
         /// already serve another task, so the statement was not sent.
         public static let connectionReleased = Code("connectionReleased")
@@ -77,17 +88,34 @@ public struct BatonClientError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-extension PostgresError {
-    /// Failures of the server or the path to it, as opposed to errors in the statement: these
-    /// count against a replica's circuit breaker and make a connection unusable.
-    var isConnectionFailure: Bool {
-        switch code {
-        case .connectionFailed, .connectTimeout, .connectionClosed, .serverStarting: return true
-        default:
-            // Class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot
-            // connect now).
-            guard let sqlState else { return false }
-            return sqlState.hasPrefix("08") || sqlState == "57P01" || sqlState == "57P02" || sqlState == "57P03"
+extension BatonClientError {
+    /// Whether `error` is a failure of the server or the path to it, as opposed to an error in the
+    /// statement: these count against a replica's circuit breaker and make a connection unusable.
+    /// Class 08 (connection exception) and 57P01–57P03 (admin shutdown, crash shutdown, cannot
+    /// connect now) from the server; a closed or failed channel, or a protocol error, from the
+    /// driver; a failed connect.
+    static func isServerFailure(_ error: any Error) -> Bool {
+        if let failure = error as? BatonClientError {
+            return failure.code == .connectFailed || failure.code == .connectionLost || failure.code == .roleMismatch
         }
+        if let failure = error as? PSQLError {
+            switch failure.code {
+            case .server:
+                guard let state = failure.serverInfo?[.sqlState] else { return false }
+                return state.hasPrefix("08") || state == "57P01" || state == "57P02" || state == "57P03"
+            case .queryCancelled, .tooManyParameters, .invalidCommandTag, .listenFailed, .unlistenFailed:
+                return false
+            default:
+                // Closed by either side, unclean shutdown, connection error, TLS and protocol
+                // failures: the connection is gone.
+                return true
+            }
+        }
+        return error is IOError || error is ChannelError
+    }
+
+    /// SQLSTATE of a server error, nil for anything else.
+    static func sqlState(of error: any Error) -> String? {
+        (error as? PSQLError)?.serverInfo?[.sqlState]
     }
 }

@@ -1,6 +1,7 @@
 // baton-bench-client: the figures of `scripts/bench client` (which starts the cluster and runs
 // this). Prints one JSON object per line:
-//   {"bench":"throughput", …}  pooled `SELECT 1` vs raw libpq, N tasks on N connections, one server
+//   {"bench":"throughput", …}  pooled `SELECT 1` vs raw postgres-nio (PostgresConnection) and raw
+//                              libpq, N tasks on N connections, one server
 //   {"bench":"overhead", …}    routing + acquire + release per request (empty body), in ns
 //   {"bench":"failover", …}    new leader key → first write acknowledged through the pool, in ms
 //
@@ -14,6 +15,7 @@ import BatonEtcd
 import BatonPostgres
 import Foundation
 import Logging
+import PostgresNIO
 import Synchronization
 
 #if canImport(Glibc)
@@ -120,47 +122,67 @@ let pooled = try await BatonClient(try BatonClientConfiguration(settings: pooled
 let parameters = ConnectionParameters(
     host: primary.host, port: primary.port, user: settings["user"] ?? "postgres", password: settings["password"],
     database: settings["dbname"] ?? "postgres", applicationName: "baton-bench-raw")
-var raw: [PostgresConnection] = []
-for _ in 0..<tasks { raw.append(try await PostgresConnection.connect(parameters)) }
-let rawConnections = raw
-// Warm up both.
-_ = try await run(tasks: tasks, seconds: 0.5) { task in _ = try await rawConnections[task].query("SELECT 1") }
-_ = try await run(tasks: tasks, seconds: 0.5) { _ in
-    _ = try await pooled.read(consistency: .strong) { try await $0.query("SELECT 1") }
+var libpq: [BatonPostgres.PostgresConnection] = []
+for _ in 0..<tasks { libpq.append(try await BatonPostgres.PostgresConnection.connect(parameters)) }
+let libpqConnections = libpq
+var nioConfiguration = PostgresNIO.PostgresConnection.Configuration(
+    host: primary.host, port: primary.port, username: settings["user"] ?? "postgres", password: settings["password"],
+    database: settings["dbname"] ?? "postgres", tls: .disable)
+nioConfiguration.options.additionalStartupParameters = [("application_name", "baton-bench-raw-nio")]
+var nio: [PostgresNIO.PostgresConnection] = []
+for task in 0..<tasks {
+    nio.append(
+        try await PostgresNIO.PostgresConnection.connect(configuration: nioConfiguration, id: task, logger: quiet))
 }
-var rawRates: [Double] = []
+let nioConnections = nio
+
+/// One `SELECT 1` on a raw postgres-nio connection, rows consumed (as the pooled path does).
+@Sendable func rawNIO(_ task: Int) async throws {
+    for try await _ in try await nioConnections[task].query("SELECT 1", logger: quiet) {}
+}
+@Sendable func pooledNIO(_ task: Int) async throws {
+    try await pooled.read(consistency: .strong) { conn in for try await _ in try await conn.query("SELECT 1") {} }
+}
+@Sendable func rawLibpq(_ task: Int) async throws { _ = try await libpqConnections[task].query("SELECT 1") }
+
+// Warm up all three.
+for body in [rawNIO, pooledNIO, rawLibpq] as [@Sendable (Int) async throws -> Void] {
+    _ = try await run(tasks: tasks, seconds: 0.5, body)
+}
+var nioRates: [Double] = []
 var pooledRates: [Double] = []
+var libpqRates: [Double] = []
 var ratios: [Double] = []
 for round in 1...rounds {
-    let rawRate = try await run(tasks: tasks, seconds: seconds) { task in
-        _ = try await rawConnections[task].query("SELECT 1")
-    }
-    let pooledRate = try await run(tasks: tasks, seconds: seconds) { _ in
-        _ = try await pooled.read(consistency: .strong) { try await $0.query("SELECT 1") }
-    }
-    rawRates.append(rawRate)
+    let nioRate = try await run(tasks: tasks, seconds: seconds, rawNIO)
+    let pooledRate = try await run(tasks: tasks, seconds: seconds, pooledNIO)
+    let libpqRate = try await run(tasks: tasks, seconds: seconds, rawLibpq)
+    nioRates.append(nioRate)
     pooledRates.append(pooledRate)
-    ratios.append(pooledRate / rawRate)
+    libpqRates.append(libpqRate)
+    ratios.append(pooledRate / nioRate)
     FileHandle.standardError.write(
         Data(
             String(
-                format: "throughput round %d: raw %.0f/s, pooled %.0f/s (%.3fx)\n", round, rawRate, pooledRate,
-                pooledRate / rawRate
+                format: "throughput round %d: raw postgres-nio %.0f/s, pooled %.0f/s (%.3fx), raw libpq %.0f/s\n",
+                round, nioRate, pooledRate, pooledRate / nioRate, libpqRate
             ).utf8))
 }
-for connection in rawConnections { await connection.close() }
+for connection in libpqConnections { await connection.close() }
+for connection in nioConnections { try? await connection.close().get() }
 await pooled.shutdown()
-let (rawMin, rawMedian, rawMax) = stats(rawRates)
-let (pooledMin, pooledMedian, pooledMax) = stats(pooledRates)
+func summary(_ values: [Double]) -> [String: Double] {
+    let (low, median, high) = stats(values)
+    return ["min": low.rounded(), "median": median.rounded(), "max": high.rounded()]
+}
 let (ratioMin, ratioMedian, ratioMax) = stats(ratios)
 print(
     json([
         "bench": "throughput", "server": "\(primaryName) \(primary)", "tasks": tasks, "seconds": seconds,
-        "rounds": rounds,
-        "raw_qps": ["min": rawMin.rounded(), "median": rawMedian.rounded(), "max": rawMax.rounded()],
-        "pooled_qps": ["min": pooledMin.rounded(), "median": pooledMedian.rounded(), "max": pooledMax.rounded()],
+        "rounds": rounds, "raw_qps": summary(nioRates), "pooled_qps": summary(pooledRates),
+        "raw_libpq_qps": summary(libpqRates),
         "ratio": ["min": round3(ratioMin), "median": round3(ratioMedian), "max": round3(ratioMax)],
-        "target_ratio": 0.9,
+        "target_ratio": 0.95,
     ]))
 
 // MARK: Routing overhead per acquire (empty body: no statement, no I/O)
@@ -232,10 +254,11 @@ let writer = Task {
     while !Task.isCancelled {
         id += 1
         if let (port, _) = try? await cluster.write({ conn in
-            try await conn.query(
-                "INSERT INTO bench_client VALUES ($1, inet_server_port()) RETURNING inet_server_port() AS p",
-                [String(id)]
-            ).single().int("p") ?? -1
+            var port = -1
+            let rows = try await conn.query(
+                "INSERT INTO bench_client VALUES (\(id), inet_server_port()) RETURNING inet_server_port()")
+            for try await value in rows.decode(Int.self) { port = value }
+            return port
         }) {
             acks.withLock { $0.append((.now, port)) }
         } else {

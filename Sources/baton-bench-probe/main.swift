@@ -21,9 +21,9 @@
 // comes from $BATON_PASSWORD (or $BATON_SUPERUSER_PASSWORD). It stops after `seconds`, or as soon
 // as its stdin (when a pipe, as the harness gives it) reaches end of file.
 import BatonClient
-import BatonPostgres
 import Foundation
 import Logging
+import PostgresNIO
 import Synchronization
 
 #if canImport(Glibc)
@@ -128,7 +128,8 @@ if fstat(STDIN_FILENO, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO {
 }
 
 emit(["event": "ready", "t": monotonic()])
-let statement = "INSERT INTO \(table) (id) VALUES ($1) RETURNING inet_server_port() AS port"
+// The table name is the operator's (a flag): it goes in the text; the id is a typed bind.
+let statement = "INSERT INTO \(table) (id) VALUES ($1) RETURNING inet_server_port()"
 let deadline = monotonic() + seconds
 var id = firstId
 var attempts = 0
@@ -136,24 +137,28 @@ var acknowledged = 0
 while !stop.isSet && monotonic() < deadline {
     id += 1
     attempts += 1
-    let value = String(id)
+    var bindings = PostgresBindings()
+    bindings.append(id)
+    let query = PostgresQuery(unsafeSQL: statement, binds: bindings)
     let sent = monotonic()
     var record: [String: Any] = ["id": id, "sent": sent]
     do {
         let (port, _) = try await client.write { conn in
-            try await conn.query(statement, [value]).single().int("port")
+            var port = -1
+            for try await value in try await conn.query(query).decode(Int.self) { port = value }
+            return port
         }
         record["ack"] = monotonic()
-        record["port"] = port ?? -1
+        record["port"] = port
         acknowledged += 1
     } catch let error as BatonClientError {
         record["error"] = error.code.rawValue
         record["outcome_unknown"] = error.commitOutcomeUnknown
         record["message"] = String(error.message.prefix(200))
-    } catch let error as PostgresError {
-        record["error"] = error.code.rawValue
+    } catch let error as PSQLError {
+        record["error"] = "sql"
         record["outcome_unknown"] = true
-        record["message"] = String(error.message.prefix(200))
+        record["message"] = String(String(reflecting: error).prefix(200))
     } catch {
         record["error"] = "other"
         record["outcome_unknown"] = true

@@ -8,9 +8,9 @@
 // to run, default 30) and `verbose=1` (routing decisions at debug level). The password comes from
 // $BATON_PASSWORD (or $BATON_SUPERUSER_PASSWORD), never from the command line.
 import BatonClient
-import BatonPostgres
 import Foundation
 import Logging
+import PostgresNIO
 
 #if canImport(Glibc)
     import Glibc
@@ -105,9 +105,9 @@ while ContinuousClock.now < deadline {
     // A write, then a read that must see it, then an eventual read.
     do {
         let ((id, writer), token) = try await client.write { conn in
-            let id =
-                try await conn.query("INSERT INTO baton_client_example DEFAULT VALUES RETURNING id").single()
-                .int64("id") ?? -1
+            var id: Int64 = -1
+            let rows = try await conn.query("INSERT INTO baton_client_example DEFAULT VALUES RETURNING id")
+            for try await value in rows.decode(Int64.self) { id = value }
             return (id, member(conn))
         }
         let now = ContinuousClock.now
@@ -116,10 +116,10 @@ while ContinuousClock.now < deadline {
         acknowledged += 1
         routes["write → \(writer)", default: 0] += 1
         let (found, reader) = try await client.read(consistency: .readYourWrites(token)) { conn in
-            let count = try await conn.query(
-                "SELECT count(*) AS n FROM baton_client_example WHERE id = $1", [String(id)]
-            )
-            .single().int("n")
+            // Typed binds: `id` travels as an int8 parameter, never in the SQL text.
+            var count = 0
+            let rows = try await conn.query("SELECT count(*) FROM baton_client_example WHERE id = \(id)")
+            for try await value in rows.decode(Int.self) { count = value }
             return (count == 1, member(conn))
         }
         if !found { stale += 1 }

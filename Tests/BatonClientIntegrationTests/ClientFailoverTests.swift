@@ -4,6 +4,7 @@ import BatonEtcd
 import BatonPostgres
 import BatonTestCluster
 import Foundation
+import PostgresNIO
 import Synchronization
 import Testing
 
@@ -30,11 +31,12 @@ struct ClientFailoverTests {
         while !Task.isCancelled {
             id += 1
             do {
+                var bindings = PostgresBindings()
+                bindings.append(id)
+                let insert = PostgresQuery(
+                    unsafeSQL: "INSERT INTO \(table) (id) VALUES ($1) RETURNING inet_server_port()", binds: bindings)
                 let (port, _) = try await client.write { conn in
-                    try await conn.query(
-                        "INSERT INTO \(table) (id) VALUES ($1) RETURNING inet_server_port() AS port",
-                        [String(id)]
-                    ).single().int("port")
+                    try await conn.query(insert).firstValue(Int.self)
                 }
                 let node = cluster.nodesByPort[port ?? -1] ?? "port \(port ?? -1)"
                 ledger.acks.withLock { $0.append(.init(id: id, node: node, at: .now)) }
@@ -43,7 +45,7 @@ struct ClientFailoverTests {
             } catch is CancellationError {
                 return
             } catch {
-                ledger.otherErrors.withLock { $0.append("\(error)") }
+                ledger.otherErrors.withLock { $0.append(String(reflecting: error)) }
             }
             try? await Task.sleep(for: .milliseconds(10))
         }

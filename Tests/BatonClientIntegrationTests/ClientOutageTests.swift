@@ -38,12 +38,14 @@ struct ClientOutageTests {
         let agents = try TCPForwarder(cluster.nodes.map { "127.0.0.1:\($0.apiPort)" })
         defer { agents.stop() }
         let degradedAfter = Duration.seconds(2)
-        let client = try await cluster.client([
-            "etcd_hosts": etcd.addresses.joined(separator: ","),
-            "agents": agents.addresses.map { "http://\($0)" }.joined(separator: ","),
-            "degraded_after": "2s", "poll_interval": "500ms", "etcd_check_interval": "500ms",
-            "etcd_request_timeout": "1s", "primary_wait_timeout": "30s", "statement_timeout": "2s",
-        ])
+        let logs = LogCapture()
+        let client = try await cluster.client(
+            [
+                "etcd_hosts": etcd.addresses.joined(separator: ","),
+                "agents": agents.addresses.map { "http://\($0)" }.joined(separator: ","),
+                "degraded_after": "2s", "poll_interval": "500ms", "etcd_check_interval": "500ms",
+                "etcd_request_timeout": "1s", "primary_wait_timeout": "30s", "statement_timeout": "2s",
+            ], logs: logs)
         defer { Task { await client.shutdown() } }
         try await client.write { conn in
             try await conn.query("CREATE TABLE IF NOT EXISTS client_outage (id bigint PRIMARY KEY)")
@@ -97,7 +99,19 @@ struct ClientOutageTests {
             if resumed == nil { try await Task.sleep(for: .milliseconds(20)) }
         }
         guard let resumed else {
-            await cluster.fail("no write acknowledged by \(newLeader) within 20 s of its promotion; \(client.topology)")
+            let activity = try? await cluster.execute(
+                newLeader,
+                "SELECT string_agg(concat_ws(' ', pid, state, wait_event_type, wait_event, left(query, 80)), ' | ') AS a "
+                    + "FROM pg_stat_activity WHERE application_name = 'baton-client-it'")
+            print("ACTIVITY on \(newLeader): \(String(describing: try? activity?.single().string("a")))")
+            let errors =
+                ledger.errors.withLock { $0.suffix(5).map { "\($0)" } } + ledger.otherErrors.withLock { $0.suffix(5) }
+            await cluster.fail(
+                "no write acknowledged by \(newLeader) within 20 s of its promotion; \(client.topology); last errors: \(errors)\n"
+                    + logs.all.filter {
+                        !$0.hasPrefix("read routed") && !$0.hasPrefix("read on the primary")
+                            && !$0.hasPrefix("etcd call failed")
+                    }.suffix(60).map { String($0.prefix(250)) }.joined(separator: "\n"))
             return
         }
         let resumeAfterPromotion = resumed - promoted

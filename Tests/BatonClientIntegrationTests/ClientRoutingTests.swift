@@ -3,6 +3,7 @@ import BatonCore
 import BatonPostgres
 import BatonTestCluster
 import Foundation
+import PostgresNIO
 import Testing
 
 /// BatonClient against a real cluster: three `baton agent`s, a 3-member etcd, PostgreSQL 15.
@@ -57,11 +58,11 @@ struct ClientRoutingTests {
         var stale = 0
         for id in 1...100 {
             let (_, token) = try await client.write { conn in
-                try await conn.query("INSERT INTO client_it (id) VALUES ($1)", [String(id)])
+                try await conn.query("INSERT INTO client_it (id) VALUES (\(id))")
             }
             let (count, node) = try await client.read(consistency: .readYourWrites(token)) { conn in
-                let count = try await conn.query("SELECT count(*) AS n FROM client_it WHERE id = $1", [String(id)])
-                    .single().int("n")
+                let count = try await conn.query("SELECT count(*) FROM client_it WHERE id = \(id)")
+                    .firstValue(Int.self)
                 return (count, try await servedBy(conn, cluster))
             }
             if count != 1 { stale += 1 }

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Metrics
 import MetricsTestKit
+import PostgresNIO
 import Synchronization
 import Testing
 
@@ -59,7 +60,7 @@ func postgresProcesses(_ cluster: AgentCluster, _ name: String) -> [pid_t] {
 
 /// Where a statement ran, from the server itself.
 func servedBy(_ connection: BatonConnection, _ cluster: AgentCluster) async throws -> String {
-    let port = try await connection.query("SELECT inet_server_port() AS port").single().int("port") ?? -1
+    let port = try await connection.query("SELECT inet_server_port()").firstValue(Int.self) ?? -1
     return cluster.nodesByPort[port] ?? "port \(port)"
 }
 
@@ -145,4 +146,21 @@ enum TestMetricsBackend {
         MetricsSystem.bootstrap(metrics)
         return metrics
     }()
+}
+
+extension PostgresRowSequence {
+    /// The first row's only column as `T`, nil when there is no row (the other rows are read and
+    /// dropped).
+    func firstValue<T: PostgresDecodable & Sendable>(_ type: T.Type) async throws -> T? {
+        var first: T?
+        for try await value in decode(T.self) where first == nil { first = value }
+        return first
+    }
+
+    /// Every row's only column as `T`.
+    func values<T: PostgresDecodable & Sendable>(_ type: T.Type) async throws -> [T] {
+        var all: [T] = []
+        for try await value in decode(T.self) { all.append(value) }
+        return all
+    }
 }

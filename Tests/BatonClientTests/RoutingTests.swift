@@ -45,8 +45,12 @@ import Testing
         var configuration = BatonClientConfiguration(
             topology: .fixed(primaryHosts: [Endpoint(host: "127.0.0.1", port: 1)], readReplicas: []), user: "u")
         configuration.replicas = .init(strategy: strategy, maxLagBytes: maxLagBytes, breaker: breaker)
+        configuration.tls.mode = .disable
+        // No TLS files to read: cannot fail.
+        let settings = try! configuration.sessionSettings()
         return ReplicaPool(
-            configuration: configuration, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+            configuration: configuration, settings: settings,
+            logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
     }
 
     @Test func readsSpreadAndSkipExcludedReplicas() {

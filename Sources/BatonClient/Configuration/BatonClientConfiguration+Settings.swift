@@ -7,7 +7,8 @@ extension BatonClientConfiguration {
         "host", "port", "primary_hosts", "read_replicas",
         "etcd_hosts", "namespace", "scope", "etcd_user", "etcd_password", "agents", "poll_interval",
         "etcd_request_timeout", "etcd_check_interval",
-        "user", "password", "passfile", "dbname", "application_name", "connect_timeout", "statement_timeout",
+        "user", "password", "passfile", "sslmode", "sslrootcert", "sslcert", "sslkey", "dbname", "application_name",
+        "connect_timeout", "statement_timeout",
         "min_connections", "max_connections", "acquire_timeout", "max_lifetime", "idle_timeout",
         "health_check_after_idle", "replica_strategy", "max_replica_lag_bytes", "max_replica_lag",
         "no_replica_policy", "replica_weights", "read_your_writes_timeout", "primary_wait_timeout",
@@ -76,6 +77,17 @@ extension BatonClientConfiguration {
         self.init(topology: source, user: user)
         password = reader.string("password")
         passfile = reader.string("passfile")
+        if let mode = reader.string("sslmode") {
+            guard let parsed = SSLMode(rawValue: mode) else {
+                throw BatonClientError.configuration(
+                    "sslmode '\(mode)' is not one of "
+                        + SSLMode.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            tls.mode = parsed
+        }
+        tls.rootCertificate = reader.string("sslrootcert")
+        tls.certificate = reader.string("sslcert")
+        tls.key = reader.string("sslkey")
         database = reader.string("dbname") ?? database
         applicationName = reader.string("application_name") ?? applicationName
         connectTimeout = try reader.duration("connect_timeout") ?? connectTimeout

@@ -1,4 +1,7 @@
 import BatonEtcd
+import Foundation
+import NIOSSL
+import PostgresNIO
 
 /// Everything a `BatonClient` needs: where the topology comes from, how to log in, and how the
 /// pools and the router behave. Build it in code or from flat settings (`init(settings:)`);
@@ -118,10 +121,51 @@ public struct BatonClientConfiguration: Sendable {
         }
     }
 
+    /// TLS to the servers, as libpq's `sslmode`.
+    public enum SSLMode: String, Sendable, CaseIterable {
+        /// Never TLS.
+        case disable
+        /// TLS when the server offers it (as `prefer`: postgres-nio always asks first).
+        case allow
+        /// TLS when the server offers it, else plain; the certificate is not checked (libpq's
+        /// default).
+        case prefer
+        /// TLS or no connection; the certificate is not checked, unless `rootCertificate` is
+        /// given (then as `verify-ca`), as libpq does.
+        case require
+        /// TLS with a certificate signed by `rootCertificate` (or the system's roots).
+        case verifyCA = "verify-ca"
+        /// `verify-ca`, and the certificate names the host (DNS name or IP address) connected to.
+        case verifyFull = "verify-full"
+    }
+
+    public struct TLSOptions: Sendable {
+        public var mode: SSLMode
+        /// PEM file of the certificate authorities to trust (`sslrootcert`); the system's when nil.
+        public var rootCertificate: String?
+        /// PEM file of the client's certificate chain (`sslcert`), for certificate login.
+        public var certificate: String?
+        /// PEM file of the client's private key (`sslkey`).
+        public var key: String?
+
+        public init(
+            mode: SSLMode = .prefer, rootCertificate: String? = nil, certificate: String? = nil, key: String? = nil
+        ) {
+            self.mode = mode
+            self.rootCertificate = rootCertificate
+            self.certificate = certificate
+            self.key = key
+        }
+    }
+
     public var topology: TopologySource
     public var user: String
     public var password: String?
-    /// A libpq passfile (`.pgpass` format), used when `password` is nil.
+    /// Asked for the password at every new connection (wins over `password` and `passfile`): a
+    /// rotated secret is used from the next connection on, without restarting the client.
+    public var passwordProvider: (@Sendable () async throws -> String?)?
+    public var tls: TLSOptions = .init()
+    /// A passfile (libpq's `.pgpass` format, read at each connect), used when `password` is nil.
     public var passfile: String?
     public var database: String
     public var applicationName: String
@@ -136,9 +180,9 @@ public struct BatonClientConfiguration: Sendable {
     public var primaryWaitTimeout: Duration
     /// How long the initial topology may take before `BatonClient.init` fails.
     public var topologyTimeout: Duration
-    /// After the topology source has failed for this long, the primary pool stops trusting the
-    /// last published primary and uses libpq multi-host (`target_session_attrs=read-write`) over
-    /// every known member instead.
+    /// When no topology source has answered for this long, the primary pool stops trusting the
+    /// last published primary and connects to the first known member that is writable (as libpq's
+    /// `target_session_attrs=read-write`) instead.
     public var degradedAfter: Duration
     /// On shutdown, connections in use get this long to be returned before they are closed.
     public var drainTimeout: Duration
@@ -233,6 +277,69 @@ public struct BatonClientConfiguration: Sendable {
             throw BatonClientError.configuration("replica weight of '\(key)' is \(weight); weights must be 0 or more")
         }
         try replicas.breaker.validate()
+        if tls.mode == .disable, tls.rootCertificate != nil || tls.certificate != nil {
+            throw BatonClientError.configuration(
+                "sslmode is disable but sslrootcert or sslcert is set: use sslmode verify-full (or remove them)")
+        }
+        if (tls.certificate == nil) != (tls.key == nil) {
+            throw BatonClientError.configuration("sslcert and sslkey go together: give both or neither")
+        }
+        for (name, path) in [("sslrootcert", tls.rootCertificate), ("sslcert", tls.certificate), ("sslkey", tls.key)] {
+            if let path, !FileManager.default.isReadableFile(atPath: path) {
+                throw BatonClientError.configuration(
+                    "\(name) '\(path)' cannot be read: check the path and its permissions")
+            }
+        }
+    }
+
+    /// What every connection of the client starts with: login, session parameters and TLS (the
+    /// certificates are read here, once).
+    func sessionSettings() throws -> SessionSettings {
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        let verify =
+            tls.mode == .verifyFull || tls.mode == .verifyCA || (tls.mode == .require && tls.rootCertificate != nil)
+        tlsConfiguration.certificateVerification =
+            tls.mode == .verifyFull ? .fullVerification : verify ? .noHostnameVerification : .none
+        do {
+            if let root = tls.rootCertificate {
+                tlsConfiguration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(root))
+            }
+            if let certificate = tls.certificate, let key = tls.key {
+                tlsConfiguration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map {
+                    .certificate($0)
+                }
+                tlsConfiguration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+        } catch {
+            throw BatonClientError(
+                .invalidConfiguration,
+                "could not load the TLS files (sslrootcert \(tls.rootCertificate ?? "-"), sslcert \(tls.certificate ?? "-"), "
+                    + "sslkey \(tls.key ?? "-")): \(error); give PEM files", cause: error)
+        }
+        let mode: PostgresNIO.PostgresConnection.Configuration.TLS
+        switch tls.mode {
+        case .disable: mode = .disable
+        case .allow, .prefer: mode = .prefer(try makeContext(tlsConfiguration))
+        case .require, .verifyCA, .verifyFull: mode = .require(try makeContext(tlsConfiguration))
+        }
+        let password: SessionSettings.PasswordSource =
+            if let passwordProvider { .provider(passwordProvider) } else if let password {
+                .fixed(password)
+            } else if let passfile {
+                .passfile(passfile)
+            } else { .passfile(NSHomeDirectory() + "/.pgpass") }
+        return SessionSettings(
+            user: user, database: database, applicationName: applicationName, connectTimeout: connectTimeout,
+            statementTimeout: statementTimeout, password: password, tls: mode, tlsServerName: tls.mode != .disable)
+    }
+
+    private func makeContext(_ configuration: TLSConfiguration) throws -> NIOSSLContext {
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw BatonClientError(
+                .invalidConfiguration, "the TLS settings were refused: \(error)", cause: error)
+        }
     }
 
     static func checkAgentURL(_ url: String) throws {

@@ -1,101 +1,243 @@
-import BatonPostgres
+import PostgresNIO
 import Synchronization
 
-/// A pooled connection lent to one `read`, `write` or `transaction` body. It goes back to its pool
-/// when the body returns; from then on every statement sent through it throws
+/// A pooled postgres-nio connection lent to one `read`, `write` or `transaction` body. It goes
+/// back to its pool when the body returns; from then on every statement sent through it throws
 /// `BatonClientError.connectionReleased` (the connection may already serve another task).
 ///
-/// Statement errors are `PostgresError` (with SQLSTATE). When the connection itself fails, or the
-/// server stops being the primary while the body runs (the client then cuts the connection), the
-/// error is a `BatonClientError` (`.connectionLost` / `.primaryChanged`) whose
-/// `commitOutcomeUnknown` says whether the statement in flight may have committed. Cancelling the
-/// task cancels the statement running on the server.
+///     try await client.write { conn in
+///         try await conn.query("INSERT INTO orders (id, item) VALUES (\(id), \(item))")
+///     }
+///     let names = try await client.read(consistency: .eventual) { conn in
+///         var names: [String] = []
+///         for try await (id, name) in try await conn.query("SELECT id, name FROM t").decode((Int, String).self) {
+///             names.append(name)
+///         }
+///         return names
+///     }
+///
+/// Statement errors are postgres-nio's `PSQLError` (SQLSTATE in `serverInfo[.sqlState]`). When
+/// the connection itself fails, or the server stops being the primary while the body runs (the
+/// client then cuts the connection), the error is a `BatonClientError` (`.connectionLost` /
+/// `.primaryChanged`) whose `commitOutcomeUnknown` says whether the statement in flight may have
+/// committed. Cancelling the task ends the statement: the connection is closed, and the server
+/// stops the statement within a second.
 public final class BatonConnection: Sendable {
     /// `name (host:port)` of the server.
     public let server: String
     public let role: ServerRole
-    let postgres: PostgresConnection
+    let connection: ServerConnection
     let pool: HostPool
     let pooled: PooledConnection
     private let broken = Atomic<Bool>(false)
-    private let released = Atomic<Bool>(false)
+    /// The lease: `released` (the top bit) and the number of statements in flight (the rest).
+    private let lease = Atomic<UInt64>(0)
+    private static let released: UInt64 = 1 << 63
+    /// Set once a statement that may commit on its own (outside a transaction block, on the
+    /// primary) has been sent: an error after it does not mean that nothing of the body committed.
+    private let sentAutocommit = Atomic<Bool>(false)
+    /// Whether the last statement sent may commit if cut short.
+    private let lastMayCommit = Atomic<Bool>(false)
 
     init(pool: HostPool, pooled: PooledConnection) {
         self.pool = pool
         self.pooled = pooled
-        self.postgres = pooled.postgres
+        self.connection = pooled.postgres
         self.server = pool.server
         self.role = pool.role
     }
 
-    /// Runs one parameterised statement (`$1`, `$2`, … bound to `parameters`; nil is NULL).
+    /// Runs one statement; interpolated values are sent as typed binds
+    /// (`"… WHERE id = \(id)"`), never in the SQL text. Decode rows as postgres-nio does
+    /// (`rows.decode((Int, String).self)`); a body must consume (or drop) the rows before it
+    /// sends the next statement.
     @discardableResult
-    public func query(_ sql: String, _ parameters: [String?] = [], timeout: Duration? = nil) async throws -> QueryResult
-    {
-        try checkLease()
-        let inTransaction = postgres.isInTransaction
+    public func query(_ query: PostgresQuery) async throws -> PostgresRowSequence {
+        let mayCommit = try begin(query.sql)
+        defer { end() }
         let started = ContinuousClock.now
         do {
-            let result = try await postgres.query(sql, parameters, timeout: timeout)
-            pool.metrics.statement.recordNanoseconds((ContinuousClock.now - started).inNanoseconds)
-            pool.metrics.queries.increment()
-            return result
+            let rows = try await connection.query(query, backstop: backstop)
+            recordStatement(since: started)
+            return rows
         } catch {
-            throw classify(error, mayCommit: Self.mayCommit(sql, inTransaction: inTransaction, role: role))
+            throw classify(error, mayCommit: mayCommit)
         }
     }
 
-    /// Runs several `;`-separated statements in one round trip (no parameters).
-    @discardableResult
-    public func queryBatch(_ sql: String, timeout: Duration? = nil) async throws -> [QueryResult] {
-        try checkLease()
-        let inTransaction = postgres.isInTransaction
+    /// Runs a prepared statement (postgres-nio's `PostgresPreparedStatement`: prepared once per
+    /// connection, then executed by name) and returns its rows, decoded.
+    public func execute<Statement: PostgresPreparedStatement>(
+        _ statement: Statement
+    ) async throws -> AsyncThrowingMapSequence<PostgresRowSequence, Statement.Row> {
+        let mayCommit = try begin(Statement.sql)
+        defer { end() }
         let started = ContinuousClock.now
         do {
-            let results = try await postgres.queryBatch(sql, timeout: timeout)
-            pool.metrics.statement.recordNanoseconds((ContinuousClock.now - started).inNanoseconds)
-            pool.metrics.queries.increment()
-            return results
+            let rows = try await connection.guarded(backstop) {
+                try await connection.postgres.execute(statement, logger: ServerConnection.quiet)
+            }
+            recordStatement(since: started)
+            return rows
         } catch {
-            throw classify(error, mayCommit: Self.batchMayCommit(sql, inTransaction: inTransaction, role: role))
+            throw classify(error, mayCommit: mayCommit)
         }
     }
 
-    /// Whether the session is inside a transaction block (also a failed one) after the last
-    /// statement that finished.
-    public var isInTransaction: Bool { postgres.isInTransaction }
+    /// `COPY table (columns) FROM STDIN`: `writeData` writes the rows (postgres-nio's
+    /// `PostgresCopyFromWriter`); throwing from it aborts the copy.
+    public func copyFrom(
+        table: String, columns: [String] = [], format: PostgresCopyFromFormat = .text(.init()),
+        writeData: (PostgresCopyFromWriter) async throws -> Void
+    ) async throws {
+        let mayCommit = try begin("COPY")
+        defer { end() }
+        let started = ContinuousClock.now
+        do {
+            try await connection.guarded(backstop) {
+                try await connection.postgres.copyFrom(
+                    table: table, columns: columns, format: format, logger: ServerConnection.quiet,
+                    writeData: writeData)
+            }
+            recordStatement(since: started)
+        } catch {
+            throw classify(error, mayCommit: mayCommit)
+        }
+    }
+
+    /// `LISTEN channel` for the duration of `consume` (then `UNLISTEN`). On a pooled connection
+    /// the subscription ends with the body; `BatonClient.notifications(channel:)` follows the
+    /// primary across failovers instead.
+    public func listen<Value>(
+        on channel: String, consume: (PostgresNotificationSequence) async throws -> Value
+    ) async throws -> Value {
+        _ = try begin("LISTEN")
+        defer { end() }
+        do {
+            return try await connection.postgres.listen(on: channel, consume: consume)
+        } catch {
+            throw classify(error, mayCommit: false)
+        }
+    }
+
+    /// Sends `COMMIT` and returns its command tag: `COMMIT`, or `ROLLBACK` when the transaction
+    /// had failed.
+    func commit() async throws -> String {
+        _ = try begin("COMMIT")
+        defer { end() }
+        do {
+            let result = try await connection.guarded(backstop) {
+                try await connection.postgres.query("COMMIT", logger: ServerConnection.quiet).get()
+            }
+            return result.metadata.command
+        } catch {
+            throw classify(error, mayCommit: role == .primary)
+        }
+    }
+
+    /// The session's transaction state as the server last reported it (`unknown` while a
+    /// statement is in flight).
+    public var transactionState: SessionTransactionState { connection.tracker.transaction }
+
+    /// A statement's backstop: the session's statement_timeout ends a slow statement on the
+    /// server; a server that does not answer within it plus a second gets its connection cut.
+    private var backstop: Duration { connection.settings.statementTimeout + .seconds(1) }
+
+    private func recordStatement(since started: ContinuousClock.Instant) {
+        pool.metrics.statement.recordNanoseconds((ContinuousClock.now - started).inNanoseconds)
+        pool.metrics.queries.increment()
+    }
 
     /// Whether the connection failed (it is then closed, not returned to the pool).
     var isBroken: Bool { broken.load(ordering: .relaxed) }
 
     func markBroken() { broken.store(true, ordering: .relaxed) }
 
-    /// Ends the lease: every later statement throws `.connectionReleased`.
-    func endLease() { released.store(true, ordering: .releasing) }
+    /// Ends the lease: every later statement throws `.connectionReleased`. Returns false when a
+    /// statement was still in flight (sent from a task that outlived the body): the connection
+    /// must not serve anyone else then.
+    @discardableResult
+    func endLease() -> Bool {
+        lease.bitwiseOr(Self.released, ordering: .acquiringAndReleasing).oldValue & ~Self.released == 0
+    }
 
-    private func checkLease() throws {
-        guard !released.load(ordering: .acquiring) else {
+    /// Whether the last statement sent may commit if cut short.
+    var lastStatementMayCommit: Bool { lastMayCommit.load(ordering: .relaxed) }
+
+    /// The error for a body that returned before its last statement's answer was in, when the
+    /// connection then failed: whatever the body returned, that statement's outcome is unknown.
+    func cutShortError() -> BatonClientError {
+        let what =
+            connection.isClosed
+            ? "the connection to \(server) failed before the body's last statement finished"
+            : "the body's last statement on \(server) did not finish within statement_timeout + 1 s; the connection was closed"
+        return BatonClientError(
+            .connectionLost,
+            what + " (its rows were not read to the end; session: \(connection.tracker.counts))",
+            commitOutcomeUnknown: lastStatementMayCommit, server: server)
+    }
+
+    /// Waits for the answer to the last statement when the body returned before it was in (its
+    /// rows not read to the end); throws `cutShortError()` when the connection failed first or no
+    /// answer came within the backstop.
+    func awaitLastStatement() async throws {
+        let tracker = connection.tracker
+        guard tracker.transaction == .unknown else { return }
+        let server = connection
+        if await tracker.settled(within: backstop, while: { !server.isClosed }) == .unknown {
+            markBroken()
+            throw cutShortError()
+        }
+    }
+
+    /// Whether a statement that may commit on its own was sent (see `sentAutocommit`).
+    var mayHaveCommitted: Bool { sentAutocommit.load(ordering: .relaxed) }
+
+    /// Counts a statement in flight, refused once the lease ended; returns whether it may commit
+    /// if cut short (decided from the transaction state before it).
+    private func begin(_ sql: String) throws -> Bool {
+        let now = lease.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+        guard now & Self.released == 0 else {
+            lease.wrappingSubtract(1, ordering: .acquiringAndReleasing)
             throw BatonClientError(
                 .connectionReleased,
                 "this connection to \(server) was used after the body it was lent to returned, so the statement "
                     + "was not sent (the connection may serve another task now); use it only inside the body",
                 server: server)
         }
+        let inBlock = connection.tracker.transaction.isBlock
+        let mayCommit = Self.mayCommit(sql, inTransaction: inBlock, role: role)
+        if mayCommit && !inBlock { sentAutocommit.store(true, ordering: .relaxed) }
+        lastMayCommit.store(mayCommit, ordering: .relaxed)
+        return mayCommit
     }
+
+    private func end() { lease.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
 
     private func classify(_ error: any Error, mayCommit: Bool) -> any Error {
         pool.metrics.errors.increment()
-        guard let failure = error as? PostgresError, failure.isConnectionFailure else { return error }
+        if error is CancellationError {
+            // The connection was closed to stop the statement.
+            markBroken()
+            guard mayCommit else { return error }
+            return BatonClientError(
+                .connectionLost,
+                "the task was cancelled while a statement that may commit was in flight; the connection to "
+                    + "\(server) was closed to stop it, so whether it committed is unknown",
+                commitOutcomeUnknown: true, server: server, cause: error)
+        }
+        guard BatonClientError.isServerFailure(error) else { return error }
         markBroken()
         if let reason = pool.closedReason {
             return BatonClientError(
                 reason.code == .primaryChanged ? .primaryChanged : .connectionLost,
                 "\(reason.message); the statement in flight was cut short", commitOutcomeUnknown: mayCommit,
-                server: server, cause: failure)
+                server: server, cause: error)
         }
         return BatonClientError(
-            .connectionLost, "the connection to \(server) failed while in use", commitOutcomeUnknown: mayCommit,
-            server: server, cause: failure)
+            .connectionLost,
+            "the connection to \(server) failed while in use (\(ServerConnection.describe(error)))",
+            commitOutcomeUnknown: mayCommit, server: server, cause: error)
     }
 
     /// Whether a statement cut short may have committed. On a replica nothing can (a hot standby
@@ -106,21 +248,15 @@ public final class BatonConnection: Sendable {
     static func mayCommit(_ sql: String, inTransaction: Bool, role: ServerRole = .primary) -> Bool {
         guard role == .primary else { return false }
         let keyword = firstKeyword(sql)
+        // No keyword found (a comment longer than the scan, say): unknown is not "nothing".
+        if keyword.isEmpty { return true }
         if inTransaction { return keyword == "COMMIT" || keyword == "END" || keyword == "PREPARE" }
         switch keyword {
-        case "BEGIN", "START", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW": return false
+        case "BEGIN", "START", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "LISTEN",
+            "UNLISTEN":
+            return false
         default: return true
         }
-    }
-
-    /// `mayCommit` for several statements in one string: outside a transaction block always (each
-    /// statement may commit on its own); inside one when any word of it could end the block with
-    /// a commit.
-    static func batchMayCommit(_ sql: String, inTransaction: Bool, role: ServerRole = .primary) -> Bool {
-        guard role == .primary else { return false }
-        guard inTransaction else { return true }
-        let words = sql.uppercased().split { !$0.isLetter }
-        return words.contains { $0 == "COMMIT" || $0 == "END" || $0 == "PREPARE" }
     }
 
     /// The first SQL keyword, after blanks, `--` and (nested) `/* */` comments and opening
@@ -160,4 +296,10 @@ public final class BatonConnection: Sendable {
         }
         return keyword.uppercased()
     }
+}
+
+extension SessionTransactionState {
+    /// Inside a transaction block (also a failed one). `unknown` counts as outside: the more
+    /// cautious answer for "may it have committed".
+    var isBlock: Bool { self == .open || self == .failed }
 }

@@ -1,5 +1,5 @@
-import BatonPostgres
 import Logging
+import PostgresNIO
 import Synchronization
 
 /// Which role a pool's server must have; every new connection checks it (`pg_is_in_recovery()`).
@@ -10,18 +10,18 @@ public enum ServerRole: String, Sendable, Hashable {
 
 /// One open connection and when it was opened.
 final class PooledConnection: Sendable {
-    let postgres: PostgresConnection
+    let postgres: ServerConnection
     let id: UInt64
     let created: ContinuousClock.Instant
 
-    init(postgres: PostgresConnection, id: UInt64, created: ContinuousClock.Instant) {
+    init(postgres: ServerConnection, id: UInt64, created: ContinuousClock.Instant) {
         self.postgres = postgres
         self.id = id
         self.created = created
     }
 }
 
-/// The connections to one server (or, for `anyWritable`, to whichever server libpq picks): at most
+/// The connections to one server (or, for `anyWritable`, to the first of several that is writable): at most
 /// `maxConnections`, idle ones reused most-recent-first, waiters served in order, closed for good
 /// by `close(because:)` when the topology drops the server.
 ///
@@ -30,7 +30,9 @@ final class PooledConnection: Sendable {
 final class HostPool: Sendable {
     /// `name (host:port)`, for logs, metrics and errors.
     let server: String
-    let parameters: ConnectionParameters
+    /// Where to connect: one server, or (multi-host) the first of these that has `role`.
+    let endpoints: [Endpoint]
+    let settings: SessionSettings
     let role: ServerRole
     let options: BatonClientConfiguration.PoolOptions
     let metrics: HostMetrics
@@ -62,11 +64,14 @@ final class HostPool: Sendable {
     }
 
     init(
-        server: String, parameters: ConnectionParameters, role: ServerRole,
+        server: String, endpoints: [Endpoint], settings: SessionSettings, role: ServerRole,
         options: BatonClientConfiguration.PoolOptions, logger: Logger
     ) {
         self.server = server
-        self.parameters = parameters
+        self.endpoints = endpoints
+        var settings = settings
+        settings.readOnly = role == .replica
+        self.settings = settings
         self.role = role
         self.options = options
         self.metrics = HostMetrics(server: server, pool: role.rawValue)
@@ -183,8 +188,8 @@ final class HostPool: Sendable {
             return nil
         }
         if let (continuation, value) = grant { continuation.resume(returning: value) }
-        // A dropped connection closes (PQfinish on its own thread) when its last reference goes.
-        _ = dropped
+        // A dropped connection is closed now (statements in flight on it, if any, fail).
+        dropped?.postgres.interrupt()
         return now
     }
 
@@ -194,7 +199,7 @@ final class HostPool: Sendable {
     ) async throws -> Bool {
         guard now - idleSince >= options.healthCheckAfterIdle else { return true }
         do {
-            try await Self.ping(connection.postgres, within: parameters.connectTimeout)
+            try await connection.postgres.ping(within: settings.connectTimeout)
             return true
         } catch {
             logger.debug(
@@ -202,22 +207,6 @@ final class HostPool: Sendable {
             release(connection, reusable: false)
             if Task.isCancelled { throw CancellationError() }
             return false
-        }
-    }
-
-    /// `SELECT 1` with a hard deadline: a server that does not answer in time (hung, or its host
-    /// gone) gets its connection cut, since it could not process a cancel request either.
-    static func ping(_ postgres: PostgresConnection, within timeout: Duration) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { _ = try await postgres.query("SELECT 1", timeout: timeout) }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                postgres.interrupt()
-                throw PostgresError(
-                    .statementTimeout, "\(postgres.server) did not answer a health check within \(timeout)")
-            }
-            defer { group.cancelAll() }
-            try await group.next()
         }
     }
 
@@ -239,7 +228,7 @@ final class HostPool: Sendable {
             return nil
         }
         if let reason = accepted {
-            connection.postgres.interrupt()
+            await connection.postgres.close()
             throw reason
         }
         return connection
@@ -259,37 +248,66 @@ final class HostPool: Sendable {
     /// promotion before it gives up on it (as `.roleMismatch`).
     static let promotionWatch: Duration = .seconds(1)
 
-    /// Connects and verifies the server's role.
+    /// A connection of the pool's server and role that the pool does not count or lend: for a
+    /// long-lived use of its own (a LISTEN that follows the primary). The caller closes it.
+    func openDedicated() async throws -> ServerConnection {
+        if let reason = closedReason { throw reason }
+        return try await openConnection().postgres
+    }
+
+    /// Connects and verifies the server's role: the one endpoint, or the first of several that
+    /// has it (multi-host, like libpq's `target_session_attrs`).
     private func openConnection() async throws -> PooledConnection {
-        let postgres = try await PostgresConnection.connect(parameters)
-        var inRecovery: Bool?
+        var lastError: (any Error)?
+        for endpoint in endpoints {
+            do {
+                let postgres = try await connect(endpoint, watchPromotion: endpoints.count == 1)
+                let id = state.withLock { state in
+                    state.nextID += 1
+                    return state.nextID
+                }
+                logger.debug("connection opened", metadata: ["client.connection": "\(id)", "pg.server": "\(endpoint)"])
+                return PooledConnection(postgres: postgres, id: id, created: .now)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? BatonClientError(.connectFailed, "no server to connect to", server: server)
+    }
+
+    /// One connection to `endpoint`, verified to have the pool's role.
+    private func connect(_ endpoint: Endpoint, watchPromotion: Bool) async throws -> ServerConnection {
+        let postgres = try await ServerConnection.connect(host: endpoint.host, port: endpoint.port, settings: settings)
+        var inRecovery: Bool
         do {
-            inRecovery = try await postgres.query("SELECT pg_is_in_recovery() AS r").single().bool("r")
+            inRecovery = try await postgres.isInRecovery(within: settings.connectTimeout)
             // The new leader published its key and is promoting: watch the promotion finish on
             // this connection (every 5 ms, for up to `promotionWatch`) rather than reconnect.
             let watchUntil = ContinuousClock.now + Self.promotionWatch
-            while role == .primary, inRecovery == true, ContinuousClock.now < watchUntil {
+            while watchPromotion, role == .primary, inRecovery, ContinuousClock.now < watchUntil {
                 try await Task.sleep(for: .milliseconds(5))
-                inRecovery = try await postgres.query("SELECT pg_is_in_recovery() AS r").single().bool("r")
+                inRecovery = try await postgres.isInRecovery(within: settings.connectTimeout)
             }
         } catch {
             await postgres.close()
-            throw error
+            if Task.isCancelled { throw CancellationError() }
+            throw BatonClientError.isServerFailure(error) || error is BatonClientError
+                ? BatonClientError(
+                    .connectFailed,
+                    "\(endpoint) failed right after connecting: \(ServerConnection.describe(error))", server: server,
+                    cause: error)
+                : error
         }
         guard inRecovery == (role == .replica) else {
             await postgres.close()
-            let actual = inRecovery == true ? "a replica (in recovery)" : "a primary (not in recovery)"
+            let actual = inRecovery ? "a replica (in recovery)" : "a primary (not in recovery)"
             throw BatonClientError(
-                .roleMismatch,
-                "\(postgres.server) is \(actual), but the topology has it as the \(role); not using it",
+                .roleMismatch, "\(endpoint) is \(actual), but the topology has it as the \(role); not using it",
                 server: server)
         }
-        let id = state.withLock { state in
-            state.nextID += 1
-            return state.nextID
-        }
-        logger.debug("connection opened", metadata: ["client.connection": "\(id)", "pg.server": "\(postgres.server)"])
-        return PooledConnection(postgres: postgres, id: id, created: .now)
+        return postgres
     }
 
     // MARK: Waiting
@@ -416,7 +434,7 @@ final class HostPool: Sendable {
             return (idle, Array(state.connected.values), waiters)
         }
         for waiter in waiters { waiter.resume(throwing: reason) }
-        _ = idle  // closed gracefully as they go (PQfinish when the last reference is dropped)
+        for connection in idle { connection.postgres.interrupt() }
         if interruptInUse { for connection in inUse { connection.postgres.interrupt() } }
         metrics.inUse.record(interruptInUse ? 0 : inUse.count)
         metrics.idle.record(0)

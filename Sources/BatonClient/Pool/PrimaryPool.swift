@@ -1,4 +1,3 @@
-import BatonPostgres
 import Logging
 import Metrics
 import Synchronization
@@ -9,6 +8,7 @@ import Synchronization
 /// `primaryWaitTimeout` instead of failing at once.
 final class PrimaryPool: Sendable {
     let configuration: BatonClientConfiguration
+    let settings: SessionSettings
     let logger: Logger
     /// Changes of the server the pool targets, from one primary to another or to none
     /// (`baton_client_primary_changes_total`).
@@ -23,8 +23,9 @@ final class PrimaryPool: Sendable {
         var shutdown: BatonClientError?
     }
 
-    init(configuration: BatonClientConfiguration, logger: Logger) {
+    init(configuration: BatonClientConfiguration, settings: SessionSettings, logger: Logger) {
         self.configuration = configuration
+        self.settings = settings
         self.logger = logger
         self.state = Mutex(State())
     }
@@ -60,22 +61,19 @@ final class PrimaryPool: Sendable {
     }
 
     private func makePool(_ target: Topology.PrimaryTarget) -> HostPool {
-        var parameters = configuration.connectionParameters(for: .primary)
         let server: String
+        let endpoints: [Endpoint]
         switch target {
         case .member(let name, let endpoint, _):
-            parameters.host = endpoint.host
-            parameters.port = endpoint.port
+            endpoints = [endpoint]
             server = "\(name) (\(endpoint))"
-        case .anyWritable(let endpoints):
-            parameters.host = endpoints.first?.host ?? ""
-            parameters.port = endpoints.first?.port ?? 5432
-            parameters.alternateHosts = endpoints.dropFirst().map { (host: $0.host, port: $0.port) }
-            parameters.targetSessionAttrs = "read-write"
-            server = "read-write of \(endpoints.map(\.description).joined(separator: ","))"
+        case .anyWritable(let all):
+            endpoints = all
+            server = "read-write of \(all.map(\.description).joined(separator: ","))"
         }
         return HostPool(
-            server: server, parameters: parameters, role: .primary, options: configuration.pool, logger: logger)
+            server: server, endpoints: endpoints, settings: settings, role: .primary, options: configuration.pool,
+            logger: logger)
     }
 
     /// `acquire`'s fast path, synchronous: an idle connection of the current primary's pool that
@@ -183,17 +181,5 @@ final class PrimaryPool: Sendable {
         }
         for waiter in waiters { waiter.resume() }
         return pool
-    }
-}
-
-extension BatonClientConfiguration {
-    /// libpq parameters for a pool (host and port are filled in by the pool).
-    /// Cancelling a task cancels its statement (`cancelsWithTask`).
-    func connectionParameters(for role: ServerRole) -> ConnectionParameters {
-        var parameters = ConnectionParameters(
-            host: "", port: 5432, user: user, password: password, passfile: passfile, database: database,
-            applicationName: applicationName, connectTimeout: connectTimeout, statementTimeout: statementTimeout)
-        parameters.cancelsWithTask = true
-        return parameters
     }
 }

@@ -1,11 +1,11 @@
 import BatonCore
-import BatonPostgres
 import Logging
 import Synchronization
 
 /// One pool per usable replica, a circuit breaker per replica, and the strategy that spreads reads.
 final class ReplicaPool: Sendable {
     let configuration: BatonClientConfiguration
+    let settings: SessionSettings
     let logger: Logger
     private let state: Mutex<State>
 
@@ -47,8 +47,9 @@ final class ReplicaPool: Sendable {
 
     static let breakerMemory: Duration = .seconds(300)
 
-    init(configuration: BatonClientConfiguration, logger: Logger) {
+    init(configuration: BatonClientConfiguration, settings: SessionSettings, logger: Logger) {
         self.configuration = configuration
+        self.settings = settings
         self.logger = logger
         self.state = Mutex(State(selector: ReplicaSelector(strategy: configuration.replicas.strategy)))
     }
@@ -108,12 +109,9 @@ final class ReplicaPool: Sendable {
     }
 
     private func makePool(_ replica: Topology.Replica) -> HostPool {
-        var parameters = configuration.connectionParameters(for: .replica)
-        parameters.host = replica.endpoint.host
-        parameters.port = replica.endpoint.port
-        return HostPool(
-            server: "\(replica.name) (\(replica.endpoint))", parameters: parameters, role: .replica,
-            options: configuration.replicaPool ?? configuration.pool, logger: logger)
+        HostPool(
+            server: "\(replica.name) (\(replica.endpoint))", endpoints: [replica.endpoint], settings: settings,
+            role: .replica, options: configuration.replicaPool ?? configuration.pool, logger: logger)
     }
 
     // MARK: Choosing

@@ -77,13 +77,15 @@ final class EtcdTopologySource: TopologySourceDriver {
 
     /// Feeds an etcd read unless a newer revision was fed already (the read still counts as an
     /// answer then: the newer topology is fed again, refreshing its age).
-    private func feed(_ read: (Topology, revision: Int64), to feed: any TopologyFeed) {
+    @discardableResult
+    private func feed(_ read: (Topology, revision: Int64), to feed: any TopologyFeed, force: Bool = false) -> Bool {
         state.withLock { state in
-            guard read.revision >= state.revision else { return }
+            guard read.revision >= state.revision || force else { return false }
             state.revision = read.revision
             // Under the lock: reads finishing together are fed in revision order, and a fallback
             // poll that ends after etcd came back is not fed over it.
             feed.apply(read.0, from: .etcd)
+            return true
         }
     }
 
@@ -130,6 +132,9 @@ final class EtcdTopologySource: TopologySourceDriver {
     /// Reads the scope every `checkInterval`; returns after the first answer that follows a
     /// failure (the watch may have died silently meanwhile).
     private func check(_ feed: any TopologyFeed) async {
+        // Checks in a row that read an older revision than the one fed: once is a watch reload
+        // that finished first; twice is etcd's revision going back (restored from a snapshot).
+        var olderReads = 0
         while !Task.isCancelled {
             let started = ContinuousClock.now
             do {
@@ -138,7 +143,18 @@ final class EtcdTopologySource: TopologySourceDriver {
                     defer { state.failingSince = nil }
                     return state.failingSince.map { started - $0 }
                 }
-                self.feed(read, to: feed)
+                if self.feed(read, to: feed) {
+                    olderReads = 0
+                } else {
+                    olderReads += 1
+                    if olderReads >= 2 {
+                        logger.warning(
+                            "etcd's revision went back (restored from a snapshot?); following it and watching it afresh",
+                            metadata: ["client.revision": "\(read.revision)"])
+                        self.feed(read, to: feed, force: true)
+                        return
+                    }
+                }
                 if let outage {
                     logger.info(
                         "etcd answers again; following it (and watching it afresh)",

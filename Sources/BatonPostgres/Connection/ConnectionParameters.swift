@@ -18,11 +18,6 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
     /// libpq's `target_session_attrs` (`read-write`, `read-only`, `primary`, `standby`, `any`); with
     /// `alternateHosts`, libpq skips servers that do not match. nil leaves libpq's default (`any`).
     public var targetSessionAttrs: String?
-    /// Whether cancelling the task that runs a statement cancels the statement on the server
-    /// (`PQcancel`) and makes it throw `CancellationError`; a cancelled task then sends no new
-    /// statement either. Off for the agent (its shutdown finishes what it started), on for
-    /// BatonClient.
-    public var cancelsWithTask = false
 
     public init(
         host: String, port: Int, user: String, password: String? = nil, passfile: String? = nil,

@@ -75,33 +75,9 @@ public final class PostgresConnection: Sendable {
     {
         let handle = self.handle
         let deadline = cancelDeadline(timeout)
-        return try await cancellable(deadline) {
-            try await thread.run {
-                defer { handle.noteTransactionStatus() }
-                return try deadline.guarding { try handle.execParams(sql, parameters) }
-            }
-        }
-    }
-
-    /// Runs `operation` so that cancelling the task cancels its statement, when
-    /// `cancelsWithTask` is set: the statement is not sent if the task was cancelled before it
-    /// started, is cancelled on the server (`PQcancel`) if it was running, and the call throws
-    /// `CancellationError` either way.
-    private func cancellable<T: Sendable>(
-        _ deadline: CancelDeadline, _ operation: () async throws -> T
-    ) async throws -> T {
-        guard parameters.cancelsWithTask else { return try await operation() }
-        let cancellation = deadline.cancellation
-        do {
-            let value = try await withTaskCancellationHandler {
-                try await operation()
-            } onCancel: {
-                cancellation.request()
-            }
-            return value
-        } catch {
-            if cancellation.wasRequested { throw CancellationError() }
-            throw error
+        return try await thread.run {
+            defer { handle.noteTransactionStatus() }
+            return try deadline.guarding { try handle.execParams(sql, parameters) }
         }
     }
 
@@ -114,11 +90,9 @@ public final class PostgresConnection: Sendable {
     public func queryBatch(_ sql: String, timeout: Duration? = nil) async throws -> [QueryResult] {
         let handle = self.handle
         let deadline = cancelDeadline(timeout)
-        return try await cancellable(deadline) {
-            try await thread.run {
-                defer { handle.noteTransactionStatus() }
-                return try deadline.guarding { try handle.execBatch(sql) }
-            }
+        return try await thread.run {
+            defer { handle.noteTransactionStatus() }
+            return try deadline.guarding { try handle.execBatch(sql) }
         }
     }
 
@@ -168,9 +142,7 @@ public final class PostgresConnection: Sendable {
 
     private func cancelDeadline(_ timeout: Duration?) -> CancelDeadline {
         // The server's statement_timeout normally ends a slow statement; PQcancel is the backstop.
-        CancelDeadline(
-            limit: (timeout ?? parameters.statementTimeout) + .milliseconds(500), canceller: canceller,
-            cancellation: StatementCancellation(canceller: canceller))
+        CancelDeadline(limit: (timeout ?? parameters.statementTimeout) + .milliseconds(500), canceller: canceller)
     }
 }
 
@@ -179,60 +151,13 @@ public final class PostgresConnection: Sendable {
 struct CancelDeadline: Sendable {
     let limit: Duration
     let canceller: PostgresConnection.Canceller
-    /// The task's cancellation of this statement (used when `cancelsWithTask` is set).
-    let cancellation: StatementCancellation
 
-    func guarding<T>(_ body: () throws -> T) throws -> T {
-        try cancellation.begin()
-        defer { cancellation.end() }
+    func guarding<T>(_ body: () throws -> T) rethrows -> T {
         let canceller = self.canceller
         let item = DispatchWorkItem { canceller.cancel() }
         PostgresConnection.Canceller.timerQueue.asyncAfter(deadline: .now() + limit.secondsDouble, execute: item)
         defer { item.cancel() }
         return try body()
-    }
-}
-
-/// One statement's cancellation by its task: requested from any thread; acted on (`PQcancel`)
-/// only while the statement runs on the connection's thread. The request and the statement's end
-/// exclude each other, so a cancel is never sent after the statement ended (it could hit the next
-/// one).
-final class StatementCancellation: Sendable {
-    private struct State {
-        var requested = false
-        var running = false
-        var ended = false
-    }
-    private let state = Mutex(State())
-    private let canceller: PostgresConnection.Canceller
-
-    init(canceller: PostgresConnection.Canceller) { self.canceller = canceller }
-
-    var wasRequested: Bool { state.withLock { $0.requested } }
-
-    func request() {
-        state.withLock { state in
-            guard !state.requested, !state.ended else { return }
-            state.requested = true
-            // Under the lock: `end()` waits until the cancel request has been sent.
-            if state.running { canceller.cancel() }
-        }
-    }
-
-    /// On the connection's thread, right before the statement is sent.
-    func begin() throws {
-        try state.withLock { state in
-            if state.requested { throw CancellationError() }
-            state.running = true
-        }
-    }
-
-    /// On the connection's thread, when the statement's result is in.
-    func end() {
-        state.withLock { state in
-            state.running = false
-            state.ended = true
-        }
     }
 }
 
