@@ -605,7 +605,7 @@ public final class BatonClient: Service, Sendable {
         }
         if let degraded {
             logger.warning(
-                "no topology source has answered for degraded_after (\(configuration.degradedAfter)); writes go to whichever known member accepts a read-write connection (libpq target_session_attrs=read-write)",
+                "no topology source has answered for degraded_after (\(configuration.degradedAfter)); writes go to the first known member that answers as writable",
                 metadata: ["client.topology": "\(degraded)"])
             topologyMetrics.record(topologyStatus)
             primaryPool.update(degraded.primary)

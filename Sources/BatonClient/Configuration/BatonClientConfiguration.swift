@@ -16,8 +16,8 @@ public struct BatonClientConfiguration: Sendable {
         /// Polls `GET /cluster` of the first agent (base URLs such as `http://10.0.0.1:8008`) that
         /// answers, every `pollInterval`.
         case rest(agents: [String], pollInterval: Duration)
-        /// Fixed lists. Writes go through libpq multi-host with `target_session_attrs=read-write`
-        /// over `primaryHosts` (whichever of them is writable); reads may use `readReplicas`.
+        /// Fixed lists. Writes go to the first of `primaryHosts` that answers as writable (as
+        /// libpq's multi-host `target_session_attrs=read-write`); reads may use `readReplicas`.
         case fixed(primaryHosts: [Endpoint], readReplicas: [Endpoint])
     }
 

@@ -7,8 +7,9 @@ public struct Topology: Sendable, Equatable, CustomStringConvertible {
         /// The published leader. `confirmed` once it publishes role `primary` and state `running`;
         /// before that (a promotion in progress) connections are tried and verified all the same.
         case member(name: String, endpoint: Endpoint, confirmed: Bool)
-        /// libpq multi-host with `target_session_attrs=read-write`: fixed configuration, or a
-        /// topology source that failed for longer than `degradedAfter`.
+        /// The first of these that answers as writable (as libpq's multi-host
+        /// `target_session_attrs=read-write`): fixed configuration, or no topology source
+        /// answering for `degradedAfter`.
         case anyWritable([Endpoint])
 
         /// Identity for pool purposes: a promotion being confirmed is not a change of primary.
