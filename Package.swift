@@ -32,6 +32,9 @@ let package = Package(
         // BatonClient's connections: the Swift server ecosystem's PostgreSQL driver (the agent keeps
         // libpq).
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // Spans of BatonClient's acquisitions and statements (already in the graph through
+        // postgres-nio).
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.1.0"),
         // Property-based tests (random and adversarial input), tests only; no dependencies of its own.
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
@@ -115,6 +118,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: strict
         ),
@@ -262,6 +266,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: strict
         ),

@@ -4,6 +4,7 @@ import Metrics
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// The library applications link to use a Baton cluster: it follows the published topology and
 /// keeps a primary pool (writes, strong reads) and a replica pool (eventual and read-your-writes
@@ -28,6 +29,8 @@ public final class BatonClient: Service, Sendable {
     private let source: any TopologySourceDriver
     /// The configured source: etcd, the REST agents, or fixed.
     private let preferredSource: TopologySourceKind
+    /// nil when spans are off.
+    let tracer: (any Tracer)?
     private let state: Mutex<State>
     /// Set once by `shutdown()`, under the state lock; read without it on every request.
     private let isShutdown = Atomic<Bool>(false)
@@ -56,6 +59,7 @@ public final class BatonClient: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         let settings = try configuration.sessionSettings()
+        self.tracer = settings.tracer
         self.primaryPool = PrimaryPool(configuration: configuration, settings: settings, logger: logger)
         self.replicaPool = ReplicaPool(configuration: configuration, settings: settings, logger: logger)
         let kind: TopologySourceKind
@@ -215,10 +219,12 @@ public final class BatonClient: Service, Sendable {
     /// of its own to the primary (outside the pools) and, when the primary changes or the
     /// connection fails, subscribes again on the primary then published, every 100 ms until it
     /// succeeds. A notification sent while no subscription is in place is not delivered (as with
-    /// any LISTEN). The stream ends when the task iterating it is cancelled or the client shuts
-    /// down.
+    /// any LISTEN); a consumer more than 10,000 notifications behind loses the oldest. The stream
+    /// ends when the task iterating it is cancelled or the client shuts down.
     public func notifications(channel: String) -> AsyncThrowingStream<PostgresNotification, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<PostgresNotification, any Error>.makeStream()
+        // Bounded: a consumer that falls behind a flood loses the oldest, not the process's memory.
+        let (stream, continuation) = AsyncThrowingStream<PostgresNotification, any Error>.makeStream(
+            bufferingPolicy: .bufferingNewest(10_000))
         let task = Task { [self] in
             while !Task.isCancelled, !isShutdown.load(ordering: .acquiring) {
                 guard let pool = primaryPool.current.pool else {
@@ -240,7 +246,7 @@ public final class BatonClient: Service, Sendable {
                     metadata: ["client.channel": "\(channel)", "client.server": "\(pool.server)"])
                 // Ends the subscription when the primary changes (the old one may stay up, demoted).
                 let watcher = Task { [self] in
-                    while !Task.isCancelled, primaryPool.current.pool === pool {
+                    while !Task.isCancelled, primaryPool.current.pool === pool, !isShutdown.load(ordering: .acquiring) {
                         try? await Task.sleep(for: .milliseconds(50))
                     }
                     connection.interrupt()
@@ -258,6 +264,8 @@ public final class BatonClient: Service, Sendable {
                 }
                 watcher.cancel()
                 await connection.close()
+                // Not a tight loop when the server accepts and drops the subscription at once.
+                try? await Task.sleep(for: .milliseconds(100))
             }
             continuation.finish()
         }
@@ -293,14 +301,27 @@ public final class BatonClient: Service, Sendable {
         }
         // The common case without a suspension: an eventual read, a replica chosen and an idle
         // connection to it. An eventual read with no replica chosen has none to wait for.
+        let span = tracer?.startSpan("baton.client.acquire", ofKind: .client)
         let chosen = token == nil ? replicaPool.choose(excluding: []) : nil
         let acquired: (ReplicaPool.Choice, PooledConnection)?
-        if let chosen, let pooled = chosen.pool.acquireIdle(now: .now) {
-            acquired = (chosen, pooled)
-        } else if token == nil && chosen == nil {
-            acquired = nil
-        } else {
-            acquired = try await acquireReplica(token: token, first: chosen)
+        do {
+            if let chosen, let pooled = chosen.pool.acquireIdle(now: .now) {
+                acquired = (chosen, pooled)
+            } else if token == nil && chosen == nil {
+                acquired = nil
+            } else {
+                acquired = try await acquireReplica(token: token, first: chosen)
+            }
+        } catch {
+            span?.recordError(error)
+            span?.end()
+            throw error
+        }
+        if let span {
+            span.attributes["baton.member"] = acquired?.0.pool.server ?? "none: the primary takes the read"
+            span.attributes["baton.role"] = ServerRole.replica.rawValue
+            span.attributes["baton.purpose"] = "read"
+            span.end()
         }
         if let (choice, pooled) = acquired {
             logger.debug(
@@ -403,8 +424,23 @@ public final class BatonClient: Service, Sendable {
         if isShutdown.load(ordering: .acquiring) {
             throw BatonClientError(.shutdown, "the client is shut down; create a new one")
         }
-        let (pool, pooled) =
-            if let idle = primaryPool.acquireIdle(now: .now) { idle } else { try await primaryPool.acquire() }
+        let span = tracer?.startSpan("baton.client.acquire", ofKind: .client)
+        let pool: HostPool
+        let pooled: PooledConnection
+        do {
+            (pool, pooled) =
+                if let idle = primaryPool.acquireIdle(now: .now) { idle } else { try await primaryPool.acquire() }
+        } catch {
+            span?.recordError(error)
+            span?.end()
+            throw error
+        }
+        if let span {
+            span.attributes["baton.member"] = pool.server
+            span.attributes["baton.role"] = ServerRole.primary.rawValue
+            span.attributes["baton.purpose"] = purpose
+            span.end()
+        }
         logger.debug("\(purpose) on the primary", metadata: ["client.server": "\(pool.server)"])
         let connection = BatonConnection(pool: pool, pooled: pooled)
         let value: T
@@ -499,7 +535,7 @@ public final class BatonClient: Service, Sendable {
             var reusable = connection.pool.closedReason == nil
             if reusable {
                 do {
-                    for try await _ in try await server.query("ROLLBACK", backstop: server.settings.statementTimeout) {}
+                    _ = try await server.rows("ROLLBACK", backstop: server.settings.statementTimeout)
                 } catch {
                     reusable = false
                 }
@@ -558,13 +594,10 @@ public final class BatonClient: Service, Sendable {
             // Not tried again this round (the set is filled only off the fast path).
             tried.insert(name)
             do {
-                var replayed = false
-                let rows = try await pooled.postgres.query(
+                let rows = try await pooled.postgres.rows(
                     "SELECT coalesce(pg_last_wal_replay_lsn() >= \(token.description)::pg_lsn, false)",
-                    backstop: pooled.postgres.settings.connectTimeout
-                ).decode(Bool.self)
-                for try await value in rows { replayed = value }
-                if replayed { return (choice, pooled) }
+                    backstop: pooled.postgres.settings.connectTimeout)
+                if try rows.first?.decode(Bool.self) == true { return (choice, pooled) }
                 let now = pool.release(pooled, reusable: true)
                 replicaPool.record(choice, success: true, now: now)
             } catch {

@@ -111,7 +111,7 @@ extension BatonClientError {
                 return true
             }
         }
-        return error is IOError || error is ChannelError
+        return error is IOError || error is ChannelError || error is NotSent
     }
 
     /// SQLSTATE of a server error, nil for anything else.

@@ -149,6 +149,14 @@ print(
     "\(stamp())  done: \(acknowledged) writes acknowledged, \(failedWrites) failed, \(stale) stale read-your-writes reads"
 )
 print("          longest gap between acknowledged writes: \(longestGap)")
+// The same routing as postgres-nio's `PostgresDatabase` (what PostgresKit's `.sql()` and Fluent's
+// PostgreSQL driver take): an eventual read on a replica.
+if let rows = try? await client.database(.read(.eventual)).query("SELECT count(*) FROM baton_client_example").get()
+    .rows,
+    let count = try? rows.first?.decode(Int.self)
+{
+    print("          rows in the table (PostgresDatabase adapter, eventual read): \(count)")
+}
 for (route, count) in routes.sorted(by: { $0.key < $1.key }) { print("          \(route): \(count)") }
 await client.shutdown()
 exit(stale == 0 ? 0 : 1)

@@ -3,9 +3,11 @@ import BatonCore
 import BatonPostgres
 import BatonTestCluster
 import Foundation
+import InMemoryTracing
 import PostgresNIO
 import Synchronization
 import Testing
+import Tracing
 
 /// The application's side of BatonClient: postgres-nio connections through the routing, against a
 /// real cluster. Typed binds and decoding, prepared statements, COPY, and LISTEN/NOTIFY that
@@ -129,6 +131,66 @@ struct ClientDriverTests {
             return result
         }
         #expect(copied?.0 == 1_000 && copied?.1 == 500_500)
+
+        // A COPY cut short by cancellation ends cleanly (review finding: closing the channel
+        // through postgres-nio's handler during COPY trapped), and the pool goes on.
+        let copying = Task {
+            try await client.write { conn in
+                try await conn.copyFrom(table: "copied", columns: ["id", "name"]) { writer in
+                    try await writer.write(ByteBuffer(string: "5000\tcut\n"))
+                    try await Task.sleep(for: .seconds(5))
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        copying.cancel()
+        _ = await copying.result
+        let afterCopy = try await client.write { conn in try await conn.query("SELECT 1").firstValue(Int.self) }.0
+        #expect(afterCopy == 1)
+
+        // The PostgresDatabase adapter (what PostgresKit's SQLDatabase and Fluent build on).
+        _ = try await client.database().query("INSERT INTO copied VALUES (2000, 'adapter')").get()
+        let adapterRows = try await client.database(.read(.eventual)).query(
+            "SELECT inet_server_port(), (SELECT count(*) FROM copied WHERE id = 2000)::int"
+        ).get().rows
+        let adapterRow = try #require(adapterRows.first).decode((Int, Int).self)
+        #expect(cluster.nodesByPort[adapterRow.0] != leader, "an eventual read through the adapter reached the primary")
+        let adapterWrite = try await client.database().query("SELECT inet_server_port()").get().rows
+        let writePort = try #require(adapterWrite.first).decode(Int.self)
+        #expect(cluster.nodesByPort[writePort] == leader)
+
+        // Spans: one per acquisition and per statement, with the member and its role.
+        let tracer = InMemoryTracer()
+        let traced = try await cluster.client(tracer: tracer)
+        try await traced.write { conn in try await conn.query("INSERT INTO copied VALUES (3000, 'traced')") }
+        _ = try await traced.read(consistency: .eventual) { conn in
+            try await conn.query("SELECT count(*) FROM copied").firstValue(Int.self)
+        }
+        // A notifications stream ends when its client shuts down (review finding: it outlived it).
+        let orphan = Task {
+            var count = 0
+            for try await _ in traced.notifications(channel: "nobody") { count += 1 }
+            return count
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let shutdownAt = ContinuousClock.now
+        await traced.shutdown()
+        _ = try? await orphan.value
+        #expect(ContinuousClock.now - shutdownAt < .seconds(3), "the notifications stream outlived shutdown")
+        let spans = tracer.finishedSpans
+        let acquires = spans.filter { $0.operationName == "baton.client.acquire" }
+        let statements = spans.filter { $0.operationName == "baton.client.statement" }
+        func text(_ span: FinishedInMemorySpan, _ key: String) -> String? {
+            if case .string(let value)? = span.attributes.get(key) { return value }
+            return nil
+        }
+        let roles = Set(statements.compactMap { text($0, "baton.role") })
+        #expect(acquires.count >= 2, "acquire spans: \(acquires.map(\.attributes))")
+        #expect(
+            statements.contains { text($0, "db.query.text")?.contains("traced") == true },
+            "statement spans: \(statements.map(\.attributes))")
+        #expect(roles.contains("primary") && roles.contains("replica"), "roles: \(roles)")
+        #expect(statements.allSatisfy { text($0, "baton.member") != nil })
 
         // LISTEN that follows the primary across a switchover.
         let received = Payloads()

@@ -8,6 +8,7 @@ import MetricsTestKit
 import PostgresNIO
 import Synchronization
 import Testing
+import Tracing
 
 extension AgentCluster {
     /// Records a test issue with the cluster report attached.
@@ -17,7 +18,8 @@ extension AgentCluster {
 
     /// A client following this cluster through etcd, with test-friendly timings.
     func client(
-        _ settings: [String: String] = [:], without: Set<String> = [], logs: LogCapture? = nil
+        _ settings: [String: String] = [:], without: Set<String> = [], logs: LogCapture? = nil,
+        tracer: (any Tracer)? = nil
     ) async throws -> BatonClient {
         var all = [
             "etcd_hosts": endpoints.joined(separator: ","), "scope": AgentCluster.scope, "user": "postgres",
@@ -28,13 +30,21 @@ extension AgentCluster {
         ]
         all.merge(settings) { $1 }
         for key in without { all[key] = nil }
-        let configuration = try BatonClientConfiguration(settings: all)
+        var configuration = try BatonClientConfiguration(settings: all)
+        configuration.tracer = tracer
         let logger =
             logs.map { capture in
                 var logger = Logger(label: "baton.client") { _ in capture }
                 logger.logLevel = .debug
                 return logger
-            } ?? Logger(label: "baton.client") { _ in SwiftLogNoOpLogHandler() }
+            }
+            ?? (ProcessInfo.processInfo.environment["BATON_CLIENT_DEBUG"] != nil
+                ? {
+                    var l = Logger(label: "baton.client") { StreamLogHandler.standardError(label: $0) }
+                    l.logLevel = .debug
+                    return l
+                }()
+                : Logger(label: "baton.client") { _ in SwiftLogNoOpLogHandler() })
         return try await BatonClient(configuration, logger: logger)
     }
 

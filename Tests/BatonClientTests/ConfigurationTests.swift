@@ -20,6 +20,28 @@ import Testing
         #expect(error(["host": "a", "user": "app", "statement_timeout": "86400s"]) == nil)
     }
 
+    /// TLS settings that would check less than they say are refused before any connection.
+    @Test func tlsSettingsThatCheckTooLittleAreRefused() throws {
+        func validation(_ extra: [String: String]) -> String? {
+            do {
+                try BatonClientConfiguration(settings: ["host": "a", "user": "app"].merging(extra) { $1 }).validate()
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        // Review finding: verify-ca on the system's roots accepted any publicly trusted certificate.
+        #expect(validation(["sslmode": "verify-ca"])?.contains("needs sslrootcert") == true)
+        #expect(
+            validation(["sslmode": "disable", "sslrootcert": "/etc/hostname"])?.contains("sslmode is disable") == true)
+        #expect(validation(["sslmode": "verify-full", "sslcert": "/etc/hostname"])?.contains("go together") == true)
+        #expect(
+            validation(["sslmode": "verify-full", "sslrootcert": "/nonexistent.pem"])?.contains("cannot be read")
+                == true)
+        #expect(error(["host": "a", "user": "app", "sslmode": "verify"])?.contains("is not one of") == true)
+        #expect(validation(["sslmode": "verify-full"]) == nil)
+    }
+
     @Test func hostAndPrimaryHostsExcludeEachOther() {
         let message = error(["host": "a", "primary_hosts": "a,b", "user": "app"])
         #expect(message?.contains("both 'host' and 'primary_hosts'") == true)

@@ -2,6 +2,7 @@ import BatonEtcd
 import Foundation
 import NIOSSL
 import PostgresNIO
+import Tracing
 
 /// Everything a `BatonClient` needs: where the topology comes from, how to log in, and how the
 /// pools and the router behave. Build it in code or from flat settings (`init(settings:)`);
@@ -165,6 +166,10 @@ public struct BatonClientConfiguration: Sendable {
     /// rotated secret is used from the next connection on, without restarting the client.
     public var passwordProvider: (@Sendable () async throws -> String?)?
     public var tls: TLSOptions = .init()
+    /// Where the client's spans go (one per acquisition and per statement, with the member and
+    /// its role). nil: the tracer bootstrapped in `InstrumentationSystem`, or none when that is
+    /// the no-op tracer (then no span is even started).
+    public var tracer: (any Tracer)?
     /// A passfile (libpq's `.pgpass` format, read at each connect), used when `password` is nil.
     public var passfile: String?
     public var database: String
@@ -281,6 +286,11 @@ public struct BatonClientConfiguration: Sendable {
             throw BatonClientError.configuration(
                 "sslmode is disable but sslrootcert or sslcert is set: use sslmode verify-full (or remove them)")
         }
+        if tls.mode == .verifyCA, tls.rootCertificate == nil {
+            throw BatonClientError.configuration(
+                "sslmode verify-ca needs sslrootcert: with the system's roots any publicly trusted certificate "
+                    + "would pass without a name check; give the CA that signs the servers, or use verify-full")
+        }
         if (tls.certificate == nil) != (tls.key == nil) {
             throw BatonClientError.configuration("sslcert and sslkey go together: give both or neither")
         }
@@ -328,9 +338,11 @@ public struct BatonClientConfiguration: Sendable {
             } else if let passfile {
                 .passfile(passfile)
             } else { .passfile(NSHomeDirectory() + "/.pgpass") }
+        let tracer = self.tracer ?? (InstrumentationSystem.tracer is NoOpTracer ? nil : InstrumentationSystem.tracer)
         return SessionSettings(
             user: user, database: database, applicationName: applicationName, connectTimeout: connectTimeout,
-            statementTimeout: statementTimeout, password: password, tls: mode, tlsServerName: tls.mode != .disable)
+            statementTimeout: statementTimeout, password: password, tls: mode, tlsServerName: tls.mode != .disable,
+            tracer: tracer)
     }
 
     private func makeContext(_ configuration: TLSConfiguration) throws -> NIOSSLContext {

@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import PostgresNIO
 import Synchronization
+import Tracing
 
 /// How the client logs in and what every session starts with; built once per client.
 struct SessionSettings: Sendable {
@@ -16,6 +17,8 @@ struct SessionSettings: Sendable {
     var password: PasswordSource
     var tls: PostgresNIO.PostgresConnection.Configuration.TLS
     var tlsServerName: Bool
+    /// nil when spans are off.
+    var tracer: (any Tracer)?
     /// Sessions start read-only (`default_transaction_read_only`): replica pools, so that a
     /// replica promoted under an open connection takes no write through a read.
     var readOnly = false
@@ -53,6 +56,7 @@ final class ServerConnection: Sendable {
     let postgres: PostgresNIO.PostgresConnection
     let channel: any Channel
     let tracker: SessionTracker
+    let observer: SessionObserver
     /// `host:port` the connection reached.
     let address: String
     let settings: SessionSettings
@@ -61,12 +65,13 @@ final class ServerConnection: Sendable {
     private static let nextID = Atomic<Int>(0)
 
     private init(
-        postgres: PostgresNIO.PostgresConnection, channel: any Channel, tracker: SessionTracker, address: String,
+        postgres: PostgresNIO.PostgresConnection, channel: any Channel, observer: SessionObserver, address: String,
         settings: SessionSettings
     ) {
         self.postgres = postgres
         self.channel = channel
-        self.tracker = tracker
+        self.observer = observer
+        self.tracker = observer.tracker
         self.address = address
         self.settings = settings
     }
@@ -107,6 +112,12 @@ final class ServerConnection: Sendable {
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // A path that dies while rows stream (no answer, no reset) ends within ~20 s, not
+            // the kernel's default two hours.
+            .channelOption(ChannelOptions.Types.SocketOption(level: IPPROTO_TCP, name: TCP_KEEPIDLE), value: 10)
+            .channelOption(ChannelOptions.Types.SocketOption(level: IPPROTO_TCP, name: TCP_KEEPINTVL), value: 3)
+            .channelOption(ChannelOptions.Types.SocketOption(level: IPPROTO_TCP, name: TCP_KEEPCNT), value: 3)
+            .channelOption(ChannelOptions.Types.SocketOption(level: IPPROTO_TCP, name: TCP_USER_TIMEOUT), value: 20_000)
             .connectTimeout(.nanoseconds(settings.connectTimeout.inNanoseconds))
             .connect(host: host, port: port).get()
         var configuration = PostgresNIO.PostgresConnection.Configuration(
@@ -135,10 +146,9 @@ final class ServerConnection: Sendable {
             throw error
         }
         // Idle now (startup ended with ReadyForQuery): a message boundary for the observer.
-        let tracker = SessionTracker()
+        let observer = SessionObserver(tracker: SessionTracker())
         do {
             try await channel.eventLoop.submit {
-                let observer = SessionObserver(tracker: tracker)
                 let pipeline = channel.pipeline.syncOperations
                 if let tls = try? pipeline.handler(type: NIOSSLClientHandler.self) {
                     try pipeline.addHandler(observer, position: .after(tls))
@@ -151,37 +161,74 @@ final class ServerConnection: Sendable {
             throw error
         }
         return ServerConnection(
-            postgres: postgres, channel: channel, tracker: tracker, address: "\(host):\(port)", settings: settings)
+            postgres: postgres, channel: channel, observer: observer, address: "\(host):\(port)", settings: settings)
     }
 
     /// Runs `query`; the connection is cut if no answer came within `backstop` (a server that hung:
     /// statement_timeout normally ends a slow statement first) or when the task is cancelled.
+    /// The backstop covers the statement until postgres-nio hands over its rows; the session's
+    /// TCP keepalive and user timeout cover a path that dies while they stream.
     func query(_ query: PostgresQuery, backstop: Duration) async throws -> PostgresRowSequence {
         try await guarded(backstop) { try await self.postgres.query(query, logger: Self.quiet) }
     }
 
+    /// Every row of `query`, read to the end under the backstop: for the client's own statements.
+    func rows(_ query: PostgresQuery, backstop: Duration) async throws -> [PostgresRow] {
+        try await guarded(backstop) {
+            var rows: [PostgresRow] = []
+            for try await row in try await self.postgres.query(query, logger: Self.quiet) { rows.append(row) }
+            return rows
+        }
+    }
+
     /// Runs `operation` under the backstop deadline and task cancellation described at `query`.
     func guarded<T>(
-        _ backstop: Duration, isolation: isolated (any Actor)? = #isolation, _ operation: () async throws -> T
+        _ backstop: Duration, isolation: isolated (any Actor)? = #isolation,
+        _ operation: @escaping () async throws -> T
     ) async throws -> T {
-        let channel = self.channel
+        // A cancelled task sends nothing: its cancellation handler would close the channel under
+        // the write (see below).
+        try Task.checkCancellation()
         // A request written to a closed channel is dropped by NIO (its handlers are gone) and its
-        // answer awaited forever: never send on a connection known to be closed. (A close that
-        // lands between this check and the write is the one window left.)
-        guard channel.isActive else {
-            throw BatonClientError(
-                .connectionLost, "the connection to \(address) is closed", commitOutcomeUnknown: false, server: address)
-        }
-        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(backstop.inNanoseconds)) {
-            channel.close(promise: nil)
+        // answer would be awaited forever: never send on a connection known to be closed, and
+        // stop waiting when the channel closes, whatever the driver does (the close can land
+        // between this check and the write).
+        guard channel.isActive else { throw NotSent(address: address) }
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(backstop.inNanoseconds)) { [observer] in
+            observer.closeBelowDriver()
         }
         defer { timer.cancel() }
+        let work = Unchecked(operation)
+        let address = self.address
+        let closeFuture = channel.closeFuture
         do {
-            return try await withTaskCancellationHandler {
-                try await operation()
+            let result = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation {
+                    (continuation: CheckedContinuation<Unchecked<T>, any Error>) in
+                    let once = ResumeOnce(continuation)
+                    Task {
+                        do {
+                            once.resume(.success(Unchecked(try await work.value())))
+                        } catch {
+                            once.resume(.failure(error))
+                        }
+                    }
+                    // The driver fails what it has when the channel closes; this covers what it
+                    // dropped. (Runs after the driver's own failure when both apply.)
+                    closeFuture.whenComplete { _ in
+                        closeFuture.eventLoop.execute {
+                            once.resume(
+                                .failure(
+                                    BatonClientError(
+                                        .connectionLost, "the connection to \(address) closed under the statement",
+                                        commitOutcomeUnknown: true, server: address)))
+                        }
+                    }
+                }
             } onCancel: {
-                channel.close(promise: nil)
+                self.interrupt()
             }
+            return result.value
         } catch {
             if Task.isCancelled { throw CancellationError() }
             throw error
@@ -190,20 +237,23 @@ final class ServerConnection: Sendable {
 
     /// `SELECT 1` within `timeout` (the connection is cut if the server does not answer).
     func ping(within timeout: Duration) async throws {
-        for try await _ in try await query("SELECT 1", backstop: timeout) {}
+        _ = try await rows("SELECT 1", backstop: timeout)
     }
 
     /// Whether the server is in recovery (a standby).
     func isInRecovery(within timeout: Duration) async throws -> Bool {
-        for try await value in try await query("SELECT pg_is_in_recovery()", backstop: timeout).decode(Bool.self) {
-            return value
+        guard let row = try await rows("SELECT pg_is_in_recovery()", backstop: timeout).first else {
+            throw BatonClientError(.connectFailed, "\(address) answered no row to SELECT pg_is_in_recovery()")
         }
-        throw BatonClientError(.connectFailed, "\(address) answered no row to SELECT pg_is_in_recovery()")
+        return try row.decode(Bool.self)
     }
 
     /// Cuts the connection at once: every statement in flight fails now, and so does every later
     /// one.
-    func interrupt() { channel.close(promise: nil) }
+    func interrupt() {
+        let observer = self.observer
+        channel.eventLoop.execute { observer.closeBelowDriver() }
+    }
 
     func close() async { try? await postgres.close() }
 
@@ -228,6 +278,28 @@ enum IPAddressCheck {
         var v6 = in6_addr()
         return inet_pton(AF_INET, host, &v4) != 1 && inet_pton(AF_INET6, host, &v6) != 1
     }
+}
+
+/// Resumes a continuation once: the first of the statement's result and the channel's close.
+final class ResumeOnce<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Value, any Error>?
+
+    init(_ continuation: CheckedContinuation<Value, any Error>) { self.continuation = continuation }
+
+    func resume(_ result: Result<Value, any Error>) {
+        lock.lock()
+        let continuation = self.continuation
+        self.continuation = nil
+        lock.unlock()
+        continuation?.resume(with: result)
+    }
+}
+
+/// A statement was not sent: the connection was already closed. Nothing of it can have run.
+struct NotSent: Error, CustomStringConvertible {
+    let address: String
+    var description: String { "the connection to \(address) is closed; the statement was not sent" }
 }
 
 /// The deadline of `BatonClient.withDeadline` passed.

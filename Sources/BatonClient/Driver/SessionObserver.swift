@@ -111,8 +111,21 @@ final class SessionObserver: ChannelDuplexHandler, @unchecked Sendable {
     let tracker: SessionTracker
     private var inbound = MessageFramer()
     private var outbound = MessageFramer()
+    /// Set on the event loop in `handlerAdded`, read there only.
+    private var context: ChannelHandlerContext?
 
     init(tracker: SessionTracker) { self.tracker = tracker }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Closes the channel from below postgres-nio's handler: it then sees the connection end as
+    /// when the server closes it. (A close passed through its handler traps in some states, e.g.
+    /// during COPY.) Call on the event loop.
+    func closeBelowDriver() {
+        context?.close(promise: nil)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)

@@ -1,5 +1,6 @@
 import PostgresNIO
 import Synchronization
+import Tracing
 
 /// A pooled postgres-nio connection lent to one `read`, `write` or `transaction` body. It goes
 /// back to its pool when the body returns; from then on every statement sent through it throws
@@ -36,8 +37,10 @@ public final class BatonConnection: Sendable {
     /// Set once a statement that may commit on its own (outside a transaction block, on the
     /// primary) has been sent: an error after it does not mean that nothing of the body committed.
     private let sentAutocommit = Atomic<Bool>(false)
-    /// Whether the last statement sent may commit if cut short.
+    /// Whether the last statement sent may commit if cut short, and whether it may commit on its
+    /// own (outside a block).
     private let lastMayCommit = Atomic<Bool>(false)
+    private let lastAutocommit = Atomic<Bool>(false)
 
     init(pool: HostPool, pooled: PooledConnection) {
         self.pool = pool
@@ -54,15 +57,35 @@ public final class BatonConnection: Sendable {
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> PostgresRowSequence {
         let mayCommit = try begin(query.sql)
-        defer { end() }
+        let span = statementSpan(query.sql)
+        defer {
+            span?.end()
+            end()
+        }
         let started = ContinuousClock.now
         do {
             let rows = try await connection.query(query, backstop: backstop)
             recordStatement(since: started)
+            succeeded()
             return rows
         } catch {
-            throw classify(error, mayCommit: mayCommit)
+            let classified = classify(error, mayCommit: mayCommit)
+            span?.recordError(classified)
+            throw classified
         }
+    }
+
+    /// A span for one statement (to its first answer), when spans are on: the SQL text (values
+    /// are binds, never in it), the server, the member and its role.
+    private func statementSpan(_ sql: String) -> (any Span)? {
+        guard let tracer = connection.settings.tracer else { return nil }
+        let span = tracer.startSpan("baton.client.statement", ofKind: .client)
+        span.attributes["db.system.name"] = "postgresql"
+        span.attributes["db.query.text"] = sql
+        span.attributes["server.address"] = connection.address
+        span.attributes["baton.member"] = server
+        span.attributes["baton.role"] = role.rawValue
+        return span
     }
 
     /// Runs a prepared statement (postgres-nio's `PostgresPreparedStatement`: prepared once per
@@ -71,13 +94,18 @@ public final class BatonConnection: Sendable {
         _ statement: Statement
     ) async throws -> AsyncThrowingMapSequence<PostgresRowSequence, Statement.Row> {
         let mayCommit = try begin(Statement.sql)
-        defer { end() }
+        let span = statementSpan(Statement.sql)
+        defer {
+            span?.end()
+            end()
+        }
         let started = ContinuousClock.now
         do {
             let rows = try await connection.guarded(backstop) {
-                try await connection.postgres.execute(statement, logger: ServerConnection.quiet)
+                try await self.connection.postgres.execute(statement, logger: ServerConnection.quiet)
             }
             recordStatement(since: started)
+            succeeded()
             return rows
         } catch {
             throw classify(error, mayCommit: mayCommit)
@@ -91,15 +119,23 @@ public final class BatonConnection: Sendable {
         writeData: (PostgresCopyFromWriter) async throws -> Void
     ) async throws {
         let mayCommit = try begin("COPY")
-        defer { end() }
+        let span = statementSpan("COPY \(table) FROM STDIN")
+        defer {
+            span?.end()
+            end()
+        }
         let started = ContinuousClock.now
         do {
-            try await connection.guarded(backstop) {
-                try await connection.postgres.copyFrom(
-                    table: table, columns: columns, format: format, logger: ServerConnection.quiet,
-                    writeData: writeData)
-            }
+            // Not under `guarded`: closing the channel during COPY makes postgres-nio drop the
+            // CopyFail it then sends, and wait for its answer forever. A cancelled task ends the
+            // copy through `writeData` throwing instead (postgres-nio sends CopyFail, the server
+            // answers with an error); statement_timeout bounds a slow server.
+            try Task.checkCancellation()
+            guard !connection.isClosed else { throw NotSent(address: connection.address) }
+            try await connection.postgres.copyFrom(
+                table: table, columns: columns, format: format, logger: ServerConnection.quiet, writeData: writeData)
             recordStatement(since: started)
+            succeeded()
         } catch {
             throw classify(error, mayCommit: mayCommit)
         }
@@ -127,7 +163,7 @@ public final class BatonConnection: Sendable {
         defer { end() }
         do {
             let result = try await connection.guarded(backstop) {
-                try await connection.postgres.query("COMMIT", logger: ServerConnection.quiet).get()
+                try await self.connection.postgres.query("COMMIT", logger: ServerConnection.quiet).get()
             }
             return result.metadata.command
         } catch {
@@ -174,7 +210,7 @@ public final class BatonConnection: Sendable {
         return BatonClientError(
             .connectionLost,
             what + " (its rows were not read to the end; session: \(connection.tracker.counts))",
-            commitOutcomeUnknown: lastStatementMayCommit, server: server)
+            commitOutcomeUnknown: lastStatementMayCommit || mayHaveCommitted, server: server)
     }
 
     /// Waits for the answer to the last statement when the body returned before it was in (its
@@ -205,11 +241,19 @@ public final class BatonConnection: Sendable {
                     + "was not sent (the connection may serve another task now); use it only inside the body",
                 server: server)
         }
-        let inBlock = connection.tracker.transaction.isBlock
+        // With another statement of the body still in flight (`async let`), the state the server
+        // last reported may not be the one this statement meets: count it as outside a block.
+        let inBlock = now == 1 && connection.tracker.transaction.isBlock
         let mayCommit = Self.mayCommit(sql, inTransaction: inBlock, role: role)
-        if mayCommit && !inBlock { sentAutocommit.store(true, ordering: .relaxed) }
         lastMayCommit.store(mayCommit, ordering: .relaxed)
+        lastAutocommit.store(mayCommit && !inBlock, ordering: .relaxed)
         return mayCommit
+    }
+
+    /// A statement was handed to the server and answered without error: if it may commit on its
+    /// own, an error after it does not mean nothing of the body committed.
+    private func succeeded() {
+        if lastAutocommit.load(ordering: .relaxed) { sentAutocommit.store(true, ordering: .relaxed) }
     }
 
     private func end() { lease.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
@@ -225,6 +269,10 @@ public final class BatonConnection: Sendable {
                 "the task was cancelled while a statement that may commit was in flight; the connection to "
                     + "\(server) was closed to stop it, so whether it committed is unknown",
                 commitOutcomeUnknown: true, server: server, cause: error)
+        }
+        if let notSent = error as? NotSent {
+            markBroken()
+            return BatonClientError(.connectionLost, "\(notSent)", commitOutcomeUnknown: false, server: server)
         }
         guard BatonClientError.isServerFailure(error) else { return error }
         markBroken()

@@ -98,7 +98,9 @@ final class HostPool: Sendable {
         let connection = state.withLock { state -> PooledConnection? in
             guard state.closedBecause == nil, let entry = state.idle.last,
                 now - entry.connection.created < options.maxLifetime,
-                now - entry.since < options.healthCheckAfterIdle
+                now - entry.since < options.healthCheckAfterIdle,
+                // Closed under it (the server went away): the async path discards it.
+                !entry.connection.postgres.isClosed
             else { return nil }
             state.idle.removeLast()
             return entry.connection
@@ -126,7 +128,7 @@ final class HostPool: Sendable {
             let step = try state.withLock { state throws(BatonClientError) -> Step in
                 if let reason = state.closedBecause { throw reason }
                 while let entry = state.idle.popLast() {
-                    if now - entry.connection.created >= options.maxLifetime {
+                    if now - entry.connection.created >= options.maxLifetime || entry.connection.postgres.isClosed {
                         state.open -= 1
                         state.connected[entry.connection.id] = nil
                         expired.append(entry.connection)
