@@ -78,7 +78,8 @@ public final class BatonClient: Service, Sendable {
         self.state = Mutex(State(source: kind))
         let initial: Topology
         do {
-            initial = try await Self.withTimeout(configuration.topologyTimeout) { [source] in try await source.initial()
+            initial = try await Self.withDeadline(configuration.topologyTimeout) { [source] in
+                try await source.initial()
             }
         } catch {
             source.shutdown()
@@ -642,23 +643,6 @@ public final class BatonClient: Service, Sendable {
                 metadata: ["client.topology": "\(degraded)"])
             topologyMetrics.record(topologyStatus)
             primaryPool.update(degraded.primary)
-        }
-    }
-
-    static func withTimeout<T: Sendable>(
-        _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T
-    ) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await operation() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw BatonClientError(.topologyUnavailable, "timed out after \(timeout)")
-            }
-            return value
         }
     }
 }
