@@ -63,6 +63,9 @@ final class ServerConnection: Sendable {
     /// postgres-nio logs each query at debug; the pool logs what matters itself.
     static let quiet = Logger(label: "baton.client.postgres") { _ in SwiftLogNoOpLogHandler() }
     private static let nextID = Atomic<Int>(0)
+    /// Statements awaiting an answer, failed together when the channel closes.
+    private let waiters = Mutex<(next: UInt64, pending: [UInt64: @Sendable (any Error) -> Void], closed: Bool)>(
+        (0, [:], false))
 
     private init(
         postgres: PostgresNIO.PostgresConnection, channel: any Channel, observer: SessionObserver, address: String,
@@ -160,8 +163,13 @@ final class ServerConnection: Sendable {
             try? await postgres.close()
             throw error
         }
-        return ServerConnection(
+        let connection = ServerConnection(
             postgres: postgres, channel: channel, observer: observer, address: "\(host):\(port)", settings: settings)
+        channel.closeFuture.whenComplete { [weak connection] _ in
+            let connection = connection
+            channel.eventLoop.execute { connection?.channelClosed() }
+        }
+        return connection
     }
 
     /// Runs `query`; the connection is cut if no answer came within `backstop` (a server that hung:
@@ -199,8 +207,8 @@ final class ServerConnection: Sendable {
         }
         defer { timer.cancel() }
         let work = Unchecked(operation)
-        let address = self.address
-        let closeFuture = channel.closeFuture
+        let waiter = Mutex<UInt64?>(nil)
+        defer { if let id = waiter.withLock({ $0 }) { unregister(id) } }
         do {
             let result = try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation {
@@ -214,16 +222,8 @@ final class ServerConnection: Sendable {
                         }
                     }
                     // The driver fails what it has when the channel closes; this covers what it
-                    // dropped. (Runs after the driver's own failure when both apply.)
-                    closeFuture.whenComplete { _ in
-                        closeFuture.eventLoop.execute {
-                            once.resume(
-                                .failure(
-                                    BatonClientError(
-                                        .connectionLost, "the connection to \(address) closed under the statement",
-                                        commitOutcomeUnknown: true, server: address)))
-                        }
-                    }
+                    // dropped. One callback per connection fails every statement still waiting.
+                    waiter.withLock { $0 = self.register { error in once.resume(.failure(error)) } }
                 }
             } onCancel: {
                 self.interrupt()
@@ -233,6 +233,36 @@ final class ServerConnection: Sendable {
             if Task.isCancelled { throw CancellationError() }
             throw error
         }
+    }
+
+    /// Registers a statement's failure callback; called at once when the channel already closed.
+    private func register(_ fail: @escaping @Sendable (any Error) -> Void) -> UInt64 {
+        let (id, closed) = waiters.withLock { state -> (UInt64, Bool) in
+            state.next += 1
+            if !state.closed { state.pending[state.next] = fail }
+            return (state.next, state.closed)
+        }
+        if closed { fail(closedUnder()) }
+        return id
+    }
+
+    private func unregister(_ id: UInt64) { waiters.withLock { _ = $0.pending.removeValue(forKey: id) } }
+
+    /// The channel closed: fails every statement still waiting (after the driver failed its own,
+    /// on the next turn of the loop).
+    fileprivate func channelClosed() {
+        let pending = waiters.withLock { state in
+            state.closed = true
+            defer { state.pending = [:] }
+            return Array(state.pending.values)
+        }
+        for fail in pending { fail(closedUnder()) }
+    }
+
+    private func closedUnder() -> BatonClientError {
+        BatonClientError(
+            .connectionLost, "the connection to \(address) closed under the statement", commitOutcomeUnknown: true,
+            server: address)
     }
 
     /// `SELECT 1` within `timeout` (the connection is cut if the server does not answer).
