@@ -56,23 +56,7 @@ public final class BatonConnection: Sendable {
     /// sends the next statement.
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> PostgresRowSequence {
-        let mayCommit = try begin(query.sql)
-        let span = statementSpan(query.sql)
-        defer {
-            span?.end()
-            end()
-        }
-        let started = ContinuousClock.now
-        do {
-            let rows = try await connection.query(query, backstop: backstop)
-            recordStatement(since: started)
-            succeeded()
-            return rows
-        } catch {
-            let classified = classify(error, mayCommit: mayCommit)
-            span?.recordError(classified)
-            throw classified
-        }
+        try await statement(query.sql) { try await self.connection.query(query, backstop: self.backstop) }
     }
 
     /// A span for one statement (to its first answer), when spans are on: the SQL text (values
@@ -93,22 +77,10 @@ public final class BatonConnection: Sendable {
     public func execute<Statement: PostgresPreparedStatement>(
         _ statement: Statement
     ) async throws -> AsyncThrowingMapSequence<PostgresRowSequence, Statement.Row> {
-        let mayCommit = try begin(Statement.sql)
-        let span = statementSpan(Statement.sql)
-        defer {
-            span?.end()
-            end()
-        }
-        let started = ContinuousClock.now
-        do {
-            let rows = try await connection.guarded(backstop) {
+        try await self.statement(Statement.sql) {
+            try await self.connection.guarded(self.backstop) {
                 try await self.connection.postgres.execute(statement, logger: ServerConnection.quiet)
             }
-            recordStatement(since: started)
-            succeeded()
-            return rows
-        } catch {
-            throw classify(error, mayCommit: mayCommit)
         }
     }
 
@@ -118,26 +90,40 @@ public final class BatonConnection: Sendable {
         table: String, columns: [String] = [], format: PostgresCopyFromFormat = .text(.init()),
         writeData: (PostgresCopyFromWriter) async throws -> Void
     ) async throws {
-        let mayCommit = try begin("COPY")
-        let span = statementSpan("COPY \(table) FROM STDIN")
+        try await statement("COPY", spanText: "COPY \(table) FROM STDIN") {
+            // Not under `guarded`: closing the channel during COPY makes postgres-nio drop the
+            // CopyFail it then sends, and wait for its answer forever. A cancelled task ends the
+            // copy through `writeData` throwing instead (postgres-nio sends CopyFail, the server
+            // answers with an error); statement_timeout bounds a slow server.
+            try Task.checkCancellation()
+            guard !self.connection.isClosed else { throw NotSent(address: self.connection.address) }
+            try await self.connection.postgres.copyFrom(
+                table: table, columns: columns, format: format, logger: ServerConnection.quiet, writeData: writeData)
+        }
+    }
+
+    /// One statement of the body: counted in flight (refused after the lease), in a span, timed,
+    /// and its failure classified with whether it may have committed.
+    private func statement<T>(
+        _ sql: String, spanText: String? = nil, isolation: isolated (any Actor)? = #isolation,
+        _ operation: () async throws -> T
+    ) async throws -> T {
+        let mayCommit = try begin(sql)
+        let span = statementSpan(spanText ?? sql)
         defer {
             span?.end()
             end()
         }
         let started = ContinuousClock.now
         do {
-            // Not under `guarded`: closing the channel during COPY makes postgres-nio drop the
-            // CopyFail it then sends, and wait for its answer forever. A cancelled task ends the
-            // copy through `writeData` throwing instead (postgres-nio sends CopyFail, the server
-            // answers with an error); statement_timeout bounds a slow server.
-            try Task.checkCancellation()
-            guard !connection.isClosed else { throw NotSent(address: connection.address) }
-            try await connection.postgres.copyFrom(
-                table: table, columns: columns, format: format, logger: ServerConnection.quiet, writeData: writeData)
+            let value = try await operation()
             recordStatement(since: started)
             succeeded()
+            return value
         } catch {
-            throw classify(error, mayCommit: mayCommit)
+            let classified = classify(error, mayCommit: mayCommit)
+            span?.recordError(classified)
+            throw classified
         }
     }
 
