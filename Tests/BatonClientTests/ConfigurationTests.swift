@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import BatonClient
@@ -124,5 +125,22 @@ import Testing
             error(["host": "a", "user": "app", "replica_weights": "a=9223372036854775807,b=1"])?.contains(
                 "from 0 to 1000000") == true)
         #expect(error(["host": "a", "user": "app", "replica_weights": "a=-1"])?.contains("from 0 to 1000000") == true)
+    }
+}
+
+/// The passfile: libpq's format and matching, and its refusal of a file others may read.
+@Suite struct PassFileTests {
+    @Test func matchesAndRefusesAFileOthersMayRead() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pgpass-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "# comment\nother:5432:*:app:nope\n*:5432:orders:app:s\\:cret\\\\x\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o600)
+        #expect(
+            PassFile.lookup(path: path, host: "10.0.0.1", port: 5432, database: "orders", user: "app") == "s:cret\\x")
+        #expect(PassFile.lookup(path: path, host: "10.0.0.1", port: 5433, database: "orders", user: "app") == nil)
+        chmod(path, 0o644)
+        #expect(PassFile.lookup(path: path, host: "10.0.0.1", port: 5432, database: "orders", user: "app") == nil)
+        #expect(PassFile.lookup(path: path + ".missing", host: "h", port: 5432, database: "d", user: "u") == nil)
     }
 }

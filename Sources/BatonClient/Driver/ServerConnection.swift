@@ -354,10 +354,15 @@ extension BatonClient {
 }
 
 /// libpq's password file: `hostname:port:database:username:password` lines, `*` matching
-/// anything, `\:` and `\\` escaped; the first matching line wins. Unreadable: no password.
+/// anything, `\:` and `\\` escaped; the first matching line wins. Unreadable, or readable by
+/// group or others: no password.
 enum PassFile {
     static func lookup(path: String, host: String, port: Int, database: String, user: String) -> String? {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        // As libpq: a passfile that group or others may read is not used (the secret is not kept).
+        var status = stat()
+        guard stat(path, &status) == 0, status.st_mode & 0o077 == 0,
+            let text = try? String(contentsOfFile: path, encoding: .utf8)
+        else { return nil }
         for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
             let fields = split(String(line))
             guard fields.count == 5 else { continue }
