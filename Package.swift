@@ -224,7 +224,7 @@ let package = Package(
             name: "BatonClientTests",
             dependencies: [
                 "BatonClient", "BatonCore", "BatonTesting", .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

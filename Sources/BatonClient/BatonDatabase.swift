@@ -51,7 +51,11 @@ public struct BatonDatabase: PostgresDatabase {
         let route = self.route
         promise.completeWithTask {
             let lease: @Sendable (BatonConnection) async throws -> Unchecked<T> = { connection in
-                try await work.value(connection.connection.postgres).map { Unchecked($0) }.get()
+                // On the connection's loop, so that a channel closing under it cannot drop the
+                // request (see `ServerConnection.guarded`).
+                try await connection.connection.guarded(connection.backstop) {
+                    try await work.value(connection.connection.postgres).map { Unchecked($0) }.get()
+                }
             }
             switch route {
             case .primary: return try await client.withPrimaryConnection(lease)

@@ -32,6 +32,12 @@ struct ClientDriverTests {
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
+    /// The name of the thread running the caller (`NIO-…` for an event loop).
+    static func threadName() -> String {
+        ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     @Test("typed binds and decoding, prepared statements, COPY in, LISTEN across a switchover")
     func typedQueriesPreparedCopyAndListen() async throws {
         let cluster = try AgentCluster.start("client-driver")
@@ -39,6 +45,15 @@ struct ClientDriverTests {
         let leader = try await cluster.waitHealthy()
         let client = try await cluster.client()
         defer { Task { await client.shutdown() } }
+
+        // A statement runs on its connection's event loop (`ServerConnection.guarded` refuses to
+        // send otherwise); the body around it stays off every event loop, before and after.
+        let (threads, _) = try await client.write { conn in
+            let before = Self.threadName()
+            for try await _ in try await conn.query("SELECT 1") {}
+            return (before, Self.threadName())
+        }
+        #expect(!threads.0.hasPrefix("NIO-") && !threads.1.hasPrefix("NIO-"), "body ran on \(threads)")
 
         // Every common type, bound and read back.
         try await client.write { conn in

@@ -63,9 +63,10 @@ final class ServerConnection: Sendable {
     /// postgres-nio logs each query at debug; the pool logs what matters itself.
     static let quiet = Logger(label: "baton.client.postgres") { _ in SwiftLogNoOpLogHandler() }
     private static let nextID = Atomic<Int>(0)
-    /// Statements awaiting an answer, failed together when the channel closes.
-    private let waiters = Mutex<(next: UInt64, pending: [UInt64: @Sendable (any Error) -> Void], closed: Bool)>(
-        (0, [:], false))
+    /// Runs statements on the channel's event loop (see `guarded`).
+    let executor: EventLoopTaskExecutor
+    /// The backstop deadlines of the statements in flight.
+    private let statementBackstop: StatementBackstop
 
     private init(
         postgres: PostgresNIO.PostgresConnection, channel: any Channel, observer: SessionObserver, address: String,
@@ -77,6 +78,8 @@ final class ServerConnection: Sendable {
         self.tracker = observer.tracker
         self.address = address
         self.settings = settings
+        self.executor = EventLoopTaskExecutor(channel.eventLoop)
+        self.statementBackstop = StatementBackstop(loop: channel.eventLoop) { observer.closeBelowDriver() }
     }
 
     deinit {
@@ -163,13 +166,8 @@ final class ServerConnection: Sendable {
             try? await postgres.close()
             throw error
         }
-        let connection = ServerConnection(
+        return ServerConnection(
             postgres: postgres, channel: channel, observer: observer, address: "\(host):\(port)", settings: settings)
-        channel.closeFuture.whenComplete { [weak connection] _ in
-            let connection = connection
-            channel.eventLoop.execute { connection?.channelClosed() }
-        }
-        return connection
     }
 
     /// Runs `query`; the connection is cut if no answer came within `backstop` (a server that hung:
@@ -190,79 +188,45 @@ final class ServerConnection: Sendable {
     }
 
     /// Runs `operation` under the backstop deadline and task cancellation described at `query`.
-    func guarded<T>(
-        _ backstop: Duration, isolation: isolated (any Actor)? = #isolation,
-        _ operation: @escaping () async throws -> T
-    ) async throws -> T {
+    ///
+    /// The statement runs on the channel's event loop (the task prefers it as its executor while
+    /// the statement is sent and answered). There a channel that is still active has its handlers,
+    /// and postgres-nio's send is synchronous: the request reaches the driver, which answers it or
+    /// fails it when the channel closes. Off the loop the close could land between a check and
+    /// the send, and NIO would drop the request (the handlers gone) with its answer awaited
+    /// forever. The loop also takes the send, the answer and the backstop without a hand-off
+    /// between threads.
+    func guarded<T>(_ backstop: Duration, _ operation: () async throws -> T) async throws -> T {
         // A cancelled task sends nothing: its cancellation handler would close the channel under
-        // the write (see below).
+        // the write.
         try Task.checkCancellation()
-        // A request written to a closed channel is dropped by NIO (its handlers are gone) and its
-        // answer would be awaited forever: never send on a connection known to be closed, and
-        // stop waiting when the channel closes, whatever the driver does (the close can land
-        // between this check and the write).
-        guard channel.isActive else { throw NotSent(address: address) }
-        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(backstop.inNanoseconds)) { [observer] in
-            observer.closeBelowDriver()
-        }
-        defer { timer.cancel() }
-        let work = Unchecked(operation)
-        let waiter = Mutex<UInt64?>(nil)
-        defer { if let id = waiter.withLock({ $0 }) { unregister(id) } }
         do {
-            let result = try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation {
-                    (continuation: CheckedContinuation<Unchecked<T>, any Error>) in
-                    let once = ResumeOnce(continuation)
-                    Task {
-                        do {
-                            once.resume(.success(Unchecked(try await work.value())))
-                        } catch {
-                            once.resume(.failure(error))
-                        }
-                    }
-                    // The driver fails what it has when the channel closes; this covers what it
-                    // dropped. One callback per connection fails every statement still waiting.
-                    waiter.withLock { $0 = self.register { error in once.resume(.failure(error)) } }
+            return try await withTaskCancellationHandler {
+                try await withTaskExecutorPreference(executor) {
+                    try await self.onLoop(backstop, operation)
                 }
             } onCancel: {
                 self.interrupt()
             }
-            return result.value
         } catch {
             if Task.isCancelled { throw CancellationError() }
             throw error
         }
     }
 
-    /// Registers a statement's failure callback; called at once when the channel already closed.
-    private func register(_ fail: @escaping @Sendable (any Error) -> Void) -> UInt64 {
-        let (id, closed) = waiters.withLock { state -> (UInt64, Bool) in
-            state.next += 1
-            if !state.closed { state.pending[state.next] = fail }
-            return (state.next, state.closed)
+    private func onLoop<T>(_ backstop: Duration, _ operation: () async throws -> T) async throws -> T {
+        // Not on the loop, the send could be dropped (see `guarded`): refuse rather than risk a
+        // statement that never ends.
+        guard channel.eventLoop.inEventLoop else {
+            throw BatonClientError(
+                .connectionLost,
+                "the statement did not reach the event loop of its connection to \(address), so it was not sent",
+                commitOutcomeUnknown: false, server: address)
         }
-        if closed { fail(closedUnder()) }
-        return id
-    }
-
-    private func unregister(_ id: UInt64) { waiters.withLock { _ = $0.pending.removeValue(forKey: id) } }
-
-    /// The channel closed: fails every statement still waiting (after the driver failed its own,
-    /// on the next turn of the loop).
-    fileprivate func channelClosed() {
-        let pending = waiters.withLock { state in
-            state.closed = true
-            defer { state.pending = [:] }
-            return Array(state.pending.values)
-        }
-        for fail in pending { fail(closedUnder()) }
-    }
-
-    private func closedUnder() -> BatonClientError {
-        BatonClientError(
-            .connectionLost, "the connection to \(address) closed under the statement", commitOutcomeUnknown: true,
-            server: address)
+        guard channel.isActive else { throw NotSent(address: address) }
+        let watch = statementBackstop.start(backstop)
+        defer { statementBackstop.finish(watch) }
+        return try await operation()
     }
 
     /// `SELECT 1` within `timeout` (the connection is cut if the server does not answer).
@@ -310,19 +274,67 @@ enum IPAddressCheck {
     }
 }
 
-/// Resumes a continuation once: the first of the statement's result and the channel's close.
-final class ResumeOnce<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var continuation: CheckedContinuation<Value, any Error>?
+/// A Swift task executor on one NIO event loop: a statement runs beside its channel.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
 
-    init(_ continuation: CheckedContinuation<Value, any Error>) { self.continuation = continuation }
+    init(_ loop: any EventLoop) { self.loop = loop }
 
-    func resume(_ result: Result<Value, any Error>) {
-        lock.lock()
-        let continuation = self.continuation
-        self.continuation = nil
-        lock.unlock()
-        continuation?.resume(with: result)
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+/// The backstop deadlines of one connection's statements in flight, with one timer at a time for
+/// the earliest (not one per statement): when a deadline passes with its statement still in
+/// flight, `expire` cuts the connection. Used on the connection's event loop only.
+final class StatementBackstop: @unchecked Sendable {
+    private let loop: any EventLoop
+    private let expire: () -> Void
+    private var deadlines: [UInt64: NIODeadline] = [:]
+    private var next: UInt64 = 0
+    /// When the armed timer fires (nil: none armed).
+    private var armed: NIODeadline?
+
+    init(loop: any EventLoop, expire: @escaping () -> Void) {
+        self.loop = loop
+        self.expire = expire
+    }
+
+    /// A statement starts, to be answered within `backstop`.
+    func start(_ backstop: Duration) -> UInt64 {
+        loop.assertInEventLoop()
+        next += 1
+        let deadline = loop.now + .nanoseconds(backstop.inNanoseconds)
+        deadlines[next] = deadline
+        if armed.map({ deadline < $0 }) ?? true { arm(deadline) }
+        return next
+    }
+
+    func finish(_ id: UInt64) {
+        loop.assertInEventLoop()
+        deadlines[id] = nil
+    }
+
+    /// Statements in flight (for tests).
+    var inFlight: Int { deadlines.count }
+
+    private func arm(_ deadline: NIODeadline) {
+        armed = deadline
+        loop.scheduleTask(deadline: deadline) { [weak self] in self?.fire(deadline) }
+    }
+
+    private func fire(_ deadline: NIODeadline) {
+        // An earlier timer replaced this one; it re-arms for what remains.
+        guard armed == deadline else { return }
+        armed = nil
+        guard let earliest = deadlines.values.min() else { return }
+        if earliest <= loop.now {
+            expire()
+        } else {
+            arm(earliest)
+        }
     }
 }
 

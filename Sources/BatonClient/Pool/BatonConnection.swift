@@ -163,7 +163,7 @@ public final class BatonConnection: Sendable {
 
     /// A statement's backstop: the session's statement_timeout ends a slow statement on the
     /// server; a server that does not answer within it plus a second gets its connection cut.
-    private var backstop: Duration { connection.settings.statementTimeout + .seconds(1) }
+    var backstop: Duration { connection.settings.statementTimeout + .seconds(1) }
 
     private func recordStatement(since started: ContinuousClock.Instant) {
         pool.metrics.statement.recordNanoseconds((ContinuousClock.now - started).inNanoseconds)
