@@ -61,6 +61,18 @@ import Testing
         #expect(BatonConnection.firstKeyword("/* unterminated") == "")
         #expect(BatonConnection.firstKeyword(String(repeating: "(", count: 10_000) + "SELECT") == "")
         #expect(BatonConnection.firstKeyword("verylongkeywordindeed") == "VERYLONGKEY")
+        // PostgreSQL's blanks (\v and \f too); a keyword is ASCII letters only.
+        #expect(BatonConnection.firstKeyword("\u{0B}\u{0C}\r\n\tBegin;") == "BEGIN")
+        #expect(BatonConnection.firstKeyword(";;commit") == "COMMIT")
+        #expect(BatonConnection.firstKeyword("\u{A0}BEGIN") == "")
+        #expect(BatonConnection.firstKeyword("ÉBEGIN") == "")
+        #expect(BatonConnection.firstKeyword("set_config") == "SET")
+        #expect(BatonConnection.firstKeyword("") == "")
+        // A string that is not stored contiguously (bridged, say) is scanned as well.
+        let bridged = String(decoding: Array("  rollback".utf8), as: UTF8.self)
+        #expect(BatonConnection.firstKeyword(bridged) == "ROLLBACK")
+        // A non-breaking space is not a blank: unknown, so "may have committed".
+        #expect(BatonConnection.mayCommit("\u{A0}BEGIN", inTransaction: false))
     }
 
     @Test func whatIsSafeToRetry() {

@@ -153,7 +153,9 @@ final class SessionObserver: ChannelDuplexHandler, @unchecked Sendable {
 /// counts itself, the payload) across arbitrary chunk boundaries, calling back once per message
 /// with its type and the first payload byte (nil for an empty payload).
 struct MessageFramer {
-    private var header: [UInt8] = []
+    /// Header bytes of the next message read so far (`headerCount` of them, big-endian).
+    private var header: UInt64 = 0
+    private var headerCount = 0
     /// Payload bytes of the current message still to skip.
     private var remaining = 0
     private var type: UInt8 = 0
@@ -162,25 +164,31 @@ struct MessageFramer {
 
     /// Feeds `bytes`; false once the framing is lost (a length below 4 or above 1 GiB).
     mutating func feed(_ bytes: ByteBufferView, _ message: (UInt8, UInt8?) -> Void) -> Bool {
+        if let ok = bytes.withContiguousStorageIfAvailable({ feed($0, message) }) { return ok }
+        return Array(bytes).withUnsafeBufferPointer { feed($0, message) }
+    }
+
+    private mutating func feed(_ bytes: UnsafeBufferPointer<UInt8>, _ message: (UInt8, UInt8?) -> Void) -> Bool {
         guard !lost else { return false }
-        var index = bytes.startIndex
-        while index < bytes.endIndex {
+        var index = 0
+        while index < bytes.count {
             if remaining > 0 {
                 if awaitingFirstByte {
                     awaitingFirstByte = false
                     message(type, bytes[index])
                 }
-                let skip = min(remaining, bytes.endIndex - index)
+                let skip = min(remaining, bytes.count - index)
                 remaining -= skip
                 index += skip
                 continue
             }
-            header.append(bytes[index])
+            header = header << 8 | UInt64(bytes[index])
+            headerCount += 1
             index += 1
-            guard header.count == 5 else { continue }
-            type = header[0]
-            let length = Int(header[1]) << 24 | Int(header[2]) << 16 | Int(header[3]) << 8 | Int(header[4])
-            header.removeAll(keepingCapacity: true)
+            guard headerCount == 5 else { continue }
+            type = UInt8(truncatingIfNeeded: header >> 32)
+            let length = Int(header & 0xFFFF_FFFF)
+            (header, headerCount) = (0, 0)
             guard length >= 4, length <= 1 << 30 else {
                 lost = true
                 return false

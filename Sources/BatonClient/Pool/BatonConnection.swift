@@ -294,41 +294,55 @@ public final class BatonConnection: Sendable {
     }
 
     /// The first SQL keyword, after blanks, `--` and (nested) `/* */` comments and opening
-    /// parentheses; uppercased, at most 11 letters.
+    /// parentheses and semicolons, within the first 4096 bytes; uppercased, at most 11 letters.
+    /// Blanks are PostgreSQL's (`[ \t\n\r\f\v]`); a keyword is ASCII letters, so text that starts
+    /// with anything else has none (empty).
     static func firstKeyword(_ sql: String) -> String {
-        let scalars = Array(sql.unicodeScalars.prefix(4096))
+        if let keyword = sql.utf8.withContiguousStorageIfAvailable({ firstKeyword(bytes: $0) }) { return keyword }
+        return Array(sql.utf8.prefix(4096)).withUnsafeBufferPointer { firstKeyword(bytes: $0) }
+    }
+
+    private static func firstKeyword(bytes all: UnsafeBufferPointer<UInt8>) -> String {
+        let bytes = UnsafeBufferPointer(rebasing: all.prefix(4096))
+        let (slash, star, dash, newline) = (UInt8(ascii: "/"), UInt8(ascii: "*"), UInt8(ascii: "-"), UInt8(ascii: "\n"))
         var index = 0
         var depth = 0
-        while index < scalars.count {
-            let scalar = scalars[index]
-            let next = index + 1 < scalars.count ? scalars[index + 1] : " "
+        while index < bytes.count {
+            let byte = bytes[index]
+            let next = index + 1 < bytes.count ? bytes[index + 1] : 0
             if depth > 0 {
-                if scalar == "*" && next == "/" {
+                if byte == star && next == slash {
                     depth -= 1
                     index += 2
-                } else if scalar == "/" && next == "*" {
+                } else if byte == slash && next == star {
                     depth += 1
                     index += 2
                 } else {
                     index += 1
                 }
-            } else if scalar == "/" && next == "*" {
+            } else if byte == slash && next == star {
                 depth = 1
                 index += 2
-            } else if scalar == "-" && next == "-" {
-                while index < scalars.count && scalars[index] != "\n" { index += 1 }
-            } else if scalar.properties.isWhitespace || scalar == "(" || scalar == ";" {
+            } else if byte == dash && next == dash {
+                while index < bytes.count && bytes[index] != newline { index += 1 }
+            } else if byte == 0x20 || (0x09...0x0D).contains(byte) || byte == UInt8(ascii: "(")
+                || byte == UInt8(ascii: ";")
+            {
                 index += 1
             } else {
                 break
             }
         }
-        var keyword = ""
-        while index < scalars.count, scalars[index].properties.isAlphabetic, keyword.unicodeScalars.count <= 10 {
-            keyword.unicodeScalars.append(scalars[index])
+        var keyword: (UInt64, UInt64) = (0, 0)
+        var length = 0
+        while index < bytes.count, length < 11 {
+            let upper = bytes[index] & 0xDF
+            guard upper >= UInt8(ascii: "A") && upper <= UInt8(ascii: "Z") else { break }
+            withUnsafeMutableBytes(of: &keyword) { $0[length] = upper }
+            length += 1
             index += 1
         }
-        return keyword.uppercased()
+        return withUnsafeBytes(of: keyword) { String(decoding: $0.prefix(length), as: UTF8.self) }
     }
 }
 
