@@ -1,12 +1,14 @@
 // baton-bench-client: the figures of `scripts/bench client` (which starts the cluster and runs
 // this). Prints one JSON object per line:
 //   {"bench":"throughput", …}  pooled `SELECT 1` vs raw postgres-nio (PostgresConnection) and raw
-//                              libpq, N tasks on N connections, one server
+//                              libpq, N tasks on N connections, one server, taking turns in
+//                              0.25 s slices; with the client's CPU time per statement
 //   {"bench":"overhead", …}    routing + acquire + release per request (empty body), in ns
 //   {"bench":"failover", …}    new leader key → first write acknowledged through the pool, in ms
 //
 // Usage: baton-bench-client etcd_hosts=… scope=… user=… [tasks=8] [seconds=5] [rounds=3]
 //        [iterations=20000] [failovers=3] [kill_cmd='… {n}'] [start_cmd='… {n}']
+//        [profile=raw|pooled|libpq]  (that throughput body alone for `seconds`, then exit)
 // ({n} is replaced by the primary's node number; without kill_cmd no failover is measured).
 // The password comes from $BATON_PASSWORD (or $BATON_SUPERUSER_PASSWORD).
 import BatonClient
@@ -31,7 +33,9 @@ for argument in CommandLine.arguments.dropFirst() {
     }
     arguments[parts[0]] = parts[1]
 }
-let benchKeys: Set<String> = ["tasks", "seconds", "rounds", "iterations", "failovers", "kill_cmd", "start_cmd"]
+let benchKeys: Set<String> = [
+    "tasks", "seconds", "rounds", "iterations", "failovers", "kill_cmd", "start_cmd", "profile",
+]
 let given = arguments
 func take(_ key: String) -> String? { given[key] }
 let tasks = Int(take("tasks") ?? "8") ?? 8
@@ -84,11 +88,35 @@ guard case .member(let primaryName, let primary, _)? = cluster.topology.primary 
 }
 FileHandle.standardError.write(Data("topology: \(cluster.topology)\n".utf8))
 
-// MARK: Throughput: pooled vs raw libpq, one server
+// MARK: Throughput: pooled vs raw postgres-nio (and raw libpq), one server
 
-/// Runs `body` in `tasks` tasks for `seconds`; returns statements per second.
-func run(tasks: Int, seconds: Double, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+/// Statements and the process's CPU time, counted over many short slices.
+struct Tally {
+    var statements = 0
+    var seconds = 0.0
+    var cpuMicroseconds = 0.0
+    var rate: Double { seconds > 0 ? Double(statements) / seconds : 0 }
+    var cpuPerStatement: Double { statements > 0 ? cpuMicroseconds / Double(statements) : 0 }
+
+    static func += (total: inout Tally, part: Tally) {
+        total.statements += part.statements
+        total.seconds += part.seconds
+        total.cpuMicroseconds += part.cpuMicroseconds
+    }
+}
+
+/// User + system CPU time of this process, in microseconds.
+func processCPU() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let seconds = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec
+    return Double(seconds) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+}
+
+/// Runs `body` in `tasks` tasks for `seconds`: what it did.
+func run(tasks: Int, seconds: Double, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Tally {
     let count = Counter()
+    let cpuBefore = processCPU()
     let deadline = ContinuousClock.now + (Duration(checkedSeconds: seconds) ?? .seconds(10))
     let started = ContinuousClock.now
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -102,7 +130,9 @@ func run(tasks: Int, seconds: Double, _ body: @escaping @Sendable (Int) async th
         }
         try await group.waitForAll()
     }
-    return Double(count.value.load(ordering: .relaxed)) / (ContinuousClock.now - started).secondsDouble
+    return Tally(
+        statements: count.value.load(ordering: .relaxed), seconds: (ContinuousClock.now - started).secondsDouble,
+        cpuMicroseconds: processCPU() - cpuBefore)
 }
 
 final class Counter: Sendable {
@@ -140,32 +170,66 @@ let nioConnections = nio
 @Sendable func rawNIO(_ task: Int) async throws {
     for try await _ in try await nioConnections[task].query("SELECT 1", logger: quiet) {}
 }
+let aToA = ProcessInfo.processInfo.environment["BENCH_AA"] == "1"
 @Sendable func pooledNIO(_ task: Int) async throws {
+    if aToA { return try await rawNIO(task) }
     try await pooled.read(consistency: .strong) { conn in for try await _ in try await conn.query("SELECT 1") {} }
 }
 @Sendable func rawLibpq(_ task: Int) async throws { _ = try await libpqConnections[task].query("SELECT 1") }
 
-// Warm up all three.
+// profile=raw|pooled|libpq: that one alone for `seconds` (to watch it with perf), then exit.
+if let profile = take("profile") {
+    guard let body = ["raw": rawNIO, "pooled": pooledNIO, "libpq": rawLibpq][profile] else {
+        fail("profile must be raw, pooled or libpq")
+    }
+    _ = try await run(tasks: tasks, seconds: 0.5, body)
+    let tally = try await run(tasks: tasks, seconds: seconds, body)
+    print(
+        json([
+            "bench": "profile", "body": profile, "qps": tally.rate.rounded(),
+            "client_cpu_us_per_statement": round3(tally.cpuPerStatement),
+        ]))
+    exit(0)
+}
+
+// The three take turns in short slices (a quarter second each), so that what the machine does
+// meanwhile (the agents' loops, checkpoints, the scheduler) falls on all three alike; a round
+// is `seconds` of each. BENCH_AA=1 puts the raw body in the pooled slot too (an A/A run: the
+// method's own bias and noise).
+let slice = 0.25
 for body in [rawNIO, pooledNIO, rawLibpq] as [@Sendable (Int) async throws -> Void] {
     _ = try await run(tasks: tasks, seconds: 0.5, body)
 }
-var nioRates: [Double] = []
-var pooledRates: [Double] = []
-var libpqRates: [Double] = []
+var nioRounds: [Tally] = []
+var pooledRounds: [Tally] = []
+var libpqRounds: [Tally] = []
 var ratios: [Double] = []
 for round in 1...rounds {
-    let nioRate = try await run(tasks: tasks, seconds: seconds, rawNIO)
-    let pooledRate = try await run(tasks: tasks, seconds: seconds, pooledNIO)
-    let libpqRate = try await run(tasks: tasks, seconds: seconds, rawLibpq)
-    nioRates.append(nioRate)
-    pooledRates.append(pooledRate)
-    libpqRates.append(libpqRate)
-    ratios.append(pooledRate / nioRate)
+    var (nioTally, pooledTally, libpqTally) = (Tally(), Tally(), Tally())
+    for turn in 0..<max(2, Int((seconds / slice).rounded())) {
+        // Raw and pooled swap places every turn: the slice that follows another measured a few
+        // percent lower even with the same body in both.
+        if turn.isMultiple(of: 2) {
+            nioTally += try await run(tasks: tasks, seconds: slice, rawNIO)
+            pooledTally += try await run(tasks: tasks, seconds: slice, pooledNIO)
+        } else {
+            pooledTally += try await run(tasks: tasks, seconds: slice, pooledNIO)
+            nioTally += try await run(tasks: tasks, seconds: slice, rawNIO)
+        }
+        libpqTally += try await run(tasks: tasks, seconds: slice, rawLibpq)
+    }
+    nioRounds.append(nioTally)
+    pooledRounds.append(pooledTally)
+    libpqRounds.append(libpqTally)
+    ratios.append(pooledTally.rate / nioTally.rate)
     FileHandle.standardError.write(
         Data(
             String(
-                format: "throughput round %d: raw postgres-nio %.0f/s, pooled %.0f/s (%.3fx), raw libpq %.0f/s\n",
-                round, nioRate, pooledRate, pooledRate / nioRate, libpqRate
+                format:
+                    "throughput round %d: raw postgres-nio %.0f/s (%.1f µs CPU each), pooled %.0f/s (%.1f µs, %.3fx), "
+                    + "raw libpq %.0f/s (%.1f µs)\n",
+                round, nioTally.rate, nioTally.cpuPerStatement, pooledTally.rate, pooledTally.cpuPerStatement,
+                pooledTally.rate / nioTally.rate, libpqTally.rate, libpqTally.cpuPerStatement
             ).utf8))
 }
 for connection in libpqConnections { await connection.close() }
@@ -179,8 +243,13 @@ let (ratioMin, ratioMedian, ratioMax) = stats(ratios)
 print(
     json([
         "bench": "throughput", "server": "\(primaryName) \(primary)", "tasks": tasks, "seconds": seconds,
-        "rounds": rounds, "raw_qps": summary(nioRates), "pooled_qps": summary(pooledRates),
-        "raw_libpq_qps": summary(libpqRates),
+        "rounds": rounds, "slice_seconds": slice, "raw_qps": summary(nioRounds.map(\.rate)),
+        "pooled_qps": summary(pooledRounds.map(\.rate)), "raw_libpq_qps": summary(libpqRounds.map(\.rate)),
+        "client_cpu_us_per_statement": [
+            "raw": round3(stats(nioRounds.map(\.cpuPerStatement)).median),
+            "pooled": round3(stats(pooledRounds.map(\.cpuPerStatement)).median),
+            "raw_libpq": round3(stats(libpqRounds.map(\.cpuPerStatement)).median),
+        ],
         "ratio": ["min": round3(ratioMin), "median": round3(ratioMedian), "max": round3(ratioMax)],
         "target_ratio": 0.95,
     ]))
