@@ -51,11 +51,9 @@ public struct BatonDatabase: PostgresDatabase {
         let route = self.route
         promise.completeWithTask {
             let lease: @Sendable (BatonConnection) async throws -> Unchecked<T> = { connection in
-                // On the connection's loop, so that a channel closing under it cannot drop the
-                // request (see `ServerConnection.guarded`).
-                try await connection.connection.guarded(connection.backstop) {
-                    try await work.value(connection.connection.postgres).map { Unchecked($0) }.get()
-                }
+                // A request NIO drops when the channel closes under it would leave the future
+                // pending forever: the close fails the wait instead.
+                try await Unchecked(connection.connection.racingClose { work.value(connection.connection.postgres) })
             }
             switch route {
             case .primary: return try await client.withPrimaryConnection(lease)

@@ -207,6 +207,41 @@ struct ClientDriverTests {
         #expect(roles.contains("primary") && roles.contains("replica"), "roles: \(roles)")
         #expect(statements.allSatisfy { text($0, "baton.member") != nil })
 
+        // A server that goes silent while the rows stream (a forwarder stopped: the kernel still
+        // acknowledges, so neither keepalive nor TCP_USER_TIMEOUT ends it, and the server's own
+        // statement_timeout cannot reach us): the backstop covers the statement until its
+        // ReadyForQuery, not only until the rows are handed over, and cuts the connection.
+        let leaderPort = cluster.nodes.first { $0.name == leader }!.pgPort
+        let silent = try TCPForwarder(["127.0.0.1:\(leaderPort)"])
+        defer { silent.stop() }
+        let direct = try await cluster.client(
+            ["host": silent.addresses[0], "statement_timeout": "2s", "health_check_after_idle": "60s"],
+            without: ["etcd_hosts", "scope"])
+        defer { Task { await direct.shutdown() } }
+        let cutStarted = ContinuousClock.now
+        var rowsBeforeCut = 0
+        let cut: (any Error)?
+        do {
+            _ = try await direct.write { conn in
+                let rows = try await conn.query(
+                    "SELECT g, repeat('x', 2000) FROM generate_series(1, 200000) g")
+                for try await _ in rows {
+                    rowsBeforeCut += 1
+                    if rowsBeforeCut == 1 { silent.suspend() }
+                }
+            }
+            cut = nil
+        } catch {
+            cut = error
+        }
+        silent.resume()
+        let cutAfter = ContinuousClock.now - cutStarted
+        #expect(cut != nil, "the rows of a silent server were read to the end?")
+        #expect(cutAfter < .seconds(10), "cut after \(cutAfter) (statement_timeout 2 s + 1 s)")
+        #expect(rowsBeforeCut < 200_000)
+        measure(
+            "silent-server-cut", ["after": seconds(cutAfter), "error": cut.map { String(reflecting: $0) } ?? "none"])
+
         // LISTEN that follows the primary across a switchover.
         let received = Payloads()
         let listener = Task {

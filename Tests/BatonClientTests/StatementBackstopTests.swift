@@ -31,7 +31,7 @@ import Testing
         for _ in 0..<1000 {
             let id = backstop.start(.seconds(2))
             loop.advanceTime(by: .milliseconds(1))
-            backstop.finish(id)
+            backstop.finish(id, answered: true)
         }
         #expect(backstop.inFlight == 0)
         loop.advanceTime(by: .seconds(10))
@@ -44,7 +44,7 @@ import Testing
         let (loop, backstop, cuts) = Self.backstop()
         let first = backstop.start(.seconds(2))
         loop.advanceTime(by: .seconds(1))
-        backstop.finish(first)
+        backstop.finish(first, answered: true)
         _ = backstop.start(.seconds(2))  // due at 3 s
         loop.advanceTime(by: .seconds(1))  // 2 s: the first timer fires, finds 3 s
         #expect(cuts.count == 0)
@@ -62,6 +62,46 @@ import Testing
         _ = backstop.start(.milliseconds(500))
         loop.advanceTime(by: .milliseconds(500))
         #expect(cuts.count == 1)
-        backstop.finish(long)
+        backstop.finish(long, answered: true)
+    }
+
+    /// A query handed over at BindComplete may still run: its deadline stays until the server's
+    /// ReadyForQuery (`settled`).
+    @Test func aStatementHandedOverStaysInFlightUntilReadyForQuery() {
+        let (loop, backstop, cuts) = Self.backstop()
+        let first = backstop.start(.seconds(2))
+        backstop.finish(first, answered: false)
+        #expect(backstop.inFlight == 1)
+        loop.advanceTime(by: .seconds(1))
+        backstop.settled()
+        #expect(backstop.inFlight == 0)
+        loop.advanceTime(by: .seconds(5))
+        #expect(cuts.count == 0)
+
+        let second = backstop.start(.seconds(2))
+        backstop.finish(second, answered: false)
+        loop.advanceTime(by: .seconds(2))
+        #expect(cuts.count == 1)
+    }
+
+    /// The channel closed: no timer stays behind (a deadline can be weeks away), nothing fires
+    /// later, and whoever waits on the close is told, now or at once when watching later.
+    @Test func aClosedChannelLeavesNoTimerAndFailsItsWatchers() {
+        let (loop, backstop, cuts) = Self.backstop()
+        _ = backstop.start(.seconds(2))
+        var failed = 0
+        let watch = backstop.watchClose { failed += 1 }
+        let unwatched = backstop.watchClose { failed += 100 }
+        backstop.unwatchClose(unwatched)
+        backstop.closed()
+        #expect(failed == 1)
+        #expect(backstop.inFlight == 0)
+        loop.advanceTime(by: .seconds(10))
+        #expect(cuts.count == 0)
+        _ = backstop.watchClose { failed += 1 }
+        #expect(failed == 2)
+        backstop.unwatchClose(watch)
+        _ = backstop.start(.seconds(1))
+        #expect(backstop.inFlight == 0)
     }
 }

@@ -67,19 +67,22 @@ final class ServerConnection: Sendable {
     let executor: EventLoopTaskExecutor
     /// The backstop deadlines of the statements in flight.
     private let statementBackstop: StatementBackstop
+    /// Cuts the connection at the socket.
+    private let cutter: ConnectionCutter
 
     private init(
-        postgres: PostgresNIO.PostgresConnection, channel: any Channel, observer: SessionObserver, address: String,
-        settings: SessionSettings
+        postgres: PostgresNIO.PostgresConnection, channel: any Channel, observer: SessionObserver,
+        cutter: ConnectionCutter, backstop: StatementBackstop, address: String, settings: SessionSettings
     ) {
         self.postgres = postgres
         self.channel = channel
         self.observer = observer
+        self.cutter = cutter
+        self.statementBackstop = backstop
         self.tracker = observer.tracker
         self.address = address
         self.settings = settings
         self.executor = EventLoopTaskExecutor(channel.eventLoop)
-        self.statementBackstop = StatementBackstop(loop: channel.eventLoop) { observer.closeBelowDriver() }
     }
 
     deinit {
@@ -153,6 +156,8 @@ final class ServerConnection: Sendable {
         }
         // Idle now (startup ended with ReadyForQuery): a message boundary for the observer.
         let observer = SessionObserver(tracker: SessionTracker())
+        let cutter = ConnectionCutter()
+        let backstop = StatementBackstop(loop: channel.eventLoop) { cutter.cut() }
         do {
             try await channel.eventLoop.submit {
                 let pipeline = channel.pipeline.syncOperations
@@ -161,19 +166,25 @@ final class ServerConnection: Sendable {
                 } else {
                     try pipeline.addHandler(observer, position: .first)
                 }
+                // Below TLS too: a cut closes the socket at once, without TLS's close_notify
+                // exchange (which would keep the channel active for its shutdown timeout).
+                try pipeline.addHandler(cutter, position: .first)
+                observer.onSettled = { backstop.settled() }
+                channel.closeFuture.whenComplete { _ in backstop.closed() }
             }.get()
         } catch {
             try? await postgres.close()
             throw error
         }
         return ServerConnection(
-            postgres: postgres, channel: channel, observer: observer, address: "\(host):\(port)", settings: settings)
+            postgres: postgres, channel: channel, observer: observer, cutter: cutter, backstop: backstop,
+            address: "\(host):\(port)", settings: settings)
     }
 
-    /// Runs `query`; the connection is cut if no answer came within `backstop` (a server that hung:
-    /// statement_timeout normally ends a slow statement first) or when the task is cancelled.
-    /// The backstop covers the statement until postgres-nio hands over its rows; the session's
-    /// TCP keepalive and user timeout cover a path that dies while they stream.
+    /// Runs `query`; the connection is cut if the server has not answered it to the end (its
+    /// ReadyForQuery) within `backstop` (a server that hung: statement_timeout normally ends a
+    /// slow statement first, and it counts the time the rows wait for the reader too), or when
+    /// the task is cancelled.
     func query(_ query: PostgresQuery, backstop: Duration) async throws -> PostgresRowSequence {
         try await guarded(backstop) { try await self.postgres.query(query, logger: Self.quiet) }
     }
@@ -187,46 +198,110 @@ final class ServerConnection: Sendable {
         }
     }
 
-    /// Runs `operation` under the backstop deadline and task cancellation described at `query`.
+    /// Runs `send` (one postgres-nio call that writes its request before it first suspends) under
+    /// the backstop deadline and task cancellation described at `query`.
     ///
-    /// The statement runs on the channel's event loop (the task prefers it as its executor while
-    /// the statement is sent and answered). There a channel that is still active has its handlers,
-    /// and postgres-nio's send is synchronous: the request reaches the driver, which answers it or
-    /// fails it when the channel closes. Off the loop the close could land between a check and
-    /// the send, and NIO would drop the request (the handlers gone) with its answer awaited
-    /// forever. The loop also takes the send, the answer and the backstop without a hand-off
-    /// between threads.
-    func guarded<T>(_ backstop: Duration, _ operation: () async throws -> T) async throws -> T {
+    /// The request is sent from the channel's event loop (the task prefers it as its executor
+    /// until the driver hands the answer over). There a channel that is still active has its
+    /// handlers, and with no suspension between the check and the driver's write, the request
+    /// reaches the driver, which answers it or fails it when the channel closes. Off the loop
+    /// the close could land between a check and the send, and NIO would drop the request (the
+    /// handlers gone) with its answer awaited forever. The loop also takes the send, the answer
+    /// and the backstop without a hand-off between threads. `send` is `@Sendable`, hence
+    /// nonisolated: it cannot hop to an actor before it writes.
+    func guarded<T>(_ backstop: Duration, _ send: @Sendable () async throws -> T) async throws -> T {
         // A cancelled task sends nothing: its cancellation handler would close the channel under
         // the write.
         try Task.checkCancellation()
         do {
             return try await withTaskCancellationHandler {
                 try await withTaskExecutorPreference(executor) {
-                    try await self.onLoop(backstop, operation)
+                    try await self.onLoop(backstop, send)
                 }
             } onCancel: {
                 self.interrupt()
             }
         } catch {
-            if Task.isCancelled { throw CancellationError() }
+            // The cancellation handler closed the connection under the statement: the task was
+            // cancelled. A definite answer that came first (a server error) stays what it is.
+            if Task.isCancelled, !(error is NotSent),
+                error is CancellationError || BatonClientError.isServerFailure(error)
+            {
+                throw CancellationError()
+            }
             throw error
         }
     }
 
-    private func onLoop<T>(_ backstop: Duration, _ operation: () async throws -> T) async throws -> T {
+    private func onLoop<T>(_ backstop: Duration, _ send: @Sendable () async throws -> T) async throws -> T {
         // Not on the loop, the send could be dropped (see `guarded`): refuse rather than risk a
         // statement that never ends.
         guard channel.eventLoop.inEventLoop else {
-            throw BatonClientError(
-                .connectionLost,
-                "the statement did not reach the event loop of its connection to \(address), so it was not sent",
-                commitOutcomeUnknown: false, server: address)
+            throw NotSent(address: address, reason: "the statement did not reach the connection's event loop")
         }
         guard channel.isActive else { throw NotSent(address: address) }
+        // Cancelled on the way here: the cancellation handler is closing the connection.
+        guard !Task.isCancelled else { throw NotSent(address: address, cancelled: true) }
         let watch = statementBackstop.start(backstop)
-        defer { statementBackstop.finish(watch) }
-        return try await operation()
+        do {
+            let value = try await send()
+            // Until the server's ReadyForQuery for it, the statement may still run (postgres-nio
+            // hands a query over at BindComplete): the deadline stays until then.
+            statementBackstop.finish(watch, answered: tracker.transaction != .unknown)
+            return value
+        } catch {
+            statementBackstop.finish(watch, answered: true)
+            throw error
+        }
+    }
+
+    /// `COPY … FROM STDIN`, started from the event loop as `guarded` sends (so its request cannot
+    /// be dropped); `writeData` runs off the loop. No backstop and no cut on cancellation: closing
+    /// the channel during COPY makes postgres-nio drop the CopyFail it then sends and wait for
+    /// its answer forever. A cancelled task ends the copy through `writeData` throwing instead
+    /// (postgres-nio sends CopyFail, the server answers with an error); statement_timeout bounds
+    /// a slow server.
+    func copyFrom(
+        table: String, columns: [String], format: PostgresCopyFromFormat,
+        writeData: (PostgresCopyFromWriter) async throws -> Void
+    ) async throws {
+        try Task.checkCancellation()
+        try await withTaskExecutorPreference(executor) {
+            guard self.channel.eventLoop.inEventLoop else {
+                throw NotSent(address: self.address, reason: "the COPY did not reach the connection's event loop")
+            }
+            guard self.channel.isActive else { throw NotSent(address: self.address) }
+            try await self.postgres.copyFrom(table: table, columns: columns, format: format, logger: Self.quiet) {
+                writer in
+                try await withTaskExecutorPreference(globalConcurrentExecutor) { try await writeData(writer) }
+            }
+        }
+    }
+
+    /// Awaits the future of `request` (postgres-nio's future-based API, which may send several
+    /// requests from any thread), failing when the channel closes first: a request NIO dropped
+    /// after the close would leave the future pending forever. Cancelling the task cuts the
+    /// connection. For the `PostgresDatabase` adapter.
+    func racingClose<T>(_ request: () -> EventLoopFuture<T>) async throws -> T {
+        try Task.checkCancellation()
+        let loop = channel.eventLoop
+        let promise = loop.makePromise(of: Unchecked<T>.self)
+        request().whenComplete { promise.completeWith($0.map(Unchecked.init)) }
+        let (backstop, address) = (statementBackstop, address)
+        loop.execute {
+            let watch = backstop.watchClose {
+                promise.fail(
+                    BatonClientError(
+                        .connectionLost, "the connection to \(address) closed under the request",
+                        commitOutcomeUnknown: true, server: address))
+            }
+            promise.futureResult.whenComplete { _ in backstop.unwatchClose(watch) }
+        }
+        return try await withTaskCancellationHandler {
+            try await promise.futureResult.get().value
+        } onCancel: {
+            self.interrupt()
+        }
     }
 
     /// `SELECT 1` within `timeout` (the connection is cut if the server does not answer).
@@ -245,8 +320,8 @@ final class ServerConnection: Sendable {
     /// Cuts the connection at once: every statement in flight fails now, and so does every later
     /// one.
     func interrupt() {
-        let observer = self.observer
-        channel.eventLoop.execute { observer.closeBelowDriver() }
+        let cutter = self.cutter
+        channel.eventLoop.execute { cutter.cut() }
     }
 
     func close() async { try? await postgres.close() }
@@ -288,14 +363,20 @@ final class EventLoopTaskExecutor: TaskExecutor {
 
 /// The backstop deadlines of one connection's statements in flight, with one timer at a time for
 /// the earliest (not one per statement): when a deadline passes with its statement still in
-/// flight, `expire` cuts the connection. Used on the connection's event loop only.
+/// flight, `expire` cuts the connection. A statement is in flight from its send until the driver
+/// hands its answer over, and after that until the server's ReadyForQuery (`settled`) when that
+/// was not in yet. Used on the connection's event loop only.
 final class StatementBackstop: @unchecked Sendable {
     private let loop: any EventLoop
     private let expire: () -> Void
     private var deadlines: [UInt64: NIODeadline] = [:]
+    /// Statements handed over whose ReadyForQuery was not in yet.
+    private var awaitingReady: [UInt64] = []
     private var next: UInt64 = 0
-    /// When the armed timer fires (nil: none armed).
-    private var armed: NIODeadline?
+    /// When the armed timer fires, and the timer (nil: none armed).
+    private var armed: (at: NIODeadline, task: Scheduled<Void>)?
+    private var isClosed = false
+    private var closeWatchers: [UInt64: () -> Void] = [:]
 
     init(loop: any EventLoop, expire: @escaping () -> Void) {
         self.loop = loop
@@ -304,30 +385,75 @@ final class StatementBackstop: @unchecked Sendable {
 
     /// A statement starts, to be answered within `backstop`.
     func start(_ backstop: Duration) -> UInt64 {
-        loop.assertInEventLoop()
+        loop.preconditionInEventLoop()
         next += 1
+        guard !isClosed else { return next }
         let deadline = loop.now + .nanoseconds(backstop.inNanoseconds)
         deadlines[next] = deadline
-        if armed.map({ deadline < $0 }) ?? true { arm(deadline) }
+        if armed.map({ deadline < $0.at }) ?? true { arm(deadline) }
         return next
     }
 
-    func finish(_ id: UInt64) {
-        loop.assertInEventLoop()
-        deadlines[id] = nil
+    /// The driver handed the statement's answer over (or failed it); `answered`: the server's
+    /// ReadyForQuery for it is in (else its deadline stays until `settled`).
+    func finish(_ id: UInt64, answered: Bool) {
+        loop.preconditionInEventLoop()
+        if answered || isClosed {
+            deadlines[id] = nil
+        } else {
+            awaitingReady.append(id)
+        }
+    }
+
+    /// Every request sent so far has its ReadyForQuery.
+    func settled() {
+        loop.preconditionInEventLoop()
+        for id in awaitingReady { deadlines[id] = nil }
+        awaitingReady.removeAll(keepingCapacity: true)
+    }
+
+    /// The channel closed: nothing is in flight any more, no timer stays behind.
+    func closed() {
+        loop.preconditionInEventLoop()
+        isClosed = true
+        armed?.task.cancel()
+        armed = nil
+        deadlines = [:]
+        awaitingReady = []
+        let watchers = closeWatchers.values
+        closeWatchers = [:]
+        for fail in watchers { fail() }
+    }
+
+    /// Calls `fail` when the channel closes (at once when it has); returns a handle for
+    /// `unwatchClose`.
+    func watchClose(_ fail: @escaping () -> Void) -> UInt64 {
+        loop.preconditionInEventLoop()
+        next += 1
+        if isClosed {
+            fail()
+        } else {
+            closeWatchers[next] = fail
+        }
+        return next
+    }
+
+    func unwatchClose(_ id: UInt64) {
+        loop.preconditionInEventLoop()
+        closeWatchers[id] = nil
     }
 
     /// Statements in flight (for tests).
     var inFlight: Int { deadlines.count }
 
     private func arm(_ deadline: NIODeadline) {
-        armed = deadline
-        loop.scheduleTask(deadline: deadline) { [weak self] in self?.fire(deadline) }
+        let task = loop.scheduleTask(deadline: deadline) { [weak self] () -> Void in self?.fire(deadline) }
+        armed = (deadline, task)
     }
 
     private func fire(_ deadline: NIODeadline) {
         // An earlier timer replaced this one; it re-arms for what remains.
-        guard armed == deadline else { return }
+        guard armed?.at == deadline else { return }
         armed = nil
         guard let earliest = deadlines.values.min() else { return }
         if earliest <= loop.now {
@@ -338,10 +464,36 @@ final class StatementBackstop: @unchecked Sendable {
     }
 }
 
-/// A statement was not sent: the connection was already closed. Nothing of it can have run.
+/// Cuts the connection at the socket: the first handler of the pipeline (below TLS), so that a
+/// close from it reaches the socket at once, and postgres-nio sees the connection end as when
+/// the server closes it. (A close passed through postgres-nio's handler traps in some states,
+/// e.g. during COPY.) Used on the event loop.
+final class ConnectionCutter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = NIOAny
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func cut() { context?.close(mode: .all, promise: nil) }
+}
+
+/// A statement was not sent: the connection was already closed, the task was cancelled before
+/// it went out, or it could not be sent safely. Nothing of it can have run.
 struct NotSent: Error, CustomStringConvertible {
     let address: String
-    var description: String { "the connection to \(address) is closed; the statement was not sent" }
+    var reason = "the connection is closed"
+    /// The task was cancelled before the statement went out.
+    var cancelled = false
+
+    init(address: String, reason: String = "the connection is closed", cancelled: Bool = false) {
+        self.address = address
+        self.reason = cancelled ? "the task was cancelled" : reason
+        self.cancelled = cancelled
+    }
+
+    var description: String { "\(reason) (\(address)); the statement was not sent" }
 }
 
 /// The deadline of `BatonClient.withDeadline` passed.

@@ -77,11 +77,14 @@ final class SessionTracker: Sendable {
         }
     }
 
-    func readyForQuery(_ status: UInt8) {
+    /// Counts a ReadyForQuery; returns whether every request sent so far is answered now.
+    @discardableResult
+    func readyForQuery(_ status: UInt8) -> Bool {
         state.withLock { state in
             state.answered += 1
             if status == UInt8(ascii: "I") && state.status != UInt8(ascii: "I") { state.blocksEnded += 1 }
             state.status = status
+            return state.answered >= state.sent
         }
     }
 
@@ -111,30 +114,22 @@ final class SessionObserver: ChannelDuplexHandler, @unchecked Sendable {
     let tracker: SessionTracker
     private var inbound = MessageFramer()
     private var outbound = MessageFramer()
-    /// Set on the event loop in `handlerAdded`, read there only.
-    private var context: ChannelHandlerContext?
 
     init(tracker: SessionTracker) { self.tracker = tracker }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-    /// Closes the channel from below postgres-nio's handler: it then sees the connection end as
-    /// when the server closes it. (A close passed through its handler traps in some states, e.g.
-    /// during COPY.) Call on the event loop.
-    func closeBelowDriver() {
-        context?.close(promise: nil)
-    }
+    /// Called on the event loop when a ReadyForQuery leaves no request unanswered.
+    var onSettled: (() -> Void)?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         let tracker = self.tracker
+        var settled = false
         let ok = inbound.feed(buffer.readableBytesView) { type, first in
-            if type == UInt8(ascii: "Z"), let first { tracker.readyForQuery(first) }
+            if type == UInt8(ascii: "Z"), let first { settled = tracker.readyForQuery(first) }
             if type == UInt8(ascii: "G") { tracker.copyIn() }
         }
         if !ok { tracker.lostTrack() }
+        if settled { onSettled?() }
         context.fireChannelRead(data)
     }
 

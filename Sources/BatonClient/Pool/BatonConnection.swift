@@ -91,14 +91,7 @@ public final class BatonConnection: Sendable {
         writeData: (PostgresCopyFromWriter) async throws -> Void
     ) async throws {
         try await statement("COPY", spanText: "COPY \(table) FROM STDIN") {
-            // Not under `guarded`: closing the channel during COPY makes postgres-nio drop the
-            // CopyFail it then sends, and wait for its answer forever. A cancelled task ends the
-            // copy through `writeData` throwing instead (postgres-nio sends CopyFail, the server
-            // answers with an error); statement_timeout bounds a slow server.
-            try Task.checkCancellation()
-            guard !self.connection.isClosed else { throw NotSent(address: self.connection.address) }
-            try await self.connection.postgres.copyFrom(
-                table: table, columns: columns, format: format, logger: ServerConnection.quiet, writeData: writeData)
+            try await self.connection.copyFrom(table: table, columns: columns, format: format, writeData: writeData)
         }
     }
 
@@ -163,7 +156,7 @@ public final class BatonConnection: Sendable {
 
     /// A statement's backstop: the session's statement_timeout ends a slow statement on the
     /// server; a server that does not answer within it plus a second gets its connection cut.
-    var backstop: Duration { connection.settings.statementTimeout + .seconds(1) }
+    private var backstop: Duration { connection.settings.statementTimeout + .seconds(1) }
 
     private func recordStatement(since started: ContinuousClock.Instant) {
         pool.metrics.statement.recordNanoseconds((ContinuousClock.now - started).inNanoseconds)
@@ -258,6 +251,8 @@ public final class BatonConnection: Sendable {
         }
         if let notSent = error as? NotSent {
             markBroken()
+            // Cancelled before it went out: the cancellation handler is closing the connection.
+            if notSent.cancelled { return CancellationError() }
             return BatonClientError(.connectionLost, "\(notSent)", commitOutcomeUnknown: false, server: server)
         }
         guard BatonClientError.isServerFailure(error) else { return error }
