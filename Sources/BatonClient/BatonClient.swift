@@ -332,7 +332,9 @@ public final class BatonClient: Service, Sendable {
             let value: T
             do {
                 value = try await body(connection)
-            } catch {
+            } catch let thrown {
+                // Classified first: a failure read from the rows marks the connection broken.
+                let error = connection.escaped(thrown)
                 let now = if let now = releaseAtOnce(connection) { now } else { await finish(connection).now }
                 replicaPool.record(choice, success: !connection.isBroken, now: now)
                 throw error
@@ -447,7 +449,9 @@ public final class BatonClient: Service, Sendable {
         let value: T
         do {
             value = try await body(connection)
-        } catch {
+        } catch let thrown {
+            // Classified first: a failure read from the rows marks the connection broken.
+            let error = connection.escaped(thrown)
             if releaseAtOnce(connection) == nil { await finish(connection) }
             // An error that alone would be safe to retry is not, once a statement of the body may
             // have committed on its own before it: running the body again would repeat that.

@@ -237,6 +237,16 @@ public final class BatonConnection: Sendable {
 
     private func end() { lease.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
 
+    /// An error the body let out. A connection failure met while reading a statement's rows (the
+    /// statement itself was handed over without error) becomes a `BatonClientError` as the
+    /// statement's own would: `.connectionLost`/`.primaryChanged`, with whether the last
+    /// statement may have committed. Anything else is returned as it is.
+    func escaped(_ error: any Error) -> any Error {
+        guard !(error is BatonClientError), !(error is CancellationError), BatonClientError.isServerFailure(error)
+        else { return error }
+        return classify(error, mayCommit: lastStatementMayCommit)
+    }
+
     private func classify(_ error: any Error, mayCommit: Bool) -> any Error {
         pool.metrics.errors.increment()
         if error is CancellationError {
