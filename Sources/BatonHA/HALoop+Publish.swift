@@ -85,6 +85,9 @@ extension HALoop {
                 memberSlotMemory = MemberSlots.Memory()
                 lastRetainedSlots = nil
             }
+            if pg.process == .running, pg.inRecovery == true {
+                await maintainPermanentSlotCopies(observation, config: config)
+            }
             return
         }
         let kept = await maintainMemberSlots(observation, config: config, now: now, optime: pg.currentLSN)
@@ -119,11 +122,15 @@ extension HALoop {
         guard let cluster = observation.cluster else { return lastRetainedSlots }
         memberSlotMemory.note(
             members: cluster.members, retained: cluster.status?.retainSlots ?? [], me: configuration.name, now: now)
+        // Copies of permanent slots this agent made as a replica are its own as leader too.
+        memberSlotMemory.created.formUnion(permanentSlotCopies)
         do {
             let existing = try await node.physicalReplicationSlots()
             let plan = MemberSlots.plan(
                 me: configuration.name, members: cluster.members, existing: existing.mapValues(\.active),
-                memory: memberSlotMemory, now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config))
+                memory: memberSlotMemory, now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config),
+                permanent: config.permanentSlots.filter(\.isPhysical).map(\.name),
+                ignored: { config.ignoresPhysicalSlot($0) })
             if !plan.create.isEmpty || !plan.drop.isEmpty {
                 try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
                 memberSlotMemory.created.formUnion(plan.create)
@@ -140,13 +147,48 @@ extension HALoop {
                 }
             }
             var positions: [String: LSN] = [:]
-            for name in plan.retain { if let lsn = existing[name]?.restartLSN { positions[name] = lsn } }
+            for name in plan.retain + plan.permanent {
+                if let lsn = existing[name]?.restartLSN { positions[name] = lsn }
+            }
             if let optime { positions[MemberSlots.slotName(forMember: configuration.name)] = optime }
             lastRetainedSlots = (plan.retain, positions)
             return lastRetainedSlots
         } catch {
             logger.debug("replication slots not maintained: \(error)")
             return lastRetainedSlots
+        }
+    }
+
+    /// On a running replica: copies of the permanent physical slots, advanced to the leader's
+    /// positions (`PermanentSlotCopies`), so that a promotion finds them in place.
+    func maintainPermanentSlotCopies(_ observation: Observation, config: DynamicConfig) async {
+        guard let cluster = observation.cluster else { return }
+        do {
+            let existing = try await node.physicalReplicationSlots()
+            let plan = PermanentSlotCopies.plan(
+                me: configuration.name, members: cluster.members, tags: configuration.tags,
+                useSlots: effectiveUseSlots(config), permanent: config.permanentSlots.filter(\.isPhysical).map(\.name),
+                ignored: { config.ignoresPhysicalSlot($0) }, existing: existing,
+                leaderPositions: cluster.status?.slots ?? [:], copies: permanentSlotCopies)
+            guard plan != PermanentSlotCopies.Plan() else { return }
+            if !plan.create.isEmpty || !plan.drop.isEmpty {
+                try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
+                permanentSlotCopies.formUnion(plan.create)
+                permanentSlotCopies.subtract(plan.drop)
+                if !plan.create.isEmpty {
+                    logger.info("permanent slots copied to this replica: \(plan.create.joined(separator: ", "))")
+                }
+                if !plan.drop.isEmpty {
+                    logger.info(
+                        "permanent slot copies dropped: \(plan.drop.joined(separator: ", ")) (no longer permanent here)"
+                    )
+                }
+            }
+            for (name, lsn) in plan.advance.sorted(by: { $0.key < $1.key }) {
+                try await node.advanceReplicationSlot(name, to: lsn)
+            }
+        } catch {
+            logger.debug("permanent slot copies not maintained: \(error)")
         }
     }
 

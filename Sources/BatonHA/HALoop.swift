@@ -92,6 +92,10 @@ public actor HALoop {
     var memberSlotMemory = MemberSlots.Memory()
     /// The last `retain_slots`/`slots` written: kept when the slots cannot be read in a cycle.
     var lastRetainedSlots: (retain: [String], slots: [String: LSN])?
+    /// Permanent slot copies this agent created as a replica (`PermanentSlotCopies`): the only
+    /// ones it ever drops as a replica, and its own as leader. Kept across roles; not across a
+    /// restart of the agent (a copy then stays until an operator drops it).
+    var permanentSlotCopies: Set<String> = []
     /// The `use_slots` last given to the node.
     var appliedUseSlots: Bool?
     var lastReasonCode: String?

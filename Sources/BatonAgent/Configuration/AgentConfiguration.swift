@@ -507,7 +507,8 @@ public struct AgentConfiguration: Sendable {
                 "maximum_lag_on_syncnode",
                 "check_timeline",
                 "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
-                "postgresql", "max_timelines_history", "primary_stop_timeout", "member_slots_ttl",
+                "postgresql", "max_timelines_history", "primary_stop_timeout", "member_slots_ttl", "slots",
+                "ignore_slots",
             ]
             let dcsSection = try bootstrap.section("dcs")
             try dcsSection.rejectUnknownKeys(known)

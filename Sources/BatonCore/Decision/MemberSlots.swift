@@ -83,22 +83,31 @@ public enum MemberSlots {
         public var drop: [String]
         /// Member slots kept (and this leader's own name, as Patroni lists it): `retain_slots`.
         public var retain: [String]
+        /// The permanent physical slots kept (`slots` in the config key): their positions go in
+        /// the status key's `slots`.
+        public var permanent: [String] = []
     }
 
     /// - Parameters:
     ///   - members: the cluster's members now, with their tags.
     ///   - existing: the physical slots on this primary: name → active.
+    ///   - permanent: the permanent physical slots' names (`slots` in the config key). One named
+    ///     after this leader or a member is not one (the member's slot is meant; Patroni skips it
+    ///     too).
+    ///   - ignored: whether `ignore_slots` covers a physical slot: never created, never dropped.
     public static func plan(
         me: String, members: [Member], existing: [String: Bool], memory: Memory, now: MonotonicInstant,
-        ttl: Duration, useSlots: Bool
+        ttl: Duration, useSlots: Bool, permanent: [String] = [], ignored: (String) -> Bool = { _ in false }
     ) -> Plan {
         let mine = slotName(forMember: me)
         guard useSlots else {
             // Without slots: the inactive ones Baton made or saw for members go; nothing is kept.
             let droppable = Set(memory.seen.keys).union(memory.created)
-            let drop = existing.filter { !$0.value && droppable.contains($0.key) }.keys.sorted()
+            let drop = existing.filter { !$0.value && droppable.contains($0.key) && !ignored($0.key) }.keys.sorted()
             return Plan(create: [], drop: drop, retain: [])
         }
+        let memberNames = Set(members.map { slotName(forMember: $0.name) }).union([mine])
+        let permanentNames = Set(permanent).subtracting(memberNames).filter { !ignored($0) }
         let wanted = Set(
             members.filter {
                 $0.name != me && !$0.tags.noStream && !cascades($0.name, tags: $0.tags, members: members, leader: me)
@@ -107,14 +116,18 @@ public enum MemberSlots {
         let recent = { (times: [String: MonotonicInstant]) in
             Set(times.filter { $0.key != mine && now - $0.value < ttl }.keys)
         }
-        let keep = wanted.union(recent(memory.wanted)).union(recent(memory.retained))
+        let memberKeep = wanted.union(recent(memory.wanted)).union(recent(memory.retained))
+        let keep = memberKeep.union(permanentNames)
         // Missing ones are created, those a previous leader retained too (as Patroni does): a
-        // member coming back finds its slot on the new leader.
-        let create = wanted.union(recent(memory.retained)).subtracting(existing.keys).sorted()
+        // member coming back finds its slot on the new leader. Permanent slots too.
+        let create = wanted.union(recent(memory.retained)).union(permanentNames).subtracting(existing.keys)
+            .filter { !ignored($0) }.sorted()
         let droppable = Set(memory.seen.keys).union(memory.created)
-        let drop = existing.filter { name, active in !active && droppable.contains(name) && !keep.contains(name) }
-            .keys.sorted()
-        let retain = keep.intersection(Set(existing.keys).union(create)).union([mine]).sorted()
-        return Plan(create: create, drop: drop, retain: retain)
+        let drop = existing.filter { name, active in
+            !active && droppable.contains(name) && !keep.contains(name) && !ignored(name)
+        }
+        .keys.sorted()
+        let retain = memberKeep.intersection(Set(existing.keys).union(create)).union([mine]).sorted()
+        return Plan(create: create, drop: drop, retain: retain, permanent: permanentNames.sorted())
     }
 }

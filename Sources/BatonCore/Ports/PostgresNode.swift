@@ -49,6 +49,10 @@ public protocol PostgresNode: Sendable {
     /// Creates and drops physical slots as `MemberSlots.plan` decided; a slot that became active
     /// meanwhile is not dropped.
     func applyReplicationSlots(create: [String], drop: [String]) async throws
+    /// Moves an inactive physical slot's restart LSN forward to `lsn` (a replica's copy of a
+    /// permanent slot, to the leader's position); an active slot, or one already past `lsn`, is
+    /// left as it is.
+    func advanceReplicationSlot(_ name: String, to lsn: LSN) async throws
     /// Whether a standby names its slot on the primary (the cluster's `use_slots`).
     func setReplicationSlotUse(_ use: Bool) async throws
     /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).

@@ -235,6 +235,19 @@ extension LocalPostgresNode {
         }
     }
 
+    /// Advances an inactive physical slot to `lsn` (PostgreSQL stops at what a standby has
+    /// replayed); active slots and those already past it are left alone.
+    public func advanceReplicationSlot(_ name: String, to lsn: LSN) async throws {
+        let advanced = try await execute(
+            """
+            SELECT pg_catalog.pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_catalog.pg_replication_slots
+            WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active AND restart_lsn < $2::pg_lsn
+            """, [name, lsn.description])
+        if !advanced.rows.isEmpty {
+            logger.debug("replication slot advanced", metadata: ["pg.slot": "\(name)", "pg.lsn": "\(lsn)"])
+        }
+    }
+
     /// Creates the slots of `members` (the local member skipped); drops nothing.
     public func syncReplicationSlots(forMembers members: [String]) async throws {
         let existing = try await physicalReplicationSlots()

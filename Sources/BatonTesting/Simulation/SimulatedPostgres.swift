@@ -44,6 +44,8 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var refusedAccessLines: Set<String> = []
         /// Physical slots (name → active) and the slot use the loop last set.
         public var slots: [String: Bool] = [:]
+        /// `advanceReplicationSlot` calls: slot, position.
+        public var slotAdvances: [(String, LSN)] = []
         public var useSlots: Bool?
     }
 
@@ -287,6 +289,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
             for name in drop where state.slots[name] == false { state.slots[name] = nil }
             for name in create where state.slots[name] == nil { state.slots[name] = false }
         }
+    }
+
+    public func advanceReplicationSlot(_ name: String, to lsn: LSN) async throws {
+        lock.withLock { state.slotAdvances.append((name, lsn)) }
     }
 
     public func setReplicationSlotUse(_ use: Bool) async throws {
