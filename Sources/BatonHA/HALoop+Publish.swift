@@ -122,33 +122,45 @@ extension HALoop {
         guard let cluster = observation.cluster else { return lastRetainedSlots }
         memberSlotMemory.note(
             members: cluster.members, retained: cluster.status?.retainSlots ?? [], me: configuration.name, now: now)
-        // Copies of permanent slots this agent made as a replica are its own as leader too.
-        memberSlotMemory.created.formUnion(permanentSlotCopies)
+        let (permanent, ignored) = permanentSlotSettings(config)
         do {
             let existing = try await node.physicalReplicationSlots()
+            // A copy that is gone (dropped by anyone) is forgotten: a later slot of that name is
+            // not proven Baton's. Those this agent made as a replica are its own as leader too.
+            permanentSlotCopies.formIntersection(existing.keys)
+            memberSlotMemory.created.formUnion(permanentSlotCopies)
             let plan = MemberSlots.plan(
                 me: configuration.name, members: cluster.members, existing: existing.mapValues(\.active),
                 memory: memberSlotMemory, now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config),
-                permanent: config.permanentSlots.filter(\.isPhysical).map(\.name),
-                ignored: { config.ignoresPhysicalSlot($0) })
+                permanent: permanent, ignored: ignored)
             if !plan.create.isEmpty || !plan.drop.isEmpty {
-                try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
-                memberSlotMemory.created.formUnion(plan.create)
-                if !plan.drop.isEmpty {
-                    for name in plan.drop {
+                let done = try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
+                memberSlotMemory.created.formUnion(done.created)
+                if !done.dropped.isEmpty {
+                    for name in done.dropped {
                         memberSlotMemory.seen[name] = nil
                         memberSlotMemory.wanted[name] = nil
                         memberSlotMemory.retained[name] = nil
                         memberSlotMemory.created.remove(name)
+                        permanentSlotCopies.remove(name)
                     }
                     logger.info(
-                        "member slots dropped: \(plan.drop.joined(separator: ", ")) (members gone for member_slots_ttl, or use_slots off)"
+                        "replication slots dropped: \(done.dropped.joined(separator: ", ")) (members gone for member_slots_ttl, use_slots off, or no longer permanent)"
                     )
+                }
+            }
+            let advances = MemberSlots.permanentAdvances(
+                permanent: plan.permanent, members: cluster.members, existing: existing)
+            for (name, lsn) in advances.sorted(by: { $0.key < $1.key }) {
+                do {
+                    try await node.advanceReplicationSlot(name, to: lsn)
+                } catch {
+                    logger.warning("could not advance replication slot \(name) to \(lsn): \(error)")
                 }
             }
             var positions: [String: LSN] = [:]
             for name in plan.retain + plan.permanent {
-                if let lsn = existing[name]?.restartLSN { positions[name] = lsn }
+                if let lsn = advances[name] ?? existing[name]?.restartLSN { positions[name] = lsn }
             }
             if let optime { positions[MemberSlots.slotName(forMember: configuration.name)] = optime }
             lastRetainedSlots = (plan.retain, positions)
@@ -159,33 +171,48 @@ extension HALoop {
         }
     }
 
+    /// The permanent physical slots' names and the `ignore_slots` test, read once per cycle.
+    func permanentSlotSettings(_ config: DynamicConfig) -> (permanent: [String], ignored: (String) -> Bool) {
+        let matchers = config.ignoreSlots
+        return (
+            config.permanentSlots.filter(\.isPhysical).map(\.name),
+            { name in matchers.contains { $0.matches(name: name, type: "physical") } }
+        )
+    }
+
     /// On a running replica: copies of the permanent physical slots, advanced to the leader's
     /// positions (`PermanentSlotCopies`), so that a promotion finds them in place.
     func maintainPermanentSlotCopies(_ observation: Observation, config: DynamicConfig) async {
         guard let cluster = observation.cluster else { return }
+        let (permanent, ignored) = permanentSlotSettings(config)
         do {
             let existing = try await node.physicalReplicationSlots()
+            permanentSlotCopies.formIntersection(existing.keys)
             let plan = PermanentSlotCopies.plan(
                 me: configuration.name, members: cluster.members, tags: configuration.tags,
-                useSlots: effectiveUseSlots(config), permanent: config.permanentSlots.filter(\.isPhysical).map(\.name),
-                ignored: { config.ignoresPhysicalSlot($0) }, existing: existing,
-                leaderPositions: cluster.status?.slots ?? [:], copies: permanentSlotCopies)
+                useSlots: effectiveUseSlots(config), permanent: permanent, ignored: ignored, existing: existing,
+                leaderPositions: cluster.status?.slots ?? [:], copies: permanentSlotCopies, paused: config.pause)
             guard plan != PermanentSlotCopies.Plan() else { return }
             if !plan.create.isEmpty || !plan.drop.isEmpty {
-                try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
-                permanentSlotCopies.formUnion(plan.create)
-                permanentSlotCopies.subtract(plan.drop)
-                if !plan.create.isEmpty {
-                    logger.info("permanent slots copied to this replica: \(plan.create.joined(separator: ", "))")
+                let done = try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
+                permanentSlotCopies.formUnion(done.created)
+                permanentSlotCopies.subtract(done.dropped)
+                if !done.created.isEmpty {
+                    logger.info("permanent slots copied to this replica: \(done.created.joined(separator: ", "))")
                 }
-                if !plan.drop.isEmpty {
+                if !done.dropped.isEmpty {
                     logger.info(
-                        "permanent slot copies dropped: \(plan.drop.joined(separator: ", ")) (no longer permanent here)"
+                        "permanent slot copies dropped: \(done.dropped.joined(separator: ", ")) (no longer permanent here)"
                     )
                 }
             }
+            // Each on its own: one that fails does not keep the others behind.
             for (name, lsn) in plan.advance.sorted(by: { $0.key < $1.key }) {
-                try await node.advanceReplicationSlot(name, to: lsn)
+                do {
+                    try await node.advanceReplicationSlot(name, to: lsn)
+                } catch {
+                    logger.warning("could not advance the copy of permanent slot \(name) to \(lsn): \(error)")
+                }
             }
         } catch {
             logger.debug("permanent slot copies not maintained: \(error)")

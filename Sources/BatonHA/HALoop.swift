@@ -92,6 +92,8 @@ public actor HALoop {
     var memberSlotMemory = MemberSlots.Memory()
     /// The last `retain_slots`/`slots` written: kept when the slots cannot be read in a cycle.
     var lastRetainedSlots: (retain: [String], slots: [String: LSN])?
+    /// The config key revision whose unusable slot entries were last logged.
+    var warnedSlotsRevision: Int64?
     /// Permanent slot copies this agent created as a replica (`PermanentSlotCopies`): the only
     /// ones it ever drops as a replica, and its own as leader. Kept across roles; not across a
     /// restart of the agent (a copy then stays until an operator drops it).
@@ -636,6 +638,14 @@ public actor HALoop {
             acceptedConfig = config.value
             rejectedConfigRevision = nil
             status.configProblems = []
+            // Slot entries Patroni would skip are skipped too: said once per revision.
+            let slotProblems = config.value.slotProblems()
+            if !slotProblems.isEmpty, warnedSlotsRevision != config.modRevision {
+                warnedSlotsRevision = config.modRevision
+                logger.warning(
+                    "the config key's slots/ignore_slots entries that cannot be used are skipped: \(slotProblems.joined(separator: "; "))",
+                    metadata: ["ha.config_revision": "\(config.modRevision)"])
+            }
             return view
         }
         let inForce = acceptedConfig ?? configuration.initialDynamicConfig

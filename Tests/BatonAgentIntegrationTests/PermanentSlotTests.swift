@@ -43,7 +43,10 @@ struct PermanentSlotTests {
     @Test("permanent physical slots follow the leader; ignore_slots and operator slots are never dropped")
     func permanentSlotsFollowTheLeader() async throws {
         var options = ClusterOptions()
-        options.dcsExtra = ["slots: {keep_me: {type: physical}}", "ignore_slots: [{name: ignored_one}]"]
+        options.dcsExtra = [
+            "slots: {keep_me: {type: physical}, ignored_perm: {type: physical}}",
+            "ignore_slots: [{name: ignored_one}, {name: ignored_perm}]",
+        ]
         let cluster = try AgentCluster.start("permanent-slots", options)
         defer { cluster.stop() }
         let leader = try await cluster.waitHealthy()
@@ -82,7 +85,7 @@ struct PermanentSlotTests {
         let position = try #require(try moved.rows.first?.string("lsn").flatMap(LSN.init(text:)))
         for replica in replicas {
             _ = try await Self.waitForSlots(cluster, replica, "the copy of keep_me at \(position)") {
-                (($0["keep_me"] ?? nil) ?? LSN(0)) >= position
+                ($0["keep_me"] ?? nil) == position
             }
         }
 
@@ -93,7 +96,7 @@ struct PermanentSlotTests {
             cluster.primary(in: $0) == target && cluster.isHealthy($0)
         }
         let onTarget = try await Self.slots(cluster, target)
-        #expect(((onTarget["keep_me"] ?? nil) ?? LSN(0)) >= position, "keep_me on \(target): \(onTarget)")
+        #expect((onTarget["keep_me"] ?? nil) == position, "keep_me on \(target): \(onTarget)")
         // The old leader, now a replica, keeps the operator's and the ignored slot.
         let onOld = try await Self.waitForSlots(cluster, leader, "the old leader's slots after demotion") {
             $0.keys.contains("keep_me")
@@ -108,9 +111,14 @@ struct PermanentSlotTests {
         }
         let next = try #require(cluster.primary(in: view))
         let onNext = try await Self.slots(cluster, next)
-        #expect(((onNext["keep_me"] ?? nil) ?? LSN(0)) >= position, "keep_me on \(next) after the failover: \(onNext)")
+        #expect((onNext["keep_me"] ?? nil) == position, "keep_me on \(next) after the failover: \(onNext)")
         if next == leader {
             #expect(onNext.keys.contains("operator_one") && onNext.keys.contains("ignored_one"), "\(onNext)")
+        }
+        // ignore_slots wins over slots: the ignored permanent slot was never made anywhere.
+        for node in cluster.nodes.map(\.name) where node != target {
+            let slots = try await Self.slots(cluster, node)
+            #expect(!slots.keys.contains("ignored_perm"), "\(node): \(slots)")
         }
         AgentFailoverTests.measure(
             "permanent_slots", ["position": "\(position)", "leaders": "\(leader),\(target),\(next)"])

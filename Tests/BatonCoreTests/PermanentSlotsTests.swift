@@ -33,17 +33,40 @@ import Testing
                        "list": [1], "ok": null},
              "ignore_slots": [{"name": "x"}, {}, {"nmae": "typo"}, {"type": "both"}, {"plugin": 3}, "barman"]}
             """)
-        let errors = config.validationErrors()
+        let errors = config.slotProblems()
         for fragment in [
             "slots.Bad-Name", "slots.half: a logical slot needs database and plugin", "slots.odd.type",
-            "slots.list", "ignore_slots[1]", "ignore_slots[2].nmae", "ignore_slots[3].type", "ignore_slots[4].plugin",
-            "ignore_slots[5]",
+            "slots.list", "ignore_slots[2].nmae", "ignore_slots[3].type", "ignore_slots[4].plugin", "ignore_slots[5]",
         ] {
             #expect(errors.contains { $0.hasPrefix(fragment) }, "no error for \(fragment): \(errors)")
         }
+        // Skipped entry by entry, as Patroni skips them: the key itself stays in force.
+        #expect(config.validationErrors().isEmpty)
         #expect(config.permanentSlots == [PermanentSlot(name: "ok", kind: .physical)])
-        #expect(config.ignoreSlots == [SlotMatcher(name: "x")])
-        #expect(try Self.config(#"{"slots": "backup"}"#).validationErrors().contains { $0.hasPrefix("slots:") })
+        // `{}` matches every slot, as in Patroni.
+        #expect(config.ignoreSlots == [SlotMatcher(name: "x"), SlotMatcher()])
+        #expect(config.ignoresPhysicalSlot("anything"))
+        #expect(try Self.config(#"{"slots": "backup"}"#).slotProblems().contains { $0.hasPrefix("slots:") })
+        // A hostile key cannot make the slot work unbounded.
+        let many = (0..<1500).map { "\"s\($0)\": null" }.joined(separator: ", ")
+        let capped = try Self.config("{\"slots\": {\(many)}}")
+        #expect(capped.permanentSlots.count == 1000)
+        #expect(capped.slotProblems().contains { $0.contains("at most 1000") })
+    }
+
+    /// Patroni's older names for `slots`, and `cluster_type: standby` slots (not for a primary
+    /// cluster).
+    @Test func aliasesAndClusterType() throws {
+        let aliased = try Self.config(#"{"permanent_slots": {"a": null}, "slots": {"b": null}}"#)
+        #expect(aliased.permanentSlots.map(\.name) == ["a"])
+        let first = try Self.config(#"{"permanent_replication_slots": {"c": null}, "permanent_slots": {"a": null}}"#)
+        #expect(first.permanentSlots.map(\.name) == ["c"])
+        let empty = try Self.config(#"{"permanent_slots": {}, "slots": {"b": null}}"#)
+        #expect(empty.permanentSlots.map(\.name) == ["b"])
+        let typed = try Self.config(
+            #"{"slots": {"here": {"type": "physical", "cluster_type": "primary"}, "there": {"cluster_type": "standby"}}}"#
+        )
+        #expect(typed.permanentSlots.map(\.name) == ["here"])
     }
 
     @Test func ignoreSlotsMatchEveryFieldGiven() throws {
@@ -91,6 +114,34 @@ import Testing
         #expect(without.drop.isEmpty)
     }
 
+    /// A permanent slot named after a member that streams from another member (Patroni's
+    /// "A(B: active, C: inactive)") stays permanent on the leader and follows that member's
+    /// position; one named after a member with a slot here is that member's.
+    @Test func aPermanentSlotForACascadingMemberFollowsItsPosition() {
+        let members = [
+            Member(name: "a", state: .running, role: .primary), Member(name: "b", state: .running, role: .replica),
+            Member(
+                name: "c", state: .running, role: .replica, xlogLocation: LSN(900),
+                tags: Tags(["replicatefrom": .string("b")])),
+        ]
+        var memory = MemberSlots.Memory()
+        memory.note(members: members, retained: [], me: "a", now: Self.t0)
+        let plan = MemberSlots.plan(
+            me: "a", members: members, existing: ["b": true, "c": false], memory: memory,
+            now: Self.t0 + .seconds(7200), ttl: .seconds(1800), useSlots: true, permanent: ["b", "c"])
+        #expect(plan.permanent == ["c"])
+        #expect(plan.drop.isEmpty, "seen as a member's, but permanent: kept")
+        let slots = [
+            "c": PhysicalSlot(active: false, restartLSN: LSN(100)), "b": PhysicalSlot(active: true, restartLSN: LSN(1)),
+        ]
+        #expect(
+            MemberSlots.permanentAdvances(permanent: plan.permanent, members: members, existing: slots) == [
+                "c": LSN(900)
+            ])
+        let ahead = ["c": PhysicalSlot(active: false, restartLSN: LSN(1000))]
+        #expect(MemberSlots.permanentAdvances(permanent: ["c"], members: members, existing: ahead).isEmpty)
+    }
+
     /// `ignore_slots` wins over everything: a slot it covers is neither created nor dropped, even
     /// one Baton would otherwise own (a gone member's, with use_slots on or off).
     @Test func ignoredSlotsAreNeverCreatedNorDropped() {
@@ -108,6 +159,12 @@ import Testing
             #expect(plan.drop.isEmpty, "use_slots \(useSlots)")
             #expect(plan.create.isEmpty, "use_slots \(useSlots)")
         }
+        // ignore_slots never keeps a member's slot from being created: its standby names it.
+        let wanting = MemberSlots.plan(
+            me: "node1", members: [leader, Member(name: "node2", state: .running, role: .replica)], existing: [:],
+            memory: MemberSlots.Memory(), now: Self.t0, ttl: .seconds(1800), useSlots: true,
+            ignored: { _ in true })
+        #expect(wanting.create == ["node2"])
         // Without ignore_slots the gone member's slot goes after the ttl.
         let plain = MemberSlots.plan(
             me: "node1", members: [leader], existing: ["old": false], memory: memory, now: Self.t0 + .seconds(7200),
@@ -133,7 +190,10 @@ import Testing
     }
 
     @Test func aReplicaCopiesAndAdvancesForwardOnly() {
-        #expect(Self.plan(existing: [:]) == PermanentSlotCopies.Plan(create: ["backup"]))
+        // A copy named after another member stays a copy (only this member's own name is left
+        // out): a member key written to collide with it cannot make replicas drop it.
+        #expect(Self.plan(existing: [:]) == PermanentSlotCopies.Plan(create: ["backup", "node1"]))
+        #expect(Self.plan(permanent: ["node2"], existing: [:]) == PermanentSlotCopies.Plan())
         let behind = PhysicalSlot(active: false, restartLSN: LSN(100))
         #expect(
             Self.plan(existing: ["backup": behind], positions: ["backup": LSN(250)]).advance == ["backup": LSN(250)])
@@ -151,6 +211,13 @@ import Testing
         // Taken out of `slots`: the copy it made goes, the operator's slot stays.
         #expect(Self.plan(permanent: [], existing: existing, copies: ["backup"]).drop == ["backup"])
         #expect(Self.plan(permanent: [], existing: existing, copies: []).drop.isEmpty)
+        // Paused: nothing is dropped.
+        #expect(
+            PermanentSlotCopies.plan(
+                me: "node2", members: Self.members, tags: Tags(), useSlots: true, permanent: [],
+                ignored: { _ in false },
+                existing: existing, leaderPositions: [:], copies: ["backup"], paused: true
+            ).drop.isEmpty)
         // nofailover or use_slots off: no copies.
         let noFailover = Self.plan(tags: Tags(["nofailover": .bool(true)]), existing: [:], copies: [])
         #expect(noFailover.create.isEmpty)
@@ -158,6 +225,6 @@ import Testing
         // ignore_slots: neither made nor dropped.
         let ignoring = Self.plan(permanent: [], existing: existing, copies: ["backup"], ignored: { $0 == "backup" })
         #expect(ignoring.drop.isEmpty)
-        #expect(Self.plan(existing: [:], ignored: { $0 == "backup" }).create.isEmpty)
+        #expect(Self.plan(permanent: ["backup"], existing: [:], ignored: { $0 == "backup" }).create.isEmpty)
     }
 }

@@ -58,7 +58,9 @@ extension BatonAPIServer {
         let updated =
             replace
             ? DynamicConfig(body) : (current?.value ?? DynamicConfig()).merging(patch: .object(body))
-        let problems = updated.validationErrors()
+        // Slot entries a config key may carry from Patroni are skipped when read; given here, they
+        // are refused.
+        let problems = updated.validationErrors() + updated.slotProblems()
         guard problems.isEmpty else {
             return APIResponse.json(
                 .badRequest,

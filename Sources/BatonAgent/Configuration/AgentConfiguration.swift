@@ -515,7 +515,7 @@ public struct AgentConfiguration: Sendable {
             for (key, box) in dcs { document[key] = box.value.json }
         }
         let dynamic = DynamicConfig(document)
-        let problems = dynamic.validationErrors()
+        let problems = dynamic.validationErrors() + dynamic.slotProblems()
         if let first = problems.first {
             throw ConfigurationError(
                 path: "bootstrap.dcs", line: try bootstrap.section("dcs").line, message: first, file: file)

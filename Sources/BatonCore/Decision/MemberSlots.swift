@@ -37,6 +37,25 @@ public enum MemberSlots {
         return members.contains { $0.name == upstream }
     }
 
+    /// The leader's permanent slots named after a member that streams from another member:
+    /// inactive here (the member uses its upstream's copy), so advanced to the member's own
+    /// position as it reports it, as Patroni does; else they would hold the leader's WAL for good.
+    /// Only forward, only inactive slots that reserved WAL.
+    public static func permanentAdvances(
+        permanent: [String], members: [Member], existing: [String: PhysicalSlot]
+    ) -> [String: LSN] {
+        var advances: [String: LSN] = [:]
+        let wanted = Set(permanent)
+        for member in members {
+            let name = slotName(forMember: member.name)
+            guard wanted.contains(name), member.tags.replicateFrom != nil, let slot = existing[name], !slot.active,
+                let restart = slot.restartLSN, let position = member.xlogLocation, position > restart
+            else { continue }
+            advances[name] = position
+        }
+        return advances
+    }
+
     /// Whether `name` could be a member slot name at all (what `retain_slots` may hold).
     public static func isSlotName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 63
@@ -106,13 +125,15 @@ public enum MemberSlots {
             let drop = existing.filter { !$0.value && droppable.contains($0.key) && !ignored($0.key) }.keys.sorted()
             return Plan(create: [], drop: drop, retain: [])
         }
-        let memberNames = Set(members.map { slotName(forMember: $0.name) }).union([mine])
-        let permanentNames = Set(permanent).subtracting(memberNames).filter { !ignored($0) }
         let wanted = Set(
             members.filter {
                 $0.name != me && !$0.tags.noStream && !cascades($0.name, tags: $0.tags, members: members, leader: me)
             }
             .map { slotName(forMember: $0.name) })
+        // A permanent slot named after a member that wants one here is that member's slot; one
+        // named after a member that streams from another (Patroni's "A(B: active, C: inactive)")
+        // stays permanent.
+        let permanentNames = Set(permanent).subtracting(wanted).subtracting([mine]).filter { !ignored($0) }
         let recent = { (times: [String: MonotonicInstant]) in
             Set(times.filter { $0.key != mine && now - $0.value < ttl }.keys)
         }
@@ -120,8 +141,9 @@ public enum MemberSlots {
         let keep = memberKeep.union(permanentNames)
         // Missing ones are created, those a previous leader retained too (as Patroni does): a
         // member coming back finds its slot on the new leader. Permanent slots too.
-        let create = wanted.union(recent(memory.retained)).union(permanentNames).subtracting(existing.keys)
-            .filter { !ignored($0) }.sorted()
+        // `ignore_slots` keeps Baton from dropping (and from making permanent) a slot, never from
+        // creating a member's: its standby names it in primary_slot_name (as in Patroni).
+        let create = wanted.union(recent(memory.retained)).union(permanentNames).subtracting(existing.keys).sorted()
         let droppable = Set(memory.seen.keys).union(memory.created)
         let drop = existing.filter { name, active in
             !active && droppable.contains(name) && !keep.contains(name) && !ignored(name)

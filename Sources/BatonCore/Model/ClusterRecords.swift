@@ -153,7 +153,18 @@ public struct LeaderStatus: Hashable, Sendable, Codable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         optime = try container.decode(LSN.self, forKey: .optime)
-        slots = try? container.decodeIfPresent([String: LSN].self, forKey: .slots)
+        // Entry by entry: one value of another shape does not hide the others (replicas
+        // advance their copies of permanent slots to these positions).
+        if let raw = try? container.decodeIfPresent([String: JSONValue].self, forKey: .slots) {
+            slots = raw.compactMapValues { value in
+                guard let number = value.doubleValue, number >= 0, number < 1.8e19, number.rounded() == number else {
+                    return nil
+                }
+                return LSN(rawValue: UInt64(number))
+            }
+        } else {
+            slots = nil
+        }
         retainSlots = try? container.decodeIfPresent([String].self, forKey: .retainSlots)
     }
 }

@@ -185,8 +185,6 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
         if let raw = document["member_slots_ttl"], Self.duration(raw) == nil {
             errors.append("member_slots_ttl: expected seconds or a duration like 30min, got \(raw)")
         }
-        errors += PermanentSlot.parse(document["slots"]).problems
-        errors += SlotMatcher.parse(document["ignore_slots"]).problems
         return errors
     }
 }

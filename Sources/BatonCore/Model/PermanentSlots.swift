@@ -30,7 +30,10 @@ public struct PermanentSlot: Hashable, Sendable {
         }
         var slots: [PermanentSlot] = []
         var problems: [String] = []
-        for (name, raw) in entries.sorted(by: { $0.key < $1.key }) {
+        if entries.count > maximumSlotEntries {
+            problems.append("slots: at most \(maximumSlotEntries) permanent slots, got \(entries.count)")
+        }
+        for (name, raw) in entries.sorted(by: { $0.key < $1.key }).prefix(maximumSlotEntries) {
             guard MemberSlots.isSlotName(name) else {
                 problems.append(
                     "slots.\(name): a slot name is 1 to 63 lower-case letters, digits or underscores")
@@ -45,6 +48,9 @@ public struct PermanentSlot: Hashable, Sendable {
                     "slots.\(name): expected {type: physical} or {type: logical, database, plugin}, got \(raw)")
                 continue
             }
+            // A slot for the other kind of cluster (`cluster_type: standby`): not kept here (Baton
+            // runs no standby cluster yet).
+            if let clusterType = fields["cluster_type"]?.stringValue, clusterType == "standby" { continue }
             let database = fields["database"]?.stringValue
             let plugin = fields["plugin"]?.stringValue
             let type = fields["type"]?.stringValue ?? (database != nil && plugin != nil ? "logical" : "physical")
@@ -98,8 +104,12 @@ public struct SlotMatcher: Hashable, Sendable {
         }
         var matchers: [SlotMatcher] = []
         var problems: [String] = []
-        for (index, entry) in entries.enumerated() {
-            guard let fields = entry.objectValue, !fields.isEmpty else {
+        if entries.count > maximumSlotEntries {
+            problems.append("ignore_slots: at most \(maximumSlotEntries) entries, got \(entries.count)")
+        }
+        // An empty mapping matches every slot, as in Patroni.
+        for (index, entry) in entries.prefix(maximumSlotEntries).enumerated() {
+            guard let fields = entry.objectValue else {
                 problems.append(
                     "ignore_slots[\(index)]: expected a mapping with name, type, database or plugin, got \(entry)")
                 continue
@@ -137,17 +147,40 @@ public struct SlotMatcher: Hashable, Sendable {
 }
 
 extension DynamicConfig {
-    /// `slots`: the permanent slots that parse (`validationErrors` names the others).
-    public var permanentSlots: [PermanentSlot] { PermanentSlot.parse(document["slots"]).slots }
+    /// The permanent slots' setting as Patroni picks it: the first of
+    /// `permanent_replication_slots`, `permanent_slots` and `slots` that is set and not empty.
+    var permanentSlotsValue: JSONValue? {
+        for key in ["permanent_replication_slots", "permanent_slots", "slots"] {
+            guard let value = document[key], value != .null else { continue }
+            if let object = value.objectValue, object.isEmpty { continue }
+            return value
+        }
+        return nil
+    }
 
-    /// `ignore_slots`: the matchers that parse (`validationErrors` names the others).
+    /// The permanent slots that parse; an entry that does not is skipped, as Patroni skips it
+    /// (`slotProblems` names it, and `PATCH /config` and the agent's file refuse it).
+    public var permanentSlots: [PermanentSlot] { PermanentSlot.parse(permanentSlotsValue).slots }
+
+    /// `ignore_slots`: the matchers that parse (as `permanentSlots`).
     public var ignoreSlots: [SlotMatcher] { SlotMatcher.parse(document["ignore_slots"]).matchers }
+
+    /// What is wrong with `slots`/`ignore_slots`. Not among `validationErrors`: a config key
+    /// written by Patroni with an entry Patroni skips stays in force with that entry skipped;
+    /// what Baton is given (`PATCH /config`, the agent's file) is refused instead.
+    public func slotProblems() -> [String] {
+        PermanentSlot.parse(permanentSlotsValue).problems + SlotMatcher.parse(document["ignore_slots"]).problems
+    }
 
     /// Whether `ignore_slots` covers the physical slot `name`.
     public func ignoresPhysicalSlot(_ name: String) -> Bool {
         ignoreSlots.contains { $0.matches(name: name, type: "physical") }
     }
 }
+
+/// A cap on `slots` and `ignore_slots` entries: a hostile config key cannot make each cycle's
+/// slot work unbounded (PostgreSQL's max_replication_slots is far lower in practice).
+let maximumSlotEntries = 1000
 
 /// On a replica: copies of the permanent physical slots, advanced to the positions the leader
 /// publishes (the status key's `slots`), so that a promotion finds them in place and a consumer
@@ -176,12 +209,13 @@ public enum PermanentSlotCopies {
     ///   - copies: the slots this agent created as copies (only those are ever dropped).
     public static func plan(
         me: String, members: [Member], tags: Tags, useSlots: Bool, permanent: [String], ignored: (String) -> Bool,
-        existing: [String: PhysicalSlot], leaderPositions: [String: LSN], copies: Set<String>
+        existing: [String: PhysicalSlot], leaderPositions: [String: LSN], copies: Set<String>, paused: Bool = false
     ) -> Plan {
-        let memberNames = Set(members.map { MemberSlots.slotName(forMember: $0.name) })
-            .union([MemberSlots.slotName(forMember: me)])
+        // Only this member's own name is left out: a copy named after another member (even a
+        // member key written to collide with it) stays, as in Patroni.
+        let own = MemberSlots.slotName(forMember: me)
         let wanted: Set<String> =
-            useSlots && !tags.noFailover ? Set(permanent).subtracting(memberNames).filter { !ignored($0) } : []
+            useSlots && !tags.noFailover ? Set(permanent).subtracting([own]).filter { !ignored($0) } : []
         var plan = Plan()
         plan.create = wanted.subtracting(existing.keys).sorted()
         for name in wanted {
@@ -190,10 +224,14 @@ public enum PermanentSlotCopies {
             else { continue }
             plan.advance[name] = target
         }
-        plan.drop = copies.subtracting(wanted).filter { name in
-            existing[name].map { !$0.active } ?? false && !ignored(name)
-        }
-        .sorted()
+        // Paused: nothing is dropped (as Patroni).
+        plan.drop =
+            paused
+            ? []
+            : copies.subtracting(wanted).filter { name in
+                existing[name].map { !$0.active } ?? false && !ignored(name)
+            }
+            .sorted()
         return plan
     }
 }

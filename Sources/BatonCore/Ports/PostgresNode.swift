@@ -47,8 +47,10 @@ public protocol PostgresNode: Sendable {
     /// active: never dropped).
     func physicalReplicationSlots() async throws -> [String: PhysicalSlot]
     /// Creates and drops physical slots as `MemberSlots.plan` decided; a slot that became active
-    /// meanwhile is not dropped.
-    func applyReplicationSlots(create: [String], drop: [String]) async throws
+    /// meanwhile is not dropped. Each slot on its own: one that fails (max_replication_slots
+    /// reached, say) is logged and the others go on. Returns the slots it created and dropped.
+    @discardableResult
+    func applyReplicationSlots(create: [String], drop: [String]) async throws -> (created: [String], dropped: [String])
     /// Moves an inactive physical slot's restart LSN forward to `lsn` (a replica's copy of a
     /// permanent slot, to the leader's position); an active slot, or one already past `lsn`, is
     /// left as it is.

@@ -215,24 +215,46 @@ extension LocalPostgresNode {
     }
 
     /// Creates and drops physical slots as `MemberSlots.plan` decided. A slot is dropped only if
-    /// it is still inactive when the statement runs (one that became active since is kept).
-    public func applyReplicationSlots(create: [String], drop: [String]) async throws {
+    /// it is still inactive when the statement runs (one that became active since is kept). Each
+    /// slot on its own: a failure is logged and the others go on.
+    @discardableResult
+    public func applyReplicationSlots(
+        create: [String], drop: [String]
+    ) async throws -> (created: [String], dropped: [String]) {
+        var result: (created: [String], dropped: [String]) = ([], [])
         for name in drop {
-            let dropped = try await execute(
-                """
-                SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
-                WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active
-                """, [name])
-            if !dropped.rows.isEmpty { logger.info("replication slot dropped", metadata: ["pg.slot": "\(name)"]) }
+            do {
+                let dropped = try await execute(
+                    """
+                    SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
+                    WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active
+                    """, [name])
+                if !dropped.rows.isEmpty {
+                    result.dropped.append(name)
+                    logger.info("replication slot dropped", metadata: ["pg.slot": "\(name)"])
+                }
+            } catch {
+                logger.warning(
+                    "could not drop replication slot", metadata: ["pg.slot": "\(name)", "error": "\(error)"])
+            }
         }
         for name in create {
-            let created = try await execute(
-                """
-                SELECT pg_catalog.pg_create_physical_replication_slot($1, true)
-                WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)
-                """, [name])
-            if !created.rows.isEmpty { logger.info("replication slot created", metadata: ["pg.slot": "\(name)"]) }
+            do {
+                let created = try await execute(
+                    """
+                    SELECT pg_catalog.pg_create_physical_replication_slot($1, true)
+                    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)
+                    """, [name])
+                if !created.rows.isEmpty {
+                    result.created.append(name)
+                    logger.info("replication slot created", metadata: ["pg.slot": "\(name)"])
+                }
+            } catch {
+                logger.warning(
+                    "could not create replication slot", metadata: ["pg.slot": "\(name)", "error": "\(error)"])
+            }
         }
+        return result
     }
 
     /// Advances an inactive physical slot to `lsn` (PostgreSQL stops at what a standby has

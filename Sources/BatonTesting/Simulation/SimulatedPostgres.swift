@@ -284,10 +284,21 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         lock.withLock { state.slots.mapValues { PhysicalSlot(active: $0) } }
     }
 
-    public func applyReplicationSlots(create: [String], drop: [String]) async throws {
+    @discardableResult
+    public func applyReplicationSlots(
+        create: [String], drop: [String]
+    ) async throws -> (created: [String], dropped: [String]) {
         lock.withLock {
-            for name in drop where state.slots[name] == false { state.slots[name] = nil }
-            for name in create where state.slots[name] == nil { state.slots[name] = false }
+            var result: (created: [String], dropped: [String]) = ([], [])
+            for name in drop where state.slots[name] == false {
+                state.slots[name] = nil
+                result.dropped.append(name)
+            }
+            for name in create where state.slots[name] == nil {
+                state.slots[name] = false
+                result.created.append(name)
+            }
+            return result
         }
     }
 
