@@ -132,7 +132,7 @@ extension HALoop {
             let plan = MemberSlots.plan(
                 me: configuration.name, members: cluster.members, existing: existing.mapValues(\.active),
                 memory: memberSlotMemory, now: now, ttl: config.memberSlotsTTL, useSlots: effectiveUseSlots(config),
-                permanent: permanent, ignored: ignored)
+                permanent: permanent, ignored: ignored, paused: config.pause)
             if !plan.create.isEmpty || !plan.drop.isEmpty {
                 let done = try await node.applyReplicationSlots(create: plan.create, drop: plan.drop)
                 memberSlotMemory.created.formUnion(done.created)

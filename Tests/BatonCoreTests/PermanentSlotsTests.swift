@@ -165,6 +165,13 @@ import Testing
             memory: MemberSlots.Memory(), now: Self.t0, ttl: .seconds(1800), useSlots: true,
             ignored: { _ in true })
         #expect(wanting.create == ["node2"])
+        // Paused, nothing is dropped, with use_slots on or off.
+        for useSlots in [true, false] {
+            let paused = MemberSlots.plan(
+                me: "node1", members: [leader], existing: ["old": false], memory: memory,
+                now: Self.t0 + .seconds(7200), ttl: .seconds(1800), useSlots: useSlots, paused: true)
+            #expect(paused.drop.isEmpty, "use_slots \(useSlots)")
+        }
         // Without ignore_slots the gone member's slot goes after the ttl.
         let plain = MemberSlots.plan(
             me: "node1", members: [leader], existing: ["old": false], memory: memory, now: Self.t0 + .seconds(7200),

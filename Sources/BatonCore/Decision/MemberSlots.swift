@@ -116,7 +116,20 @@ public enum MemberSlots {
     ///   - ignored: whether `ignore_slots` covers a physical slot: never created, never dropped.
     public static func plan(
         me: String, members: [Member], existing: [String: Bool], memory: Memory, now: MonotonicInstant,
-        ttl: Duration, useSlots: Bool, permanent: [String] = [], ignored: (String) -> Bool = { _ in false }
+        ttl: Duration, useSlots: Bool, permanent: [String] = [], ignored: (String) -> Bool = { _ in false },
+        paused: Bool = false
+    ) -> Plan {
+        var plan = unpausedPlan(
+            me: me, members: members, existing: existing, memory: memory, now: now, ttl: ttl, useSlots: useSlots,
+            permanent: permanent, ignored: ignored)
+        // Paused, Baton drops no slot (as Patroni): the operator is working on the cluster.
+        if paused { plan.drop = [] }
+        return plan
+    }
+
+    private static func unpausedPlan(
+        me: String, members: [Member], existing: [String: Bool], memory: Memory, now: MonotonicInstant,
+        ttl: Duration, useSlots: Bool, permanent: [String], ignored: (String) -> Bool
     ) -> Plan {
         let mine = slotName(forMember: me)
         guard useSlots else {
