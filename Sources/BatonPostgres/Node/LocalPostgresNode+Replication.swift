@@ -223,38 +223,33 @@ extension LocalPostgresNode {
     ) async throws -> (created: [String], dropped: [String]) {
         var result: (created: [String], dropped: [String]) = ([], [])
         for name in drop {
-            do {
-                let dropped = try await execute(
-                    """
-                    SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
-                    WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active
-                    """, [name])
-                if !dropped.rows.isEmpty {
-                    result.dropped.append(name)
-                    logger.info("replication slot dropped", metadata: ["pg.slot": "\(name)"])
-                }
-            } catch {
-                logger.warning(
-                    "could not drop replication slot", metadata: ["pg.slot": "\(name)", "error": "\(error)"])
-            }
+            let sql = """
+                SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
+                WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active
+                """
+            if await slotStatement(sql, name, "drop") { result.dropped.append(name) }
         }
         for name in create {
-            do {
-                let created = try await execute(
-                    """
-                    SELECT pg_catalog.pg_create_physical_replication_slot($1, true)
-                    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)
-                    """, [name])
-                if !created.rows.isEmpty {
-                    result.created.append(name)
-                    logger.info("replication slot created", metadata: ["pg.slot": "\(name)"])
-                }
-            } catch {
-                logger.warning(
-                    "could not create replication slot", metadata: ["pg.slot": "\(name)", "error": "\(error)"])
-            }
+            let sql = """
+                SELECT pg_catalog.pg_create_physical_replication_slot($1, true)
+                WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)
+                """
+            if await slotStatement(sql, name, "create") { result.created.append(name) }
         }
         return result
+    }
+
+    /// Runs one slot statement (`what`: create or drop); true when it acted (a row came back).
+    /// A failure is logged, not thrown: the next slot goes on.
+    private func slotStatement(_ sql: String, _ name: String, _ what: String) async -> Bool {
+        do {
+            guard try await !execute(sql, [name]).rows.isEmpty else { return false }
+            logger.info("replication slot \(what == "drop" ? "dropped" : "created")", metadata: ["pg.slot": "\(name)"])
+            return true
+        } catch {
+            logger.warning("could not \(what) replication slot", metadata: ["pg.slot": "\(name)", "error": "\(error)"])
+            return false
+        }
     }
 
     /// Advances an inactive physical slot to `lsn` (PostgreSQL stops at what a standby has
