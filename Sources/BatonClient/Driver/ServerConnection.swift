@@ -483,9 +483,9 @@ final class ConnectionCutter: ChannelOutboundHandler, @unchecked Sendable {
 /// it went out, or it could not be sent safely. Nothing of it can have run.
 struct NotSent: Error, CustomStringConvertible {
     let address: String
-    var reason = "the connection is closed"
+    let reason: String
     /// The task was cancelled before the statement went out.
-    var cancelled = false
+    let cancelled: Bool
 
     init(address: String, reason: String = "the connection is closed", cancelled: Bool = false) {
         self.address = address
