@@ -151,13 +151,7 @@ extension HALoop {
             }
             let advances = MemberSlots.permanentAdvances(
                 permanent: plan.permanent, members: cluster.members, existing: existing)
-            for (name, lsn) in advances.sorted(by: { $0.key < $1.key }) {
-                do {
-                    try await node.advanceReplicationSlot(name, to: lsn)
-                } catch {
-                    logger.warning("could not advance replication slot \(name) to \(lsn): \(error)")
-                }
-            }
+            await node.advanceReplicationSlots(advances)
             var positions: [String: LSN] = [:]
             for name in plan.retain + plan.permanent {
                 if let lsn = advances[name] ?? existing[name]?.restartLSN { positions[name] = lsn }
@@ -206,14 +200,7 @@ extension HALoop {
                     )
                 }
             }
-            // Each on its own: one that fails does not keep the others behind.
-            for (name, lsn) in plan.advance.sorted(by: { $0.key < $1.key }) {
-                do {
-                    try await node.advanceReplicationSlot(name, to: lsn)
-                } catch {
-                    logger.warning("could not advance the copy of permanent slot \(name) to \(lsn): \(error)")
-                }
-            }
+            await node.advanceReplicationSlots(plan.advance)
         } catch {
             logger.debug("permanent slot copies not maintained: \(error)")
         }

@@ -51,10 +51,11 @@ public protocol PostgresNode: Sendable {
     /// reached, say) is logged and the others go on. Returns the slots it created and dropped.
     @discardableResult
     func applyReplicationSlots(create: [String], drop: [String]) async throws -> (created: [String], dropped: [String])
-    /// Moves an inactive physical slot's restart LSN forward to `lsn` (a replica's copy of a
-    /// permanent slot, to the leader's position); an active slot, or one already past `lsn`, is
-    /// left as it is.
-    func advanceReplicationSlot(_ name: String, to lsn: LSN) async throws
+    /// Moves inactive physical slots' restart LSNs forward (slot name → position: a replica's
+    /// copy of a permanent slot to the leader's position, say); an active slot, or one already
+    /// past its position, is left as it is. Each slot on its own: a failure is logged and the
+    /// others go on.
+    func advanceReplicationSlots(_ advances: [String: LSN]) async
     /// Whether a standby names its slot on the primary (the cluster's `use_slots`).
     func setReplicationSlotUse(_ use: Bool) async throws
     /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).

@@ -252,16 +252,26 @@ extension LocalPostgresNode {
         }
     }
 
-    /// Advances an inactive physical slot to `lsn` (PostgreSQL stops at what a standby has
-    /// replayed); active slots and those already past it are left alone.
-    public func advanceReplicationSlot(_ name: String, to lsn: LSN) async throws {
-        let advanced = try await execute(
-            """
-            SELECT pg_catalog.pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_catalog.pg_replication_slots
-            WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active AND restart_lsn < $2::pg_lsn
-            """, [name, lsn.description])
-        if !advanced.rows.isEmpty {
-            logger.debug("replication slot advanced", metadata: ["pg.slot": "\(name)", "pg.lsn": "\(lsn)"])
+    /// Advances inactive physical slots to their positions (PostgreSQL stops at what a standby
+    /// has replayed); active slots and those already past theirs are left alone. Each slot on its
+    /// own: a failure is logged and the others go on.
+    public func advanceReplicationSlots(_ advances: [String: LSN]) async {
+        for (name, lsn) in advances.sorted(by: { $0.key < $1.key }) {
+            do {
+                let advanced = try await execute(
+                    """
+                    SELECT pg_catalog.pg_replication_slot_advance(slot_name, $2::pg_lsn)
+                    FROM pg_catalog.pg_replication_slots
+                    WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active AND restart_lsn < $2::pg_lsn
+                    """, [name, lsn.description])
+                if !advanced.rows.isEmpty {
+                    logger.debug("replication slot advanced", metadata: ["pg.slot": "\(name)", "pg.lsn": "\(lsn)"])
+                }
+            } catch {
+                logger.warning(
+                    "could not advance replication slot",
+                    metadata: ["pg.slot": "\(name)", "pg.lsn": "\(lsn)", "error": "\(error)"])
+            }
         }
     }
 

@@ -302,8 +302,8 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         }
     }
 
-    public func advanceReplicationSlot(_ name: String, to lsn: LSN) async throws {
-        lock.withLock { state.slotAdvances.append((name, lsn)) }
+    public func advanceReplicationSlots(_ advances: [String: LSN]) async {
+        lock.withLock { state.slotAdvances += advances.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
     }
 
     public func setReplicationSlotUse(_ use: Bool) async throws {
