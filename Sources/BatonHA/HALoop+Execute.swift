@@ -516,6 +516,12 @@ extension HALoop {
         try await whileRenewing(limit: promoteTimeout + .seconds(5)) { try await node.promote(timeout: promoteTimeout) }
         status.promotions += 1
         following = nil
+        if !logicalSlotReadiness.pending.isEmpty {
+            logger.warning(
+                "logical slots that may be unsafe to use after this promotion (their catalog rows were not yet held by the old leader): \(logicalSlotReadiness.pending.keys.sorted().joined(separator: ", "))"
+            )
+            logicalSlotReadiness.reset()
+        }
         let previousLeader = observation.cluster?.history.last?.newLeader
         let reason: String
         if let request = observation.cluster?.failover?.value {

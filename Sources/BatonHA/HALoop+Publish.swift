@@ -87,6 +87,7 @@ extension HALoop {
             }
             if pg.process == .running, pg.inRecovery == true {
                 await maintainPermanentSlotCopies(observation, config: config)
+                await maintainLogicalSlotCopies(observation, config: config, replayLSN: pg.replayLSN, now: now)
             }
             return
         }
@@ -157,6 +158,11 @@ extension HALoop {
                 if let lsn = advances[name] ?? existing[name]?.restartLSN { positions[name] = lsn }
             }
             if let optime { positions[MemberSlots.slotName(forMember: configuration.name)] = optime }
+            // Permanent logical slots: their confirmed positions, for the replicas' copies.
+            for (name, lsn) in await maintainLogicalSlots(config: config, physical: Set(existing.keys))
+            where positions[name] == nil {
+                positions[name] = lsn
+            }
             lastRetainedSlots = (plan.retain, positions)
             return lastRetainedSlots
         } catch {
@@ -204,6 +210,202 @@ extension HALoop {
         } catch {
             logger.debug("permanent slot copies not maintained: \(error)")
         }
+    }
+
+    /// The permanent logical slots wanted, and the `ignore_slots` test for a logical slot.
+    func logicalSlotSettings(
+        _ config: DynamicConfig
+    ) -> (wanted: [String: PermanentSlot], ignored: (String, LogicalSlot) -> Bool) {
+        let matchers = config.ignoreSlots
+        let ignored = { (name: String, database: String?, plugin: String?) in
+            matchers.contains { $0.matches(name: name, type: "logical", database: database, plugin: plugin) }
+        }
+        let wanted = LogicalSlots.wanted(config.permanentSlots) { slot in
+            guard case .logical(let database, let plugin) = slot.kind else { return false }
+            return ignored(slot.name, database, plugin)
+        }
+        return (wanted, { name, slot in ignored(name, slot.database, slot.plugin) })
+    }
+
+    /// On the leader: creates the permanent logical slots, drops those this agent made that are
+    /// no longer permanent; returns their confirmed positions for the status key.
+    func maintainLogicalSlots(config: DynamicConfig, physical: Set<String>) async -> [String: LSN] {
+        let (wanted, ignored) = logicalSlotSettings(config)
+        guard !wanted.isEmpty || !ownedLogicalSlots.isEmpty else { return [:] }
+        logicalSlotReadiness.reset()
+        do {
+            let existing = try await node.logicalReplicationSlots()
+            ownedLogicalSlots.formIntersection(existing.keys)
+            let plan = LogicalSlots.primaryPlan(
+                wanted: wanted, existing: existing, physical: physical, owned: ownedLogicalSlots,
+                ignoredName: ignored, paused: config.pause)
+            var problems: [String] = []
+            if !plan.mismatched.isEmpty {
+                problems.append(
+                    "permanent logical slots held by a slot of another kind, database or plugin, left alone: "
+                        + plan.mismatched.joined(separator: ", "))
+            }
+            var create = plan.create
+            if !create.isEmpty, let level = try await node.currentSettings(["wal_level"])["wal_level"],
+                level != "logical"
+            {
+                problems.append(
+                    "permanent logical slots not created: wal_level is \(level); set postgresql.parameters.wal_level: logical"
+                )
+                create = []
+            }
+            noteLogicalSlotProblem(problems.isEmpty ? nil : problems.joined(separator: "; "))
+            if !create.isEmpty || !plan.drop.isEmpty {
+                let done = try await node.applyLogicalSlots(create: create, drop: plan.drop)
+                ownedLogicalSlots.formUnion(done.created)
+                ownedLogicalSlots.subtract(done.dropped)
+            }
+            return plan.positions
+        } catch {
+            logger.debug("logical slots not maintained: \(error)")
+            return [:]
+        }
+    }
+
+    /// On a running replica: copies of the permanent logical slots (copied from the leader, which
+    /// restarts postgres once), advanced to the leader's confirmed positions, and their
+    /// readiness for a failover (`LogicalSlots.replicaPlan`, `LogicalSlotReadiness`).
+    func maintainLogicalSlotCopies(
+        _ observation: Observation, config: DynamicConfig, replayLSN: LSN?, now: MonotonicInstant
+    ) async {
+        guard let cluster = observation.cluster else { return }
+        let (wanted, ignored) = logicalSlotSettings(config)
+        guard !wanted.isEmpty || !ownedLogicalSlots.isEmpty else { return }
+        do {
+            let existing = try await node.logicalReplicationSlots()
+            ownedLogicalSlots.formIntersection(existing.keys)
+            let physical = try await node.physicalReplicationSlots()
+            let settings = try await node.currentSettings(["wal_level", "hot_standby_feedback"])
+            let plan = LogicalSlots.replicaPlan(
+                wanted: wanted, tags: configuration.tags, useSlots: effectiveUseSlots(config), existing: existing,
+                physical: Set(physical.keys), leaderPositions: cluster.status?.slots ?? [:], replayLSN: replayLSN,
+                copies: ownedLogicalSlots, hotStandbyFeedback: settings["hot_standby_feedback"].map { $0 == "on" },
+                walLevel: settings["wal_level"], ignoredName: ignored, paused: config.pause)
+            var problems: [String] = []
+            if let blocked = plan.blocked { problems.append("logical slots not copied to this replica: " + blocked) }
+            if !plan.mismatched.isEmpty {
+                problems.append(
+                    "permanent logical slots held here by a slot of another kind, database or plugin, left alone: "
+                        + plan.mismatched.joined(separator: ", "))
+            }
+            noteLogicalSlotProblem(problems.isEmpty ? nil : problems.joined(separator: "; "))
+            if !plan.drop.isEmpty {
+                let done = try await node.applyLogicalSlots(create: [], drop: plan.drop)
+                ownedLogicalSlots.subtract(done.dropped)
+                if !done.dropped.isEmpty {
+                    logger.info(
+                        "logical slot copies dropped: \(done.dropped.joined(separator: ", ")) (no longer permanent here)"
+                    )
+                }
+            }
+            // A copy that cannot be advanced (the WAL it starts from is gone here, or it was
+            // invalidated) is of no use after a failover: this agent's own is dropped and copied
+            // again from the leader.
+            let unusable = await node.advanceLogicalSlots(plan.advance).filter { ownedLogicalSlots.contains($0) }
+            if !unusable.isEmpty {
+                let done = try await node.applyLogicalSlots(create: [], drop: unusable)
+                ownedLogicalSlots.subtract(done.dropped)
+                if !done.dropped.isEmpty {
+                    logger.warning(
+                        "logical slot copies dropped to be copied again: \(done.dropped.joined(separator: ", ")) (they start from WAL this replica no longer has, or were invalidated)"
+                    )
+                }
+            }
+            if !plan.copy.isEmpty, lastLogicalCopyFailure.map({ now >= $0 }) ?? true,
+                let leader = cluster.leaderMember, leader.name != configuration.name,
+                let source = ReplicationSource(member: leader)
+            {
+                await copyLogicalSlots(plan.copy.compactMap { wanted[$0] }, from: source, now: now)
+                // `existing` predates the copy (and the restart): readiness waits for the next cycle.
+                return
+            }
+            await checkLogicalSlotReadiness(cluster: cluster, existing: existing)
+        } catch {
+            logger.debug("logical slot copies not maintained: \(error)")
+        }
+    }
+
+    /// A slot not copied (nothing restarted: it starts from WAL this replica lacks, or does not
+    /// check out on the leader) is tried again after the short wait; a copy that failed after
+    /// postgres was stopped for it, after the long one (each such attempt restarts postgres).
+    static var logicalCopyRetry: (skipped: Duration, failed: Duration) { (.seconds(10), .seconds(120)) }
+
+    private func copyLogicalSlots(_ slots: [PermanentSlot], from source: ReplicationSource, now: MonotonicInstant) async
+    {
+        do {
+            let copied = try await node.copyLogicalSlots(slots, from: source)
+            ownedLogicalSlots.formUnion(copied)
+            logicalSlotReadiness.copied(copied)
+            if !copied.isEmpty {
+                logger.info(
+                    "logical slots copied from \(source.member): \(copied.joined(separator: ", ")) (postgres restarted to load them)"
+                )
+            }
+            let missing = slots.map(\.name).filter { !copied.contains($0) }
+            lastLogicalCopyFailure = missing.isEmpty ? nil : now + Self.logicalCopyRetry.skipped
+            noteLogicalCopyProblem(
+                missing.isEmpty
+                    ? nil
+                    : "logical slots not copied from \(source.member) yet: \(missing.joined(separator: ", ")) (on the leader a slot starts from WAL this replica lacks until its consumer moves it on, or is not as configured; tried again every \(Self.logicalCopyRetry.skipped))"
+            )
+        } catch {
+            lastLogicalCopyFailure = now + Self.logicalCopyRetry.failed
+            noteLogicalCopyProblem(
+                "could not copy logical slots from \(source.member): \(error) (tried again in \(Self.logicalCopyRetry.failed))"
+            )
+        }
+    }
+
+    /// Logs a problem with copying logical slots once (again when it changes), and its end.
+    private func noteLogicalCopyProblem(_ problem: String?) {
+        guard problem != loggedLogicalCopyProblem else { return }
+        if let problem {
+            logger.warning("\(problem)")
+        } else {
+            logger.info("logical slots: copied from the leader as configured")
+        }
+        loggedLogicalCopyProblem = problem
+    }
+
+    /// Asks the leader for the `catalog_xmin` of this replica's physical slot (and of the slots
+    /// whose value is still to be remembered) while copies are pending; logs each that is ready.
+    private func checkLogicalSlotReadiness(cluster: ClusterView, existing: [String: LogicalSlot]) async {
+        guard !logicalSlotReadiness.pending.isEmpty else { return }
+        let mine = MemberSlots.slotName(forMember: configuration.name)
+        var physical: TransactionID?
+        var leader: [String: TransactionID] = [:]
+        if let member = cluster.leaderMember, member.name != configuration.name,
+            let source = ReplicationSource(member: member)
+        {
+            do {
+                let xmins = try await node.slotCatalogXmins(
+                    [mine] + logicalSlotReadiness.unremembered, on: source)
+                physical = xmins[mine] ?? nil
+                for (name, value) in xmins where name != mine { if let value { leader[name] = value } }
+            } catch {
+                logger.debug("could not read slot catalog_xmin on the leader: \(error)")
+                return
+            }
+        }
+        for name in logicalSlotReadiness.observe(physical: physical, leader: leader, local: existing) {
+            logger.info("logical slot \(name) is safe to use after a failover")
+        }
+    }
+
+    /// Logs a logical slot problem once (again when it changes), and its end.
+    private func noteLogicalSlotProblem(_ problem: String?) {
+        guard problem != loggedLogicalSlotProblem else { return }
+        if let problem {
+            logger.error("\(problem)")
+        } else if loggedLogicalSlotProblem != nil {
+            logger.info("logical slots: the earlier problem is gone")
+        }
+        loggedLogicalSlotProblem = problem
     }
 
     /// `use_slots`: the `config` key's (one value for the whole cluster: a leader and its

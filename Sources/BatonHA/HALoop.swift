@@ -98,6 +98,17 @@ public actor HALoop {
     /// ones it ever drops as a replica, and its own as leader. Kept across roles; not across a
     /// restart of the agent (a copy then stays until an operator drops it).
     var permanentSlotCopies: Set<String> = []
+    /// Logical slots this agent made on this data directory (created as leader, copied as
+    /// replica): the only logical slots it ever drops. Forgotten when they are gone.
+    var ownedLogicalSlots: Set<String> = []
+    /// Copied logical slots not yet safe to decode from after a promotion.
+    var logicalSlotReadiness = LogicalSlotReadiness()
+    /// When a copy of logical slots may be tried again after one that did not copy them all
+    /// (`logicalCopyRetry`), and what about logical slots was last logged (logged again only
+    /// when it changes).
+    var lastLogicalCopyFailure: MonotonicInstant?
+    var loggedLogicalSlotProblem: String?
+    var loggedLogicalCopyProblem: String?
     /// The `use_slots` last given to the node.
     var appliedUseSlots: Bool?
     var lastReasonCode: String?

@@ -56,6 +56,29 @@ public protocol PostgresNode: Sendable {
     /// past its position, is left as it is. Each slot on its own: a failure is logged and the
     /// others go on.
     func advanceReplicationSlots(_ advances: [String: LSN]) async
+    /// The logical replication slots on this server, by name (an unknown `active` counts as
+    /// active).
+    func logicalReplicationSlots() async throws -> [String: LogicalSlot]
+    /// Creates logical slots (each in its database, with its plugin) and drops inactive ones, as
+    /// `LogicalSlots.primaryPlan`/`replicaPlan` decided. Each slot on its own.
+    @discardableResult
+    func applyLogicalSlots(create: [PermanentSlot], drop: [String]) async throws -> (
+        created: [String], dropped: [String]
+    )
+    /// Advances inactive logical slots on a replica to their positions (never past what it
+    /// replayed). Each slot on its own: a failure is logged. Returns the slots that cannot be
+    /// advanced at all (the WAL they start from is gone here, or the slot was invalidated).
+    @discardableResult
+    func advanceLogicalSlots(_ advances: [String: LogicalSlotAdvance]) async -> [String]
+    /// Copies logical slots from `source` (the leader) onto this replica, checked against their
+    /// configuration; restarts postgres (following its upstream) to load them. Returns the slots
+    /// copied.
+    func copyLogicalSlots(_ slots: [PermanentSlot], from source: ReplicationSource) async throws -> [String]
+    /// The `catalog_xmin` of the named slots on `source` (the leader): nil for a slot without
+    /// one, absent for a slot not there. Throws when `source` is not a primary.
+    func slotCatalogXmins(_ names: [String], on source: ReplicationSource) async throws -> [String: TransactionID?]
+    /// Settings as this server has them (`pg_settings.setting`; `on`/`off` for booleans).
+    func currentSettings(_ names: [String]) async throws -> [String: String]
     /// Whether a standby names its slot on the primary (the cluster's `use_slots`).
     func setReplicationSlotUse(_ use: Bool) async throws
     /// Yields once each time the supervised postmaster exits, promptly (not at the next poll).

@@ -47,6 +47,16 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         /// `advanceReplicationSlot` calls: slot, position.
         public var slotAdvances: [(String, LSN)] = []
         public var useSlots: Bool?
+        /// Logical slots (their copies on a replica restart it), the settings `currentSettings`
+        /// answers, and a failure every logical slot call throws (a query that failed).
+        public var logicalSlots: [String: LogicalSlot] = [:]
+        public var settings: [String: String] = ["wal_level": "replica", "hot_standby_feedback": "off"]
+        public var slotFailure: String?
+        /// `advanceLogicalSlots` calls, and the logical slots copied in (restarts counted).
+        public var logicalAdvances: [String: LogicalSlotAdvance] = [:]
+        public var logicalCopies = 0
+        /// Logical slots whose advance fails as for WAL that is gone.
+        public var unusableLogicalSlots: Set<String> = []
     }
 
     /// How the simulated status query answers: the truth; "unknown" (the query failed: an
@@ -304,6 +314,104 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
 
     public func advanceReplicationSlots(_ advances: [String: LSN]) async {
         lock.withLock { state.slotAdvances += advances.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    }
+
+    private func checkSlotFailure() throws {
+        if let failure = lock.withLock({ state.slotFailure }) { throw SimulationError(failure) }
+    }
+
+    public func logicalReplicationSlots() async throws -> [String: LogicalSlot] {
+        try checkSlotFailure()
+        return lock.withLock { state.logicalSlots }
+    }
+
+    @discardableResult
+    public func applyLogicalSlots(
+        create: [PermanentSlot], drop: [String]
+    ) async throws -> (created: [String], dropped: [String]) {
+        try checkSlotFailure()
+        return lock.withLock {
+            var result: (created: [String], dropped: [String]) = ([], [])
+            for name in drop where state.logicalSlots[name]?.active == false {
+                state.logicalSlots[name] = nil
+                result.dropped.append(name)
+            }
+            for slot in create where state.logicalSlots[slot.name] == nil && !state.standby {
+                guard case .logical(let database, let plugin) = slot.kind, state.settings["wal_level"] == "logical"
+                else { continue }
+                state.logicalSlots[slot.name] = LogicalSlot(
+                    database: database, plugin: plugin, active: false, confirmedFlush: LSN(state.lsn),
+                    catalogXmin: TransactionID(1000))
+                result.created.append(slot.name)
+            }
+            return result
+        }
+    }
+
+    @discardableResult
+    public func advanceLogicalSlots(_ advances: [String: LogicalSlotAdvance]) async -> [String] {
+        lock.withLock {
+            var unusable: [String] = []
+            for (name, advance) in advances.sorted(by: { $0.key < $1.key }) {
+                state.logicalAdvances[name] = advance
+                if state.unusableLogicalSlots.contains(name) {
+                    unusable.append(name)
+                } else if state.logicalSlots[name]?.active == false {
+                    state.logicalSlots[name]?.confirmedFlush = advance.lsn
+                }
+            }
+            return unusable
+        }
+    }
+
+    public func copyLogicalSlots(_ slots: [PermanentSlot], from source: ReplicationSource) async throws -> [String] {
+        try checkSlotFailure()
+        guard let leader = sourceLookup(source.member), leader.snapshot.running else {
+            throw SimulationError("simulated: \(source.member) does not answer")
+        }
+        let theirs = leader.snapshot.logicalSlots
+        return lock.withLock {
+            var copied: [String] = []
+            for slot in slots {
+                guard let found = theirs[slot.name], case .logical(let database, let plugin) = slot.kind,
+                    found.database == database, found.plugin == plugin, state.logicalSlots[slot.name] == nil
+                else { continue }
+                var copy = found
+                copy.active = false
+                state.logicalSlots[slot.name] = copy
+                copied.append(slot.name)
+            }
+            if !copied.isEmpty {
+                state.logicalCopies += copied.count
+                state.restarts += 1
+            }
+            return copied
+        }
+    }
+
+    public func slotCatalogXmins(_ names: [String], on source: ReplicationSource) async throws -> [String:
+        TransactionID?]
+    {
+        try checkSlotFailure()
+        guard let leader = sourceLookup(source.member), leader.snapshot.running, !leader.snapshot.standby else {
+            throw SimulationError("simulated: \(source.member) is not a primary")
+        }
+        let snapshot = leader.snapshot
+        var xmins: [String: TransactionID?] = [:]
+        for name in names {
+            if let slot = snapshot.logicalSlots[name] {
+                xmins[name] = .some(slot.catalogXmin)
+            } else if snapshot.slots[name] != nil {
+                // A physical slot holds the catalog_xmin of its standby's feedback.
+                xmins[name] = .some(snapshot.settings["feedback_catalog_xmin"].flatMap(TransactionID.init(text:)))
+            }
+        }
+        return xmins
+    }
+
+    public func currentSettings(_ names: [String]) async throws -> [String: String] {
+        try checkSlotFailure()
+        return lock.withLock { state.settings.filter { names.contains($0.key) } }
     }
 
     public func setReplicationSlotUse(_ use: Bool) async throws {
