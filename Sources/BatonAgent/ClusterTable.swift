@@ -49,7 +49,7 @@ public enum ClusterTable {
             let host = ConnURL.hostAndPort(member.connURL).map { "\($0.0):\($0.1)" } ?? member.connURL
             let role: String
             if member.name == leader {
-                role = "Leader"
+                role = member.role == .standbyLeader ? "Standby Leader" : "Leader"
             } else if sync.contains(member.name) {
                 role = view.config?.value.quorumCommit == true ? "Quorum Standby" : "Sync Standby"
             } else {

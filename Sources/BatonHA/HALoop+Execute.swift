@@ -195,6 +195,11 @@ extension HALoop {
             following = source.member
             return true
 
+        case .demoteCluster(let remote):
+            forgetSynchronousSetting()
+            try await demoteCluster(to: remote, observation)
+            return true
+
         case .rejoinDiverged(let source), .rewindIfNeeded(let source):
             // The decider asks for pg_rewind where the data directory may have diverged (pg_rewind
             // itself is a no-op when it did not).
@@ -588,6 +593,34 @@ extension HALoop {
         await hooks.callback?("on_role_change", .demoted)
     }
 
+    /// `demote-cluster`: the primary stops (a fast shutdown, the lease renewed meanwhile), keeps
+    /// the leader key, and rejoins as the standby leader following the other cluster: pg_rewind
+    /// from it where this one diverged (its promotion forked off this history), then a start as
+    /// its standby. Its own standbys go on streaming from it.
+    func demoteCluster(to remote: ReplicationSource, _ observation: Observation) async throws {
+        if let beforeStop = hooks.beforeStop {
+            try await whileRenewing(limit: configuration.hookTimeout + .seconds(5)) { await beforeStop() }
+        }
+        try await stopKeepingTheKey(mode: .fast)
+        status.postgres = await node.status()
+        lastRunningRole = .primary
+        following = nil
+        try? await watchdog?.disarm()
+        await fenceBackstop?.disarm()
+        logger.info(
+            "demoting the cluster: postgres stopped; rejoining as the standby leader following \(remote.member)")
+        await hooks.callback?("on_role_change", .standbyLeader)
+        activity = .rewinding
+        await publish(after: observation)
+        defer { activity = nil }
+        let node = self.node
+        try await whileRenewing(limit: configuration.startTimeout + .seconds(600)) {
+            try await node.rewind(from: remote)
+        }
+        following = remote.member
+        lastRunningRole = .replica
+    }
+
     /// Stops postgres; a leader's fast shutdown (a switchover's, the shutdown checkpoint can take
     /// long) keeps the lease renewed until postgres is down, so that it is never cut short by the
     /// fence into an immediate shutdown that loses what the standbys have not received yet.
@@ -623,7 +656,7 @@ extension Action {
     var changesPostgres: Bool {
         switch self {
         case .bootstrap, .cloneReplica, .startPostgres, .stopPostgres, .promote, .demote, .follow, .rewindIfNeeded,
-            .rejoinDiverged, .setSynchronousStandbys:
+            .rejoinDiverged, .setSynchronousStandbys, .demoteCluster:
             return true
         case .createSession, .renewLease, .replaceSession, .acquireLeader, .reattachLeader, .releaseLeader,
             .claimInitialize,

@@ -19,6 +19,10 @@ extension HALoop {
         // that last ran as primary is published as primary, so that no peer takes it for a standby.
         let blindExPrimary = pg.process == .running && pg.inRecovery == nil && lastRunningRole == .primary
         var role: Member.Role = primary || blindExPrimary ? .primary : .replica
+        // A standby cluster's leader: holds the key, runs as a standby.
+        if role == .replica, status.holdsLeaderKey, pg.process == .running, pg.inRecovery == true {
+            role = .standbyLeader
+        }
         if pg.process == .uninitialized && activity == nil { role = .uninitialized }
         var member = Member(
             name: configuration.name, connURL: configuration.connURL, apiURL: configuration.apiURL, state: state,
@@ -79,7 +83,9 @@ extension HALoop {
         }
         // Each bounded step counts as progress for the lease keeper (a publish can be several).
         noteProgress()
-        guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false else {
+        // A standby cluster's leader keeps its members' slots and the status key as a primary does.
+        let standbyLeader = pg.inRecovery == true && config.standbyCluster != nil
+        guard status.holdsLeaderKey, pg.process == .running, pg.inRecovery == false || standbyLeader else {
             // What a leader remembers about member slots is its own: a later term starts afresh.
             if !status.holdsLeaderKey {
                 memberSlotMemory = MemberSlots.Memory()
@@ -91,8 +97,8 @@ extension HALoop {
             }
             return
         }
-        let kept = await maintainMemberSlots(observation, config: config, now: now, optime: pg.currentLSN)
-        if let optime = pg.currentLSN,
+        let kept = await maintainMemberSlots(observation, config: config, now: now, optime: pg.walPosition)
+        if let optime = pg.walPosition,
             lastStatusWrite.map({
                 ($0.optime != optime || $0.retained != kept?.retain || $0.slots != kept?.slots)
                     && now - $0.at >= max(config.loopWait, .seconds(2))
@@ -158,10 +164,13 @@ extension HALoop {
                 if let lsn = advances[name] ?? existing[name]?.restartLSN { positions[name] = lsn }
             }
             if let optime { positions[MemberSlots.slotName(forMember: configuration.name)] = optime }
-            // Permanent logical slots: their confirmed positions, for the replicas' copies.
-            for (name, lsn) in await maintainLogicalSlots(config: config, physical: Set(existing.keys))
-            where positions[name] == nil {
-                positions[name] = lsn
+            // Permanent logical slots: their confirmed positions, for the replicas' copies (a
+            // standby leader cannot create one before PostgreSQL 16).
+            if config.standbyCluster == nil {
+                for (name, lsn) in await maintainLogicalSlots(config: config, physical: Set(existing.keys))
+                where positions[name] == nil {
+                    positions[name] = lsn
+                }
             }
             lastRetainedSlots = (plan.retain, positions)
             return lastRetainedSlots

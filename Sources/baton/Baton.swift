@@ -17,7 +17,7 @@ struct Baton: AsyncParsableCommand {
             SwitchoverCommand.self, FailoverCommand.self, PauseCommand.self, ResumeCommand.self,
             ShowConfigCommand.self, EditConfigCommand.self, RestartCommand.self, ReinitCommand.self,
             RemoveCommand.self, ReloadCommand.self, FlushCommand.self, DSNCommand.self, QueryCommand.self,
-            CheckConfigCommand.self, VersionCommand.self,
+            CheckConfigCommand.self, VersionCommand.self, DemoteClusterCommand.self, PromoteClusterCommand.self,
         ]
     )
 

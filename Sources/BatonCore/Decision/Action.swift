@@ -57,6 +57,9 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
     case askFailsafeConfirmation
     /// Write (or, with nil, delete) the `failsafe` key: every member's name and REST API URL.
     case writeFailsafe([String: String]?)
+    /// `demote-cluster`: the primary stops, keeping the leader key, and follows the other
+    /// cluster's primary (pg_rewind from it first where it diverged).
+    case demoteCluster(to: ReplicationSource)
 
     public var description: String {
         switch self {
@@ -88,6 +91,7 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
         case .askFailsafeConfirmation: return "ask members to confirm failsafe"
         case .writeFailsafe(let members?): return "write failsafe key (\(members.count) members)"
         case .writeFailsafe(nil): return "delete failsafe key"
+        case .demoteCluster(let source): return "demote to a standby leader following \(source.member)"
         }
     }
 }

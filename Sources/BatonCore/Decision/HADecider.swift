@@ -67,6 +67,17 @@ public enum HADecider {
         if cluster.leader == nil, pg.process == .uninitialized {
             if cluster.initialize == nil {
                 if paused { return Decision([], .paused("no cluster yet; not bootstrapping"), memory: memory) }
+                // A standby cluster starts from a copy of the cluster it follows, not from initdb.
+                if let standby = o.config.standbyCluster {
+                    guard let remote = standby.source else {
+                        return Decision([], .standbyClusterWithoutSource, memory: memory)
+                    }
+                    return Decision(
+                        [
+                            .claimInitialize, .cloneReplica(from: remote),
+                            .startPostgres(following: remote, asPrimary: false),
+                        ], .bootstrappingStandbyLeader(from: remote.member), memory: memory, recheckImmediately: true)
+                }
                 return Decision(
                     [.claimInitialize, .bootstrap], .bootstrapping, memory: memory, recheckImmediately: true)
             }
@@ -295,6 +306,9 @@ public enum HADecider {
                 [.demote(.graceful)], .leaderCannotSeePostgres(elapsed: elapsed), memory: memory,
                 recheckImmediately: true)
         }
+        if let standby = o.config.standbyCluster {
+            return standbyLeaderCycle(o, cluster, standby, inRecovery: inRecovery, actions: actions, memory: memory)
+        }
         if inRecovery {
             if o.config.synchronousMode || (cluster.sync?.value.quorum ?? 0) != 0 {
                 // Only a member the key names may promote here. A member outside the quorum's
@@ -347,6 +361,46 @@ public enum HADecider {
             actions.append(.writeFailsafe(nil))
         }
         return Decision(actions, .holdingLock, memory: memory)
+    }
+
+    /// The leader of a standby cluster: it never promotes; it streams from the cluster it
+    /// follows (`standby_cluster`), and its members stream from it. A primary that finds the
+    /// section in the key (`demote-cluster`) stops and follows that cluster instead, keeping the
+    /// key (pg_rewind first where it diverged). Synchronous replication does not apply (as in
+    /// Patroni); a switchover request is refused.
+    static func standbyLeaderCycle(
+        _ o: Observation, _ cluster: ClusterView, _ standby: StandbyCluster, inRecovery: Bool, actions: [Action],
+        memory: HAMemory
+    ) -> Decision {
+        var actions = actions
+        guard let remote = standby.source else {
+            // Archive recovery only (restore_command without host): nothing to stream from.
+            return Decision(
+                actions, inRecovery ? .standbyLeader(following: nil) : .standbyClusterWithoutSource, memory: memory)
+        }
+        if !inRecovery {
+            return Decision(
+                actions + [.demoteCluster(to: remote)], .demotingCluster(to: remote.member), memory: memory,
+                recheckImmediately: true)
+        }
+        if cluster.initialize?.isEmpty ?? true, let systemID = o.postgres.systemIdentifier {
+            actions.append(.recordSystemIdentifier(systemID))
+        }
+        if let failover = cluster.failover {
+            actions.append(.clearFailover(expected: failover.modRevision))
+            return Decision(
+                actions,
+                .switchoverRejected(
+                    "a switchover inside a standby cluster is not supported; stop the standby leader instead"),
+                memory: memory)
+        }
+        if let sync = cluster.sync { actions.append(.clearSync(expected: sync.modRevision)) }
+        if let applied = o.appliedSynchronousStandbys, !applied.isEmpty { actions.append(.setSynchronousStandbys([])) }
+        if o.following != remote.member {
+            actions.append(.follow(remote))
+            return Decision(actions, .standbyLeader(following: remote.member), memory: memory, recheckImmediately: true)
+        }
+        return Decision(actions, .standbyLeader(following: remote.member), memory: memory)
     }
 
     /// A switchover or failover request while this node leads; nil when it does not apply yet.
@@ -697,11 +751,12 @@ public enum HADecider {
             return Decision([], .noFailoverTag, memory: memory)
         }
         var actions: [Action] = [.acquireLeader]
+        let standby = o.config.standbyCluster
         // A sync key that restricts who may promote, whatever the mode says now: one written in
         // quorum commit (the mode may have been switched while the leader was down), or one
         // that could not be read (unknown is not "no restriction").
-        let quorumKey = (cluster.sync?.value.quorum ?? 0) != 0
-        if o.config.synchronousMode || quorumKey {
+        let quorumKey = (cluster.sync?.value.quorum ?? 0) != 0 && standby == nil
+        if (o.config.synchronousMode && standby == nil) || quorumKey {
             if cluster.sync == nil, cluster.unreadableSyncRevision != nil {
                 return Decision([], .syncKeyUnreadable, memory: memory)
             }
@@ -759,8 +814,15 @@ public enum HADecider {
                 return Decision([], .peerHasPriority(peer.name), memory: memory)
             }
         }
-        if let needed = quorumVotesMissing(o, cluster, peers: peers, myPosition: myPosition) {
+        if standby == nil, let needed = quorumVotesMissing(o, cluster, peers: peers, myPosition: myPosition) {
             return Decision([], needed, memory: memory)
+        }
+        // In a standby cluster the winner does not promote: it follows the other cluster.
+        if let standby {
+            if let remote = standby.source { actions.append(.follow(remote)) }
+            if let failover { actions.append(.clearFailover(expected: failover.modRevision)) }
+            return Decision(
+                actions, .racingForStandbyLeader(lag: lag), memory: memory, recheckImmediately: true)
         }
         actions.append(.promote)
         if let failover { actions.append(.clearFailover(expected: failover.modRevision)) }

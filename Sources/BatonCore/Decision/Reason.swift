@@ -66,6 +66,12 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case racing(lag: UInt64, local: LSN, reference: LSN)
     case fencingLostLease
     case takingFreeLockAsPrimary
+    // Standby cluster
+    case bootstrappingStandbyLeader(from: String)
+    case standbyLeader(following: String?)
+    case standbyClusterWithoutSource
+    case demotingCluster(to: String)
+    case racingForStandbyLeader(lag: UInt64)
 
     /// A short stable identifier, for metrics labels.
     public var code: String {
@@ -98,6 +104,11 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .startingReplica: return "starting_replica"
         case .startingReadOnly: return "starting_read_only"
         case .startBackingOff: return "start_backing_off"
+        case .bootstrappingStandbyLeader: return "bootstrapping_standby_leader"
+        case .standbyLeader: return "standby_leader"
+        case .standbyClusterWithoutSource: return "standby_cluster_without_source"
+        case .demotingCluster: return "demoting_cluster"
+        case .racingForStandbyLeader: return "racing_for_standby_leader"
         case .postgresStarting: return "postgres_starting"
         case .holdingLock: return "holding_lock"
         case .reattachingLock: return "reattaching_lock"
@@ -233,6 +244,19 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
                 "leader key free and this member is the healthiest (lag \(lag) bytes: at \(local), cluster optime \(reference)): promoting"
         case .fencingLostLease: return "running as primary without a valid lease: demoting"
         case .takingFreeLockAsPrimary: return "leader key free and this member runs as primary: taking it"
+        case .bootstrappingStandbyLeader(let remote):
+            return "new standby cluster: cloning from \(remote) and following it as the standby leader"
+        case .standbyLeader(let remote?): return "no action: I am the standby leader with the lock, following \(remote)"
+        case .standbyLeader(nil):
+            return
+                "no action: I am the standby leader with the lock, restoring from the archive (no standby_cluster.host)"
+        case .standbyClusterWithoutSource:
+            return
+                "standby_cluster names no host: a primary is not demoted and a new cluster is not cloned (restoring from an archive only is not supported yet)"
+        case .demotingCluster(let remote):
+            return "standby_cluster set: demoting this primary to a standby leader following \(remote)"
+        case .racingForStandbyLeader(let lag):
+            return "leader key free and this member is the healthiest (lag \(lag) bytes): becoming the standby leader"
         }
     }
 }

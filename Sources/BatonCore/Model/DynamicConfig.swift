@@ -130,7 +130,7 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
 
     /// Problems that make this configuration unsafe or meaningless; empty when it may be used.
     public func validationErrors() -> [String] {
-        var errors: [String] = []
+        var errors: [String] = standbyClusterProblems()
         let durations: Set = ["ttl", "loop_wait", "retry_timeout", "primary_start_timeout", "primary_stop_timeout"]
         let numeric = [
             "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",

@@ -118,11 +118,16 @@ public struct ReplicationSource: Hashable, Sendable {
     public var member: String
     public var host: String
     public var port: Int
+    /// Set for another cluster's primary (a standby cluster's leader follows it): the recovery
+    /// settings then come from `standby_cluster` (its slot, none unless named; its archive
+    /// commands), not from the member's own.
+    public var remote: RemoteRecovery?
 
-    public init(member: String, host: String, port: Int) {
+    public init(member: String, host: String, port: Int, remote: RemoteRecovery? = nil) {
         self.member = member
         self.host = host
         self.port = port
+        self.remote = remote
     }
 }
 

@@ -142,7 +142,15 @@ public enum ManagedFiles {
             "recovery_target": "", "recovery_target_lsn": "", "recovery_target_name": "",
             "recovery_target_time": "", "recovery_target_xid": "", "recovery_target_action": "pause",
         ]
-        if configuration.useReplicationSlots {
+        if let remote = source.remote {
+            // A standby cluster's leader: the other cluster's slot (none unless named) and its
+            // archive, as `standby_cluster` says.
+            text += "# The standby leader of a standby cluster: it follows another cluster's primary.\n"
+            parameters["primary_slot_name"] = remote.slotName ?? ""
+            if let command = remote.restoreCommand { parameters["restore_command"] = command }
+            if let command = remote.archiveCleanupCommand { parameters["archive_cleanup_command"] = command }
+            if let delay = remote.recoveryMinApplyDelay { parameters["recovery_min_apply_delay"] = delay }
+        } else if configuration.useReplicationSlots {
             parameters["primary_slot_name"] = PostgresConf.slotName(forMember: configuration.memberName)
         }
         if !configuration.streams {

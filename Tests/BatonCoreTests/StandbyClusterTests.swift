@@ -1,0 +1,133 @@
+import BatonCore
+import Testing
+
+private typealias F = Fixture
+
+/// A standby cluster (`standby_cluster` in the config key): its leader follows another cluster and
+/// never promotes; a primary that finds the section demotes to a standby leader; without it, the
+/// standby leader promotes.
+@Suite struct StandbyClusterTests {
+    static let section: JSONValue = .object([
+        "host": .string("10.0.0.5"), "port": .number(5433), "primary_slot_name": .string("dr_site"),
+        "restore_command": .string("cp /archive/%f %p"), "recovery_min_apply_delay": .string("5min"),
+    ])
+    static let standbyConfig = F.config(["standby_cluster": section])
+    static let remote = ReplicationSource(
+        member: "standby_cluster 10.0.0.5:5433 slot dr_site", host: "10.0.0.5", port: 5433,
+        remote: RemoteRecovery(
+            slotName: "dr_site", restoreCommand: "cp /archive/%f %p", recoveryMinApplyDelay: "5min"))
+
+    @Test func theSectionIsReadAsPatroniReadsIt() {
+        #expect(Self.standbyConfig.standbyCluster?.source == Self.remote)
+        #expect(Self.standbyConfig.validationErrors().isEmpty)
+        // Null, {} or a section naming none of host, port, restore_command: not a standby cluster.
+        for value: JSONValue in [.null, .object([:]), .object(["primary_slot_name": .string("x")])] {
+            #expect(F.config(["standby_cluster": value]).standbyCluster == nil, "\(value)")
+        }
+        #expect(F.config(["standby_cluster": .object(["host": .string("db")])]).standbyCluster?.port == 5432)
+    }
+
+    @Test func aBadSectionIsRefusedWithWhereAndWhy() {
+        let bad: [(JSONValue, String)] = [
+            (.string("db:5432"), "standby_cluster: expected a mapping"),
+            (.object(["host": .string("db; rm -rf /")]), "standby_cluster.host"),
+            (.object(["host": .string("db"), "port": .number(70000)]), "standby_cluster.port"),
+            (
+                .object(["host": .string("db"), "primary_slot_name": .string("Bad-Slot")]),
+                "standby_cluster.primary_slot_name"
+            ),
+            (
+                .object(["host": .string("db"), "recovery_min_apply_delay": .string("soon")]),
+                "recovery_min_apply_delay"
+            ),
+            (.object(["restore_command": .string("a\nb")]), "standby_cluster.restore_command"),
+            (
+                .object(["host": .string("db"), "create_replica_methods": .string("basebackup")]),
+                "create_replica_methods"
+            ),
+        ]
+        for (value, expected) in bad {
+            let errors = F.config(["standby_cluster": value]).validationErrors()
+            #expect(errors.contains { $0.hasPrefix(expected) || $0.contains(expected) }, "\(value): \(errors)")
+        }
+    }
+
+    @Test func aNewStandbyClusterClonesFromTheOtherClusterInsteadOfInitdb() {
+        let cluster = F.cluster(leader: nil, members: [], optime: nil, initialize: nil)
+        let decision = HADecider.decide(
+            F.observe("a", cluster: cluster, postgres: F.empty, config: Self.standbyConfig))
+        #expect(
+            decision.actions == [
+                .claimInitialize, .cloneReplica(from: Self.remote),
+                .startPostgres(following: Self.remote, asPrimary: false),
+            ])
+        #expect(decision.reason == .bootstrappingStandbyLeader(from: Self.remote.member))
+        // Without a host there is nothing to clone from: no initdb either.
+        let archiveOnly = F.config(["standby_cluster": .object(["restore_command": .string("cp %f %p")])])
+        let waiting = HADecider.decide(F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly))
+        #expect(waiting.actions.isEmpty && waiting.reason == .standbyClusterWithoutSource)
+    }
+
+    @Test func theStandbyLeaderFollowsTheOtherClusterAndNeverPromotes() {
+        let cluster = F.cluster(members: [F.member("a", role: .standbyLeader), F.member("b")])
+        let first = HADecider.decide(
+            F.observe("a", cluster: cluster, postgres: F.replica(), following: nil, config: Self.standbyConfig))
+        #expect(first.actions == [.renewLease, .follow(Self.remote)])
+        #expect(!first.actions.contains(.promote))
+        let steady = HADecider.decide(
+            F.observe(
+                "a", cluster: cluster, postgres: F.replica(), following: Self.remote.member, config: Self.standbyConfig)
+        )
+        #expect(steady.actions == [.renewLease] && steady.reason == .standbyLeader(following: Self.remote.member))
+        // A switchover request is refused (and cleared), not half-done.
+        let request = F.cluster(
+            members: [F.member("a", role: .standbyLeader), F.member("b")],
+            failover: FailoverRequest(leader: "a", member: "b"))
+        let refused = HADecider.decide(
+            F.observe(
+                "a", cluster: request, postgres: F.replica(), following: Self.remote.member, config: Self.standbyConfig)
+        )
+        #expect(refused.actions == [.renewLease, .clearFailover(expected: 77)])
+        if case .switchoverRejected = refused.reason {} else { Issue.record("\(refused.reason)") }
+    }
+
+    @Test func theStandbyLeadersMembersFollowIt() {
+        let cluster = F.cluster(members: [F.member("a", role: .standbyLeader), F.member("b")])
+        let decision = HADecider.decide(
+            F.observe("b", cluster: cluster, postgres: F.replica(), following: nil, config: Self.standbyConfig))
+        #expect(decision.actions.count == 1)
+        if case .follow(let source) = decision.actions.first {
+            #expect(source.member == "a" && source.remote == nil)
+        } else {
+            Issue.record("\(decision.actions)")
+        }
+    }
+
+    @Test func theWinnerOfARaceInAStandbyClusterFollowsTheOtherClusterInstead() {
+        let cluster = F.cluster(leader: nil, members: [F.member("a"), F.member("b")])
+        // Synchronous mode does not apply in a standby cluster (as in Patroni).
+        var document = Self.standbyConfig.document
+        document["synchronous_mode"] = .bool(true)
+        let decision = HADecider.decide(
+            F.observe(
+                "a", cluster: cluster, postgres: F.replica(), config: DynamicConfig(document),
+                peers: F.peers([("b", 0x400_0000)])))
+        #expect(decision.actions == [.acquireLeader, .follow(Self.remote)])
+        #expect(!decision.actions.contains(.promote))
+    }
+
+    @Test func aPrimaryThatFindsTheSectionDemotesToAStandbyLeader() {
+        let cluster = F.cluster()
+        let decision = HADecider.decide(
+            F.observe("a", cluster: cluster, postgres: F.primary, config: Self.standbyConfig))
+        #expect(decision.actions == [.renewLease, .demoteCluster(to: Self.remote)])
+        #expect(decision.reason == .demotingCluster(to: Self.remote.member))
+    }
+
+    @Test func withoutTheSectionTheStandbyLeaderPromotes() {
+        let cluster = F.cluster(members: [F.member("a", role: .standbyLeader), F.member("b")])
+        let decision = HADecider.decide(
+            F.observe("a", cluster: cluster, postgres: F.replica(), following: Self.remote.member))
+        #expect(decision.actions.contains(.promote))
+    }
+}
