@@ -527,6 +527,8 @@ extension HALoop {
             )
             logicalSlotReadiness.reset()
         }
+        logicalCopyAttempts = [:]
+        await warnAboutMissingLogicalSlots(observation)
         let previousLeader = observation.cluster?.history.last?.newLeader
         let reason: String
         if let request = observation.cluster?.failover?.value {
@@ -591,6 +593,19 @@ extension HALoop {
         await fenceBackstop?.disarm()
         logger.info("demoted (\(mode.rawValue)): postgres stopped")
         await hooks.callback?("on_role_change", .demoted)
+    }
+
+    /// After a promotion: permanent logical slots this member had no copy of. The leader creates
+    /// them anew, at the current position: their consumers miss every change in between.
+    func warnAboutMissingLogicalSlots(_ observation: Observation) async {
+        let config = effectiveConfig(observation.cluster)
+        let (wanted, _) = logicalSlotSettings(config, members: observation.cluster?.members ?? [])
+        guard !wanted.isEmpty, let existing = try? await node.logicalReplicationSlots() else { return }
+        let missing = wanted.keys.filter { existing[$0] == nil }.sorted()
+        guard !missing.isEmpty else { return }
+        logger.error(
+            "permanent logical slots this member had no copy of when it was promoted: \(missing.joined(separator: ", ")); they are created anew at the current position and their consumers miss the changes in between: resynchronise them"
+        )
     }
 
     /// `demote-cluster`: the primary stops (a fast shutdown, the lease renewed meanwhile), keeps

@@ -167,7 +167,8 @@ extension HALoop {
             // Permanent logical slots: their confirmed positions, for the replicas' copies (a
             // standby leader cannot create one before PostgreSQL 16).
             if config.standbyCluster == nil {
-                for (name, lsn) in await maintainLogicalSlots(config: config, physical: Set(existing.keys))
+                for (name, lsn) in await maintainLogicalSlots(
+                    config: config, members: cluster.members, physical: Set(existing.keys))
                 where positions[name] == nil {
                     positions[name] = lsn
                 }
@@ -223,13 +224,14 @@ extension HALoop {
 
     /// The permanent logical slots wanted, and the `ignore_slots` test for a logical slot.
     func logicalSlotSettings(
-        _ config: DynamicConfig
+        _ config: DynamicConfig, members: [Member]
     ) -> (wanted: [String: PermanentSlot], ignored: (String, LogicalSlot) -> Bool) {
         let matchers = config.ignoreSlots
         let ignored = { (name: String, database: String?, plugin: String?) in
             matchers.contains { $0.matches(name: name, type: "logical", database: database, plugin: plugin) }
         }
-        let wanted = LogicalSlots.wanted(config.permanentSlots) { slot in
+        let memberSlots = Set((members.map(\.name) + [configuration.name]).map(MemberSlots.slotName(forMember:)))
+        let wanted = LogicalSlots.wanted(config.permanentSlots, memberSlots: memberSlots) { slot in
             guard case .logical(let database, let plugin) = slot.kind else { return false }
             return ignored(slot.name, database, plugin)
         }
@@ -238,8 +240,8 @@ extension HALoop {
 
     /// On the leader: creates the permanent logical slots, drops those this agent made that are
     /// no longer permanent; returns their confirmed positions for the status key.
-    func maintainLogicalSlots(config: DynamicConfig, physical: Set<String>) async -> [String: LSN] {
-        let (wanted, ignored) = logicalSlotSettings(config)
+    func maintainLogicalSlots(config: DynamicConfig, members: [Member], physical: Set<String>) async -> [String: LSN] {
+        let (wanted, ignored) = logicalSlotSettings(config, members: members)
         guard !wanted.isEmpty || !ownedLogicalSlots.isEmpty else { return [:] }
         logicalSlotReadiness.reset()
         do {
@@ -247,7 +249,7 @@ extension HALoop {
             ownedLogicalSlots.formIntersection(existing.keys)
             let plan = LogicalSlots.primaryPlan(
                 wanted: wanted, existing: existing, physical: physical, owned: ownedLogicalSlots,
-                ignoredName: ignored, paused: config.pause)
+                named: config.permanentSlotNames, ignoredName: ignored, paused: config.pause)
             var problems: [String] = []
             if !plan.mismatched.isEmpty {
                 problems.append(
@@ -283,7 +285,7 @@ extension HALoop {
         _ observation: Observation, config: DynamicConfig, replayLSN: LSN?, now: MonotonicInstant
     ) async {
         guard let cluster = observation.cluster else { return }
-        let (wanted, ignored) = logicalSlotSettings(config)
+        let (wanted, ignored) = logicalSlotSettings(config, members: cluster.members)
         guard !wanted.isEmpty || !ownedLogicalSlots.isEmpty else { return }
         do {
             let existing = try await node.logicalReplicationSlots()
@@ -293,7 +295,8 @@ extension HALoop {
             let plan = LogicalSlots.replicaPlan(
                 wanted: wanted, tags: configuration.tags, useSlots: effectiveUseSlots(config), existing: existing,
                 physical: Set(physical.keys), leaderPositions: cluster.status?.slots ?? [:], replayLSN: replayLSN,
-                copies: ownedLogicalSlots, hotStandbyFeedback: settings["hot_standby_feedback"].map { $0 == "on" },
+                copies: ownedLogicalSlots, named: config.permanentSlotNames,
+                hotStandbyFeedback: settings["hot_standby_feedback"].map { $0 == "on" },
                 walLevel: settings["wal_level"], ignoredName: ignored, paused: config.pause)
             var problems: [String] = []
             if let blocked = plan.blocked { problems.append("logical slots not copied to this replica: " + blocked) }
@@ -316,7 +319,7 @@ extension HALoop {
             // invalidated) is of no use after a failover: this agent's own is dropped and copied
             // again from the leader.
             let unusable = await node.advanceLogicalSlots(plan.advance).filter { ownedLogicalSlots.contains($0) }
-            if !unusable.isEmpty {
+            if !unusable.isEmpty, !config.pause {
                 let done = try await node.applyLogicalSlots(create: [], drop: unusable)
                 ownedLogicalSlots.subtract(done.dropped)
                 if !done.dropped.isEmpty {
@@ -325,11 +328,15 @@ extension HALoop {
                     )
                 }
             }
-            if !plan.copy.isEmpty, lastLogicalCopyFailure.map({ now >= $0 }) ?? true,
+            // Each slot's copies are spaced out (10 s, 40 s, 160 s, … up to an hour after the
+            // one before, whatever came of it): a copy that PostgreSQL does not keep, or that
+            // cannot be used, does not restart postgres every cycle.
+            let due = plan.copy.filter { name in logicalCopyAttempts[name].map { now >= $0.next } ?? true }
+            if !due.isEmpty, lastLogicalCopyFailure.map({ now >= $0 }) ?? true,
                 let leader = cluster.leaderMember, leader.name != configuration.name,
                 let source = ReplicationSource(member: leader)
             {
-                await copyLogicalSlots(plan.copy.compactMap { wanted[$0] }, from: source, now: now)
+                await copyLogicalSlots(due.compactMap { wanted[$0] }, from: source, now: now)
                 // `existing` predates the copy (and the restart): readiness waits for the next cycle.
                 return
             }
@@ -350,6 +357,11 @@ extension HALoop {
             let copied = try await node.copyLogicalSlots(slots, from: source)
             ownedLogicalSlots.formUnion(copied)
             logicalSlotReadiness.copied(copied)
+            for name in copied {
+                let count = (logicalCopyAttempts[name]?.count ?? 0) + 1
+                let wait = min(Duration.seconds(10) * (1 << min(2 * (count - 1), 20)), .seconds(3600))
+                logicalCopyAttempts[name] = (count, now + wait)
+            }
             if !copied.isEmpty {
                 logger.info(
                     "logical slots copied from \(source.member): \(copied.joined(separator: ", ")) (postgres restarted to load them)"
@@ -403,6 +415,7 @@ extension HALoop {
         }
         for name in logicalSlotReadiness.observe(physical: physical, leader: leader, local: existing) {
             logger.info("logical slot \(name) is safe to use after a failover")
+            logicalCopyAttempts[name] = nil
         }
     }
 

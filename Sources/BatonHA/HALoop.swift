@@ -109,6 +109,8 @@ public actor HALoop {
     var lastLogicalCopyFailure: MonotonicInstant?
     var loggedLogicalSlotProblem: String?
     var loggedLogicalCopyProblem: String?
+    /// Per slot: how many copies were made since it was last ready, and when the next may be.
+    var logicalCopyAttempts: [String: (count: Int, next: MonotonicInstant)] = [:]
     /// The `use_slots` last given to the node.
     var appliedUseSlots: Bool?
     var lastReasonCode: String?

@@ -183,6 +183,12 @@ struct LogicalSlotTests {
         }
         let next = try #require(cluster.primary(in: view))
         #expect(try await Self.receive(cluster, next) == Array(31...40))
+        // Each copy restarts postgres once; no loop of restarts.
+        for node in cluster.nodes.map(\.name) {
+            let restarts =
+                cluster.log(node).components(separatedBy: "restarting postgres to load logical slots").count - 1
+            #expect(restarts <= 2, "\(node) restarted postgres \(restarts) times to load copied slots")
+        }
         AgentFailoverTests.measure(
             "logical_slots", ["first": "\(first)", "second": "\(second)", "leaders": "\(leader),\(target),\(next)"])
     }

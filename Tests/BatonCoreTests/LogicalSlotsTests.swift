@@ -150,4 +150,43 @@ import Testing
         #expect(readiness.observe(physical: TransactionID(1), leader: [:], local: [:]).isEmpty)
         #expect(readiness.pending.isEmpty)
     }
+
+    /// The status key carries a member's position under its slot name: a permanent logical slot
+    /// of that name would be advanced past what its consumer confirmed.
+    @Test func aSlotNamedAsAMembersSlotIsNotPermanent() {
+        let wanted = LogicalSlots.wanted([Self.cdc], memberSlots: ["cdc"]) { _ in false }
+        #expect(wanted.isEmpty)
+    }
+
+    /// An entry skipped for a bad value (or beyond the cap) still names the slot: not dropped.
+    @Test func aSlotStillNamedInSlotsIsNeverDropped() {
+        let primary = LogicalSlots.primaryPlan(
+            wanted: [:], existing: ["cdc": Self.slot()], physical: [], owned: ["cdc"], named: ["cdc"],
+            ignoredName: Self.never, paused: false)
+        #expect(primary.drop.isEmpty)
+        let replica = LogicalSlots.replicaPlan(
+            wanted: [:], tags: Tags(), useSlots: true, existing: ["cdc": Self.slot()], physical: [],
+            leaderPositions: [:],
+            replayLSN: nil, copies: ["cdc"], named: ["cdc"], hotStandbyFeedback: true, walLevel: "logical",
+            ignoredName: Self.never, paused: false)
+        #expect(replica.drop.isEmpty)
+        // A member tagged nofailover keeps no copy, named or not.
+        let tagged = LogicalSlots.replicaPlan(
+            wanted: Self.wanted, tags: Tags(["nofailover": .bool(true)]), useSlots: true,
+            existing: ["cdc": Self.slot()],
+            physical: [], leaderPositions: [:], replayLSN: nil, copies: ["cdc"], named: ["cdc"],
+            hotStandbyFeedback: true, walLevel: "logical", ignoredName: Self.never, paused: false)
+        #expect(tagged.drop == ["cdc"])
+    }
+
+    /// A copy whose WAL is gone (wal_status lost) is of no use after a failover: dropped (its own
+    /// only) to be copied again, never advanced.
+    @Test func anInvalidatedCopyIsDroppedToBeCopiedAgain() {
+        var lost = Self.slot(at: 100)
+        lost.invalidated = true
+        let plan = Self.replica(existing: ["cdc": lost], copies: ["cdc"])
+        #expect(plan.drop == ["cdc"] && plan.advance.isEmpty)
+        #expect(Self.replica(existing: ["cdc": lost], copies: []).drop.isEmpty)
+        #expect(Self.replica(existing: ["cdc": lost], copies: ["cdc"], paused: true).drop.isEmpty)
+    }
 }

@@ -11,31 +11,50 @@ import Testing
         #expect(CRC32C.checksum([UInt8]()) == 0)
     }
 
-    /// A state file as PostgreSQL 15 lays it out: magic, CRC-32C of the rest, version, length,
-    /// then the slot's data, its name first.
-    static func file(name: String, size: Int = 200) -> [UInt8] {
+    /// A state file as PostgreSQL 15 lays it out (200 bytes): magic, CRC-32C of the rest, version
+    /// 2, length 184, then the slot's data: name @16, database @80, persistency @84, xmin @88,
+    /// catalog_xmin @92, restart_lsn @96, …, plugin @129.
+    static func file(
+        name: String, plugin: String = "pgoutput", version: UInt32 = 2, persistency: UInt32 = 0,
+        restart: UInt64 = 0x0300_0028
+    ) -> [UInt8] {
         func le(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
-        var body = le(2) + le(UInt32(size - 16))
-        body += Array(name.utf8) + [UInt8](repeating: 0, count: 64 - name.utf8.count)
-        body += (0..<(size - 8 - body.count)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        func padded(_ text: String) -> [UInt8] { Array(text.utf8) + [UInt8](repeating: 0, count: 64 - text.utf8.count) }
+        var data = padded(name) + le(16384) + le(persistency) + le(730) + le(731)
+        data += le(UInt32(truncatingIfNeeded: restart)) + le(UInt32(truncatingIfNeeded: restart >> 32))
+        data += [UInt8](repeating: 0, count: 129 - 16 - data.count) + padded(plugin)
+        data += [UInt8](repeating: 0, count: 200 - 16 - data.count)
+        let body = le(version) + le(184) + data
         return le(0x0105_1CA1) + le(CRC32C.checksum(body)) + body
     }
 
     @Test func aWellFormedFileChecksOut() {
-        #expect(SlotStateFile.problem(Self.file(name: "cdc"), name: "cdc") == nil)
+        let file = Self.file(name: "cdc")
+        #expect(file.count == 200)
+        #expect(SlotStateFile.problem(file, name: "cdc", plugin: "pgoutput") == nil)
+        #expect(SlotStateFile.restartLSN(file) == LSN(text: "0/3000028"))
+        #expect(SlotStateFile.restartLSN(Self.file(name: "cdc", restart: 0)) == nil)
     }
 
     @Test func aDamagedOrForeignFileIsRefused() {
         let good = Self.file(name: "cdc")
         var flipped = good
         flipped[100] ^= 1
-        #expect(SlotStateFile.problem(flipped, name: "cdc") == "checksum")
+        #expect(SlotStateFile.problem(flipped, name: "cdc", plugin: "pgoutput") == "checksum")
         var magic = good
         magic[0] ^= 1
-        #expect(SlotStateFile.problem(magic, name: "cdc") == "magic number")
-        #expect(SlotStateFile.problem(good, name: "cdc2") == "slot name")
-        #expect(SlotStateFile.problem(Array(good.prefix(40)), name: "cdc") == "size 40")
-        #expect(SlotStateFile.problem([], name: "cdc") == "size 0")
+        #expect(SlotStateFile.problem(magic, name: "cdc", plugin: "pgoutput") == "magic number")
+        #expect(SlotStateFile.problem(good, name: "cdc2", plugin: "pgoutput") == "slot name")
+        #expect(SlotStateFile.problem(good, name: "cdc", plugin: "wal2json") == "plugin")
+        #expect(
+            SlotStateFile.problem(Self.file(name: "cdc", version: 5), name: "cdc", plugin: "pgoutput")?.hasPrefix(
+                "version 5") == true)
+        // A temporary or ephemeral slot's file is not one PostgreSQL keeps: never copied.
+        #expect(
+            SlotStateFile.problem(Self.file(name: "cdc", persistency: 1), name: "cdc", plugin: "pgoutput")
+                == "not a persistent slot")
+        #expect(SlotStateFile.problem(Array(good.prefix(40)), name: "cdc", plugin: "pgoutput") == "size 40")
+        #expect(SlotStateFile.problem([], name: "cdc", plugin: "pgoutput") == "size 0")
     }
 
     /// A copy is made only when this replica still has the WAL the slot starts from: the start
@@ -53,5 +72,13 @@ import Testing
         #expect(LocalPostgresNode.bytes(setting: "1GB") == 1 << 30)
         #expect(LocalPostgresNode.bytes(setting: "8192") == 8192)
         #expect(LocalPostgresNode.bytes(setting: "x") == nil)
+        // A name planted in pg_wal does not make the agent trap.
+        #expect(LocalPostgresNode.segmentStart("00000000FFFFFFFFFFFFFFFF", segmentSize: size) == nil)
+        #expect(
+            LocalPostgresNode.segmentStart("00000001FFFFFFFF000000FF", segmentSize: size)
+                == LSN(text: "FFFFFFFF/FF000000"))
+        #expect(LocalPostgresNode.segmentStart("000000010000000000000001", segmentSize: 3 << 20) == nil)
+        #expect(LocalPostgresNode.bytes(setting: "99999999999999999999GB") == nil)
+        #expect(LocalPostgresNode.bytes(setting: "17179869184GB") == nil)
     }
 }

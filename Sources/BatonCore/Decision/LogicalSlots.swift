@@ -8,15 +8,19 @@ public struct LogicalSlot: Hashable, Sendable {
     public var confirmedFlush: LSN?
     /// `catalog_xmin`: the oldest catalog rows the slot needs to decode.
     public var catalogXmin: TransactionID?
+    /// `wal_status = 'lost'`: the WAL it needs is gone; it can no longer be used.
+    public var invalidated: Bool
 
     public init(
-        database: String, plugin: String, active: Bool, confirmedFlush: LSN? = nil, catalogXmin: TransactionID? = nil
+        database: String, plugin: String, active: Bool, confirmedFlush: LSN? = nil, catalogXmin: TransactionID? = nil,
+        invalidated: Bool = false
     ) {
         self.database = database
         self.plugin = plugin
         self.active = active
         self.confirmedFlush = confirmedFlush
         self.catalogXmin = catalogXmin
+        self.invalidated = invalidated
     }
 }
 
@@ -79,12 +83,17 @@ public enum LogicalSlots {
         public init() {}
     }
 
-    /// The permanent logical slots, without those `ignore_slots` covers.
+    /// The permanent logical slots, without those `ignore_slots` covers and those named as a
+    /// member's slot (`memberSlots`: the status key's `slots` carries that member's position
+    /// under the same name; a copy advanced to it would skip changes its consumer never
+    /// confirmed. Patroni leaves them out too).
     public static func wanted(
-        _ permanent: [PermanentSlot], ignored: (PermanentSlot) -> Bool
+        _ permanent: [PermanentSlot], memberSlots: Set<String> = [], ignored: (PermanentSlot) -> Bool
     ) -> [String: PermanentSlot] {
         var wanted: [String: PermanentSlot] = [:]
-        for slot in permanent where !slot.isPhysical && !ignored(slot) { wanted[slot.name] = slot }
+        for slot in permanent where !slot.isPhysical && !ignored(slot) && !memberSlots.contains(slot.name) {
+            wanted[slot.name] = slot
+        }
         return wanted
     }
 
@@ -94,9 +103,11 @@ public enum LogicalSlots {
     ///   - physical: the physical slots' names (a name taken by one is a mismatch).
     ///   - owned: the logical slots this agent made (the only ones it may drop).
     ///   - ignoredName: whether `ignore_slots` covers an existing logical slot.
+    ///   - named: every name the config key's `slots` holds, usable or not: a slot named there is
+    ///     never dropped (an entry skipped for a bad value must not cost its consumer the slot).
     public static func primaryPlan(
         wanted: [String: PermanentSlot], existing: [String: LogicalSlot], physical: Set<String>, owned: Set<String>,
-        ignoredName: (String, LogicalSlot) -> Bool, paused: Bool
+        named: Set<String> = [], ignoredName: (String, LogicalSlot) -> Bool, paused: Bool
     ) -> PrimaryPlan {
         var plan = PrimaryPlan()
         for (name, slot) in wanted.sorted(by: { $0.key < $1.key }) {
@@ -115,7 +126,7 @@ public enum LogicalSlots {
         }
         if !paused {
             plan.drop = owned.filter { name in
-                guard wanted[name] == nil, let found = existing[name] else { return false }
+                guard wanted[name] == nil, !named.contains(name), let found = existing[name] else { return false }
                 return !found.active && !ignoredName(name, found)
             }
             .sorted()
@@ -142,15 +153,19 @@ public enum LogicalSlots {
     ///   - replayLSN: what this replica replayed (a copy never moves past it); nil: no advance.
     ///   - copies: the logical slots this agent copied (the only ones it may drop).
     ///   - hotStandbyFeedback, walLevel: this server's settings; nil when unknown (no copy).
+    ///   - named: as for `primaryPlan`.
+    /// A copy of its own that is invalidated (its WAL is gone) is dropped, to be copied again.
     public static func replicaPlan(
         wanted allWanted: [String: PermanentSlot], tags: Tags, useSlots: Bool, existing: [String: LogicalSlot],
         physical: Set<String>, leaderPositions: [String: LSN], replayLSN: LSN?, copies: Set<String>,
-        hotStandbyFeedback: Bool?, walLevel: String?, ignoredName: (String, LogicalSlot) -> Bool, paused: Bool
+        named: Set<String> = [], hotStandbyFeedback: Bool?, walLevel: String?,
+        ignoredName: (String, LogicalSlot) -> Bool, paused: Bool
     ) -> ReplicaPlan {
         var plan = ReplicaPlan()
         // A member that may not be promoted keeps no copy; without use_slots the leader keeps no
         // slot for this replica, so hot_standby_feedback cannot hold the catalog rows a copy needs.
-        let wanted = useSlots && !tags.noFailover ? allWanted : [:]
+        let keepsCopies = useSlots && !tags.noFailover
+        let wanted = keepsCopies ? allWanted : [:]
         var missing: [String] = []
         for (name, slot) in wanted.sorted(by: { $0.key < $1.key }) {
             guard case .logical(let database, let plugin) = slot.kind else { continue }
@@ -159,6 +174,7 @@ public enum LogicalSlots {
                     plan.mismatched.append(name)
                     continue
                 }
+                guard !found.invalidated else { continue }
                 guard !found.active, let target = leaderPositions[name], let replayLSN,
                     let confirmed = found.confirmedFlush
                 else { continue }
@@ -186,8 +202,10 @@ public enum LogicalSlots {
         }
         if !paused {
             plan.drop = copies.filter { name in
-                guard wanted[name] == nil, let found = existing[name] else { return false }
-                return !found.active && !ignoredName(name, found)
+                guard let found = existing[name], !found.active, !ignoredName(name, found) else { return false }
+                if found.invalidated, wanted[name] != nil { return true }
+                // A member that may keep no copy drops its own even when `slots` names them.
+                return wanted[name] == nil && (!named.contains(name) || !keepsCopies)
             }
             .sorted()
         }

@@ -162,6 +162,11 @@ extension DynamicConfig {
     /// (`slotProblems` names it, and `PATCH /config` and the agent's file refuse it).
     public var permanentSlots: [PermanentSlot] { PermanentSlot.parse(permanentSlotsValue).slots }
 
+    /// Every name `slots` holds, whether its entry is usable or not (at most the entry cap).
+    public var permanentSlotNames: Set<String> {
+        Set((permanentSlotsValue?.objectValue?.keys).map { Array($0.sorted().prefix(maximumSlotEntries)) } ?? [])
+    }
+
     /// `ignore_slots`: the matchers that parse (as `permanentSlots`).
     public var ignoreSlots: [SlotMatcher] { SlotMatcher.parse(document["ignore_slots"]).matchers }
 

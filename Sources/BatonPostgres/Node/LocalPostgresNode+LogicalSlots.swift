@@ -13,7 +13,7 @@ extension LocalPostgresNode {
         let result = try await execute(
             """
             SELECT slot_name, database, plugin, active, confirmed_flush_lsn::text AS confirmed,
-                   catalog_xmin::text AS catalog_xmin
+                   catalog_xmin::text AS catalog_xmin, wal_status = 'lost' AS lost
             FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical'
             """)
         var slots: [String: LogicalSlot] = [:]
@@ -23,7 +23,8 @@ extension LocalPostgresNode {
                 database: try row.string("database") ?? "", plugin: try row.string("plugin") ?? "",
                 active: try row.bool("active") ?? true,
                 confirmedFlush: try row.string("confirmed").flatMap(LSN.init(text:)),
-                catalogXmin: try row.string("catalog_xmin").flatMap(TransactionID.init(text:)))
+                catalogXmin: try row.string("catalog_xmin").flatMap(TransactionID.init(text:)),
+                invalidated: try row.bool("lost") ?? false)
         }
         return slots
     }
@@ -94,29 +95,36 @@ extension LocalPostgresNode {
     /// was replayed). Only inactive slots still behind their position; failures are logged.
     /// Returns the slots that cannot be advanced at all: the WAL they start from is gone here
     /// (SQLSTATE 58P01) or the slot was invalidated (55000).
+    ///
+    /// Each call moves a slot at most `logicalAdvanceStep` bytes, within a short statement
+    /// timeout: decoding a long stretch of WAL must not hold the HA loop (a replica that does not
+    /// cycle takes no part in a failover); the next cycle goes on from there.
     @discardableResult
     public func advanceLogicalSlots(_ advances: [String: LogicalSlotAdvance]) async -> [String] {
         var unusable: [String] = []
         let byDatabase = Dictionary(grouping: advances.sorted { $0.key < $1.key }, by: { $0.value.database })
         for (database, slots) in byDatabase.sorted(by: { $0.key < $1.key }) {
             do {
-                try await inDatabase(database, statementTimeout: configuration.cloneTimeout) { connection in
+                try await inDatabase(database, statementTimeout: .seconds(10)) { connection in
                     for (name, advance) in slots {
                         do {
                             let moved = try await connection.query(
                                 """
-                                SELECT pg_catalog.pg_replication_slot_advance(slot_name, $2::pg_lsn)
+                                SELECT pg_catalog.pg_replication_slot_advance(slot_name,
+                                         LEAST($2::pg_lsn, confirmed_flush_lsn + $3::numeric))
                                 FROM pg_catalog.pg_replication_slots
                                 WHERE slot_name = $1 AND slot_type = 'logical' AND NOT active
                                   AND confirmed_flush_lsn < $2::pg_lsn
-                                """, [name, advance.lsn.description])
+                                """, [name, advance.lsn.description, String(Self.logicalAdvanceStep)])
                             if !moved.rows.isEmpty {
                                 logger.debug(
                                     "logical replication slot advanced",
                                     metadata: ["pg.slot": "\(name)", "pg.lsn": "\(advance.lsn)"])
                             }
                         } catch {
-                            if let state = (error as? PostgresError)?.sqlState, state == "58P01" || state == "55000" {
+                            if let state = (error as? PostgresError)?.sqlState,
+                                ["58P01", "55000", "0A000"].contains(state)
+                            {
                                 unusable.append(name)
                             }
                             logger.warning(
@@ -134,11 +142,15 @@ extension LocalPostgresNode {
         return unusable
     }
 
+    /// The most one call of `advanceLogicalSlots` moves a slot (256 MiB of WAL to decode).
+    static let logicalAdvanceStep: UInt64 = 256 << 20
+
     /// The oldest WAL position this server still has in pg_wal (the start of its oldest segment).
     func oldestLocalWAL() async throws -> LSN? {
         let result = try await execute(
             """
-            SELECT min(name) AS segment, pg_catalog.current_setting('wal_segment_size') AS size
+            SELECT '00000001' || min(substr(name, 9)) AS segment,
+                   pg_catalog.current_setting('wal_segment_size') AS size
             FROM pg_catalog.pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'
             """)
         guard let row = result.rows.first, let segment = try row.string("segment"),
@@ -151,7 +163,9 @@ extension LocalPostgresNode {
     static func bytes(setting: String) -> UInt64? {
         let units: [(String, UInt64)] = [("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10), ("B", 1)]
         for (unit, factor) in units where setting.hasSuffix(unit) {
-            return UInt64(setting.dropLast(unit.count)).map { $0 * factor }
+            guard let number = UInt64(setting.dropLast(unit.count)) else { return nil }
+            let (bytes, overflow) = number.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : bytes
         }
         return UInt64(setting)
     }
@@ -159,12 +173,17 @@ extension LocalPostgresNode {
     /// Where WAL segment file `name` (timeline, log, segment: 8 hex digits each) starts.
     static func segmentStart(_ name: String, segmentSize: UInt64) -> LSN? {
         let characters = Array(name)
-        guard characters.count == 24, segmentSize > 0, segmentSize <= 1 << 32,
+        // A file planted in pg_wal must not make this trap: every step is checked.
+        guard characters.count == 24, segmentSize > 0, segmentSize <= 1 << 32, segmentSize.nonzeroBitCount == 1,
             let log = UInt64(String(characters[8..<16]), radix: 16),
             let segment = UInt64(String(characters[16..<24]), radix: 16)
         else { return nil }
         let perLog = (UInt64(1) << 32) / segmentSize
-        return LSN((log * perLog + segment) * segmentSize)
+        guard segment < perLog else { return nil }
+        let (base, overflow) = log.multipliedReportingOverflow(by: perLog)
+        guard !overflow else { return nil }
+        let (start, overflowAgain) = (base + segment).multipliedReportingOverflow(by: segmentSize)
+        return overflowAgain ? nil : LSN(start)
     }
 
     /// The `catalog_xmin` of the named slots on `source` (the leader); a slot there without one
@@ -191,19 +210,25 @@ extension LocalPostgresNode {
     }
 
     /// Copies logical slots from `source` (the leader) into this replica's data directory: each
-    /// slot's state file, read there with `pg_read_binary_file`, checked (kind, database, plugin
-    /// as configured; PostgreSQL's magic number and CRC-32C), then written while postgres is
-    /// stopped; postgres starts again following its upstream. A slot that does not check out is
-    /// skipped and logged. Returns the slots copied; nothing is stopped when none checks out.
+    /// slot's state file, read there with `pg_read_binary_file`, checked (same system identifier
+    /// as this server; kind, database and plugin as configured; PostgreSQL's layout, magic number
+    /// and CRC-32C; a persistent slot starting from WAL this replica has), then written while
+    /// postgres is stopped; postgres starts again following its upstream. A slot that does not
+    /// check out, or whose directory is already there, is skipped and logged before anything is
+    /// stopped. Returns the slots copied; nothing is stopped when none checks out.
     public func copyLogicalSlots(_ slots: [PermanentSlot], from source: ReplicationSource) async throws -> [String] {
-        let wanted = Dictionary(uniqueKeysWithValues: slots.map { ($0.name, $0) })
+        let wanted = Dictionary(slots.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         // A copy is usable only if this server still has the WAL it starts from.
         let oldest = try await oldestLocalWAL()
+        let localSystem = try await execute(
+            "SELECT system_identifier::text AS id FROM pg_catalog.pg_control_system()"
+        ).single().string("id")
         let states: [String: [UInt8]] = try await onSource(source) { connection in
             let result = try await connection.query(
                 """
-                SELECT s.slot_name, s.slot_type, d.datname AS database, s.plugin, s.restart_lsn::text AS restart,
+                SELECT s.slot_name, s.slot_type, d.datname AS database, s.plugin,
                        pg_catalog.pg_is_in_recovery() AS recovery,
+                       (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS system_id,
                        pg_catalog.encode(pg_catalog.pg_read_binary_file('pg_replslot/' || s.slot_name || '/state'), 'hex')
                          AS state
                 FROM pg_catalog.pg_replication_slots s JOIN pg_catalog.pg_database d ON d.oid = s.datoid
@@ -213,6 +238,14 @@ extension LocalPostgresNode {
             for row in result.rows {
                 guard try row.bool("recovery") == false else {
                     throw PostgresError(.unexpectedResult, "\(source.member) is in recovery: not the primary")
+                }
+                // Another cluster's server (a leader key naming a stale or foreign address):
+                // nothing of it is copied here.
+                guard let theirs = try row.string("system_id"), theirs == localSystem else {
+                    throw PostgresError(
+                        .unexpectedResult,
+                        "\(source.member) at \(source.host):\(source.port) has another system identifier than this server"
+                    )
                 }
                 guard let name = try row.string("slot_name"), let slot = wanted[name],
                     case .logical(let database, let plugin) = slot.kind
@@ -227,37 +260,51 @@ extension LocalPostgresNode {
                         ])
                     continue
                 }
-                let restart = try row.string("restart").flatMap(LSN.init(text:))
-                guard let restart, let oldest, restart >= oldest else {
+                let bytes = try row.string("state").flatMap(Self.bytes(hex:))
+                guard let bytes, SlotStateFile.problem(bytes, name: name, plugin: plugin) == nil,
+                    let restart = SlotStateFile.restartLSN(bytes)
+                else {
+                    logger.warning(
+                        "logical slot not copied: its state file on the leader does not check out",
+                        metadata: [
+                            "pg.slot": "\(name)",
+                            "pg.problem":
+                                "\(bytes.map { SlotStateFile.problem($0, name: name, plugin: plugin) ?? "no restart_lsn" } ?? "unreadable")",
+                        ])
+                    continue
+                }
+                guard let oldest, restart >= oldest else {
                     logger.debug(
                         "logical slot not copied yet: it starts from WAL this replica lacks; copied once its consumer moves it",
                         metadata: [
-                            "pg.slot": "\(name)", "pg.restart_lsn": "\(restart.map { "\($0)" } ?? "-")",
+                            "pg.slot": "\(name)", "pg.restart_lsn": "\(restart)",
                             "pg.oldest_wal": "\(oldest.map { "\($0)" } ?? "unknown")",
                         ])
                     continue
                 }
-                let bytes = try row.string("state").flatMap(Self.bytes(hex:))
-                if let problem = bytes.map({ SlotStateFile.problem($0, name: name) }) ?? "unreadable" {
-                    logger.warning(
-                        "logical slot not copied: its state file on the leader does not check out",
-                        metadata: ["pg.slot": "\(name)", "pg.problem": "\(problem)"])
-                    continue
-                }
-                guard let bytes else { continue }
                 states[name] = bytes
             }
             return states
         }
-        guard !states.isEmpty else { return [] }
+        // Checked before postgres is stopped: a slot that could not be written is not worth a restart.
+        let writable = states.filter { name, _ in
+            let clear = slotDirectoryIsFree(name)
+            if !clear {
+                logger.warning(
+                    "logical slot not copied: pg_replslot/\(name) or pg_replslot/\(name).tmp is already there",
+                    metadata: ["pg.slot": "\(name)"])
+            }
+            return clear
+        }
+        guard !writable.isEmpty else { return [] }
         let upstream = state.withLock { $0.upstream }
         logger.info(
             "restarting postgres to load logical slots copied from the leader",
-            metadata: ["pg.slots": "\(states.keys.sorted().joined(separator: ","))", "pg.leader": "\(source.member)"])
+            metadata: ["pg.slots": "\(writable.keys.sorted().joined(separator: ","))", "pg.leader": "\(source.member)"])
         try await stop(mode: .fast, timeout: configuration.startTimeout)
         var copied: [String] = []
         var failure: (any Error)?
-        for (name, bytes) in states.sorted(by: { $0.key < $1.key }) {
+        for (name, bytes) in writable.sorted(by: { $0.key < $1.key }) {
             do {
                 try installSlotState(name: name, bytes: bytes)
                 copied.append(name)
@@ -272,52 +319,62 @@ extension LocalPostgresNode {
         return copied
     }
 
-    /// Writes `pg_replslot/<name>/state` as PostgreSQL does: a `<name>.tmp` directory (which
-    /// PostgreSQL removes at start if left behind), the file, then a rename. A `<name>`
-    /// directory already there is not touched: the slot is skipped.
-    private func installSlotState(name: String, bytes: [UInt8]) throws {
-        let slots = dataDirectory + "/pg_replslot"
-        let final = slots + "/" + name
-        let temporary = final + ".tmp"
+    /// Neither `pg_replslot/<name>` nor `<name>.tmp` exists (a link counts as existing).
+    private func slotDirectoryIsFree(_ name: String) -> Bool {
         var info = stat()
-        if lstat(final, &info) == 0 {
-            throw PostgresError(.io, "\(final) already exists: not replaced")
-        }
-        if lstat(temporary, &info) == 0 {
-            guard (info.st_mode & S_IFMT) == S_IFDIR else {
-                throw PostgresError(.io, "\(temporary) is not a directory: not replaced")
-            }
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? [] {
-                unlink(temporary + "/" + entry)
-            }
-            guard rmdir(temporary) == 0 else {
-                throw PostgresError(
-                    .io, "could not remove \(temporary)", cause: SystemCallError(call: "rmdir", errno: errno))
-            }
-        }
-        guard mkdir(temporary, 0o700) == 0 else {
-            throw PostgresError(
-                .io, "could not create \(temporary)", cause: SystemCallError(call: "mkdir", errno: errno))
-        }
-        try Posix.setOwner(temporary, user: osUser, mode: 0o700)
-        try Posix.writeFile(temporary + "/state", bytes: bytes, user: osUser, mode: 0o600)
-        try Self.fsyncDirectory(temporary)
-        guard rename(temporary, final) == 0 else {
-            throw PostgresError(
-                .io, "could not rename \(temporary) to \(final)", cause: SystemCallError(call: "rename", errno: errno))
-        }
-        try Self.fsyncDirectory(slots)
+        let base = dataDirectory + "/pg_replslot/" + name
+        return lstat(base, &info) != 0 && errno == ENOENT && lstat(base + ".tmp", &info) != 0 && errno == ENOENT
     }
 
-    private static func fsyncDirectory(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw PostgresError(.io, "could not open \(path)", cause: SystemCallError(call: "open", errno: errno))
+    /// Writes `pg_replslot/<name>/state` as PostgreSQL does: a `<name>.tmp` directory, the file,
+    /// a rename. The agent runs as root in a directory the postgres user owns: every step goes
+    /// through descriptors (`mkdirat`, `openat` with `O_NOFOLLOW`, `fchown`, `renameat`) so that
+    /// nothing planted there (a link, a directory swapped in) makes root follow it; nothing
+    /// already there is removed (PostgreSQL removes `*.tmp` slot directories at start).
+    private func installSlotState(name: String, bytes: [UInt8]) throws {
+        let slotsPath = dataDirectory + "/pg_replslot"
+        func failure(_ call: String, _ what: String) -> PostgresError {
+            PostgresError(.io, "could not \(what)", cause: SystemCallError(call: call, errno: errno))
         }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else {
-            throw PostgresError(.io, "could not fsync \(path)", cause: SystemCallError(call: "fsync", errno: errno))
+        let slots = open(slotsPath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard slots >= 0 else { throw failure("open", "open \(slotsPath)") }
+        defer { close(slots) }
+        let temporary = name + ".tmp"
+        guard mkdirat(slots, temporary, 0o700) == 0 else {
+            throw failure("mkdirat", "create \(slotsPath)/\(temporary)")
         }
+        let directory = openat(slots, temporary, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard directory >= 0 else { throw failure("openat", "open \(slotsPath)/\(temporary)") }
+        defer { close(directory) }
+        // The directory this agent just made, not one swapped in meanwhile.
+        var info = stat()
+        guard fstat(directory, &info) == 0, info.st_uid == geteuid() else {
+            throw PostgresError(.io, "\(slotsPath)/\(temporary) changed under the agent: not written")
+        }
+        if geteuid() == 0, fchown(directory, osUser.uid, osUser.gid) != 0 {
+            throw failure("fchown", "chown \(slotsPath)/\(temporary)")
+        }
+        guard fchmod(directory, 0o700) == 0 else { throw failure("fchmod", "chmod \(slotsPath)/\(temporary)") }
+        let file = openat(directory, "state", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard file >= 0 else { throw failure("openat", "create \(slotsPath)/\(temporary)/state") }
+        var problem: PostgresError?
+        var offset = 0
+        while offset < bytes.count, problem == nil {
+            let written = bytes[offset...].withUnsafeBytes { write(file, $0.baseAddress, $0.count) }
+            if written < 0, errno != EINTR { problem = failure("write", "write \(slotsPath)/\(temporary)/state") }
+            if written > 0 { offset += written }
+        }
+        if problem == nil, geteuid() == 0, fchown(file, osUser.uid, osUser.gid) != 0 {
+            problem = failure("fchown", "chown \(slotsPath)/\(temporary)/state")
+        }
+        if problem == nil, fsync(file) != 0 { problem = failure("fsync", "fsync \(slotsPath)/\(temporary)/state") }
+        close(file)
+        if let problem { throw problem }
+        guard fsync(directory) == 0 else { throw failure("fsync", "fsync \(slotsPath)/\(temporary)") }
+        guard renameat(slots, temporary, slots, name) == 0 else {
+            throw failure("renameat", "rename \(slotsPath)/\(temporary) to \(name)")
+        }
+        guard fsync(slots) == 0 else { throw failure("fsync", "fsync \(slotsPath)") }
     }
 
     /// A short superuser session on the local server in `database`.
@@ -399,20 +456,41 @@ extension LocalPostgresNode {
 public enum SlotStateFile {
     static let magic: UInt32 = 0x0105_1CA1
     static let maximumSize = 64 * 1024
+    /// PostgreSQL 15's `SLOT_VERSION` and `ReplicationSlotPersistentData` layout: the name at
+    /// 16, the persistency at 84 (0: persistent), `restart_lsn` at 96, the plugin at 129.
+    static let version: UInt32 = 2
+    static let persistencyOffset = 84
+    static let restartOffset = 96
+    static let pluginOffset = 129
 
-    /// What is wrong with `bytes` as the state file of slot `name`; nil when it checks out.
-    public static func problem(_ bytes: [UInt8], name: String) -> String? {
-        guard bytes.count >= 16 + 64, bytes.count <= maximumSize else { return "size \(bytes.count)" }
-        func word(_ offset: Int) -> UInt32 {
-            UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
-                | UInt32(bytes[offset + 3]) << 24
-        }
-        guard word(0) == magic else { return "magic number" }
-        guard word(4) == CRC32C.checksum(bytes[8...]) else { return "checksum" }
-        // The slot's name (NameData, 64 bytes, NUL-padded) opens its data after the 16-byte header.
-        let stored = bytes[16..<(16 + 64)].prefix { $0 != 0 }
-        guard Array(stored) == Array(name.utf8) else { return "slot name" }
+    static func word(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+        UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
+            | UInt32(bytes[offset + 3]) << 24
+    }
+
+    static func name(_ bytes: [UInt8], at offset: Int) -> [UInt8] {
+        Array(bytes[offset..<(offset + 64)].prefix { $0 != 0 })
+    }
+
+    /// What is wrong with `bytes` as the state file of logical slot `name` decoded by `plugin`;
+    /// nil when it checks out.
+    public static func problem(_ bytes: [UInt8], name: String, plugin: String) -> String? {
+        guard bytes.count >= pluginOffset + 64, bytes.count <= maximumSize else { return "size \(bytes.count)" }
+        guard word(bytes, 0) == magic else { return "magic number" }
+        guard word(bytes, 4) == CRC32C.checksum(bytes[8...]) else { return "checksum" }
+        guard word(bytes, 8) == version else { return "version \(word(bytes, 8)) (PostgreSQL 15 writes \(version))" }
+        guard Int(word(bytes, 12)) == bytes.count - 16 else { return "length" }
+        guard Self.name(bytes, at: 16) == Array(name.utf8) else { return "slot name" }
+        guard word(bytes, persistencyOffset) == 0 else { return "not a persistent slot" }
+        guard Self.name(bytes, at: pluginOffset) == Array(plugin.utf8) else { return "plugin" }
         return nil
+    }
+
+    /// The slot's `restart_lsn` as the file holds it; nil when it has none (never reserved WAL).
+    public static func restartLSN(_ bytes: [UInt8]) -> LSN? {
+        guard bytes.count >= restartOffset + 8 else { return nil }
+        let value = UInt64(word(bytes, restartOffset)) | UInt64(word(bytes, restartOffset + 4)) << 32
+        return value == 0 ? nil : LSN(value)
     }
 }
 
