@@ -630,7 +630,7 @@ extension HALoop {
         defer { activity = nil }
         let node = self.node
         try await whileRenewing(limit: configuration.startTimeout + .seconds(600)) {
-            try await node.rewind(from: remote)
+            try await node.rejoinOtherCluster(remote)
         }
         following = remote.member
         lastRunningRole = .replica

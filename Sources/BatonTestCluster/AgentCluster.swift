@@ -29,6 +29,9 @@ public struct ClusterOptions: Sendable {
     /// Extra `bootstrap.dcs` lines (`member_slots_ttl: 5`) and `postgresql.parameters` entries
     /// of the DCS (`archive_mode: 'on'`).
     public var dcsExtra: [String] = []
+    /// Members are named `<namePrefix>1`, `<namePrefix>2`, … (two clusters side by side, a
+    /// standby cluster and its primary cluster, keep their names apart).
+    public var namePrefix = "node"
     public var dcsParameters: [String] = []
     /// Extra YAML lines for every node's `restapi:` section (each indented by two spaces).
     public var restapiExtra: [String] = []
@@ -137,7 +140,7 @@ public final class AgentCluster: @unchecked Sendable {
                 binDirectory = try slowInitdbBinDirectory(root.appendingPathComponent("bin").path, delay: delay)
             }
             for index in 1...options.nodes {
-                let name = "node\(index)"
+                let name = "\(options.namePrefix)\(index)"
                 let directory = root.appendingPathComponent(name).path
                 try makePostgresDirectory(directory)
                 let node = AgentNode(

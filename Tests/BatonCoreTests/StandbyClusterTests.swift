@@ -130,4 +130,16 @@ private typealias F = Fixture
             F.observe("a", cluster: cluster, postgres: F.replica(), following: Self.remote.member))
         #expect(decision.actions.contains(.promote))
     }
+
+    /// A standby cluster's leader whose postgres is down (a demotion that stopped half-way, a
+    /// crash) starts it as a standby of the other cluster: never as a primary.
+    @Test func aStoppedStandbyLeaderStartsAsAStandbyNeverAsAPrimary() {
+        let cluster = F.cluster(members: [F.member("a", role: .standbyLeader, state: .stopped), F.member("b")])
+        for postgres in [F.stopped, F.crashed] {
+            let decision = HADecider.decide(
+                F.observe(
+                    "a", cluster: cluster, postgres: postgres, config: Self.standbyConfig, lastRunningRole: .primary))
+            #expect(decision.actions == [.renewLease, .startPostgres(following: Self.remote, asPrimary: false)])
+        }
+    }
 }

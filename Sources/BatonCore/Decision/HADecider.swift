@@ -117,6 +117,20 @@ public enum HADecider {
                     return Decision(
                         [.renewLease, .reattachLeader], .reattachingLock, memory: memory, recheckImmediately: true)
                 }
+                // A standby cluster's leader starts as a standby of the other cluster, never as a
+                // primary (a demotion to a standby cluster that stopped half-way included).
+                if let standby = o.config.standbyCluster {
+                    guard let remote = standby.source else {
+                        return Decision([.renewLease], .standbyClusterWithoutSource, memory: memory)
+                    }
+                    if let wait = backingOff {
+                        return Decision(
+                            [.renewLease], .startBackingOff(failures: o.failedStarts, retryIn: wait), memory: memory)
+                    }
+                    return Decision(
+                        [.renewLease, .startPostgres(following: remote, asPrimary: false)],
+                        .standbyLeader(following: remote.member), memory: memory, recheckImmediately: true)
+                }
                 let started = memory.crashRecoveryStartedAt ?? o.now
                 memory.crashRecoveryStartedAt = started
                 let elapsed = o.now - started

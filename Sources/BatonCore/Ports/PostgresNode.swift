@@ -28,6 +28,10 @@ public protocol PostgresNode: Sendable {
     func follow(_ source: ReplicationSource) async throws
     /// Rejoins an old primary after a promotion elsewhere: pg_rewind if needed and possible.
     func rewind(from source: ReplicationSource) async throws
+    /// `demote-cluster`: a stopped primary follows another cluster's server — through pg_rewind
+    /// when that one is a primary; as it is when it is still a standby (the planned order: this
+    /// cluster demoted first, so the other has not forked this history yet).
+    func rejoinOtherCluster(_ source: ReplicationSource) async throws
     /// Applies `synchronous_standby_names` on a primary. Returns the WAL position from which every
     /// commit waits for the new setting (read once PostgreSQL has taken it in), or nil when that
     /// could not be confirmed.

@@ -333,6 +333,18 @@ extension LocalPostgresNode {
             ])
     }
 
+    public func rejoinOtherCluster(_ source: ReplicationSource) async throws {
+        do {
+            try await rewind(from: source)
+        } catch let error as PostgresError where error.code == .rewindSourceNotReady {
+            logger.info(
+                "\(source.member) is not a primary (yet): following it without pg_rewind",
+                metadata: ["pg.upstream": "\(source.host):\(source.port)"])
+            try writeConfiguration(following: source, standby: true)
+            try await start(following: source)
+        }
+    }
+
     /// A freshly promoted primary keeps its old timeline in pg_control until its first checkpoint,
     /// and pg_rewind reads the source's timeline from there: without this checkpoint it reports
     /// "no rewind required" for a target that did diverge, and the standby then cannot follow

@@ -316,6 +316,10 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         lock.withLock { state.slotAdvances += advances.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
     }
 
+    public func rejoinOtherCluster(_ source: ReplicationSource) async throws {
+        try await rewind(from: source)
+    }
+
     private func checkSlotFailure() throws {
         if let failure = lock.withLock({ state.slotFailure }) { throw SimulationError(failure) }
     }
