@@ -72,6 +72,14 @@ public final class Agent: Sendable {
             useReplicationSlots: pg.useReplicationSlots ?? configuration.dynamicConfig.useSlots ?? true,
             dataChecksums: pg.dataChecksums, passfile: pg.pgpass)
         pgConfiguration.initdbOptions = pg.initdbOptions
+        pgConfiguration.scope = configuration.scope
+        pgConfiguration.replicaMethods = pg.replicaMethods.map { method in
+            method.name == "basebackup"
+                ? .basebackup(options: method.options)
+                : .command(
+                    name: method.name, argv: method.argv, parameters: method.options, keepData: method.keepData,
+                    noParams: method.noParams)
+        }
         pgConfiguration.streams = !configuration.tags.noStream
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node

@@ -32,6 +32,11 @@ public struct ClusterOptions: Sendable {
     /// Members are named `<namePrefix>1`, `<namePrefix>2`, … (two clusters side by side, a
     /// standby cluster and its primary cluster, keep their names apart).
     public var namePrefix = "node"
+    /// When set, only the first this many members start with the cluster (the test starts the
+    /// others with `startAgent`, e.g. once the first one leads).
+    public var startedNodes: Int?
+    /// Extra lines under `postgresql:` for the member of that index (1-based).
+    public var postgresqlExtra: [Int: [String]] = [:]
     public var dcsParameters: [String] = []
     /// Extra YAML lines for every node's `restapi:` section (each indented by two spaces).
     public var restapiExtra: [String] = []
@@ -161,7 +166,7 @@ public final class AgentCluster: @unchecked Sendable {
         }
         let cluster = AgentCluster(root: root, options: options, nodes: nodes, endpoints: endpoints)
         do {
-            for node in nodes { try cluster.startAgent(node.name) }
+            for node in nodes.prefix(options.startedNodes ?? nodes.count) { try cluster.startAgent(node.name) }
         } catch {
             cluster.stop()
             throw error
@@ -201,7 +206,7 @@ public final class AgentCluster: @unchecked Sendable {
                 superuser: {username: postgres}
                 replication: {username: replicator}
               parameters: {shared_buffers: "16MB", fsync: "off", max_wal_size: "64MB"}
-            bootstrap:
+            \((options.postgresqlExtra[node.index] ?? []).map { "  " + $0 + "\n" }.joined())bootstrap:
               dcs:
                 ttl: \(options.ttl)
                 loop_wait: \(options.loopWait)

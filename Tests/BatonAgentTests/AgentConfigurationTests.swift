@@ -288,7 +288,7 @@ import Testing
             message: "kubernetes: refused: Baton keeps the cluster's state in etcd", line: nil),
         Bad(
             yaml: minimal + "\n  create_replica_methods: [wal_g]",
-            message: "postgresql.create_replica_methods: refused: replicas are cloned with pg_basebackup", line: nil),
+            message: "postgresql.wal_g: is missing: create_replica_methods names 'wal_g'", line: nil),
         Bad(
             yaml: minimal.replacingOccurrences(of: "hosts: [", with: "srv: x\n  hosts: ["),
             message: "etcd3.srv: refused: DNS SRV discovery is not supported", line: nil),

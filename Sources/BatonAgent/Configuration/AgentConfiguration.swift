@@ -102,6 +102,22 @@ public struct AgentConfiguration: Sendable {
         public var pgpass: String?
         /// `bootstrap.initdb` as initdb arguments (`--encoding=UTF8`, `--data-checksums`).
         public var initdbOptions: [String] = []
+        /// `create_replica_methods` with each method's section (`basebackup` and its options
+        /// when none is given).
+        public var replicaMethods: [ReplicaMethodSetting] = [ReplicaMethodSetting(name: "basebackup")]
+    }
+
+    /// One of `create_replica_methods`: `basebackup` (pg_basebackup, `options` its extra
+    /// arguments) or a command (`argv`, then `options` as `--name=value`).
+    public struct ReplicaMethodSetting: Hashable, Sendable {
+        public var name: String
+        public var argv: [String] = []
+        public var options: [String] = []
+        public var keepData = false
+        public var noParams = false
+        public var noLeader = false
+
+        public init(name: String) { self.name = name }
     }
 
     public struct Watchdog: Sendable {
@@ -361,13 +377,16 @@ public struct AgentConfiguration: Sendable {
 
         // PostgreSQL
         let pg = try root.section("postgresql")
-        try pg.rejectUnknownKeys([
-            "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
-            "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
-            "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
-            "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
-            "remove_data_directory_on_diverged_timelines", "proxy_address",
-        ])
+        // Each replica method named in create_replica_methods may have its own section.
+        let methodNames = try pg.stringList("create_replica_methods") ?? []
+        try pg.rejectUnknownKeys(
+            Set([
+                "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
+                "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
+                "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
+                "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
+                "remove_data_directory_on_diverged_timelines", "proxy_address", "create_replica_methods", "basebackup",
+            ]).union(methodNames.filter { Self.isMethodName($0) }))
         // Patroni keys whose value Baton accepts when it is what Baton does anyway.
         for key in ["use_unix_socket", "use_unix_socket_repl", "remove_data_directory_on_diverged_timelines"]
         where try pg.bool(key) == true {
@@ -475,6 +494,7 @@ public struct AgentConfiguration: Sendable {
             postgres.proxyAddress = proxy
         }
         postgres.accessRules = accessRules
+        postgres.replicaMethods = try Self.replicaMethods(pg, names: methodNames)
         if let pgpass = try pg.string("pgpass") {
             guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/"), !pgpass.split(separator: "/").contains("..") else {
                 throw pg.error("pgpass", "expected the absolute path of a file, got '\(pgpass)'")
@@ -692,6 +712,117 @@ public struct AgentConfiguration: Sendable {
 
     /// `bootstrap.initdb` as Patroni writes it: a list of switches (`data-checksums`) and
     /// one-key mappings (`encoding: UTF8`), or one mapping; as initdb arguments.
+    static func isMethodName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 63
+            && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_" || $0 == "-") }
+    }
+
+    /// pg_basebackup options Baton sets itself (Patroni's list): not taken from `basebackup`.
+    static let managedBasebackupOptions: Set = [
+        "pgdata", "format", "wal-method", "xlog-method", "gzip", "version", "dbname", "host", "port", "username",
+        "password", "no-password", "progress", "D", "F", "X", "h", "p", "U", "d", "w", "W",
+    ]
+
+    /// `create_replica_methods` and each method's section, as Patroni reads them.
+    static func replicaMethods(_ pg: ConfigReader, names: [String]) throws -> [ReplicaMethodSetting] {
+        let names = names.isEmpty ? ["basebackup"] : names
+        var seen: Set<String> = []
+        var methods: [ReplicaMethodSetting] = []
+        for name in names {
+            guard isMethodName(name) else {
+                throw pg.error(
+                    "create_replica_methods", "'\(name)' is not a method name (lower-case letters, digits, _ and -)")
+            }
+            guard seen.insert(name).inserted else {
+                throw pg.error("create_replica_methods", "'\(name)' is listed twice")
+            }
+            var method = ReplicaMethodSetting(name: name)
+            if name == "basebackup" {
+                method.options = try basebackupOptions(pg)
+                methods.append(method)
+                continue
+            }
+            let section = try pg.section(name)
+            guard section.node != nil else {
+                throw pg.error(
+                    name,
+                    "is missing: create_replica_methods names '\(name)'; give postgresql.\(name).command (and keep_data, no_params, no_leader as needed)"
+                )
+            }
+            let command = try section.requiredString("command")
+            guard let argv = ShellWords.split(command), let program = argv.first else {
+                throw section.error("command", "cannot be read as a command line (an unclosed quote?): \(command)")
+            }
+            guard let resolved = ShellWords.resolve(program) else {
+                throw section.error("command", "'\(program)' is not an executable file (nor found in PATH)")
+            }
+            method.argv = [resolved] + argv.dropFirst()
+            method.keepData = try section.bool("keep_data") ?? false
+            method.noParams = try section.bool("no_params") ?? false
+            method.noLeader = try section.bool("no_leader") ?? false
+            for (key, value) in section.node?.mapping ?? [:] {
+                guard let option = key.string, !["command", "keep_data", "no_params", "no_leader"].contains(option)
+                else { continue }
+                guard isMethodName(option.replacingOccurrences(of: ".", with: "_")), let text = value.string,
+                    value.scalar != nil, !text.contains("\n")
+                else {
+                    throw section.error(option, "expected a single value on one line for --\(option)")
+                }
+                method.options.append("--\(option)=\(text)")
+            }
+            methods.append(method)
+        }
+        return methods
+    }
+
+    /// `postgresql.basebackup`: a mapping (`max-rate: 100M`) or a list of switches and mappings
+    /// (`[verbose, {max-rate: 100M}]`), as Patroni takes it.
+    static func basebackupOptions(_ pg: ConfigReader) throws -> [String] {
+        guard let node = pg.value("basebackup") else { return [] }
+        var options: [String] = []
+        func option(_ name: String, _ value: String?, line: Int?) throws {
+            let bare = name.hasPrefix("--") ? String(name.dropFirst(2)) : name
+            func fail(_ message: String) -> ConfigurationError {
+                ConfigurationError(path: "postgresql.basebackup", line: line, message: message, file: pg.file)
+            }
+            guard !bare.isEmpty, bare.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") })
+            else { throw fail("'\(name)' is not a pg_basebackup option name") }
+            guard !managedBasebackupOptions.contains(bare) else {
+                throw fail("'\(bare)' is set by Baton (data directory, format, WAL method, connection); leave it out")
+            }
+            if let value {
+                guard !value.contains("\n") else { throw fail("the value of '\(bare)' must be on one line") }
+                options.append("--\(bare)=\(value)")
+            } else {
+                options.append("--\(bare)")
+            }
+        }
+        func add(_ mapping: Node.Mapping) throws {
+            for (key, value) in mapping {
+                guard let name = key.string, value.scalar != nil, let text = value.string else {
+                    throw pg.error("basebackup", "expected option: value with a single value, e.g. max-rate: 100M")
+                }
+                try option(name, text, line: key.line)
+            }
+        }
+        if let mapping = node.mapping {
+            try add(mapping)
+        } else if let sequence = node.sequence {
+            for item in sequence {
+                if let mapping = item.mapping {
+                    try add(mapping)
+                } else if item.scalar != nil, let name = item.string {
+                    try option(name, nil, line: item.line)
+                } else {
+                    throw pg.error("basebackup", "expected a switch (verbose) or option: value (max-rate: 100M)")
+                }
+            }
+        } else {
+            throw pg.error("basebackup", "expected a mapping or a list, e.g. [verbose, {max-rate: 100M}]")
+        }
+        return options
+    }
+
     static func initdbOptions(_ bootstrap: ConfigReader) throws -> [String] {
         guard let node = bootstrap.value("initdb") else { return [] }
         var pairs: [(name: String, value: String?, line: Int?)] = []

@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Yams
 
 /// A configuration problem with where it is and how to fix it.
@@ -316,9 +317,6 @@ enum PatroniKeys {
         "postgresql.use_unix_socket":
             "the agent connects over TCP to its listen address (admit it in pg_hba); not supported yet",
         "postgresql.use_unix_socket_repl": "replication connects over TCP; not supported yet",
-        "postgresql.create_replica_methods":
-            "replicas are cloned with pg_basebackup; other methods are issue 'Patroni drop-in, part 2'",
-        "postgresql.basebackup": "pg_basebackup's options are Baton's; issue 'Patroni drop-in, part 2'",
         "postgresql.recovery_conf": "restore_command for replicas is issue 'Patroni drop-in, part 2'",
         "postgresql.pg_ctl_timeout": "Baton supervises postgres directly; use stop_timeout",
         "postgresql.remove_data_directory_on_diverged_timelines":
@@ -346,4 +344,73 @@ enum PatroniKeys {
         }
         return refused
     }()
+}
+
+/// A command line split as a POSIX shell splits words (Patroni's `shlex.split`): blanks
+/// separate, single quotes keep everything, double quotes keep all but `\\` escapes, a backslash
+/// outside quotes escapes the next character. No expansion of any kind.
+enum ShellWords {
+    static func split(_ line: String) -> [String]? {
+        var words: [String] = []
+        var current = ""
+        var inWord = false
+        var iterator = Array(line).makeIterator()
+        while let character = iterator.next() {
+            switch character {
+            case " ", "\t", "\n":
+                if inWord { words.append(current) }
+                current = ""
+                inWord = false
+            case "'":
+                inWord = true
+                var closed = false
+                while let next = iterator.next() {
+                    if next == "'" {
+                        closed = true
+                        break
+                    }
+                    current.append(next)
+                }
+                if !closed { return nil }
+            case "\"":
+                inWord = true
+                var closed = false
+                while let next = iterator.next() {
+                    if next == "\"" {
+                        closed = true
+                        break
+                    }
+                    if next == "\\" {
+                        guard let escaped = iterator.next() else { return nil }
+                        if !["\"", "\\", "$", "`"].contains(escaped) { current.append("\\") }
+                        current.append(escaped)
+                        continue
+                    }
+                    current.append(next)
+                }
+                if !closed { return nil }
+            case "\\":
+                guard let escaped = iterator.next() else { return nil }
+                inWord = true
+                current.append(escaped)
+            default:
+                inWord = true
+                current.append(character)
+            }
+        }
+        if inWord { words.append(current) }
+        return words
+    }
+
+    /// `program` as an absolute path: as given when it names a file, else found in PATH.
+    static func resolve(_ program: String) -> String? {
+        let manager = FileManager.default
+        if program.contains("/") { return manager.isExecutableFile(atPath: program) ? program : nil }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+            let candidate = "\(directory)/\(program)"
+            if manager.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
 }

@@ -74,6 +74,10 @@ public struct LocalPostgresConfiguration: Sendable {
     public var promoteTimeout: Duration
     /// Limit for pg_basebackup and pg_rewind.
     public var cloneTimeout: Duration
+    /// `create_replica_methods`, in order: the first that succeeds makes the replica.
+    public var replicaMethods: [ReplicaMethod] = [.basebackup(options: [])]
+    /// The cluster's name (`scope`), passed to replica methods as `--scope`.
+    public var scope = ""
 
     public init(
         memberName: String, dataDirectory: String, binDirectory: String = "/usr/lib/postgresql/15/bin",
@@ -129,4 +133,24 @@ public struct LocalPostgresConfiguration: Sendable {
     }
 
     var rewindCredentials: Credentials { rewind ?? superuser }
+}
+
+/// One of `create_replica_methods` (Patroni's layout).
+public enum ReplicaMethod: Hashable, Sendable {
+    /// pg_basebackup from the source, with the operator's extra options (`postgresql.basebackup`,
+    /// each `--name=value` or `--switch`).
+    case basebackup(options: [String])
+    /// A command that fills the data directory (the WAL-G or pgBackRest way), run as the
+    /// PostgreSQL OS user: `argv`, then `parameters` (`--name=value`), then — unless `noParams`
+    /// — `--scope`, `--datadir`, `--role=replica` and `--connstring` (the source, its password in
+    /// `PGPASSFILE`). `keepData`: what a failed attempt left is kept (else removed: the data
+    /// directory was empty before it ran).
+    case command(name: String, argv: [String], parameters: [String], keepData: Bool, noParams: Bool)
+
+    public var name: String {
+        switch self {
+        case .basebackup: "basebackup"
+        case .command(let name, _, _, _, _): name
+        }
+    }
 }

@@ -27,16 +27,60 @@ extension LocalPostgresNode {
         let started = ContinuousClock.now
         try prepareEmptyDataDirectory(wipe: false)
         try writePassfile()
+        // create_replica_methods in order: the first that succeeds makes the replica.
+        var failures: [String] = []
+        for method in configuration.replicaMethods {
+            do {
+                switch method {
+                case .basebackup(let options):
+                    try await basebackup(from: source, options: options, progress: progress)
+                case .command(let name, let argv, let parameters, let keepData, let noParams):
+                    try await runReplicaCommand(
+                        name: name, argv: argv, parameters: parameters, keepData: keepData, noParams: noParams,
+                        source: source)
+                }
+                try writeConfiguration(following: source, standby: true)
+                logger.info(
+                    "replica created",
+                    metadata: [
+                        "pg.method": "\(method.name)", "pg.upstream": "\(source.member)",
+                        "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+                        "pg.size_mb": "\(Self.directorySize(dataDirectory) >> 20)",
+                    ])
+                return
+            } catch {
+                failures.append("\(method.name): \(error)")
+                logger.warning(
+                    "replica method failed", metadata: ["pg.method": "\(method.name)", "error": "\(error)"])
+            }
+        }
+        throw PostgresError(
+            .cloneFailed,
+            "no replica method succeeded (\(configuration.replicaMethods.map(\.name).joined(separator: ", "))): "
+                + failures.joined(separator: "; "))
+    }
+
+    /// pg_basebackup from `source`, with the operator's options after Baton's (a repeated option
+    /// takes the operator's value).
+    private func basebackup(
+        from source: ReplicationSource, options: [String], progress: (@Sendable (CloneProgress) -> Void)?
+    ) async throws {
         let logger = self.logger
-        let arguments = [
-            "-D", dataDirectory, "-X", "stream", "--progress", "--checkpoint=fast", "--no-password",
-            "-h", source.host, "-p", String(source.port), "-U", configuration.replication.username,
-            "-d",
-            ConnInfo.make([
-                ("application_name", "\(configuration.memberName)-clone"), ("passfile", configuration.passfile),
-            ]),
-        ]
-        logger.info("cloning replica", metadata: ["pg.upstream": "\(source.member) \(source.host):\(source.port)"])
+        let arguments =
+            [
+                "-D", dataDirectory, "-X", "stream", "--progress", "--checkpoint=fast", "--no-password",
+                "-h", source.host, "-p", String(source.port), "-U", configuration.replication.username,
+                "-d",
+                ConnInfo.make([
+                    ("application_name", "\(configuration.memberName)-clone"), ("passfile", configuration.passfile),
+                ]),
+            ] + options
+        logger.info(
+            "cloning replica",
+            metadata: [
+                "pg.upstream": "\(source.member) \(source.host):\(source.port)",
+                "pg.options": "\(options.joined(separator: " "))",
+            ])
         let output = try await runner.run(
             configuration.binary("pg_basebackup"), arguments, environment: ["PGPASSFILE": configuration.passfile],
             timeout: configuration.cloneTimeout
@@ -56,12 +100,84 @@ extension LocalPostgresNode {
                     + "check that the primary runs, admits \(configuration.replication.username) for replication in pg_hba.conf "
                     + "and that the password matches — output: \(output.text.suffix(800))")
         }
-        try writeConfiguration(following: source, standby: true)
-        logger.info(
-            "replica cloned",
-            metadata: [
-                "pg.upstream": "\(source.member)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+    }
+
+    /// A custom replica method (`create_replica_methods`): the command as the PostgreSQL OS user,
+    /// its output in the agent's log, the data directory's size and the rate every 10 s (a
+    /// command reports no progress of its own). It succeeded when it exits 0 and the data
+    /// directory holds a cluster.
+    private func runReplicaCommand(
+        name: String, argv: [String], parameters: [String], keepData: Bool, noParams: Bool,
+        source: ReplicationSource
+    ) async throws {
+        guard let executable = argv.first else { throw PostgresError(.cloneFailed, "\(name): no command") }
+        var arguments = Array(argv.dropFirst()) + parameters
+        if !noParams {
+            let connstring = ConnInfo.make([
+                ("host", source.host), ("port", String(source.port)), ("user", configuration.replication.username),
+                ("dbname", "postgres"), ("application_name", "\(configuration.memberName)-clone"),
             ])
+            arguments += [
+                "--scope=\(configuration.scope)", "--datadir=\(dataDirectory)", "--role=replica",
+                "--connstring=\(connstring)",
+            ]
+        }
+        logger.info(
+            "creating replica with a custom method",
+            metadata: ["pg.method": "\(name)", "pg.command": "\(executable)", "pg.upstream": "\(source.member)"])
+        let logger = self.logger
+        let directory = dataDirectory
+        let started = ContinuousClock.now
+        let watcher = Task {
+            var reported: UInt64 = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(10))
+                if Task.isCancelled { break }
+                let size = Self.directorySize(directory)
+                let seconds = max(1, (ContinuousClock.now - started).components.seconds)
+                if size != reported {
+                    reported = size
+                    logger.info(
+                        "creating replica with \(name): \(size >> 20) MB so far, \(size >> 20 / UInt64(seconds)) MB/s")
+                }
+            }
+        }
+        defer { watcher.cancel() }
+        let output = try await runner.run(
+            executable, arguments,
+            environment: ["PGPASSFILE": configuration.passfile, "PGDATA": dataDirectory],
+            timeout: configuration.cloneTimeout
+        ) { line in
+            logger.info("\(name): \(PrintableText.of(Array(line.utf8), limit: 300))")
+        }
+        let valid =
+            Posix.fileExists(dataDirectory + "/PG_VERSION") && Posix.fileExists(dataDirectory + "/global/pg_control")
+        guard output.succeeded, valid else {
+            if !keepData {
+                // Only what this method wrote: the directory was empty before it ran.
+                try? prepareEmptyDataDirectory(wipe: true)
+            }
+            throw PostgresError(
+                .cloneFailed,
+                output.succeeded
+                    ? "\(executable) exited 0 but \(dataDirectory) holds no PostgreSQL cluster (no PG_VERSION or pg_control)"
+                    : "\(executable) failed (exit \(output.status)): \(output.text.suffix(400))")
+        }
+        // The data directory as PostgreSQL requires it (a tool may leave other modes behind).
+        try Posix.setOwner(dataDirectory, user: osUser, mode: 0o700)
+    }
+
+    /// The bytes under `path` (files only, links not followed): a clone's progress.
+    static func directorySize(_ path: String) -> UInt64 {
+        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var total: UInt64 = 0
+        var info = stat()
+        while let entry = enumerator.nextObject() as? String {
+            if lstat(path + "/" + entry, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG {
+                total += UInt64(info.st_size)
+            }
+        }
+        return total
     }
 
     // MARK: Promote, demote, follow

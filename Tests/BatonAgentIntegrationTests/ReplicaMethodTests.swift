@@ -1,0 +1,69 @@
+import BatonCore
+import BatonTestCluster
+import BatonTesting
+import Foundation
+import Testing
+
+/// `create_replica_methods` on real nodes: a member whose first method fails falls back to the
+/// next, a custom command (the WAL-G way: it fills the data directory itself, here with its own
+/// pg_basebackup from `--connstring`); another member clones with pg_basebackup and the
+/// operator's `basebackup` options.
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct ReplicaMethodTests {
+    @Test("replicas made by a custom command after a failed method, and by pg_basebackup with options")
+    func customCommandAndBasebackupOptions() async throws {
+        // The script is written before the cluster exists: in a directory of its own.
+        let scripts = try TestEnvironment.makeTemporaryDirectory(prefix: "baton-it-methods")
+        chmod(scripts.path, 0o755)
+        let script = scripts.appendingPathComponent("clone-with-marker").path
+        try """
+        #!/bin/sh
+        # A replica method as Patroni calls one: --scope, --datadir, --role, --connstring.
+        for argument in "$@"; do
+          case "$argument" in
+            --datadir=*) datadir="${argument#--datadir=}" ;;
+            --connstring=*) connstring="${argument#--connstring=}" ;;
+            --role=*) role="${argument#--role=}" ;;
+          esac
+        done
+        [ "$role" = replica ] || exit 3
+        \(AgentCluster.binDirectory)/pg_basebackup -D "$datadir" -X stream --no-password -d "$connstring" || exit 4
+        echo "made by clone-with-marker for $role" > "$datadir/custom_marker"
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+
+        var options = ClusterOptions()
+        options.postgresqlExtra = [
+            2: [
+                "create_replica_methods: [broken, custom]", "broken: {command: /bin/false}",
+                "custom: {command: \(script)}",
+            ],
+            3: ["basebackup: [{max-rate: 64M}, verbose]"],
+        ]
+        // node1 bootstraps alone; the others join once it leads, and clone.
+        options.startedNodes = 1
+        let cluster = try AgentCluster.start("replica-methods", options)
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy(nodes: 1)
+        try cluster.startAgent("node2")
+        try cluster.startAgent("node3")
+        _ = try await cluster.waitHealthy()
+        try await cluster.createTable(on: leader)
+        try await cluster.insert([1, 2, 3], on: leader)
+        for node in ["node2", "node3"] { try await cluster.waitForIDs([1, 2, 3], on: node) }
+
+        // node2: the failed method first, then the custom command; what the first left was cleared.
+        let marker = try cluster.node("node2").dataDirectory + "/custom_marker"
+        let text = try String(contentsOfFile: marker, encoding: .utf8)
+        #expect(text.contains("made by clone-with-marker for replica"))
+        let log2 = cluster.log("node2")
+        #expect(log2.contains("replica method failed") && log2.contains("pg.method=broken"), "\(log2.suffix(3000))")
+        #expect(log2.contains("replica created") && log2.contains("pg.method=custom"), "\(log2.suffix(3000))")
+        // node3: pg_basebackup with the operator's options.
+        let log3 = cluster.log("node3")
+        #expect(log3.contains("pg.options=--max-rate=64M --verbose"), "\(log3.suffix(3000))")
+        #expect(
+            !Foundation.FileManager.default.fileExists(
+                atPath: try cluster.node("node3").dataDirectory + "/custom_marker"))
+    }
+}

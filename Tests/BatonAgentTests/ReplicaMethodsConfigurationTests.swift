@@ -1,0 +1,77 @@
+import BatonCore
+import Foundation
+import Testing
+
+@testable import BatonAgent
+
+/// `create_replica_methods`, each method's section and `basebackup`, read as Patroni reads them;
+/// what cannot work is refused at load with where and why.
+@Suite struct ReplicaMethodsConfigurationTests {
+    static func parse(_ postgresql: String) throws -> AgentConfiguration {
+        try AgentConfiguration.parse(
+            AgentConfigurationTests.minimal + "\n" + postgresql, environment: AgentConfigurationTests.secrets)
+    }
+
+    @Test func withoutMethodsItIsBasebackupWithItsOptions() throws {
+        #expect(try Self.parse("").postgresql.replicaMethods.map(\.name) == ["basebackup"])
+        let mapping = try Self.parse("  basebackup: {max-rate: 100M, checkpoint: spread}")
+        #expect(
+            mapping.postgresql.replicaMethods.first?.options.sorted() == ["--checkpoint=spread", "--max-rate=100M"])
+        let list = try Self.parse("  basebackup: [verbose, {max-rate: 64M}]")
+        #expect(list.postgresql.replicaMethods.first?.options == ["--verbose", "--max-rate=64M"])
+    }
+
+    @Test func aCustomMethodTakesItsCommandFlagsAndParameters() throws {
+        let configuration = try Self.parse(
+            """
+              create_replica_methods: [walg, basebackup]
+              walg:
+                command: "/bin/sh -c 'exec restore \\"$1\\"' walg"
+                keep_data: true
+                no_params: true
+                no_leader: true
+                stanza: main
+            """)
+        let methods = configuration.postgresql.replicaMethods
+        #expect(methods.map(\.name) == ["walg", "basebackup"])
+        #expect(methods[0].argv == ["/bin/sh", "-c", "exec restore \"$1\"", "walg"])
+        #expect(methods[0].options == ["--stanza=main"])
+        #expect(methods[0].keepData && methods[0].noParams && methods[0].noLeader)
+        // A program given by name is found in PATH.
+        let byName = try Self.parse("  create_replica_methods: [copy]\n  copy: {command: sh -c true}")
+        #expect(byName.postgresql.replicaMethods[0].argv.first?.hasSuffix("/sh") == true)
+    }
+
+    @Test func whatCannotWorkIsRefusedWithWhereAndWhy() {
+        let cases: [(String, String)] = [
+            ("  create_replica_methods: [walg]", "postgresql.walg"),
+            ("  create_replica_methods: [walg]\n  walg: {keep_data: true}", "postgresql.walg.command"),
+            ("  create_replica_methods: [walg]\n  walg: {command: \"/bin/sh -c 'x\"}", "unclosed quote"),
+            ("  create_replica_methods: [walg]\n  walg: {command: /no/such/program}", "not an executable"),
+            ("  create_replica_methods: [walg, walg]\n  walg: {command: /bin/true}", "listed twice"),
+            ("  create_replica_methods: [Wal-G]", "not a method name"),
+            ("  basebackup: {pgdata: /tmp/x}", "set by Baton"),
+            ("  basebackup: {wal-method: fetch}", "set by Baton"),
+            ("  basebackup: [{max-rate: [1, 2]}]", "single value"),
+            ("  basebackup: 100M", "mapping or a list"),
+        ]
+        for (text, expected) in cases {
+            do {
+                _ = try Self.parse(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
+
+    @Test func commandLinesSplitAsAShellSplitsWords() {
+        #expect(ShellWords.split("a b  c") == ["a", "b", "c"])
+        #expect(ShellWords.split("a 'b c' \"d \\\"e\\\"\" f\\ g") == ["a", "b c", "d \"e\"", "f g"])
+        #expect(ShellWords.split("'$HOME' \"a\\nb\"") == ["$HOME", "a\\nb"])
+        #expect(ShellWords.split("''") == [""])
+        #expect(ShellWords.split("'open") == nil)
+        #expect(ShellWords.split("\"open") == nil)
+        #expect(ShellWords.split("trailing\\") == nil)
+    }
+}
