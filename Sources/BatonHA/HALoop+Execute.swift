@@ -99,7 +99,10 @@ extension HALoop {
             return true
 
         case .claimInitialize:
-            return try await store.claimInitialize(systemID: "")
+            let claimed = try await store.claimInitialize(systemID: "")
+            // This agent makes the cluster: its file's bootstrap.dcs is the cluster's configuration.
+            if claimed { bootstrappedHere = true }
+            return claimed
 
         case .recordSystemIdentifier(let systemID):
             if let revision = observation.cluster?.initializeRevision {

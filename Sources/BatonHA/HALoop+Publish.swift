@@ -112,8 +112,15 @@ extension HALoop {
             }
             noteProgress()
         }
-        if let cluster = observation.cluster, cluster.config == nil {
-            if (try? await store.writeConfig(configuration.initialDynamicConfig, expected: nil)) == true {
+        // A missing config key is written by the leader: the last valid one this agent read (a
+        // standby_cluster section, say, is not lost), else the agent file's — by a standby leader
+        // only when it made the cluster (otherwise that file may lack the section it runs under).
+        if let cluster = observation.cluster, cluster.config == nil,
+            pg.inRecovery == false || acceptedConfig != nil || bootstrappedHere
+        {
+            if (try? await store.writeConfig(acceptedConfig ?? configuration.initialDynamicConfig, expected: nil))
+                == true
+            {
                 logger.info("wrote the initial dynamic configuration to the config key")
             }
         }

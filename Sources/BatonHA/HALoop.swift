@@ -29,6 +29,9 @@ public actor HALoop {
     var sessionTTL: Duration?
     /// The last `config` key value that passed validation, and the revision of a rejected one.
     var acceptedConfig: DynamicConfig?
+    /// This agent claimed the initialize key: the cluster's configuration is its file's
+    /// `bootstrap.dcs` until the config key says otherwise.
+    var bootstrappedHere = false
     var rejectedConfigRevision: Int64?
     /// The undecodable keys already logged (see `reportUndecodableKeys`).
     var reportedKeyProblems = Set<String>()
@@ -588,9 +591,15 @@ public actor HALoop {
         } catch {
             problem = "\(error)"
         }
+        var configUnknown = false
         if let loaded = cluster {
             reportUndecodableKeys(loaded)
             cluster = acceptingValidConfig(loaded)
+            // An existing cluster whose config key is missing or invalid, and no valid one read by
+            // this agent: the configuration in force is only the agent file's guess.
+            let initialized = !(loaded.initialize ?? "").isEmpty
+            let invalid = loaded.config == nil || !status.configProblems.isEmpty
+            configUnknown = initialized && invalid && acceptedConfig == nil && !bootstrappedHere
         }
         let pg = await pgStatus
         clusterViewIsFresh = cluster != nil
@@ -615,7 +624,7 @@ public actor HALoop {
             cluster.map { $0.leader?.member == configuration.name && $0.leader?.session == session }
             ?? status.holdsLeaderKey
         status.leaseDeadline = leaseDeadline
-        return Observation(
+        var observation = Observation(
             me: configuration.name, now: clock.now, wallClockSeconds: wallClock(), cluster: cluster,
             storeProblem: problem, postgres: pg, following: following,
             appliedSynchronousStandbys: appliedSynchronousStandbys, synchronousAppliedAt: synchronousAppliedAt,
@@ -627,6 +636,8 @@ public actor HALoop {
             watchdogUsable: watchdogRefusedAt.map { clock.now - $0 >= config.ttl } ?? true,
             lastRunningRole: lastRunningRole, failedStarts: failedStarts, lastFailedStartAt: lastFailedStartAt,
             lastRejoinFailed: lastRejoinFailed)
+        observation.configUnknown = configUnknown
+        return observation
     }
 
     /// A `config` key that fails validation (a ttl of 1e300, a negative loop_wait, a timing that

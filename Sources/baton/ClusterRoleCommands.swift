@@ -52,6 +52,9 @@ func changeClusterRole(_ options: ConfigOptions, standby: JSONValue, timeout: In
     guard let leader = first.leaderMember else {
         op.fail("the cluster has no leader: \(demote ? "demotion" : "promotion") is not possible now")
     }
+    if first.config?.value.pause == true {
+        op.fail("the cluster is paused: its leader takes no automatic action; run 'baton resume' first")
+    }
     if leader.role == target {
         op.fail(
             "the cluster is already \(demote ? "a standby cluster" : "a primary cluster") (\(leader.name) is \(target))"

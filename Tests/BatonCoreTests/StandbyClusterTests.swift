@@ -40,7 +40,14 @@ private typealias F = Fixture
                 .object(["host": .string("db"), "recovery_min_apply_delay": .string("soon")]),
                 "recovery_min_apply_delay"
             ),
-            (.object(["restore_command": .string("a\nb")]), "standby_cluster.restore_command"),
+            (.object(["host": .string("db"), "restore_command": .string("a\nb")]), "standby_cluster.restore_command"),
+            (.object(["host": .string("db"), "restore_command": .string("a\rb")]), "standby_cluster.restore_command"),
+            (
+                .object(["host": .string("db"), "archive_cleanup_command": .string("a\u{0}b")]),
+                "archive_cleanup_command"
+            ),
+            // Archive only: would leave a primary writable (not supported yet): refused.
+            (.object(["restore_command": .string("cp %f %p")]), "standby_cluster: name host"),
             (
                 .object(["host": .string("db"), "create_replica_methods": .string("basebackup")]),
                 "create_replica_methods"
@@ -63,7 +70,9 @@ private typealias F = Fixture
             ])
         #expect(decision.reason == .bootstrappingStandbyLeader(from: Self.remote.member))
         // Without a host there is nothing to clone from: no initdb either.
-        let archiveOnly = F.config(["standby_cluster": .object(["restore_command": .string("cp %f %p")])])
+        let archiveOnly = F.config([
+            "standby_cluster": .object(["restore_command": .string("cp %f %p"), "port": .number(5432)])
+        ])
         let waiting = HADecider.decide(F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly))
         #expect(waiting.actions.isEmpty && waiting.reason == .standbyClusterWithoutSource)
     }
@@ -141,5 +150,35 @@ private typealias F = Fixture
                     "a", cluster: cluster, postgres: postgres, config: Self.standbyConfig, lastRunningRole: .primary))
             #expect(decision.actions == [.renewLease, .startPostgres(following: Self.remote, asPrimary: false)])
         }
+    }
+
+    /// Unknown is not "a primary cluster": with the config key missing or invalid and no valid one
+    /// read by this agent (it restarted), a leader in recovery does not promote and nobody races.
+    @Test func withTheConfigUnknownNobodyPromotes() {
+        let cluster = F.cluster(members: [F.member("a", role: .standbyLeader), F.member("b")])
+        var leader = F.observe("a", cluster: cluster, postgres: F.replica(), following: Self.remote.member)
+        leader.configUnknown = true
+        let held = HADecider.decide(leader)
+        #expect(held.actions == [.renewLease] && held.reason == .configUnknownNotPromoting)
+        var racer = F.observe(
+            "b", cluster: F.cluster(leader: nil, members: [F.member("b")]), postgres: F.replica(),
+            peers: F.peers([]))
+        racer.configUnknown = true
+        let waiting = HADecider.decide(racer)
+        #expect(waiting.actions.isEmpty && waiting.reason == .configUnknownNotPromoting)
+    }
+
+    /// The standby leader is itself a standby: never a pg_rewind source for its members (the
+    /// attempt would stop them in a loop); a member that may have diverged re-points only.
+    @Test func membersOfAStandbyClusterNeverRewindFromTheStandbyLeader() {
+        let cluster = F.cluster(members: [F.member("a", role: .standbyLeader), F.member("b")])
+        var memory = HAMemory()
+        memory.mayHaveDiverged = true
+        let decision = HADecider.decide(
+            F.observe(
+                "b", cluster: cluster, postgres: F.replica(), following: nil, config: Self.standbyConfig, memory: memory
+            ))
+        #expect(decision.actions.count == 1)
+        if case .follow = decision.actions.first {} else { Issue.record("\(decision.actions)") }
     }
 }

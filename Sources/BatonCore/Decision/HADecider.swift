@@ -197,6 +197,9 @@ public enum HADecider {
                     recheckImmediately: true)
             }
             let upstream = upstreamSource(o, cluster)
+            // In a standby cluster the leader is itself a standby: it cannot be a pg_rewind source
+            // (the attempt would stop this member in a loop): a member re-points only.
+            let standbyCluster = o.config.standbyCluster != nil
             if let upstream, o.following != upstream.member, let source = leaderSource(cluster) {
                 if paused { return Decision([], .paused("not re-pointing replication"), memory: memory) }
                 // Started read-only from a data directory that may have run as a primary, or found
@@ -206,7 +209,7 @@ public enum HADecider {
                 // (A nostream member never streams: that says nothing about divergence.)
                 let mayHaveDiverged =
                     memory.mayHaveDiverged || (o.lastRunningRole == nil && !pg.streaming && !o.tags.noStream)
-                if mayHaveDiverged {
+                if mayHaveDiverged, !standbyCluster {
                     return Decision(
                         [.rejoinDiverged(from: source)], .followingNewLeader(leader: leader.member), memory: memory)
                 }
@@ -217,7 +220,9 @@ public enum HADecider {
                     memory: memory)
             }
             if pg.inRecovery == true, o.following == upstream?.member { memory.mayHaveDiverged = false }
-            if let rejoin = rejoinIfStuck(o, cluster, leader: leader.member, memory: &memory) { return rejoin }
+            if !standbyCluster, let rejoin = rejoinIfStuck(o, cluster, leader: leader.member, memory: &memory) {
+                return rejoin
+            }
             return Decision([], .following(leader: leader.member), memory: memory)
         }
         return race(o, cluster, runningPrimary: runningPrimary, memory: memory)
@@ -322,6 +327,11 @@ public enum HADecider {
         }
         if let standby = o.config.standbyCluster {
             return standbyLeaderCycle(o, cluster, standby, inRecovery: inRecovery, actions: actions, memory: memory)
+        }
+        // Unknown is not "a primary cluster": a standby cluster's leader whose config key is gone
+        // or unreadable (and was never read by this agent) must not promote.
+        if inRecovery, o.configUnknown {
+            return Decision(actions, .configUnknownNotPromoting, memory: memory)
         }
         if inRecovery {
             if o.config.synchronousMode || (cluster.sync?.value.quorum ?? 0) != 0 {
@@ -763,6 +773,9 @@ public enum HADecider {
         }
         if o.tags.noFailover {
             return Decision([], .noFailoverTag, memory: memory)
+        }
+        if o.configUnknown {
+            return Decision([], .configUnknownNotPromoting, memory: memory)
         }
         var actions: [Action] = [.acquireLeader]
         let standby = o.config.standbyCluster

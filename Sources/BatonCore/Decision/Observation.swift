@@ -56,6 +56,9 @@ public struct Observation: Hashable, Sendable {
     /// source still in recovery, a lost connection): a rejoin for a standby stuck on an older
     /// timeline is then not taken as done, and is tried again after the grace.
     public var lastRejoinFailed: Bool
+    /// True when the cluster exists but its config key is missing or invalid and this agent has
+    /// not seen a valid one: whether it is a standby cluster is unknown, so nobody promotes.
+    public var configUnknown = false
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,

@@ -72,6 +72,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case standbyClusterWithoutSource
     case demotingCluster(to: String)
     case racingForStandbyLeader(lag: UInt64)
+    case configUnknownNotPromoting
 
     /// A short stable identifier, for metrics labels.
     public var code: String {
@@ -109,6 +110,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .standbyClusterWithoutSource: return "standby_cluster_without_source"
         case .demotingCluster: return "demoting_cluster"
         case .racingForStandbyLeader: return "racing_for_standby_leader"
+        case .configUnknownNotPromoting: return "config_unknown_not_promoting"
         case .postgresStarting: return "postgres_starting"
         case .holdingLock: return "holding_lock"
         case .reattachingLock: return "reattaching_lock"
@@ -255,6 +257,9 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
                 "standby_cluster names no host: a primary is not demoted and a new cluster is not cloned (restoring from an archive only is not supported yet)"
         case .demotingCluster(let remote):
             return "standby_cluster set: demoting this primary to a standby leader following \(remote)"
+        case .configUnknownNotPromoting:
+            return
+                "the config key is missing or invalid and this agent has read no valid one: whether this is a standby cluster is unknown: not promoting"
         case .racingForStandbyLeader(let lag):
             return "leader key free and this member is the healthiest (lag \(lag) bytes): becoming the standby leader"
         }

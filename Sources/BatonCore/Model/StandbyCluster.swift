@@ -75,8 +75,9 @@ public struct StandbyCluster: Hashable, Sendable {
             }
         }
         let slot = text("primary_slot_name", MemberSlots.isSlotName, "a slot name (lower-case letters, digits, _)")
-        let restore = text("restore_command", { !$0.contains("\n") }, "a command on one line")
-        let cleanup = text("archive_cleanup_command", { !$0.contains("\n") }, "a command on one line")
+        let oneLine = { (text: String) in !text.unicodeScalars.contains { $0.properties.generalCategory == .control } }
+        let restore = text("restore_command", oneLine, "a command on one line, without control characters")
+        let cleanup = text("archive_cleanup_command", oneLine, "a command on one line, without control characters")
         let delay = text("recovery_min_apply_delay", Self.isDelay, "a delay such as 0, 300000, 5min or 1h")
         var methods: [String] = []
         if let raw = fields["create_replica_methods"], raw != .null {
@@ -93,8 +94,12 @@ public struct StandbyCluster: Hashable, Sendable {
         let standby = StandbyCluster(
             host: host, port: port, primarySlotName: slot, restoreCommand: restore, archiveCleanupCommand: cleanup,
             recoveryMinApplyDelay: delay, createReplicaMethods: methods)
-        if host == nil, restore == nil, problems.isEmpty {
-            problems.append("standby_cluster: name host (the cluster to follow) or restore_command")
+        // A standby cluster from an archive only would leave a primary cluster's primary writable
+        // (Baton does not run one yet): refused rather than half-applied.
+        if host == nil, problems.isEmpty {
+            problems.append(
+                "standby_cluster: name host (and port) of the cluster to follow; restoring from an archive only "
+                    + "(restore_command without host) is not supported yet")
         }
         return (standby, problems)
     }

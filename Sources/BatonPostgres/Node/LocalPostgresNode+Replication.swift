@@ -449,16 +449,38 @@ extension LocalPostgresNode {
             ])
     }
 
+    /// Never re-clones (this primary may hold the only copy of its last writes): the other
+    /// cluster's server must have this data directory's system identifier; pg_rewind runs only
+    /// when it is a primary, and its failure leaves the data as it is (stopped).
     public func rejoinOtherCluster(_ source: ReplicationSource) async throws {
-        do {
-            try await rewind(from: source)
-        } catch let error as PostgresError where error.code == .rewindSourceNotReady {
+        try await stop(mode: .fast, timeout: .seconds(60))
+        try checkDataDirectory()
+        let local = try await controlData()["Database system identifier"]
+        let (theirs, inRecovery) = try await onSource(source) { connection in
+            let row = try await connection.query(
+                """
+                SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()) AS id,
+                       pg_catalog.pg_is_in_recovery() AS recovery
+                """
+            ).single()
+            return (try row.string("id"), try row.bool("recovery"))
+        }
+        guard let local, let theirs, local == theirs else {
+            throw PostgresError(
+                .rewindNotPossible,
+                "\(source.host):\(source.port) has system identifier \(theirs ?? "?"), this data directory \(local ?? "?"): "
+                    + "not the same cluster's history; standby_cluster must name a copy of this cluster (nothing changed here)"
+            )
+        }
+        if inRecovery == false {
+            try await rewindDataDirectory(from: source)
+        } else {
             logger.info(
                 "\(source.member) is not a primary (yet): following it without pg_rewind",
                 metadata: ["pg.upstream": "\(source.host):\(source.port)"])
-            try writeConfiguration(following: source, standby: true)
-            try await start(following: source)
         }
+        try writeConfiguration(following: source, standby: true)
+        try await start(following: source)
     }
 
     /// A freshly promoted primary keeps its old timeline in pg_control until its first checkpoint,
