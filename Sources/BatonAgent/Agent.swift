@@ -73,6 +73,9 @@ public final class Agent: Sendable {
             dataChecksums: pg.dataChecksums, passfile: pg.pgpass)
         pgConfiguration.initdbOptions = pg.initdbOptions
         pgConfiguration.scope = configuration.scope
+        pgConfiguration.bootstrapMethod = pg.bootstrapMethod.map {
+            BootstrapMethod(name: $0.name, argv: $0.argv, noParams: $0.noParams, recoveryConf: $0.recoveryConf)
+        }
         pgConfiguration.replicaMethods = pg.replicaMethods.map { method in
             method.name == "basebackup"
                 ? .basebackup(options: method.options)

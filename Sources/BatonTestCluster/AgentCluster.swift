@@ -35,6 +35,8 @@ public struct ClusterOptions: Sendable {
     /// When set, only the first this many members start with the cluster (the test starts the
     /// others with `startAgent`, e.g. once the first one leads).
     public var startedNodes: Int?
+    /// Extra lines under `bootstrap:` for the member of that index (1-based).
+    public var bootstrapExtra: [Int: [String]] = [:]
     /// Extra lines under `postgresql:` for the member of that index (1-based).
     public var postgresqlExtra: [Int: [String]] = [:]
     public var dcsParameters: [String] = []
@@ -207,7 +209,7 @@ public final class AgentCluster: @unchecked Sendable {
                 replication: {username: replicator}
               parameters: {shared_buffers: "16MB", fsync: "off", max_wal_size: "64MB"}
             \((options.postgresqlExtra[node.index] ?? []).map { "  " + $0 + "\n" }.joined())bootstrap:
-              dcs:
+            \((options.bootstrapExtra[node.index] ?? []).map { "  " + $0 + "\n" }.joined())  dcs:
                 ttl: \(options.ttl)
                 loop_wait: \(options.loopWait)
                 retry_timeout: \(options.retryTimeout)

@@ -275,7 +275,9 @@ import Testing
             line: nil),
         Bad(yaml: minimal + "\nbootstrap:\n  initdb:\n  - no-sync", message: "'no-sync' is set by Baton", line: nil),
         Bad(yaml: minimal + "\n  use_unix_socket: true", message: "use_unix_socket: refused", line: nil),
-        Bad(yaml: minimal + "\nbootstrap:\n  method: wal_e", message: "bootstrap.method: refused", line: nil),
+        Bad(
+            yaml: minimal + "\nbootstrap:\n  method: wal_e",
+            message: "bootstrap.method: names 'wal_e' but bootstrap.wal_e is missing", line: nil),
         Bad(
             yaml: minimal + "\n  pg_hba:\n    - '# no rule at all'", message: "postgresql.pg_hba: has no rule",
             line: nil),

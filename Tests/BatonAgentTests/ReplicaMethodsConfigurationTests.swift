@@ -74,4 +74,51 @@ import Testing
         #expect(ShellWords.split("\"open") == nil)
         #expect(ShellWords.split("trailing\\") == nil)
     }
+
+    static func parseBootstrap(_ bootstrap: String) throws -> AgentConfiguration {
+        try AgentConfiguration.parse(
+            AgentConfigurationTests.minimal + "\nbootstrap:\n" + bootstrap, environment: AgentConfigurationTests.secrets
+        )
+    }
+
+    @Test func aCustomBootstrapTakesItsCommandAndRecoverySettings() throws {
+        let configuration = try Self.parseBootstrap(
+            """
+              method: pitr
+              pitr:
+                command: /bin/sh -c 'restore'
+                no_params: true
+                recovery_conf:
+                  restore_command: cp /archive/%f %p
+                  recovery_target_time: '2026-12-07 10:00:00+00'
+            """)
+        let method = try #require(configuration.postgresql.bootstrapMethod)
+        #expect(method.name == "pitr" && method.argv == ["/bin/sh", "-c", "restore"] && method.noParams)
+        #expect(method.recoveryConf["recovery_target_time"] == "2026-12-07 10:00:00+00")
+        #expect(try Self.parseBootstrap("  method: initdb").postgresql.bootstrapMethod == nil)
+    }
+
+    @Test func aCustomBootstrapThatCannotWorkIsRefused() {
+        let cases: [(String, String)] = [
+            ("  method: pitr", "bootstrap.pitr is missing"),
+            ("  method: pitr\n  pitr: {command: /no/such}", "not an executable"),
+            (
+                "  method: pitr\n  pitr: {command: /bin/true, recovery_conf: {primary_conninfo: x}}",
+                "not a recovery setting"
+            ),
+            (
+                "  method: pitr\n  pitr: {command: /bin/true, recovery_conf: {recovery_target_action: pause}}",
+                "must be promote"
+            ),
+            ("  method: pitr\n  pitr: {command: /bin/true, extra: 1}", "unknown key 'extra'"),
+        ]
+        for (text, expected) in cases {
+            do {
+                _ = try Self.parseBootstrap(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
 }

@@ -102,9 +102,20 @@ public struct AgentConfiguration: Sendable {
         public var pgpass: String?
         /// `bootstrap.initdb` as initdb arguments (`--encoding=UTF8`, `--data-checksums`).
         public var initdbOptions: [String] = []
+        /// `bootstrap.method` other than initdb, with its section.
+        public var bootstrapMethod: BootstrapMethodSetting?
         /// `create_replica_methods` with each method's section (`basebackup` and its options
         /// when none is given).
         public var replicaMethods: [ReplicaMethodSetting] = [ReplicaMethodSetting(name: "basebackup")]
+    }
+
+    /// `bootstrap.method` (a restore from a backup): the command, and the recovery settings
+    /// PostgreSQL recovers with before the new cluster's primary comes out of it.
+    public struct BootstrapMethodSetting: Hashable, Sendable {
+        public var name: String
+        public var argv: [String]
+        public var noParams: Bool
+        public var recoveryConf: [String: String]
     }
 
     /// One of `create_replica_methods`: `basebackup` (pg_basebackup, `options` its extra
@@ -509,11 +520,10 @@ public struct AgentConfiguration: Sendable {
 
         // bootstrap.dcs
         let bootstrap = try root.section("bootstrap")
-        try bootstrap.rejectUnknownKeys(["dcs", "initdb", "method"])
-        if let method = try bootstrap.string("method"), method != "initdb" {
-            throw bootstrap.error(
-                "method", "refused: \(PatroniKeys.refused["bootstrap.method"] ?? "") (initdb is accepted)")
-        }
+        let methodName = try bootstrap.string("method") ?? "initdb"
+        try bootstrap.rejectUnknownKeys(
+            Set(["dcs", "initdb", "method"] + (methodName == "initdb" ? [] : [methodName])))
+        if methodName != "initdb" { postgres.bootstrapMethod = try Self.bootstrapMethod(bootstrap, name: methodName) }
         postgres.initdbOptions = try Self.initdbOptions(bootstrap)
         var document: [String: JSONValue] = [
             "ttl": .number(Double(DynamicConfig.defaultTTL)),
@@ -773,6 +783,58 @@ public struct AgentConfiguration: Sendable {
             methods.append(method)
         }
         return methods
+    }
+
+    /// The recovery settings a custom bootstrap may give (`recovery_conf`).
+    static let bootstrapRecoveryKeys: Set = [
+        "restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_target",
+        "recovery_target_lsn", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
+        "recovery_target_inclusive", "recovery_target_timeline", "recovery_target_action",
+    ]
+
+    /// `bootstrap.<method>`: `command` (required), `no_params`, `keep_existing_recovery_conf`
+    /// (accepted: Baton always writes its own), `recovery_conf`.
+    static func bootstrapMethod(_ bootstrap: ConfigReader, name: String) throws -> BootstrapMethodSetting {
+        guard isMethodName(name) else {
+            throw bootstrap.error("method", "'\(name)' is not a method name (lower-case letters, digits, _ and -)")
+        }
+        let section = try bootstrap.section(name)
+        guard section.node != nil else {
+            throw bootstrap.error(
+                "method", "names '\(name)' but bootstrap.\(name) is missing: give its command and recovery_conf")
+        }
+        try section.rejectUnknownKeys(["command", "no_params", "keep_existing_recovery_conf", "recovery_conf"])
+        let command = try section.requiredString("command")
+        guard let argv = ShellWords.split(command), let program = argv.first else {
+            throw section.error("command", "cannot be read as a command line (an unclosed quote?): \(command)")
+        }
+        guard let resolved = ShellWords.resolve(program) else {
+            throw section.error("command", "'\(program)' is not an executable file (nor found in PATH)")
+        }
+        _ = try section.bool("keep_existing_recovery_conf")
+        var recovery: [String: String] = [:]
+        let recoverySection = try section.section("recovery_conf")
+        for (key, value) in recoverySection.node?.mapping ?? [:] {
+            guard let option = key.string, bootstrapRecoveryKeys.contains(option) else {
+                throw recoverySection.error(
+                    key.string ?? "?",
+                    "not a recovery setting Baton passes on (known: \(bootstrapRecoveryKeys.sorted().joined(separator: ", ")))"
+                )
+            }
+            guard value.scalar != nil, let text = value.string,
+                !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else { throw recoverySection.error(option, "expected a single value on one line") }
+            recovery[option] = text
+        }
+        if let action = recovery["recovery_target_action"], action != "promote" {
+            throw recoverySection.error(
+                "recovery_target_action",
+                "must be promote (Baton waits for the restored server to become the new cluster's primary), got \(action)"
+            )
+        }
+        return BootstrapMethodSetting(
+            name: name, argv: [resolved] + argv.dropFirst(), noParams: try section.bool("no_params") ?? false,
+            recoveryConf: recovery)
     }
 
     /// `postgresql.basebackup`: a mapping (`max-rate: 100M`) or a list of switches and mappings

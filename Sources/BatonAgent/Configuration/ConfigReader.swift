@@ -322,7 +322,6 @@ enum PatroniKeys {
         "postgresql.remove_data_directory_on_diverged_timelines":
             "use remove_data_directory_on_rewind_failure (a diverged replica is rewound first)",
         "postgresql.pg_ctl": "Baton supervises postgres directly, not through pg_ctl",
-        "bootstrap.method": "custom bootstrap methods are issue 'Patroni drop-in, part 2'; Baton runs initdb",
         "bootstrap.post_bootstrap": "not supported yet: run the script once after the cluster is up",
         "bootstrap.post_init": "not supported yet: run the script once after the cluster is up",
         "bootstrap.users": "Patroni 4 removed it too: create roles with SQL after bootstrap",

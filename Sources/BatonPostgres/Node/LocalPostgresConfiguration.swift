@@ -78,6 +78,8 @@ public struct LocalPostgresConfiguration: Sendable {
     public var replicaMethods: [ReplicaMethod] = [.basebackup(options: [])]
     /// The cluster's name (`scope`), passed to replica methods as `--scope`.
     public var scope = ""
+    /// `bootstrap.method` other than initdb: a new cluster restored from a backup.
+    public var bootstrapMethod: BootstrapMethod?
 
     public init(
         memberName: String, dataDirectory: String, binDirectory: String = "/usr/lib/postgresql/15/bin",
@@ -152,5 +154,23 @@ public enum ReplicaMethod: Hashable, Sendable {
         case .basebackup: "basebackup"
         case .command(let name, _, _, _, _): name
         }
+    }
+}
+
+/// A custom bootstrap (`bootstrap.method`, Patroni's layout): `argv` fills the empty data
+/// directory from a backup (with `--scope` and `--datadir` unless `noParams`), then PostgreSQL
+/// recovers with `recoveryConf` (`restore_command`, a recovery target; `recovery_target_action`
+/// promote) and the new cluster's primary comes out of it.
+public struct BootstrapMethod: Hashable, Sendable {
+    public var name: String
+    public var argv: [String]
+    public var noParams: Bool
+    public var recoveryConf: [String: String]
+
+    public init(name: String, argv: [String], noParams: Bool = false, recoveryConf: [String: String] = [:]) {
+        self.name = name
+        self.argv = argv
+        self.noParams = noParams
+        self.recoveryConf = recoveryConf
     }
 }

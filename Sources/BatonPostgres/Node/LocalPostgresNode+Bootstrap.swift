@@ -18,6 +18,9 @@ extension LocalPostgresNode {
         }
         let started = ContinuousClock.now
         try prepareEmptyDataDirectory(wipe: false)
+        if let method = configuration.bootstrapMethod {
+            return try await restoreBootstrap(method, started: started)
+        }
         let pwfile = dataDirectory + ".pwfile"
         try Posix.writeFile(pwfile, contents: configuration.superuser.password + "\n", user: osUser, mode: 0o600)
         defer { unlink(pwfile) }
@@ -46,6 +49,85 @@ extension LocalPostgresNode {
                 "pg.system_id": "\(identifier)", "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
         return identifier
+    }
+
+    /// `bootstrap.method`: the command fills the data directory, PostgreSQL recovers to the
+    /// target and promotes itself, and the cluster goes on from there as a new one. What the
+    /// method wrote is removed on failure (the directory was empty before it ran).
+    private func restoreBootstrap(_ method: BootstrapMethod, started: ContinuousClock.Instant) async throws -> String {
+        do {
+            guard let executable = method.argv.first else {
+                throw PostgresError(.commandFailed, "bootstrap.\(method.name): no command")
+            }
+            var arguments = Array(method.argv.dropFirst())
+            if !method.noParams { arguments += ["--scope=\(configuration.scope)", "--datadir=\(dataDirectory)"] }
+            logger.info(
+                "bootstrapping from a backup", metadata: ["pg.method": "\(method.name)", "pg.command": "\(executable)"])
+            let logger = self.logger
+            let output = try await runner.run(
+                executable, arguments, environment: ["PGDATA": dataDirectory], timeout: configuration.cloneTimeout
+            ) { line in
+                logger.info("\(method.name): \(PrintableText.of(Array(line.utf8), limit: 300))")
+            }
+            guard output.succeeded, Posix.fileExists(dataDirectory + "/PG_VERSION") else {
+                throw PostgresError(
+                    .commandFailed,
+                    output.succeeded
+                        ? "bootstrap.\(method.name): \(executable) exited 0 but left no PostgreSQL cluster in \(dataDirectory)"
+                        : "bootstrap.\(method.name): \(executable) failed (exit \(output.status)): \(output.text.suffix(600))"
+                )
+            }
+            try Posix.setOwner(dataDirectory, user: osUser, mode: 0o700)
+            // Baton's access rules, and recovery to the target; PostgreSQL promotes itself there.
+            try Posix.writeFile(
+                dataDirectory + "/pg_hba.conf", contents: ManagedFiles.hbaText(configuration), user: osUser, mode: 0o600
+            )
+            for signal in ["standby.signal", "recovery.signal"] { unlink(dataDirectory + "/" + signal) }
+            try writeConfiguration(following: nil, standby: nil)
+            var recovery = method.recoveryConf
+            if recovery["recovery_target_action"] == nil { recovery["recovery_target_action"] = "promote" }
+            try Posix.writeFile(
+                dataDirectory + "/" + ManagedFiles.recoveryFile,
+                contents: "# Managed by Baton: recovery of bootstrap.\(method.name).\n" + PostgresConf.render(recovery)
+                    + "\n", user: osUser, mode: 0o600)
+            try Posix.writeFile(dataDirectory + "/recovery.signal", contents: "", user: osUser, mode: 0o600)
+            try await start(following: nil)
+            let deadline = ContinuousClock.now + configuration.cloneTimeout
+            var inRecovery: Bool? = true
+            while ContinuousClock.now < deadline {
+                inRecovery = try? await execute("SELECT pg_is_in_recovery() AS r").single().bool("r")
+                if inRecovery == false { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            guard inRecovery == false else {
+                throw PostgresError(
+                    .commandFailed,
+                    "bootstrap.\(method.name): PostgreSQL did not finish recovery within \(configuration.cloneTimeout) "
+                        + "(a target it never reaches, a restore_command that fails?); see \(configuration.logFile)")
+            }
+            // Done: the recovery settings are not wanted at the next start.
+            try Posix.writeFile(
+                dataDirectory + "/" + ManagedFiles.recoveryFile,
+                contents: ManagedFiles.recoveryText(configuration, source: nil), user: osUser, mode: 0o600)
+            try await createRoles()
+            let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
+                .string("id")
+            guard let identifier else {
+                throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier")
+            }
+            logger.info(
+                "bootstrapped from a backup",
+                metadata: [
+                    "pg.method": "\(method.name)", "pg.system_id": "\(identifier)",
+                    "pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
+            return identifier
+        } catch {
+            // Only what this bootstrap wrote: the directory was empty before it began.
+            try? await stop(mode: .immediate, timeout: .seconds(10))
+            try? prepareEmptyDataDirectory(wipe: true)
+            throw error
+        }
     }
 
     /// The replication role and the pg_rewind role with the least privileges pg_rewind needs.
