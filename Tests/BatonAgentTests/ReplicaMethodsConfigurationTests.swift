@@ -121,4 +121,24 @@ import Testing
             }
         }
     }
+
+    /// `postgresql.recovery_conf` for standbys: archive settings taken, recovery targets refused
+    /// (reaching one would end a standby's recovery without the leader key).
+    @Test func standbyRecoverySettings() throws {
+        let configuration = try Self.parse(
+            "  recovery_conf: {restore_command: 'cp /archive/%f %p', recovery_min_apply_delay: 5min}")
+        #expect(configuration.postgresql.recoveryConf["restore_command"] == "cp /archive/%f %p")
+        #expect(configuration.postgresql.recoveryConf["recovery_min_apply_delay"] == "5min")
+        for (text, expected) in [
+            ("  recovery_conf: {recovery_target_time: '2026-12-07'}", "recovery target"),
+            ("  recovery_conf: {primary_conninfo: 'host=x'}", "not a standby recovery setting"),
+        ] {
+            do {
+                _ = try Self.parse(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
 }

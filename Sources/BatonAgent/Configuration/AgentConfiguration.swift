@@ -102,6 +102,8 @@ public struct AgentConfiguration: Sendable {
         public var pgpass: String?
         /// `bootstrap.initdb` as initdb arguments (`--encoding=UTF8`, `--data-checksums`).
         public var initdbOptions: [String] = []
+        /// `postgresql.recovery_conf`: added to every standby's recovery settings.
+        public var recoveryConf: [String: String] = [:]
         /// `bootstrap.method` other than initdb, with its section.
         public var bootstrapMethod: BootstrapMethodSetting?
         /// `create_replica_methods` with each method's section (`basebackup` and its options
@@ -397,6 +399,7 @@ public struct AgentConfiguration: Sendable {
                 "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
                 "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
                 "remove_data_directory_on_diverged_timelines", "proxy_address", "create_replica_methods", "basebackup",
+                "recovery_conf",
             ]).union(methodNames.filter { Self.isMethodName($0) }))
         // Patroni keys whose value Baton accepts when it is what Baton does anyway.
         for key in ["use_unix_socket", "use_unix_socket_repl", "remove_data_directory_on_diverged_timelines"]
@@ -506,6 +509,7 @@ public struct AgentConfiguration: Sendable {
         }
         postgres.accessRules = accessRules
         postgres.replicaMethods = try Self.replicaMethods(pg, names: methodNames)
+        postgres.recoveryConf = try Self.standbyRecoveryConf(pg)
         if let pgpass = try pg.string("pgpass") {
             guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/"), !pgpass.split(separator: "/").contains("..") else {
                 throw pg.error("pgpass", "expected the absolute path of a file, got '\(pgpass)'")
@@ -783,6 +787,31 @@ public struct AgentConfiguration: Sendable {
             methods.append(method)
         }
         return methods
+    }
+
+    /// `postgresql.recovery_conf`: the settings a standby may add. Recovery targets are refused:
+    /// reaching one would end a standby's recovery without the leader key.
+    static func standbyRecoveryConf(_ pg: ConfigReader) throws -> [String: String] {
+        let allowed: Set = [
+            "restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay",
+        ]
+        let section = try pg.section("recovery_conf")
+        var settings: [String: String] = [:]
+        for (key, value) in section.node?.mapping ?? [:] {
+            guard let name = key.string, allowed.contains(name) else {
+                throw section.error(
+                    key.string ?? "?",
+                    key.string?.hasPrefix("recovery_target") == true
+                        ? "a recovery target would end a standby's recovery without the leader key: not for standbys (bootstrap.<method>.recovery_conf takes one)"
+                        : "not a standby recovery setting Baton passes on (known: \(allowed.sorted().joined(separator: ", ")))"
+                )
+            }
+            guard value.scalar != nil, let text = value.string,
+                !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else { throw section.error(name, "expected a single value on one line") }
+            settings[name] = text
+        }
+        return settings
     }
 
     /// The recovery settings a custom bootstrap may give (`recovery_conf`).

@@ -317,7 +317,6 @@ enum PatroniKeys {
         "postgresql.use_unix_socket":
             "the agent connects over TCP to its listen address (admit it in pg_hba); not supported yet",
         "postgresql.use_unix_socket_repl": "replication connects over TCP; not supported yet",
-        "postgresql.recovery_conf": "restore_command for replicas is issue 'Patroni drop-in, part 2'",
         "postgresql.pg_ctl_timeout": "Baton supervises postgres directly; use stop_timeout",
         "postgresql.remove_data_directory_on_diverged_timelines":
             "use remove_data_directory_on_rewind_failure (a diverged replica is rewound first)",

@@ -78,6 +78,9 @@ public struct LocalPostgresConfiguration: Sendable {
     public var replicaMethods: [ReplicaMethod] = [.basebackup(options: [])]
     /// The cluster's name (`scope`), passed to replica methods as `--scope`.
     public var scope = ""
+    /// `postgresql.recovery_conf`: what every standby's recovery settings add (`restore_command`
+    /// for WAL the upstream no longer has, `archive_cleanup_command`, `recovery_min_apply_delay`).
+    public var recoveryConf: [String: String] = [:]
     /// `bootstrap.method` other than initdb: a new cluster restored from a backup.
     public var bootstrapMethod: BootstrapMethod?
 

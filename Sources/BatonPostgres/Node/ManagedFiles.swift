@@ -142,6 +142,10 @@ public enum ManagedFiles {
             "recovery_target": "", "recovery_target_lsn": "", "recovery_target_name": "",
             "recovery_target_time": "", "recovery_target_xid": "", "recovery_target_action": "pause",
         ]
+        // postgresql.recovery_conf (a standby cluster's leader takes standby_cluster's instead).
+        if source.remote == nil {
+            for (key, value) in configuration.recoveryConf { parameters[key] = value }
+        }
         if let remote = source.remote {
             // A standby cluster's leader: the other cluster's slot (none unless named) and its
             // archive, as `standby_cluster` says.
