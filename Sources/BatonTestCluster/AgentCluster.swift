@@ -35,6 +35,8 @@ public struct ClusterOptions: Sendable {
     /// When set, only the first this many members start with the cluster (the test starts the
     /// others with `startAgent`, e.g. once the first one leads).
     public var startedNodes: Int?
+    /// Extra `postgresql.parameters` in every member's file (`name: value`).
+    public var localParameters: [String] = []
     /// Extra lines under `bootstrap:` for the member of that index (1-based).
     public var bootstrapExtra: [Int: [String]] = [:]
     /// Extra lines under `postgresql:` for the member of that index (1-based).
@@ -207,7 +209,7 @@ public final class AgentCluster: @unchecked Sendable {
               authentication:
                 superuser: {username: postgres}
                 replication: {username: replicator}
-              parameters: {shared_buffers: "16MB", fsync: "off", max_wal_size: "64MB"}
+              parameters: {\((["shared_buffers: \"16MB\"", "fsync: \"off\"", "max_wal_size: \"64MB\""] + options.localParameters).joined(separator: ", "))}
             \((options.postgresqlExtra[node.index] ?? []).map { "  " + $0 + "\n" }.joined())bootstrap:
             \((options.bootstrapExtra[node.index] ?? []).map { "  " + $0 + "\n" }.joined())  dcs:
                 ttl: \(options.ttl)

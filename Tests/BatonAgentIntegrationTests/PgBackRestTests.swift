@@ -1,0 +1,142 @@
+import BatonCore
+import BatonTestCluster
+import BatonTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// pgBackRest (Debian's `pgbackrest`) with a real repository on the local disk, as
+/// docs/runbooks.md sets it up: the primary archives through `archive-push`, a full backup is
+/// taken; a replica is made by `pgbackrest restore` (`create_replica_methods`), and a new cluster
+/// is bootstrapped by a restore to a target time (`bootstrap.method`): the rows written before
+/// the target are there, those after are not.
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct PgBackRestTests {
+    static let pgbackrest = "/usr/bin/pgbackrest"
+
+    /// `pgbackrest ARGS` as the postgres OS user; its output when it exits 0.
+    @discardableResult
+    static func run(_ arguments: [String], _ what: String) throws -> String {
+        let output = NSTemporaryDirectory() + "baton-it-\(UUID().uuidString).out"
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let status = try AgentCluster.runToCompletion(
+            ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", pgbackrest]
+                + arguments,
+            environment: ["PATH": "/usr/bin:/bin"], output: output, timeout: .seconds(120))
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        guard status == 0 else { throw ClusterFailure(description: "pgbackrest \(what) failed (\(status)): \(text)") }
+        return text
+    }
+
+    @Test("a replica restored by pgBackRest, and a cluster bootstrapped by a pgBackRest restore to a time")
+    func pgBackRestReplicaAndPointInTimeBootstrap() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.pgbackrest) else {
+            throw ClusterFailure(description: "pgbackrest is not installed (scripts/test installs it)")
+        }
+        let work = try TestEnvironment.makeTemporaryDirectory(prefix: "baton-it-pgbackrest")
+        chmod(work.path, 0o755)
+        for name in ["repo", "log", "lock", "spool", "socket"] {
+            try AgentCluster.makePostgresDirectory(work.appendingPathComponent(name).path)
+        }
+        let socket = work.appendingPathComponent("socket").path
+        let conf = work.appendingPathComponent("pgbackrest.conf").path
+        // The cluster's members are made first (their data directories and ports name the stanza).
+        var options = ClusterOptions()
+        options.nodes = 2
+        options.startedNodes = 1
+        options.localParameters = ["unix_socket_directories: '\(socket)'"]
+        options.dcsParameters = [
+            "archive_mode: 'on'",
+            "archive_command: '\(Self.pgbackrest) --config=\(conf) --stanza=main archive-push %p'",
+        ]
+        let restoreCommand = "\(Self.pgbackrest) --config=\(conf) --stanza=main restore"
+        options.postgresqlExtra = [
+            2: [
+                "create_replica_methods: [pgbackrest, basebackup]",
+                "pgbackrest: {command: '\(restoreCommand) --pg1-path=__DATA__', keep_data: true, no_params: true}",
+            ]
+        ]
+        // The member's own data directory is only known once the cluster's layout is: the
+        // placeholder is replaced in its file before it starts.
+        let cluster = try AgentCluster.start("pgbackrest", options)
+        defer { cluster.stop() }
+        let node1 = try cluster.node("node1")
+        let node2 = try cluster.node("node2")
+        let node2Config = try String(contentsOfFile: node2.configPath, encoding: .utf8)
+        try node2Config.replacingOccurrences(of: "__DATA__", with: node2.dataDirectory).write(
+            toFile: node2.configPath, atomically: true, encoding: .utf8)
+        try """
+        [global]
+        repo1-path=\(work.appendingPathComponent("repo").path)
+        log-path=\(work.appendingPathComponent("log").path)
+        lock-path=\(work.appendingPathComponent("lock").path)
+        spool-path=\(work.appendingPathComponent("spool").path)
+        log-level-console=warn
+        start-fast=y
+
+        [main]
+        pg1-path=\(node1.dataDirectory)
+        pg1-port=\(node1.pgPort)
+        pg1-socket-path=\(socket)
+        pg1-user=postgres
+
+        """.write(toFile: conf, atomically: true, encoding: .utf8)
+        chmod(conf, 0o644)
+
+        let leader = try await cluster.waitHealthy(nodes: 1)
+        #expect(leader == "node1")
+        try Self.run(["--config=\(conf)", "--stanza=main", "stanza-create"], "stanza-create")
+        try Self.run(["--config=\(conf)", "--stanza=main", "check"], "check")
+        try await cluster.createTable(on: leader)
+        try await cluster.insert(Array(1...10), on: leader)
+        try Self.run(["--config=\(conf)", "--stanza=main", "--type=full", "backup"], "backup")
+
+        // A replica made by pgbackrest restore; it then streams from the leader.
+        try cluster.startAgent("node2")
+        _ = try await cluster.waitHealthy()
+        try await cluster.waitForIDs(Set(1...10), on: "node2")
+        let log2 = cluster.log("node2")
+        #expect(log2.contains("replica created") && log2.contains("pg.method=pgbackrest"), "\(log2.suffix(3000))")
+
+        // Rows before and after a target time; the WAL after it reaches the repository.
+        _ = try await cluster.execute(leader, "SELECT pg_sleep(1.2)")
+        let target = try #require(try await cluster.execute(leader, "SELECT now()::text AS t").rows.first?.string("t"))
+        _ = try await cluster.execute(leader, "SELECT pg_sleep(1.2)")
+        try await cluster.insert(Array(11...20), on: leader)
+        _ = try await cluster.execute(leader, "SELECT pg_switch_wal()")
+        _ = try await cluster.execute(leader, "CHECKPOINT")
+        try Self.run(["--config=\(conf)", "--stanza=main", "check"], "check after the target")
+
+        var restoredOptions = ClusterOptions()
+        restoredOptions.nodes = 1
+        restoredOptions.namePrefix = "pitr"
+        restoredOptions.localParameters = ["unix_socket_directories: '\(socket)'"]
+        restoredOptions.bootstrapExtra = [
+            1: [
+                "method: pgbackrest",
+                "pgbackrest:",
+                "  command: '\(restoreCommand) --pg1-path=__DATA__'",
+                "  no_params: true",
+                "  recovery_conf:",
+                "    restore_command: '\(Self.pgbackrest) --config=\(conf) --stanza=main --pg1-path=__DATA__ archive-get %f \"%p\"'",
+                "    recovery_target_time: '\(target)'",
+            ]
+        ]
+        restoredOptions.startedNodes = 0
+        let restored = try AgentCluster.start("pgbackrest-pitr", restoredOptions)
+        defer { restored.stop() }
+        let pitr = try restored.node("pitr1")
+        let pitrConfig = try String(contentsOfFile: pitr.configPath, encoding: .utf8)
+        try pitrConfig.replacingOccurrences(of: "__DATA__", with: pitr.dataDirectory).write(
+            toFile: pitr.configPath, atomically: true, encoding: .utf8)
+        try restored.startAgent("pitr1")
+        let restoredLeader = try await restored.waitHealthy(timeout: .seconds(150), nodes: 1)
+        let ids = try await restored.ids(on: restoredLeader)
+        #expect(ids == Set(1...10), "rows after the pgBackRest restore to \(target): \(ids.sorted())")
+        try await restored.insert([100], on: restoredLeader)
+        AgentFailoverTests.measure("pgbackrest", ["target": target, "rows": "\(ids.count)"])
+    }
+}
