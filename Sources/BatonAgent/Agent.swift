@@ -74,6 +74,7 @@ public final class Agent: Sendable {
         pgConfiguration.initdbOptions = pg.initdbOptions
         pgConfiguration.scope = configuration.scope
         pgConfiguration.recoveryConf = pg.recoveryConf
+        pgConfiguration.postBootstrap = pg.postBootstrap
         pgConfiguration.bootstrapMethod = pg.bootstrapMethod.map {
             BootstrapMethod(name: $0.name, argv: $0.argv, noParams: $0.noParams, recoveryConf: $0.recoveryConf)
         }

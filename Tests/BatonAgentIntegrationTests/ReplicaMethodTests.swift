@@ -10,6 +10,7 @@ import Testing
 /// operator's `basebackup` options.
 @Suite(.serialized, .timeLimit(.minutes(4)))
 struct ReplicaMethodTests {
+    // Also: `bootstrap.post_bootstrap` on the member that makes the cluster.
     @Test("replicas made by a custom command after a failed method, and by pg_basebackup with options")
     func customCommandAndBasebackupOptions() async throws {
         // The script is written before the cluster exists: in a directory of its own.
@@ -32,7 +33,17 @@ struct ReplicaMethodTests {
         """.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
 
+        // post_bootstrap on the member that makes the cluster: it gets the superuser's URL (the
+        // password in PGPASSFILE) and creates a table every member then has.
+        let post = scripts.appendingPathComponent("post-bootstrap").path
+        try """
+        #!/bin/sh
+        case "$1" in postgres://*) ;; *) exit 3 ;; esac
+        \(AgentCluster.binDirectory)/psql "$1" -v ON_ERROR_STOP=1 -c 'CREATE TABLE made_by_post_bootstrap (id int)'
+        """.write(toFile: post, atomically: true, encoding: .utf8)
+        chmod(post, 0o755)
         var options = ClusterOptions()
+        options.bootstrapExtra = [1: ["post_bootstrap: \(post)"]]
         options.postgresqlExtra = [
             2: [
                 "create_replica_methods: [broken, custom]", "broken: {command: /bin/false}",
@@ -51,6 +62,11 @@ struct ReplicaMethodTests {
         try await cluster.createTable(on: leader)
         try await cluster.insert([1, 2, 3], on: leader)
         for node in ["node2", "node3"] { try await cluster.waitForIDs([1, 2, 3], on: node) }
+        for node in ["node1", "node2", "node3"] {
+            let made = try await cluster.execute(
+                node, "SELECT to_regclass('made_by_post_bootstrap') IS NOT NULL AS made")
+            #expect(try made.rows.first?.bool("made") == true, "\(node) lacks the post_bootstrap table")
+        }
 
         // node2: the failed method first, then the custom command; what the first left was cleared.
         let marker = try cluster.node("node2").dataDirectory + "/custom_marker"

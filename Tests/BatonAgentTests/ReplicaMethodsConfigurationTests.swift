@@ -141,4 +141,23 @@ import Testing
             }
         }
     }
+
+    @Test func postBootstrapTakesACommandUnderEitherName() throws {
+        #expect(
+            try Self.parseBootstrap("  post_bootstrap: /bin/sh -c 'x'").postgresql.postBootstrap == [
+                "/bin/sh", "-c", "x",
+            ])
+        #expect(try Self.parseBootstrap("  post_init: sh").postgresql.postBootstrap?.first?.hasSuffix("/sh") == true)
+        for (text, expected) in [
+            ("  post_bootstrap: /bin/true\n  post_init: /bin/true", "not both"),
+            ("  post_bootstrap: /no/such/script", "not an executable"),
+        ] {
+            do {
+                _ = try Self.parseBootstrap(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
 }

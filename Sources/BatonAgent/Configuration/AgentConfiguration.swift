@@ -104,6 +104,8 @@ public struct AgentConfiguration: Sendable {
         public var initdbOptions: [String] = []
         /// `postgresql.recovery_conf`: added to every standby's recovery settings.
         public var recoveryConf: [String: String] = [:]
+        /// `bootstrap.post_bootstrap` (or `post_init`): run once after a new cluster is made.
+        public var postBootstrap: [String]?
         /// `bootstrap.method` other than initdb, with its section.
         public var bootstrapMethod: BootstrapMethodSetting?
         /// `create_replica_methods` with each method's section (`basebackup` and its options
@@ -526,7 +528,24 @@ public struct AgentConfiguration: Sendable {
         let bootstrap = try root.section("bootstrap")
         let methodName = try bootstrap.string("method") ?? "initdb"
         try bootstrap.rejectUnknownKeys(
-            Set(["dcs", "initdb", "method"] + (methodName == "initdb" ? [] : [methodName])))
+            Set(
+                ["dcs", "initdb", "method", "post_bootstrap", "post_init"]
+                    + (methodName == "initdb" ? [] : [methodName])))
+        let postBootstrap = try bootstrap.string("post_bootstrap")
+        let postInit = try bootstrap.string("post_init")
+        if postBootstrap != nil, postInit != nil {
+            throw bootstrap.error("post_init", "give post_bootstrap or post_init (the same setting), not both")
+        }
+        if let command = postBootstrap ?? postInit {
+            let key = postBootstrap != nil ? "post_bootstrap" : "post_init"
+            guard let argv = ShellWords.split(command), let program = argv.first else {
+                throw bootstrap.error(key, "cannot be read as a command line (an unclosed quote?): \(command)")
+            }
+            guard let resolved = ShellWords.resolve(program) else {
+                throw bootstrap.error(key, "'\(program)' is not an executable file (nor found in PATH)")
+            }
+            postgres.postBootstrap = [resolved] + argv.dropFirst()
+        }
         if methodName != "initdb" { postgres.bootstrapMethod = try Self.bootstrapMethod(bootstrap, name: methodName) }
         postgres.initdbOptions = try Self.initdbOptions(bootstrap)
         var document: [String: JSONValue] = [

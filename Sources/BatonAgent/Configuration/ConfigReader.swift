@@ -321,8 +321,6 @@ enum PatroniKeys {
         "postgresql.remove_data_directory_on_diverged_timelines":
             "use remove_data_directory_on_rewind_failure (a diverged replica is rewound first)",
         "postgresql.pg_ctl": "Baton supervises postgres directly, not through pg_ctl",
-        "bootstrap.post_bootstrap": "not supported yet: run the script once after the cluster is up",
-        "bootstrap.post_init": "not supported yet: run the script once after the cluster is up",
         "bootstrap.users": "Patroni 4 removed it too: create roles with SQL after bootstrap",
         "bootstrap.pg_hba": "Patroni 4 removed it too: write bootstrap.dcs.postgresql.pg_hba",
     ].merging(authenticationTLS) { first, _ in first }

@@ -83,6 +83,8 @@ public struct LocalPostgresConfiguration: Sendable {
     public var recoveryConf: [String: String] = [:]
     /// `bootstrap.method` other than initdb: a new cluster restored from a backup.
     public var bootstrapMethod: BootstrapMethod?
+    /// `bootstrap.post_bootstrap` (or `post_init`): run once after a new cluster is made.
+    public var postBootstrap: [String]?
 
     public init(
         memberName: String, dataDirectory: String, binDirectory: String = "/usr/lib/postgresql/15/bin",

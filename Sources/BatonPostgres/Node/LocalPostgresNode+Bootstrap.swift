@@ -38,6 +38,14 @@ extension LocalPostgresNode {
         logger.info("initdb done", metadata: ["pg.elapsed_ms": "\((ContinuousClock.now - started).milliseconds)"])
         try await start(following: nil)
         try await createRoles()
+        do {
+            try await runPostBootstrap()
+        } catch {
+            // The cluster this bootstrap made, and nothing else: the directory was empty before.
+            try? await stop(mode: .immediate, timeout: .seconds(10))
+            try? prepareEmptyDataDirectory(wipe: true)
+            throw error
+        }
         let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
             .string("id")
         guard let identifier else {
@@ -110,6 +118,7 @@ extension LocalPostgresNode {
                 dataDirectory + "/" + ManagedFiles.recoveryFile,
                 contents: ManagedFiles.recoveryText(configuration, source: nil), user: osUser, mode: 0o600)
             try await createRoles()
+            try await runPostBootstrap()
             let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
                 .string("id")
             guard let identifier else {
@@ -127,6 +136,33 @@ extension LocalPostgresNode {
             try? await stop(mode: .immediate, timeout: .seconds(10))
             try? prepareEmptyDataDirectory(wipe: true)
             throw error
+        }
+    }
+
+    /// `bootstrap.post_bootstrap`, as Patroni runs it: the command as the PostgreSQL OS user with
+    /// one argument, a connection URL for the superuser (no password in it); the password is in
+    /// the agent's 0600 passfile (`PGPASSFILE`). A failure fails the bootstrap.
+    func runPostBootstrap() async throws {
+        guard let argv = configuration.postBootstrap, let executable = argv.first else { return }
+        try writePassfile()
+        let passfile = configuration.passfile
+        let host =
+            configuration.localAddress.contains(":") ? "[\(configuration.localAddress)]" : configuration.localAddress
+        let user = configuration.superuser.username.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        let url = "postgres://\(user)@\(host):\(configuration.port)/postgres"
+        logger.info("running post_bootstrap", metadata: ["pg.command": "\(executable)"])
+        let logger = self.logger
+        let output = try await runner.run(
+            executable, Array(argv.dropFirst()) + [url], environment: ["PGPASSFILE": passfile],
+            timeout: configuration.cloneTimeout
+        ) { line in
+            logger.info("post_bootstrap: \(PrintableText.of(Array(line.utf8), limit: 300))")
+        }
+        guard output.succeeded else {
+            throw PostgresError(
+                .commandFailed,
+                "post_bootstrap \(executable) failed (exit \(output.status)): \(output.text.suffix(400)); the new cluster is removed and the bootstrap tried again"
+            )
         }
     }
 
