@@ -54,6 +54,12 @@ import Testing
             ("  basebackup: {wal-method: fetch}", "set by Baton"),
             ("  basebackup: [{max-rate: [1, 2]}]", "single value"),
             ("  basebackup: 100M", "mapping or a list"),
+            // An abbreviation of a managed option, or one that changes where the copy goes.
+            ("  basebackup: {ho: other.example}", "not an option Baton passes"),
+            ("  basebackup: {target: blackhole}", "not an option Baton passes"),
+            ("  basebackup: [write-recovery-conf]", "not an option Baton passes"),
+            ("  create_replica_methods: [walg]\n  walg: {command: /bin/true, datadir: /x}", "passed by Baton itself"),
+            ("  create_replica_methods: [walg]\n  walg: {command: bin/true}", "not an executable"),
         ]
         for (text, expected) in cases {
             do {

@@ -755,6 +755,14 @@ public struct AgentConfiguration: Sendable {
         "pgdata", "format", "wal-method", "xlog-method", "gzip", "version", "dbname", "host", "port", "username",
         "password", "no-password", "progress", "D", "F", "X", "h", "p", "U", "d", "w", "W",
     ]
+    /// The pg_basebackup (PostgreSQL 15) options `basebackup` may give, by their full names: an
+    /// abbreviation (`--ho`) or an option that changes where the copy goes or what it contains
+    /// (`--target`, `--waldir`, `--write-recovery-conf`, `--slot`, `--no-sync`) is refused.
+    static let operatorBasebackupOptions: Set = [
+        "checkpoint", "max-rate", "verbose", "label", "no-verify-checksums", "manifest-checksums",
+        "manifest-force-encode", "no-manifest", "tablespace-mapping", "status-interval", "no-estimate-size",
+        "compress", "no-manifest",
+    ]
 
     /// `create_replica_methods` and each method's section, as Patroni reads them.
     static func replicaMethods(_ pg: ConfigReader, names: [String]) throws -> [ReplicaMethodSetting] {
@@ -796,6 +804,9 @@ public struct AgentConfiguration: Sendable {
             for (key, value) in section.node?.mapping ?? [:] {
                 guard let option = key.string, !["command", "keep_data", "no_params", "no_leader"].contains(option)
                 else { continue }
+                if ["scope", "datadir", "role", "connstring"].contains(option) {
+                    throw section.error(option, "is passed by Baton itself (--\(option)); leave it out")
+                }
                 guard isMethodName(option.replacingOccurrences(of: ".", with: "_")), let text = value.string,
                     value.scalar != nil, !text.contains("\n")
                 else {
@@ -899,6 +910,11 @@ public struct AgentConfiguration: Sendable {
             else { throw fail("'\(name)' is not a pg_basebackup option name") }
             guard !managedBasebackupOptions.contains(bare) else {
                 throw fail("'\(bare)' is set by Baton (data directory, format, WAL method, connection); leave it out")
+            }
+            guard operatorBasebackupOptions.contains(bare) else {
+                throw fail(
+                    "'\(bare)' is not an option Baton passes to pg_basebackup (give the full name; known: "
+                        + operatorBasebackupOptions.sorted().joined(separator: ", ") + ")")
             }
             if let value {
                 guard !value.contains("\n") else { throw fail("the value of '\(bare)' must be on one line") }

@@ -401,7 +401,10 @@ enum ShellWords {
     /// `program` as an absolute path: as given when it names a file, else found in PATH.
     static func resolve(_ program: String) -> String? {
         let manager = FileManager.default
-        if program.contains("/") { return manager.isExecutableFile(atPath: program) ? program : nil }
+        // A relative path would be looked up from wherever the agent was started, and run from /.
+        if program.contains("/") {
+            return program.hasPrefix("/") && manager.isExecutableFile(atPath: program) ? program : nil
+        }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
         for directory in path.split(separator: ":") where directory.hasPrefix("/") {
             let candidate = "\(directory)/\(program)"

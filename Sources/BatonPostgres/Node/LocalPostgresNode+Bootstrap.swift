@@ -42,8 +42,7 @@ extension LocalPostgresNode {
             try await runPostBootstrap()
         } catch {
             // The cluster this bootstrap made, and nothing else: the directory was empty before.
-            try? await stop(mode: .immediate, timeout: .seconds(10))
-            try? prepareEmptyDataDirectory(wipe: true)
+            await removeFailedBootstrap()
             throw error
         }
         let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
@@ -133,9 +132,27 @@ extension LocalPostgresNode {
             return identifier
         } catch {
             // Only what this bootstrap wrote: the directory was empty before it began.
-            try? await stop(mode: .immediate, timeout: .seconds(10))
-            try? prepareEmptyDataDirectory(wipe: true)
+            await removeFailedBootstrap()
             throw error
+        }
+    }
+
+    /// After a failed bootstrap: postgres stopped (fenced if a stop fails: it may have promoted),
+    /// then what this bootstrap wrote removed — only once no postmaster runs on it.
+    func removeFailedBootstrap() async {
+        do {
+            try await stop(mode: .immediate, timeout: .seconds(10))
+        } catch {
+            await fence()
+        }
+        guard adoptIfRunning() == nil else {
+            logger.error("a postmaster still runs on \(dataDirectory) after a failed bootstrap: its files are kept")
+            return
+        }
+        do {
+            try prepareEmptyDataDirectory(wipe: true)
+        } catch {
+            logger.error("could not remove what a failed bootstrap wrote: \(error)")
         }
     }
 
@@ -199,6 +216,13 @@ extension LocalPostgresNode {
     /// Makes the data directory exist, empty, owned by the OS user, mode 0700.
     func prepareEmptyDataDirectory(wipe: Bool) throws {
         let manager = FileManager.default
+        var linkInfo = stat()
+        if wipe, lstat(dataDirectory, &linkInfo) == 0, (linkInfo.st_mode & S_IFMT) == S_IFLNK {
+            // Replaced by a link (by the postgres user, or a command run as it): never emptied by
+            // root, which would empty wherever it points.
+            throw PostgresError(
+                .dataDirectoryUnusable, "\(dataDirectory) is a symbolic link now: not emptied; an operator must look")
+        }
         var isDirectory: ObjCBool = false
         if manager.fileExists(atPath: dataDirectory, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else {
@@ -206,7 +230,12 @@ extension LocalPostgresNode {
                     .dataDirectoryMissing,
                     "\(dataDirectory) exists but is not a directory; remove it or fix the data directory")
             }
-            let contents = (try? manager.contentsOfDirectory(atPath: dataDirectory)) ?? []
+            let contents: [String]
+            do {
+                contents = try manager.contentsOfDirectory(atPath: dataDirectory)
+            } catch {
+                throw PostgresError(.io, "could not list \(dataDirectory)", cause: error)
+            }
             if !contents.isEmpty {
                 guard wipe else {
                     throw PostgresError(

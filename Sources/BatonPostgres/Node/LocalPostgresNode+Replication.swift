@@ -29,7 +29,13 @@ extension LocalPostgresNode {
         try writePassfile()
         // create_replica_methods in order: the first that succeeds makes the replica.
         var failures: [String] = []
-        for method in configuration.replicaMethods {
+        for (index, method) in configuration.replicaMethods.enumerated() {
+            // The directory was empty when this clone began: what an earlier method left (kept
+            // for its own sake with keep_data, or written by a command that timed out) is removed
+            // before the next one, unless this one keeps data itself.
+            if index > 0, !Self.keepsData(method), inspectDataDirectory() != .missingOrEmpty {
+                try prepareEmptyDataDirectory(wipe: true)
+            }
             do {
                 switch method {
                 case .basebackup(let options):
@@ -54,10 +60,17 @@ extension LocalPostgresNode {
                     "replica method failed", metadata: ["pg.method": "\(method.name)", "error": "\(error)"])
             }
         }
+        // Nothing of a failed clone stays: a partial copy must never be started as a replica.
+        try? prepareEmptyDataDirectory(wipe: true)
         throw PostgresError(
             .cloneFailed,
             "no replica method succeeded (\(configuration.replicaMethods.map(\.name).joined(separator: ", "))): "
                 + failures.joined(separator: "; "))
+    }
+
+    static func keepsData(_ method: ReplicaMethod) -> Bool {
+        if case .command(_, _, _, let keepData, _) = method { return keepData }
+        return false
     }
 
     /// pg_basebackup from `source`, with the operator's options after Baton's (a repeated option
@@ -143,9 +156,13 @@ extension LocalPostgresNode {
             }
         }
         defer { watcher.cancel() }
+        // The command gets the replication role's password only (not the superuser's).
+        let passfile = configuration.passfile + ".replica-method"
+        try Posix.writeFile(
+            passfile, contents: ManagedFiles.replicationPassfileText(configuration), user: osUser, mode: 0o600)
+        defer { unlink(passfile) }
         let output = try await runner.run(
-            executable, arguments,
-            environment: ["PGPASSFILE": configuration.passfile, "PGDATA": dataDirectory],
+            executable, arguments, environment: ["PGPASSFILE": passfile, "PGDATA": dataDirectory],
             timeout: configuration.cloneTimeout
         ) { line in
             logger.info("\(name): \(PrintableText.of(Array(line.utf8), limit: 300))")

@@ -575,6 +575,7 @@ public final class LocalPostgresNode: PostgresNode {
     /// Writes the managed files. `following` rewrites the recovery file (nil leaves it);
     /// `standby` creates (true) or removes (false) standby.signal (nil leaves it).
     func writeConfiguration(following source: ReplicationSource?, standby: Bool?) throws {
+        try removeRecoveryControlFromAutoConf()
         let conf = dataDirectory + "/postgresql.conf"
         let existing = Posix.readFile(conf) ?? ""
         let missing = ManagedFiles.includeLines.filter { line in
@@ -633,6 +634,30 @@ public final class LocalPostgresNode: PostgresNode {
     func writePassfile() throws {
         try Posix.writeFile(
             configuration.passfile, contents: ManagedFiles.passfileText(configuration), user: osUser, mode: 0o600)
+    }
+
+    /// postgresql.auto.conf is read after every other file: a recovery target or promotion
+    /// trigger left there (by a backup tool's restore, `pg_basebackup -R`, ALTER SYSTEM) would end
+    /// a standby's recovery — promote it — without the leader key, whatever Baton's recovery file
+    /// says. Such lines are removed (as Patroni does) and logged. Only a regular file is read.
+    func removeRecoveryControlFromAutoConf() throws {
+        let path = dataDirectory + "/postgresql.auto.conf"
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, let text = Posix.readFile(path) else {
+            return
+        }
+        var removed: [String] = []
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+            let name = line.drop { $0 == " " || $0 == "\t" }.prefix { $0.isLetter || $0 == "_" }.lowercased()
+            guard PostgresParameters.recoveryControl.contains(name) else { return true }
+            removed.append(name)
+            return false
+        }
+        guard !removed.isEmpty else { return }
+        try Posix.writeFile(path, contents: lines.joined(separator: "\n"), user: osUser, mode: 0o600)
+        logger.warning(
+            "recovery settings removed from postgresql.auto.conf (they would end a standby's recovery without the leader key)",
+            metadata: ["pg.removed": "\(removed.joined(separator: ","))"])
     }
 
     func fileSize(_ path: String) -> UInt64 {

@@ -207,6 +207,14 @@ public enum ManagedFiles {
     }
 
     /// A libpq passfile: `host:port:database:user:password`, `:` and `\` escaped.
+    /// The passfile a replica method's command gets: the replication role's line only.
+    public static func replicationPassfileText(_ configuration: LocalPostgresConfiguration) -> String {
+        let escape = { (value: String) in
+            value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:")
+        }
+        return "*:*:*:\(escape(configuration.replication.username)):\(escape(configuration.replication.password))\n"
+    }
+
     public static func passfileText(_ configuration: LocalPostgresConfiguration) -> String {
         func escape(_ value: String) -> String {
             value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:")
