@@ -45,11 +45,7 @@ extension LocalPostgresNode {
             await removeFailedBootstrap()
             throw error
         }
-        let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
-            .string("id")
-        guard let identifier else {
-            throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier")
-        }
+        let identifier = try await systemIdentifier()
         logger.info(
             "bootstrapped new cluster",
             metadata: [
@@ -118,11 +114,7 @@ extension LocalPostgresNode {
                 contents: ManagedFiles.recoveryText(configuration, source: nil), user: osUser, mode: 0o600)
             try await createRoles()
             try await runPostBootstrap()
-            let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
-                .string("id")
-            guard let identifier else {
-                throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier")
-            }
+            let identifier = try await systemIdentifier()
             logger.info(
                 "bootstrapped from a backup",
                 metadata: [
@@ -135,6 +127,16 @@ extension LocalPostgresNode {
             await removeFailedBootstrap()
             throw error
         }
+    }
+
+    /// The running server's database system identifier.
+    func systemIdentifier() async throws -> String {
+        let identifier = try await execute("SELECT system_identifier::text AS id FROM pg_control_system()").single()
+            .string("id")
+        guard let identifier else {
+            throw PostgresError(.unexpectedResult, "pg_control_system() returned no system identifier")
+        }
+        return identifier
     }
 
     /// After a failed bootstrap: postgres stopped (fenced if a stop fails: it may have promoted),

@@ -220,9 +220,7 @@ extension LocalPostgresNode {
         let wanted = Dictionary(slots.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         // A copy is usable only if this server still has the WAL it starts from.
         let oldest = try await oldestLocalWAL()
-        let localSystem = try await execute(
-            "SELECT system_identifier::text AS id FROM pg_catalog.pg_control_system()"
-        ).single().string("id")
+        let localSystem = try await systemIdentifier()
         let states: [String: [UInt8]] = try await onSource(source) { connection in
             let result = try await connection.query(
                 """
@@ -385,15 +383,7 @@ extension LocalPostgresNode {
         var parameters = configuration.localConnection
         parameters.database = database
         if let statementTimeout { parameters.statementTimeout = statementTimeout }
-        let connection = try await PostgresConnection.connect(parameters)
-        do {
-            let value = try await body(connection)
-            await connection.close()
-            return value
-        } catch {
-            await connection.close()
-            throw error
-        }
+        return try await Self.withConnection(parameters, body)
     }
 
     /// A short superuser session on `source` (the leader).
@@ -405,6 +395,13 @@ extension LocalPostgresNode {
             password: configuration.superuser.password, database: "postgres",
             applicationName: "baton-\(configuration.memberName)-slots", connectTimeout: configuration.connectTimeout,
             statementTimeout: configuration.statementTimeout)
+        return try await Self.withConnection(parameters, body)
+    }
+
+    /// A connection for `body`, closed after it whatever happens.
+    static func withConnection<T: Sendable>(
+        _ parameters: ConnectionParameters, _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
         let connection = try await PostgresConnection.connect(parameters)
         do {
             let value = try await body(connection)
