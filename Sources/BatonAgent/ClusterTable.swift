@@ -59,6 +59,9 @@ public enum ClusterTable {
             if member.name != leader, member.state == .running, member.replicationState == "streaming" {
                 state = "streaming"
             }
+            if member.state == .creatingReplica, let progress = member.cloneProgress {
+                state += " (\(progress.summary))"
+            }
             let lag = member.name == leader ? nil : optime.map { $0.bytesAhead(of: member.xlogLocation ?? .zero) }
             let tags = member.tags.values.isEmpty ? nil : member.tags.values.mapValues { "\($0)" }
             let reasons = member.pendingRestartReason.mapValues { "\($0.oldValue)->\($0.newValue)" }

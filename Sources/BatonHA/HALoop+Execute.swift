@@ -126,11 +126,27 @@ extension HALoop {
 
         case .cloneReplica(let source):
             activity = .creatingReplica
+            cloneProgress = nil
             await publish(after: observation)
-            defer { activity = nil }
+            defer {
+                activity = nil
+                cloneProgress = nil
+            }
             let logger = self.logger
             let lastPercent = Mutex(-10)
+            // The member key shows how far the copy is (baton list), every 2 s while it runs.
+            let latest = LatestCloneProgress()
+            let startedAt = ContinuousClock.now
+            let publisher = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(2))
+                    guard !Task.isCancelled, let self, let progress = latest.value else { continue }
+                    await self.publishCloneProgress(progress, since: startedAt, observation: observation)
+                }
+            }
+            defer { publisher.cancel() }
             try await node.cloneReplica(from: source) { progress in
+                latest.value = progress
                 let report = lastPercent.withLock { last -> Bool in
                     guard progress.percent >= last + 10 || progress.percent == 100 else { return false }
                     last = progress.percent
@@ -611,6 +627,20 @@ extension HALoop {
         )
     }
 
+    /// Puts how far the copy is into the member key (`clone_progress`) and publishes it.
+    func publishCloneProgress(
+        _ progress: CloneProgress, since started: ContinuousClock.Instant, observation: Observation
+    )
+        async
+    {
+        guard activity == .creatingReplica else { return }
+        let seconds = max(1, (ContinuousClock.now - started).components.seconds)
+        cloneProgress = Member.CloneProgressRecord(
+            doneKB: progress.doneKB, totalKB: progress.totalKB > 0 ? progress.totalKB : nil,
+            rateKBs: progress.doneKB / seconds, method: nil)
+        await publish(after: observation)
+    }
+
     /// `demote-cluster`: the primary stops (a fast shutdown, the lease renewed meanwhile), keeps
     /// the leader key, and rejoins as the standby leader following the other cluster: pg_rewind
     /// from it where this one diverged (its promotion forked off this history), then a start as
@@ -682,5 +712,15 @@ extension Action {
             .askFailsafeConfirmation, .writeFailsafe:
             return false
         }
+    }
+}
+
+/// The last progress a clone reported (from the tool's thread), read by the publishing task.
+final class LatestCloneProgress: Sendable {
+    private let state = Mutex<CloneProgress?>(nil)
+
+    var value: CloneProgress? {
+        get { state.withLock { $0 } }
+        set { state.withLock { $0 = newValue } }
     }
 }

@@ -33,6 +33,7 @@ extension HALoop {
             timeline: pg.timeline, tags: configuration.tags, pendingRestart: pg.pendingRestart,
             paused: effectiveConfig(status.cluster).pause, pendingRestartReason: pg.pendingRestartReason)
         member.proxyURL = configuration.proxyURL
+        member.cloneProgress = activity == .creatingReplica ? cloneProgress : nil
         member.scheduledRestart = scheduledRestart.map { request in
             NodeStatusDocument.ScheduledRestart(
                 schedule: request.scheduledAtText ?? "", role: request.role?.rawValue,

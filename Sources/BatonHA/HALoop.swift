@@ -112,6 +112,8 @@ public actor HALoop {
     var lastLogicalCopyFailure: MonotonicInstant?
     var loggedLogicalSlotProblem: String?
     var loggedLogicalCopyProblem: String?
+    /// While a replica is being created: how far the copy is (published in the member key).
+    var cloneProgress: Member.CloneProgressRecord?
     /// Per slot: how many copies were made since it was last ready, and when the next may be.
     var logicalCopyAttempts: [String: (count: Int, next: MonotonicInstant)] = [:]
     /// The `use_slots` last given to the node.

@@ -82,4 +82,37 @@ struct ReplicaMethodTests {
             !Foundation.FileManager.default.fileExists(
                 atPath: try cluster.node("node3").dataDirectory + "/custom_marker"))
     }
+
+    /// While a replica is being created, `baton list` shows how far the copy is (from the member
+    /// key's `clone_progress`): percent, size, rate.
+    @Test("baton list shows a clone's progress while it runs")
+    func cloneProgressInBatonList() async throws {
+        var options = ClusterOptions()
+        options.nodes = 2
+        options.startedNodes = 1
+        options.postgresqlExtra = [2: ["basebackup: {max-rate: 4M}"]]
+        let cluster = try AgentCluster.start("clone-progress", options)
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy(nodes: 1)
+        _ = try await cluster.execute(
+            leader, "CREATE TABLE ballast AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 30000) g")
+        try cluster.startAgent("node2")
+        var seen: String?
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline, seen == nil {
+            let list = try OperatorCLITests.baton(cluster, ["list"], timeout: .seconds(20))
+            if let line = list.stdout.split(separator: "\n").first(where: {
+                $0.contains("node2") && $0.contains("creating replica (") && $0.contains("MB/s")
+            }) {
+                seen = String(line)
+            }
+            if seen == nil { try await Task.sleep(for: .milliseconds(300)) }
+        }
+        #expect(seen != nil, "baton list never showed node2's clone progress")
+        #expect(seen?.contains("% of ") == true, "\(seen ?? "")")
+        _ = try await cluster.waitHealthy(timeout: .seconds(120))
+        // Done: the member key no longer carries it.
+        #expect(try await cluster.view().member(named: "node2")?.cloneProgress == nil)
+        AgentFailoverTests.measure("clone_progress", ["line": seen ?? "-"])
+    }
 }

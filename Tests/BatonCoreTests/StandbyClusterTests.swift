@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Testing
 
 private typealias F = Fixture
@@ -180,5 +181,27 @@ private typealias F = Fixture
             ))
         #expect(decision.actions.count == 1)
         if case .follow = decision.actions.first {} else { Issue.record("\(decision.actions)") }
+    }
+}
+
+/// `clone_progress` in a member key: Baton's own key, shown by `baton list`; one of another shape
+/// (a hostile write) is left out instead of hiding the member.
+@Suite struct CloneProgressRecordTests {
+    @Test func summaryAndRoundTrip() throws {
+        let record = Member.CloneProgressRecord(
+            doneKB: 120 * 1024, totalKB: 266 * 1024, rateKBs: 30 * 1024, method: nil)
+        #expect(record.summary == "45% of 266 MB, 120 MB at 30 MB/s")
+        #expect(
+            Member.CloneProgressRecord(doneKB: 5 * 1024, totalKB: nil, rateKBs: 1024, method: "walg").summary
+                == "5 MB at 1 MB/s")
+        var member = Fixture.member("b", state: .creatingReplica)
+        member.cloneProgress = record
+        let data = try JSONEncoder().encode(member.body)
+        let back = Member(name: "b", body: try JSONDecoder().decode(Member.Body.self, from: data))
+        #expect(back.cloneProgress == record)
+        let hostile =
+            #"{"conn_url": "postgres://x:5432/postgres", "state": "creating replica", "clone_progress": "lots"}"#
+        let read = try JSONDecoder().decode(Member.Body.self, from: Data(hostile.utf8))
+        #expect(read.clone_progress == nil && read.state == .creatingReplica)
     }
 }

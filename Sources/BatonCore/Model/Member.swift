@@ -36,6 +36,8 @@ public struct Member: Hashable, Sendable {
     public var proxyURL: String?
     /// A restart scheduled on this member (Patroni's `scheduled_restart`; `patronictl list -e`).
     public var scheduledRestart: NodeStatusDocument.ScheduledRestart?
+    /// While this member is being created: how far the copy is (`clone_progress`).
+    public var cloneProgress: CloneProgressRecord?
     public var apiURL: String
     public var state: State
     public var role: Role
@@ -100,6 +102,32 @@ extension Member {
         public var pause: Bool?
         public var proxy_url: String?
         public var scheduled_restart: NodeStatusDocument.ScheduledRestart?
+        /// Baton's own: how far the copy of a member being created is (Patroni ignores the key).
+        public var clone_progress: CloneProgressRecord?
+    }
+
+    /// A replica being created: kB copied so far, the total when the method knows it, the rate
+    /// since it began, and the method.
+    public struct CloneProgressRecord: Hashable, Sendable, Codable {
+        public var done_kb: Int64
+        public var total_kb: Int64?
+        public var rate_kb_s: Int64
+        public var method: String?
+
+        public init(doneKB: Int64, totalKB: Int64?, rateKBs: Int64, method: String?) {
+            done_kb = doneKB
+            total_kb = totalKB
+            rate_kb_s = rateKBs
+            self.method = method
+        }
+
+        /// `45% of 266 MB, 120 MB at 30 MB/s` (or without the total when unknown).
+        public var summary: String {
+            let done = "\(done_kb / 1024) MB"
+            let rate = "\(rate_kb_s / 1024) MB/s"
+            guard let total = total_kb, total > 0 else { return "\(done) at \(rate)" }
+            return "\(min(100, done_kb * 100 / total))% of \(total / 1024) MB, \(done) at \(rate)"
+        }
     }
 
     public var body: Body {
@@ -109,7 +137,8 @@ extension Member {
             replication_state: replicationState, timeline: timeline,
             tags: tags.isEmpty ? nil : tags, pending_restart: pendingRestart ? true : nil,
             pending_restart_reason: pendingRestartReason.isEmpty ? nil : pendingRestartReason,
-            pause: paused ? true : nil, proxy_url: proxyURL, scheduled_restart: scheduledRestart)
+            pause: paused ? true : nil, proxy_url: proxyURL, scheduled_restart: scheduledRestart,
+            clone_progress: cloneProgress)
     }
 
     public init(name: String, body: Body) {
@@ -123,6 +152,7 @@ extension Member {
             pendingRestartReason: body.pending_restart_reason ?? [:])
         self.proxyURL = body.proxy_url
         self.scheduledRestart = body.scheduled_restart
+        self.cloneProgress = body.clone_progress
     }
 }
 
@@ -200,6 +230,7 @@ extension Member.Body {
     enum CodingKeys: String, CodingKey {
         case conn_url, api_url, state, role, version, xlog_location, receive_lsn, replay_lsn, replication_state
         case timeline, tags, pending_restart, pending_restart_reason, pause, proxy_url, scheduled_restart
+        case clone_progress
     }
 
     /// As synthesized, except the fields only shown (`proxy_url`, `scheduled_restart`): one of an
@@ -225,6 +256,7 @@ extension Member.Body {
             pause: try c.decodeIfPresent(Bool.self, forKey: .pause),
             proxy_url: (try? c.decodeIfPresent(String.self, forKey: .proxy_url)) ?? nil,
             scheduled_restart: (try? c.decodeIfPresent(
-                NodeStatusDocument.ScheduledRestart.self, forKey: .scheduled_restart)) ?? nil)
+                NodeStatusDocument.ScheduledRestart.self, forKey: .scheduled_restart)) ?? nil,
+            clone_progress: (try? c.decodeIfPresent(Member.CloneProgressRecord.self, forKey: .clone_progress)) ?? nil)
     }
 }

@@ -43,7 +43,7 @@ extension LocalPostgresNode {
                 case .command(let name, let argv, let parameters, let keepData, let noParams):
                     try await runReplicaCommand(
                         name: name, argv: argv, parameters: parameters, keepData: keepData, noParams: noParams,
-                        source: source)
+                        source: source, progress: progress)
                 }
                 try writeConfiguration(following: source, standby: true)
                 logger.info(
@@ -121,7 +121,7 @@ extension LocalPostgresNode {
     /// directory holds a cluster.
     private func runReplicaCommand(
         name: String, argv: [String], parameters: [String], keepData: Bool, noParams: Bool,
-        source: ReplicationSource
+        source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?
     ) async throws {
         guard let executable = argv.first else { throw PostgresError(.cloneFailed, "\(name): no command") }
         var arguments = Array(argv.dropFirst()) + parameters
@@ -148,6 +148,8 @@ extension LocalPostgresNode {
                 if Task.isCancelled { break }
                 let size = Self.directorySize(directory)
                 let seconds = max(1, (ContinuousClock.now - started).components.seconds)
+                // A command reports no total: the percentage is unknown.
+                progress?(CloneProgress(doneKB: Int64(size >> 10), totalKB: 0, percent: -1))
                 if size != reported {
                     reported = size
                     logger.info(
