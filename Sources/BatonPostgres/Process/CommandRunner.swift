@@ -58,10 +58,15 @@ struct CommandRunner: Sendable {
         let pid = process.processIdentifier
         let box = ProcessBox(process)
         let timedOut = TimeoutFlag()
+        // Foundation starts the child in a process group of its own (its pid): a timeout ends
+        // the whole group — a script's children too (a backup tool under a wrapper), which would
+        // otherwise go on writing into a data directory Baton then clears.
         let timer = DispatchWorkItem {
             timedOut.set()
+            if getpgid(pid) == pid { kill(-pid, SIGTERM) }
             kill(pid, SIGTERM)
             CommandRunner.timerQueue.asyncAfter(deadline: .now() + 5) {
+                if getpgid(pid) == pid || box.process.isRunning { kill(-pid, SIGKILL) }
                 if box.process.isRunning { kill(pid, SIGKILL) }
             }
         }
