@@ -392,13 +392,9 @@ extension HALoop {
 
     /// Logs a problem with copying logical slots once (again when it changes), and its end.
     private func noteLogicalCopyProblem(_ problem: String?) {
-        guard problem != loggedLogicalCopyProblem else { return }
-        if let problem {
-            logger.warning("\(problem)")
-        } else {
-            logger.info("logical slots: copied from the leader as configured")
-        }
-        loggedLogicalCopyProblem = problem
+        noteOnce(
+            problem, last: &loggedLogicalCopyProblem, level: .warning,
+            ended: "logical slots: copied from the leader as configured")
     }
 
     /// Asks the leader for the `catalog_xmin` of this replica's physical slot (and of the slots
@@ -429,13 +425,21 @@ extension HALoop {
 
     /// Logs a logical slot problem once (again when it changes), and its end.
     private func noteLogicalSlotProblem(_ problem: String?) {
-        guard problem != loggedLogicalSlotProblem else { return }
+        noteOnce(
+            problem, last: &loggedLogicalSlotProblem, level: .error, ended: "logical slots: the earlier problem is gone"
+        )
+    }
+
+    /// Logs `problem` at `level` when it differs from `last` (the one logged before), and `ended`
+    /// when a problem is gone.
+    private func noteOnce(_ problem: String?, last: inout String?, level: Logger.Level, ended: String) {
+        guard problem != last else { return }
         if let problem {
-            logger.error("\(problem)")
-        } else if loggedLogicalSlotProblem != nil {
-            logger.info("logical slots: the earlier problem is gone")
+            logger.log(level: level, "\(problem)")
+        } else {
+            logger.info("\(ended)")
         }
-        loggedLogicalSlotProblem = problem
+        last = problem
     }
 
     /// `use_slots`: the `config` key's (one value for the whole cluster: a leader and its

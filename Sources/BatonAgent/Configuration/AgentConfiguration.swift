@@ -537,14 +537,8 @@ public struct AgentConfiguration: Sendable {
             throw bootstrap.error("post_init", "give post_bootstrap or post_init (the same setting), not both")
         }
         if let command = postBootstrap ?? postInit {
-            let key = postBootstrap != nil ? "post_bootstrap" : "post_init"
-            guard let argv = ShellWords.split(command), let program = argv.first else {
-                throw bootstrap.error(key, "cannot be read as a command line (an unclosed quote?): \(command)")
-            }
-            guard let resolved = ShellWords.resolve(program) else {
-                throw bootstrap.error(key, "'\(program)' is not an executable file (nor found in PATH)")
-            }
-            postgres.postBootstrap = [resolved] + argv.dropFirst()
+            postgres.postBootstrap = try bootstrap.commandLine(
+                postBootstrap != nil ? "post_bootstrap" : "post_init", command)
         }
         if methodName != "initdb" { postgres.bootstrapMethod = try Self.bootstrapMethod(bootstrap, name: methodName) }
         postgres.initdbOptions = try Self.initdbOptions(bootstrap)
@@ -790,14 +784,7 @@ public struct AgentConfiguration: Sendable {
                     "is missing: create_replica_methods names '\(name)'; give postgresql.\(name).command (and keep_data, no_params, no_leader as needed)"
                 )
             }
-            let command = try section.requiredString("command")
-            guard let argv = ShellWords.split(command), let program = argv.first else {
-                throw section.error("command", "cannot be read as a command line (an unclosed quote?): \(command)")
-            }
-            guard let resolved = ShellWords.resolve(program) else {
-                throw section.error("command", "'\(program)' is not an executable file (nor found in PATH)")
-            }
-            method.argv = [resolved] + argv.dropFirst()
+            method.argv = try section.commandLine("command", try section.requiredString("command"))
             method.keepData = try section.bool("keep_data") ?? false
             method.noParams = try section.bool("no_params") ?? false
             method.noLeader = try section.bool("no_leader") ?? false
@@ -863,13 +850,7 @@ public struct AgentConfiguration: Sendable {
                 "method", "names '\(name)' but bootstrap.\(name) is missing: give its command and recovery_conf")
         }
         try section.rejectUnknownKeys(["command", "no_params", "keep_existing_recovery_conf", "recovery_conf"])
-        let command = try section.requiredString("command")
-        guard let argv = ShellWords.split(command), let program = argv.first else {
-            throw section.error("command", "cannot be read as a command line (an unclosed quote?): \(command)")
-        }
-        guard let resolved = ShellWords.resolve(program) else {
-            throw section.error("command", "'\(program)' is not an executable file (nor found in PATH)")
-        }
+        let argv = try section.commandLine("command", try section.requiredString("command"))
         _ = try section.bool("keep_existing_recovery_conf")
         var recovery: [String: String] = [:]
         let recoverySection = try section.section("recovery_conf")
@@ -892,7 +873,7 @@ public struct AgentConfiguration: Sendable {
             )
         }
         return BootstrapMethodSetting(
-            name: name, argv: [resolved] + argv.dropFirst(), noParams: try section.bool("no_params") ?? false,
+            name: name, argv: argv, noParams: try section.bool("no_params") ?? false,
             recoveryConf: recovery)
     }
 

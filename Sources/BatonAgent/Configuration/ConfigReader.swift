@@ -342,6 +342,20 @@ enum PatroniKeys {
     }()
 }
 
+extension ConfigReader {
+    /// `command` (the value of `key`) as argv: split as a shell splits words, its program an
+    /// absolute path (found in PATH when given by name); an error at `key` otherwise.
+    func commandLine(_ key: String, _ command: String) throws -> [String] {
+        guard let argv = ShellWords.split(command), let program = argv.first else {
+            throw error(key, "cannot be read as a command line (an unclosed quote?): \(command)")
+        }
+        guard let resolved = ShellWords.resolve(program) else {
+            throw error(key, "'\(program)' is not an executable file (nor found in PATH)")
+        }
+        return [resolved] + argv.dropFirst()
+    }
+}
+
 /// A command line split as a POSIX shell splits words (Patroni's `shlex.split`): blanks
 /// separate, single quotes keep everything, double quotes keep all but `\\` escapes, a backslash
 /// outside quotes escapes the next character. No expansion of any kind.
