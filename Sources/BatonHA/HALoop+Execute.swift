@@ -595,6 +595,9 @@ extension HALoop {
 
     func demote(_ mode: DemoteMode) async throws {
         let stopMode: StopMode = mode == .graceful ? .fast : .immediate
+        // A standby leader stepping down (a switchover inside a standby cluster) ran as a standby:
+        // it follows the next leader without pg_rewind. Unknown is taken for a primary.
+        let wasStandby = status.postgres.inRecovery == true
         if mode == .graceful, let beforeStop = hooks.beforeStop {
             try await whileRenewing(limit: configuration.hookTimeout + .seconds(5)) { await beforeStop() }
         }
@@ -607,11 +610,11 @@ extension HALoop {
         }
         status.holdsLeaderKey = false
         following = nil
-        lastRunningRole = .primary
+        lastRunningRole = wasStandby ? .replica : .primary
         try? await watchdog?.disarm()
         await fenceBackstop?.disarm()
         logger.info("demoted (\(mode.rawValue)): postgres stopped")
-        await hooks.callback?("on_role_change", .demoted)
+        await hooks.callback?("on_role_change", wasStandby ? .replica : .demoted)
     }
 
     /// After a promotion: permanent logical slots this member had no copy of. The leader creates

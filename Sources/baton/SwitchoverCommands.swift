@@ -133,7 +133,9 @@ struct SwitchoverCommand: AsyncParsableCommand {
         while ContinuousClock.now - started < .seconds(60) {
             try await Task.sleep(for: .milliseconds(100))
             let now = try await op.load()
-            if let leader = now.leader?.member, leader != current, now.member(named: leader)?.role == .primary {
+            if let leader = now.leader?.member, leader != current,
+                [.primary, .standbyLeader].contains(now.member(named: leader)?.role)
+            {
                 print(
                     "switched over from \(current) to \(leader) in \((ContinuousClock.now - started).secondsText) "
                         + "(through the failover key in etcd)")

@@ -5,10 +5,10 @@ import Testing
 
 /// A standby cluster on real nodes: a 2-member cluster (b1, b2) follows a 3-member primary
 /// cluster (a1–a3), each with its own etcd, through a permanent slot on the primary cluster.
-/// Writes reach both standby members; the standby leader fails over inside its cluster; then the
-/// clusters swap roles in the planned order, with Baton's CLI: `demote-cluster` on the primary
-/// cluster, `promote-cluster` on the standby cluster; writes on the new primary cluster reach
-/// every member of the old one. The real `patronictl` shows the standby leader as Patroni does.
+/// Writes reach both standby members; the standby leader fails over inside its cluster, and a
+/// switchover moves the key back and forth inside it; then the clusters swap roles in the planned
+/// order, with Baton's CLI: `demote-cluster` on the primary cluster, `promote-cluster` on the
+/// standby cluster; writes on the new primary cluster reach every member of the old one. The real `patronictl` shows the standby leader as Patroni does.
 @Suite(.serialized, .timeLimit(.minutes(8)))
 struct StandbyClusterTests {
     /// Waits until `cluster`'s leader reports `role`, running, and its other members stream.
@@ -86,6 +86,28 @@ struct StandbyClusterTests {
         try await primary.insert([4, 5], on: leaderA)
         try await standby.waitForIDs([1, 2, 3, 4, 5], on: other, timeout: .seconds(60))
 
+        // A switchover inside the standby cluster, back to the member that was killed: it rejoins
+        // as a standby of the new standby leader, then takes the key over and follows the primary
+        // cluster; the old standby leader follows it. Nobody promotes.
+        try standby.startAgent(leaderB)
+        let current = try await Self.waitForLeader(standby, role: .standbyLeader, members: 2)
+        #expect(current == other)
+        let switched = try Self.baton(
+            standby, other, ["switchover", "--leader", other, "--candidate", leaderB, "--force"])
+        #expect(switched.0 == 0, "\(switched.1)")
+        let back = try await Self.waitForLeader(standby, role: .standbyLeader, members: 2)
+        #expect(back == leaderB)
+        try await primary.insert([8], on: leaderA)
+        for node in standby.nodes.map(\.name) {
+            try await standby.waitForIDs([1, 2, 3, 4, 5, 8], on: node, timeout: .seconds(60))
+        }
+        await #expect(throws: (any Error).self) { try await standby.insert([9], on: leaderB) }
+        // The roles swap back for the planned swap below.
+        let returned = try Self.baton(
+            standby, leaderB, ["switchover", "--leader", leaderB, "--candidate", other, "--force"])
+        #expect(returned.0 == 0, "\(returned.1)")
+        #expect(try await Self.waitForLeader(standby, role: .standbyLeader, members: 2) == other)
+
         // The planned swap: the primary cluster is demoted first (its leader follows the standby
         // leader, which has every write), then the standby cluster is promoted.
         let demoted = try Self.baton(
@@ -106,7 +128,7 @@ struct StandbyClusterTests {
         let newStandbyLeader = try await Self.waitForLeader(primary, role: .standbyLeader, members: 3)
         #expect(newStandbyLeader == leaderA)
         for node in primary.nodes.map(\.name) {
-            try await primary.waitForIDs([1, 2, 3, 4, 5, 6, 7], on: node, timeout: .seconds(60))
+            try await primary.waitForIDs([1, 2, 3, 4, 5, 6, 7, 8], on: node, timeout: .seconds(60))
         }
         AgentFailoverTests.measure(
             "standby_cluster", ["primary": leaderA, "standby_leaders": "\(leaderB),\(other)"])

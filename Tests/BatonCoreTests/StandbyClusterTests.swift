@@ -89,16 +89,48 @@ private typealias F = Fixture
                 "a", cluster: cluster, postgres: F.replica(), following: Self.remote.member, config: Self.standbyConfig)
         )
         #expect(steady.actions == [.renewLease] && steady.reason == .standbyLeader(following: Self.remote.member))
-        // A switchover request is refused (and cleared), not half-done.
-        let request = F.cluster(
-            members: [F.member("a", role: .standbyLeader), F.member("b")],
-            failover: FailoverRequest(leader: "a", member: "b"))
+    }
+
+    @Test func aSwitchoverInsideAStandbyClusterHandsTheKeyOverWithoutPromoting() {
+        let members = [F.member("a", role: .standbyLeader), F.member("b"), F.member("c", lsn: 0x100_0000)]
+        let request = F.cluster(members: members, failover: FailoverRequest(leader: "a", member: "b"))
+        // Synchronous mode does not apply in a standby cluster: it restricts no candidate.
+        var document = Self.standbyConfig.document
+        document["synchronous_mode"] = .bool(true)
+        let config = DynamicConfig(document)
+        func decide(_ cluster: ClusterView, peers: [PeerStatus]?) -> Decision {
+            HADecider.decide(
+                F.observe(
+                    "a", cluster: cluster, postgres: F.replica(), following: Self.remote.member, config: config,
+                    peers: peers))
+        }
+        // The candidates' positions are asked for first, as for a primary's switchover.
+        #expect(decide(request, peers: nil).actions == [.renewLease, .fetchPeers])
+        let handover = decide(request, peers: F.peers([("b", 0x500_0000), ("c", 0x100_0000)]))
+        #expect(handover.actions == [.demote(.graceful)], "\(handover.actions)")
+        #expect(handover.reason == .switchoverSteppingDown(candidate: "b"))
+        // With no candidate named, the most advanced replica takes over.
+        let any = F.cluster(members: members, failover: FailoverRequest(leader: "a", member: nil))
+        #expect(decide(any, peers: F.peers([("b", 0x500_0000), ("c", 0x100_0000)])).actions == [.demote(.graceful)])
+        // A candidate too far behind is refused, and the request cleared.
+        let behind = F.cluster(members: members, failover: FailoverRequest(leader: "a", member: "c"))
+        var limited = document
+        limited["maximum_lag_on_failover"] = .number(1024)
         let refused = HADecider.decide(
             F.observe(
-                "a", cluster: request, postgres: F.replica(), following: Self.remote.member, config: Self.standbyConfig)
-        )
-        #expect(refused.actions == [.renewLease, .clearFailover(expected: 77)])
+                "a", cluster: behind, postgres: F.replica(), following: Self.remote.member,
+                config: DynamicConfig(limited), peers: F.peers([("b", 0x500_0000), ("c", 0x100_0000)])))
+        #expect(refused.actions == [.renewLease, .clearFailover(expected: 77)], "\(refused.actions)")
         if case .switchoverRejected = refused.reason {} else { Issue.record("\(refused.reason)") }
+        // The candidate wins the race and follows the other cluster; nobody promotes.
+        let free = F.cluster(
+            leader: nil, members: [F.member("a"), F.member("b")], failover: FailoverRequest(leader: "a", member: "b"))
+        let won = HADecider.decide(
+            F.observe("b", cluster: free, postgres: F.replica(), config: config, peers: F.peers([("a", 0x500_0000)])))
+        #expect(won.actions == [.acquireLeader, .follow(Self.remote), .clearFailover(expected: 77)], "\(won.actions)")
+        let old = HADecider.decide(
+            F.observe("a", cluster: free, postgres: F.replica(), config: config, peers: F.peers([("b", 0x500_0000)])))
+        #expect(!old.actions.contains(.acquireLeader) && old.reason == .steppingDownNotRacing, "\(old.reason)")
     }
 
     @Test func theStandbyLeadersMembersFollowIt() {
@@ -181,6 +213,21 @@ private typealias F = Fixture
             ))
         #expect(decision.actions.count == 1)
         if case .follow = decision.actions.first {} else { Issue.record("\(decision.actions)") }
+        // Stopped, after an agent restart (last role unknown) or a standby leader's switchover:
+        // started as a standby of the leader, without pg_rewind from it. Before, the stopped
+        // member asked for pg_rewind from the standby leader, which refuses (not a primary), and
+        // stayed stopped.
+        for last: Member.Role? in [nil, .replica, .standbyLeader] {
+            let stopped = HADecider.decide(
+                F.observe(
+                    "b", cluster: cluster, postgres: F.stopped, config: Self.standbyConfig, lastRunningRole: last))
+            #expect(stopped.actions.count == 1, "\(String(describing: last)): \(stopped.actions)")
+            if case .startPostgres(let source?, asPrimary: false) = stopped.actions.first {
+                #expect(source.member == "a")
+            } else {
+                Issue.record("\(String(describing: last)): \(stopped.actions)")
+            }
+        }
     }
 }
 

@@ -88,7 +88,8 @@ struct SwitchoverRequest: Hashable, Sendable {
                 currentLeader.map { "leader name does not match: the current leader is \($0), not \(leader)" }
                     ?? "leader name does not match: the cluster has no leader; use POST /failover with a candidate")
         }
-        let synchronous = config.synchronousMode ? cluster.sync?.value : nil
+        // Synchronous replication does not apply in a standby cluster.
+        let synchronous = config.synchronousMode && config.standbyCluster == nil ? cluster.sync?.value : nil
         if let candidate {
             if candidate == currentLeader {
                 return refuse(412, "\(candidate) is already the leader; name another member as candidate")

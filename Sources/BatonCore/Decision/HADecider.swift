@@ -157,7 +157,10 @@ public enum HADecider {
                 // finds out. It then streams from its upstream (the leader, or `replicatefrom`).
                 let upstream = upstreamSource(o, cluster) ?? source
                 let start = Action.startPostgres(following: upstream, asPrimary: false)
-                let cleanStandby = o.lastRunningRole == .replica && !memory.mayHaveDiverged
+                // In a standby cluster the leader is itself a standby, which pg_rewind cannot use as
+                // a source (the attempt fails, and the member would stay stopped): re-point only.
+                let cleanStandby =
+                    (o.lastRunningRole == .replica && !memory.mayHaveDiverged) || o.config.standbyCluster != nil
                 return Decision(
                     cleanStandby ? [start] : [.rewindIfNeeded(from: source), start],
                     .startingReplica(following: upstream.member), memory: memory, recheckImmediately: true)
@@ -391,7 +394,7 @@ public enum HADecider {
     /// follows (`standby_cluster`), and its members stream from it. A primary that finds the
     /// section in the key (`demote-cluster`) stops and follows that cluster instead, keeping the
     /// key (pg_rewind first where it diverged). Synchronous replication does not apply (as in
-    /// Patroni); a switchover request is refused.
+    /// Patroni); a switchover hands the key to a member of this cluster, which follows in turn.
     static func standbyLeaderCycle(
         _ o: Observation, _ cluster: ClusterView, _ standby: StandbyCluster, inRecovery: Bool, actions: [Action],
         memory: HAMemory
@@ -410,13 +413,13 @@ public enum HADecider {
         if cluster.initialize?.isEmpty ?? true, let systemID = o.postgres.systemIdentifier {
             actions.append(.recordSystemIdentifier(systemID))
         }
-        if let failover = cluster.failover {
-            actions.append(.clearFailover(expected: failover.modRevision))
-            return Decision(
-                actions,
-                .switchoverRejected(
-                    "a switchover inside a standby cluster is not supported; stop the standby leader instead"),
-                memory: memory)
+        // A switchover inside the standby cluster, as in Patroni: the standby leader stops cleanly
+        // and frees the key; the candidate takes it and follows the other cluster. Nothing is
+        // promoted and no write can be lost (neither member accepts any).
+        if let failover = cluster.failover,
+            let decision = switchover(o, cluster, failover, actions: actions, memory: memory, standbyCluster: true)
+        {
+            return decision
         }
         if let sync = cluster.sync { actions.append(.clearSync(expected: sync.modRevision)) }
         if let applied = o.appliedSynchronousStandbys, !applied.isEmpty { actions.append(.setSynchronousStandbys([])) }
@@ -428,10 +431,13 @@ public enum HADecider {
     }
 
     /// A switchover or failover request while this node leads; nil when it does not apply yet.
+    /// In a standby cluster (`standbyCluster`) synchronous replication does not apply, so its
+    /// rules do not restrict the candidate.
     static func switchover(
         _ o: Observation, _ cluster: ClusterView, _ failover: Versioned<FailoverRequest>, actions: [Action],
-        memory: HAMemory
+        memory: HAMemory, standbyCluster: Bool = false
     ) -> Decision? {
+        let synchronousMode = o.config.synchronousMode && !standbyCluster
         let request = failover.value
         let clear = actions + [.clearFailover(expected: failover.modRevision)]
         if let leader = request.leader, leader != o.me {
@@ -450,7 +456,7 @@ public enum HADecider {
             }
         }
         let limit = o.config.maximumLagOnFailover
-        let myPosition = o.postgres.currentLSN ?? .zero
+        let myPosition = o.postgres.walPosition ?? .zero
         // A candidate must stream on this leader's timeline: one still following an older timeline
         // (e.g. right after another switchover) would fork history and lose the writes in between.
         let myTimeline = o.postgres.timeline
@@ -478,7 +484,7 @@ public enum HADecider {
         // In synchronous mode only a synchronous standby may take over (Patroni's rule); with no
         // candidate named, the leader picks among them, not among every replica.
         var eligible = candidates
-        if o.config.synchronousMode, request.member == nil {
+        if synchronousMode, request.member == nil {
             let synchronous = Set(cluster.sync?.value.syncStandbys ?? [])
             eligible = candidates.filter { synchronous.contains($0.name) }
             if eligible.isEmpty {
@@ -503,7 +509,7 @@ public enum HADecider {
                 clear, .switchoverRejected("candidate \(candidate.name) lags \(lag) bytes (limit \(limit))"),
                 memory: memory)
         }
-        if o.config.synchronousMode, let sync = cluster.sync, !sync.value.isSynchronous(candidate.name) {
+        if synchronousMode, let sync = cluster.sync, !sync.value.isSynchronous(candidate.name) {
             return Decision(
                 clear, .switchoverRejected("candidate \(candidate.name) is not a synchronous standby"), memory: memory)
         }
@@ -511,7 +517,7 @@ public enum HADecider {
         // key's voters and this leader. Count those that can give one now (this leader, the
         // candidate, voters streaming from here); too few, and stepping down would leave the
         // cluster without a primary.
-        if let sync = cluster.sync?.value, !sync.syncStandbys.isEmpty,
+        if !standbyCluster, let sync = cluster.sync?.value, !sync.syncStandbys.isEmpty,
             let (voters, needed) = quorumVotes(sync, config: o.config)
         {
             let streamingHere = Set(o.postgres.replication.filter { $0.state == "streaming" }.map(\.applicationName))
