@@ -78,13 +78,15 @@ public final class Agent: Sendable {
         pgConfiguration.bootstrapMethod = pg.bootstrapMethod.map {
             BootstrapMethod(name: $0.name, argv: $0.argv, noParams: $0.noParams, recoveryConf: $0.recoveryConf)
         }
-        pgConfiguration.replicaMethods = pg.replicaMethods.map { method in
+        let method = { (method: AgentConfiguration.ReplicaMethodSetting) -> ReplicaMethod in
             method.name == "basebackup"
                 ? .basebackup(options: method.options)
                 : .command(
                     name: method.name, argv: method.argv, parameters: method.options, keepData: method.keepData,
-                    noParams: method.noParams)
+                    noParams: method.noParams, noLeader: method.noLeader)
         }
+        pgConfiguration.replicaMethods = pg.replicaMethods.map(method)
+        pgConfiguration.definedReplicaMethods = pg.definedReplicaMethods.map(method)
         pgConfiguration.streams = !configuration.tags.noStream
         let node = try LocalPostgresNode(configuration: pgConfiguration, logger: logger)
         self.node = node

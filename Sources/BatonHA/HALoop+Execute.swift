@@ -39,7 +39,12 @@ extension HALoop {
                 if case .rejoinDiverged = action { lastRejoinFailed = true }
                 outcome.completed = false
                 outcome.failed = action
-                if action == .bootstrap {
+                // A new cluster that failed to come into being (initdb, or the copy that makes a
+                // standby cluster's leader) frees the initialize key this agent claimed: otherwise
+                // every member would wait for a bootstrap that never ends.
+                if action == .bootstrap
+                    || (action.startsANewDataDirectory && bootstrappedHere && observation.cluster?.initialize == nil)
+                {
                     try? await store.cancelInitialize()
                     logger.warning("bootstrap failed: released the initialize key so that a member can try again")
                 }

@@ -639,6 +639,7 @@ public actor HALoop {
             lastRunningRole: lastRunningRole, failedStarts: failedStarts, lastFailedStartAt: lastFailedStartAt,
             lastRejoinFailed: lastRejoinFailed)
         observation.configUnknown = configUnknown
+        observation.canCreateReplicaWithoutServer = node.canCreateReplicaWithoutServer
         return observation
     }
 

@@ -12,8 +12,11 @@ import Testing
 /// docs/runbooks.md sets it up: the primary archives through `archive-push`, a full backup is
 /// taken; a replica is made by `pgbackrest restore` (`create_replica_methods`), and a new cluster
 /// is bootstrapped by a restore to a target time (`bootstrap.method`): the rows written before
-/// the target are there, those after are not.
-@Suite(.serialized, .timeLimit(.minutes(5)))
+/// the target are there, those after are not. A standby cluster follows the repository's archive
+/// only (`standby_cluster` with `restore_command`, no `host`), its leader made by a restore. Last,
+/// every member is lost: one comes back from the backup with no leader (`no_leader`), recovers the
+/// archive and takes over.
+@Suite(.serialized, .timeLimit(.minutes(6)))
 struct PgBackRestTests {
     static let pgbackrest = "/usr/bin/pgbackrest"
 
@@ -53,10 +56,12 @@ struct PgBackRestTests {
             "archive_command: '\(Self.pgbackrest) --config=\(conf) --stanza=main archive-push %p'",
         ]
         let restoreCommand = "\(Self.pgbackrest) --config=\(conf) --stanza=main restore"
+        let archiveGet = "\(Self.pgbackrest) --config=\(conf) --stanza=main --pg1-path=__DATA__ archive-get %f \"%p\""
         options.postgresqlExtra = [
             2: [
                 "create_replica_methods: [pgbackrest, basebackup]",
-                "pgbackrest: {command: '\(restoreCommand) --pg1-path=__DATA__', keep_data: true, no_params: true}",
+                "pgbackrest: {command: '\(restoreCommand) --pg1-path=__DATA__', keep_data: true, no_params: true, no_leader: true}",
+                "recovery_conf: {restore_command: '\(archiveGet)'}",
             ]
         ]
         // The member's own data directory is only known once the cluster's layout is: the
@@ -137,6 +142,57 @@ struct PgBackRestTests {
         let ids = try await restored.ids(on: restoredLeader)
         #expect(ids == Set(1...10), "rows after the pgBackRest restore to \(target): \(ids.sorted())")
         try await restored.insert([100], on: restoredLeader)
-        AgentFailoverTests.measure("pgbackrest", ["target": target, "rows": "\(ids.count)"])
+
+        // A standby cluster that follows the archive only: its leader is made by a restore (a
+        // method with no_leader, named by standby_cluster.create_replica_methods) and replays what
+        // the primary cluster archives.
+        var drOptions = ClusterOptions()
+        drOptions.nodes = 1
+        drOptions.namePrefix = "dr"
+        drOptions.startedNodes = 0
+        drOptions.localParameters = ["unix_socket_directories: '\(socket)'"]
+        drOptions.dcsExtra = [
+            "standby_cluster: {restore_command: '\(archiveGet)', create_replica_methods: [pgbackrest]}"
+        ]
+        drOptions.postgresqlExtra = [
+            1: ["pgbackrest: {command: '\(restoreCommand) --pg1-path=__DATA__', no_params: true, no_leader: true}"]
+        ]
+        let dr = try AgentCluster.start("pgbackrest-dr", drOptions)
+        defer { dr.stop() }
+        let dr1 = try dr.node("dr1")
+        let dr1Config = try String(contentsOfFile: dr1.configPath, encoding: .utf8)
+        try dr1Config.replacingOccurrences(of: "__DATA__", with: dr1.dataDirectory).write(
+            toFile: dr1.configPath, atomically: true, encoding: .utf8)
+        try dr.startAgent("dr1")
+        _ = try await dr.waitFor("dr1 to run as the standby leader", timeout: .seconds(150)) {
+            $0.leaderMember?.name == "dr1" && $0.leaderMember?.role == .standbyLeader
+                && $0.leaderMember?.state == .running
+        }
+        try await cluster.insert([30, 31, 32], on: leader)
+        _ = try await cluster.execute(leader, "SELECT pg_switch_wal()")
+        try await dr.waitForIDs(Set(1...20).union([30, 31, 32]), on: "dr1", timeout: .seconds(60))
+        await #expect(throws: (any Error).self) { try await dr.insert([33], on: "dr1") }
+        let drLog = dr.log("dr1")
+        #expect(drLog.contains("pg.method=pgbackrest"), "\(drLog.suffix(3000))")
+        dr.stop()
+
+        // Every member lost: node2's data directory is gone and node1 is down. With no leader,
+        // node2 is restored from the backup (no_leader), replays the archive and takes over.
+        _ = try await cluster.execute(leader, "SELECT pg_switch_wal()")
+        try Self.run(["--config=\(conf)", "--stanza=main", "check"], "check before the loss")
+        try cluster.killNode("node2")
+        try cluster.killNode("node1")
+        try FileManager.default.removeItem(atPath: node2.dataDirectory)
+        _ = try await cluster.waitFor("the leader key to expire", timeout: .seconds(30)) { $0.leader == nil }
+        try cluster.startAgent("node2")
+        _ = try await cluster.waitFor("node2 to lead", timeout: .seconds(150)) {
+            $0.leaderMember?.name == "node2" && $0.leaderMember?.role == .primary && $0.leaderMember?.state == .running
+        }
+        let recovered = try await cluster.ids(on: "node2")
+        #expect(recovered.isSuperset(of: Set(1...20).union([30, 31, 32])), "\(recovered.sorted())")
+        let lostLog = cluster.log("node2")
+        #expect(lostLog.contains("restoring this member from a backup"), "\(lostLog.suffix(3000))")
+        AgentFailoverTests.measure(
+            "pgbackrest", ["target": target, "rows": "\(ids.count)", "recovered_rows": "\(recovered.count)"])
     }
 }

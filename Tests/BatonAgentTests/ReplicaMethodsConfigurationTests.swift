@@ -42,6 +42,18 @@ import Testing
         #expect(byName.postgresql.replicaMethods[0].argv.first?.hasSuffix("/sh") == true)
     }
 
+    /// A method defined without being listed (as Patroni allows): for
+    /// `standby_cluster.create_replica_methods`, or a restore with no_leader. Before, its section
+    /// was refused as an unknown key. A mapping without a command is still refused.
+    @Test func aMethodDefinedWithoutBeingListedIsKeptApart() throws {
+        let configuration = try Self.parse("  restore: {command: /bin/true, no_params: true, no_leader: true}")
+        #expect(configuration.postgresql.replicaMethods.map(\.name) == ["basebackup"])
+        #expect(configuration.postgresql.definedReplicaMethods.map(\.name) == ["restore"])
+        #expect(configuration.postgresql.definedReplicaMethods.first?.noLeader == true)
+        #expect(throws: (any Error).self) { try Self.parse("  restor: {no_params: true}") }
+        #expect(throws: (any Error).self) { try Self.parse("  restore: {command: /bin/true, datadir: /x}") }
+    }
+
     @Test func whatCannotWorkIsRefusedWithWhereAndWhy() {
         let cases: [(String, String)] = [
             ("  create_replica_methods: [walg]", "postgresql.walg"),

@@ -47,8 +47,8 @@ private typealias F = Fixture
                 .object(["host": .string("db"), "archive_cleanup_command": .string("a\u{0}b")]),
                 "archive_cleanup_command"
             ),
-            // Archive only: would leave a primary writable (not supported yet): refused.
-            (.object(["restore_command": .string("cp %f %p")]), "standby_cluster: name host"),
+            // A port alone names nothing to follow (a primary would stay writable): refused.
+            (.object(["port": .number(5433)]), "standby_cluster: name host"),
             (
                 .object(["host": .string("db"), "create_replica_methods": .string("basebackup")]),
                 "create_replica_methods"
@@ -70,12 +70,65 @@ private typealias F = Fixture
                 .startPostgres(following: Self.remote, asPrimary: false),
             ])
         #expect(decision.reason == .bootstrappingStandbyLeader(from: Self.remote.member))
-        // Without a host there is nothing to clone from: no initdb either.
+        // From an archive only (no host): made by a method that needs no server (a restore with
+        // no_leader); without one, it waits (no initdb either).
         let archiveOnly = F.config([
-            "standby_cluster": .object(["restore_command": .string("cp %f %p"), "port": .number(5432)])
+            "standby_cluster": .object([
+                "restore_command": .string("cp /archive/%f %p"), "create_replica_methods": .array([.string("restore")]),
+            ])
         ])
+        #expect(archiveOnly.validationErrors().isEmpty, "\(archiveOnly.validationErrors())")
         let waiting = HADecider.decide(F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly))
-        #expect(waiting.actions.isEmpty && waiting.reason == .standbyClusterWithoutSource)
+        #expect(waiting.actions.isEmpty && waiting.reason == .noReplicaMethodWithoutServer)
+        var able = F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly)
+        able.canCreateReplicaWithoutServer = true
+        let archive = ReplicationSource.withoutServer(
+            "standby_cluster archive",
+            remote: RemoteRecovery(restoreCommand: "cp /archive/%f %p", createReplicaMethods: ["restore"]))
+        let restoring = HADecider.decide(able)
+        #expect(
+            restoring.actions == [
+                .claimInitialize, .cloneReplica(from: archive), .startPostgres(following: archive, asPrimary: false),
+            ], "\(restoring.actions)")
+        // Its leader then follows the archive; a primary that finds such a section stops being one.
+        let led = F.cluster(members: [F.member("a", role: .standbyLeader)])
+        let follows = HADecider.decide(F.observe("a", cluster: led, postgres: F.replica(), config: archiveOnly))
+        #expect(follows.actions == [.renewLease, .follow(archive)], "\(follows.actions)")
+        let primary = HADecider.decide(F.observe("a", cluster: led, postgres: F.primary, config: archiveOnly))
+        #expect(primary.actions.contains(.demoteCluster(to: archive)), "\(primary.actions)")
+        #expect(!primary.actions.contains(.promote))
+    }
+
+    @Test func withNoLeaderAMethodThatNeedsNoServerRestoresAMember() {
+        let cluster = F.cluster(leader: nil, members: [F.member("b", state: .stopped)])
+        // No such method: it waits for a leader to clone from.
+        let waiting = HADecider.decide(F.observe("a", cluster: cluster, postgres: F.empty))
+        #expect(waiting.actions.isEmpty && waiting.reason == .waitingForLeaderToClone)
+        var able = F.observe("a", cluster: cluster, postgres: F.empty)
+        able.canCreateReplicaWithoutServer = true
+        let restoring = HADecider.decide(able)
+        #expect(
+            restoring.actions == [
+                .cloneReplica(from: .backupWithoutLeader),
+                .startPostgres(following: .backupWithoutLeader, asPrimary: false),
+            ], "\(restoring.actions)")
+        #expect(restoring.reason == .cloningWithoutLeader)
+        // Not while another member bootstraps the cluster, nor while paused; with a leader, from it.
+        var bootstrapping = F.observe(
+            "a", cluster: F.cluster(leader: nil, members: [], initialize: ""), postgres: F.empty)
+        bootstrapping.canCreateReplicaWithoutServer = true
+        #expect(HADecider.decide(bootstrapping).reason == .waitingForBootstrap)
+        var paused = F.observe("a", cluster: cluster, postgres: F.empty, config: F.config(["pause": .bool(true)]))
+        paused.canCreateReplicaWithoutServer = true
+        #expect(HADecider.decide(paused).actions.isEmpty)
+        var led = F.observe(
+            "a", cluster: F.cluster(leader: "b", members: [F.member("b", role: .primary)]), postgres: F.empty)
+        led.canCreateReplicaWithoutServer = true
+        if case .cloneReplica(let source) = HADecider.decide(led).actions.first {
+            #expect(source.member == "b" && source.hasServer)
+        } else {
+            Issue.record("\(HADecider.decide(led).actions)")
+        }
     }
 
     @Test func theStandbyLeaderFollowsTheOtherClusterAndNeverPromotes() {

@@ -16,6 +16,22 @@ import Testing
         return cluster
     }
 
+    /// A new standby cluster whose copy fails (the other cluster unreachable) frees the
+    /// `initialize` key it claimed, so that the copy is tried again; nothing runs meanwhile.
+    /// Before, the key stayed claimed and empty, and every member waited for a bootstrap that
+    /// never ended: one attempt, then none.
+    @Test func aFailedStandbyClusterCopyFreesTheInitializeKey() async throws {
+        var options = SimulatedCluster.Options()
+        options.nodes = 2
+        options.dynamicExtra = ["standby_cluster": .object(["host": .string("10.9.9.9"), "port": .number(5432)])]
+        let cluster = SimulatedCluster(options: options)
+        await cluster.run(seconds: 10)
+        let attempts = ["node1", "node2"].map { cluster.postgres(named: $0)?.snapshot.cloneAttempts ?? 0 }
+        #expect(attempts.reduce(0, +) >= 3, "\(attempts): \(cluster.events.suffix(20))")
+        #expect(cluster.writablePrimaries.isEmpty)
+        #expect(cluster.violations.isEmpty, "\(cluster.violations)")
+    }
+
     @Test func bootstrapsOnePrimaryAndStreamingReplicas() async throws {
         let cluster = try await Self.bootstrapped()
         #expect(await cluster.leaderKeyHolder() == cluster.writablePrimaries.first)

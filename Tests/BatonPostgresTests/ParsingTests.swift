@@ -184,6 +184,32 @@ struct ManagedFilesTests {
         #expect(!text.contains("password"))
     }
 
+    /// A source without a server (a standby cluster's archive, a restore while no member leads):
+    /// recovery from the archive only, no replication connection and no slot to ask for.
+    @Test func aSourceWithoutAServerRecoversFromTheArchiveOnly() {
+        let archive = ManagedFiles.recoveryText(
+            configuration,
+            source: .withoutServer(
+                "standby_cluster archive", remote: RemoteRecovery(restoreCommand: "cp /archive/%f %p")))
+        #expect(archive.contains("primary_conninfo = ''") && archive.contains("primary_slot_name = ''"), "\(archive)")
+        #expect(archive.contains("restore_command = 'cp /archive/%f %p'"))
+        var own = configuration
+        own.recoveryConf = ["restore_command": "cp /mine/%f %p"]
+        let backup = ManagedFiles.recoveryText(own, source: .backupWithoutLeader)
+        #expect(backup.contains("primary_conninfo = ''") && backup.contains("restore_command = 'cp /mine/%f %p'"))
+        #expect(!ReplicationSource.backupWithoutLeader.hasServer)
+    }
+
+    /// `no_leader` marks the only methods that may run with no server to copy from.
+    @Test func onlyNoLeaderCommandsWorkWithoutAServer() {
+        #expect(!ReplicaMethod.basebackup(options: []).worksWithoutServer)
+        let restore = ReplicaMethod.command(
+            name: "restore", argv: ["/bin/true"], parameters: [], keepData: false, noParams: true, noLeader: true)
+        let needsLeader = ReplicaMethod.command(
+            name: "walg", argv: ["/bin/true"], parameters: [], keepData: false, noParams: false, noLeader: false)
+        #expect(restore.worksWithoutServer && !needsLeader.worksWithoutServer)
+    }
+
     /// Patroni's precedence: the cluster's parameters over Baton's defaults, the local file's over
     /// both, except for the parameters every member must share (the local max_connections and
     /// wal_keep_size are ignored; before, the local file won for those too).

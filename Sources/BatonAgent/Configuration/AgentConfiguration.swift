@@ -111,6 +111,10 @@ public struct AgentConfiguration: Sendable {
         /// `create_replica_methods` with each method's section (`basebackup` and its options
         /// when none is given).
         public var replicaMethods: [ReplicaMethodSetting] = [ReplicaMethodSetting(name: "basebackup")]
+        /// Methods defined under `postgresql.NAME` without being listed in create_replica_methods:
+        /// for `standby_cluster.create_replica_methods`, and (with `no_leader`) a restore while no
+        /// member leads.
+        public var definedReplicaMethods: [ReplicaMethodSetting] = []
     }
 
     /// `bootstrap.method` (a restore from a backup): the command, and the recovery settings
@@ -394,15 +398,25 @@ public struct AgentConfiguration: Sendable {
         let pg = try root.section("postgresql")
         // Each replica method named in create_replica_methods may have its own section.
         let methodNames = try pg.stringList("create_replica_methods") ?? []
+        let knownKeys: Set = [
+            "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
+            "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
+            "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
+            "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
+            "remove_data_directory_on_diverged_timelines", "proxy_address", "create_replica_methods", "basebackup",
+            "recovery_conf",
+        ]
+        // A method defined but not listed (a mapping with a command), as Patroni allows: one that
+        // standby_cluster.create_replica_methods names, or a restore with no_leader.
+        let definedOnly = (pg.node?.mapping ?? [:]).compactMap { key, value -> String? in
+            guard let name = key.string, !knownKeys.contains(name), !methodNames.contains(name),
+                Self.isMethodName(name),
+                value.mapping?.keys.contains(where: { $0.string == "command" }) == true
+            else { return nil }
+            return name
+        }.sorted()
         try pg.rejectUnknownKeys(
-            Set([
-                "listen", "connect_address", "data_dir", "bin_dir", "os_user", "authentication", "parameters",
-                "use_pg_rewind", "remove_data_directory_on_rewind_failure", "use_slots", "data_checksums",
-                "replication_networks", "client_networks", "callbacks", "pre_promote", "before_stop", "hook_timeout",
-                "pg_hba", "pg_ident", "pgpass", "use_unix_socket", "use_unix_socket_repl", "pg_ctl_timeout",
-                "remove_data_directory_on_diverged_timelines", "proxy_address", "create_replica_methods", "basebackup",
-                "recovery_conf",
-            ]).union(methodNames.filter { Self.isMethodName($0) }))
+            knownKeys.union(methodNames.filter { Self.isMethodName($0) }).union(definedOnly))
         // Patroni keys whose value Baton accepts when it is what Baton does anyway.
         for key in ["use_unix_socket", "use_unix_socket_repl", "remove_data_directory_on_diverged_timelines"]
         where try pg.bool(key) == true {
@@ -511,6 +525,7 @@ public struct AgentConfiguration: Sendable {
         }
         postgres.accessRules = accessRules
         postgres.replicaMethods = try Self.replicaMethods(pg, names: methodNames)
+        postgres.definedReplicaMethods = try Self.replicaMethods(pg, names: definedOnly, listed: false)
         postgres.recoveryConf = try Self.standbyRecoveryConf(pg)
         if let pgpass = try pg.string("pgpass") {
             guard pgpass.hasPrefix("/"), !pgpass.hasSuffix("/"), !pgpass.split(separator: "/").contains("..") else {
@@ -759,8 +774,12 @@ public struct AgentConfiguration: Sendable {
     ]
 
     /// `create_replica_methods` and each method's section, as Patroni reads them.
-    static func replicaMethods(_ pg: ConfigReader, names: [String]) throws -> [ReplicaMethodSetting] {
-        let names = names.isEmpty ? ["basebackup"] : names
+    /// `listed`: the names come from `create_replica_methods` (empty means basebackup); else they
+    /// are sections defined without being listed.
+    static func replicaMethods(_ pg: ConfigReader, names: [String], listed: Bool = true) throws
+        -> [ReplicaMethodSetting]
+    {
+        let names = names.isEmpty && listed ? ["basebackup"] : names
         var seen: Set<String> = []
         var methods: [ReplicaMethodSetting] = []
         for name in names {

@@ -72,6 +72,10 @@ public enum HADecider {
                     guard let remote = standby.source else {
                         return Decision([], .standbyClusterWithoutSource, memory: memory)
                     }
+                    // From an archive only: made by a method that needs no server (a restore).
+                    if !remote.hasServer, !o.canCreateReplicaWithoutServer {
+                        return Decision([], .noReplicaMethodWithoutServer, memory: memory)
+                    }
                     return Decision(
                         [
                             .claimInitialize, .cloneReplica(from: remote),
@@ -80,6 +84,20 @@ public enum HADecider {
                 }
                 return Decision(
                     [.claimInitialize, .bootstrap], .bootstrapping, memory: memory, recheckImmediately: true)
+            }
+            // No member leads, but a replica method can make this one from a backup (`no_leader`):
+            // it is restored, recovers from the archive and may then race like any replica
+            // (maximum_lag_on_failover against the last leader's position still applies).
+            if cluster.initialize != "", o.canCreateReplicaWithoutServer {
+                if paused { return Decision([], .paused("no local data and no leader; not restoring"), memory: memory) }
+                let source =
+                    o.config.standbyCluster?.source.map {
+                        ReplicationSource.withoutServer($0.member, remote: $0.remote)
+                    }
+                    ?? .backupWithoutLeader
+                return Decision(
+                    [.cloneReplica(from: source), .startPostgres(following: source, asPrimary: false)],
+                    .cloningWithoutLeader, memory: memory, recheckImmediately: true)
             }
             return Decision(
                 [], cluster.initialize == "" ? .waitingForBootstrap : .waitingForLeaderToClone, memory: memory)
@@ -401,7 +419,7 @@ public enum HADecider {
     ) -> Decision {
         var actions = actions
         guard let remote = standby.source else {
-            // Archive recovery only (restore_command without host): nothing to stream from.
+            // Neither host nor restore_command (a section the validation refuses): nothing to follow.
             return Decision(
                 actions, inRecovery ? .standbyLeader(following: nil) : .standbyClusterWithoutSource, memory: memory)
         }

@@ -59,6 +59,9 @@ public struct Observation: Hashable, Sendable {
     /// True when the cluster exists but its config key is missing or invalid and this agent has
     /// not seen a valid one: whether it is a standby cluster is unknown, so nobody promotes.
     public var configUnknown = false
+    /// Whether a replica method can make this member with no server to copy from (a command
+    /// with `no_leader`, e.g. a restore from a backup).
+    public var canCreateReplicaWithoutServer = false
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,

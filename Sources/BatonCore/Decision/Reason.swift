@@ -70,6 +70,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case bootstrappingStandbyLeader(from: String)
     case standbyLeader(following: String?)
     case standbyClusterWithoutSource
+    case noReplicaMethodWithoutServer
+    case cloningWithoutLeader
     case demotingCluster(to: String)
     case racingForStandbyLeader(lag: UInt64)
     case configUnknownNotPromoting
@@ -108,6 +110,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .bootstrappingStandbyLeader: return "bootstrapping_standby_leader"
         case .standbyLeader: return "standby_leader"
         case .standbyClusterWithoutSource: return "standby_cluster_without_source"
+        case .noReplicaMethodWithoutServer: return "no_replica_method_without_server"
+        case .cloningWithoutLeader: return "cloning_without_leader"
         case .demotingCluster: return "demoting_cluster"
         case .racingForStandbyLeader: return "racing_for_standby_leader"
         case .configUnknownNotPromoting: return "config_unknown_not_promoting"
@@ -253,8 +257,12 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
             return
                 "no action: I am the standby leader with the lock, restoring from the archive (no standby_cluster.host)"
         case .standbyClusterWithoutSource:
+            return "standby_cluster names neither host nor restore_command: there is nothing to follow"
+        case .noReplicaMethodWithoutServer:
             return
-                "standby_cluster names no host: a primary is not demoted and a new cluster is not cloned (restoring from an archive only is not supported yet)"
+                "standby_cluster restores from an archive only (no host), and no create_replica_methods entry can make the standby leader without a server (a command with no_leader): waiting"
+        case .cloningWithoutLeader:
+            return "no local data and no leader: restoring this member from a backup (a replica method with no_leader)"
         case .demotingCluster(let remote):
             return "standby_cluster set: demoting this primary to a standby leader following \(remote)"
         case .configUnknownNotPromoting:

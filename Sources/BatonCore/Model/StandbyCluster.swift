@@ -33,13 +33,16 @@ public struct StandbyCluster: Hashable, Sendable {
         self.createReplicaMethods = createReplicaMethods
     }
 
-    /// Where the standby leader streams from (and a new standby cluster clones from); nil for a
-    /// standby cluster that only restores from an archive (`restore_command` without `host`).
+    /// Where the standby leader streams from (and a new standby cluster clones from). A standby
+    /// cluster that only restores from an archive (`restore_command` without `host`) has a source
+    /// without a server (`ReplicationSource.withoutServer`); one with neither has none.
     public var source: ReplicationSource? {
-        guard let host else { return nil }
         let recovery = RemoteRecovery(
             slotName: primarySlotName, restoreCommand: restoreCommand, archiveCleanupCommand: archiveCleanupCommand,
-            recoveryMinApplyDelay: recoveryMinApplyDelay)
+            recoveryMinApplyDelay: recoveryMinApplyDelay, createReplicaMethods: createReplicaMethods)
+        guard let host else {
+            return restoreCommand == nil ? nil : .withoutServer("standby_cluster archive", remote: recovery)
+        }
         // The name says what is followed: a changed host, port or slot is followed anew.
         let name = "standby_cluster \(host):\(port)" + (primarySlotName.map { " slot \($0)" } ?? "")
         return ReplicationSource(member: name, host: host, port: port, remote: recovery)
@@ -94,12 +97,12 @@ public struct StandbyCluster: Hashable, Sendable {
         let standby = StandbyCluster(
             host: host, port: port, primarySlotName: slot, restoreCommand: restore, archiveCleanupCommand: cleanup,
             recoveryMinApplyDelay: delay, createReplicaMethods: methods)
-        // A standby cluster from an archive only would leave a primary cluster's primary writable
-        // (Baton does not run one yet): refused rather than half-applied.
-        if host == nil, problems.isEmpty {
+        // A port alone names nothing to follow, and would leave a primary cluster's primary
+        // writable under a standby_cluster section: refused rather than half-applied.
+        if host == nil, restore == nil, problems.isEmpty {
             problems.append(
-                "standby_cluster: name host (and port) of the cluster to follow; restoring from an archive only "
-                    + "(restore_command without host) is not supported yet")
+                "standby_cluster: name host (and port) of the cluster to follow, or restore_command to follow its archive"
+            )
         }
         return (standby, problems)
     }
@@ -123,15 +126,19 @@ public struct RemoteRecovery: Hashable, Sendable {
     public var restoreCommand: String?
     public var archiveCleanupCommand: String?
     public var recoveryMinApplyDelay: String?
+    /// `standby_cluster.create_replica_methods`: the methods (defined in the agent's file) that
+    /// make the standby leader; empty: the member's own `create_replica_methods`.
+    public var createReplicaMethods: [String]
 
     public init(
         slotName: String? = nil, restoreCommand: String? = nil, archiveCleanupCommand: String? = nil,
-        recoveryMinApplyDelay: String? = nil
+        recoveryMinApplyDelay: String? = nil, createReplicaMethods: [String] = []
     ) {
         self.slotName = slotName
         self.restoreCommand = restoreCommand
         self.archiveCleanupCommand = archiveCleanupCommand
         self.recoveryMinApplyDelay = recoveryMinApplyDelay
+        self.createReplicaMethods = createReplicaMethods
     }
 }
 

@@ -96,9 +96,14 @@ public protocol PostgresNode: Sendable {
     func fence() async
     /// Ends a fence: the loop holds a valid lease as leader again.
     func liftFence()
+    /// Whether a replica can be made with no server to copy from (a replica method with
+    /// `no_leader`, e.g. a restore from a backup).
+    var canCreateReplicaWithoutServer: Bool { get }
 }
 
 extension PostgresNode {
+    public var canCreateReplicaWithoutServer: Bool { false }
+
     public func cloneReplica(from source: ReplicationSource) async throws {
         try await cloneReplica(from: source, progress: nil)
     }
@@ -133,6 +138,21 @@ public struct ReplicationSource: Hashable, Sendable {
         self.port = port
         self.remote = remote
     }
+
+    /// No server to stream or copy from: a standby cluster that restores from an archive only
+    /// (`standby_cluster` with `restore_command` and no `host`), or a replica made from a backup
+    /// while no member leads (a replica method with `no_leader`). It is made only by a method that
+    /// needs no server (a command with `no_leader`) and recovers from the archive
+    /// (`restore_command`), with no `primary_conninfo`.
+    public static func withoutServer(_ member: String, remote: RemoteRecovery? = nil) -> ReplicationSource {
+        ReplicationSource(member: member, host: "", port: 0, remote: remote)
+    }
+
+    /// False for `withoutServer`: there is nothing to stream, copy or rewind from.
+    public var hasServer: Bool { !host.isEmpty }
+
+    /// A replica made while no member leads, from a backup (`no_leader`).
+    public static let backupWithoutLeader = withoutServer("a backup (no leader)")
 }
 
 /// PostgreSQL's shutdown modes.

@@ -76,6 +76,9 @@ public struct LocalPostgresConfiguration: Sendable {
     public var cloneTimeout: Duration
     /// `create_replica_methods`, in order: the first that succeeds makes the replica.
     public var replicaMethods: [ReplicaMethod] = [.basebackup(options: [])]
+    /// Methods defined but not in `create_replica_methods`: used when `standby_cluster` names
+    /// them, and (those with `no_leader`) to make a member while no server can be copied from.
+    public var definedReplicaMethods: [ReplicaMethod] = []
     /// The cluster's name (`scope`), passed to replica methods as `--scope`.
     public var scope = ""
     /// `postgresql.recovery_conf`: what every standby's recovery settings add (`restore_command`
@@ -151,14 +154,22 @@ public enum ReplicaMethod: Hashable, Sendable {
     /// PostgreSQL OS user: `argv`, then `parameters` (`--name=value`), then — unless `noParams`
     /// — `--scope`, `--datadir`, `--role=replica` and `--connstring` (the source, its password in
     /// `PGPASSFILE`). `keepData`: what a failed attempt left is kept (else removed: the data
-    /// directory was empty before it ran).
-    case command(name: String, argv: [String], parameters: [String], keepData: Bool, noParams: Bool)
+    /// directory was empty before it ran). `noLeader`: it needs no server (a restore from a
+    /// backup), so it can make a replica while no member leads, or a standby cluster's leader
+    /// from an archive only.
+    case command(name: String, argv: [String], parameters: [String], keepData: Bool, noParams: Bool, noLeader: Bool)
 
     public var name: String {
         switch self {
         case .basebackup: "basebackup"
-        case .command(let name, _, _, _, _): name
+        case .command(let name, _, _, _, _, _): name
         }
+    }
+
+    /// Whether it can run with no server to copy from.
+    public var worksWithoutServer: Bool {
+        if case .command(_, _, _, _, _, let noLeader) = self { return noLeader }
+        return false
     }
 }
 

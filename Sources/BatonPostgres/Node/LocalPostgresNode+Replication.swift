@@ -28,8 +28,9 @@ extension LocalPostgresNode {
         try prepareEmptyDataDirectory(wipe: false)
         try writePassfile()
         // create_replica_methods in order: the first that succeeds makes the replica.
+        let methods = try replicaMethods(for: source)
         var failures: [String] = []
-        for (index, method) in configuration.replicaMethods.enumerated() {
+        for (index, method) in methods.enumerated() {
             // The directory was empty when this clone began: what an earlier method left (kept
             // for its own sake with keep_data, or written by a command that timed out) is removed
             // before the next one, unless this one keeps data itself.
@@ -40,7 +41,7 @@ extension LocalPostgresNode {
                 switch method {
                 case .basebackup(let options):
                     try await basebackup(from: source, options: options, progress: progress)
-                case .command(let name, let argv, let parameters, let keepData, let noParams):
+                case .command(let name, let argv, let parameters, let keepData, let noParams, _):
                     try await runReplicaCommand(
                         name: name, argv: argv, parameters: parameters, keepData: keepData, noParams: noParams,
                         source: source, progress: progress)
@@ -64,12 +65,53 @@ extension LocalPostgresNode {
         try? prepareEmptyDataDirectory(wipe: true)
         throw PostgresError(
             .cloneFailed,
-            "no replica method succeeded (\(configuration.replicaMethods.map(\.name).joined(separator: ", "))): "
+            "no replica method succeeded (\(methods.map(\.name).joined(separator: ", "))): "
                 + failures.joined(separator: "; "))
     }
 
+    public var canCreateReplicaWithoutServer: Bool {
+        (configuration.replicaMethods + configuration.definedReplicaMethods).contains { $0.worksWithoutServer }
+    }
+
+    /// The methods that may make a replica of `source`: `standby_cluster.create_replica_methods`
+    /// for a standby cluster's leader when it names any (each defined in this agent's file, or
+    /// `basebackup`), else the member's own; with no server to copy from, only those that need
+    /// none (`no_leader`), including methods defined without being listed. Throws, naming why,
+    /// when none is left.
+    func replicaMethods(for source: ReplicationSource) throws -> [ReplicaMethod] {
+        let defined = configuration.replicaMethods + configuration.definedReplicaMethods
+        var methods = configuration.replicaMethods
+        if let names = source.remote?.createReplicaMethods, !names.isEmpty {
+            methods = names.compactMap { name in
+                defined.first { $0.name == name } ?? (name == "basebackup" ? .basebackup(options: []) : nil)
+            }
+            let undefined = names.filter { name in name != "basebackup" && !methods.contains { $0.name == name } }
+            if !undefined.isEmpty {
+                logger.warning(
+                    "standby_cluster.create_replica_methods names methods this agent does not define: \(undefined.joined(separator: ", ")) (give postgresql.NAME.command)"
+                )
+            }
+        }
+        if !source.hasServer {
+            methods = methods.filter(\.worksWithoutServer)
+            if source.remote?.createReplicaMethods.isEmpty ?? true {
+                methods += configuration.definedReplicaMethods.filter(\.worksWithoutServer)
+            }
+        }
+        guard !methods.isEmpty else {
+            throw PostgresError(
+                .cloneFailed,
+                source.hasServer
+                    ? "no replica method to make this member with (create_replica_methods is empty)"
+                    : "\(source.member) has no server to copy from, and no replica method can run without one: define a "
+                        + "restore under postgresql.NAME with command and no_leader: true, and list it in create_replica_methods"
+            )
+        }
+        return methods
+    }
+
     static func keepsData(_ method: ReplicaMethod) -> Bool {
-        if case .command(_, _, _, let keepData, _) = method { return keepData }
+        if case .command(_, _, _, let keepData, _, _) = method { return keepData }
         return false
     }
 
@@ -126,14 +168,15 @@ extension LocalPostgresNode {
         guard let executable = argv.first else { throw PostgresError(.cloneFailed, "\(name): no command") }
         var arguments = Array(argv.dropFirst()) + parameters
         if !noParams {
-            let connstring = ConnInfo.make([
-                ("host", source.host), ("port", String(source.port)), ("user", configuration.replication.username),
-                ("dbname", "postgres"), ("application_name", "\(configuration.memberName)-clone"),
-            ])
-            arguments += [
-                "--scope=\(configuration.scope)", "--datadir=\(dataDirectory)", "--role=replica",
-                "--connstring=\(connstring)",
-            ]
+            arguments += ["--scope=\(configuration.scope)", "--datadir=\(dataDirectory)", "--role=replica"]
+            // No server (a restore while no member leads): no connection string to give.
+            if source.hasServer {
+                let connstring = ConnInfo.make([
+                    ("host", source.host), ("port", String(source.port)), ("user", configuration.replication.username),
+                    ("dbname", "postgres"), ("application_name", "\(configuration.memberName)-clone"),
+                ])
+                arguments.append("--connstring=\(connstring)")
+            }
         }
         logger.info(
             "creating replica with a custom method",
@@ -474,6 +517,16 @@ extension LocalPostgresNode {
     public func rejoinOtherCluster(_ source: ReplicationSource) async throws {
         try await stop(mode: .fast, timeout: .seconds(60))
         try checkDataDirectory()
+        // An archive only: no server to compare with or rewind from. The data stays as it is and
+        // recovers from the archive (restore_command) as a standby: it accepts no write again.
+        guard source.hasServer else {
+            logger.info(
+                "following the other cluster's archive (standby_cluster names no host): no pg_rewind possible",
+                metadata: ["pg.upstream": "\(source.member)"])
+            try writeConfiguration(following: source, standby: true)
+            try await start(following: source)
+            return
+        }
         let local = try await controlData()["Database system identifier"]
         let (theirs, inRecovery) = try await onSource(source) { connection in
             let row = try await connection.query(

@@ -162,6 +162,10 @@ public enum ManagedFiles {
             text += "# \(source.member) leads; this member is tagged nostream: it does not stream.\n"
             parameters["primary_conninfo"] = ""
             parameters["primary_slot_name"] = ""
+        } else if !source.hasServer {
+            text += "# \(source.member): no server to stream from; recovery from the archive (restore_command).\n"
+            parameters["primary_conninfo"] = ""
+            parameters["primary_slot_name"] = ""
         }
         text += PostgresConf.render(parameters) + "\n"
         return text

@@ -22,6 +22,8 @@ public final class SimulatedCluster: @unchecked Sendable {
         /// WAL bytes a writable primary produces per tick.
         public var writeBytesPerTick: UInt64 = 32_768
         public var synchronousMode = false
+        /// More of the initial `config` key (e.g. `standby_cluster`).
+        public var dynamicExtra: [String: JSONValue] = [:]
         public init() {}
     }
 
@@ -100,12 +102,13 @@ public final class SimulatedCluster: @unchecked Sendable {
     }
 
     var dynamicConfig: DynamicConfig {
-        DynamicConfig([
-            "ttl": .number(options.ttl), "loop_wait": .number(options.loopWait),
-            "retry_timeout": .number(options.retryTimeout),
-            "maximum_lag_on_failover": .number(Double(options.maximumLag)),
-            "synchronous_mode": .bool(options.synchronousMode),
-        ])
+        DynamicConfig(
+            [
+                "ttl": .number(options.ttl), "loop_wait": .number(options.loopWait),
+                "retry_timeout": .number(options.retryTimeout),
+                "maximum_lag_on_failover": .number(Double(options.maximumLag)),
+                "synchronous_mode": .bool(options.synchronousMode),
+            ].merging(options.dynamicExtra) { _, extra in extra })
     }
 
     func makeLoop(_ agent: Agent) -> HALoop {

@@ -22,6 +22,8 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
         public var restarts = 0
         public var reloads = 0
         public var clones = 0
+        /// Clones asked for, failed ones included.
+        public var cloneAttempts = 0
         /// What the status query answers, to simulate an agent that cannot see its own node.
         public var answer: Answer = .truthful
         /// The data directory holds files but no usable cluster (e.g. PG_VERSION moved away).
@@ -154,6 +156,7 @@ public final class SimulatedPostgres: PostgresNode, @unchecked Sendable {
     public func cloneReplica(from source: ReplicationSource, progress: (@Sendable (CloneProgress) -> Void)?)
         async throws
     {
+        lock.withLock { state.cloneAttempts += 1 }
         guard let upstream = sourceLookup(source.member)?.snapshot, upstream.running else {
             throw SimulationError("clone source \(source.member) is not running")
         }
