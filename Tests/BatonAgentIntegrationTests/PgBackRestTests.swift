@@ -106,6 +106,36 @@ struct PgBackRestTests {
         let log2 = cluster.log("node2")
         #expect(log2.contains("replica created") && log2.contains("pg.method=pgbackrest"), "\(log2.suffix(3000))")
 
+        // A backup taken from the replica (as docs/runbooks.md sets it up: both servers in the
+        // stanza, the replica first, backup-standby): the files come from node2, the primary
+        // only starts and stops the backup.
+        let standbyConf = work.appendingPathComponent("pgbackrest-standby.conf").path
+        try """
+        [global]
+        repo1-path=\(work.appendingPathComponent("repo").path)
+        log-path=\(work.appendingPathComponent("log").path)
+        lock-path=\(work.appendingPathComponent("lock").path)
+        spool-path=\(work.appendingPathComponent("spool").path)
+        log-level-console=warn
+        start-fast=y
+        backup-standby=y
+
+        [main]
+        pg1-path=\(node2.dataDirectory)
+        pg1-port=\(node2.pgPort)
+        pg1-socket-path=\(socket)
+        pg1-user=postgres
+        pg2-path=\(node1.dataDirectory)
+        pg2-port=\(node1.pgPort)
+        pg2-socket-path=\(socket)
+        pg2-user=postgres
+
+        """.write(toFile: standbyConf, atomically: true, encoding: .utf8)
+        chmod(standbyConf, 0o644)
+        try Self.run(["--config=\(standbyConf)", "--stanza=main", "--type=incr", "backup"], "backup from the replica")
+        let info = try Self.run(["--config=\(conf)", "--stanza=main", "info"], "info")
+        #expect(info.contains("full backup") && info.contains("incr backup"), "\(info)")
+
         // Rows before and after a target time; the WAL after it reaches the repository.
         _ = try await cluster.execute(leader, "SELECT pg_sleep(1.2)")
         let target = try #require(try await cluster.execute(leader, "SELECT now()::text AS t").rows.first?.string("t"))
