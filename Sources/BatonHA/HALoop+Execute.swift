@@ -16,10 +16,13 @@ extension HALoop {
     /// Runs `actions` in order; stops at the first that fails or loses its race.
     func execute(_ actions: [Action], observation: Observation) async -> Outcome {
         var outcome = Outcome()
+        // Whether this run claimed the initialize key (an empty one, for a new cluster).
+        var claimedInitialize = false
         for action in actions {
             defer { noteProgress() }
             do {
                 let succeeded = try await perform(action, observation: observation, outcome: &outcome)
+                if action == .claimInitialize, succeeded { claimedInitialize = true }
                 if case .rejoinDiverged = action { lastRejoinFailed = !succeeded }
                 // A new data directory starts with a clean slate.
                 if succeeded, action.startsANewDataDirectory { lastRejoinFailed = false }
@@ -40,11 +43,10 @@ extension HALoop {
                 outcome.completed = false
                 outcome.failed = action
                 // A new cluster that failed to come into being (initdb, or the copy that makes a
-                // standby cluster's leader) frees the initialize key this agent claimed: otherwise
-                // every member would wait for a bootstrap that never ends.
-                if action == .bootstrap
-                    || (action.startsANewDataDirectory && bootstrappedHere && observation.cluster?.initialize == nil)
-                {
+                // standby cluster's leader) frees the initialize key this run claimed: otherwise
+                // every member would wait for a bootstrap that never ends. A key this run did not
+                // claim (another member's system identifier) is never touched.
+                if action == .bootstrap || (action.startsANewDataDirectory && claimedInitialize) {
                     try? await store.cancelInitialize()
                     logger.warning("bootstrap failed: released the initialize key so that a member can try again")
                 }

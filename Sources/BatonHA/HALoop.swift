@@ -640,6 +640,7 @@ public actor HALoop {
             lastRejoinFailed: lastRejoinFailed)
         observation.configUnknown = configUnknown
         observation.canCreateReplicaWithoutServer = node.canCreateReplicaWithoutServer
+        observation.definedMethodsWithoutServer = node.definedMethodsWithoutServer
         return observation
     }
 

@@ -50,6 +50,10 @@ import Testing
         #expect(configuration.postgresql.replicaMethods.map(\.name) == ["basebackup"])
         #expect(configuration.postgresql.definedReplicaMethods.map(\.name) == ["restore"])
         #expect(configuration.postgresql.definedReplicaMethods.first?.noLeader == true)
+        // no_master: Patroni's older name for no_leader (before: passed on as --no_master=true).
+        let older = try Self.parse("  create_replica_methods: [walg]\n  walg: {command: /bin/true, no_master: true}")
+        #expect(older.postgresql.replicaMethods.first?.noLeader == true)
+        #expect(older.postgresql.replicaMethods.first?.options == [])
         #expect(throws: (any Error).self) { try Self.parse("  restor: {no_params: true}") }
         #expect(throws: (any Error).self) { try Self.parse("  restore: {command: /bin/true, datadir: /x}") }
     }

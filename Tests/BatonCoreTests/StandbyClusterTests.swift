@@ -50,6 +50,10 @@ private typealias F = Fixture
             // A port alone names nothing to follow (a primary would stay writable): refused.
             (.object(["port": .number(5433)]), "standby_cluster: name host"),
             (
+                .object(["host": .string("db"), "create_replica_methods": .array([.string("x\u{1b}[2J")])]),
+                "create_replica_methods"
+            ),
+            (
                 .object(["host": .string("db"), "create_replica_methods": .string("basebackup")]),
                 "create_replica_methods"
             ),
@@ -80,8 +84,13 @@ private typealias F = Fixture
         #expect(archiveOnly.validationErrors().isEmpty, "\(archiveOnly.validationErrors())")
         let waiting = HADecider.decide(F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly))
         #expect(waiting.actions.isEmpty && waiting.reason == .noReplicaMethodWithoutServer)
+        // The methods standby_cluster names decide, not the member's own list.
+        var own = F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly)
+        own.canCreateReplicaWithoutServer = true
+        own.definedMethodsWithoutServer = ["other"]
+        #expect(HADecider.decide(own).reason == .noReplicaMethodWithoutServer)
         var able = F.observe("a", cluster: cluster, postgres: F.empty, config: archiveOnly)
-        able.canCreateReplicaWithoutServer = true
+        able.definedMethodsWithoutServer = ["restore"]
         let archive = ReplicationSource.withoutServer(
             "standby_cluster archive",
             remote: RemoteRecovery(restoreCommand: "cp /archive/%f %p", createReplicaMethods: ["restore"]))
@@ -97,6 +106,27 @@ private typealias F = Fixture
         let primary = HADecider.decide(F.observe("a", cluster: led, postgres: F.primary, config: archiveOnly))
         #expect(primary.actions.contains(.demoteCluster(to: archive)), "\(primary.actions)")
         #expect(!primary.actions.contains(.promote))
+    }
+
+    /// A replica restored while no member leads races only against a known reference: with no
+    /// status key and no other member's position, its own would be the reference (lag 0) and an
+    /// old backup would promote at once.
+    @Test func nobodyRacesWithoutAKnownReference() {
+        let unknown = F.cluster(leader: nil, members: [F.member("a")], optime: nil)
+        let decision = HADecider.decide(
+            F.observe("a", cluster: unknown, postgres: F.replica(lsn: 0x100_0000), peers: []))
+        #expect(decision.actions.isEmpty && decision.reason == .lagReferenceUnknown, "\(decision.reason)")
+        // A cluster still being made (the initialize key claimed, empty): no leader ever was, the
+        // member that made it races (a new standby cluster's first leader).
+        let made = F.cluster(leader: nil, members: [F.member("a")], optime: nil, initialize: "")
+        let first = HADecider.decide(
+            F.observe("a", cluster: made, postgres: F.replica(), config: Self.standbyConfig, peers: []))
+        #expect(first.actions.first == .acquireLeader, "\(first.reason)")
+        // Another member's position is a reference: far behind it, no race either.
+        let known = F.cluster(leader: nil, members: [F.member("a"), F.member("b", state: .stopped)], optime: nil)
+        let behind = HADecider.decide(
+            F.observe("a", cluster: known, postgres: F.replica(lsn: 0x100_0000), peers: []))
+        if case .lagTooHigh = behind.reason {} else { Issue.record("\(behind.reason)") }
     }
 
     @Test func withNoLeaderAMethodThatNeedsNoServerRestoresAMember() {
@@ -193,6 +223,11 @@ private typealias F = Fixture
         #expect(decision.actions.count == 1)
         if case .follow(let source) = decision.actions.first {
             #expect(source.member == "a" && source.remote == nil)
+            // With standby_cluster's archive commands, as in Patroni (its apply delay is the
+            // standby leader's alone).
+            #expect(
+                source.standbyClusterArchive
+                    == StandbyClusterArchive(restoreCommand: "cp /archive/%f %p", archiveCleanupCommand: nil))
         } else {
             Issue.record("\(decision.actions)")
         }
@@ -270,7 +305,7 @@ private typealias F = Fixture
         // started as a standby of the leader, without pg_rewind from it. Before, the stopped
         // member asked for pg_rewind from the standby leader, which refuses (not a primary), and
         // stayed stopped.
-        for last: Member.Role? in [nil, .replica, .standbyLeader] {
+        for last: Member.Role? in [nil, .replica] {
             let stopped = HADecider.decide(
                 F.observe(
                     "b", cluster: cluster, postgres: F.stopped, config: Self.standbyConfig, lastRunningRole: last))
@@ -281,6 +316,53 @@ private typealias F = Fixture
                 Issue.record("\(String(describing: last)): \(stopped.actions)")
             }
         }
+        // Last seen writable, or possibly diverged: still pg_rewind first (which refuses a
+        // standby leader as its source, so the member stays stopped rather than joining with a
+        // history of its own).
+        var diverged = HAMemory()
+        diverged.mayHaveDiverged = true
+        for (last, memory) in [(Member.Role.primary, HAMemory()), (.replica, diverged)] {
+            let stopped = HADecider.decide(
+                F.observe(
+                    "b", cluster: cluster, postgres: F.stopped, config: Self.standbyConfig, memory: memory,
+                    lastRunningRole: last))
+            if case .rewindIfNeeded = stopped.actions.first {} else { Issue.record("\(last): \(stopped.actions)") }
+        }
+    }
+
+    /// The standby leader that stepped down keeps a recovery file naming the other cluster and its
+    /// slot: it waits for the candidate instead of starting on it (which would take the slot back).
+    @Test func aSteppedDownStandbyLeaderWaitsForTheCandidate() {
+        let pending = F.cluster(
+            leader: nil, members: [F.member("a", state: .stopped), F.member("b")],
+            failover: FailoverRequest(leader: "a", member: "b"))
+        let waiting = HADecider.decide(
+            F.observe("a", cluster: pending, postgres: F.stopped, config: Self.standbyConfig, lastRunningRole: .replica)
+        )
+        #expect(waiting.actions.isEmpty && waiting.reason == .waitingForCandidate("b"), "\(waiting.actions)")
+        // The candidate gone (its key expired): it starts, read-only.
+        let gone = F.cluster(
+            leader: nil, members: [F.member("a", state: .stopped)], failover: FailoverRequest(leader: "a", member: "b"))
+        let started = HADecider.decide(
+            F.observe("a", cluster: gone, postgres: F.stopped, config: Self.standbyConfig, lastRunningRole: .replica))
+        #expect(started.actions == [.startPostgres(following: nil, asPrimary: false)], "\(started.actions)")
+    }
+
+    /// Unknown is not "no lag": a standby leader that cannot read its own position does not hand
+    /// over (before, it counted as position 0 and any candidate passed).
+    @Test func aSwitchoverNeedsTheLeadersOwnPosition() {
+        let request = F.cluster(
+            members: [F.member("a", role: .standbyLeader), F.member("b")],
+            failover: FailoverRequest(leader: "a", member: "b"))
+        var blind = F.replica()
+        blind.receiveLSN = nil
+        blind.replayLSN = nil
+        let refused = HADecider.decide(
+            F.observe(
+                "a", cluster: request, postgres: blind, following: Self.remote.member, config: Self.standbyConfig,
+                peers: F.peers([("b", 0x500_0000)])))
+        #expect(refused.actions == [.renewLease, .clearFailover(expected: 77)], "\(refused.actions)")
+        if case .switchoverRejected = refused.reason {} else { Issue.record("\(refused.reason)") }
     }
 }
 

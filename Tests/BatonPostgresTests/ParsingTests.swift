@@ -198,6 +198,18 @@ struct ManagedFilesTests {
         let backup = ManagedFiles.recoveryText(own, source: .backupWithoutLeader)
         #expect(backup.contains("primary_conninfo = ''") && backup.contains("restore_command = 'cp /mine/%f %p'"))
         #expect(!ReplicationSource.backupWithoutLeader.hasServer)
+        // A member of a standby cluster following its standby leader: the other cluster's
+        // archive commands over its own, and its own other settings.
+        var member = ReplicationSource(member: "node-a", host: "10.0.0.1", port: 5432)
+        member.standbyClusterArchive = StandbyClusterArchive(
+            restoreCommand: "cp /theirs/%f %p", archiveCleanupCommand: "true")
+        own.recoveryConf["recovery_min_apply_delay"] = "1min"
+        let follower = ManagedFiles.recoveryText(own, source: member)
+        #expect(follower.contains("restore_command = 'cp /theirs/%f %p'") && !follower.contains("/mine/"))
+        #expect(follower.contains("archive_cleanup_command = 'true'"))
+        #expect(
+            follower.contains("recovery_min_apply_delay = '1min'")
+                && follower.contains("primary_conninfo = 'host=10.0.0.1"))
     }
 
     /// `no_leader` marks the only methods that may run with no server to copy from.

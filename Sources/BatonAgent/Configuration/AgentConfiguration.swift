@@ -806,9 +806,11 @@ public struct AgentConfiguration: Sendable {
             method.argv = try section.commandLine("command", try section.requiredString("command"))
             method.keepData = try section.bool("keep_data") ?? false
             method.noParams = try section.bool("no_params") ?? false
-            method.noLeader = try section.bool("no_leader") ?? false
+            // no_master: Patroni's older name for no_leader.
+            method.noLeader = try section.bool("no_leader") ?? section.bool("no_master") ?? false
             for (key, value) in section.node?.mapping ?? [:] {
-                guard let option = key.string, !["command", "keep_data", "no_params", "no_leader"].contains(option)
+                guard let option = key.string,
+                    !["command", "keep_data", "no_params", "no_leader", "no_master"].contains(option)
                 else { continue }
                 if ["scope", "datadir", "role", "connstring"].contains(option) {
                     throw section.error(option, "is passed by Baton itself (--\(option)); leave it out")

@@ -73,7 +73,7 @@ public enum HADecider {
                         return Decision([], .standbyClusterWithoutSource, memory: memory)
                     }
                     // From an archive only: made by a method that needs no server (a restore).
-                    if !remote.hasServer, !o.canCreateReplicaWithoutServer {
+                    if !remote.hasServer, !canCreateWithoutServer(o, standby) {
                         return Decision([], .noReplicaMethodWithoutServer, memory: memory)
                     }
                     return Decision(
@@ -88,13 +88,13 @@ public enum HADecider {
             // No member leads, but a replica method can make this one from a backup (`no_leader`):
             // it is restored, recovers from the archive and may then race like any replica
             // (maximum_lag_on_failover against the last leader's position still applies).
-            if cluster.initialize != "", o.canCreateReplicaWithoutServer {
+            if cluster.initialize != "", canCreateWithoutServer(o, o.config.standbyCluster) {
                 if paused { return Decision([], .paused("no local data and no leader; not restoring"), memory: memory) }
+                // Named apart from the other cluster's server: the winner of a race re-points to it.
                 let source =
                     o.config.standbyCluster?.source.map {
-                        ReplicationSource.withoutServer($0.member, remote: $0.remote)
-                    }
-                    ?? .backupWithoutLeader
+                        ReplicationSource.withoutServer("\($0.member) (from a backup)", remote: $0.remote)
+                    } ?? .backupWithoutLeader
                 return Decision(
                     [.cloneReplica(from: source), .startPostgres(following: source, asPrimary: false)],
                     .cloningWithoutLeader, memory: memory, recheckImmediately: true)
@@ -110,7 +110,7 @@ public enum HADecider {
                 return Decision([], .waitingForLeaderToClone, memory: memory)
             }
             return Decision(
-                [.cloneReplica(from: source), .startPostgres(following: leaderSource(cluster), asPrimary: false)],
+                [.cloneReplica(from: source), .startPostgres(following: leaderSource(o, cluster), asPrimary: false)],
                 .cloning(from: source.member), memory: memory, recheckImmediately: true)
         }
 
@@ -168,7 +168,7 @@ public enum HADecider {
             if let wait = backingOff {
                 return Decision([], .startBackingOff(failures: o.failedStarts, retryIn: wait), memory: memory)
             }
-            if let source = leaderSource(cluster), cluster.leader != nil {
+            if let source = leaderSource(o, cluster), cluster.leader != nil {
                 // A member last seen running as a standby, never started read-only from a primary's
                 // data since, has not diverged: no pg_rewind. Anything else (last seen as primary,
                 // never seen, possibly diverged) goes through pg_rewind from the leader, which
@@ -177,11 +177,24 @@ public enum HADecider {
                 let start = Action.startPostgres(following: upstream, asPrimary: false)
                 // In a standby cluster the leader is itself a standby, which pg_rewind cannot use as
                 // a source (the attempt fails, and the member would stay stopped): re-point only.
+                // A member last seen as a primary (or possibly diverged) keeps asking for pg_rewind,
+                // which leaves it stopped there: safe, and it says so.
                 let cleanStandby =
-                    (o.lastRunningRole == .replica && !memory.mayHaveDiverged) || o.config.standbyCluster != nil
+                    !memory.mayHaveDiverged
+                    && (o.lastRunningRole == .replica
+                        || (o.config.standbyCluster != nil && o.lastRunningRole != .primary))
                 return Decision(
                     cleanStandby ? [start] : [.rewindIfNeeded(from: source), start],
                     .startingReplica(following: upstream.member), memory: memory, recheckImmediately: true)
+            }
+            // A standby leader that stepped down for a switchover still has a recovery file naming
+            // the other cluster and its slot: started now, it would take the slot back from the
+            // candidate. It waits for the candidate to lead (at most until the candidate's member
+            // key expires with its session).
+            if o.config.standbyCluster != nil, cluster.leader == nil, let candidate = cluster.failover?.value.member,
+                candidate != o.me, cluster.member(named: candidate)?.state == .running
+            {
+                return Decision([], .waitingForCandidate(candidate), memory: memory)
             }
             // Read-only, with no leader to follow: a data directory that may have run as a primary
             // must be rewound before it follows whoever leads next.
@@ -221,7 +234,7 @@ public enum HADecider {
             // In a standby cluster the leader is itself a standby: it cannot be a pg_rewind source
             // (the attempt would stop this member in a loop): a member re-points only.
             let standbyCluster = o.config.standbyCluster != nil
-            if let upstream, o.following != upstream.member, let source = leaderSource(cluster) {
+            if let upstream, o.following != upstream.member, let source = leaderSource(o, cluster) {
                 if paused { return Decision([], .paused("not re-pointing replication"), memory: memory) }
                 // Started read-only from a data directory that may have run as a primary, or found
                 // running and not streaming with a history this agent never saw (it restarted): a
@@ -268,7 +281,7 @@ public enum HADecider {
         let pg = o.postgres
         guard pg.inRecovery == true, !pg.streaming, let local = pg.timeline,
             let leaderTimeline = cluster.member(named: leader)?.timeline, local < leaderTimeline,
-            let source = leaderSource(cluster)
+            let source = leaderSource(o, cluster)
         else {
             memory.stuckOnOlderTimelineSince = nil
             return nil
@@ -474,7 +487,13 @@ public enum HADecider {
             }
         }
         let limit = o.config.maximumLagOnFailover
-        let myPosition = o.postgres.walPosition ?? .zero
+        // Unknown is not "nothing to catch up": without this leader's own position no candidate's
+        // lag can be judged.
+        guard let myPosition = o.postgres.walPosition else {
+            return Decision(
+                clear, .switchoverRejected("this leader cannot read its own WAL position; retry once it can"),
+                memory: memory)
+        }
         // A candidate must stream on this leader's timeline: one still following an older timeline
         // (e.g. right after another switchover) would fork history and lose the writes in between.
         let myTimeline = o.postgres.timeline
@@ -826,7 +845,16 @@ public enum HADecider {
             actions.append(.writeSync(SyncState(leader: o.me, syncStandbys: []), expected: sync?.modRevision))
         }
         let myPosition = o.postgres.walPosition ?? .zero
-        let reference = cluster.status?.optime ?? cluster.members.compactMap(\.xlogLocation).max() ?? .zero
+        // The last leader's position (the status key), else the furthest another member reports.
+        // Unknown is not "no lag": with neither, this member's own position would be the
+        // reference, and a replica restored from an old backup would promote at once. Only a
+        // cluster still being made (the initialize key claimed, empty: no leader ever was) has
+        // nothing to lose.
+        let othersPosition = cluster.members.filter { $0.name != o.me }.compactMap(\.xlogLocation).max()
+        let newCluster = cluster.initialize == "" ? myPosition : nil
+        guard let reference = cluster.status?.optime ?? othersPosition ?? newCluster else {
+            return Decision([], .lagReferenceUnknown, memory: memory)
+        }
         let lag = reference.bytesAhead(of: myPosition)
         if lag > o.config.maximumLagOnFailover {
             return Decision([], .lagTooHigh(lag: lag, limit: o.config.maximumLagOnFailover), memory: memory)
@@ -960,15 +988,38 @@ public enum HADecider {
         return ReplicationSource(member: leader)
     }
 
-    static func leaderSource(_ cluster: ClusterView) -> ReplicationSource? {
-        cluster.leaderMember.flatMap(ReplicationSource.init(member:))
+    /// Whether a method that needs no server can make this member: in a standby cluster the
+    /// methods `standby_cluster.create_replica_methods` names (defined in the agent's file,
+    /// listed or not), else the member's own list (as Patroni chooses).
+    static func canCreateWithoutServer(_ o: Observation, _ standby: StandbyCluster?) -> Bool {
+        guard let names = standby?.createReplicaMethods, !names.isEmpty else { return o.canCreateReplicaWithoutServer }
+        return names.contains { o.definedMethodsWithoutServer.contains($0) }
+    }
+
+    /// The leader as a source to follow (in a standby cluster, with the archive commands of
+    /// `standby_cluster`).
+    static func leaderSource(_ o: Observation, _ cluster: ClusterView) -> ReplicationSource? {
+        cluster.leaderMember.flatMap(ReplicationSource.init(member:)).map { standbyArchive($0, o) }
+    }
+
+    /// In a standby cluster, a member follows with `standby_cluster`'s archive commands (Patroni's
+    /// rule): the other cluster's archive is where the WAL its standby leader has not streamed yet
+    /// can be found.
+    static func standbyArchive(_ source: ReplicationSource, _ o: Observation) -> ReplicationSource {
+        guard let standby = o.config.standbyCluster,
+            standby.restoreCommand != nil || standby.archiveCleanupCommand != nil
+        else { return source }
+        var source = source
+        source.standbyClusterArchive = StandbyClusterArchive(
+            restoreCommand: standby.restoreCommand, archiveCleanupCommand: standby.archiveCleanupCommand)
+        return source
     }
 
     /// What a replica streams from: the member its `replicatefrom` tag names (cascading) while
     /// that one is a running replica streaming on the leader's timeline and does not lead back
     /// to this member through its own tag; the leader otherwise (as Patroni falls back).
     static func upstreamSource(_ o: Observation, _ cluster: ClusterView) -> ReplicationSource? {
-        let leader = leaderSource(cluster)
+        let leader = leaderSource(o, cluster)
         guard let name = o.tags.replicateFrom, name != o.me, name != cluster.leader?.member,
             let upstream = cluster.member(named: name), upstream.state == .running, upstream.role == .replica,
             upstream.replicationState == "streaming"
@@ -981,7 +1032,7 @@ public enum HADecider {
             if next == o.me { return leader }
             hop = cluster.member(named: next)
         }
-        return ReplicationSource(member: upstream) ?? leader
+        return ReplicationSource(member: upstream).map { standbyArchive($0, o) } ?? leader
     }
 }
 

@@ -62,6 +62,9 @@ public struct Observation: Hashable, Sendable {
     /// Whether a replica method can make this member with no server to copy from (a command
     /// with `no_leader`, e.g. a restore from a backup).
     public var canCreateReplicaWithoutServer = false
+    /// The methods defined in the agent's file (listed in create_replica_methods or not) that need
+    /// no server: those `standby_cluster.create_replica_methods` may name.
+    public var definedMethodsWithoutServer: Set<String> = []
 
     public init(
         me: String, now: MonotonicInstant, wallClockSeconds: Double = 0, cluster: ClusterView?,

@@ -58,6 +58,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case quorumNotReached(votes: Int, needed: Int, voters: [String])
     case syncKeyUnreadable
     case lagTooHigh(lag: UInt64, limit: UInt64)
+    case lagReferenceUnknown
     case timelineBehind(local: Int, cluster: Int)
     case askingPeers
     case peerIsPrimary(String)
@@ -137,6 +138,7 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .quorumNotReached: return "quorum_not_reached"
         case .syncKeyUnreadable: return "sync_key_unreadable"
         case .lagTooHigh: return "lag_too_high"
+        case .lagReferenceUnknown: return "lag_reference_unknown"
         case .timelineBehind: return "timeline_behind"
         case .askingPeers: return "asking_peers"
         case .peerIsPrimary: return "peer_is_primary"
@@ -235,6 +237,9 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .quorumNotReached(let votes, let needed, let voters):
             return "leader key free but only \(votes) of the \(needed) votes quorum commit needs from "
                 + "[\(voters.joined(separator: ","))] (members reachable, running, not ahead): not racing"
+        case .lagReferenceUnknown:
+            return
+                "leader key free, but the last leader's position is unknown (no status key, no other member's position): not racing"
         case .lagTooHigh(let lag, let limit):
             return "leader key free but not eligible: lag \(lag) bytes exceeds maximum_lag_on_failover \(limit)"
         case .timelineBehind(let local, let cluster):

@@ -84,7 +84,9 @@ public struct StandbyCluster: Hashable, Sendable {
         let delay = text("recovery_min_apply_delay", Self.isDelay, "a delay such as 0, 300000, 5min or 1h")
         var methods: [String] = []
         if let raw = fields["create_replica_methods"], raw != .null {
-            if case .array(let entries) = raw, entries.count <= 16, entries.allSatisfy({ $0.stringValue != nil }) {
+            if case .array(let entries) = raw, entries.count <= 16,
+                entries.allSatisfy({ $0.stringValue.map(Self.isMethodName) ?? false })
+            {
                 methods = entries.compactMap(\.stringValue)
             } else {
                 problems.append("standby_cluster.create_replica_methods: expected a list of method names, got \(raw)")
@@ -105,6 +107,14 @@ public struct StandbyCluster: Hashable, Sendable {
             )
         }
         return (standby, problems)
+    }
+
+    /// A replica method's name as the agent's file takes it: lower-case letters, digits, `_`, `-`.
+    static func isMethodName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
+            }
     }
 
     static let hostCharacters = Set(

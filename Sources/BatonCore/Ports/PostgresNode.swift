@@ -96,13 +96,17 @@ public protocol PostgresNode: Sendable {
     func fence() async
     /// Ends a fence: the loop holds a valid lease as leader again.
     func liftFence()
-    /// Whether a replica can be made with no server to copy from (a replica method with
-    /// `no_leader`, e.g. a restore from a backup).
+    /// Whether a replica can be made with no server to copy from (a method in
+    /// `create_replica_methods` with `no_leader`, e.g. a restore from a backup).
     var canCreateReplicaWithoutServer: Bool { get }
+    /// The methods defined in the agent's file, listed or not, that need no server (those
+    /// `standby_cluster.create_replica_methods` may name).
+    var definedMethodsWithoutServer: Set<String> { get }
 }
 
 extension PostgresNode {
     public var canCreateReplicaWithoutServer: Bool { false }
+    public var definedMethodsWithoutServer: Set<String> { [] }
 
     public func cloneReplica(from source: ReplicationSource) async throws {
         try await cloneReplica(from: source, progress: nil)
@@ -131,6 +135,11 @@ public struct ReplicationSource: Hashable, Sendable {
     /// settings then come from `standby_cluster` (its slot, none unless named; its archive
     /// commands), not from the member's own.
     public var remote: RemoteRecovery?
+    /// A member of a standby cluster following its standby leader (or a cascade) restores from
+    /// the other cluster's archive: `standby_cluster`'s `restore_command` and
+    /// `archive_cleanup_command` take the place of its own, as in Patroni (not
+    /// `recovery_min_apply_delay`, which is the standby leader's alone).
+    public var standbyClusterArchive: StandbyClusterArchive?
 
     public init(member: String, host: String, port: Int, remote: RemoteRecovery? = nil) {
         self.member = member
@@ -153,6 +162,17 @@ public struct ReplicationSource: Hashable, Sendable {
 
     /// A replica made while no member leads, from a backup (`no_leader`).
     public static let backupWithoutLeader = withoutServer("a backup (no leader)")
+}
+
+/// `standby_cluster`'s archive commands, for the members that follow the standby leader.
+public struct StandbyClusterArchive: Hashable, Sendable {
+    public var restoreCommand: String?
+    public var archiveCleanupCommand: String?
+
+    public init(restoreCommand: String?, archiveCleanupCommand: String?) {
+        self.restoreCommand = restoreCommand
+        self.archiveCleanupCommand = archiveCleanupCommand
+    }
 }
 
 /// PostgreSQL's shutdown modes.

@@ -390,6 +390,10 @@ extension LocalPostgresNode {
     func onSource<T: Sendable>(
         _ source: ReplicationSource, _ body: (PostgresConnection) async throws -> T
     ) async throws -> T {
+        // libpq takes an empty host for the local socket: never for a source without a server.
+        guard source.hasServer else {
+            throw PostgresError(.connectionFailed, "\(source.member) has no server to connect to")
+        }
         let parameters = ConnectionParameters(
             host: source.host, port: source.port, user: configuration.superuser.username,
             password: configuration.superuser.password, database: "postgres",

@@ -69,15 +69,18 @@ extension LocalPostgresNode {
                 + failures.joined(separator: "; "))
     }
 
-    public var canCreateReplicaWithoutServer: Bool {
-        (configuration.replicaMethods + configuration.definedReplicaMethods).contains { $0.worksWithoutServer }
+    public var canCreateReplicaWithoutServer: Bool { configuration.replicaMethods.contains { $0.worksWithoutServer } }
+
+    public var definedMethodsWithoutServer: Set<String> {
+        Set(
+            (configuration.replicaMethods + configuration.definedReplicaMethods).filter(\.worksWithoutServer).map(
+                \.name))
     }
 
     /// The methods that may make a replica of `source`: `standby_cluster.create_replica_methods`
     /// for a standby cluster's leader when it names any (each defined in this agent's file, or
     /// `basebackup`), else the member's own; with no server to copy from, only those that need
-    /// none (`no_leader`), including methods defined without being listed. Throws, naming why,
-    /// when none is left.
+    /// none (`no_leader`). Throws, naming why, when none is left.
     func replicaMethods(for source: ReplicationSource) throws -> [ReplicaMethod] {
         let defined = configuration.replicaMethods + configuration.definedReplicaMethods
         var methods = configuration.replicaMethods
@@ -88,16 +91,11 @@ extension LocalPostgresNode {
             let undefined = names.filter { name in name != "basebackup" && !methods.contains { $0.name == name } }
             if !undefined.isEmpty {
                 logger.warning(
-                    "standby_cluster.create_replica_methods names methods this agent does not define: \(undefined.joined(separator: ", ")) (give postgresql.NAME.command)"
+                    "standby_cluster.create_replica_methods names methods this agent does not define: \(PrintableText.of(Array(undefined.joined(separator: ", ").utf8), limit: 300)) (give postgresql.NAME.command)"
                 )
             }
         }
-        if !source.hasServer {
-            methods = methods.filter(\.worksWithoutServer)
-            if source.remote?.createReplicaMethods.isEmpty ?? true {
-                methods += configuration.definedReplicaMethods.filter(\.worksWithoutServer)
-            }
-        }
+        if !source.hasServer { methods = methods.filter(\.worksWithoutServer) }
         guard !methods.isEmpty else {
             throw PostgresError(
                 .cloneFailed,
@@ -120,6 +118,7 @@ extension LocalPostgresNode {
     private func basebackup(
         from source: ReplicationSource, options: [String], progress: (@Sendable (CloneProgress) -> Void)?
     ) async throws {
+        guard source.hasServer else { throw PostgresError(.cloneFailed, "\(source.member) has no server to copy from") }
         let logger = self.logger
         let arguments =
             [
@@ -569,6 +568,9 @@ extension LocalPostgresNode {
     /// timeline 6 does not contain minimum recovery point … on timeline 3"), 365 times a minute.
     @discardableResult
     func checkpointSource(_ source: ReplicationSource) async throws -> Int? {
+        guard source.hasServer else {
+            throw PostgresError(.rewindSourceNotReady, "\(source.member) has no server to rewind from")
+        }
         let parameters = ConnectionParameters(
             host: source.host, port: source.port, user: configuration.superuser.username,
             password: configuration.superuser.password, database: "postgres",

@@ -145,6 +145,11 @@ public enum ManagedFiles {
         // postgresql.recovery_conf (a standby cluster's leader takes standby_cluster's instead).
         if source.remote == nil {
             for (key, value) in configuration.recoveryConf { parameters[key] = value }
+            // A member of a standby cluster: the other cluster's archive, as standby_cluster says.
+            if let archive = source.standbyClusterArchive {
+                if let command = archive.restoreCommand { parameters["restore_command"] = command }
+                if let command = archive.archiveCleanupCommand { parameters["archive_cleanup_command"] = command }
+            }
         }
         if let remote = source.remote {
             // A standby cluster's leader: the other cluster's slot (none unless named) and its
