@@ -88,7 +88,26 @@ public enum ClusterTable {
             ? table(header: extendedHeader, rows: rows.map(extendedCells))
             : table(header: header, rows: rows.map(\.cells))
         lines += footer(view)
+        lines += poolers(view)
         return lines.joined(separator: "\n")
+    }
+
+    /// The poolers registered in etcd (`baton pooler`), as a second table; nothing when none is.
+    static func poolers(_ view: ClusterView) -> [String] {
+        guard !view.poolers.isEmpty else { return [] }
+        // Values another writer may have put in etcd: one printable line each, bounded.
+        func cell(_ text: String?) -> String {
+            let printable = String((text ?? "").unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F })
+            return printable.count > 80 ? String(printable.prefix(77)) + "..." : printable
+        }
+        let rows = view.poolers.map { pooler in
+            [
+                cell(pooler.name), cell(pooler.state), cell(pooler.primary ?? "-"),
+                cell(pooler.replicas.map { $0.isEmpty ? "-" : $0.joined(separator: ",") } ?? "-"),
+                cell(pooler.databases.joined(separator: " ")),
+            ]
+        }
+        return [" Poolers:"] + table(header: ["Pooler", "State", "Primary", "Replicas", "Databases"], rows: rows)
     }
 
     static func title(_ view: ClusterView, scope: String) -> String {

@@ -20,9 +20,10 @@ BATON_PACKAGES=(
     postgresql-15 postgresql-client-15
     etcd-server etcd-client
     iproute2 iptables curl wrk procps util-linux python3 python3-psycopg2 e2fsprogs openssl
-    python3-yaml haproxy systemd python3-venv pgbackrest
+    python3-yaml haproxy systemd python3-venv pgbackrest pgbouncer
 )
-# pgbackrest is for the backup tests (a real repository on the local disk).
+# pgbackrest is for the backup tests (a real repository on the local disk); pgbouncer for the
+# pooler tests (`baton pooler` in front of a real PgBouncer; Debian does not start it).
 # python3-yaml, haproxy (`haproxy -c`) and systemd (`systemd-analyze verify`) are for the static
 # checks of the deployment files (scripts/lib/validate_deploy.py); no service of theirs is used.
 # python3-venv: the compatibility tests install Patroni (the oracle) from PyPI into a venv.

@@ -25,6 +25,8 @@ public struct ClusterView: Hashable, Sendable {
     /// The modification revision of a `sync` key that could not be read (so `sync` is nil
     /// although the key exists): nobody races on it, and the leader replaces it.
     public var unreadableSyncRevision: Int64?
+    /// The poolers (`baton pooler`) registered under `poolers/`, by name.
+    public var poolers: [PoolerRecord] = []
 
     public init(
         revision: Int64 = 0, initialize: String? = nil, initializeRevision: Int64? = nil,

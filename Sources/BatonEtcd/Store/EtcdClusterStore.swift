@@ -113,12 +113,20 @@ public struct EtcdClusterStore: ClusterStore {
                     continue
                 }
                 if let body = decode(Member.Body.self) { view.members.append(Member(name: memberName, body: body)) }
-            case .other:
+            case .other(let path):
+                // A pooler's registration (`baton pooler`), under the name its key gives.
+                if path.hasPrefix("poolers/"), let record = decode(PoolerRecord.self) {
+                    var record = record
+                    record.name = String(path.dropFirst("poolers/".count))
+                    guard record.name.utf8.count <= 128, PoolerRecord.isName(record.name) else { continue }
+                    view.poolers.append(record)
+                }
                 // Keys of other tools or later versions (e.g. `optime/leader`) are not problems.
                 continue
             }
         }
         view.members.sort { $0.name < $1.name }
+        view.poolers.sort { $0.name < $1.name }
         return view
     }
 
@@ -192,6 +200,14 @@ public struct EtcdClusterStore: ClusterStore {
         try await client.put(
             EtcdPutRequest(
                 key: Array(key(.member(member.name)).utf8), value: try Self.json(member.body), lease: session.rawValue))
+    }
+
+    /// Writes `poolers/<name>` on `session` (a `baton pooler`'s registration).
+    public func publishPooler(_ record: PoolerRecord, session: SessionID) async throws {
+        try await client.put(
+            EtcdPutRequest(
+                key: Array(key(.other("poolers/" + record.name)).utf8), value: try Self.json(record),
+                lease: session.rawValue))
     }
 
     public func removeMember(name: String) async throws {

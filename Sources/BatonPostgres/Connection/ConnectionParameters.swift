@@ -18,6 +18,9 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
     /// libpq's `target_session_attrs` (`read-write`, `read-only`, `primary`, `standby`, `any`); with
     /// `alternateHosts`, libpq skips servers that do not match. nil leaves libpq's default (`any`).
     public var targetSessionAttrs: String?
+    /// False for a server that refuses the `options` startup parameter (PgBouncer's admin
+    /// console): no server-side statement_timeout then, the client-side cancel stays.
+    public var sendsServerOptions = true
 
     public init(
         host: String, port: Int, user: String, password: String? = nil, passfile: String? = nil,
@@ -51,14 +54,17 @@ public struct ConnectionParameters: Sendable, CustomStringConvertible {
             ("application_name", applicationName),
             // libpq's own timeout is a backstop only: the poll loop enforces `connectTimeout`.
             ("connect_timeout", String(max(2, Int(connectTimeout.components.seconds) + 1))),
-            // PostgreSQL takes at most 2^31 - 1 ms; a longer timeout (a programmatic one) is that.
-            ("options", "-c statement_timeout=\(min(max(1, statementTimeout.milliseconds), Int64(Int32.max)))"),
             ("keepalives", "1"),
             ("keepalives_idle", "5"),
             ("keepalives_interval", "2"),
             ("keepalives_count", "3"),
             ("sslmode", "prefer"),
         ]
+        if sendsServerOptions {
+            // PostgreSQL takes at most 2^31 - 1 ms; a longer timeout (a programmatic one) is that.
+            pairs.append(
+                ("options", "-c statement_timeout=\(min(max(1, statementTimeout.milliseconds), Int64(Int32.max)))"))
+        }
         if let targetSessionAttrs { pairs.append(("target_session_attrs", targetSessionAttrs)) }
         if let password { pairs.append(("password", password)) }
         if let passfile { pairs.append(("passfile", passfile)) }

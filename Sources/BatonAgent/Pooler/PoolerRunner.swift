@@ -1,0 +1,241 @@
+import BatonCore
+import BatonEtcd
+import BatonPostgres
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What `baton pooler` needs: who it is, PgBouncer's include file and admin console, the
+/// databases it keeps pointed at the cluster.
+public struct PoolerOptions: Sendable {
+    public var name: String
+    /// The file PgBouncer's configuration includes (`%include FILE`) in place of its own
+    /// `[databases]` section.
+    public var includeFile: String
+    /// PgBouncer's admin console (database `pgbouncer`), as an admin user.
+    public var admin: ConnectionParameters
+    public var databases: [PoolerDatabase]
+    /// A replica further behind than this is left out of the read-only databases.
+    public var maxLagBytes: UInt64
+    /// The registration key's session: it disappears this long after the pooler stops.
+    public var ttl: Duration = .seconds(10)
+
+    public init(
+        name: String, includeFile: String, admin: ConnectionParameters, databases: [PoolerDatabase],
+        maxLagBytes: UInt64
+    ) {
+        self.name = name
+        self.includeFile = includeFile
+        self.admin = admin
+        self.databases = databases
+        self.maxLagBytes = maxLagBytes
+    }
+}
+
+/// Keeps PgBouncer's databases pointed at the cluster: follows the topology in etcd (a watch,
+/// with a re-read every 2 s as a backstop), rewrites the include file and `RELOAD`s when a
+/// target changes, and on a change of primary `KILL`s the read-write databases (every server
+/// connection to the old primary goes at once: no pooled session keeps writing to a fenced
+/// node) and `RESUME`s them on the new one. It registers under `poolers/<name>` on a session of
+/// its own. When etcd cannot be read it keeps its last configuration and says so.
+public final class PoolerRunner: Sendable {
+    let options: PoolerOptions
+    let store: EtcdClusterStore
+    let logger: Logger
+
+    public init(options: PoolerOptions, store: EtcdClusterStore, logger: Logger) {
+        self.options = options
+        self.store = store
+        self.logger = logger
+    }
+
+    /// State carried from one pass to the next.
+    struct Memory {
+        var targets: [String: [PoolerServer]] = [:]
+        var primary: PoolerServer?
+        var fileText: String?
+        var session: SessionID?
+        var lastKeepAlive: ContinuousClock.Instant?
+        var published: PoolerRecord?
+        var storeFailing = false
+        var adminFailing = false
+    }
+
+    /// Runs until the task is cancelled.
+    public func run() async {
+        var memory = Memory()
+        memory.fileText = try? String(contentsOfFile: options.includeFile, encoding: .utf8)
+        let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let watcher = Task { [store] in
+            var revision: Int64 = 0
+            while !Task.isCancelled {
+                if revision == 0 { revision = (try? await store.loadCluster().revision) ?? 0 }
+                for await _ in store.watch(after: revision) {
+                    wake.yield()
+                }
+                try? await Task.sleep(for: .seconds(1))
+                revision = 0
+            }
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                wake.yield()
+            }
+        }
+        defer {
+            watcher.cancel()
+            ticker.cancel()
+        }
+        logger.info(
+            "pooler started",
+            metadata: [
+                "pooler.name": "\(options.name)", "pooler.include_file": "\(options.includeFile)",
+                "pooler.databases":
+                    "\(options.databases.map { "\($0.name)=\($0.role.rawValue)" }.joined(separator: ","))",
+            ])
+        await pass(&memory)
+        for await _ in wakes {
+            if Task.isCancelled { break }
+            await pass(&memory)
+        }
+        if let session = memory.session { try? await store.revokeSession(session) }
+    }
+
+    /// One pass: read the cluster, point PgBouncer where it says, publish the registration.
+    func pass(_ memory: inout Memory) async {
+        let view: ClusterView
+        do {
+            view = try await store.loadCluster()
+            if memory.storeFailing { logger.info("etcd answers again: following the cluster") }
+            memory.storeFailing = false
+        } catch {
+            if !memory.storeFailing {
+                logger.warning(
+                    "cannot read the cluster from etcd: keeping PgBouncer's last configuration",
+                    metadata: ["error": "\(error)"])
+            }
+            memory.storeFailing = true
+            memory.session = nil
+            return
+        }
+        var targets = memory.targets
+        for (name, servers) in PoolerPlan.targets(view, databases: options.databases, maxLagBytes: options.maxLagBytes)
+        {
+            targets[name] = servers
+        }
+        let text = PoolerPlan.includeText(databases: options.databases, targets: targets)
+        let primaryDatabases = options.databases.filter { $0.role == .primary }
+        let newPrimary = primaryDatabases.first.flatMap { targets[$0.name]?.first }
+        var state = "following"
+        if text != memory.fileText {
+            do {
+                try Self.writeAtomically(options.includeFile, text)
+                memory.fileText = text
+                var commands = ["RELOAD"]
+                // A new primary: the old one's server connections go now (KILL), and the
+                // databases take clients again (RESUME) on the new one.
+                if let old = memory.primary, let newPrimary, old != newPrimary {
+                    for database in primaryDatabases {
+                        commands += ["KILL \(database.name)", "RESUME \(database.name)"]
+                    }
+                    logger.notice(
+                        "primary changed: read-write databases re-pointed, connections to the old primary cut",
+                        metadata: ["pooler.old_primary": "\(old)", "pooler.primary": "\(newPrimary)"])
+                }
+                try await admin(commands)
+                memory.targets = targets
+                memory.primary = newPrimary ?? memory.primary
+                if memory.adminFailing { logger.info("PgBouncer's admin console answers again") }
+                memory.adminFailing = false
+                logger.info(
+                    "PgBouncer re-pointed",
+                    metadata: [
+                        "pooler.targets":
+                            "\(options.databases.compactMap { db in targets[db.name].map { "\(db.name)=\($0.map(\.description).joined(separator: ","))" } }.joined(separator: " "))"
+                    ])
+            } catch {
+                // Not in force: the next pass tries again (the file is rewritten and reloaded).
+                memory.fileText = nil
+                state = "pgbouncer_unreachable"
+                if !memory.adminFailing {
+                    logger.error("could not re-point PgBouncer: \(error)")
+                }
+                memory.adminFailing = true
+            }
+        } else if memory.primary == nil {
+            memory.primary = newPrimary
+            memory.targets = targets
+        }
+        if memory.adminFailing { state = "pgbouncer_unreachable" }
+        await register(&memory, state: state, targets: targets)
+    }
+
+    /// The registration key, on a session of the pooler's own; written when it changes (the
+    /// session keeps it alive in between).
+    func register(_ memory: inout Memory, state: String, targets: [String: [PoolerServer]]) async {
+        let primary = options.databases.first { $0.role == .primary }.flatMap { targets[$0.name]?.first }
+        let replicas = options.databases.first { $0.role == .replica }.flatMap { targets[$0.name] }
+        let record = PoolerRecord(
+            name: options.name, state: state, primary: primary?.description, replicas: replicas?.map(\.description),
+            databases: options.databases.map { "\($0.name)=\($0.role.rawValue)" }, version: BatonCore.version)
+        do {
+            let now = ContinuousClock.now
+            if let session = memory.session,
+                memory.lastKeepAlive.map({ now - $0 >= options.ttl / 3 }) ?? true
+            {
+                if case .expired = try await store.keepAlive(session) { memory.session = nil }
+                memory.lastKeepAlive = now
+            }
+            if memory.session == nil {
+                memory.session = try await store.createSession(ttl: options.ttl)
+                memory.lastKeepAlive = now
+                memory.published = nil
+            }
+            guard let session = memory.session, memory.published != record else { return }
+            var stamped = record
+            stamped.updated = Date().formatted(.iso8601)
+            try await store.publishPooler(stamped, session: session)
+            memory.published = record
+        } catch {
+            logger.warning("could not register in etcd: \(error)")
+            memory.session = nil
+        }
+    }
+
+    /// Runs admin console commands in order, on a connection of their own.
+    func admin(_ commands: [String]) async throws {
+        let connection = try await PostgresConnection.connect(options.admin)
+        defer { Task { await connection.close() } }
+        for command in commands {
+            _ = try await connection.queryBatch(command, timeout: .seconds(10))
+        }
+    }
+
+    /// Writes `text` to `path` through a new file beside it (never through a link), then renames
+    /// it into place: PgBouncer reads either the old file or the new one.
+    static func writeAtomically(_ path: String, _ text: String) throws {
+        let temporary = path + ".baton-\(getpid()).tmp"
+        unlink(temporary)
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw PoolerSettingError("cannot create \(temporary): \(String(cString: strerror(errno)))")
+        }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        let synced = fsync(descriptor)
+        close(descriptor)
+        guard written == bytes.count, synced == 0 else {
+            unlink(temporary)
+            throw PoolerSettingError("cannot write \(temporary)")
+        }
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw PoolerSettingError("cannot rename \(temporary) to \(path): \(reason)")
+        }
+    }
+}

@@ -1,0 +1,192 @@
+/// `baton pooler`: PgBouncer kept pointed at the cluster. A read-write database follows the
+/// primary; a read-only one follows the running replicas within a lag limit. What PgBouncer
+/// must be told is decided here, from the cluster view alone; the pooler only writes the
+/// include file and talks to PgBouncer's admin console.
+
+/// One PgBouncer database the pooler manages: the name clients use, the database on the servers,
+/// and whom it follows.
+public struct PoolerDatabase: Hashable, Sendable {
+    public enum Role: String, Hashable, Sendable, CaseIterable {
+        /// The primary: reads and writes.
+        case primary
+        /// Running replicas within the lag limit (the primary when none is): reads only.
+        case replica
+    }
+
+    public var name: String
+    public var dbname: String
+    public var role: Role
+
+    public init(name: String, dbname: String, role: Role) {
+        self.name = name
+        self.dbname = dbname
+        self.role = role
+    }
+
+    /// `NAME=ROLE[:DBNAME]` (`app=primary:app`, `app_ro=replica`): the database on the servers is
+    /// NAME when DBNAME is left out. Names are PostgreSQL identifiers PgBouncer takes unquoted.
+    public static func parse(_ text: String) -> Result<PoolerDatabase, PoolerSettingError> {
+        let parts = text.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else {
+            return .failure(
+                PoolerSettingError("'\(text)': expected NAME=ROLE[:DBNAME], e.g. app=primary or app_ro=replica:app"))
+        }
+        let name = parts[0]
+        let roleAndDatabase = parts[1].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(
+            String.init)
+        guard let role = Role(rawValue: roleAndDatabase[0]) else {
+            return .failure(
+                PoolerSettingError("'\(text)': the role must be primary or replica, got '\(roleAndDatabase[0])'"))
+        }
+        let dbname = roleAndDatabase.count == 2 ? roleAndDatabase[1] : name
+        for (what, value) in [("database name", name), ("server database", dbname)] where !isName(value) {
+            return .failure(
+                PoolerSettingError(
+                    "'\(text)': the \(what) '\(value)' must be 1-63 letters, digits or _ (starting with a letter or _)")
+            )
+        }
+        return .success(PoolerDatabase(name: name, dbname: dbname, role: role))
+    }
+
+    static func isName(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, text.utf8.count <= 63 else { return false }
+        let letters = ("a"..."z").contains(first) || ("A"..."Z").contains(first) || first == "_"
+        return letters
+            && text.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_"
+            }
+    }
+}
+
+public struct PoolerSettingError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A server a database points at.
+public struct PoolerServer: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(host):\(port)" }
+
+    public static func < (a: PoolerServer, b: PoolerServer) -> Bool { (a.host, a.port) < (b.host, b.port) }
+}
+
+/// What the pooler tells PgBouncer.
+public enum PoolerPlan {
+    /// The servers each database should point at now; a database missing from the answer keeps
+    /// what it has (unknown is not "nowhere"): a primary database while no member leads (or the
+    /// leader's address cannot be read), a replica database while neither a usable replica nor
+    /// the primary is known.
+    public static func targets(
+        _ view: ClusterView, databases: [PoolerDatabase], maxLagBytes: UInt64
+    ) -> [String: [PoolerServer]] {
+        let leader = view.leaderMember.flatMap { member -> PoolerServer? in
+            // Only a leader running as primary takes writes through the pooler.
+            guard member.role == .primary, member.state == .running else { return nil }
+            return server(member)
+        }
+        let reference = view.status?.optime ?? view.leaderMember?.xlogLocation
+        let replicas = view.members.filter { member in
+            guard member.name != view.leader?.member, member.role == .replica, member.state == .running,
+                !member.tags.noLoadBalance
+            else { return false }
+            // Lag unknown is not "no lag": without both positions the replica is left out.
+            guard let reference, let position = member.xlogLocation else { return false }
+            return reference.bytesAhead(of: position) <= maxLagBytes
+        }.compactMap(server).sorted()
+        var result: [String: [PoolerServer]] = [:]
+        for database in databases {
+            switch database.role {
+            case .primary:
+                if let leader { result[database.name] = [leader] }
+            case .replica:
+                if !replicas.isEmpty {
+                    result[database.name] = replicas
+                } else if let leader {
+                    result[database.name] = [leader]
+                }
+            }
+        }
+        return result
+    }
+
+    /// A member's server from its `conn_url`; nil when unreadable or not safe to write into
+    /// PgBouncer's file.
+    static func server(_ member: Member) -> PoolerServer? {
+        guard let (host, port) = ConnURL.hostAndPort(member.connURL) else { return nil }
+        let server = PoolerServer(host: host, port: port)
+        return isSafe(server) ? server : nil
+    }
+
+    /// The include file: PgBouncer's `[databases]` section for `targets`, in the databases'
+    /// order; each line names the server database and the hosts and ports (several: round robin).
+    public static func includeText(databases: [PoolerDatabase], targets: [String: [PoolerServer]]) -> String {
+        var lines = [
+            "; Managed by baton pooler: rewritten when the cluster's topology changes.",
+            "[databases]",
+        ]
+        for database in databases {
+            guard let servers = targets[database.name], !servers.isEmpty else { continue }
+            let hosts = servers.map(\.host).joined(separator: ",")
+            let ports = servers.map { String($0.port) }.joined(separator: ",")
+            lines.append("\(database.name) = host=\(hosts) port=\(ports) dbname=\(database.dbname)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Whether the host lists hold only characters PgBouncer's config parser takes in a value
+    /// (a hostile member key could otherwise add a setting to the line).
+    public static func isSafe(_ server: PoolerServer) -> Bool {
+        !server.host.isEmpty && server.host.utf8.count <= 255 && (1...65535).contains(server.port)
+            && server.host.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "."
+                    || $0 == "-" || $0 == ":" || $0 == "_"
+            }
+    }
+}
+
+/// A pooler's own key, `poolers/<name>` on its session: who it is and what it does now, for
+/// `baton list`, `GET /cluster` and the leader.
+public struct PoolerRecord: Codable, Hashable, Sendable {
+    public var name: String
+    /// `following`, `store_unreachable` (keeping its last configuration), `pgbouncer_unreachable`.
+    public var state: String
+    /// The primary the read-write databases point at (`host:port`), when known.
+    public var primary: String?
+    /// Replicas the read-only databases point at.
+    public var replicas: [String]?
+    /// The databases it manages (`app=primary`, `app_ro=replica`).
+    public var databases: [String]
+    public var version: String?
+    /// When the record was written (ISO 8601).
+    public var updated: String?
+
+    /// A pooler's name: letters, digits, `.`, `_`, `-` (it is a key and a table cell).
+    public static func isName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 128
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "."
+                    || $0 == "_" || $0 == "-"
+            }
+    }
+
+    public init(
+        name: String, state: String, primary: String?, replicas: [String]?, databases: [String],
+        version: String? = nil, updated: String? = nil
+    ) {
+        self.name = name
+        self.state = state
+        self.primary = primary
+        self.replicas = replicas
+        self.databases = databases
+        self.version = version
+        self.updated = updated
+    }
+}

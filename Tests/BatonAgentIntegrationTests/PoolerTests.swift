@@ -1,0 +1,188 @@
+import BatonCore
+import BatonPostgres
+import BatonTestCluster
+import BatonTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `baton pooler` with a real PgBouncer (Debian's `pgbouncer`, run as the postgres OS user) in
+/// front of a 3-node cluster: the read-write database reaches the primary and the read-only one a
+/// replica; after a planned switchover and after a whole-node crash the read-write database
+/// reaches the new primary through the same PgBouncer; the pooler is listed by `baton list` and
+/// its registration goes with it.
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct PoolerTests {
+    static let pgbouncer = "/usr/sbin/pgbouncer"
+
+    /// `SELECT inet_server_port(), pg_is_in_recovery()` through PgBouncer's `database`.
+    static func serverBehind(_ port: Int, database: String) async throws -> (port: Int, recovery: Bool) {
+        var parameters = ConnectionParameters(
+            host: "127.0.0.1", port: port, user: "postgres", database: database, connectTimeout: .seconds(3),
+            statementTimeout: .seconds(3))
+        parameters.sendsServerOptions = false
+        let connection = try await PostgresConnection.connect(parameters)
+        defer { Task { await connection.close() } }
+        let row = try await connection.query("SELECT inet_server_port() AS port, pg_is_in_recovery() AS r").single()
+        return (try row.int("port") ?? 0, try row.bool("r") ?? true)
+    }
+
+    /// Waits until PgBouncer's `database` reaches a server on `port` (as primary when `primary`).
+    static func waitBehind(
+        _ bouncerPort: Int, database: String, pgPort: Int, primary: Bool, timeout: Duration = .seconds(20)
+    ) async throws -> Duration {
+        let started = ContinuousClock.now
+        var last = "no answer yet"
+        while ContinuousClock.now - started < timeout {
+            do {
+                let behind = try await serverBehind(bouncerPort, database: database)
+                if behind.port == pgPort, behind.recovery == !primary { return ContinuousClock.now - started }
+                last = "port \(behind.port), in recovery \(behind.recovery)"
+            } catch {
+                last = "\(error)"
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ClusterFailure(
+            description: "PgBouncer's \(database) did not reach \(pgPort) (primary: \(primary)) in \(timeout): \(last)")
+    }
+
+    @Test("PgBouncer follows the primary through a switchover and a node crash")
+    func pgBouncerFollowsThePrimary() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.pgbouncer) else {
+            throw ClusterFailure(description: "pgbouncer is not installed (scripts/test installs it)")
+        }
+        let cluster = try AgentCluster.start("pooler")
+        defer { cluster.stop() }
+        let leader = try await cluster.waitHealthy()
+        try await cluster.createTable(on: leader)
+
+        // PgBouncer, its include file empty until the pooler writes it.
+        let work = try TestEnvironment.makeTemporaryDirectory(prefix: "baton-it-pgbouncer")
+        chmod(work.path, 0o755)
+        let dir = work.appendingPathComponent("pgbouncer").path
+        try AgentCluster.makePostgresDirectory(dir)
+        let include = dir + "/baton.ini"
+        let bouncerPort = try TestEnvironment.freePort()
+        try "[databases]\n".write(toFile: include, atomically: true, encoding: .utf8)
+        try """
+        [pgbouncer]
+        listen_addr = 127.0.0.1
+        listen_port = \(bouncerPort)
+        unix_socket_dir = \(dir)
+        auth_type = trust
+        auth_file = \(dir)/userlist.txt
+        admin_users = postgres
+        pool_mode = transaction
+        ignore_startup_parameters = extra_float_digits
+        logfile = \(dir)/pgbouncer.log
+        server_connect_timeout = 3
+        %include \(include)
+
+        """.write(toFile: dir + "/pgbouncer.ini", atomically: true, encoding: .utf8)
+        try "\"postgres\" \"\(AgentCluster.superuserPassword)\"\n".write(
+            toFile: dir + "/userlist.txt", atomically: true, encoding: .utf8)
+        for file in ["baton.ini", "pgbouncer.ini", "userlist.txt"] {
+            chmod(dir + "/" + file, 0o644)
+        }
+        let bouncer = try AgentCluster.spawn(
+            [
+                "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", Self.pgbouncer,
+                dir + "/pgbouncer.ini",
+            ], environment: ["PATH": "/usr/bin:/bin"], output: work.appendingPathComponent("pgbouncer.out").path)
+        defer {
+            kill(bouncer, SIGTERM)
+            AgentCluster.waitForExit([bouncer], timeout: .seconds(5))
+            kill(bouncer, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(bouncer, &status, 0)
+        }
+
+        // The pooler, as an operator starts it: etcd and scope on the command line.
+        let hosts = cluster.endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
+        let dcs = ["--dcs-url", "etcd3://" + hosts.joined(separator: ","), "--scope", AgentCluster.scope]
+        let poolerLog = work.appendingPathComponent("pooler.log").path
+        let pooler = try AgentCluster.spawn(
+            [
+                AgentCluster.batonBinary, "pooler", "-c", "/nonexistent/agent.yml", "--name", "pool1",
+                "--include-file", include, "--admin-port", "\(bouncerPort)", "--admin-user", "postgres",
+                "--database", "app=primary:postgres", "--database", "app_ro=replica:postgres", "--ttl", "4",
+            ] + dcs, environment: ProcessInfo.processInfo.environment, output: poolerLog)
+        var poolerRunning = true
+        defer {
+            if poolerRunning {
+                kill(pooler, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(pooler, &status, 0)
+            }
+        }
+        func failing(_ error: any Error) -> ClusterFailure {
+            let bouncerLog = cluster.tail(dir + "/pgbouncer.log", lines: 15)
+            let log = cluster.tail(poolerLog, lines: 25)
+            return ClusterFailure(description: "\(error)\n---- pooler log:\n\(log)\n---- pgbouncer log:\n\(bouncerLog)")
+        }
+
+        do {
+            let primaryPort = try cluster.node(leader).pgPort
+            _ = try await Self.waitBehind(bouncerPort, database: "app", pgPort: primaryPort, primary: true)
+            let replicaPorts = try cluster.nodes.filter { $0.name != leader }.map { try cluster.node($0.name).pgPort }
+            let readOnly = try await Self.serverBehind(bouncerPort, database: "app_ro")
+            #expect(replicaPorts.contains(readOnly.port) && readOnly.recovery, "\(readOnly)")
+
+            // Registered: baton list shows the pooler and what it points at.
+            let listed = cluster.root.appendingPathComponent("list.out").path
+            _ = try await cluster.waitFor("pool1 registered", timeout: .seconds(10)) {
+                $0.poolers.contains { $0.name == "pool1" && $0.state == "following" }
+            }
+            let status = try AgentCluster.runToCompletion(
+                [AgentCluster.batonBinary, "list", "-c", "/nonexistent/agent.yml"] + dcs,
+                environment: ProcessInfo.processInfo.environment, output: listed, timeout: .seconds(30))
+            let table = (try? String(contentsOfFile: listed, encoding: .utf8)) ?? ""
+            #expect(status == 0 && table.contains("Poolers:") && table.contains("pool1"), "\(table)")
+            #expect(table.contains("127.0.0.1:\(primaryPort)"), "\(table)")
+
+            // A planned switchover: the read-write database reaches the new primary.
+            let candidate = try #require(cluster.nodes.map(\.name).first { $0 != leader })
+            #expect(
+                try await cluster.store.writeFailover(FailoverRequest(leader: leader, member: candidate), expected: nil)
+            )
+            _ = try await cluster.waitFor("\(candidate) to lead", timeout: .seconds(30)) {
+                cluster.primary(in: $0) == candidate
+            }
+            let afterSwitchover = try await Self.waitBehind(
+                bouncerPort, database: "app", pgPort: try cluster.node(candidate).pgPort, primary: true)
+            _ = try await Self.serverBehind(bouncerPort, database: "app")
+
+            // A whole-node crash of the new primary: the next one is reached the same way.
+            try cluster.killNode(candidate)
+            let next = try await cluster.waitFor("a new leader", timeout: .seconds(40)) {
+                guard let primary = cluster.primary(in: $0) else { return false }
+                return primary != candidate
+            }
+            let survivor = try #require(cluster.primary(in: next))
+            let afterCrash = try await Self.waitBehind(
+                bouncerPort, database: "app", pgPort: try cluster.node(survivor).pgPort, primary: true)
+            let log = (try? String(contentsOfFile: poolerLog, encoding: .utf8)) ?? ""
+            #expect(log.contains("primary changed"), "\(log.suffix(2000))")
+            AgentFailoverTests.measure(
+                "pooler",
+                [
+                    "switchover_repoint": seconds(afterSwitchover),
+                    "crash_repoint_after_new_leader": seconds(afterCrash),
+                ])
+
+            // Stopped, the pooler takes its registration with it.
+            kill(pooler, SIGTERM)
+            AgentCluster.waitForExit([pooler], timeout: .seconds(10))
+            var exitStatus: Int32 = 0
+            _ = waitpid(pooler, &exitStatus, 0)
+            poolerRunning = false
+            _ = try await cluster.waitFor("pool1 gone", timeout: .seconds(10)) { $0.poolers.isEmpty }
+        } catch {
+            throw failing(error)
+        }
+    }
+}
