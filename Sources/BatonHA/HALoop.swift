@@ -90,6 +90,8 @@ public actor HALoop {
     var failedAccessRules: (rules: AccessRules, retryAt: MonotonicInstant)?
     /// The role postgres last ran in (the decider skips pg_rewind for a member that was a standby).
     var lastRunningRole: Member.Role?
+    /// The last decision's deadline for deciding again (before loop_wait).
+    var recheckAfter: Duration?
     var lastStatusWrite: (optime: LSN, retained: [String]?, slots: [String: LSN]?, at: MonotonicInstant)?
     /// What this agent remembers about member slots while it leads (reset when it does not).
     var memberSlotMemory = MemberSlots.Memory()
@@ -208,7 +210,8 @@ public actor HALoop {
     func cycleLoop() async {
         while !Task.isCancelled {
             await runCycle()
-            let wait = effectiveConfig(status.cluster).loopWait
+            let loopWait = effectiveConfig(status.cluster).loopWait
+            let wait = recheckAfter.map { min($0, loopWait) } ?? loopWait
             noteProgress()
             if let reason = await wakeSignal.wait(until: clock.now + wait, clock: clock) {
                 logger.debug("woken early", metadata: ["ha.wake": "\(reason)"])
@@ -233,6 +236,7 @@ public actor HALoop {
             await applyReplicationSlotUse()
             let decision = HADecider.decide(observation)
             memory = decision.memory
+            recheckAfter = decision.recheckAfter
             logDecision(decision)
             let outcome = await execute(decision.actions, observation: observation)
             peerStatus = outcome.peers

@@ -250,7 +250,9 @@ struct ConnectionLimitFailure: Error, CustomStringConvertible {
             print(
                 "MEASURE never-reading client: handed_over=\(handedOver) sent=\(sentRequests) answered=\(answered) "
                     + "worst_other_check=\(worst)")
-            #expect(worst < .milliseconds(1500), "another client's health check took \(worst)")
+            // Starved would be never (each probe gives up after 5 s); a loaded 2-core machine (CI
+            // beside builds) has measured 2.2 s, so the bound is what starvation is not.
+            #expect(worst < .seconds(4), "another client's health check took \(worst)")
             // Bounded by the socket buffers and one read's worth, not by what the client sent.
             #expect(answered < 5_000, "\(answered) answers written for a client that reads none (sent \(sentRequests))")
         }

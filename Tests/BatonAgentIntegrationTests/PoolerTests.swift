@@ -144,7 +144,11 @@ struct PoolerTests {
             #expect(status == 0 && table.contains("Poolers:") && table.contains("pool1"), "\(table)")
             #expect(table.contains("127.0.0.1:\(primaryPort)"), "\(table)")
 
-            // A planned switchover: the read-write database reaches the new primary.
+            // A planned switchover under a writer that inserts every 20 ms through PgBouncer on one
+            // client connection: the pooler pauses app first, so no insert fails (they wait).
+            let writer = BouncerWriter(port: bouncerPort)
+            let writing = Task { await writer.run() }
+            try await Task.sleep(for: .seconds(1))
             let candidate = try #require(cluster.nodes.map(\.name).first { $0 != leader })
             #expect(
                 try await cluster.store.writeFailover(FailoverRequest(leader: leader, member: candidate), expected: nil)
@@ -154,7 +158,20 @@ struct PoolerTests {
             }
             let afterSwitchover = try await Self.waitBehind(
                 bouncerPort, database: "app", pgPort: try cluster.node(candidate).pgPort, primary: true)
-            _ = try await Self.serverBehind(bouncerPort, database: "app")
+            try await Task.sleep(for: .seconds(1))
+            writing.cancel()
+            let written = await writing.value
+            #expect(written.failures.isEmpty, "inserts failed through PgBouncer: \(written.failures.prefix(5))")
+            #expect(written.acknowledged.count > 50, "\(written.acknowledged.count) inserts")
+            let stored = try await cluster.ids(on: candidate)
+            #expect(written.acknowledged.isSubset(of: stored), "acknowledged inserts lost")
+            let poolerText = (try? String(contentsOfFile: poolerLog, encoding: .utf8)) ?? ""
+            #expect(poolerText.contains("read-write databases paused"), "\(poolerText.suffix(2000))")
+            // The leader stepped down with the pooler paused (it waits for it when it is not yet).
+            let leaderLog = cluster.log(leader)
+            #expect(
+                leaderLog.contains("switchover_stepping_down") && !leaderLog.contains("switchover_without_poolers"),
+                "\(leaderLog.suffix(2000))")
 
             // A whole-node crash of the new primary: the next one is reached the same way.
             try cluster.killNode(candidate)
@@ -171,6 +188,9 @@ struct PoolerTests {
                 "pooler",
                 [
                     "switchover_repoint": seconds(afterSwitchover),
+                    "switchover_inserts": "\(written.acknowledged.count)",
+                    "switchover_failed": "\(written.failures.count)",
+                    "switchover_max_latency": seconds(written.maxLatency),
                     "crash_repoint_after_new_leader": seconds(afterCrash),
                 ])
 
@@ -184,5 +204,46 @@ struct PoolerTests {
         } catch {
             throw failing(error)
         }
+    }
+}
+
+/// Inserts into baton_it every 20 ms through PgBouncer's `app` on one client connection (as an
+/// application behind PgBouncer does), until cancelled: what was acknowledged, what failed, and
+/// the longest insert.
+struct BouncerWriter {
+    let port: Int
+
+    struct Result {
+        var acknowledged: Set<Int> = []
+        var failures: [String] = []
+        var maxLatency: Duration = .zero
+    }
+
+    func run() async -> Result {
+        var result = Result()
+        var parameters = ConnectionParameters(
+            host: "127.0.0.1", port: port, user: "postgres", database: "app", connectTimeout: .seconds(5),
+            statementTimeout: .seconds(30))
+        parameters.sendsServerOptions = false
+        var connection: PostgresConnection?
+        var id = 1_000_000
+        while !Task.isCancelled {
+            id += 1
+            let started = ContinuousClock.now
+            do {
+                if connection == nil { connection = try await PostgresConnection.connect(parameters) }
+                _ = try await connection?.query(
+                    "INSERT INTO baton_it (id) VALUES ($1)", [String(id)], timeout: .seconds(30))
+                result.acknowledged.insert(id)
+            } catch {
+                result.failures.append("\(id): \(error)")
+                if let old = connection { await old.close() }
+                connection = nil
+            }
+            result.maxLatency = max(result.maxLatency, ContinuousClock.now - started)
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if let connection { await connection.close() }
+        return result
     }
 }

@@ -70,3 +70,61 @@ private typealias F = Fixture
         #expect(PoolerRecord.isName("pool-1.example") && !PoolerRecord.isName("pool 1") && !PoolerRecord.isName(""))
     }
 }
+
+/// A switchover waits (bounded) for the registered poolers to pause their read-write databases.
+@Suite struct PoolerSwitchoverTests {
+    static func pooler(_ name: String, pausedFor: Int64? = nil, failedFor: Int64? = nil, state: String = "following")
+        -> PoolerRecord
+    {
+        var record = PoolerRecord(
+            name: name, state: state, primary: "127.0.0.1:5432", replicas: nil, databases: ["app=primary"])
+        record.pausedFor = pausedFor
+        record.pauseFailedFor = failedFor
+        return record
+    }
+
+    static func decide(
+        _ poolers: [PoolerRecord], at now: MonotonicInstant = F.t0, memory: HAMemory = HAMemory(),
+        required: Bool = false
+    ) -> Decision {
+        var cluster = F.cluster(
+            members: [F.member("a", role: .primary), F.member("b")], failover: FailoverRequest(leader: "a", member: "b")
+        )
+        cluster.poolers = poolers
+        var extra: [String: JSONValue] = ["pooler_pause_timeout": .number(5)]
+        if required { extra["pooler_pause_required"] = .bool(true) }
+        return HADecider.decide(
+            F.observe(
+                "a", cluster: cluster, postgres: F.primary, config: F.config(extra),
+                peers: F.peers([("b", 0x500_0000)]),
+                memory: memory, now: now))
+    }
+
+    @Test func theLeaderStepsDownOnceEveryPoolerPaused() {
+        let waiting = Self.decide([Self.pooler("p1", pausedFor: 77), Self.pooler("p2")])
+        #expect(waiting.reason == .waitingForPoolers(["p2"]) && !waiting.actions.contains(.demote(.graceful)))
+        #expect(waiting.recheckAfter == .seconds(5))
+        let ready = Self.decide(
+            [Self.pooler("p1", pausedFor: 77), Self.pooler("p2", pausedFor: 77)], memory: waiting.memory)
+        #expect(ready.actions == [.demote(.graceful)] && ready.reason == .switchoverSteppingDown(candidate: "b"))
+        // A pooler that cannot reach PgBouncer, or follows only replicas, is not waited for.
+        var replicasOnly = Self.pooler("p3")
+        replicasOnly.databases = ["app_ro=replica"]
+        let others = Self.decide([Self.pooler("p4", state: "pgbouncer_unreachable"), replicasOnly])
+        #expect(others.actions == [.demote(.graceful)])
+    }
+
+    @Test func aPoolerThatDoesNotPauseInTimeIsLeftBehindOrStopsTheSwitchover() {
+        let first = Self.decide([Self.pooler("p1")])
+        let later = Self.decide([Self.pooler("p1")], at: F.t0 + .seconds(6), memory: first.memory)
+        #expect(later.actions == [.demote(.graceful)] && later.reason == .switchoverWithoutPoolers(["p1"]))
+        let failed = Self.decide([Self.pooler("p1", failedFor: 77)])
+        #expect(failed.reason == .switchoverWithoutPoolers(["p1"]))
+        let required = Self.decide([Self.pooler("p1", failedFor: 77)], required: true)
+        #expect(
+            required.actions.contains(.clearFailover(expected: 77)) && !required.actions.contains(.demote(.graceful)))
+        if case .switchoverRejected = required.reason {} else { Issue.record("\(required.reason)") }
+        // A pause acknowledged for another request does not count.
+        #expect(Self.decide([Self.pooler("p1", pausedFor: 12)]).reason == .waitingForPoolers(["p1"]))
+    }
+}

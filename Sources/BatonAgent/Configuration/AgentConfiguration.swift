@@ -570,7 +570,7 @@ public struct AgentConfiguration: Sendable {
                 "check_timeline",
                 "synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "pause",
                 "postgresql", "max_timelines_history", "primary_stop_timeout", "member_slots_ttl", "slots",
-                "ignore_slots", "standby_cluster",
+                "ignore_slots", "standby_cluster", "pooler_pause_timeout", "pooler_pause_required",
             ]
             let dcsSection = try bootstrap.section("dcs")
             try dcsSection.rejectUnknownKeys(known)

@@ -62,7 +62,16 @@ public final class PoolerRunner: Sendable {
         var published: PoolerRecord?
         var storeFailing = false
         var adminFailing = false
+        /// The switchover (failover key revision) the read-write databases are paused for, the
+        /// leader then, and since when; the one pausing failed for.
+        var pausedFor: Int64?
+        var pausedLeader: String?
+        var pausedAt: ContinuousClock.Instant?
+        var pauseFailedFor: Int64?
     }
+
+    /// A pause that no new primary ended within this is lifted (the switchover did not happen).
+    static let pauseLimit: Duration = .seconds(60)
 
     /// Runs until the task is cancelled.
     public func run() async {
@@ -122,6 +131,7 @@ public final class PoolerRunner: Sendable {
             memory.session = nil
             return
         }
+        await pauseForSwitchover(view, &memory)
         var targets = memory.targets
         for (name, servers) in PoolerPlan.targets(view, databases: options.databases, maxLagBytes: options.maxLagBytes)
         {
@@ -136,17 +146,32 @@ public final class PoolerRunner: Sendable {
                 try Self.writeAtomically(options.includeFile, text)
                 memory.fileText = text
                 var commands = ["RELOAD"]
-                // A new primary: the old one's server connections go now (KILL), and the
-                // databases take clients again (RESUME) on the new one.
+                let paused = memory.pausedFor != nil
                 if let old = memory.primary, let newPrimary, old != newPrimary {
-                    for database in primaryDatabases {
-                        commands += ["KILL \(database.name)", "RESUME \(database.name)"]
+                    if paused {
+                        // Paused for this switchover: nothing ran on the old primary since; the
+                        // waiting transactions go on to the new one.
+                        commands += primaryDatabases.map { "RESUME \($0.name)" }
+                        logger.notice(
+                            "switchover done: read-write databases re-pointed and resumed",
+                            metadata: ["pooler.old_primary": "\(old)", "pooler.primary": "\(newPrimary)"])
+                    } else {
+                        // A new primary: the old one's connections go now (KILL), and the
+                        // databases take clients again (RESUME) on the new one.
+                        for database in primaryDatabases {
+                            commands += ["KILL \(database.name)", "RESUME \(database.name)"]
+                        }
+                        logger.notice(
+                            "primary changed: read-write databases re-pointed, connections to the old primary cut",
+                            metadata: ["pooler.old_primary": "\(old)", "pooler.primary": "\(newPrimary)"])
                     }
-                    logger.notice(
-                        "primary changed: read-write databases re-pointed, connections to the old primary cut",
-                        metadata: ["pooler.old_primary": "\(old)", "pooler.primary": "\(newPrimary)"])
                 }
                 try await admin(commands)
+                if paused, let old = memory.primary, let newPrimary, old != newPrimary {
+                    memory.pausedFor = nil
+                    memory.pausedLeader = nil
+                    memory.pausedAt = nil
+                }
                 memory.targets = targets
                 memory.primary = newPrimary ?? memory.primary
                 if memory.adminFailing { logger.info("PgBouncer's admin console answers again") }
@@ -174,14 +199,77 @@ public final class PoolerRunner: Sendable {
         await register(&memory, state: state, targets: targets)
     }
 
+    /// A planned switchover (the failover key, due, naming the current leader or none): the
+    /// read-write databases are paused for it once — in-flight transactions finish on the old
+    /// primary, new ones wait in PgBouncer — and the registration says so, which the leader waits
+    /// for. A pause that cannot finish within the leader's pooler_pause_timeout is lifted and
+    /// reported. A pause the switchover does not follow (the request gone with the same leader,
+    /// or no new primary within a minute) is lifted.
+    func pauseForSwitchover(_ view: ClusterView, _ memory: inout Memory) async {
+        let primaryDatabases = options.databases.filter { $0.role == .primary }
+        guard !primaryDatabases.isEmpty else { return }
+        let resume = primaryDatabases.map { "RESUME \($0.name)" }
+        if let pausedFor = memory.pausedFor {
+            let abandoned = view.failover?.modRevision != pausedFor && view.leader?.member == memory.pausedLeader
+            let tooLong = memory.pausedAt.map { ContinuousClock.now - $0 > Self.pauseLimit } ?? true
+            if abandoned || tooLong {
+                do {
+                    try await admin(resume)
+                    logger.warning(
+                        "switchover did not follow the pause: read-write databases resumed on the same primary",
+                        metadata: ["pooler.request": "\(pausedFor)"])
+                    memory.pausedFor = nil
+                    memory.pausedLeader = nil
+                    memory.pausedAt = nil
+                } catch {
+                    logger.error("could not resume PgBouncer after an abandoned switchover: \(error)")
+                }
+            }
+            return
+        }
+        guard let failover = view.failover, let leader = view.leader?.member, memory.primary != nil,
+            failover.value.leader == nil || failover.value.leader == leader, failover.value.member != leader,
+            memory.pauseFailedFor != failover.modRevision, Self.isDue(failover.value)
+        else { return }
+        let timeout = view.dynamicConfig.poolerPauseTimeout
+        let started = ContinuousClock.now
+        do {
+            try await admin(primaryDatabases.map { "PAUSE \($0.name)" }, timeout: timeout)
+            memory.pausedFor = failover.modRevision
+            memory.pausedLeader = leader
+            memory.pausedAt = ContinuousClock.now
+            logger.notice(
+                "switchover requested: read-write databases paused (transactions in flight finished)",
+                metadata: [
+                    "pooler.request": "\(failover.modRevision)",
+                    "pooler.elapsed_ms": "\(Int((ContinuousClock.now - started) / .milliseconds(1)))",
+                ])
+        } catch {
+            memory.pauseFailedFor = failover.modRevision
+            try? await admin(resume)
+            logger.error(
+                "could not pause the read-write databases within pooler_pause_timeout (\(timeout)): resumed; the switchover goes on without this pooler",
+                metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// A switchover with no time, or one whose time has come.
+    static func isDue(_ request: FailoverRequest) -> Bool {
+        guard let scheduled = request.scheduled_at else { return true }
+        guard let at = ISO8601.secondsSince1970(scheduled) else { return false }
+        return Date().timeIntervalSince1970 >= at
+    }
+
     /// The registration key, on a session of the pooler's own; written when it changes (the
     /// session keeps it alive in between).
     func register(_ memory: inout Memory, state: String, targets: [String: [PoolerServer]]) async {
         let primary = options.databases.first { $0.role == .primary }.flatMap { targets[$0.name]?.first }
         let replicas = options.databases.first { $0.role == .replica }.flatMap { targets[$0.name] }
-        let record = PoolerRecord(
+        var record = PoolerRecord(
             name: options.name, state: state, primary: primary?.description, replicas: replicas?.map(\.description),
             databases: options.databases.map { "\($0.name)=\($0.role.rawValue)" }, version: BatonCore.version)
+        record.pausedFor = memory.pausedFor
+        record.pauseFailedFor = memory.pauseFailedFor
         do {
             let now = ContinuousClock.now
             if let session = memory.session,
@@ -206,12 +294,12 @@ public final class PoolerRunner: Sendable {
         }
     }
 
-    /// Runs admin console commands in order, on a connection of their own.
-    func admin(_ commands: [String]) async throws {
+    /// Runs admin console commands in order, on a connection of their own, each within `timeout`.
+    func admin(_ commands: [String], timeout: Duration = .seconds(10)) async throws {
         let connection = try await PostgresConnection.connect(options.admin)
         defer { Task { await connection.close() } }
         for command in commands {
-            _ = try await connection.queryBatch(command, timeout: .seconds(10))
+            _ = try await connection.queryBatch(command, timeout: timeout)
         }
     }
 

@@ -5,12 +5,19 @@ public struct Decision: Hashable, Sendable {
     public var memory: HAMemory
     /// Decide again as soon as the actions ran (the next step depends on their outcome).
     public var recheckImmediately: Bool
+    /// Decide again within this time at the latest (a deadline the decision waits for falls
+    /// before the next loop_wait).
+    public var recheckAfter: Duration?
 
-    public init(_ actions: [Action], _ reason: Reason, memory: HAMemory, recheckImmediately: Bool = false) {
+    public init(
+        _ actions: [Action], _ reason: Reason, memory: HAMemory, recheckImmediately: Bool = false,
+        recheckAfter: Duration? = nil
+    ) {
         self.actions = actions
         self.reason = reason
         self.memory = memory
         self.recheckImmediately = recheckImmediately
+        self.recheckAfter = recheckAfter
     }
 }
 
@@ -565,6 +572,44 @@ public enum HADecider {
                     .switchoverRejected(
                         "candidate \(candidate.name) could gather \(able.count) of the \(needed) votes quorum commit "
                             + "needs ([\(able.sorted().joined(separator: ","))] can vote)"), memory: memory)
+            }
+        }
+        // Registered poolers (baton pooler) pause their read-write databases first: transactions
+        // in flight finish here, new ones wait in PgBouncer for the new primary. Applications see
+        // latency, not errors. Bounded by pooler_pause_timeout; a pooler that cannot pause is gone
+        // without (or, with pooler_pause_required, the switchover is refused).
+        var memory = memory
+        let poolers = cluster.poolers.filter { $0.followsPrimary && $0.state == "following" }
+        if poolers.isEmpty {
+            memory.poolerPauseWait = nil
+        } else {
+            let wait =
+                memory.poolerPauseWait.flatMap { $0.request == failover.modRevision ? $0 : nil }
+                ?? PoolerPauseWait(request: failover.modRevision, since: o.now)
+            memory.poolerPauseWait = wait
+            let failed = poolers.filter { $0.pauseFailedFor == failover.modRevision }.map(\.name)
+            let pending = poolers.filter {
+                $0.pausedFor != failover.modRevision && $0.pauseFailedFor != failover.modRevision
+            }.map(\.name)
+            let waited = o.now - wait.since
+            if !pending.isEmpty, waited < o.config.poolerPauseTimeout {
+                return Decision(
+                    actions, .waitingForPoolers(pending), memory: memory,
+                    recheckAfter: max(.milliseconds(50), o.config.poolerPauseTimeout - waited))
+            }
+            let missing = (pending + failed).sorted()
+            memory.poolerPauseWait = nil
+            if !missing.isEmpty, o.config.poolerPauseRequired {
+                return Decision(
+                    clear,
+                    .switchoverRejected(
+                        "poolers did not pause their read-write databases within pooler_pause_timeout "
+                            + "(\(missing.joined(separator: ", "))), and pooler_pause_required is on"),
+                    memory: memory)
+            }
+            if !missing.isEmpty {
+                return Decision(
+                    [.demote(.graceful)], .switchoverWithoutPoolers(missing), memory: memory, recheckImmediately: true)
             }
         }
         return Decision(

@@ -149,6 +149,16 @@ public struct PeerStatus: Hashable, Sendable {
 }
 
 /// State the decision core carries from one cycle to the next (returned in each decision).
+public struct PoolerPauseWait: Hashable, Sendable {
+    public var request: Int64
+    public var since: MonotonicInstant
+
+    public init(request: Int64, since: MonotonicInstant) {
+        self.request = request
+        self.since = since
+    }
+}
+
 public struct HAMemory: Hashable, Sendable {
     /// When the leader's postgres was found down and an in-place restart began.
     public var crashRecoveryStartedAt: MonotonicInstant?
@@ -166,6 +176,9 @@ public struct HAMemory: Hashable, Sendable {
     /// through pg_rewind before it follows anyone. Cleared once it runs as a standby of the leader
     /// (which it can reach only through a rewind while this is set).
     public var mayHaveDiverged: Bool
+    /// The switchover (its failover key's revision) this leader waits for the poolers to pause
+    /// for, and since when.
+    public var poolerPauseWait: PoolerPauseWait?
 
     public init(
         crashRecoveryStartedAt: MonotonicInstant? = nil, stuckOnOlderTimelineSince: MonotonicInstant? = nil,

@@ -59,6 +59,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
     case syncKeyUnreadable
     case lagTooHigh(lag: UInt64, limit: UInt64)
     case lagReferenceUnknown
+    case waitingForPoolers([String])
+    case switchoverWithoutPoolers([String])
     case timelineBehind(local: Int, cluster: Int)
     case askingPeers
     case peerIsPrimary(String)
@@ -139,6 +141,8 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .syncKeyUnreadable: return "sync_key_unreadable"
         case .lagTooHigh: return "lag_too_high"
         case .lagReferenceUnknown: return "lag_reference_unknown"
+        case .waitingForPoolers: return "waiting_for_poolers"
+        case .switchoverWithoutPoolers: return "switchover_without_poolers"
         case .timelineBehind: return "timeline_behind"
         case .askingPeers: return "asking_peers"
         case .peerIsPrimary: return "peer_is_primary"
@@ -237,6 +241,12 @@ public enum Reason: Hashable, Sendable, CustomStringConvertible {
         case .quorumNotReached(let votes, let needed, let voters):
             return "leader key free but only \(votes) of the \(needed) votes quorum commit needs from "
                 + "[\(voters.joined(separator: ","))] (members reachable, running, not ahead): not racing"
+        case .waitingForPoolers(let names):
+            return
+                "switchover: waiting for the poolers to pause their read-write databases (\(names.joined(separator: ", ")))"
+        case .switchoverWithoutPoolers(let names):
+            return
+                "switchover: poolers did not pause within pooler_pause_timeout (\(names.joined(separator: ", "))): stepping down without them; their clients may see errors"
         case .lagReferenceUnknown:
             return
                 "leader key free, but the last leader's position is unknown (no status key, no other member's position): not racing"

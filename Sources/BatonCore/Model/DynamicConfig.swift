@@ -31,6 +31,13 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     public var loopWait: Duration { seconds("loop_wait", Self.defaultLoopWait) }
     public var retryTimeout: Duration { seconds("retry_timeout", Self.defaultRetryTimeout) }
     public var primaryStartTimeout: Duration { seconds("primary_start_timeout", 300) }
+    /// How long a leader handing over (a switchover) waits for the registered poolers
+    /// (`baton pooler`) to `PAUSE` their read-write databases: in-flight transactions finish on it,
+    /// new ones wait in PgBouncer for the new primary.
+    public var poolerPauseTimeout: Duration { seconds("pooler_pause_timeout", 5) }
+    /// When a pooler has not paused in time: true refuses the switchover, false (the default) goes
+    /// on without it (its clients then see errors, as without a pooler).
+    public var poolerPauseRequired: Bool { document["pooler_pause_required"]?.boolValue ?? false }
     /// How long a stop of postgres may take before it is cut short (an immediate shutdown): the
     /// agent's own `stop_timeout`, or for a primary in synchronous mode `primary_stop_timeout`
     /// when set (Patroni: availability over a clean shutdown checkpoint; the synchronous
@@ -131,10 +138,13 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
     /// Problems that make this configuration unsafe or meaningless; empty when it may be used.
     public func validationErrors() -> [String] {
         var errors: [String] = standbyClusterProblems()
-        let durations: Set = ["ttl", "loop_wait", "retry_timeout", "primary_start_timeout", "primary_stop_timeout"]
+        let durations: Set = [
+            "ttl", "loop_wait", "retry_timeout", "primary_start_timeout", "primary_stop_timeout",
+            "pooler_pause_timeout",
+        ]
         let numeric = [
             "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
-            "primary_stop_timeout",
+            "primary_stop_timeout", "pooler_pause_timeout",
         ]
         for key in numeric {
             guard let raw = document[key] else { continue }
@@ -167,7 +177,7 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
         if let value = document["synchronous_mode"], value.boolValue == nil, !quorumCommit {
             errors.append("synchronous_mode: expected true, false or quorum, got \(value)")
         }
-        let booleans = ["check_timeline", "synchronous_mode_strict", "failsafe_mode", "pause"]
+        let booleans = ["check_timeline", "synchronous_mode_strict", "failsafe_mode", "pause", "pooler_pause_required"]
         for key in booleans {
             if let value = document[key], value.boolValue == nil {
                 errors.append("\(key): expected true or false, got \(value)")

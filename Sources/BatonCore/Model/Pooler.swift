@@ -167,6 +167,20 @@ public struct PoolerRecord: Codable, Hashable, Sendable {
     public var version: String?
     /// When the record was written (ISO 8601).
     public var updated: String?
+    /// The switchover (the failover key's revision) for which its read-write databases are
+    /// paused: in-flight transactions finished, new ones wait in PgBouncer.
+    public var pausedFor: Int64?
+    /// The switchover for which pausing failed (PgBouncer did not finish in time); it resumed.
+    public var pauseFailedFor: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case name, state, primary, replicas, databases, version, updated
+        case pausedFor = "paused_for"
+        case pauseFailedFor = "pause_failed_for"
+    }
+
+    /// Whether it manages a read-write database (so a switchover waits for it to pause).
+    public var followsPrimary: Bool { databases.contains { $0.hasSuffix("=primary") } }
 
     /// A pooler's name: letters, digits, `.`, `_`, `-` (it is a key and a table cell).
     public static func isName(_ name: String) -> Bool {
