@@ -97,7 +97,12 @@ public enum ClusterTable {
         guard !view.poolers.isEmpty else { return [] }
         // Values another writer may have put in etcd: one printable line each, bounded.
         func cell(_ text: String?) -> String {
-            let printable = String((text ?? "").unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F })
+            // No control character (C0, DEL, C1) and no bidirectional override reaches a terminal.
+            let printable = String(
+                (text ?? "").unicodeScalars.filter {
+                    $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value) && !(0x200E...0x200F).contains($0.value)
+                        && !(0x202A...0x202E).contains($0.value) && !(0x2066...0x2069).contains($0.value)
+                })
             return printable.count > 80 ? String(printable.prefix(77)) + "..." : printable
         }
         let rows = view.poolers.map { pooler in

@@ -34,6 +34,29 @@ struct PgBackRestTests {
         return text
     }
 
+    /// A pgBackRest configuration for the stanza `main` on the local repository: `servers` as
+    /// pg1, pg2, … (with `backupStandby`, the replica first, files copied from it).
+    static func writeStanza(
+        _ path: String, work: URL, socket: String, servers: [AgentNode], backupStandby: Bool = false
+    ) throws {
+        var lines = ["[global]"]
+        for name in ["repo1", "log", "lock", "spool"] {
+            let key = name == "repo1" ? "repo1-path" : "\(name)-path"
+            lines.append("\(key)=\(work.appendingPathComponent(name == "repo1" ? "repo" : name).path)")
+        }
+        lines += ["log-level-console=warn", "start-fast=y"] + (backupStandby ? ["backup-standby=y"] : [])
+        lines += ["", "[main]"]
+        for (index, server) in servers.enumerated() {
+            let prefix = "pg\(index + 1)"
+            lines += [
+                "\(prefix)-path=\(server.dataDirectory)", "\(prefix)-port=\(server.pgPort)",
+                "\(prefix)-socket-path=\(socket)", "\(prefix)-user=postgres",
+            ]
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o644)
+    }
+
     @Test("a replica restored by pgBackRest, and a cluster bootstrapped by a pgBackRest restore to a time")
     func pgBackRestReplicaAndPointInTimeBootstrap() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.pgbackrest) else {
@@ -73,23 +96,7 @@ struct PgBackRestTests {
         let node2Config = try String(contentsOfFile: node2.configPath, encoding: .utf8)
         try node2Config.replacingOccurrences(of: "__DATA__", with: node2.dataDirectory).write(
             toFile: node2.configPath, atomically: true, encoding: .utf8)
-        try """
-        [global]
-        repo1-path=\(work.appendingPathComponent("repo").path)
-        log-path=\(work.appendingPathComponent("log").path)
-        lock-path=\(work.appendingPathComponent("lock").path)
-        spool-path=\(work.appendingPathComponent("spool").path)
-        log-level-console=warn
-        start-fast=y
-
-        [main]
-        pg1-path=\(node1.dataDirectory)
-        pg1-port=\(node1.pgPort)
-        pg1-socket-path=\(socket)
-        pg1-user=postgres
-
-        """.write(toFile: conf, atomically: true, encoding: .utf8)
-        chmod(conf, 0o644)
+        try Self.writeStanza(conf, work: work, socket: socket, servers: [node1])
 
         let leader = try await cluster.waitHealthy(nodes: 1)
         #expect(leader == "node1")
@@ -110,28 +117,7 @@ struct PgBackRestTests {
         // stanza, the replica first, backup-standby): the files come from node2, the primary
         // only starts and stops the backup.
         let standbyConf = work.appendingPathComponent("pgbackrest-standby.conf").path
-        try """
-        [global]
-        repo1-path=\(work.appendingPathComponent("repo").path)
-        log-path=\(work.appendingPathComponent("log").path)
-        lock-path=\(work.appendingPathComponent("lock").path)
-        spool-path=\(work.appendingPathComponent("spool").path)
-        log-level-console=warn
-        start-fast=y
-        backup-standby=y
-
-        [main]
-        pg1-path=\(node2.dataDirectory)
-        pg1-port=\(node2.pgPort)
-        pg1-socket-path=\(socket)
-        pg1-user=postgres
-        pg2-path=\(node1.dataDirectory)
-        pg2-port=\(node1.pgPort)
-        pg2-socket-path=\(socket)
-        pg2-user=postgres
-
-        """.write(toFile: standbyConf, atomically: true, encoding: .utf8)
-        chmod(standbyConf, 0o644)
+        try Self.writeStanza(standbyConf, work: work, socket: socket, servers: [node2, node1], backupStandby: true)
         try Self.run(["--config=\(standbyConf)", "--stanza=main", "--type=incr", "backup"], "backup from the replica")
         let info = try Self.run(["--config=\(conf)", "--stanza=main", "info"], "info")
         #expect(info.contains("full backup") && info.contains("incr backup"), "\(info)")

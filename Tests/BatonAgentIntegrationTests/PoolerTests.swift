@@ -105,12 +105,15 @@ struct PoolerTests {
         let hosts = cluster.endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
         let dcs = ["--dcs-url", "etcd3://" + hosts.joined(separator: ","), "--scope", AgentCluster.scope]
         let poolerLog = work.appendingPathComponent("pooler.log").path
-        let pooler = try AgentCluster.spawn(
-            [
-                AgentCluster.batonBinary, "pooler", "-c", "/nonexistent/agent.yml", "--name", "pool1",
-                "--include-file", include, "--admin-port", "\(bouncerPort)", "--admin-user", "postgres",
-                "--database", "app=primary:postgres", "--database", "app_ro=replica:postgres", "--ttl", "4",
-            ] + dcs, environment: ProcessInfo.processInfo.environment, output: poolerLog)
+        func startPooler(ttl: Int) throws -> pid_t {
+            try AgentCluster.spawn(
+                [
+                    AgentCluster.batonBinary, "pooler", "-c", "/nonexistent/agent.yml", "--name", "pool1",
+                    "--include-file", include, "--admin-port", "\(bouncerPort)", "--admin-user", "postgres",
+                    "--database", "app=primary:postgres", "--database", "app_ro=replica:postgres", "--ttl", "\(ttl)",
+                ] + dcs, environment: ProcessInfo.processInfo.environment, output: poolerLog)
+        }
+        var pooler = try startPooler(ttl: 4)
         var poolerRunning = true
         defer {
             if poolerRunning {
@@ -194,13 +197,27 @@ struct PoolerTests {
                     "crash_repoint_after_new_leader": seconds(afterCrash),
                 ])
 
-            // Stopped, the pooler takes its registration with it.
-            kill(pooler, SIGTERM)
-            AgentCluster.waitForExit([pooler], timeout: .seconds(10))
+            // Killed and started again, the pooler rewrites and reloads what it had (a crash may
+            // have come between a write and a RELOAD), keeps PgBouncer on the primary and
+            // registers again.
+            kill(pooler, SIGKILL)
             var exitStatus: Int32 = 0
             _ = waitpid(pooler, &exitStatus, 0)
+            pooler = try startPooler(ttl: 30)
+            let survivorAddress = "127.0.0.1:\(try cluster.node(survivor).pgPort)"
+            _ = try await cluster.waitFor("pool1 registered again", timeout: .seconds(40)) {
+                $0.poolers.contains { $0.name == "pool1" && $0.primary == survivorAddress }
+            }
+            _ = try await Self.waitBehind(
+                bouncerPort, database: "app", pgPort: try cluster.node(survivor).pgPort, primary: true)
+
+            // Stopped, the pooler takes its registration with it: at once, not when its 30 s
+            // session would expire.
+            kill(pooler, SIGTERM)
+            AgentCluster.waitForExit([pooler], timeout: .seconds(10))
+            _ = waitpid(pooler, &exitStatus, 0)
             poolerRunning = false
-            _ = try await cluster.waitFor("pool1 gone", timeout: .seconds(10)) { $0.poolers.isEmpty }
+            _ = try await cluster.waitFor("pool1 gone", timeout: .seconds(5)) { $0.poolers.isEmpty }
         } catch {
             throw failing(error)
         }

@@ -30,14 +30,30 @@ private typealias F = Fixture
             ])
         let targets = PoolerPlan.targets(view, databases: Self.databases, maxLagBytes: 1_048_576)
         #expect(targets["app"] == [PoolerServer(host: "127.0.0.1", port: 5432)])
-        // b and c are within 1 MiB; d is stopped; e lags 64 MiB.
-        #expect(
-            targets["app_ro"] == [
-                PoolerServer(host: "127.0.0.1", port: 5433), PoolerServer(host: "127.0.0.1", port: 5434),
-            ])
+        // b and c are within 1 MiB; d is stopped; e lags 64 MiB. PgBouncer takes one port for a
+        // host list: on a tie, the lowest port's replicas.
+        #expect(targets["app_ro"] == [PoolerServer(host: "127.0.0.1", port: 5433)])
         let text = PoolerPlan.includeText(databases: Self.databases, targets: targets)
         #expect(text.contains("[databases]\napp = host=127.0.0.1 port=5432 dbname=app\n"))
-        #expect(text.contains("app_ro = host=127.0.0.1,127.0.0.1 port=5433,5434 dbname=app\n"))
+        #expect(text.contains("app_ro = host=127.0.0.1 port=5433 dbname=app\n"))
+        // Replicas on one port make a round-robin list; one on another port is left out.
+        var b = F.member("b")
+        b.connURL = "postgres://10.0.0.2:5432/postgres"
+        var c = F.member("c")
+        c.connURL = "postgres://10.0.0.3:5432/postgres"
+        var odd = F.member("d")
+        odd.connURL = "postgres://10.0.0.4:6000/postgres"
+        let same = F.cluster(leader: "a", members: [F.member("a", role: .primary), b, c, odd])
+        let list = PoolerPlan.targets(same, databases: Self.databases, maxLagBytes: 1_048_576)
+        #expect(
+            list["app_ro"] == [PoolerServer(host: "10.0.0.2", port: 5432), PoolerServer(host: "10.0.0.3", port: 5432)])
+        let written = PoolerPlan.includeText(databases: Self.databases, targets: list)
+        #expect(written.contains("app_ro = host=10.0.0.2,10.0.0.3 port=5432 dbname=app\n"), "\(written)")
+        // A pooler that restarts reads back what it told PgBouncer.
+        #expect(PoolerPlan.parseInclude(written, databases: Self.databases) == list)
+        #expect(
+            PoolerPlan.parseInclude("[databases]\napp = host=x;y port=1 dbname=app\n", databases: Self.databases)
+                .isEmpty)
     }
 
     /// Unknown is not "nowhere": with no leader (or a leader not running as primary) the
@@ -126,5 +142,18 @@ private typealias F = Fixture
         if case .switchoverRejected = required.reason {} else { Issue.record("\(required.reason)") }
         // A pause acknowledged for another request does not count.
         #expect(Self.decide([Self.pooler("p1", pausedFor: 12)]).reason == .waitingForPoolers(["p1"]))
+    }
+}
+
+/// The pooler's settings in the config key are bounded: a leader holds its sync-standby upkeep
+/// while it waits.
+@Suite struct PoolerSettingsTests {
+    @Test func thePauseTimeoutIsBounded() {
+        for bad: JSONValue in [.number(0), .number(31), .number(3_600), .string("soon")] {
+            #expect(!F.config(["pooler_pause_timeout": bad]).validationErrors().isEmpty, "\(bad)")
+        }
+        #expect(F.config(["pooler_pause_timeout": .number(2.5)]).validationErrors().isEmpty)
+        #expect(F.config(["pooler_pause_timeout": .number(2.5)]).poolerPauseTimeout == .milliseconds(2500))
+        #expect(!F.config(["pooler_pause_required": .string("maybe")]).validationErrors().isEmpty)
     }
 }

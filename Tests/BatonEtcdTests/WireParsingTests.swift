@@ -219,6 +219,21 @@ import Testing
         #expect(view.problems.count == 2, "\(view.problems)")
     }
 
+    /// A pooler's registration counts only while a session holds it: a key written without a
+    /// lease (by hand, or by another tool) would outlive the pooler it names, and leaders would
+    /// wait for it on every switchover.
+    @Test func poolerKeysCountOnlyOnASession() throws {
+        var response = try EtcdRangeResponse(wire: WireObject(json: Array(#"{"header":{"revision":"9"}}"#.utf8)))
+        let record = #"{"name":"x","state":"following","databases":["app=primary"],"paused_for":12}"#
+        response.kvs = [
+            Self.kv("poolers/pool1", record, lease: 0x2A), Self.kv("poolers/stale", record),
+            Self.kv("poolers/bad name", record, lease: 0x2B),
+        ]
+        let view = EtcdClusterStore.decodeView(response, layout: Self.layout)
+        #expect(view.poolers.map(\.name) == ["pool1"])
+        #expect(view.poolers.first?.pausedFor == 12 && view.poolers.first?.followsPrimary == true)
+    }
+
     /// Values and keys from the store go into log lines and documents: a newline in one would
     /// forge a log line. Found by the fuzz test (raw NUL and 0xFF bytes ended up in agent logs).
     @Test func previewsArePrintableOnOneLine() {

@@ -68,6 +68,10 @@ public final class PoolerRunner: Sendable {
         var pausedLeader: String?
         var pausedAt: ContinuousClock.Instant?
         var pauseFailedFor: Int64?
+        /// Switchover requests already paused for (or given up on): never paused for twice.
+        var handledRequests: [Int64] = []
+        /// A RESUME that has not been confirmed yet: tried again on every pass.
+        var resumePending = false
     }
 
     /// A pause that no new primary ended within this is lifted (the switchover did not happen).
@@ -76,7 +80,16 @@ public final class PoolerRunner: Sendable {
     /// Runs until the task is cancelled.
     public func run() async {
         var memory = Memory()
-        memory.fileText = try? String(contentsOfFile: options.includeFile, encoding: .utf8)
+        // What PgBouncer was last told (by an earlier run): the targets stay in force while the
+        // cluster does not say better (no leader now is not "no database"), and a primary in the
+        // file that is not the cluster's is cut (KILL) like any change of primary. The file is
+        // written and reloaded on the first pass whatever it holds (a crash may have come
+        // between the write and the RELOAD), and a pause or KILL left behind is lifted.
+        if let text = try? String(contentsOfFile: options.includeFile, encoding: .utf8) {
+            memory.targets = PoolerPlan.parseInclude(text, databases: options.databases)
+            memory.primary = options.databases.first { $0.role == .primary }.flatMap { memory.targets[$0.name]?.first }
+        }
+        memory.resumePending = true
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let watcher = Task { [store] in
             var revision: Int64 = 0
@@ -111,11 +124,41 @@ public final class PoolerRunner: Sendable {
             if Task.isCancelled { break }
             await pass(&memory)
         }
+        // Never left paused: what this pooler paused is resumed before it goes.
+        if memory.pausedFor != nil || memory.resumePending { await resumePrimaryDatabases(&memory) }
         if let session = memory.session { try? await store.revokeSession(session) }
+    }
+
+    /// RESUMEs the read-write databases (each on its own: one that is not paused answers with an
+    /// error, which is fine); `resumePending` stays set until PgBouncer could be reached.
+    func resumePrimaryDatabases(_ memory: inout Memory) async {
+        let names = options.databases.filter { $0.role == .primary }.map(\.name)
+        guard !names.isEmpty else {
+            memory.resumePending = false
+            return
+        }
+        do {
+            let connection = try await PostgresConnection.connect(options.admin)
+            defer { Task { await connection.close() } }
+            for name in names { _ = try? await connection.queryBatch("RESUME \(name)", timeout: .seconds(5)) }
+            memory.resumePending = false
+            memory.pausedFor = nil
+            memory.pausedLeader = nil
+            memory.pausedAt = nil
+        } catch {
+            memory.resumePending = true
+            logger.error("could not reach PgBouncer to resume the read-write databases: \(error)")
+        }
     }
 
     /// One pass: read the cluster, point PgBouncer where it says, publish the registration.
     func pass(_ memory: inout Memory) async {
+        // Bounded whatever etcd says (or does not): a pause outlives no minute.
+        if memory.pausedFor != nil, memory.pausedAt.map({ ContinuousClock.now - $0 > Self.pauseLimit }) ?? true {
+            logger.warning("a pause outlived its limit (no new primary): resuming the read-write databases")
+            memory.resumePending = true
+        }
+        if memory.resumePending { await resumePrimaryDatabases(&memory) }
         let view: ClusterView
         do {
             view = try await store.loadCluster()
@@ -208,29 +251,24 @@ public final class PoolerRunner: Sendable {
     func pauseForSwitchover(_ view: ClusterView, _ memory: inout Memory) async {
         let primaryDatabases = options.databases.filter { $0.role == .primary }
         guard !primaryDatabases.isEmpty else { return }
-        let resume = primaryDatabases.map { "RESUME \($0.name)" }
         if let pausedFor = memory.pausedFor {
             let abandoned = view.failover?.modRevision != pausedFor && view.leader?.member == memory.pausedLeader
-            let tooLong = memory.pausedAt.map { ContinuousClock.now - $0 > Self.pauseLimit } ?? true
-            if abandoned || tooLong {
-                do {
-                    try await admin(resume)
-                    logger.warning(
-                        "switchover did not follow the pause: read-write databases resumed on the same primary",
-                        metadata: ["pooler.request": "\(pausedFor)"])
-                    memory.pausedFor = nil
-                    memory.pausedLeader = nil
-                    memory.pausedAt = nil
-                } catch {
-                    logger.error("could not resume PgBouncer after an abandoned switchover: \(error)")
-                }
+            if abandoned {
+                logger.warning(
+                    "switchover withdrawn or refused: resuming the read-write databases on the same primary",
+                    metadata: ["pooler.request": "\(pausedFor)"])
+                memory.resumePending = true
+                await resumePrimaryDatabases(&memory)
             }
             return
         }
+        // Not in maintenance mode (the leader does not hand over then), and once per request.
         guard let failover = view.failover, let leader = view.leader?.member, memory.primary != nil,
+            !view.dynamicConfig.pause, !memory.handledRequests.contains(failover.modRevision),
             failover.value.leader == nil || failover.value.leader == leader, failover.value.member != leader,
-            memory.pauseFailedFor != failover.modRevision, Self.isDue(failover.value)
+            Self.isDue(failover.value)
         else { return }
+        memory.handledRequests = Array((memory.handledRequests + [failover.modRevision]).suffix(32))
         let timeout = view.dynamicConfig.poolerPauseTimeout
         let started = ContinuousClock.now
         do {
@@ -246,7 +284,8 @@ public final class PoolerRunner: Sendable {
                 ])
         } catch {
             memory.pauseFailedFor = failover.modRevision
-            try? await admin(resume)
+            memory.resumePending = true
+            await resumePrimaryDatabases(&memory)
             logger.error(
                 "could not pause the read-write databases within pooler_pause_timeout (\(timeout)): resumed; the switchover goes on without this pooler",
                 metadata: ["error": "\(error)"])
@@ -294,10 +333,17 @@ public final class PoolerRunner: Sendable {
         }
     }
 
-    /// Runs admin console commands in order, on a connection of their own, each within `timeout`.
+    /// Runs admin console commands in order, on a connection of their own, all within `timeout`:
+    /// past it the connection's socket is shut (PgBouncer ignores a cancel of `PAUSE db`, which
+    /// in session pooling waits for clients to leave).
     func admin(_ commands: [String], timeout: Duration = .seconds(10)) async throws {
         let connection = try await PostgresConnection.connect(options.admin)
         defer { Task { await connection.close() } }
+        let deadline = Task {
+            try await Task.sleep(for: timeout + .milliseconds(200))
+            connection.interrupt()
+        }
+        defer { deadline.cancel() }
         for command in commands {
             _ = try await connection.queryBatch(command, timeout: timeout)
         }

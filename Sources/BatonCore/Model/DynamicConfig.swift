@@ -178,6 +178,10 @@ public struct DynamicConfig: Hashable, Sendable, Codable {
             errors.append("synchronous_mode: expected true, false or quorum, got \(value)")
         }
         let booleans = ["check_timeline", "synchronous_mode_strict", "failsafe_mode", "pause", "pooler_pause_required"]
+        // A leader waits this long with its sync-standby upkeep held: a pause, not an outage.
+        if let value = document["pooler_pause_timeout"]?.doubleValue, value.isFinite, !(0.1...30).contains(value) {
+            errors.append("pooler_pause_timeout: expected 0.1 to 30 seconds, got \(value)")
+        }
         for key in booleans {
             if let value = document[key], value.boolValue == nil {
                 errors.append("\(key): expected true or false, got \(value)")

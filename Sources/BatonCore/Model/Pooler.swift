@@ -93,7 +93,7 @@ public enum PoolerPlan {
             return server(member)
         }
         let reference = view.status?.optime ?? view.leaderMember?.xlogLocation
-        let replicas = view.members.filter { member in
+        let allReplicas = view.members.filter { member in
             guard member.name != view.leader?.member, member.role == .replica, member.state == .running,
                 !member.tags.noLoadBalance
             else { return false }
@@ -101,6 +101,11 @@ public enum PoolerPlan {
             guard let reference, let position = member.xlogLocation else { return false }
             return reference.bytesAhead(of: position) <= maxLagBytes
         }.compactMap(server).sorted()
+        // PgBouncer takes one port for a database's host list: the replicas on the port most of
+        // them use (the lowest such port on a tie), the others left out.
+        let byPort = Dictionary(grouping: allReplicas, by: \.port)
+        let port = byPort.max { a, b in (a.value.count, b.key) < (b.value.count, a.key) }?.key
+        let replicas = allReplicas.filter { $0.port == port }
         var result: [String: [PoolerServer]] = [:]
         for database in databases {
             switch database.role {
@@ -134,11 +139,34 @@ public enum PoolerPlan {
         ]
         for database in databases {
             guard let servers = targets[database.name], !servers.isEmpty else { continue }
+            // One port for the list (targets gives servers of one port).
             let hosts = servers.map(\.host).joined(separator: ",")
-            let ports = servers.map { String($0.port) }.joined(separator: ",")
-            lines.append("\(database.name) = host=\(hosts) port=\(ports) dbname=\(database.dbname)")
+            lines.append("\(database.name) = host=\(hosts) port=\(servers[0].port) dbname=\(database.dbname)")
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The targets an include file written by `includeText` holds, for the databases given (a
+    /// pooler that restarts keeps what PgBouncer was told); lines it does not recognise are
+    /// left out.
+    public static func parseInclude(_ text: String, databases: [PoolerDatabase]) -> [String: [PoolerServer]] {
+        var targets: [String: [PoolerServer]] = [:]
+        let names = Set(databases.map(\.name))
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1).map { part in
+                String(part.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+            }
+            guard parts.count == 2, names.contains(parts[0]) else { continue }
+            var settings: [String: String] = [:]
+            for pair in parts[1].split(separator: " ") {
+                let keyValue = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                if keyValue.count == 2 { settings[keyValue[0]] = keyValue[1] }
+            }
+            guard let hosts = settings["host"], let port = settings["port"].flatMap({ Int($0) }) else { continue }
+            let servers = hosts.split(separator: ",").map { PoolerServer(host: String($0), port: port) }
+            if !servers.isEmpty, servers.allSatisfy(isSafe) { targets[parts[0]] = servers }
+        }
+        return targets
     }
 
     /// Whether the host lists hold only characters PgBouncer's config parser takes in a value

@@ -115,7 +115,9 @@ public struct EtcdClusterStore: ClusterStore {
                 if let body = decode(Member.Body.self) { view.members.append(Member(name: memberName, body: body)) }
             case .other(let path):
                 // A pooler's registration (`baton pooler`), under the name its key gives.
-                if path.hasPrefix("poolers/"), let record = decode(PoolerRecord.self) {
+                // Only a key held by a session counts: one without a lease (written by hand, or
+                // by another tool) would outlive the pooler it names.
+                if path.hasPrefix("poolers/"), kv.lease != 0, let record = decode(PoolerRecord.self) {
                     var record = record
                     record.name = String(path.dropFirst("poolers/".count))
                     guard record.name.utf8.count <= 128, PoolerRecord.isName(record.name) else { continue }
