@@ -187,6 +187,14 @@ struct PoolerTests {
                 bouncerPort, database: "app", pgPort: try cluster.node(survivor).pgPort, primary: true)
             let log = (try? String(contentsOfFile: poolerLog, encoding: .utf8)) ?? ""
             #expect(log.contains("primary changed"), "\(log.suffix(2000))")
+            // The read-only database follows the replicas: the crashed node is gone from it, and
+            // the one replica left (the old leader, streaming again) takes the reads.
+            let remaining = try #require(cluster.nodes.map(\.name).first { $0 != survivor && $0 != candidate })
+            _ = try await cluster.waitFor("\(remaining) streaming", timeout: .seconds(60)) {
+                $0.member(named: remaining)?.replicationState == "streaming"
+            }
+            _ = try await Self.waitBehind(
+                bouncerPort, database: "app_ro", pgPort: try cluster.node(remaining).pgPort, primary: false)
             AgentFailoverTests.measure(
                 "pooler",
                 [
