@@ -752,12 +752,9 @@ public struct AgentConfiguration: Sendable {
         "no-instructions", "debug", "d", "discard-caches",
     ]
 
-    /// `bootstrap.initdb` as Patroni writes it: a list of switches (`data-checksums`) and
-    /// one-key mappings (`encoding: UTF8`), or one mapping; as initdb arguments.
-    static func isMethodName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 63
-            && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_" || $0 == "-") }
-    }
+    /// A replica or bootstrap method's name: the rule `standby_cluster.create_replica_methods`
+    /// is checked by too.
+    static func isMethodName(_ name: String) -> Bool { StandbyCluster.isMethodName(name) }
 
     /// pg_basebackup options Baton sets itself (Patroni's list): not taken from `basebackup`.
     static let managedBasebackupOptions: Set = [
@@ -951,6 +948,8 @@ public struct AgentConfiguration: Sendable {
         return options
     }
 
+    /// `bootstrap.initdb` as Patroni writes it: a list of switches (`data-checksums`) and
+    /// one-key mappings (`encoding: UTF8`), or one mapping; as initdb arguments.
     static func initdbOptions(_ bootstrap: ConfigReader) throws -> [String] {
         guard let node = bootstrap.value("initdb") else { return [] }
         var pairs: [(name: String, value: String?, line: Int?)] = []

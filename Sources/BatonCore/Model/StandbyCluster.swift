@@ -109,9 +109,10 @@ public struct StandbyCluster: Hashable, Sendable {
         return (standby, problems)
     }
 
-    /// A replica method's name as the agent's file takes it: lower-case letters, digits, `_`, `-`.
-    static func isMethodName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 64
+    /// A replica method's name as the agent's file takes it (`create_replica_methods`,
+    /// `postgresql.NAME`): 1-63 lower-case letters, digits, `_`, `-`.
+    public static func isMethodName(_ name: String) -> Bool {
+        !name.isEmpty && name.unicodeScalars.count <= 63
             && name.unicodeScalars.allSatisfy {
                 ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
             }
