@@ -138,6 +138,7 @@ let package = Package(
                 "BatonAgent", "BatonAPI", "BatonCore", "BatonEtcd", "BatonPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -1,9 +1,12 @@
 import ArgumentParser
+import BatonAPI
 import BatonAgent
 import BatonCore
 import BatonPostgres
 import Foundation
 import Logging
+import ServiceLifecycle
+import Synchronization
 
 /// `baton pooler`: runs beside a PgBouncer and keeps its databases pointed at the cluster.
 struct PoolerCommand: AsyncParsableCommand {
@@ -35,6 +38,17 @@ struct PoolerCommand: AsyncParsableCommand {
     @Option(help: "Replicas further behind the primary than this many bytes are left out of replica databases.")
     var maxLag: UInt64 = 1_048_576
     @Option(help: "Seconds the registration outlives the pooler (its etcd session's ttl).") var ttl = 10
+    @Option(
+        help: ArgumentHelp(
+            "Where the status endpoint listens (GET /health, GET /metrics), HOST:PORT; 'none' for no endpoint.",
+            valueName: "HOST:PORT"))
+    var listen = "127.0.0.1:8010"
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Pause the read-write databases around a planned switchover (off: re-point and cut connections, as on a failover)."
+    )
+    var pauseOnSwitchover = true
 
     func validate() throws {
         guard !database.isEmpty else {
@@ -58,6 +72,11 @@ struct PoolerCommand: AsyncParsableCommand {
         }
         guard (1...65535).contains(adminPort) else { throw ValidationError("--admin-port: 1-65535, got \(adminPort)") }
         guard (2...3600).contains(ttl) else { throw ValidationError("--ttl: 2-3600 seconds, got \(ttl)") }
+        if listen != "none" {
+            guard let address = HostPort(parsing: Substring(listen)), address.port != nil else {
+                throw ValidationError("--listen: expected HOST:PORT (e.g. 127.0.0.1:8010) or none, got '\(listen)'")
+            }
+        }
     }
 
     func run() async throws {
@@ -73,6 +92,7 @@ struct PoolerCommand: AsyncParsableCommand {
             name: name ?? PoolerCommand.hostName, includeFile: includeFile, admin: admin, databases: databases,
             maxLagBytes: maxLag)
         poolerOptions.ttl = .seconds(ttl)
+        poolerOptions.pausesOnSwitchover = pauseOnSwitchover
         let settings = op.configuration.log
         let sink = AgentLogHandler.makeSink(settings)
         LoggingSystem.bootstrap { label in AgentLogHandler(label: label, settings: settings, sink: sink) }
@@ -80,7 +100,26 @@ struct PoolerCommand: AsyncParsableCommand {
         var logger = Logger(label: "baton")
         logger[metadataKey: "pooler.scope"] = "\(op.configuration.scope)"
         let runner = PoolerRunner(options: poolerOptions, store: op.store, logger: logger)
+        let serviceLogger = logger
         let task = Task { await runner.run() }
+        // The status endpoint; a pooler that cannot listen where it was told stops (exit 1).
+        let listenFailed = ManagedFlag()
+        let endpoint = HostPort(parsing: Substring(listen)).flatMap { address -> Task<Void, Never>? in
+            guard listen != "none", let port = address.port else { return nil }
+            let service = PoolerStatusServer.makeService(host: address.host, port: port, logger: serviceLogger) {
+                runner.health()
+            }
+            return Task {
+                do {
+                    try await ServiceGroup(services: [service], gracefulShutdownSignals: [], logger: serviceLogger)
+                        .run()
+                } catch {
+                    serviceLogger.critical("cannot serve the status endpoint on \(listen): \(error); stopping")
+                    listenFailed.set()
+                    task.cancel()
+                }
+            }
+        }
         // SIGTERM/SIGINT end the pooler and remove its registration.
         let signals = [SIGTERM, SIGINT].map { signal -> any DispatchSourceSignal in
             Foundation.signal(signal, SIG_IGN)
@@ -90,11 +129,21 @@ struct PoolerCommand: AsyncParsableCommand {
             return source
         }
         await task.value
+        endpoint?.cancel()
+        await endpoint?.value
         for source in signals { source.cancel() }
+        if listenFailed.isSet { throw ExitCode(1) }
     }
 
     static var hostName: String {
         let name = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "pooler"
         return PoolerRecord.isName(name) ? name : "pooler"
     }
+}
+
+/// Set once, read after: whether the status endpoint failed.
+final class ManagedFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }

@@ -16,8 +16,6 @@ import Testing
 /// its registration goes with it.
 @Suite(.serialized, .timeLimit(.minutes(4)))
 struct PoolerTests {
-    static let pgbouncer = "/usr/sbin/pgbouncer"
-
     /// `SELECT inet_server_port(), pg_is_in_recovery()` through PgBouncer's `database`.
     static func serverBehind(_ port: Int, database: String) async throws -> (port: Int, recovery: Bool) {
         var parameters = ConnectionParameters(
@@ -52,66 +50,20 @@ struct PoolerTests {
 
     @Test("PgBouncer follows the primary through a switchover and a node crash")
     func pgBouncerFollowsThePrimary() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.pgbouncer) else {
-            throw ClusterFailure(description: "pgbouncer is not installed (scripts/test installs it)")
-        }
         let cluster = try AgentCluster.start("pooler")
         defer { cluster.stop() }
         let leader = try await cluster.waitHealthy()
         try await cluster.createTable(on: leader)
 
-        // PgBouncer, its include file empty until the pooler writes it.
-        let work = try TestEnvironment.makeTemporaryDirectory(prefix: "baton-it-pgbouncer")
-        chmod(work.path, 0o755)
-        let dir = work.appendingPathComponent("pgbouncer").path
-        try AgentCluster.makePostgresDirectory(dir)
-        let include = dir + "/baton.ini"
-        let bouncerPort = try TestEnvironment.freePort()
-        try "[databases]\n".write(toFile: include, atomically: true, encoding: .utf8)
-        try """
-        [pgbouncer]
-        listen_addr = 127.0.0.1
-        listen_port = \(bouncerPort)
-        unix_socket_dir = \(dir)
-        auth_type = trust
-        auth_file = \(dir)/userlist.txt
-        admin_users = postgres
-        pool_mode = transaction
-        ignore_startup_parameters = extra_float_digits
-        logfile = \(dir)/pgbouncer.log
-        server_connect_timeout = 3
-        %include \(include)
-
-        """.write(toFile: dir + "/pgbouncer.ini", atomically: true, encoding: .utf8)
-        try "\"postgres\" \"\(AgentCluster.superuserPassword)\"\n".write(
-            toFile: dir + "/userlist.txt", atomically: true, encoding: .utf8)
-        for file in ["baton.ini", "pgbouncer.ini", "userlist.txt"] {
-            chmod(dir + "/" + file, 0o644)
-        }
-        let bouncer = try AgentCluster.spawn(
-            [
-                "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", Self.pgbouncer,
-                dir + "/pgbouncer.ini",
-            ], environment: ["PATH": "/usr/bin:/bin"], output: work.appendingPathComponent("pgbouncer.out").path)
-        defer {
-            kill(bouncer, SIGTERM)
-            AgentCluster.waitForExit([bouncer], timeout: .seconds(5))
-            kill(bouncer, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(bouncer, &status, 0)
-        }
-
-        // The pooler, as an operator starts it: etcd and scope on the command line.
-        let hosts = cluster.endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
-        let dcs = ["--dcs-url", "etcd3://" + hosts.joined(separator: ","), "--scope", AgentCluster.scope]
-        let poolerLog = work.appendingPathComponent("pooler.log").path
+        let bouncer = try TestBouncer.start()
+        defer { bouncer.stop() }
+        let bouncerPort = bouncer.port
+        let dcs = TestBouncer.dcsArguments(cluster.endpoints)
+        let poolerLog = bouncer.work.appendingPathComponent("pooler.log").path
         func startPooler(ttl: Int) throws -> pid_t {
-            try AgentCluster.spawn(
-                [
-                    AgentCluster.batonBinary, "pooler", "-c", "/nonexistent/agent.yml", "--name", "pool1",
-                    "--include-file", include, "--admin-port", "\(bouncerPort)", "--admin-user", "postgres",
-                    "--database", "app=primary:postgres", "--database", "app_ro=replica:postgres", "--ttl", "\(ttl)",
-                ] + dcs, environment: ProcessInfo.processInfo.environment, output: poolerLog)
+            try bouncer.startPooler(
+                name: "pool1", dcs: dcs, log: poolerLog,
+                extra: ["--database", "app_ro=replica:postgres", "--ttl", "\(ttl)", "--listen", "none"])
         }
         var pooler = try startPooler(ttl: 4)
         var poolerRunning = true
@@ -123,7 +75,7 @@ struct PoolerTests {
             }
         }
         func failing(_ error: any Error) -> ClusterFailure {
-            let bouncerLog = cluster.tail(dir + "/pgbouncer.log", lines: 15)
+            let bouncerLog = cluster.tail(bouncer.dir + "/pgbouncer.log", lines: 15)
             let log = cluster.tail(poolerLog, lines: 25)
             return ClusterFailure(description: "\(error)\n---- pooler log:\n\(log)\n---- pgbouncer log:\n\(bouncerLog)")
         }
@@ -270,5 +222,92 @@ struct BouncerWriter {
         }
         if let connection { await connection.close() }
         return result
+    }
+}
+
+/// A real PgBouncer (Debian's `pgbouncer`) run as the postgres OS user on a free port, its
+/// `[databases]` section in an include file that `baton pooler` writes; trust authentication for
+/// clients, the cluster's superuser password for the servers. Stopped by PID.
+final class TestBouncer {
+    static let binary = "/usr/sbin/pgbouncer"
+    let work: URL
+    let dir: String
+    let include: String
+    let port: Int
+    let pid: pid_t
+
+    private init(work: URL, dir: String, include: String, port: Int, pid: pid_t) {
+        self.work = work
+        self.dir = dir
+        self.include = include
+        self.port = port
+        self.pid = pid
+    }
+
+    /// `poolMode`: `transaction` or `session`.
+    static func start(poolMode: String = "transaction") throws -> TestBouncer {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw ClusterFailure(description: "pgbouncer is not installed (scripts/test installs it)")
+        }
+        let work = try TestEnvironment.makeTemporaryDirectory(prefix: "baton-it-pgbouncer")
+        chmod(work.path, 0o755)
+        let dir = work.appendingPathComponent("pgbouncer").path
+        try AgentCluster.makePostgresDirectory(dir)
+        let include = dir + "/baton.ini"
+        let port = try TestEnvironment.freePort()
+        try "[databases]\n".write(toFile: include, atomically: true, encoding: .utf8)
+        try """
+        [pgbouncer]
+        listen_addr = 127.0.0.1
+        listen_port = \(port)
+        unix_socket_dir = \(dir)
+        auth_type = trust
+        auth_file = \(dir)/userlist.txt
+        admin_users = postgres
+        pool_mode = \(poolMode)
+        ignore_startup_parameters = extra_float_digits
+        logfile = \(dir)/pgbouncer.log
+        server_connect_timeout = 3
+        server_login_retry = 1
+        %include \(include)
+
+        """.write(toFile: dir + "/pgbouncer.ini", atomically: true, encoding: .utf8)
+        try "\"postgres\" \"\(AgentCluster.superuserPassword)\"\n".write(
+            toFile: dir + "/userlist.txt", atomically: true, encoding: .utf8)
+        for file in ["baton.ini", "pgbouncer.ini", "userlist.txt"] {
+            chmod(dir + "/" + file, 0o644)
+        }
+        let pid = try AgentCluster.spawn(
+            [
+                "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", binary,
+                dir + "/pgbouncer.ini",
+            ], environment: ["PATH": "/usr/bin:/bin"], output: work.appendingPathComponent("pgbouncer.out").path)
+        return TestBouncer(work: work, dir: dir, include: include, port: port, pid: pid)
+    }
+
+    func stop() {
+        kill(pid, SIGTERM)
+        AgentCluster.waitForExit([pid], timeout: .seconds(5))
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+    }
+
+    /// `--dcs-url etcd3://… --scope …`: etcd and scope on the command line, as an operator on a
+    /// pooler host gives them.
+    static func dcsArguments(_ endpoints: [String]) -> [String] {
+        let hosts = endpoints.map { $0.replacingOccurrences(of: "http://", with: "") }
+        return ["--dcs-url", "etcd3://" + hosts.joined(separator: ","), "--scope", AgentCluster.scope]
+    }
+
+    /// `baton pooler` for this PgBouncer, managing `app=primary:postgres` and whatever `extra`
+    /// adds; its output appended to `log`.
+    func startPooler(name: String, dcs: [String], log: String, extra: [String] = []) throws -> pid_t {
+        try AgentCluster.spawn(
+            [
+                AgentCluster.batonBinary, "pooler", "-c", "/nonexistent/agent.yml", "--name", name,
+                "--include-file", include, "--admin-port", "\(port)", "--admin-user", "postgres",
+                "--database", "app=primary:postgres",
+            ] + extra + dcs, environment: ProcessInfo.processInfo.environment, output: log)
     }
 }

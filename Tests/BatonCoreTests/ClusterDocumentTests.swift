@@ -20,7 +20,11 @@ import Testing
         lost.lag = .unknown
         let document = ClusterDocument(
             scope: "demo", members: [leader, replica, lost], pause: true, configProblems: ["ttl: 1e300"],
-            scheduledSwitchover: .init(at: "2099-01-01T00:00:00+00:00", from: "a"))
+            scheduledSwitchover: .init(at: "2099-01-01T00:00:00+00:00", from: "a"),
+            poolers: [
+                PoolerRecord(
+                    name: "pool1", state: "following", primary: "a:5432", replicas: nil, databases: ["app=primary"])
+            ])
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(document)
@@ -31,6 +35,7 @@ import Testing
             text.contains("\"api_url\":\"http:\\/\\/a:8008\\/patroni\"")
                 || text.contains("\"api_url\":\"http://a:8008/patroni\""))
         #expect(!text.contains("\"pending_restart\""), "an absent field is left out")
+        #expect(text.contains("\"poolers\":[{\"databases\":[\"app=primary\"],\"name\":\"pool1\""), "\(text)")
         #expect(try JSONDecoder().decode(ClusterDocument.self, from: data) == document)
     }
 

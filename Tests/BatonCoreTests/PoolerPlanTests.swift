@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import Testing
 
 private typealias F = Fixture
@@ -128,6 +129,31 @@ private typealias F = Fixture
         replicasOnly.databases = ["app_ro=replica"]
         let others = Self.decide([Self.pooler("p4", state: "pgbouncer_unreachable"), replicasOnly])
         #expect(others.actions == [.demote(.graceful)])
+        // Nor one that does not pause for switchovers (--no-pause-on-switchover).
+        var noPause = Self.pooler("p5")
+        noPause.pauses = false
+        #expect(Self.decide([noPause]).actions == [.demote(.graceful)])
+        let decoded = try? JSONDecoder().decode(
+            PoolerRecord.self,
+            from: Data(#"{"name":"p6","state":"following","databases":["app=primary"],"pauses":false}"#.utf8))
+        #expect(decoded?.pausesForSwitchover == false)
+    }
+
+    @Test func thePoolersStatusReadsAsPrometheusText() {
+        var health = PoolerHealth(name: "pool-1", pausesForSwitchover: true)
+        #expect(!health.healthy && health.state == "starting")
+        health.state = "store_unreachable"
+        health.topologyAgeSeconds = 12.3456
+        health.switchoverPauses = 3
+        let text = health.prometheusText
+        #expect(text.contains("baton_pooler_following{pooler=\"pool-1\"} 0\n"))
+        #expect(text.contains("baton_pooler_topology_age_seconds{pooler=\"pool-1\"} 12.346\n"))
+        #expect(
+            text.contains(
+                "# TYPE baton_pooler_switchover_pauses_total counter\nbaton_pooler_switchover_pauses_total{pooler=\"pool-1\"} 3\n"
+            ))
+        health.state = "following"
+        #expect(health.healthy)
     }
 
     @Test func aPoolerThatDoesNotPauseInTimeIsLeftBehindOrStopsTheSwitchover() {

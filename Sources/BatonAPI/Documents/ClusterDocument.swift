@@ -47,6 +47,7 @@ extension ClusterDocument {
         }
         self.init(
             scope: scope, members: members, pause: config.pause ? true : nil,
-            configProblems: configProblems.isEmpty ? nil : configProblems, scheduledSwitchover: scheduled)
+            configProblems: configProblems.isEmpty ? nil : configProblems, scheduledSwitchover: scheduled,
+            poolers: cluster.poolers.isEmpty ? nil : cluster.poolers.sorted { $0.name < $1.name })
     }
 }

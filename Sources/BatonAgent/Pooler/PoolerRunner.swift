@@ -3,6 +3,7 @@ import BatonEtcd
 import BatonPostgres
 import Foundation
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -22,6 +23,9 @@ public struct PoolerOptions: Sendable {
     public var maxLagBytes: UInt64
     /// The registration key's session: it disappears this long after the pooler stops.
     public var ttl: Duration = .seconds(10)
+    /// Whether the read-write databases are paused around a planned switchover (off: re-pointed
+    /// and the old primary's connections cut, as on a failover).
+    public var pausesOnSwitchover = true
 
     public init(
         name: String, includeFile: String, admin: ConnectionParameters, databases: [PoolerDatabase],
@@ -45,11 +49,28 @@ public final class PoolerRunner: Sendable {
     let options: PoolerOptions
     let store: EtcdClusterStore
     let logger: Logger
+    /// What the status endpoint shows, and when the topology was last read.
+    let status: Mutex<(health: PoolerHealth, lastRead: ContinuousClock.Instant?)>
 
     public init(options: PoolerOptions, store: EtcdClusterStore, logger: Logger) {
         self.options = options
         self.store = store
         self.logger = logger
+        self.status = Mutex(
+            (PoolerHealth(name: options.name, pausesForSwitchover: options.pausesOnSwitchover), nil))
+    }
+
+    /// The pooler's state now, for `GET /health` and `GET /metrics`.
+    public func health() -> PoolerHealth {
+        status.withLock { status in
+            var health = status.health
+            health.topologyAgeSeconds = status.lastRead.map { (ContinuousClock.now - $0) / .seconds(1) }
+            return health
+        }
+    }
+
+    func updateHealth(_ change: (inout PoolerHealth) -> Void) {
+        status.withLock { change(&$0.health) }
     }
 
     /// State carried from one pass to the next.
@@ -62,6 +83,8 @@ public final class PoolerRunner: Sendable {
         var published: PoolerRecord?
         var storeFailing = false
         var adminFailing = false
+        /// When PgBouncer's admin console last answered (it is asked again when this is old).
+        var lastAdminContact: ContinuousClock.Instant?
         /// The switchover (failover key revision) the read-write databases are paused for, the
         /// leader then, and since when; the one pausing failed for.
         var pausedFor: Int64?
@@ -72,6 +95,11 @@ public final class PoolerRunner: Sendable {
         var handledRequests: [Int64] = []
         /// A RESUME that has not been confirmed yet: tried again on every pass.
         var resumePending = false
+        /// Whether PgBouncer still has to be asked for a pause or KILL an earlier run left.
+        var leftoverCheckPending = true
+        /// The read-write databases were found paused (or killed) by an earlier run, with no
+        /// switchover under way: resumed with the next re-point (no KILL: nothing runs on them).
+        var pausedByEarlierRun = false
     }
 
     /// A pause that no new primary ended within this is lifted (the switchover did not happen).
@@ -84,12 +112,12 @@ public final class PoolerRunner: Sendable {
         // cluster does not say better (no leader now is not "no database"), and a primary in the
         // file that is not the cluster's is cut (KILL) like any change of primary. The file is
         // written and reloaded on the first pass whatever it holds (a crash may have come
-        // between the write and the RELOAD), and a pause or KILL left behind is lifted.
+        // between the write and the RELOAD); a pause or KILL left behind is found on the first
+        // pass and lifted once PgBouncer points where the cluster says (`adoptLeftoverPause`).
         if let text = try? String(contentsOfFile: options.includeFile, encoding: .utf8) {
             memory.targets = PoolerPlan.parseInclude(text, databases: options.databases)
             memory.primary = options.databases.first { $0.role == .primary }.flatMap { memory.targets[$0.name]?.first }
         }
-        memory.resumePending = true
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let watcher = Task { [store] in
             var revision: Int64 = 0
@@ -125,7 +153,9 @@ public final class PoolerRunner: Sendable {
             await pass(&memory)
         }
         // Never left paused: what this pooler paused is resumed before it goes.
-        if memory.pausedFor != nil || memory.resumePending { await resumePrimaryDatabases(&memory) }
+        if memory.pausedFor != nil || memory.resumePending || memory.pausedByEarlierRun {
+            await resumePrimaryDatabases(&memory)
+        }
         if let session = memory.session { try? await store.revokeSession(session) }
     }
 
@@ -145,6 +175,8 @@ public final class PoolerRunner: Sendable {
             memory.pausedFor = nil
             memory.pausedLeader = nil
             memory.pausedAt = nil
+            memory.lastAdminContact = .now
+            updateHealth { $0.paused = false }
         } catch {
             memory.resumePending = true
             logger.error("could not reach PgBouncer to resume the read-write databases: \(error)")
@@ -164,6 +196,10 @@ public final class PoolerRunner: Sendable {
             view = try await store.loadCluster()
             if memory.storeFailing { logger.info("etcd answers again: following the cluster") }
             memory.storeFailing = false
+            status.withLock {
+                $0.lastRead = .now
+                $0.health.storeReachable = true
+            }
         } catch {
             if !memory.storeFailing {
                 logger.warning(
@@ -172,8 +208,13 @@ public final class PoolerRunner: Sendable {
             }
             memory.storeFailing = true
             memory.session = nil
+            updateHealth {
+                $0.storeReachable = false
+                $0.state = "store_unreachable"
+            }
             return
         }
+        if memory.leftoverCheckPending { await adoptLeftoverPause(view, &memory) }
         await pauseForSwitchover(view, &memory)
         var targets = memory.targets
         for (name, servers) in PoolerPlan.targets(view, databases: options.databases, maxLagBytes: options.maxLagBytes)
@@ -189,7 +230,11 @@ public final class PoolerRunner: Sendable {
                 try Self.writeAtomically(options.includeFile, text)
                 memory.fileText = text
                 var commands = ["RELOAD"]
-                let paused = memory.pausedFor != nil
+                let paused = memory.pausedFor != nil || memory.pausedByEarlierRun
+                if memory.pausedByEarlierRun, memory.primary == nil || newPrimary == nil || memory.primary == newPrimary
+                {
+                    commands += primaryDatabases.map { "RESUME \($0.name)" }
+                }
                 if let old = memory.primary, let newPrimary, old != newPrimary {
                     if paused {
                         // Paused for this switchover: nothing ran on the old primary since; the
@@ -210,10 +255,18 @@ public final class PoolerRunner: Sendable {
                     }
                 }
                 try await admin(commands)
-                if paused, let old = memory.primary, let newPrimary, old != newPrimary {
+                let primaryChanged = memory.primary.map { old in newPrimary.map { old != $0 } ?? false } ?? false
+                if paused, primaryChanged {
                     memory.pausedFor = nil
                     memory.pausedLeader = nil
                     memory.pausedAt = nil
+                }
+                memory.lastAdminContact = .now
+                memory.pausedByEarlierRun = false
+                updateHealth {
+                    $0.repoints += 1
+                    if primaryChanged { $0.primaryChanges += 1 }
+                    if paused, primaryChanged { $0.paused = false }
                 }
                 memory.targets = targets
                 memory.primary = newPrimary ?? memory.primary
@@ -238,8 +291,76 @@ public final class PoolerRunner: Sendable {
             memory.primary = newPrimary
             memory.targets = targets
         }
+        // PgBouncer is asked whether it answers when nothing was said to it for a while (it may
+        // have stopped while the topology stayed the same).
+        if !memory.adminFailing, memory.lastAdminContact.map({ ContinuousClock.now - $0 > .seconds(5) }) ?? true {
+            do {
+                try await admin(["SHOW VERSION"], timeout: .seconds(3))
+                memory.lastAdminContact = .now
+            } catch {
+                logger.error("PgBouncer's admin console does not answer: \(error)")
+                memory.adminFailing = true
+                memory.fileText = nil
+            }
+        }
         if memory.adminFailing { state = "pgbouncer_unreachable" }
+        updateHealth {
+            $0.state = state
+            $0.pgbouncerReachable = !memory.adminFailing
+            $0.primary = memory.primary?.description
+            $0.replicas = self.options.databases.first { $0.role == .replica }.flatMap { memory.targets[$0.name] }?.map(
+                \.description)
+            $0.paused = memory.pausedFor != nil
+        }
         await register(&memory, state: state, targets: targets)
+    }
+
+    /// What an earlier run left in PgBouncer (it was stopped or crashed mid-switchover, or between
+    /// a KILL and its RESUME): read-write databases paused. While a switchover is under way (the
+    /// failover key is there) the pause is taken over and ends like this run's own, with RESUME
+    /// on the new primary; otherwise they are resumed with the first re-point. Resuming at once
+    /// would send the waiting transactions to the old primary.
+    func adoptLeftoverPause(_ view: ClusterView, _ memory: inout Memory) async {
+        let names = Set(options.databases.filter { $0.role == .primary }.map(\.name))
+        guard !names.isEmpty else {
+            memory.leftoverCheckPending = false
+            return
+        }
+        let paused: [String]
+        do {
+            let connection = try await PostgresConnection.connect(options.admin)
+            defer { Task { await connection.close() } }
+            let rows = try await connection.queryBatch("SHOW DATABASES", timeout: .seconds(5)).last?.rows ?? []
+            paused = try rows.compactMap { row in
+                guard let name = try row.value("name"), names.contains(name), try row.value("paused") == "1" else {
+                    return nil
+                }
+                return name
+            }.sorted()
+        } catch {
+            // Asked again on the next pass (the re-point reports PgBouncer unreachable).
+            return
+        }
+        memory.leftoverCheckPending = false
+        memory.lastAdminContact = .now
+        guard !paused.isEmpty else { return }
+        if options.pausesOnSwitchover, let failover = view.failover, Self.isDue(failover.value) {
+            memory.pausedFor = failover.modRevision
+            memory.pausedLeader = failover.value.leader ?? view.leader?.member
+            memory.pausedAt = ContinuousClock.now
+            memory.handledRequests = Array((memory.handledRequests + [failover.modRevision]).suffix(32))
+            updateHealth { $0.paused = true }
+            logger.notice(
+                "found the read-write databases paused by an earlier run, a switchover under way: they stay paused until the new primary",
+                metadata: [
+                    "pooler.paused": "\(paused.joined(separator: ","))", "pooler.request": "\(failover.modRevision)",
+                ])
+        } else {
+            memory.pausedByEarlierRun = true
+            logger.notice(
+                "found the read-write databases paused by an earlier run: resuming them once PgBouncer points at the primary",
+                metadata: ["pooler.paused": "\(paused.joined(separator: ","))"])
+        }
     }
 
     /// A planned switchover (the failover key, due, naming the current leader or none): the
@@ -250,7 +371,7 @@ public final class PoolerRunner: Sendable {
     /// or no new primary within a minute) is lifted.
     func pauseForSwitchover(_ view: ClusterView, _ memory: inout Memory) async {
         let primaryDatabases = options.databases.filter { $0.role == .primary }
-        guard !primaryDatabases.isEmpty else { return }
+        guard !primaryDatabases.isEmpty, options.pausesOnSwitchover else { return }
         if let pausedFor = memory.pausedFor {
             let abandoned = view.failover?.modRevision != pausedFor && view.leader?.member == memory.pausedLeader
             if abandoned {
@@ -276,6 +397,12 @@ public final class PoolerRunner: Sendable {
             memory.pausedFor = failover.modRevision
             memory.pausedLeader = leader
             memory.pausedAt = ContinuousClock.now
+            memory.lastAdminContact = .now
+            updateHealth {
+                $0.paused = true
+                $0.switchoverPauses += 1
+                $0.lastPauseSeconds = (ContinuousClock.now - started) / .seconds(1)
+            }
             logger.notice(
                 "switchover requested: read-write databases paused (transactions in flight finished)",
                 metadata: [
@@ -285,6 +412,7 @@ public final class PoolerRunner: Sendable {
         } catch {
             memory.pauseFailedFor = failover.modRevision
             memory.resumePending = true
+            updateHealth { $0.pauseFailures += 1 }
             await resumePrimaryDatabases(&memory)
             logger.error(
                 "could not pause the read-write databases within pooler_pause_timeout (\(timeout)): resumed; the switchover goes on without this pooler",
@@ -309,6 +437,7 @@ public final class PoolerRunner: Sendable {
             databases: options.databases.map { "\($0.name)=\($0.role.rawValue)" }, version: BatonCore.version)
         record.pausedFor = memory.pausedFor
         record.pauseFailedFor = memory.pauseFailedFor
+        record.pauses = options.pausesOnSwitchover ? nil : false
         do {
             let now = ContinuousClock.now
             if let session = memory.session,

@@ -579,7 +579,7 @@ public enum HADecider {
         // latency, not errors. Bounded by pooler_pause_timeout; a pooler that cannot pause is gone
         // without (or, with pooler_pause_required, the switchover is refused).
         var memory = memory
-        let poolers = cluster.poolers.filter { $0.followsPrimary && $0.state == "following" }
+        let poolers = cluster.poolers.filter(\.pausesForSwitchover)
         if poolers.isEmpty {
             memory.poolerPauseWait = nil
         } else {

@@ -10,22 +10,26 @@ public struct ClusterDocument: Codable, Hashable, Sendable {
     /// runs with the last valid configuration.
     public var configProblems: [String]?
     public var scheduledSwitchover: ScheduledSwitchover?
+    /// Baton's addition: the poolers registered in etcd (`baton pooler`) and what they do now;
+    /// left out when none is.
+    public var poolers: [PoolerRecord]?
 
     enum CodingKeys: String, CodingKey {
-        case scope, members, pause
+        case scope, members, pause, poolers
         case configProblems = "config_problems"
         case scheduledSwitchover = "scheduled_switchover"
     }
 
     public init(
         scope: String?, members: [Member], pause: Bool? = nil, configProblems: [String]? = nil,
-        scheduledSwitchover: ScheduledSwitchover? = nil
+        scheduledSwitchover: ScheduledSwitchover? = nil, poolers: [PoolerRecord]? = nil
     ) {
         self.scope = scope
         self.members = members
         self.pause = pause
         self.configProblems = configProblems
         self.scheduledSwitchover = scheduledSwitchover
+        self.poolers = poolers
     }
 
     public struct Member: Codable, Hashable, Sendable {

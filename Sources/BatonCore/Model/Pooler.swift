@@ -200,15 +200,22 @@ public struct PoolerRecord: Codable, Hashable, Sendable {
     public var pausedFor: Int64?
     /// The switchover for which pausing failed (PgBouncer did not finish in time); it resumed.
     public var pauseFailedFor: Int64?
+    /// `false` when the pooler does not pause for a switchover (`--no-pause-on-switchover`): it
+    /// re-points and cuts the old primary's connections like on a failover. Absent: it pauses.
+    public var pauses: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case name, state, primary, replicas, databases, version, updated
+        case name, state, primary, replicas, databases, version, updated, pauses
         case pausedFor = "paused_for"
         case pauseFailedFor = "pause_failed_for"
     }
 
     /// Whether it manages a read-write database (so a switchover waits for it to pause).
     public var followsPrimary: Bool { databases.contains { $0.hasSuffix("=primary") } }
+
+    /// Whether a planned switchover waits for it: it manages a read-write database, follows the
+    /// cluster and pauses for switchovers.
+    public var pausesForSwitchover: Bool { followsPrimary && state == "following" && pauses != false }
 
     /// A pooler's name: letters, digits, `.`, `_`, `-` (it is a key and a table cell).
     public static func isName(_ name: String) -> Bool {
@@ -230,5 +237,86 @@ public struct PoolerRecord: Codable, Hashable, Sendable {
         self.databases = databases
         self.version = version
         self.updated = updated
+    }
+}
+
+/// What `baton pooler` reports on its status endpoint (`GET /health`, `GET /metrics`): whether
+/// it follows the cluster, and what it did.
+public struct PoolerHealth: Codable, Hashable, Sendable {
+    public var name: String
+    /// `starting` (no topology read yet), `following`, `store_unreachable` (etcd cannot be read:
+    /// PgBouncer keeps the last configuration), `pgbouncer_unreachable`.
+    public var state: String
+    public var primary: String?
+    public var replicas: [String]?
+    public var storeReachable: Bool
+    public var pgbouncerReachable: Bool
+    /// Seconds since the topology was last read from etcd (nil before the first read).
+    public var topologyAgeSeconds: Double?
+    /// The read-write databases are paused for a switchover now.
+    public var paused: Bool
+    public var pausesForSwitchover: Bool
+    /// Include-file rewrites put in force, changes of primary followed, switchovers paused for,
+    /// pauses that failed, and how long the last pause took to take hold.
+    public var repoints: Int = 0
+    public var primaryChanges: Int = 0
+    public var switchoverPauses: Int = 0
+    public var pauseFailures: Int = 0
+    public var lastPauseSeconds: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case name, state, primary, replicas, paused, repoints
+        case storeReachable = "store_reachable"
+        case pgbouncerReachable = "pgbouncer_reachable"
+        case topologyAgeSeconds = "topology_age_seconds"
+        case pausesForSwitchover = "pauses_for_switchover"
+        case primaryChanges = "primary_changes"
+        case switchoverPauses = "switchover_pauses"
+        case pauseFailures = "pause_failures"
+        case lastPauseSeconds = "last_pause_seconds"
+    }
+
+    public init(name: String, pausesForSwitchover: Bool) {
+        self.name = name
+        self.state = "starting"
+        self.storeReachable = false
+        self.pgbouncerReachable = false
+        self.paused = false
+        self.pausesForSwitchover = pausesForSwitchover
+    }
+
+    /// `GET /health` answers 200 only while the pooler follows the cluster: one that cannot read
+    /// etcd (its PgBouncer may point at an old primary) or reach PgBouncer answers 503.
+    public var healthy: Bool { state == "following" }
+
+    /// The figures in Prometheus' text format.
+    public var prometheusText: String {
+        let label = "pooler=\"\(name)\""
+        func flag(_ value: Bool) -> String { value ? "1" : "0" }
+        var lines: [String] = []
+        func gauge(_ metric: String, _ help: String, _ value: String, type: String = "gauge") {
+            lines += ["# HELP \(metric) \(help)", "# TYPE \(metric) \(type)", "\(metric){\(label)} \(value)"]
+        }
+        gauge("baton_pooler_following", "1 while the pooler follows the cluster (state following).", flag(healthy))
+        gauge("baton_pooler_store_reachable", "1 while etcd answers the pooler.", flag(storeReachable))
+        gauge(
+            "baton_pooler_pgbouncer_reachable", "1 while PgBouncer's admin console answers.", flag(pgbouncerReachable))
+        gauge(
+            "baton_pooler_topology_age_seconds", "Seconds since the topology was last read from etcd (-1: never).",
+            topologyAgeSeconds.map { "\(($0 * 1000).rounded() / 1000)" } ?? "-1")
+        gauge("baton_pooler_paused", "1 while the read-write databases are paused for a switchover.", flag(paused))
+        gauge(
+            "baton_pooler_repoints_total", "Include-file rewrites put in force (RELOAD).", "\(repoints)",
+            type: "counter")
+        gauge(
+            "baton_pooler_primary_changes_total", "Changes of primary the read-write databases followed.",
+            "\(primaryChanges)", type: "counter")
+        gauge(
+            "baton_pooler_switchover_pauses_total", "Planned switchovers the read-write databases were paused for.",
+            "\(switchoverPauses)", type: "counter")
+        gauge(
+            "baton_pooler_pause_failures_total", "Pauses that did not take hold within pooler_pause_timeout.",
+            "\(pauseFailures)", type: "counter")
+        return lines.joined(separator: "\n") + "\n"
     }
 }
