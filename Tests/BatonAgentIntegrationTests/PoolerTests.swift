@@ -268,7 +268,7 @@ final class TestBouncer {
         ignore_startup_parameters = extra_float_digits
         logfile = \(dir)/pgbouncer.log
         server_connect_timeout = 3
-        server_login_retry = 1
+        server_login_retry = 0.2
         %include \(include)
 
         """.write(toFile: dir + "/pgbouncer.ini", atomically: true, encoding: .utf8)

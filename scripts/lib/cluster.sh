@@ -14,6 +14,9 @@ TTL=${TTL:-10}
 LOOP_WAIT=${LOOP_WAIT:-2}
 RETRY_TIMEOUT=${RETRY_TIMEOUT:-3}
 SYNC_MODE=${SYNC_MODE:-false}
+# PgBouncer and `baton pooler` beside the cluster (cluster_start_pgbouncer, cluster_start_pooler).
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-$((PG_BASE_PORT + 10))}
+POOLER_STATUS_PORT=${POOLER_STATUS_PORT:-$((PG_BASE_PORT + 11))}
 
 cluster_write_configs() {
     local endpoints=$1 i name
@@ -102,8 +105,75 @@ cluster_kill_node() {
     [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
 }
 
+# A real PgBouncer (transaction pooling) on 127.0.0.1:$PGBOUNCER_PORT, run as postgres. Its
+# [databases] come from $CLUSTER_DIR/pgbouncer/baton.ini, which `baton pooler` writes. Clients
+# and the admin console (user postgres) authenticate with SCRAM against userlist.txt (0600), whose
+# plain-text password also lets PgBouncer log into the servers with SCRAM.
+cluster_start_pgbouncer() {
+    local dir=$CLUSTER_DIR/pgbouncer
+    cluster_secrets
+    install -d -o postgres -g postgres -m 750 "$dir"
+    [[ -e $dir/baton.ini ]] || echo "[databases]" >"$dir/baton.ini"
+    # PgBouncer's users file: "user" "password", a quote inside doubled.
+    (umask 077 && printf '"postgres" "%s"\n' "${BATON_SUPERUSER_PASSWORD//\"/\"\"}" >"$dir/userlist.txt")
+    cat >"$dir/pgbouncer.ini" <<INI
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir = $dir
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+server_connect_timeout = 2
+server_login_retry = 0.2
+%include $dir/baton.ini
+INI
+    chown postgres:postgres "$dir"/*
+    nohup setpriv --reuid=postgres --regid=postgres --init-groups -- /usr/sbin/pgbouncer "$dir/pgbouncer.ini" \
+        >>"$dir/pgbouncer.out" 2>&1 </dev/null &
+    echo $! >"$CLUSTER_DIR/pgbouncer.pid"
+}
+
+# `baton pooler` for that PgBouncer: `app` follows the primary, `app_ro` the replicas; status on
+# 127.0.0.1:$POOLER_STATUS_PORT. Extra arguments go to `baton pooler` (--no-pause-on-switchover).
+cluster_start_pooler() {
+    cluster_secrets
+    BATON_POOLER_ADMIN_PASSWORD=$BATON_SUPERUSER_PASSWORD nohup "$BATON_BIN" pooler -c "$CLUSTER_DIR/node1.yml" \
+        --name pooler1 --include-file "$CLUSTER_DIR/pgbouncer/baton.ini" --admin-port "$PGBOUNCER_PORT" \
+        --admin-user postgres --database app=primary:postgres --database app_ro=replica:postgres \
+        --listen "127.0.0.1:$POOLER_STATUS_PORT" --ttl 4 "$@" >>"$CLUSTER_DIR/pooler.log" 2>&1 </dev/null &
+    echo $! >"$CLUSTER_DIR/pooler.pid"
+}
+
+# Whether the pooler's status endpoint says it follows the cluster.
+cluster_pooler_following() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$POOLER_STATUS_PORT/health" 2>/dev/null | grep -q '"state":"following"'
+}
+
+# Stops what a pid file names (SIGTERM, then SIGKILL after 10 s) and removes the file.
+cluster_stop_pidfile() {
+    local file=$1 pid
+    pid=$(cat "$file" 2>/dev/null || true)
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+cluster_stop_pooler() { cluster_stop_pidfile "$CLUSTER_DIR/pooler.pid"; }
+
 cluster_stop() {
     local i pid
+    cluster_stop_pidfile "$CLUSTER_DIR/pooler.pid"
+    cluster_stop_pidfile "$CLUSTER_DIR/pgbouncer.pid"
     for ((i = 1; i <= NODES; i++)); do
         pid=$(cat "$CLUSTER_DIR/node$i.agent.pid" 2>/dev/null || true)
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi

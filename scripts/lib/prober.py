@@ -2,7 +2,8 @@
 """Write prober (docs: ../shared/design/faults.md): inserts a unique, increasing id every 20 ms
 through libpq multi-host with target_session_attrs=read-write, logs every attempt on a monotonic
 clock, optionally runs a fault command at a moment, then reads the final primary and reports
-U (longest gap between acknowledged writes), acknowledged writes lost, and unexpected ids.
+U (longest gap between acknowledged writes), acknowledged writes lost, unexpected ids, failed
+statements and the longest statement.
 Prints one JSON object."""
 import argparse, json, subprocess, time
 
@@ -18,7 +19,7 @@ def main():
     parser.add_argument("--interval", type=float, default=0.02)
     args = parser.parse_args()
 
-    acked, attempts = [], 0
+    acked, attempts, failed, longest = [], 0, 0, 0.0
     conn = None
     start = time.monotonic()
     fault_at = None
@@ -38,12 +39,14 @@ def main():
                 cur.execute("INSERT INTO demo_probe (id) VALUES (%s)", (next_id,))
             acked.append((time.monotonic(), next_id))
         except Exception:
+            failed += 1
             try:
                 if conn is not None:
                     conn.close()
             except Exception:
                 pass
             conn = None
+        longest = max(longest, time.monotonic() - now)
         time.sleep(max(0.0, args.interval - (time.monotonic() - now)))
 
     final = None
@@ -63,6 +66,8 @@ def main():
     around = [b[0] - a[0] for a, b in zip(acked, acked[1:]) if fault_at is None or b[0] >= fault_at]
     print(json.dumps({
         "attempts": attempts,
+        "failed": failed,
+        "longest_statement_s": round(longest, 3),
         "acked": len(acked),
         "lost": len(acked_ids - stored),
         "unexpected": len(stored - acked_ids),

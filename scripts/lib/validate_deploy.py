@@ -307,11 +307,17 @@ class Validator:
                     if config:
                         agents[name] = config
                         self.check_agent_addresses(cw, config, name, {s: 2379 for s in etcd_services})
+        def runs(service):
+            command = [str(word) for word in service.get("command") or []]
+            if command[:1] == ["baton-client-example"] or command[:1] == ["pgbouncer"]:
+                return command[0]
+            return "baton pooler" if command[:2] == ["baton", "pooler"] else None
+
         for name, service in services.items():
-            if service.get("image") in built_images and name not in agents \
-                    and "baton-client-example" not in " ".join(map(str, service.get("command") or [])):
+            if service.get("image") in built_images and name not in agents and runs(service) is None:
                 self.problem(f"{where}: service {name}", "runs the Baton image but mounts no agent configuration "
-                                                          "at /etc/baton/agent.yml")
+                                                          "at /etc/baton/agent.yml (nor runs pgbouncer, baton pooler "
+                                                          "or baton-client-example)")
 
         # The example client app: its topology source must be the cluster above.
         scopes = {(config.get("scope"), config.get("namespace", "/service")) for config in agents.values()}
@@ -332,6 +338,15 @@ class Validator:
                 self.problem(sw, f"scope {settings.get('scope')} is not the agents' scope "
                                  f"({', '.join(sorted(str(s) for s, _ in scopes))})")
 
+        # baton pooler and the PgBouncer it drives.
+        pooler_ports = {}
+        for name, service in services.items():
+            if runs(service) == "baton pooler":
+                port = self.check_compose_pooler(f"{where}: service {name} (baton pooler)", service, services,
+                                                 directory, etcd_services, scopes, runs)
+                if port:
+                    pooler_ports[name] = port
+
         # HAProxy, Prometheus, Grafana.
         for name, service in services.items():
             mounts = {}
@@ -345,9 +360,87 @@ class Validator:
                 if target.endswith("haproxy.cfg") and os.path.isfile(src):
                     self.check_compose_haproxy(f"{self.rel(src)} ({sw})", src, service, agents)
                 if target.endswith("prometheus.yml") and os.path.isfile(src):
-                    self.check_prometheus(f"{self.rel(src)} ({sw})", src, mounts, directory, services, agents)
+                    self.check_prometheus(f"{self.rel(src)} ({sw})", src, mounts, directory, services, agents,
+                                          pooler_ports)
                 if target == "/etc/grafana/provisioning" and os.path.isdir(src):
                     self.check_grafana(sw, src, mounts, directory, services)
+
+    def check_compose_pooler(self, where, service, services, directory, etcd_services, scopes, runs):
+        """`baton pooler`'s arguments against the compose file: etcd and scope as the agents', the
+        admin console a pgbouncer service's listen port and admin user, the include file the one
+        that PgBouncer's configuration includes, on a volume both services mount; the status
+        endpoint's port as its health check uses it. Returns the status port."""
+        flags, words = {}, [str(word) for word in service.get("command")][2:]
+        index = 0
+        while index < len(words):
+            word = words[index]
+            if not word.startswith("--"):
+                self.problem(where, f"argument '{word}' is not an option")
+                index += 1
+                continue
+            key, has_value, value = word[2:].partition("=")
+            if not has_value and index + 1 < len(words) and not words[index + 1].startswith("--"):
+                value, index = words[index + 1], index + 1
+            flags.setdefault(key, []).append(value)
+            index += 1
+        one = {key: values[-1] for key, values in flags.items()}
+        for entry in filter(None, one.get("dcs-url", "").split("://")[-1].split(",")):
+            host, _, port = entry.rpartition(":")
+            if host not in etcd_services or port != "2379":
+                self.problem(where, f"--dcs-url entry {entry} is not an etcd service's client port")
+        if (one.get("scope"), "/service") not in scopes:
+            self.problem(where, f"--scope {one.get('scope')} is not the agents' scope")
+        for database in flags.get("database", []):
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}=(primary|replica)(:[A-Za-z_][A-Za-z0-9_]{0,62})?$", database):
+                self.problem(where, f"--database {database}: expected NAME=primary|replica[:DBNAME]")
+        admin_host = one.get("admin-host", "127.0.0.1")
+        bouncer = services.get(admin_host)
+        if bouncer is None or runs(bouncer) != "pgbouncer":
+            self.problem(where, f"--admin-host {admin_host} is not a service that runs pgbouncer")
+        else:
+            mounts = {}
+            for volume in bouncer.get("volumes") or []:
+                parts = volume.split(":")
+                if len(parts) >= 2:
+                    mounts[parts[1]] = parts[0]
+            ini_source = mounts.get("/etc/baton/pgbouncer.ini")
+            settings, includes = {}, []
+            if ini_source is None:
+                self.problem(where, f"service {admin_host} mounts no /etc/baton/pgbouncer.ini")
+            else:
+                ini_path = os.path.normpath(os.path.join(directory, ini_source))
+                try:
+                    for line in open(ini_path, encoding="utf-8"):
+                        line = line.strip()
+                        if line.startswith("%include "):
+                            includes.append(line.split(None, 1)[1])
+                        elif "=" in line and not line.startswith((";", "#", "[")):
+                            key, _, value = line.partition("=")
+                            settings[key.strip()] = value.strip()
+                except OSError:
+                    self.problem(where, f"{ini_source} cannot be read")
+            iw = f"{where} against {ini_source}"
+            if one.get("admin-port", "6432") != settings.get("listen_port", "6432"):
+                self.problem(iw, f"--admin-port {one.get('admin-port', '6432')} is not PgBouncer's listen_port "
+                                 f"{settings.get('listen_port', '6432')}")
+            admins = [a.strip() for a in settings.get("admin_users", "").split(",")]
+            if one.get("admin-user", "pgbouncer") not in admins:
+                self.problem(iw, f"--admin-user {one.get('admin-user', 'pgbouncer')} is not in admin_users")
+            include = one.get("include-file", "")
+            if include not in includes:
+                self.problem(iw, f"--include-file {include} is not what PgBouncer includes ({', '.join(includes)})")
+            shared = {target: source for volume in (service.get("volumes") or [])
+                      for source, target in [volume.split(":")[:2]]}
+            folder = os.path.dirname(include)
+            if folder not in shared or mounts.get(folder) != shared[folder]:
+                self.problem(where, f"the include file's directory {folder} is not one volume mounted by both "
+                                    f"this service and {admin_host}")
+        listen = one.get("listen", "127.0.0.1:8010")
+        port = int(listen.rpartition(":")[2]) if listen != "none" and listen.rpartition(":")[2].isdigit() else None
+        test = " ".join(str(word) for word in (service.get("healthcheck") or {}).get("test") or [])
+        if port and f":{port}/health" not in test:
+            self.problem(where, f"the health check ({test}) does not ask the status endpoint on port {port}")
+        return port
 
     def check_agent_addresses(self, where, config, service, etcd_ports):
         for section in ("restapi", "postgresql"):
@@ -384,7 +477,7 @@ class Validator:
                 self.problem(where, f"server {server}: health checks on port {check_port}, "
                                     f"but {host}'s REST API listens on {self.listen_port(config, 'restapi', ':8008')}")
 
-    def check_prometheus(self, where, path, mounts, directory, services, agents):
+    def check_prometheus(self, where, path, mounts, directory, services, agents, pooler_ports):
         doc = self.load_yaml(path) or {}
         for rule_file in doc.get("rule_files") or []:
             if rule_file not in mounts:
@@ -406,6 +499,9 @@ class Validator:
                         self.problem(where, f"job {job.get('job_name')}: target {target} is not a compose service")
                     elif host in agents and int(port) != self.listen_port(agents[host], "restapi", ":8008"):
                         self.problem(where, f"job {job.get('job_name')}: {target} is not {host}'s REST API port")
+                    elif host in pooler_ports and int(port) != pooler_ports[host]:
+                        self.problem(where, f"job {job.get('job_name')}: {target} is not where {host}'s status "
+                                            f"endpoint listens (--listen port {pooler_ports[host]})")
 
     def check_grafana(self, where, provisioning, mounts, directory, services):
         datasource_uids = set()
@@ -840,6 +936,11 @@ BREAKAGES = [
     ("compose/compose.yaml", "      - etcd_hosts=etcd1:2379,", "      - etcd_hosts=etcd1:2380,",
      "is not an etcd service's client port"),
     ("compose/Dockerfile", "HEALTHCHECK --interval=5s", "# HEALTHCHECK --interval=5s", None),
+    ("compose/compose.yaml", "--admin-port=6432", "--admin-port=6433", "is not PgBouncer's listen_port"),
+    ("compose/pgbouncer/pgbouncer.ini", "%include /var/lib/baton-pgbouncer/baton.ini",
+     "%include /etc/pgbouncer/baton.ini", "is not what PgBouncer includes"),
+    ("compose/compose.yaml", "--scope=rehearsal", "--scope=rehearsals", "--scope rehearsals is not the agents' scope"),
+    ("compose/prometheus/prometheus.yml", "\"pooler:8010\"", "\"pooler:8008\"", "is not where pooler's status"),
     ("compose/haproxy/haproxy.cfg", "http-check expect status 200", "http-check expekt status 200", "haproxy -c"),
     ("compose/haproxy/haproxy.cfg", "server node3 node3:5432", "server node3 node4:5432", "'node4' is not a cluster member"),
     ("compose/haproxy/haproxy.cfg", "server node2 node2:5432 check port 8008\n    server node3",
