@@ -15,7 +15,7 @@ import Testing
 /// `pooler_pause_required`, goes on without the pooler without it); a pooler killed while
 /// PgBouncer is paused for a switchover is started again and resumes on the new primary with no
 /// client error; a pooler that loses etcd keeps PgBouncer's configuration and says so on its status
-/// endpoint.
+/// endpoint; a second pooler given the same name does not take the first one's registration.
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct PoolerFaultTests {
     @Test("PgBouncer under faults: lag limit, pause timeout, pooler killed mid-switchover, etcd lost")
@@ -174,6 +174,30 @@ struct PoolerFaultTests {
             try await waitForHealth("following again", timeout: .seconds(30)) {
                 $0.state == "following" && $0.storeReachable
             }
+            // 5. A second pooler given the same name: it does not take the first one's key (the
+            //    leader would otherwise wait for the wrong one) and says so.
+            let twinPort = try TestEnvironment.freePort()
+            let twinLog = bouncer.work.appendingPathComponent("twin.log").path
+            let twin = try bouncer.startPooler(
+                name: "pool2", dcs: dcs, log: twinLog, extra: ["--ttl", "4", "--listen", "127.0.0.1:\(twinPort)"])
+            defer {
+                kill(twin, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(twin, &status, 0)
+            }
+            let twinStarted = ContinuousClock.now
+            var twinHealth = ""
+            while ContinuousClock.now - twinStarted < .seconds(20), !twinHealth.contains("name_taken") {
+                try await Task.sleep(for: .milliseconds(200))
+                twinHealth = PatroniGoldenTests.get("http://127.0.0.1:\(twinPort)/health", cluster: cluster) ?? ""
+            }
+            #expect(
+                twinHealth.contains("\"state\":\"name_taken\""), "\(twinHealth) \(cluster.tail(twinLog, lines: 10))")
+            #expect(cluster.tail(twinLog, lines: 50).contains("another pooler is registered as pool2"))
+            let registered = try await cluster.view().poolers.filter { $0.name == "pool2" }
+            #expect(registered.count == 1 && registered.first?.replicas != nil, "\(registered)")
+            try await waitForHealth("the first pooler still following") { $0.state == "following" }
+
             AgentFailoverTests.measure(
                 "pooler-faults",
                 [

@@ -95,6 +95,8 @@ public final class PoolerRunner: Sendable {
         var handledRequests: [Int64] = []
         /// A RESUME that has not been confirmed yet: tried again on every pass.
         var resumePending = false
+        /// Another pooler's session holds this pooler's key (both were given one name).
+        var nameTaken = false
         /// Whether PgBouncer still has to be asked for a pause or KILL an earlier run left.
         var leftoverCheckPending = true
         /// The read-write databases were found paused (or killed) by an earlier run, with no
@@ -304,6 +306,7 @@ public final class PoolerRunner: Sendable {
             }
         }
         if memory.adminFailing { state = "pgbouncer_unreachable" }
+        if memory.nameTaken { state = "name_taken" }
         updateHealth {
             $0.state = state
             $0.pgbouncerReachable = !memory.adminFailing
@@ -454,7 +457,18 @@ public final class PoolerRunner: Sendable {
             guard let session = memory.session, memory.published != record else { return }
             var stamped = record
             stamped.updated = Date().formatted(.iso8601)
-            try await store.publishPooler(stamped, session: session)
+            guard try await store.publishPooler(stamped, session: session) else {
+                if !memory.nameTaken {
+                    logger.error(
+                        "another pooler is registered as \(options.name) (its etcd session holds poolers/\(options.name)): give each pooler its own --name; this one is not registered, and the leader does not wait for it"
+                    )
+                }
+                memory.nameTaken = true
+                updateHealth { $0.state = "name_taken" }
+                return
+            }
+            if memory.nameTaken { logger.info("registered as \(options.name)") }
+            memory.nameTaken = false
             memory.published = record
         } catch {
             logger.warning("could not register in etcd: \(error)")

@@ -245,7 +245,8 @@ public struct PoolerRecord: Codable, Hashable, Sendable {
 public struct PoolerHealth: Codable, Hashable, Sendable {
     public var name: String
     /// `starting` (no topology read yet), `following`, `store_unreachable` (etcd cannot be read:
-    /// PgBouncer keeps the last configuration), `pgbouncer_unreachable`.
+    /// PgBouncer keeps the last configuration), `pgbouncer_unreachable`, `name_taken` (another
+    /// pooler is registered under this name: this one is not, and no leader waits for it).
     public var state: String
     public var primary: String?
     public var replicas: [String]?

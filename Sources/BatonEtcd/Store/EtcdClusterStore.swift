@@ -205,11 +205,17 @@ public struct EtcdClusterStore: ClusterStore {
     }
 
     /// Writes `poolers/<name>` on `session` (a `baton pooler`'s registration).
-    public func publishPooler(_ record: PoolerRecord, session: SessionID) async throws {
-        try await client.put(
-            EtcdPutRequest(
-                key: Array(key(.other("poolers/" + record.name)).utf8), value: try Self.json(record),
-                lease: session.rawValue))
+    /// Writes `poolers/<name>` on the pooler's session, unless another session holds the key (two
+    /// poolers given the same name): false then, and the other's record stays.
+    public func publishPooler(_ record: PoolerRecord, session: SessionID) async throws -> Bool {
+        let name = key(.other("poolers/" + record.name))
+        let put = EtcdOperation.put(
+            EtcdPutRequest(key: Array(name.utf8), value: try Self.json(record), lease: session.rawValue))
+        // Ours already (a missing key has lease 0, so this fails for it), or free.
+        for guardCompare in [EtcdCompare(key: name, .lease(session.rawValue)), .absent(name)] {
+            if try await client.txn(EtcdTxnRequest(compare: [guardCompare], success: [put])).succeeded { return true }
+        }
+        return false
     }
 
     public func removeMember(name: String) async throws {
