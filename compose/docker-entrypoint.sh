@@ -13,10 +13,9 @@ if [ "${1:-agent}" = agent ]; then
     exec baton agent -c "$config" "$@"
 fi
 if [ "${1:-}" = pgbouncer ]; then
-    shared=/var/lib/baton-pgbouncer
-    [ -e "$shared/baton.ini" ] || echo "[databases]" >"$shared/baton.ini"
+    [ -e /var/lib/baton-pooler/baton.ini ] || echo "[databases]" >/var/lib/baton-pooler/baton.ini
     password=$(printf '%s' "${BATON_SUPERUSER_PASSWORD:?set BATON_SUPERUSER_PASSWORD}" | sed 's/"/""/g')
-    (umask 077 && printf '"postgres" "%s"\n' "$password" >"$shared/userlist.txt")
+    (umask 077 && printf '"postgres" "%s"\n' "$password" >/var/lib/baton-pgbouncer/userlist.txt)
     exec pgbouncer /etc/baton/pgbouncer.ini
 fi
 exec "$@"

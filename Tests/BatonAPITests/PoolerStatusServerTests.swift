@@ -30,7 +30,11 @@ import Testing
                 $0.storeReachable = true
                 $0.pgbouncerReachable = true
                 $0.primary = "10.0.0.1:5432"
+                $0.topologyAgeSeconds = 20
             }
+            // Following, but its last read is older than its passes allow: stuck, not healthy.
+            try await client.execute(uri: "/health", method: .get) { #expect($0.status == .serviceUnavailable) }
+            state.health.withLock { $0.topologyAgeSeconds = 0.5 }
             try await client.execute(uri: "/health", method: .get) { response in
                 #expect(response.status == .ok)
                 #expect(response.json["primary"] == .string("10.0.0.1:5432"))

@@ -157,6 +157,48 @@ struct PoolerFaultTests {
             let log = (try? String(contentsOfFile: poolerLog, encoding: .utf8)) ?? ""
             #expect(log.contains("paused by an earlier run"), "\(log.suffix(2000))")
 
+            // 3b. The pooler killed while its PAUSE still waits for a transaction left open, with
+            //     pooler_pause_required on (the leader refuses the switchover and keeps its
+            //     primary): started again, it finds app paused by the earlier run with a server
+            //     connection busy, does not take that for a finished pause, and resumes app on the
+            //     same primary once the request is gone. The open transaction commits.
+            _ = try await cluster.waitHealthy()
+            let required = try AgentCluster.runToCompletion(
+                [
+                    AgentCluster.batonBinary, "edit-config", "-c", "/nonexistent/agent.yml", "-s",
+                    "pooler_pause_required=true", "--force", "--quiet",
+                ] + TestBouncer.dcsArguments(cluster.endpoints),
+                environment: ProcessInfo.processInfo.environment, output: edit, timeout: .seconds(30))
+            #expect(required == 0, "\(cluster.tail(edit, lines: 10))")
+            _ = try await cluster.waitFor("pooler_pause_required on", timeout: .seconds(10)) {
+                $0.dynamicConfig.poolerPauseRequired
+            }
+            let busy = try await PostgresConnection.connect(holderParameters)
+            _ = try await busy.queryBatch("BEGIN; INSERT INTO baton_it (id) VALUES (5000002)")
+            let target = try #require(cluster.nodes.map(\.name).first { $0 != next })
+            #expect(
+                try await cluster.store.writeFailover(FailoverRequest(leader: next, member: target), expected: nil))
+            try await Self.waitPaused(bouncer, database: "app", timeout: .seconds(10))
+            kill(pooler, SIGKILL)
+            _ = waitpid(pooler, &exitStatus, 0)
+            let logBefore = ((try? String(contentsOfFile: poolerLog, encoding: .utf8)) ?? "").utf8.count
+            pooler = try startPooler()
+            _ = try await cluster.waitFor("the refused switchover's key cleared", timeout: .seconds(20)) {
+                $0.failover == nil
+            }
+            #expect(try await cluster.leader() == next)
+            _ = try await PoolerTests.waitBehind(
+                bouncer.port, database: "app", pgPort: try cluster.node(next).pgPort, primary: true)
+            _ = try await busy.queryBatch("COMMIT")
+            await busy.close()
+            #expect(try await cluster.ids(on: next).contains(5_000_002), "the open transaction was lost")
+            let restartedLog = String(
+                decoding: ((try? String(contentsOfFile: poolerLog, encoding: .utf8)) ?? "").utf8.dropFirst(logBefore),
+                as: UTF8.self)
+            #expect(
+                restartedLog.contains("paused by an earlier run") && !restartedLog.contains("stay paused until"),
+                "\(restartedLog.suffix(2500))")
+
             // 4. etcd silent for the pooler only: PgBouncer keeps its configuration (app still
             //    reaches the primary), /health answers 503 store_unreachable and the metric says
             //    so; when etcd answers again the pooler follows again.

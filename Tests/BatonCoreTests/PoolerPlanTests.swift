@@ -153,6 +153,11 @@ private typealias F = Fixture
                 "# TYPE baton_pooler_switchover_pauses_total counter\nbaton_pooler_switchover_pauses_total{pooler=\"pool-1\"} 3\n"
             ))
         health.state = "following"
+        health.topologyAgeSeconds = nil
+        #expect(health.healthy == false, "no read yet")
+        health.topologyAgeSeconds = 16
+        #expect(health.healthy == false, "a read older than its passes allow")
+        health.topologyAgeSeconds = 1
         #expect(health.healthy)
     }
 

@@ -153,27 +153,28 @@ cluster_pooler_following() {
     curl -fsS --max-time 2 "http://127.0.0.1:$POOLER_STATUS_PORT/health" 2>/dev/null | grep -q '"state":"following"'
 }
 
-# Stops what a pid file names (SIGTERM, then SIGKILL after 10 s) and removes the file.
+# Stops what a pid file names (SIGTERM, then SIGKILL if still there after 10 s) and removes the
+# file; a PID whose command line is not the expected program's (a reused PID) is left alone.
 cluster_stop_pidfile() {
-    local file=$1 pid
+    local file=$1 program=$2 pid
     pid=$(cat "$file" 2>/dev/null || true)
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$program"; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$pid" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$file"
 }
 
-cluster_stop_pooler() { cluster_stop_pidfile "$CLUSTER_DIR/pooler.pid"; }
+cluster_stop_pooler() { cluster_stop_pidfile "$CLUSTER_DIR/pooler.pid" " pooler "; }
 
 cluster_stop() {
     local i pid
-    cluster_stop_pidfile "$CLUSTER_DIR/pooler.pid"
-    cluster_stop_pidfile "$CLUSTER_DIR/pgbouncer.pid"
+    cluster_stop_pooler
+    cluster_stop_pidfile "$CLUSTER_DIR/pgbouncer.pid" pgbouncer
     for ((i = 1; i <= NODES; i++)); do
         pid=$(cat "$CLUSTER_DIR/node$i.agent.pid" 2>/dev/null || true)
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi

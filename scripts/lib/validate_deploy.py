@@ -400,7 +400,8 @@ class Validator:
         else:
             mounts = {}
             for volume in bouncer.get("volumes") or []:
-                parts = volume.split(":")
+                parts = volume.split(":") if isinstance(volume, str) else [volume.get("source", ""),
+                                                                           volume.get("target", "")]
                 if len(parts) >= 2:
                     mounts[parts[1]] = parts[0]
             ini_source = mounts.get("/etc/baton/pgbouncer.ini")
@@ -429,8 +430,16 @@ class Validator:
             include = one.get("include-file", "")
             if include not in includes:
                 self.problem(iw, f"--include-file {include} is not what PgBouncer includes ({', '.join(includes)})")
-            shared = {target: source for volume in (service.get("volumes") or [])
-                      for source, target in [volume.split(":")[:2]]}
+            shared = {}
+            for volume in service.get("volumes") or []:
+                parts = volume.split(":") if isinstance(volume, str) else [volume.get("source", ""),
+                                                                           volume.get("target", "")]
+                if len(parts) >= 2:
+                    shared[parts[1]] = parts[0]
+            auth_folder = os.path.dirname(settings.get("auth_file", ""))
+            if auth_folder and auth_folder in shared:
+                self.problem(iw, f"auth_file {settings.get('auth_file')} (passwords) is on a volume this service "
+                                 "mounts too: keep it in PgBouncer's own container")
             folder = os.path.dirname(include)
             if folder not in shared or mounts.get(folder) != shared[folder]:
                 self.problem(where, f"the include file's directory {folder} is not one volume mounted by both "
@@ -937,9 +946,11 @@ BREAKAGES = [
      "is not an etcd service's client port"),
     ("compose/Dockerfile", "HEALTHCHECK --interval=5s", "# HEALTHCHECK --interval=5s", None),
     ("compose/compose.yaml", "--admin-port=6432", "--admin-port=6433", "is not PgBouncer's listen_port"),
-    ("compose/pgbouncer/pgbouncer.ini", "%include /var/lib/baton-pgbouncer/baton.ini",
+    ("compose/pgbouncer/pgbouncer.ini", "%include /var/lib/baton-pooler/baton.ini",
      "%include /etc/pgbouncer/baton.ini", "is not what PgBouncer includes"),
     ("compose/compose.yaml", "--scope=rehearsal", "--scope=rehearsals", "--scope rehearsals is not the agents' scope"),
+    ("compose/pgbouncer/pgbouncer.ini", "auth_file = /var/lib/baton-pgbouncer/userlist.txt",
+     "auth_file = /var/lib/baton-pooler/userlist.txt", "(passwords) is on a volume"),
     ("compose/prometheus/prometheus.yml", "\"pooler:8010\"", "\"pooler:8008\"", "is not where pooler's status"),
     ("compose/haproxy/haproxy.cfg", "http-check expect status 200", "http-check expekt status 200", "haproxy -c"),
     ("compose/haproxy/haproxy.cfg", "server node3 node3:5432", "server node3 node4:5432", "'node4' is not a cluster member"),

@@ -95,13 +95,32 @@ public final class PoolerRunner: Sendable {
         var handledRequests: [Int64] = []
         /// A RESUME that has not been confirmed yet: tried again on every pass.
         var resumePending = false
-        /// Another pooler's session holds this pooler's key (both were given one name).
+        /// Since when another session holds this pooler's key: an earlier run of this pooler
+        /// (its session expires within the ttl), or another pooler given the same name.
+        var keyHeldSince: ContinuousClock.Instant?
+        /// Held longer than the ttl: another pooler has this name.
         var nameTaken = false
         /// Whether PgBouncer still has to be asked for a pause or KILL an earlier run left.
         var leftoverCheckPending = true
         /// The read-write databases were found paused (or killed) by an earlier run, with no
-        /// switchover under way: resumed with the next re-point (no KILL: nothing runs on them).
+        /// switchover under way (or PgBouncer cannot say): resumed once the cluster names a
+        /// running primary and PgBouncer points at it (no KILL: nothing runs on them). Since
+        /// `pausedAt`, bounded by `pauseLimit`.
         var pausedByEarlierRun = false
+        /// A pause taken over from an earlier run whose server connections did not go idle in
+        /// time: reported as failed, and the old primary's connections are cut when it changes.
+        var pauseIncomplete = false
+
+        /// Every pause this pooler holds or took over is over (RESUME sent, or a KILL+RESUME).
+        mutating func clearPause() {
+            pausedFor = nil
+            pausedLeader = nil
+            pausedAt = nil
+            pausedByEarlierRun = false
+            pauseIncomplete = false
+        }
+
+        var isPaused: Bool { pausedFor != nil || pausedByEarlierRun }
     }
 
     /// A pause that no new primary ended within this is lifted (the switchover did not happen).
@@ -155,9 +174,7 @@ public final class PoolerRunner: Sendable {
             await pass(&memory)
         }
         // Never left paused: what this pooler paused is resumed before it goes.
-        if memory.pausedFor != nil || memory.resumePending || memory.pausedByEarlierRun {
-            await resumePrimaryDatabases(&memory)
-        }
+        if memory.isPaused || memory.resumePending { await resumePrimaryDatabases(&memory) }
         if let session = memory.session { try? await store.revokeSession(session) }
     }
 
@@ -170,13 +187,9 @@ public final class PoolerRunner: Sendable {
             return
         }
         do {
-            let connection = try await PostgresConnection.connect(options.admin)
-            defer { Task { await connection.close() } }
-            for name in names { _ = try? await connection.queryBatch("RESUME \(name)", timeout: .seconds(5)) }
+            try await admin(names.map { "RESUME \($0)" }, timeout: .seconds(5), tolerating: true)
             memory.resumePending = false
-            memory.pausedFor = nil
-            memory.pausedLeader = nil
-            memory.pausedAt = nil
+            memory.clearPause()
             memory.lastAdminContact = .now
             updateHealth { $0.paused = false }
         } catch {
@@ -188,7 +201,7 @@ public final class PoolerRunner: Sendable {
     /// One pass: read the cluster, point PgBouncer where it says, publish the registration.
     func pass(_ memory: inout Memory) async {
         // Bounded whatever etcd says (or does not): a pause outlives no minute.
-        if memory.pausedFor != nil, memory.pausedAt.map({ ContinuousClock.now - $0 > Self.pauseLimit }) ?? true {
+        if memory.isPaused, memory.pausedAt.map({ ContinuousClock.now - $0 > Self.pauseLimit }) ?? true {
             logger.warning("a pause outlived its limit (no new primary): resuming the read-write databases")
             memory.resumePending = true
         }
@@ -218,27 +231,30 @@ public final class PoolerRunner: Sendable {
         }
         if memory.leftoverCheckPending { await adoptLeftoverPause(view, &memory) }
         await pauseForSwitchover(view, &memory)
+        let viewTargets = PoolerPlan.targets(view, databases: options.databases, maxLagBytes: options.maxLagBytes)
         var targets = memory.targets
-        for (name, servers) in PoolerPlan.targets(view, databases: options.databases, maxLagBytes: options.maxLagBytes)
-        {
-            targets[name] = servers
-        }
+        for (name, servers) in viewTargets { targets[name] = servers }
         let text = PoolerPlan.includeText(databases: options.databases, targets: targets)
         let primaryDatabases = options.databases.filter { $0.role == .primary }
         let newPrimary = primaryDatabases.first.flatMap { targets[$0.name]?.first }
+        // A pause an earlier run left is lifted only once the cluster itself names a running
+        // primary (not the file's): until then the waiting transactions stay in PgBouncer.
+        let liftLeftover =
+            memory.pausedByEarlierRun && primaryDatabases.first.flatMap { viewTargets[$0.name]?.first } != nil
+        if liftLeftover { memory.fileText = nil }
         var state = "following"
         if text != memory.fileText {
             do {
                 try Self.writeAtomically(options.includeFile, text)
                 memory.fileText = text
                 var commands = ["RELOAD"]
-                let paused = memory.pausedFor != nil || memory.pausedByEarlierRun
-                if memory.pausedByEarlierRun, memory.primary == nil || newPrimary == nil || memory.primary == newPrimary
-                {
+                let primaryChanged = memory.primary.map { old in newPrimary.map { old != $0 } ?? false } ?? false
+                if liftLeftover, !primaryChanged {
                     commands += primaryDatabases.map { "RESUME \($0.name)" }
+                    logger.notice("read-write databases resumed on the primary (a pause an earlier run left)")
                 }
                 if let old = memory.primary, let newPrimary, old != newPrimary {
-                    if paused {
+                    if memory.isPaused, !memory.pauseIncomplete {
                         // Paused for this switchover: nothing ran on the old primary since; the
                         // waiting transactions go on to the new one.
                         commands += primaryDatabases.map { "RESUME \($0.name)" }
@@ -257,18 +273,13 @@ public final class PoolerRunner: Sendable {
                     }
                 }
                 try await admin(commands)
-                let primaryChanged = memory.primary.map { old in newPrimary.map { old != $0 } ?? false } ?? false
-                if paused, primaryChanged {
-                    memory.pausedFor = nil
-                    memory.pausedLeader = nil
-                    memory.pausedAt = nil
-                }
+                // A change of primary ends every pause (RESUME, or KILL and RESUME), as does
+                // lifting a leftover one.
+                if primaryChanged || liftLeftover { memory.clearPause() }
                 memory.lastAdminContact = .now
-                memory.pausedByEarlierRun = false
                 updateHealth {
                     $0.repoints += 1
                     if primaryChanged { $0.primaryChanges += 1 }
-                    if paused, primaryChanged { $0.paused = false }
                 }
                 memory.targets = targets
                 memory.primary = newPrimary ?? memory.primary
@@ -300,8 +311,10 @@ public final class PoolerRunner: Sendable {
                 try await admin(["SHOW VERSION"], timeout: .seconds(3))
                 memory.lastAdminContact = .now
             } catch {
-                logger.error("PgBouncer's admin console does not answer: \(error)")
-                memory.adminFailing = true
+                // Not yet reported: the next pass rewrites and reloads, and only a failure of
+                // that marks PgBouncer unreachable (one lost probe does not take this pooler out
+                // of a switchover).
+                logger.warning("PgBouncer's admin console did not answer a probe: \(error)")
                 memory.fileText = nil
             }
         }
@@ -313,7 +326,7 @@ public final class PoolerRunner: Sendable {
             $0.primary = memory.primary?.description
             $0.replicas = self.options.databases.first { $0.role == .replica }.flatMap { memory.targets[$0.name] }?.map(
                 \.description)
-            $0.paused = memory.pausedFor != nil
+            $0.paused = memory.isPaused
         }
         await register(&memory, state: state, targets: targets)
     }
@@ -321,49 +334,94 @@ public final class PoolerRunner: Sendable {
     /// What an earlier run left in PgBouncer (it was stopped or crashed mid-switchover, or between
     /// a KILL and its RESUME): read-write databases paused. While a switchover is under way (the
     /// failover key is there) the pause is taken over and ends like this run's own, with RESUME
-    /// on the new primary; otherwise they are resumed with the first re-point. Resuming at once
-    /// would send the waiting transactions to the old primary.
+    /// on the new primary, once PgBouncer shows no server connection busy (a PAUSE still waiting
+    /// for transactions is not a pause yet); otherwise they are resumed once the cluster names a
+    /// running primary and PgBouncer points at it. Resuming at once would send the waiting
+    /// transactions to the old primary. A PgBouncer that does not show a `paused` column is
+    /// treated as paused (unknown is not "not paused"). The primary PgBouncer really uses (a
+    /// crash may have come between writing the file and its RELOAD) becomes the one a change of
+    /// primary is judged against.
     func adoptLeftoverPause(_ view: ClusterView, _ memory: inout Memory) async {
         let names = Set(options.databases.filter { $0.role == .primary }.map(\.name))
         guard !names.isEmpty else {
             memory.leftoverCheckPending = false
             return
         }
-        let paused: [String]
-        do {
-            let connection = try await PostgresConnection.connect(options.admin)
-            defer { Task { await connection.close() } }
-            let rows = try await connection.queryBatch("SHOW DATABASES", timeout: .seconds(5)).last?.rows ?? []
-            paused = try rows.compactMap { row in
-                guard let name = try row.value("name"), names.contains(name), try row.value("paused") == "1" else {
-                    return nil
-                }
-                return name
-            }.sorted()
-        } catch {
-            // Asked again on the next pass (the re-point reports PgBouncer unreachable).
-            return
+        guard let databases = try? await admin(["SHOW DATABASES"], timeout: .seconds(5)) else {
+            return  // asked again on the next pass
         }
         memory.leftoverCheckPending = false
         memory.lastAdminContact = .now
+        let rows = databases.rows.filter { row in (try? row.value("name")).map(names.contains) ?? false }
+        if let row = rows.first, let host = try? row.value("host"), let port = try? row.value("port"),
+            let number = Int(port), PoolerPlan.isSafe(PoolerServer(host: host, port: number))
+        {
+            memory.primary = PoolerServer(host: host, port: number)
+        }
+        let known = databases.columns.contains("paused")
+        let paused: [String] = rows.compactMap { row in
+            guard let name = try? row.value("name") else { return nil }
+            return !known || (try? row.value("paused")) == "1" ? name : nil
+        }.sorted()
         guard !paused.isEmpty else { return }
-        if options.pausesOnSwitchover, let failover = view.failover, Self.isDue(failover.value) {
+        if !known {
+            logger.warning(
+                "PgBouncer's SHOW DATABASES has no 'paused' column: treating the read-write databases as paused")
+        }
+        if known, options.pausesOnSwitchover, let failover = view.failover, Self.isDue(failover.value) {
             memory.pausedFor = failover.modRevision
             memory.pausedLeader = failover.value.leader ?? view.leader?.member
             memory.pausedAt = ContinuousClock.now
             memory.handledRequests = Array((memory.handledRequests + [failover.modRevision]).suffix(32))
-            updateHealth { $0.paused = true }
-            logger.notice(
-                "found the read-write databases paused by an earlier run, a switchover under way: they stay paused until the new primary",
-                metadata: [
-                    "pooler.paused": "\(paused.joined(separator: ","))", "pooler.request": "\(failover.modRevision)",
-                ])
+            if await serversIdle(paused, timeout: view.dynamicConfig.poolerPauseTimeout) {
+                updateHealth { $0.paused = true }
+                logger.notice(
+                    "found the read-write databases paused by an earlier run, a switchover under way: they stay paused until the new primary",
+                    metadata: [
+                        "pooler.paused": "\(paused.joined(separator: ","))",
+                        "pooler.request": "\(failover.modRevision)",
+                    ])
+            } else {
+                memory.pauseIncomplete = true
+                memory.pauseFailedFor = failover.modRevision
+                updateHealth { $0.pauseFailures += 1 }
+                logger.error(
+                    "found the read-write databases paused by an earlier run with server connections still busy after pooler_pause_timeout: reported as a failed pause; the old primary's connections are cut when it changes",
+                    metadata: ["pooler.request": "\(failover.modRevision)"])
+            }
         } else {
             memory.pausedByEarlierRun = true
+            memory.pausedAt = ContinuousClock.now
+            // Server connections still busy (a PAUSE that never took hold): a change of primary
+            // cuts them (KILL) rather than leaving them on the old one.
+            let idle = known ? await serversIdle(paused, timeout: .milliseconds(500)) : false
+            memory.pauseIncomplete = !idle
             logger.notice(
                 "found the read-write databases paused by an earlier run: resuming them once PgBouncer points at the primary",
                 metadata: ["pooler.paused": "\(paused.joined(separator: ","))"])
         }
+    }
+
+    /// Whether PgBouncer shows no busy server connection (`SHOW POOLS` `sv_active` 0) for
+    /// `databases` within `timeout`; false when it cannot say.
+    func serversIdle(_ databases: [String], timeout: Duration) async -> Bool {
+        let wanted = Set(databases)
+        let started = ContinuousClock.now
+        return
+            (try? await withAdmin(timeout: timeout + .seconds(1)) { connection in
+                while ContinuousClock.now - started < timeout {
+                    guard let pools = try await connection.queryBatch("SHOW POOLS", timeout: .seconds(2)).last,
+                        pools.columns.contains("sv_active")
+                    else { return false }
+                    let busy = try pools.rows.reduce(0) { sum, row in
+                        guard let name = try row.value("database"), wanted.contains(name) else { return sum }
+                        return sum + (Int(try row.value("sv_active") ?? "1") ?? 1)
+                    }
+                    if busy == 0 { return true }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                return false
+            }) ?? false
     }
 
     /// A planned switchover (the failover key, due, naming the current leader or none): the
@@ -438,7 +496,8 @@ public final class PoolerRunner: Sendable {
         var record = PoolerRecord(
             name: options.name, state: state, primary: primary?.description, replicas: replicas?.map(\.description),
             databases: options.databases.map { "\($0.name)=\($0.role.rawValue)" }, version: BatonCore.version)
-        record.pausedFor = memory.pausedFor
+        // A pause taken over whose servers did not go idle is not reported as one.
+        record.pausedFor = memory.pauseIncomplete ? nil : memory.pausedFor
         record.pauseFailedFor = memory.pauseFailedFor
         record.pauses = options.pausesOnSwitchover ? nil : false
         do {
@@ -458,16 +517,26 @@ public final class PoolerRunner: Sendable {
             var stamped = record
             stamped.updated = Date().formatted(.iso8601)
             guard try await store.publishPooler(stamped, session: session) else {
-                if !memory.nameTaken {
+                // An earlier run's key outlives it by its ttl at most; held longer, the name is
+                // another pooler's.
+                let since = memory.keyHeldSince ?? now
+                if memory.keyHeldSince == nil {
+                    logger.info(
+                        "poolers/\(options.name) is held by another etcd session (an earlier run of this pooler, until its ttl runs out, or another pooler of that name): registering when it is free"
+                    )
+                }
+                memory.keyHeldSince = since
+                if !memory.nameTaken, now - since > options.ttl + .seconds(2) {
                     logger.error(
                         "another pooler is registered as \(options.name) (its etcd session holds poolers/\(options.name)): give each pooler its own --name; this one is not registered, and the leader does not wait for it"
                     )
+                    memory.nameTaken = true
+                    updateHealth { $0.state = "name_taken" }
                 }
-                memory.nameTaken = true
-                updateHealth { $0.state = "name_taken" }
                 return
             }
-            if memory.nameTaken { logger.info("registered as \(options.name)") }
+            if memory.keyHeldSince != nil { logger.info("registered as \(options.name)") }
+            memory.keyHeldSince = nil
             memory.nameTaken = false
             memory.published = record
         } catch {
@@ -479,7 +548,29 @@ public final class PoolerRunner: Sendable {
     /// Runs admin console commands in order, on a connection of their own, all within `timeout`:
     /// past it the connection's socket is shut (PgBouncer ignores a cancel of `PAUSE db`, which
     /// in session pooling waits for clients to leave).
-    func admin(_ commands: [String], timeout: Duration = .seconds(10)) async throws {
+    /// With `tolerating`, a command PgBouncer answers with an error (`RESUME` of a database that is
+    /// not paused) does not stop the others. The last command's result.
+    @discardableResult
+    func admin(_ commands: [String], timeout: Duration = .seconds(10), tolerating: Bool = false) async throws
+        -> QueryResult?
+    {
+        try await withAdmin(timeout: timeout) { connection in
+            var last: QueryResult?
+            for command in commands {
+                do {
+                    last = try await connection.queryBatch(command, timeout: timeout).last
+                } catch let error as PostgresError where tolerating && error.code == .queryFailed {
+                    continue
+                }
+            }
+            return last
+        }
+    }
+
+    /// `body` on an admin console connection of its own, within `timeout`: past it the socket is
+    /// shut, so that a PgBouncer that stops answering (frozen, or ignoring a cancel) cannot hold a
+    /// pass.
+    func withAdmin<T: Sendable>(timeout: Duration, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         let connection = try await PostgresConnection.connect(options.admin)
         defer { Task { await connection.close() } }
         let deadline = Task {
@@ -487,9 +578,7 @@ public final class PoolerRunner: Sendable {
             connection.interrupt()
         }
         defer { deadline.cancel() }
-        for command in commands {
-            _ = try await connection.queryBatch(command, timeout: timeout)
-        }
+        return try await body(connection)
     }
 
     /// Writes `text` to `path` through a new file beside it (never through a link), then renames

@@ -286,9 +286,15 @@ public struct PoolerHealth: Codable, Hashable, Sendable {
         self.pausesForSwitchover = pausesForSwitchover
     }
 
-    /// `GET /health` answers 200 only while the pooler follows the cluster: one that cannot read
-    /// etcd (its PgBouncer may point at an old primary) or reach PgBouncer answers 503.
-    public var healthy: Bool { state == "following" }
+    /// `GET /health` answers 200 only while the pooler follows the cluster and has read it within
+    /// `maxTopologyAge` (it reads it at least every 2 s: an older topology means its passes are
+    /// stuck): one that cannot read etcd (its PgBouncer may point at an old primary) or reach
+    /// PgBouncer answers 503.
+    public var healthy: Bool {
+        state == "following" && (topologyAgeSeconds.map { $0 < Self.maxTopologyAge } ?? false)
+    }
+
+    public static let maxTopologyAge = 15.0
 
     /// The figures in Prometheus' text format.
     public var prometheusText: String {
