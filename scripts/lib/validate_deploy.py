@@ -663,6 +663,13 @@ class Validator:
                 if match.group(1) not in subcommands:
                     self.problem(where, f"runs `baton {match.group(1)}`, which is not a baton subcommand "
                                         f"({', '.join(sorted(subcommands))})")
+            pooler = re.search(r"^ExecStart=\S*/baton pooler .*--include-file[= ](\S+)", text, re.M)
+            if pooler:
+                folder = os.path.dirname(pooler.group(1))
+                writable = " ".join(re.findall(r"^ReadWritePaths=(.*)$", text, re.M)).split()
+                if re.search(r"^ProtectSystem=(strict|full|yes)", text, re.M) and folder not in writable:
+                    self.problem(where, f"the pooler writes its include file in {folder}, which ReadWritePaths= "
+                                        "does not open (ProtectSystem= makes it read-only)")
             for match in re.finditer(r"\$\{(\w+)\}", text):
                 if not re.search(rf"^Environment=.*\b{match.group(1)}=", text, re.M):
                     self.problem(where, f"uses ${{{match.group(1)}}} but no Environment= line sets it")
@@ -972,6 +979,8 @@ BREAKAGES = [
     ("compose/grafana/provisioning/dashboards/baton.yml", "path: /etc/grafana/dashboards",
      "path: /var/lib/grafana/dashboards", "is not mounted into the grafana container"),
     ("deploy/systemd/baton-agent.service", "\nKillMode=mixed", "\nKillMode=bogus", "systemd-analyze verify"),
+    ("deploy/systemd/baton-pooler.service", "ReadWritePaths=/var/lib/baton-pooler", "ReadWritePaths=/var/lib/pooler",
+     "which ReadWritePaths= does not open"),
     ("deploy/systemd/baton-agent.service", "baton check-config", "baton check-configuration",
      "is not a baton subcommand"),
     ("deploy/kubernetes/baton.yaml", "  selector: {app.kubernetes.io/name: baton}\n  ports:",
