@@ -1,0 +1,202 @@
+import BatonCore
+import BatonTestCluster
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Live migration from Patroni (issue 20), first steps: a real Patroni 4.1.5 cluster (from PyPI,
+/// the venv PatronictlTests caches), one replica moved to Baton with the same configuration file
+/// on the same data directory, the cluster mixed: the Baton member streams from the Patroni
+/// leader and is listed by patronictl; a switchover from the Patroni leader to the Baton member;
+/// the old Patroni leader follows it; and the rollback: a Baton member moved back to Patroni.
+@Suite(.serialized, .timeLimit(.minutes(8)))
+struct PatroniMigrationTests {
+    /// Patroni's configuration for a node, which Baton reads too (Patroni's minimum ttl is 20 s).
+    static func configuration(_ node: AgentNode, _ hosts: [String]) -> String {
+        """
+        scope: \(AgentCluster.scope)
+        namespace: /service/
+        name: \(node.name)
+        restapi:
+          listen: 127.0.0.1:\(node.apiPort)
+          connect_address: 127.0.0.1:\(node.apiPort)
+        etcd3:
+          hosts: [\(hosts.joined(separator: ", "))]
+        bootstrap:
+          dcs:
+            ttl: 20
+            loop_wait: 2
+            retry_timeout: 5
+            maximum_lag_on_failover: 1048576
+            postgresql:
+              use_pg_rewind: true
+              parameters: {max_connections: 30, wal_log_hints: 'on'}
+        postgresql:
+          listen: 127.0.0.1:\(node.pgPort)
+          connect_address: 127.0.0.1:\(node.pgPort)
+          data_dir: \(node.dataDirectory)
+          bin_dir: \(AgentCluster.binDirectory)
+          pgpass: \(node.directory)/pgpass
+          authentication:
+            superuser: {username: postgres, password: \(AgentCluster.superuserPassword)}
+            replication: {username: replicator, password: \(AgentCluster.replicationPassword)}
+          parameters: {shared_buffers: 16MB, fsync: 'off', max_wal_size: 64MB, unix_socket_directories: '\(node.directory)'}
+          pg_hba:
+            - local all all trust
+            - host all all 127.0.0.1/32 scram-sha-256
+            - host replication replicator 127.0.0.1/32 scram-sha-256
+        log:
+          level: INFO
+
+        """
+    }
+
+    /// Patroni processes by node name, run as the postgres OS user on a copy of the node's file it
+    /// can read; stopped by PID.
+    final class PatroniAgents: @unchecked Sendable {
+        let cluster: AgentCluster
+        var pids: [String: pid_t] = [:]
+
+        init(_ cluster: AgentCluster) { self.cluster = cluster }
+
+        func start(_ name: String) throws {
+            let node = try cluster.node(name)
+            let patroni = URL(fileURLWithPath: try PatronictlTests.patronictl()).deletingLastPathComponent()
+                .appendingPathComponent("patroni").path
+            let config = node.directory + "/patroni.yml"
+            try String(contentsOfFile: node.configPath, encoding: .utf8).write(
+                toFile: config, atomically: true, encoding: .utf8)
+            if let user = getpwnam("postgres") { chown(config, user.pointee.pw_uid, user.pointee.pw_gid) }
+            chmod(config, 0o600)
+            appendToFile(node.logPath, "---- \(cluster.elapsed()) test: starting Patroni on \(name)\n")
+            let pid = try AgentCluster.spawn(
+                [
+                    "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", patroni,
+                    config,
+                ], environment: ["PATH": "/usr/bin:/bin", "HOME": node.directory, "LANG": "C.UTF-8"],
+                output: node.logPath)
+            pids[name] = pid
+        }
+
+        /// SIGTERM, as systemd stops Patroni: it stops its postgres and, as leader, frees the key.
+        func stop(_ name: String) {
+            guard let pid = pids.removeValue(forKey: name) else { return }
+            appendToFile(try! cluster.node(name).logPath, "---- \(cluster.elapsed()) test: stopping Patroni\n")
+            kill(pid, SIGTERM)
+            AgentCluster.waitForExit([pid], timeout: .seconds(30))
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+        }
+
+        func stopAll() {
+            for name in pids.keys.sorted() { stop(name) }
+        }
+    }
+
+    @Test("a Patroni 4.1.5 cluster: a replica moved to Baton streams, takes a switchover, and moves back")
+    func mixedCluster() async throws {
+        var options = ClusterOptions()
+        options.startedNodes = 0
+        options.configurationText = { node, hosts in Self.configuration(node, hosts) }
+        let cluster = try AgentCluster.start("patroni-migration", options)
+        let patroni = PatroniAgents(cluster)
+        defer {
+            patroni.stopAll()
+            cluster.stop()
+        }
+        do {
+            // The Patroni cluster: node1 bootstraps, the others clone from it.
+            try patroni.start("node1")
+            _ = try await cluster.waitFor("node1 to lead under Patroni", timeout: .seconds(90)) {
+                cluster.primary(in: $0) == "node1"
+            }
+            try patroni.start("node2")
+            try patroni.start("node3")
+            let leader = try await cluster.waitHealthy(timeout: .seconds(120))
+            try await cluster.createTable(on: leader)
+
+            // node3 moves to Baton: Patroni stopped (its postgres with it), the Baton agent started
+            // with the same file on the same data directory.
+            let moved = "node3"
+            // A writer inserts every 20 ms into whoever leads, through every step.
+            let writer = Writer(cluster, limit: .seconds(400))
+            writer.start()
+            var steps: [(name: String, from: ContinuousClock.Instant, to: ContinuousClock.Instant)] = []
+            var stepStarted = ContinuousClock.now
+            func step(_ name: String) {
+                steps.append((name, stepStarted, ContinuousClock.now))
+                stepStarted = ContinuousClock.now
+            }
+            patroni.stop(moved)
+            try cluster.startAgent(moved)
+            let mixed = try await cluster.waitFor("\(moved) streaming under Baton", timeout: .seconds(90)) { view in
+                guard let member = view.member(named: moved) else { return false }
+                return member.replicationState == "streaming" && member.version == BatonCore.version
+                    && cluster.isHealthy(view)
+            }
+            step("patroni_to_baton_replica")
+            #expect(cluster.primary(in: mixed) == leader)
+            try await cluster.insert([1, 2, 3], on: leader)
+            try await cluster.waitForIDs([1, 2, 3], on: moved)
+            let listed = try PatronictlTests.listed(cluster)
+            #expect(listed[moved]?["State"]?.stringValue == "streaming", "\(listed)")
+
+            // A switchover from the Patroni leader to the Baton member, asked through patronictl.
+            let switched = try PatronictlTests.patronictl(
+                cluster, ["switchover", "--leader", leader, "--candidate", moved, "--force"])
+            #expect(switched.status == 0, "\(switched.text)")
+            _ = try await cluster.waitFor("\(moved) (Baton) to lead", timeout: .seconds(60)) {
+                cluster.primary(in: $0) == moved
+            }
+            step("switchover_patroni_to_baton")
+            _ = try await cluster.waitHealthy(timeout: .seconds(90))
+            step("patroni_leader_follows_baton")
+            try await cluster.insert([4], on: moved)
+            try await cluster.waitForIDs([1, 2, 3, 4], on: leader)
+
+            // Rollback: node3 back to Patroni (a switchover away first, as the runbook says).
+            let back = try PatronictlTests.patronictl(
+                cluster, ["switchover", "--leader", moved, "--candidate", leader, "--force"])
+            #expect(back.status == 0, "\(back.text)")
+            _ = try await cluster.waitFor("\(leader) (Patroni) to lead again", timeout: .seconds(60)) {
+                cluster.primary(in: $0) == leader
+            }
+            step("switchover_baton_to_patroni")
+            _ = try await cluster.waitHealthy(timeout: .seconds(90))
+            stepStarted = ContinuousClock.now
+            if let pid = cluster.agentPID(moved) {
+                kill(pid, SIGTERM)
+                AgentCluster.waitForExit([pid], timeout: .seconds(30))
+            }
+            try patroni.start(moved)
+            _ = try await cluster.waitFor("\(moved) streaming under Patroni again", timeout: .seconds(90)) { view in
+                guard let member = view.member(named: moved) else { return false }
+                return member.replicationState == "streaming" && member.version != BatonCore.version
+                    && cluster.isHealthy(view)
+            }
+            step("baton_to_patroni_replica")
+            try await cluster.insert([5], on: leader)
+            try await cluster.waitForIDs([1, 2, 3, 4, 5], on: moved)
+            await writer.stop()
+            // U per step: the longest gap between two acknowledged writes ending inside the step.
+            let acks = writer.acknowledged.sorted { $0.at < $1.at }
+            let measured = steps.map { step -> String in
+                let gaps = zip(acks, acks.dropFirst()).filter { $0.1.at > step.from && $0.1.at <= step.to }.map {
+                    $0.1.at - $0.0.at
+                }
+                return "\(step.name)=\(seconds(step.to - step.from)) \(step.name)_U=\(seconds(gaps.max() ?? .zero))"
+            }
+            print("MEASURE patroni-migration: acknowledged=\(acks.count) " + measured.joined(separator: " "))
+            let stored = try await cluster.ids(on: leader)
+            let lost = Set(acks.map(\.id)).subtracting(stored)
+            #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
+            #expect(acks.count > 1000, "\(acks.count) writes acknowledged; last failures \(writer.lastFailures)")
+        } catch {
+            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
+        }
+    }
+}
