@@ -15,7 +15,9 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(8)))
 struct PatroniMigrationTests {
     /// Patroni's configuration for a node, which Baton reads too (Patroni's minimum ttl is 20 s).
-    static func configuration(_ node: AgentNode, _ hosts: [String], tags: String? = nil) -> String {
+    static func configuration(
+        _ node: AgentNode, _ hosts: [String], tags: String? = nil, synchronous: Bool = false
+    ) -> String {
         """
         scope: \(AgentCluster.scope)
         namespace: /service/
@@ -31,6 +33,7 @@ struct PatroniMigrationTests {
             loop_wait: 2
             retry_timeout: 5
             maximum_lag_on_failover: 1048576
+            synchronous_mode: \(synchronous)
             postgresql:
               use_pg_rewind: true
               parameters: {max_connections: 30, wal_log_hints: 'on'}
@@ -212,13 +215,14 @@ struct PatroniMigrationTests {
         }
     }
 
-    @Test("a mixed cluster fails over both ways: Patroni leader crash → Baton wins; Baton leader crash → Patroni wins")
+    @Test("a mixed cluster in synchronous mode fails over both ways: Patroni leader → Baton, Baton leader → Patroni")
     func mixedClusterCrashes() async throws {
         var options = ClusterOptions()
         options.startedNodes = 0
         // node3 (Patroni) never takes over: the winners are the Baton member, then a Patroni one.
         options.configurationText = { node, hosts in
-            Self.configuration(node, hosts, tags: node.name == "node3" ? "{nofailover: true}" : nil)
+            Self.configuration(
+                node, hosts, tags: node.name == "node3" ? "{nofailover: true}" : nil, synchronous: true)
         }
         let cluster = try AgentCluster.start("patroni-mixed-crash", options)
         let patroni = PatroniAgents(cluster)
@@ -243,6 +247,14 @@ struct PatroniMigrationTests {
             let writer = Writer(cluster, limit: .seconds(400))
             writer.start()
             try await Task.sleep(for: .seconds(2))
+            // Synchronous mode: a crash is only survivable once the leader's sync key names a
+            // standby that may take over (until then nobody may promote: the safe side).
+            func waitSynchronous(_ leader: String, _ standby: String) async throws {
+                _ = try await cluster.waitFor("\(leader)'s sync key naming \(standby)", timeout: .seconds(60)) {
+                    $0.sync?.value.leader == leader && $0.sync?.value.syncStandbys == [standby]
+                }
+            }
+            try await waitSynchronous("node1", "node2")
 
             // The Patroni leader's node dies: the Baton replica takes over; Patroni, started again
             // on the old leader, rejoins under it.
@@ -257,8 +269,8 @@ struct PatroniMigrationTests {
             let firstRejoined = ContinuousClock.now - firstCrash
 
             // The Baton leader's node dies: a Patroni replica takes over; Baton, started again,
-            // rejoins under it.
-            try await Task.sleep(for: .seconds(2))
+            // rejoins under it. Baton chose node1, not node3 (nofailover), as Patroni would.
+            try await waitSynchronous("node2", "node1")
             let secondCrash = ContinuousClock.now
             try cluster.killNode("node2")
             _ = try await cluster.waitFor("node1 (Patroni) to lead", timeout: .seconds(90)) {
@@ -284,8 +296,7 @@ struct PatroniMigrationTests {
                     + "patroni_leader_crash_P=\(seconds(firstPromoted)) patroni_leader_crash_Z=\(seconds(firstRejoined)) "
                     + "baton_leader_crash_U=\(seconds(longestGap(after: secondCrash, before: .now))) "
                     + "baton_leader_crash_P=\(seconds(secondPromoted)) baton_leader_crash_Z=\(seconds(secondRejoined))")
-            // Asynchronous replication: a crash may lose what the replicas had not received; with
-            // one write every 20 ms and replicas streaming, nothing is expected to be.
+            // Synchronous mode: no acknowledged write may be lost.
             #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
         } catch {
             throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")

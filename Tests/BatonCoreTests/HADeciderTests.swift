@@ -772,6 +772,27 @@ import Testing
         #expect(!Tags(["nofailover": .bool(false), "failover_priority": .number(0)]).noFailover)
     }
 
+    /// A member tagged nofailover is the last choice for synchronous standby (Patroni 4.1.5's
+    /// order): with it chosen, a crash of the primary would leave no standby allowed to take over
+    /// (before: chosen by name; a mixed Patroni/Baton cluster stayed without a primary).
+    @Test func aStandbyThatMayNotTakeOverIsTheLastChoice() {
+        var pg = F.primary
+        pg.replication = Self.rows([("b", "streaming", "async"), ("c", "streaming", "async")])
+        let members = [
+            F.member("a", role: .primary), F.member("b", tags: Tags(["nofailover": .bool(true)])), F.member("c"),
+        ]
+        let observation = F.observe(
+            "a", cluster: F.cluster(members: members, sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg,
+            config: Self.syncOn, applied: .empty)
+        #expect(HADecider.decide(observation).actions == [.renewLease, .setSynchronousStandbys(["c"])])
+        // Only such a standby streaming: it is still chosen (better than none).
+        pg.replication = Self.rows([("b", "streaming", "async")])
+        let alone = F.observe(
+            "a", cluster: F.cluster(members: members, sync: SyncState(leader: "a", syncStandbys: [])), postgres: pg,
+            config: Self.syncOn, applied: .empty)
+        #expect(HADecider.decide(alone).actions == [.renewLease, .setSynchronousStandbys(["b"])])
+    }
+
     @Test func turningSyncModeOffClearsKeyAndSetting() {
         let observation = F.observe(
             "a", cluster: F.cluster(sync: SyncState(leader: "a", syncStandbys: ["b"])), postgres: F.primary,

@@ -641,12 +641,17 @@ public enum HADecider {
 
         let lagging = laggingStandbys(o, rows: rows, streaming: streaming)
         let healthy = streaming.subtracting(lagging)
-        // Prefer healthy standbys: by sync_priority (higher first), those already synchronous
-        // first, then by name, up to the count; lagging ones last.
+        // Prefer healthy standbys: those that may be promoted (not tagged nofailover: a synchronous
+        // standby that may not take over would leave no one to fail over to; Patroni 4.1.5's
+        // order, which a mixed cluster relies on), by sync_priority (higher first), those already
+        // synchronous first, then by name, up to the count; lagging ones last.
         let priority = Dictionary(
             cluster.members.map { ($0.name, $0.tags.syncPriority) }, uniquingKeysWith: { first, _ in first })
+        let noFailover = Set(cluster.members.filter(\.tags.noFailover).map(\.name))
         func ordered(_ names: Set<String>) -> [String] {
             names.sorted { a, b in
+                let (fa, fb) = (noFailover.contains(a), noFailover.contains(b))
+                if fa != fb { return fb }
                 let (pa, pb) = (priority[a] ?? 1, priority[b] ?? 1)
                 if pa != pb { return pa > pb }
                 let (ka, kb) = (keyNames.contains(a), keyNames.contains(b))
