@@ -112,26 +112,58 @@ struct PatroniMigrationTests {
         }
     }
 
-    @Test("a Patroni 4.1.5 cluster: a replica moved to Baton streams, takes a switchover, and moves back")
-    func mixedCluster() async throws {
+    /// etcd and a Patroni cluster on it, node1 bootstrapping and the others cloning from it, each
+    /// node's file written by `configuration`; healthy when it returns.
+    static func startPatroniCluster(
+        _ label: String, configuration: @escaping @Sendable (AgentNode, [String]) -> String
+    ) async throws -> (AgentCluster, PatroniAgents) {
         var options = ClusterOptions()
         options.startedNodes = 0
-        options.configurationText = { node, hosts in Self.configuration(node, hosts) }
-        let cluster = try AgentCluster.start("patroni-migration", options)
+        options.configurationText = configuration
+        let cluster = try AgentCluster.start(label, options)
         let patroni = PatroniAgents(cluster)
-        defer {
-            patroni.stopAll()
-            cluster.stop()
-        }
         do {
-            // The Patroni cluster: node1 bootstraps, the others clone from it.
             try patroni.start("node1")
             _ = try await cluster.waitFor("node1 to lead under Patroni", timeout: .seconds(90)) {
                 cluster.primary(in: $0) == "node1"
             }
             try patroni.start("node2")
             try patroni.start("node3")
-            let leader = try await cluster.waitHealthy(timeout: .seconds(120))
+            _ = try await cluster.waitHealthy(timeout: .seconds(120))
+            return (cluster, patroni)
+        } catch {
+            let report = await cluster.report(logLines: 40)
+            patroni.stopAll()
+            cluster.stop()
+            throw ClusterFailure(description: "\(error)\n\(report)")
+        }
+    }
+
+    /// Patroni stopped on `name` (its postgres with it), the Baton agent started with the same
+    /// file on the same data directory; returns once it streams under Baton.
+    static func moveToBaton(_ name: String, _ cluster: AgentCluster, _ patroni: PatroniAgents) async throws
+        -> ClusterView
+    {
+        patroni.stop(name)
+        try cluster.startAgent(name)
+        return try await cluster.waitFor("\(name) streaming under Baton", timeout: .seconds(90)) { view in
+            guard let member = view.member(named: name) else { return false }
+            return member.replicationState == "streaming" && member.version == BatonCore.version
+                && cluster.isHealthy(view)
+        }
+    }
+
+    @Test("a Patroni 4.1.5 cluster: a replica moved to Baton streams, takes a switchover, and moves back")
+    func mixedCluster() async throws {
+        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-migration") { node, hosts in
+            Self.configuration(node, hosts)
+        }
+        defer {
+            patroni.stopAll()
+            cluster.stop()
+        }
+        do {
+            let leader = try #require(try await cluster.leader())
             try await cluster.createTable(on: leader)
 
             // node3 moves to Baton: Patroni stopped (its postgres with it), the Baton agent started
@@ -146,13 +178,7 @@ struct PatroniMigrationTests {
                 steps.append((name, stepStarted, ContinuousClock.now))
                 stepStarted = ContinuousClock.now
             }
-            patroni.stop(moved)
-            try cluster.startAgent(moved)
-            let mixed = try await cluster.waitFor("\(moved) streaming under Baton", timeout: .seconds(90)) { view in
-                guard let member = view.member(named: moved) else { return false }
-                return member.replicationState == "streaming" && member.version == BatonCore.version
-                    && cluster.isHealthy(view)
-            }
+            let mixed = try await Self.moveToBaton(moved, cluster, patroni)
             step("patroni_to_baton_replica")
             #expect(cluster.primary(in: mixed) == leader)
             try await cluster.insert([1, 2, 3], on: leader)
@@ -217,33 +243,18 @@ struct PatroniMigrationTests {
 
     @Test("a mixed cluster in synchronous mode fails over both ways: Patroni leader → Baton, Baton leader → Patroni")
     func mixedClusterCrashes() async throws {
-        var options = ClusterOptions()
-        options.startedNodes = 0
         // node3 (Patroni) never takes over: the winners are the Baton member, then a Patroni one.
-        options.configurationText = { node, hosts in
+        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-mixed-crash") { node, hosts in
             Self.configuration(
                 node, hosts, tags: node.name == "node3" ? "{nofailover: true}" : nil, synchronous: true)
         }
-        let cluster = try AgentCluster.start("patroni-mixed-crash", options)
-        let patroni = PatroniAgents(cluster)
         defer {
             patroni.stopAll()
             cluster.stop()
         }
         do {
-            try patroni.start("node1")
-            _ = try await cluster.waitFor("node1 to lead under Patroni", timeout: .seconds(90)) {
-                cluster.primary(in: $0) == "node1"
-            }
-            try patroni.start("node2")
-            try patroni.start("node3")
-            _ = try await cluster.waitHealthy(timeout: .seconds(120))
             try await cluster.createTable(on: "node1")
-            patroni.stop("node2")
-            try cluster.startAgent("node2")
-            _ = try await cluster.waitFor("node2 streaming under Baton", timeout: .seconds(90)) { view in
-                view.member(named: "node2")?.version == BatonCore.version && cluster.isHealthy(view)
-            }
+            _ = try await Self.moveToBaton("node2", cluster, patroni)
             let writer = Writer(cluster, limit: .seconds(400))
             writer.start()
             try await Task.sleep(for: .seconds(2))

@@ -110,17 +110,21 @@ struct PoolerFaultTests {
             #expect(cluster.log(first).contains("pooler_pause_required is on"), "\(cluster.log(first).suffix(1500))")
             try await waitForHealth("a failed pause") { $0.pauseFailures >= 1 }
 
-            let edit = cluster.root.appendingPathComponent("edit-config.out").path
-            let edited = try AgentCluster.runToCompletion(
-                [
-                    AgentCluster.batonBinary, "edit-config", "-c", "/nonexistent/agent.yml", "-s",
-                    "pooler_pause_required=false", "--force", "--quiet",
-                ] + TestBouncer.dcsArguments(cluster.endpoints),
-                environment: ProcessInfo.processInfo.environment, output: edit, timeout: .seconds(30))
-            #expect(edited == 0, "\(cluster.tail(edit, lines: 10))")
-            _ = try await cluster.waitFor("pooler_pause_required off", timeout: .seconds(10)) {
-                !$0.dynamicConfig.poolerPauseRequired
+            /// `baton edit-config -s pooler_pause_required=…`, then waits until the key says so.
+            func setPauseRequired(_ required: Bool) async throws {
+                let edit = cluster.root.appendingPathComponent("edit-config.out").path
+                let status = try AgentCluster.runToCompletion(
+                    [
+                        AgentCluster.batonBinary, "edit-config", "-c", "/nonexistent/agent.yml", "-s",
+                        "pooler_pause_required=\(required)", "--force", "--quiet",
+                    ] + TestBouncer.dcsArguments(cluster.endpoints),
+                    environment: ProcessInfo.processInfo.environment, output: edit, timeout: .seconds(30))
+                #expect(status == 0, "\(cluster.tail(edit, lines: 10))")
+                _ = try await cluster.waitFor("pooler_pause_required \(required)", timeout: .seconds(10)) {
+                    $0.dynamicConfig.poolerPauseRequired == required
+                }
             }
+            try await setPauseRequired(false)
             #expect(
                 try await cluster.store.writeFailover(FailoverRequest(leader: first, member: other), expected: nil))
             _ = try await cluster.waitFor("\(other) to lead", timeout: .seconds(30)) {
@@ -163,16 +167,7 @@ struct PoolerFaultTests {
             //     connection busy, does not take that for a finished pause, and resumes app on the
             //     same primary once the request is gone. The open transaction commits.
             _ = try await cluster.waitHealthy()
-            let required = try AgentCluster.runToCompletion(
-                [
-                    AgentCluster.batonBinary, "edit-config", "-c", "/nonexistent/agent.yml", "-s",
-                    "pooler_pause_required=true", "--force", "--quiet",
-                ] + TestBouncer.dcsArguments(cluster.endpoints),
-                environment: ProcessInfo.processInfo.environment, output: edit, timeout: .seconds(30))
-            #expect(required == 0, "\(cluster.tail(edit, lines: 10))")
-            _ = try await cluster.waitFor("pooler_pause_required on", timeout: .seconds(10)) {
-                $0.dynamicConfig.poolerPauseRequired
-            }
+            try await setPauseRequired(true)
             let busy = try await PostgresConnection.connect(holderParameters)
             _ = try await busy.queryBatch("BEGIN; INSERT INTO baton_it (id) VALUES (5000002)")
             let target = try #require(cluster.nodes.map(\.name).first { $0 != next })

@@ -26,7 +26,7 @@ import argparse, json, os, random, subprocess, sys, threading, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import psycopg2  # noqa: E402
 
-from bench_failover import ROOT, healthy, leader, members, sh, stats, wait  # noqa: E402
+from bench_failover import ROOT, healthy, leader, members, sh, stats, stored_ids, wait  # noqa: E402
 
 PG_BASE, API_BASE, ETCD_BASE = 26532, 29108, 27890
 # cluster.sh puts PgBouncer at PG_BASE + 10 and the pooler's status endpoint at PG_BASE + 11.
@@ -156,19 +156,6 @@ def conns(env):
     }
 
 
-def stored(conn, table, first_id):
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with psycopg2.connect(conn) as c, c.cursor() as cur:
-                cur.execute(f"SELECT id FROM {table} WHERE id > %s", (first_id,))
-                return {r[0] for r in cur.fetchall()}
-        except psycopg2.Error:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def one_run(env, tier, scenario, run):
     found = {}
 
@@ -219,7 +206,7 @@ def one_run(env, tier, scenario, run):
             writer.finish()
     row = {"old": old, "new": leader(env)}
     for name, writer in writers.items():
-        ids = stored(paths["libpq"], f"bench_pool_{name}", first_id)
+        ids = stored_ids(paths["libpq"], f"bench_pool_{name}", first_id)
         acked = sorted(writer.acked)
         around = [b[0] - a[0] for a, b in zip(acked, acked[1:]) if b[0] >= fault]
         window = [(s, e, ok) for s, e, ok in writer.attempts if e >= fault - 1]
