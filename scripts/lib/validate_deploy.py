@@ -349,11 +349,7 @@ class Validator:
 
         # HAProxy, Prometheus, Grafana.
         for name, service in services.items():
-            mounts = {}
-            for volume in service.get("volumes") or []:
-                parts = volume.split(":")
-                if len(parts) >= 2:
-                    mounts[parts[1]] = parts[0]
+            mounts = self.mounts(service)
             sw = f"service {name}"
             for target, source in mounts.items():
                 src = os.path.normpath(os.path.join(directory, source))
@@ -364,6 +360,17 @@ class Validator:
                                           pooler_ports)
                 if target == "/etc/grafana/provisioning" and os.path.isdir(src):
                     self.check_grafana(sw, src, mounts, directory, services)
+
+    @staticmethod
+    def mounts(service):
+        """A compose service's volumes as {target: source}, short (`src:dst[:ro]`) or long syntax."""
+        mounts = {}
+        for volume in service.get("volumes") or []:
+            parts = volume.split(":") if isinstance(volume, str) else [volume.get("source", ""),
+                                                                       volume.get("target", "")]
+            if len(parts) >= 2:
+                mounts[parts[1]] = parts[0]
+        return mounts
 
     def check_compose_pooler(self, where, service, services, directory, etcd_services, scopes, runs):
         """`baton pooler`'s arguments against the compose file: etcd and scope as the agents', the
@@ -398,12 +405,7 @@ class Validator:
         if bouncer is None or runs(bouncer) != "pgbouncer":
             self.problem(where, f"--admin-host {admin_host} is not a service that runs pgbouncer")
         else:
-            mounts = {}
-            for volume in bouncer.get("volumes") or []:
-                parts = volume.split(":") if isinstance(volume, str) else [volume.get("source", ""),
-                                                                           volume.get("target", "")]
-                if len(parts) >= 2:
-                    mounts[parts[1]] = parts[0]
+            mounts = self.mounts(bouncer)
             ini_source = mounts.get("/etc/baton/pgbouncer.ini")
             settings, includes = {}, []
             if ini_source is None:
@@ -430,12 +432,7 @@ class Validator:
             include = one.get("include-file", "")
             if include not in includes:
                 self.problem(iw, f"--include-file {include} is not what PgBouncer includes ({', '.join(includes)})")
-            shared = {}
-            for volume in service.get("volumes") or []:
-                parts = volume.split(":") if isinstance(volume, str) else [volume.get("source", ""),
-                                                                           volume.get("target", "")]
-                if len(parts) >= 2:
-                    shared[parts[1]] = parts[0]
+            shared = self.mounts(service)
             auth_folder = os.path.dirname(settings.get("auth_file", ""))
             if auth_folder and auth_folder in shared:
                 self.problem(iw, f"auth_file {settings.get('auth_file')} (passwords) is on a volume this service "
