@@ -204,6 +204,38 @@ def fmt(s):
     return "—" if not s else f"{s['min']:.2f} / {s['median']:.2f} / {s['max']:.2f}"
 
 
+def inject(env, scenario, old):
+    """The fault on the primary OLD (`nodeN`): `node` (agent and postmaster SIGKILLed), `postgres`
+    (postmaster SIGKILLed) or a planned switchover (any other name). Returns when it was injected
+    and when the cluster had a new leader (for `postgres`, OLD running again; None: not within
+    90 s), both on the monotonic clock."""
+    index = old[len("node"):]
+    fault = time.monotonic()
+    if scenario == "node":
+        sh(f"cluster_kill_node {index}", env)
+    elif scenario == "postgres":
+        sh(f"kill -9 $(cluster_postmaster_pid {index})", env)
+    else:
+        # In synchronous mode the candidate must be a synchronous standby: the agent picks it,
+        # and refuses while none is confirmed yet (right after the previous switchover).
+        others = [f"node{i}" for i in (1, 2, 3) if f"node{i}" != old]
+        candidate = "" if env.get("SYNC_MODE", "false") != "false" else f"--candidate {random.choice(others)}"
+        for attempt in range(20):
+            try:
+                sh(f"$BATON_BIN switchover -c $CLUSTER_DIR/node1.yml {candidate} --force --no-wait", env)
+                break
+            except RuntimeError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+        fault = time.monotonic() if attempt else fault
+    new_at = wait(lambda: (leader(env) not in (None, old)) or (
+        scenario == "postgres" and leader(env) == old and
+        any(m["member"] == old and m["state"] == "running" for m in members(env)) and
+        time.monotonic() - fault > 0.3), 90)
+    return fault, new_at
+
+
 def one_run(env, conn, probe_bin, out_dir, profile, scenario, run, loop_wait):
     # Healthy and led, read in one go: a cluster seen healthy can be between two leaders a moment
     # later (the previous run's old primary rejoining), and a run needs to know whom it kills.
@@ -217,7 +249,6 @@ def one_run(env, conn, probe_bin, out_dir, profile, scenario, run, loop_wait):
         raise RuntimeError(f"not healthy with a leader before {scenario} run {run + 1}")
     old = found["leader"]
     index = old[len("node"):]
-    others = [f"node{i}" for i in (1, 2, 3) if f"node{i}" != old]
     first_id = int(time.time() * 1000) * 1000
     probers = {
         "libpq": LibpqProber(conn, first_id),
@@ -231,28 +262,7 @@ def one_run(env, conn, probe_bin, out_dir, profile, scenario, run, loop_wait):
                                f"30 s: {({k: dict(p.errors) for k, p in probers.items()})}; BatonClient prober's "
                                f"log: {probers['baton_client'].stderr.name}")
         time.sleep(3 + random.uniform(0, loop_wait))
-        fault = time.monotonic()
-        if scenario == "node":
-            sh(f"cluster_kill_node {index}", env)
-        elif scenario == "postgres":
-            sh(f"kill -9 $(cluster_postmaster_pid {index})", env)
-        else:
-            # In synchronous mode the candidate must be a synchronous standby: the agent picks it,
-            # and refuses while none is confirmed yet (right after the previous switchover).
-            candidate = "" if env.get("SYNC_MODE", "false") != "false" else f"--candidate {random.choice(others)}"
-            for attempt in range(20):
-                try:
-                    sh(f"$BATON_BIN switchover -c $CLUSTER_DIR/node1.yml {candidate} --force --no-wait", env)
-                    break
-                except RuntimeError:
-                    if attempt == 19:
-                        raise
-                    time.sleep(0.5)
-            fault = time.monotonic() if attempt else fault
-        new_at = wait(lambda: (leader(env) not in (None, old)) or (
-            scenario == "postgres" and leader(env) == old and
-            any(m["member"] == old and m["state"] == "running" for m in members(env)) and
-            time.monotonic() - fault > 0.3), 90)
+        fault, new_at = inject(env, scenario, old)
         promoted = leader(env)
         if scenario == "node":
             sh(f"cluster_start_agent {index}", env)

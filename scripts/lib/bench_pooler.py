@@ -26,7 +26,7 @@ import argparse, json, os, random, subprocess, sys, threading, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import psycopg2  # noqa: E402
 
-from bench_failover import ROOT, healthy, leader, members, sh, stats, stored_ids, wait  # noqa: E402
+from bench_failover import ROOT, healthy, inject, leader, sh, stats, stored_ids, wait  # noqa: E402
 
 PG_BASE, API_BASE, ETCD_BASE = 26532, 29108, 27890
 # cluster.sh puts PgBouncer at PG_BASE + 10 and the pooler's status endpoint at PG_BASE + 11.
@@ -177,26 +177,7 @@ def one_run(env, tier, scenario, run):
             raise RuntimeError(f"{scenario} run {run + 1}: a writer had no write acknowledged within 30 s: "
                                f"{ {k: w.errors for k, w in writers.items()} }")
         time.sleep(2 + random.uniform(0, 1))
-        fault = time.monotonic()
-        if scenario == "node":
-            sh(f"cluster_kill_node {index}", env)
-        elif scenario == "postgres":
-            sh(f"kill -9 $(cluster_postmaster_pid {index})", env)
-        else:
-            # Synchronous mode: the agent picks a synchronous standby (and refuses until one is).
-            for attempt in range(20):
-                try:
-                    sh("$BATON_BIN switchover -c $CLUSTER_DIR/node1.yml --force --no-wait", env)
-                    break
-                except RuntimeError:
-                    if attempt == 19:
-                        raise
-                    time.sleep(0.5)
-            fault = time.monotonic() if attempt else fault
-        new_at = wait(lambda: (leader(env) not in (None, old)) or (
-            scenario == "postgres" and leader(env) == old and
-            any(m["member"] == old and m["state"] == "running" for m in members(env)) and
-            time.monotonic() - fault > 0.3), 90)
+        fault, new_at = inject(env, "switchover" if scenario.endswith("coordinated") else scenario, old)
         if scenario == "node":
             sh(f"cluster_start_agent {index}", env)
         wait(lambda: all(w.acked and w.acked[-1][0] > (new_at or fault) + 1 for w in writers.values()), 30)
