@@ -186,13 +186,16 @@ struct PatroniMigrationTests {
             let listed = try PatronictlTests.listed(cluster)
             #expect(listed[moved]?["State"]?.stringValue == "streaming", "\(listed)")
 
-            // A switchover from the Patroni leader to the Baton member, asked through patronictl.
-            let switched = try PatronictlTests.patronictl(
-                cluster, ["switchover", "--leader", leader, "--candidate", moved, "--force"])
-            #expect(switched.status == 0, "\(switched.text)")
-            _ = try await cluster.waitFor("\(moved) (Baton) to lead", timeout: .seconds(60)) {
-                cluster.primary(in: $0) == moved
+            /// `patronictl switchover --leader FROM --candidate TO`, then waits until TO leads.
+            func switchOver(from: String, to: String) async throws {
+                let switched = try PatronictlTests.patronictl(
+                    cluster, ["switchover", "--leader", from, "--candidate", to, "--force"])
+                #expect(switched.status == 0, "\(switched.text)")
+                _ = try await cluster.waitFor("\(to) to lead", timeout: .seconds(60)) { cluster.primary(in: $0) == to }
             }
+
+            // A switchover from the Patroni leader to the Baton member, asked through patronictl.
+            try await switchOver(from: leader, to: moved)
             step("switchover_patroni_to_baton")
             _ = try await cluster.waitHealthy(timeout: .seconds(90))
             step("patroni_leader_follows_baton")
@@ -200,12 +203,7 @@ struct PatroniMigrationTests {
             try await cluster.waitForIDs([1, 2, 3, 4], on: leader)
 
             // Rollback: node3 back to Patroni (a switchover away first, as the runbook says).
-            let back = try PatronictlTests.patronictl(
-                cluster, ["switchover", "--leader", moved, "--candidate", leader, "--force"])
-            #expect(back.status == 0, "\(back.text)")
-            _ = try await cluster.waitFor("\(leader) (Patroni) to lead again", timeout: .seconds(60)) {
-                cluster.primary(in: $0) == leader
-            }
+            try await switchOver(from: moved, to: leader)
             step("switchover_baton_to_patroni")
             _ = try await cluster.waitHealthy(timeout: .seconds(90))
             stepStarted = ContinuousClock.now
