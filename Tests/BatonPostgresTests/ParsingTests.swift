@@ -310,4 +310,18 @@ struct ConnectErrorTests {
         #expect(text.contains("max_prepared_transactions = '5'"), "\(text)")
         #expect(text.contains("max_locks_per_transaction = '128'"), "\(text)")
     }
+
+    /// Patroni sets `cluster_name` to the scope; a data directory moved from Patroni to Baton (or
+    /// back) must keep it, since only a restart can change it.
+    @Test func clusterNameIsTheScopeAsPatroniSetsIt() {
+        var configuration = LocalPostgresConfiguration(
+            memberName: "node-b", dataDirectory: "/data/pg/", port: 5433,
+            superuser: Credentials(username: "postgres", password: "s"),
+            replication: Credentials(username: "replicator", password: "r"),
+            parameters: ["cluster_name": "local-choice"])
+        configuration.scope = "orders"
+        #expect(ManagedFiles.parameters(configuration)["cluster_name"] == "orders")
+        configuration.scope = ""
+        #expect(ManagedFiles.parameters(configuration)["cluster_name"] == "node-b")
+    }
 }

@@ -21,7 +21,7 @@ public struct Credentials: Sendable, CustomStringConvertible {
 
 /// Everything `LocalPostgresNode` needs to know about its PostgreSQL instance.
 public struct LocalPostgresConfiguration: Sendable {
-    /// This member's name: `cluster_name`, `application_name` on its upstream, its slot name.
+    /// This member's name: `application_name` on its upstream, its slot name.
     public var memberName: String
     public var dataDirectory: String
     public var binDirectory: String
@@ -79,7 +79,8 @@ public struct LocalPostgresConfiguration: Sendable {
     /// Methods defined but not in `create_replica_methods`: used when `standby_cluster` names
     /// them, and (those with `no_leader`) to make a member while no server can be copied from.
     public var definedReplicaMethods: [ReplicaMethod] = []
-    /// The cluster's name (`scope`), passed to replica methods as `--scope`.
+    /// The cluster's name (`scope`): `cluster_name`, as Patroni sets it, and `--scope` for replica
+    /// methods.
     public var scope = ""
     /// `postgresql.recovery_conf`: what every standby's recovery settings add (`restore_command`
     /// for WAL the upstream no longer has, `archive_cleanup_command`, `recovery_min_apply_delay`).

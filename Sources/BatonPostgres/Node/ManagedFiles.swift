@@ -38,7 +38,9 @@ public enum ManagedFiles {
             "listen_addresses": configuration.listenAddress,
             "port": String(configuration.port),
             "unix_socket_directories": configuration.socketDirectory,
-            "cluster_name": configuration.memberName,
+            // Patroni's choice (the scope), so that a data directory moved between Patroni and
+            // Baton keeps a setting that only a restart can change.
+            "cluster_name": configuration.scope.isEmpty ? configuration.memberName : configuration.scope,
             "wal_level": "replica",
             "hot_standby": "on",
             "max_wal_senders": "10",
