@@ -18,7 +18,7 @@ struct Baton: AsyncParsableCommand {
             ShowConfigCommand.self, EditConfigCommand.self, RestartCommand.self, ReinitCommand.self,
             RemoveCommand.self, ReloadCommand.self, FlushCommand.self, DSNCommand.self, QueryCommand.self,
             CheckConfigCommand.self, VersionCommand.self, DemoteClusterCommand.self, PromoteClusterCommand.self,
-            PoolerCommand.self,
+            PoolerCommand.self, MigrateCommand.self,
         ]
     )
 

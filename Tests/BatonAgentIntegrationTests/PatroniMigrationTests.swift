@@ -107,6 +107,13 @@ struct PatroniMigrationTests {
             if let postmaster { kill(postmaster, SIGKILL) }
         }
 
+        /// Reaps a Patroni that someone else (`baton migrate`) stopped.
+        func forget(_ name: String) {
+            guard let pid = pids.removeValue(forKey: name) else { return }
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+        }
+
         func stopAll() {
             for name in pids.keys.sorted() { stop(name) }
         }
@@ -150,6 +157,153 @@ struct PatroniMigrationTests {
             guard let member = view.member(named: name) else { return false }
             return member.replicationState == "streaming" && member.version == BatonCore.version
                 && cluster.isHealthy(view)
+        }
+    }
+
+    /// `baton migrate` on `name`, as an operator runs it: `--start` touches a marker, on which the
+    /// test starts the agent, as systemd would on `systemctl start`. Its exit status and output.
+    static func migrate(
+        _ name: String, _ cluster: AgentCluster, _ patroni: PatroniAgents, patroniPID: pid_t? = nil,
+        extra: [String] = []
+    ) async throws -> (status: Int32, text: String) {
+        let node = try cluster.node(name)
+        let pid = try #require(patroniPID ?? patroni.pids[name], "no Patroni runs on \(name)")
+        let marker = node.directory + "/start-baton"
+        try? FileManager.default.removeItem(atPath: marker)
+        let output = node.directory + "/migrate-\(UUID().uuidString).out"
+        let argv =
+            [
+                AgentCluster.batonBinary, "migrate", "-c", node.configPath, "--patroni-pid", String(pid), "--start",
+                "touch \(marker)", "--force", "--timeout", "150",
+            ] + extra
+        appendToFile(node.logPath, "---- \(cluster.elapsed()) test: \(argv.dropFirst().joined(separator: " "))\n")
+        let child = try AgentCluster.spawn(argv, environment: ProcessInfo.processInfo.environment, output: output)
+        // Waited for on a thread of its own: starting the agent and reaping are blocking calls.
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(
+                    with: Result {
+                        let deadline = ContinuousClock.now + .seconds(240)
+                        var started = false
+                        var status: Int32 = 0
+                        while waitpid(child, &status, WNOHANG) != child {
+                            if !started, FileManager.default.fileExists(atPath: marker) {
+                                started = true
+                                patroni.forget(name)
+                                try cluster.startAgent(name)
+                            }
+                            if ContinuousClock.now > deadline {
+                                kill(child, SIGKILL)
+                                _ = waitpid(child, &status, 0)
+                                throw ClusterFailure(description: "baton migrate \(name) did not finish in 240 s")
+                            }
+                            usleep(50_000)
+                        }
+                        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                    })
+            }.start()
+        }
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        appendToFile(node.logPath, "---- \(cluster.elapsed()) test: baton migrate exited \(status):\n\(text)")
+        return (status, text)
+    }
+
+    @Test("baton migrate: a 3-node Patroni cluster in synchronous mode moved live, leader last; then a crash")
+    func liveMigration() async throws {
+        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-live-migration") { node, hosts in
+            Self.configuration(node, hosts, synchronous: true)
+        }
+        defer {
+            patroni.stopAll()
+            cluster.stop()
+        }
+        do {
+            let names = ["node1", "node2", "node3"]
+            let leader = try #require(try await cluster.leader())
+            try await cluster.createTable(on: leader)
+            let probes = SplitBrainProbes(cluster, nodes: names)
+            probes.start(limit: .seconds(420))
+            let writer = Writer(cluster, limit: .seconds(420))
+            writer.start()
+            try await Task.sleep(for: .seconds(1))
+
+            // Synchronous mode: the leader can only hand over to the standby its sync key names.
+            _ = try await cluster.waitFor("\(leader)'s sync key naming a standby", timeout: .seconds(60)) {
+                $0.sync?.value.leader == leader && !($0.sync?.value.syncStandbys.isEmpty ?? true)
+            }
+
+            // Refused before anything is touched: another node's Patroni named as this one's.
+            let other = names.first { $0 != leader }!
+            let wrong = try await Self.migrate(
+                leader, cluster, patroni, patroniPID: patroni.pids[other] ?? 1)
+            #expect(wrong.status == 2 && wrong.text.contains("runs member '\(other)'"), "\(wrong.text)")
+            #expect(patroni.pids[leader] != nil && patroni.pids[other] != nil)
+            let dryRun = try await Self.migrate(leader, cluster, patroni, extra: ["--dry-run"])
+            #expect(dryRun.status == 0 && dryRun.text.contains("switch over"), "\(dryRun.text)")
+
+            // The replicas, then the leader (through a switchover to a member on Baton).
+            var steps: [(name: String, from: ContinuousClock.Instant, to: ContinuousClock.Instant)] = []
+            for name in names.filter({ $0 != leader }) + [leader] {
+                let from = ContinuousClock.now
+                let before = cluster.postmasterPID(name)
+                let moved = try await Self.migrate(name, cluster, patroni)
+                steps.append((name == leader ? "leader_\(name)" : "replica_\(name)", from, .now))
+                print("baton migrate on \(name) (exit \(moved.status)):\n\(moved.text)")
+                #expect(moved.status == 0, "\(moved.text)")
+                #expect(moved.text.contains("postgres not restarted"), "\(moved.text)")
+                if name == leader {
+                    #expect(moved.text.contains("switchover") && moved.text.contains("\(name) →"), "\(moved.text)")
+                } else {
+                    #expect(cluster.postmasterPID(name) == before, "\(name)'s postgres was restarted")
+                }
+            }
+            let allBaton = try await cluster.waitFor("every member on Baton", timeout: .seconds(60)) { view in
+                names.allSatisfy { view.member(named: $0)?.version == BatonCore.version } && cluster.isHealthy(view)
+            }
+            let again = try await Self.migrate(leader, cluster, patroni, patroniPID: 999_999)
+            #expect(again.status == 0 && again.text.contains("already runs Baton"), "\(again.text)")
+
+            // A whole-node crash of the leader once every node runs Baton.
+            let crashed = try #require(allBaton.leader?.member)
+            let standby = try #require(
+                try await cluster.waitFor("a synchronous standby of \(crashed)", timeout: .seconds(60)) {
+                    $0.sync?.value.leader == crashed && !($0.sync?.value.syncStandbys.isEmpty ?? true)
+                }.sync?.value.syncStandbys.first)
+            let crash = ContinuousClock.now
+            try cluster.killNode(crashed)
+            _ = try await cluster.waitFor("a new leader after \(crashed)'s crash", timeout: .seconds(90)) {
+                guard let now = cluster.primary(in: $0) else { return false }
+                return now != crashed
+            }
+            let promoted = ContinuousClock.now - crash
+            try cluster.startAgent(crashed)
+            _ = try await cluster.waitHealthy(timeout: .seconds(120))
+            steps.append(("crash_all_baton", crash, .now))
+            try await Task.sleep(for: .seconds(1))
+            await writer.stop()
+            await probes.stop()
+
+            let acks = writer.acknowledged.sorted { $0.at < $1.at }
+            let measured = steps.map { step -> String in
+                "\(step.name)=\(seconds(step.to - step.from)) "
+                    + "\(step.name)_U=\(seconds(writer.longestGap(from: step.from, to: step.to)))"
+            }
+            let final = try #require(try await cluster.leader())
+            let stored = try await cluster.ids(on: final)
+            let lost = Set(acks.map(\.id)).subtracting(stored)
+            let splitBrain = probes.overlap()
+            print(
+                "MEASURE patroni-live-migration: acknowledged=\(acks.count) lost=\(lost.count) "
+                    + "D2=\(seconds(splitBrain.total)) probe_accepts=\(probes.acceptedByNode.sorted { $0.key < $1.key }) crash_P=\(seconds(promoted)) sync_standby=\(standby) "
+                    + measured.joined(separator: " "))
+            #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
+            #expect(splitBrain.total == .zero, "two nodes accepted writes at once: \(splitBrain.cases)")
+            #expect(probes.interleaved().isEmpty, "\(probes.interleaved().prefix(5))")
+            let accepting = probes.acceptedByNode.filter { $0.value > 0 }
+            #expect(accepting.count >= 2, "the probes saw fewer than two primaries: \(probes.acceptedByNode)")
+            #expect(acks.count > 300, "\(acks.count) writes acknowledged; last failures \(writer.lastFailures)")
+        } catch {
+            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
         }
     }
 
@@ -224,10 +378,8 @@ struct PatroniMigrationTests {
             // U per step: the longest gap between two acknowledged writes ending inside the step.
             let acks = writer.acknowledged.sorted { $0.at < $1.at }
             let measured = steps.map { step -> String in
-                let gaps = zip(acks, acks.dropFirst()).filter { $0.1.at > step.from && $0.1.at <= step.to }.map {
-                    $0.1.at - $0.0.at
-                }
-                return "\(step.name)=\(seconds(step.to - step.from)) \(step.name)_U=\(seconds(gaps.max() ?? .zero))"
+                "\(step.name)=\(seconds(step.to - step.from)) "
+                    + "\(step.name)_U=\(seconds(writer.longestGap(from: step.from, to: step.to)))"
             }
             print("MEASURE patroni-migration: acknowledged=\(acks.count) " + measured.joined(separator: " "))
             let stored = try await cluster.ids(on: leader)
@@ -294,8 +446,7 @@ struct PatroniMigrationTests {
 
             let acks = writer.acknowledged.sorted { $0.at < $1.at }
             func longestGap(after instant: ContinuousClock.Instant, before end: ContinuousClock.Instant) -> Duration {
-                zip(acks, acks.dropFirst()).filter { $0.1.at > instant && $0.1.at <= end }.map { $0.1.at - $0.0.at }
-                    .max() ?? .zero
+                writer.longestGap(from: instant, to: end)
             }
             let stored = try await cluster.ids(on: "node1")
             let lost = Set(acks.map(\.id)).subtracting(stored)
@@ -303,7 +454,7 @@ struct PatroniMigrationTests {
                 "MEASURE patroni-mixed-crash: acknowledged=\(acks.count) lost=\(lost.count) "
                     + "patroni_leader_crash_U=\(seconds(longestGap(after: firstCrash, before: secondCrash))) "
                     + "patroni_leader_crash_P=\(seconds(firstPromoted)) patroni_leader_crash_Z=\(seconds(firstRejoined)) "
-                    + "baton_leader_crash_U=\(seconds(longestGap(after: secondCrash, before: .now))) "
+                    + "baton_leader_crash_U=\(seconds(longestGap(after: secondCrash, before: acks.last?.at ?? .now))) "
                     + "baton_leader_crash_P=\(seconds(secondPromoted)) baton_leader_crash_Z=\(seconds(secondRejoined))")
             // Synchronous mode: no acknowledged write may be lost.
             #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
