@@ -153,6 +153,87 @@ cluster_pooler_following() {
     curl -fsS --max-time 2 "http://127.0.0.1:$POOLER_STATUS_PORT/health" 2>/dev/null | grep -q '"state":"following"'
 }
 
+
+# Patroni 4.1.5 from PyPI in a venv (.build/patroni-4.1.5, the one the tests use), for
+# `scripts/demo migrate`: a Patroni cluster to move to Baton live.
+PATRONI_VERSION=4.1.5
+PATRONI_VENV=${PATRONI_VENV:-$PWD/.build/patroni-$PATRONI_VERSION}
+
+ensure_patroni() {
+    [[ -x "$PATRONI_VENV/bin/patroni" ]] && return 0
+    note "installing Patroni $PATRONI_VERSION from PyPI into $PATRONI_VENV"
+    # Only a venv of ours is replaced.
+    [[ ! -e "$PATRONI_VENV" || -e "$PATRONI_VENV/pyvenv.cfg" ]] || die "$PATRONI_VENV exists and is not a venv"
+    rm -rf "$PATRONI_VENV"
+    /usr/bin/python3 -m venv "$PATRONI_VENV" &&
+        "$PATRONI_VENV/bin/pip" install --quiet "patroni[etcd3,psycopg3]==$PATRONI_VERSION" ||
+        die "could not install Patroni $PATRONI_VERSION from PyPI"
+}
+
+# Patroni's configuration file for node i, which Baton reads as it is (Patroni's ttl is at least
+# 20 s). Secrets are in the file, as Patroni users keep them: 0600, owned by postgres.
+cluster_write_patroni_configs() {
+    local endpoints=${1//http:\/\//} i name superuser replication
+    cluster_secrets
+    # YAML single quotes: a quote inside is doubled.
+    superuser=${BATON_SUPERUSER_PASSWORD//\'/\'\'}
+    replication=${BATON_REPLICATION_PASSWORD//\'/\'\'}
+    for ((i = 1; i <= NODES; i++)); do
+        name="node$i"
+        install -d -o postgres -m 700 "$CLUSTER_DIR/$name"
+        # Created 0600: it holds the passwords.
+        (umask 077 && cat >"$CLUSTER_DIR/$name.yml") <<YAML
+scope: $SCOPE
+namespace: /service/
+name: $name
+restapi:
+  listen: 127.0.0.1:$((API_BASE_PORT + i))
+  connect_address: 127.0.0.1:$((API_BASE_PORT + i))
+etcd3:
+  hosts: [${endpoints}]
+bootstrap:
+  dcs:
+    ttl: 20
+    loop_wait: $LOOP_WAIT
+    retry_timeout: 5
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: $SYNC_MODE
+    postgresql:
+      use_pg_rewind: true
+      parameters: {wal_log_hints: 'on'}
+postgresql:
+  listen: 127.0.0.1:$((PG_BASE_PORT + i))
+  connect_address: 127.0.0.1:$((PG_BASE_PORT + i))
+  data_dir: $CLUSTER_DIR/$name/data
+  bin_dir: $(pg_bin_dir)
+  pgpass: $CLUSTER_DIR/$name/pgpass
+  authentication:
+    superuser: {username: postgres, password: '$superuser'}
+    replication: {username: replicator, password: '$replication'}
+  parameters: {unix_socket_directories: '$CLUSTER_DIR/$name'}
+  pg_hba:
+    - local all all trust
+    - host all all 127.0.0.1/32 scram-sha-256
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+log:
+  level: INFO
+YAML
+        chown postgres: "$CLUSTER_DIR/$name.yml"
+        chmod 600 "$CLUSTER_DIR/$name.yml"
+    done
+}
+
+# Patroni on node i, run as postgres; its PID in node$i.patroni.pid.
+cluster_start_patroni() {
+    local i=$1
+    # In a subshell: not a job of the caller's shell, which would report its SIGKILL.
+    (
+        nohup setpriv --reuid=postgres --regid=postgres --init-groups -- "$PATRONI_VENV/bin/patroni" \
+            "$CLUSTER_DIR/node$i.yml" >>"$CLUSTER_DIR/node$i.patroni.log" 2>&1 </dev/null &
+        echo $! >"$CLUSTER_DIR/node$i.patroni.pid"
+    )
+}
+
 # Stops what a pid file names (SIGTERM, then SIGKILL if still there after 10 s) and removes the
 # file; a PID whose command line is not the expected program's (a reused PID) is left alone.
 cluster_stop_pidfile() {
@@ -176,6 +257,7 @@ cluster_stop() {
     cluster_stop_pooler
     cluster_stop_pidfile "$CLUSTER_DIR/pgbouncer.pid" pgbouncer
     for ((i = 1; i <= NODES; i++)); do
+        cluster_stop_pidfile "$CLUSTER_DIR/node$i.patroni.pid" patroni
         pid=$(cat "$CLUSTER_DIR/node$i.agent.pid" 2>/dev/null || true)
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi
     done
