@@ -95,7 +95,9 @@ public protocol PeerProbe: Sendable {
     func status(of members: [Member]) async -> [PeerStatus]
     /// Asks every member in `members` (name → API URL) to confirm `leader` as primary while the
     /// store is unreachable; true only if every one confirms.
-    func confirmFailsafe(leader: String, members: [String: String]) async -> Bool
+    /// `POST /failsafe` to every member with the leader's `name`, `conn_url` and `api_url` (all
+    /// three: Patroni's standbys fail the request without them); true when all accepted.
+    func confirmFailsafe(leader: String, connURL: String, apiURL: String, members: [String: String]) async -> Bool
 }
 
 /// A watchdog device kept alive only while this node holds the lease (`/dev/watchdog` in

@@ -276,7 +276,8 @@ extension HALoop {
                     (status.cluster?.members ?? []).filter { $0.name != me }.map { ($0.name, $0.apiURL) },
                     uniquingKeysWith: { first, _ in first })
             let sent = clock.now
-            let confirmed = await peers.confirmFailsafe(leader: me, members: members)
+            let confirmed = await peers.confirmFailsafe(
+                leader: me, connURL: configuration.connURL, apiURL: configuration.apiURL, members: members)
             outcome.failsafe = confirmed
             if confirmed, session != nil, observation.postgres.inRecovery == false {
                 // Every member confirmed this primary after `sent`: none of them will promote

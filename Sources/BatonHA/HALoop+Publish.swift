@@ -58,6 +58,14 @@ extension HALoop {
             failedStarts = 0
             lastFailedStartAt = nil
         }
+        // A cycle that could not read the store does not write to it either: each write would
+        // wait out the store's timeout, and a failsafe leader, whose deadline runs from its last
+        // confirmation, must get back to asking its members before ttl runs out (with etcd gone
+        // and retry_timeout 5 s, a member key and a status key write took 10 s of a 15 s window).
+        guard observation.cluster != nil else {
+            noteProgress()
+            return
+        }
         let record = memberRecord(pg)
         let now = clock.now
         let config = effectiveConfig(status.cluster)

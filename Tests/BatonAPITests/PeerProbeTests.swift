@@ -47,15 +47,25 @@ import Testing
         try await Fixture.application(FakeSource(replica)).test(.live) { client in
             let port = try #require(client.port)
             let url = "http://127.0.0.1:\(port)/patroni"
-            #expect(await probe.confirmFailsafe(leader: "node1", members: ["node2": url]))
-            #expect(await probe.confirmFailsafe(leader: "node1", members: [:]))
             #expect(
-                !(await probe.confirmFailsafe(leader: "node1", members: ["node2": url, "x": "http://127.0.0.1:1/"])))
+                await probe.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: ["node2": url]))
+            #expect(
+                await probe.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: [:]))
+            #expect(
+                !(await probe.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: ["node2": url, "x": "http://127.0.0.1:1/"])))
         }
         try await Fixture.application(FakeSource(Fixture.replica())).test(.live) { client in
             let port = try #require(client.port)
             #expect(
-                !(await probe.confirmFailsafe(leader: "node1", members: ["node2": "http://127.0.0.1:\(port)/patroni"])))
+                !(await probe.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: ["node2": "http://127.0.0.1:\(port)/patroni"])))
         }
     }
 
@@ -71,9 +81,18 @@ import Testing
             timeout: .milliseconds(500), username: "admin", password: "s3cret", logger: Logger(label: "probe"))
         try await Fixture.application(FakeSource(replica), configuration: configuration).test(.live) { client in
             let url = "http://127.0.0.1:\(try #require(client.port))/patroni"
-            #expect(!(await anonymous.confirmFailsafe(leader: "node1", members: ["node2": url])))
-            #expect(!(await wrong.confirmFailsafe(leader: "node1", members: ["node2": url])))
-            #expect(await member.confirmFailsafe(leader: "node1", members: ["node2": url]))
+            #expect(
+                !(await anonymous.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: ["node2": url])))
+            #expect(
+                !(await wrong.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: ["node2": url])))
+            #expect(
+                await member.confirmFailsafe(
+                    leader: "node1", connURL: "postgres://h:5432/postgres", apiURL: "http://h:8008/patroni",
+                    members: ["node2": url]))
         }
     }
 

@@ -15,7 +15,9 @@ import Testing
         func status(of members: [Member]) async -> [PeerStatus] {
             members.map { PeerStatus(name: $0.name, reachable: false) }
         }
-        func confirmFailsafe(leader: String, members: [String: String]) async -> Bool { false }
+        func confirmFailsafe(leader: String, connURL: String, apiURL: String, members: [String: String]) async -> Bool {
+            false
+        }
     }
 
     struct Setup {

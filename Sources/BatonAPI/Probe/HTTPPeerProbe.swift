@@ -98,8 +98,13 @@ public struct HTTPPeerProbe: PeerProbe {
             timeline: document.timeline, tags: document.tags ?? Tags())
     }
 
-    public func confirmFailsafe(leader: String, members: [String: String]) async -> Bool {
-        let body = Array("{\"name\":\(Self.quoted(leader))}".utf8)
+    public func confirmFailsafe(leader: String, connURL: String, apiURL: String, members: [String: String]) async
+        -> Bool
+    {
+        // Patroni's standbys read all three fields (a missing one fails the request).
+        let body = Array(
+            "{\"name\":\(Self.quoted(leader)),\"conn_url\":\(Self.quoted(connURL)),\"api_url\":\(Self.quoted(apiURL))}"
+                .utf8)
         return await withTaskGroup(of: Bool.self) { group in
             for (name, url) in members {
                 group.addTask {

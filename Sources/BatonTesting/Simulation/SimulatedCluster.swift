@@ -403,7 +403,7 @@ struct SimulatedPeers: PeerProbe {
         }
     }
 
-    func confirmFailsafe(leader: String, members: [String: String]) async -> Bool {
+    func confirmFailsafe(leader: String, connURL: String, apiURL: String, members: [String: String]) async -> Bool {
         members.keys.allSatisfy { cluster.agentReachable($0) }
     }
 }
