@@ -147,6 +147,24 @@ struct PatroniMigrationTests {
         }
     }
 
+    /// A Patroni cluster for `body`, stopped by PID afterwards; a failure comes with the cluster's
+    /// state and each node's last log lines.
+    static func withPatroniCluster(
+        _ label: String, configuration: @escaping @Sendable (AgentNode, [String]) -> String,
+        body: (AgentCluster, PatroniAgents) async throws -> Void
+    ) async throws {
+        let (cluster, patroni) = try await startPatroniCluster(label, configuration: configuration)
+        defer {
+            patroni.stopAll()
+            cluster.stop()
+        }
+        do {
+            try await body(cluster, patroni)
+        } catch {
+            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
+        }
+    }
+
     /// Patroni stopped on `name` (its postgres with it), the Baton agent started with the same
     /// file on the same data directory; returns once it streams under Baton.
     static func moveToBaton(_ name: String, _ cluster: AgentCluster, _ patroni: PatroniAgents) async throws
@@ -211,14 +229,9 @@ struct PatroniMigrationTests {
 
     @Test("baton migrate: a 3-node Patroni cluster in synchronous mode moved live, leader last; then a crash")
     func liveMigration() async throws {
-        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-live-migration") { node, hosts in
+        try await Self.withPatroniCluster("patroni-live-migration") { node, hosts in
             Self.configuration(node, hosts, synchronous: true)
-        }
-        defer {
-            patroni.stopAll()
-            cluster.stop()
-        }
-        do {
+        } body: { cluster, patroni in
             let names = ["node1", "node2", "node3"]
             let leader = try #require(try await cluster.leader())
             try await cluster.createTable(on: leader)
@@ -303,8 +316,6 @@ struct PatroniMigrationTests {
             let accepting = probes.acceptedByNode.filter { $0.value > 0 }
             #expect(accepting.count >= 2, "the probes saw fewer than two primaries: \(probes.acceptedByNode)")
             #expect(acks.count > 300, "\(acks.count) writes acknowledged; last failures \(writer.lastFailures)")
-        } catch {
-            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
         }
     }
 
@@ -329,14 +340,9 @@ struct PatroniMigrationTests {
 
     @Test("failsafe_mode in a mixed cluster: with etcd gone, a Patroni leader and a Baton leader each keep serving")
     func mixedClusterFailsafe() async throws {
-        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-mixed-failsafe") { node, hosts in
+        try await Self.withPatroniCluster("patroni-mixed-failsafe") { node, hosts in
             Self.configuration(node, hosts, failsafe: true)
-        }
-        defer {
-            patroni.stopAll()
-            cluster.stop()
-        }
-        do {
+        } body: { cluster, patroni in
             let names = ["node1", "node2", "node3"]
             let leader = try #require(try await cluster.leader())
             let moved = try #require(names.first { $0 != leader })
@@ -408,21 +414,14 @@ struct PatroniMigrationTests {
                     + "D2=\(seconds(probes.overlap().total)) outage=\(seconds(outage)) " + lines.joined(separator: " "))
             #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
             #expect(probes.overlap().total == .zero && probes.interleaved().isEmpty, "\(probes.overlap().cases)")
-        } catch {
-            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
         }
     }
 
     @Test("a Patroni 4.1.5 cluster: a replica moved to Baton streams, takes a switchover, and moves back")
     func mixedCluster() async throws {
-        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-migration") { node, hosts in
+        try await Self.withPatroniCluster("patroni-migration") { node, hosts in
             Self.configuration(node, hosts)
-        }
-        defer {
-            patroni.stopAll()
-            cluster.stop()
-        }
-        do {
+        } body: { cluster, patroni in
             let leader = try #require(try await cluster.leader())
             try await cluster.createTable(on: leader)
 
@@ -492,23 +491,16 @@ struct PatroniMigrationTests {
             let lost = Set(acks.map(\.id)).subtracting(stored)
             #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
             #expect(acks.count > 1000, "\(acks.count) writes acknowledged; last failures \(writer.lastFailures)")
-        } catch {
-            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
         }
     }
 
     @Test("a mixed cluster in synchronous mode fails over both ways: Patroni leader → Baton, Baton leader → Patroni")
     func mixedClusterCrashes() async throws {
         // node3 (Patroni) never takes over: the winners are the Baton member, then a Patroni one.
-        let (cluster, patroni) = try await Self.startPatroniCluster("patroni-mixed-crash") { node, hosts in
+        try await Self.withPatroniCluster("patroni-mixed-crash") { node, hosts in
             Self.configuration(
                 node, hosts, tags: node.name == "node3" ? "{nofailover: true}" : nil, synchronous: true)
-        }
-        defer {
-            patroni.stopAll()
-            cluster.stop()
-        }
-        do {
+        } body: { cluster, patroni in
             try await cluster.createTable(on: "node1")
             _ = try await Self.moveToBaton("node2", cluster, patroni)
             let writer = Writer(cluster, limit: .seconds(400))
@@ -564,8 +556,6 @@ struct PatroniMigrationTests {
                     + "baton_leader_crash_P=\(seconds(secondPromoted)) baton_leader_crash_Z=\(seconds(secondRejoined))")
             // Synchronous mode: no acknowledged write may be lost.
             #expect(lost.isEmpty, "acknowledged writes lost: \(lost.sorted().prefix(10))")
-        } catch {
-            throw ClusterFailure(description: "\(error)\n\(await cluster.report(logLines: 40))")
         }
     }
 }

@@ -132,6 +132,7 @@ final class NodeProbe: @unchecked Sendable {
     private var firstFailure: ContinuousClock.Instant?
     private var firstError = ""
     private var acceptedAfterFailure: [ContinuousClock.Instant] = []
+    private var accepts: [ContinuousClock.Instant] = []
     private var running = true
     private var task: Task<Void, Never>?
 
@@ -156,6 +157,8 @@ final class NodeProbe: @unchecked Sendable {
     var failedAt: ContinuousClock.Instant? { lock.withLock { firstFailure } }
     var failure: String { lock.withLock { firstError } }
     var writesAfterFailure: [ContinuousClock.Instant] { lock.withLock { acceptedAfterFailure } }
+    /// When each accepted write was acknowledged.
+    var accepted: [ContinuousClock.Instant] { lock.withLock { accepts } }
 
     private var isRunning: Bool { lock.withLock { running } }
 
@@ -173,6 +176,7 @@ final class NodeProbe: @unchecked Sendable {
                 do {
                     _ = try await open.query("INSERT INTO baton_it (id) VALUES (\(id))")
                     lock.withLock {
+                        accepts.append(.now)
                         if firstFailure != nil { acceptedAfterFailure.append(.now) }
                     }
                 } catch {
@@ -182,8 +186,12 @@ final class NodeProbe: @unchecked Sendable {
                             firstError = "\(error)"
                         }
                     }
-                    await open.close()
-                    connection = nil
+                    // A replica's read-only refusal leaves the connection usable; anything else
+                    // reconnects.
+                    if (error as? PostgresError)?.sqlState != "25006" {
+                        await open.close()
+                        connection = nil
+                    }
                 }
             } else {
                 lock.withLock {
@@ -204,10 +212,10 @@ final class NodeProbe: @unchecked Sendable {
 /// writable from its first to its last accepted write, across gaps shorter than 1 s; D2 is the
 /// time during which two nodes were writable at once.
 final class SplitBrainProbes: @unchecked Sendable {
-    private let probes: [(name: String, probe: AcceptProbe)]
+    private let probes: [(name: String, probe: NodeProbe)]
 
     init(_ cluster: AgentCluster, nodes: [String]) {
-        probes = nodes.map { ($0, AcceptProbe(cluster, node: $0)) }
+        probes = nodes.map { ($0, NodeProbe(cluster, node: $0)) }
     }
 
     func start(limit: Duration) {
@@ -274,63 +282,5 @@ final class SplitBrainProbes: @unchecked Sendable {
             }
         }
         return result
-    }
-}
-
-/// Writes every 50 ms on a connection to one node and records each accepted write's time.
-final class AcceptProbe: @unchecked Sendable {
-    private let cluster: AgentCluster
-    private let name: String
-    private let lock = NSLock()
-    private var accepts: [ContinuousClock.Instant] = []
-    private var running = true
-    private var task: Task<Void, Never>?
-
-    init(_ cluster: AgentCluster, node name: String) {
-        self.cluster = cluster
-        self.name = name
-    }
-
-    func start(firstID: Int, limit: Duration) {
-        let task = Task { await self.run(firstID: firstID, limit: limit) }
-        lock.withLock { self.task = task }
-    }
-
-    func stop() async {
-        let task = lock.withLock { () -> Task<Void, Never>? in
-            running = false
-            return self.task
-        }
-        await task?.value
-    }
-
-    var accepted: [ContinuousClock.Instant] { lock.withLock { accepts } }
-    private var isRunning: Bool { lock.withLock { running } }
-
-    private func run(firstID: Int, limit: Duration) async {
-        let deadline = ContinuousClock.now + limit
-        var id = firstID
-        var connection: PostgresConnection?
-        while isRunning, ContinuousClock.now < deadline {
-            if connection == nil {
-                connection = try? await cluster.connect(
-                    name, timeout: .milliseconds(500), statementTimeout: .milliseconds(500))
-            }
-            if let open = connection {
-                id += 1
-                do {
-                    _ = try await open.query("INSERT INTO baton_it (id) VALUES (\(id))")
-                    lock.withLock { accepts.append(.now) }
-                } catch {
-                    // A replica refuses (read-only) on the same connection; a broken one reconnects.
-                    if (error as? PostgresError)?.sqlState != "25006" {
-                        await open.close()
-                        connection = nil
-                    }
-                }
-            }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        await connection?.close()
     }
 }
