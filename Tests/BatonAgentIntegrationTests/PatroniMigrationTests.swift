@@ -442,7 +442,14 @@ struct PatroniMigrationTests {
             #expect(cluster.primary(in: mixed) == leader)
             try await cluster.insert([1, 2, 3], on: leader)
             try await cluster.waitForIDs([1, 2, 3], on: moved)
-            let listed = try PatronictlTests.listed(cluster)
+            // patronictl lists the Baton member streaming. Polled: its walreceiver may restart once
+            // after the agent's first reload (a CI run caught "in archive recovery" in between).
+            var listed = try PatronictlTests.listed(cluster)
+            let listDeadline = ContinuousClock.now + .seconds(30)
+            while listed[moved]?["State"]?.stringValue != "streaming", ContinuousClock.now < listDeadline {
+                try await Task.sleep(for: .seconds(1))
+                listed = try PatronictlTests.listed(cluster)
+            }
             #expect(listed[moved]?["State"]?.stringValue == "streaming", "\(listed)")
 
             /// `patronictl switchover --leader FROM --candidate TO`, then waits until TO leads.
