@@ -319,6 +319,18 @@ struct PatroniMigrationTests {
         }
     }
 
+    /// `body` until it does not throw, at most 30 s (the last error is thrown).
+    static func retrying<T>(_ body: () async throws -> T) async throws -> T {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            do {
+                return try await body()
+            } catch  where ContinuousClock.now < deadline {
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
     /// Every etcd member frozen (SIGSTOP) for `duration`: requests hang, as in a network outage.
     /// `midway` runs once `duration` − 10 s have passed (more than ttl when duration is 45 s).
     static func etcdOutage(
@@ -393,7 +405,11 @@ struct PatroniMigrationTests {
                 _ = try await cluster.waitFor("\(who) to lead again", timeout: .seconds(90)) {
                     cluster.primary(in: $0) == who && cluster.isHealthy($0)
                 }
-                let after = try await cluster.execute(who, timelineQuery).rows.first?.string("t")
+                // A Baton leader whose lease expired may still be restarting when the view first
+                // names it again: the query is retried for up to 30 s.
+                let after = try await Self.retrying {
+                    try await cluster.execute(who, timelineQuery).rows.first?.string("t")
+                }
                 if round == 1 {
                     // Patroni takes the leader key again in place.
                     #expect(after == timeline, "\(who)'s timeline moved from \(timeline ?? "?") to \(after ?? "?")")
@@ -407,8 +423,10 @@ struct PatroniMigrationTests {
             await writer.stop()
             await probes.stop()
             let acks = writer.acknowledged
+            _ = try await cluster.waitHealthy(timeout: .seconds(90))
             let final = try #require(try await cluster.leader())
-            let lost = Set(acks.map(\.id)).subtracting(try await cluster.ids(on: final))
+            let stored = try await Self.retrying { try await cluster.ids(on: final) }
+            let lost = Set(acks.map(\.id)).subtracting(stored)
             print(
                 "MEASURE patroni-mixed-failsafe: acknowledged=\(acks.count) lost=\(lost.count) "
                     + "D2=\(seconds(probes.overlap().total)) outage=\(seconds(outage)) " + lines.joined(separator: " "))
