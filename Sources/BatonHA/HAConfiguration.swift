@@ -94,9 +94,8 @@ public protocol PeerProbe: Sendable {
     /// The status of each member, within a short deadline; unreachable peers are reported as such.
     func status(of members: [Member]) async -> [PeerStatus]
     /// Asks every member in `members` (name → API URL) to confirm `leader` as primary while the
-    /// store is unreachable; true only if every one confirms.
-    /// `POST /failsafe` to every member with the leader's `name`, `conn_url` and `api_url` (all
-    /// three: Patroni's standbys fail the request without them); true when all accepted.
+    /// store is unreachable (`POST /failsafe` with the leader's `name`, `conn_url` and `api_url`:
+    /// Patroni's standbys fail the request without all three); true only if every one confirms.
     func confirmFailsafe(leader: String, connURL: String, apiURL: String, members: [String: String]) async -> Bool
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BatonAgent
 import BatonCore
+import BatonPostgres
 import Foundation
 
 #if canImport(Glibc)
@@ -410,13 +411,10 @@ struct MigrateCommand: AsyncParsableCommand {
     /// Alive and not a zombie.
     static func isRunning(_ pid: Int32) -> Bool { startTime(pid) != nil }
 
-    /// The PID in `postmaster.pid` while that process runs.
+    /// The postmaster running on `dataDirectory`, checked as the agent checks it before adopting
+    /// it (a stale postmaster.pid whose PID now belongs to another process is not it).
     static func postmasterPID(_ dataDirectory: String) -> Int32? {
-        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
-            let first = text.split(separator: "\n").first, let pid = Int32(first.trimmingCharacters(in: .whitespaces)),
-            pid > 0, isRunning(pid)
-        else { return nil }
-        return pid
+        LocalPostgresNode.runningPostmasterPID(dataDirectory: dataDirectory)
     }
 
     /// Whether a TCP connection to `address` is accepted within a second.

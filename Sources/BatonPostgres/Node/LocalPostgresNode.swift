@@ -154,20 +154,28 @@ public final class LocalPostgresNode: PostgresNode {
     @discardableResult
     func adoptIfRunning() -> Postmaster? {
         if let running = runningPostmaster { return running }
-        guard let text = Posix.readFile(dataDirectory + "/postmaster.pid"),
-            let pidFile = ToolOutput.postmasterPID(text),
-            Postmaster.isPostmaster(pid: pidFile.pid, dataDirectory: dataDirectory)
-        else { return nil }
-        let adopted = watch { Postmaster.adopt(pid: pidFile.pid, onExit: $0) }
+        guard let pid = Self.runningPostmasterPID(dataDirectory: dataDirectory) else { return nil }
+        let adopted = watch { Postmaster.adopt(pid: pid, onExit: $0) }
         let chosen = state.withLock { state -> Postmaster in
             if let existing = state.postmaster, existing.exited == nil { return existing }
             state.postmaster = adopted
             return adopted
         }
         if chosen === adopted {
-            logger.info("adopted running postmaster", metadata: ["pg.pid": "\(pidFile.pid)"])
+            logger.info("adopted running postmaster", metadata: ["pg.pid": "\(pid)"])
         }
         return chosen
+    }
+
+    /// The postmaster that `dataDirectory/postmaster.pid` names, when that process is alive, not a
+    /// zombie, a postgres binary and working in that directory (a stale file's reused PID is not
+    /// it); nil otherwise. What adoption trusts, and what `baton migrate` checks.
+    public static func runningPostmasterPID(dataDirectory: String) -> pid_t? {
+        guard let text = Posix.readFile(dataDirectory + "/postmaster.pid"),
+            let pidFile = ToolOutput.postmasterPID(text),
+            Postmaster.isPostmaster(pid: pidFile.pid, dataDirectory: dataDirectory)
+        else { return nil }
+        return pidFile.pid
     }
 
     // MARK: Start, stop, reload, restart
